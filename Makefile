@@ -1,0 +1,48 @@
+# footfall: `make run` runs the whole pipeline here, `make test` runs the whole suite.
+# Both do all set-up on a fresh machine: virtual environment, Python packages, Kafka jars, storage format.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PYTEST_ARGS ?=
+
+.PHONY: help install kafka run test test-unit test-integration broker-start broker-stop clean
+
+help:
+	@echo "make run    - the whole pipeline on this machine (broker included); Ctrl-C stops it all"
+	@echo "make test   - the whole suite against a real Kafka broker and ClickHouse (chdb)"
+	@echo "make clean  - remove the virtual environment, broker state and local data"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) kafka
+
+kafka:
+	deploy/kafka.sh fetch
+
+run: install
+	$(BIN)/footfall run
+
+test: install
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: install
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+broker-start: kafka
+	deploy/kafka.sh start
+
+broker-stop:
+	deploy/kafka.sh stop
+
+clean:
+	-deploy/kafka.sh stop
+	rm -rf $(VENV) deploy/.kafka .footfall

@@ -1,0 +1,282 @@
+"""`footfall`: run each stage, the whole pipeline, migrations and queries. The only place stages are wired."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from schemas.config import FootfallSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka.sh"
+
+cli = typer.Typer(help="footfall: tracking beacons → Kafka → sessions & identities → ClickHouse profiles.", no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def _settings(**overrides: Any) -> FootfallSettings:
+    """Settings from the environment; command-line overrides are exported so child processes agree."""
+    for name, value in overrides.items():
+        if value is not None:
+            os.environ[f"FOOTFALL_{name.upper()}"] = str(value)
+    return FootfallSettings()
+
+
+def _logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+def topics() -> None:
+    """Create the Kafka topics (missing ones only)."""
+    from footfall.topics import ensure_topics
+
+    settings = _settings()
+    created = ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    console.print(f"created: {', '.join(created) or 'nothing (all exist)'}")
+
+
+@cli.command()
+def collector(
+    port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_COLLECTOR_PORT]")] = None,
+    workers: Annotated[int | None, typer.Option(help="worker processes [FOOTFALL_COLLECTOR_WORKERS]")] = None,
+) -> None:
+    """Run the HTTP collector (Segment-compatible tracking API)."""
+    import tempfile
+
+    import uvicorn
+
+    from footfall.topics import ensure_topics
+
+    settings = _settings(collector_port=port, collector_workers=workers)
+    _logging()
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    if settings.collector_workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="footfall-metrics-")
+    uvicorn.run(
+        "ingest.app:create_app",
+        factory=True,
+        host=settings.collector_host,
+        port=settings.collector_port,
+        workers=settings.collector_workers,
+        log_level="warning",
+        access_log=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@cli.command()
+def processor() -> None:
+    """Run the stream processors (a faust worker)."""
+    import faust
+
+    from footfall.topics import ensure_topics
+    from processors.app import create_app
+
+    settings = _settings()
+    (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    app = create_app(settings)
+    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply the ClickHouse migrations (also done by the projector at start)."""
+    from projections.clickhouse import connect, migrate as apply
+
+    settings = _settings()
+    applied = apply(connect(settings.clickhouse_dsn), settings.database)
+    console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
+
+
+@cli.command()
+def projector() -> None:
+    """Run the projector (Kafka → ClickHouse) and the read API it serves."""
+    import uvicorn
+
+    from footfall.secrets import admin_key
+    from projections.clickhouse import connect, migrate as apply
+    from projections.projector import Projector
+    from projections.read_api import create_read_app
+
+    settings = _settings()
+    _logging()
+    apply(connect(settings.clickhouse_dsn), settings.database)
+    worker = Projector(settings, connect(settings.clickhouse_dsn))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_read_app(connect(settings.clickhouse_dsn), admin_key(settings)),
+            host=settings.read_api_host,
+            port=settings.read_api_port,
+            log_level="warning",
+        )
+    )
+    failure: list[BaseException] = []
+
+    def project() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # noqa: BLE001 - reported below, and the process exits non-zero
+            failure.append(exc)
+            logging.getLogger("footfall.projector").exception("projector stopped")
+        finally:
+            server.should_exit = True
+
+    thread = threading.Thread(target=project, name="projector")
+    thread.start()
+    server.run()
+    worker.stop()
+    thread.join()
+    if failure:
+        raise typer.Exit(1)
+
+
+def _query_via_read_api(settings: FootfallSettings, query: str) -> dict | None:
+    """Ask the running projector (it owns the embedded engine); None when it is not running."""
+    from footfall.secrets import admin_key
+
+    key = admin_key(settings, create=False)
+    url = f"http://{settings.read_api_host}:{settings.read_api_port}/sql"
+    try:
+        response = httpx.post(url, content=orjson.dumps({"query": query}), headers={"Authorization": f"Bearer {key or ''}"}, timeout=60)
+    except httpx.ConnectError:
+        return None
+    body = response.json()
+    if response.status_code != 200:
+        console.print(f"[red]{body.get('error')}[/red]")
+        raise typer.Exit(1)
+    return body
+
+
+def _query_directly(settings: FootfallSettings, query: str) -> dict:
+    from clickhouse_connect.driver.exceptions import ClickHouseError, ProgrammingError
+
+    from projections.clickhouse import connect
+    from projections.read_api import run_query
+
+    try:
+        return run_query(connect(settings.clickhouse_dsn, settings.database), query)
+    except ProgrammingError as exc:
+        console.print(f"[red]cannot open {settings.clickhouse_dsn}: {exc}[/red]")
+    except ClickHouseError as exc:
+        console.print(f"[red]{exc}[/red]")
+    raise typer.Exit(1)
+
+
+@cli.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="a read-only query, e.g. \"SELECT count() FROM events\"")],
+    json_lines: Annotated[bool, typer.Option("--json", help="print JSON lines instead of a table")] = False,
+) -> None:
+    """Query the configured ClickHouse (the running pipeline's, or the embedded data directory)."""
+    from projections.read_api import dumps
+
+    settings = _settings()
+    result = None
+    if settings.embedded_clickhouse:
+        result = _query_via_read_api(settings, query)
+    if result is None:
+        result = _query_directly(settings, query)
+    if json_lines:
+        for row in result["rows"]:
+            sys.stdout.buffer.write(dumps(dict(zip(result["columns"], row))) + b"\n")
+        return
+    table = Table(*result["columns"])
+    for row in result["rows"]:
+        table.add_row(*(v if isinstance(v, str) else dumps(v).decode() for v in row))
+    Console().print(table)
+
+
+# -- footfall run ----------------------------------------------------------------------------------------
+
+
+def _wait_for(url: str, timeout_s: float, procs: dict[str, subprocess.Popen]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer within {timeout_s}s")
+
+
+def _stop_all(procs: dict[str, subprocess.Popen], timeout_s: float = 20) -> None:
+    for proc in procs.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    for name, proc in procs.items():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            console.print(f"{name} did not stop in time; killing it")
+            proc.kill()
+
+
+@cli.command()
+def run(
+    broker: Annotated[bool, typer.Option(help="start the local Kafka broker from deploy/ (unless KAFKA_BOOTSTRAP_SERVERS is set)")] = True,
+) -> None:
+    """Run the whole pipeline on this machine; Ctrl-C stops everything it started, the broker included."""
+    from footfall.secrets import admin_key
+    from footfall.topics import ensure_topics
+
+    settings = _settings()
+    start_broker = broker and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    procs: dict[str, subprocess.Popen] = {}
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        if start_broker:
+            subprocess.run([str(KAFKA_SCRIPT), "start"], check=True)
+        ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+        admin_key(settings)  # created once, before the projector and `footfall sql` need it
+        for stage in ("projector", "processor", "collector"):
+            procs[stage] = subprocess.Popen([sys.executable, "-m", "footfall", stage])
+        _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, procs)
+        _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, procs)
+        console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
+        console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
+        while not stop.is_set():
+            for name, proc in procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with code {proc.returncode}")
+            stop.wait(0.5)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    finally:
+        console.print("stopping…")
+        _stop_all(procs)
+        if start_broker:
+            subprocess.run([str(KAFKA_SCRIPT), "stop"], check=False)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

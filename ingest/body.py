@@ -1,0 +1,88 @@
+"""Reading a request body safely: bounded size, bounded gzip, and the content types SDKs use."""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from schemas.tracking import MAX_BATCH_BYTES
+
+ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain", "")
+# The wire body may be a little larger than the limit on its JSON (whitespace, gzip framing).
+MAX_WIRE_BYTES = MAX_BATCH_BYTES + 64 * 1024
+
+
+class BodyError(Exception):
+    """A request body that cannot be read; carries the HTTP status and a reason naming the problem."""
+
+    def __init__(self, status: int, field: str, reason: str, raw: bytes = b""):
+        super().__init__(reason)
+        self.status = status
+        self.field = field
+        self.reason = reason
+        self.raw = raw  # what was read of the body, for the dead-letter topic
+
+
+def content_type_of(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_limited(request: Request, limit: int = MAX_WIRE_BYTES) -> bytes:
+    """Read the body, refusing it as soon as it passes `limit` bytes (no unbounded buffering)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyError(413, "body", f"request body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyError(413, "body", f"request body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def gunzip_limited(data: bytes, limit: int = MAX_BATCH_BYTES) -> bytes:
+    """Inflate a gzip body, refusing it when it would inflate past `limit` (a gzip bomb)."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise BodyError(400, "body", f"Content-Encoding is gzip but the body is not valid gzip ({exc})") from exc
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise BodyError(413, "body", f"gzip body inflates past the limit of {limit} bytes")
+    if not inflater.eof:
+        raise BodyError(400, "body", "gzip body is truncated")
+    return out
+
+
+async def read_json_body(request: Request) -> Any:
+    """The parsed JSON body of a tracking request, or a BodyError naming what is wrong."""
+    content_type = content_type_of(request)
+    if content_type not in ACCEPTED_CONTENT_TYPES:
+        raise BodyError(415, "content-type", f"unsupported content type {content_type!r}; send application/json or text/plain")
+    data = await read_limited(request)
+    try:
+        return _parse(data, request.headers.get("content-encoding", ""))
+    except BodyError as exc:
+        exc.raw = data
+        raise
+
+
+def _parse(data: bytes, content_encoding: str) -> Any:
+    encoding = content_encoding.strip().lower()
+    if encoding == "gzip":
+        data = gunzip_limited(data)
+    elif encoding not in ("", "identity"):
+        raise BodyError(415, "content-encoding", f"unsupported content encoding {encoding!r}; send gzip or none")
+    if len(data) > MAX_BATCH_BYTES:
+        raise BodyError(413, "body", f"body is {len(data)} bytes; the limit is {MAX_BATCH_BYTES}")
+    if not data.strip():
+        raise BodyError(400, "body", "empty body; send a JSON object")
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise BodyError(400, "body", f"invalid JSON: {exc}") from exc

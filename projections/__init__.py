@@ -1,0 +1,1 @@
+"""Projections: Kafka → ClickHouse tables, and the read models served from them."""

@@ -1,0 +1,59 @@
+"""ClickHouse access: one way to connect (clickhouse-connect, chdb or server) and versioned migrations."""
+
+from __future__ import annotations
+
+import logging
+import re
+from importlib import resources
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+log = logging.getLogger(__name__)
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def connect(dsn: str, database: str | None = None) -> Client:
+    """A client for `chdb:///path` (embedded, in this process) or an http(s):// server URL."""
+    client = clickhouse_connect.get_client(dsn=dsn)
+    if database:
+        client.database = database
+    return client
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every file in projections/migrations, in order."""
+    found = []
+    for entry in resources.files("projections.migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            version = int(entry.name.split("_", 1)[0])
+            found.append((version, entry.name, entry.read_text()))
+    return sorted(found)
+
+
+def statements(sql: str) -> list[str]:
+    body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in body.split(";") if s.strip()]
+
+
+def migrate(client: Client, database: str) -> list[str]:
+    """Create the database and apply each migration not applied yet. Safe to run again and concurrently."""
+    if not _IDENTIFIER.match(database):
+        raise ValueError(f"database name {database!r} is not a plain identifier")
+    client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    client.command(
+        f"CREATE TABLE IF NOT EXISTS {database}.schema_migrations "
+        "(version UInt32, name String, applied_at DateTime DEFAULT now()) ENGINE = ReplacingMergeTree ORDER BY version"
+    )
+    applied = {row[0] for row in client.query(f"SELECT version FROM {database}.schema_migrations").result_rows}
+    done = []
+    for version, name, sql in migrations():
+        if version in applied:
+            continue
+        for statement in statements(sql):
+            client.command(statement.replace("{db}", database))
+        client.insert(f"{database}.schema_migrations", [[version, name]], column_names=["version", "name"])
+        log.info("applied migration %s", name)
+        done.append(name)
+    return done

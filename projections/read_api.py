@@ -1,0 +1,71 @@
+"""The read side served by the process that owns ClickHouse: SQL for `footfall sql` and analysts' tools.
+
+With the embedded engine only one process may open the data directory, so the projector serves reads
+for everyone else. Every request needs the admin secret (never the public write key).
+"""
+
+from __future__ import annotations
+
+import hmac
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+import orjson
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (Decimal, UUID)):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    raise TypeError(type(value).__name__)
+
+
+def dumps(body: Any) -> bytes:
+    return orjson.dumps(body, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
+
+
+def run_query(client: Client, sql: str, readonly: bool = True) -> dict[str, Any]:
+    result = client.query(sql, settings={"readonly": 2} if readonly else None)
+    return {
+        "columns": list(result.column_names),
+        "types": [t.name for t in result.column_types],
+        "rows": [list(row) for row in result.result_rows],
+    }
+
+
+def create_read_app(client: Client, admin_key: str) -> Starlette:
+    def authorized(request: Request) -> bool:
+        supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        return hmac.compare_digest(supplied.encode(), admin_key.encode())
+
+    async def sql(request: Request) -> Response:
+        if not authorized(request):
+            return Response(dumps({"error": "admin key required (Authorization: Bearer ...)"}), 401, media_type="application/json")
+        try:
+            query = orjson.loads(await request.body())["query"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return Response(dumps({"error": "body must be {\"query\": \"SELECT ...\"}"}), 400, media_type="application/json")
+        try:
+            result = await run_in_threadpool(run_query, client, query)
+        except ClickHouseError as exc:
+            return Response(dumps({"error": str(exc)}), 400, media_type="application/json")
+        return Response(dumps(result), media_type="application/json")
+
+    async def healthz(_request: Request) -> Response:
+        return Response(b'{"status":"alive"}', media_type="application/json")
+
+    return Starlette(routes=[Route("/sql", sql, methods=["POST"]), Route("/healthz", healthz)])

@@ -1,0 +1,63 @@
+"""Settings shared by every stage, read from the environment (documented in README.md).
+
+Each stage gets one `FootfallSettings` object from the composition root, so tests can run
+isolated pipelines side by side by changing the topic prefix and the database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas.topics import Topics
+
+
+class FootfallSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FOOTFALL_", extra="ignore", frozen=True)
+
+    # Kafka
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "FOOTFALL_KAFKA_BOOTSTRAP_SERVERS"),
+    )
+    topic_prefix: str = "footfall"
+    partitions: int = Field(default=4, ge=1, le=1024)
+
+    # ClickHouse: a server URL (http://user:pass@host:8123) or a chdb:///abs/path DSN; unset means the
+    # embedded engine in <data_dir>/clickhouse.
+    clickhouse_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("CLICKHOUSE_URL", "FOOTFALL_CLICKHOUSE_URL")
+    )
+    data_dir: Path = Path(".footfall")
+    database: str = "footfall"
+
+    # Collector
+    collector_host: str = "127.0.0.1"
+    collector_port: int = 8080
+    collector_workers: int = Field(default=1, ge=1, le=64)
+
+    # Projector / read API (owns the embedded ClickHouse in `footfall run`)
+    read_api_host: str = "127.0.0.1"
+    read_api_port: int = 8090
+    batch_max_rows: int = Field(default=10_000, ge=1)
+    batch_max_seconds: float = Field(default=1.0, gt=0)
+
+    # Processor
+    processor_web_port: int = 6066
+
+    @property
+    def topics(self) -> Topics:
+        return Topics(prefix=self.topic_prefix, partitions=self.partitions)
+
+    @property
+    def clickhouse_dsn(self) -> str:
+        """`CLICKHOUSE_URL` when set, else the embedded engine in `<data_dir>/clickhouse`."""
+        if self.clickhouse_url:
+            return self.clickhouse_url
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def embedded_clickhouse(self) -> bool:
+        return self.clickhouse_dsn.startswith("chdb:")

@@ -1,0 +1,42 @@
+"""One event path end to end on real infrastructure: HTTP → collector → Kafka → faust → projector → ClickHouse."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+import pytest
+
+from tests.pipeline import WRITE_KEY, collector, processor, projector, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def test_track_identify_and_page_arrive_in_clickhouse(settings, clickhouse_client, tmp_path):
+    with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings):
+        auth = (WRITE_KEY, "")
+        calls = [
+            ("/v1/track", {"anonymousId": "anon-1", "event": "Signed Up", "properties": {"plan": "pro"}, "messageId": "m-track"}),
+            ("/v1/identify", {"anonymousId": "anon-1", "userId": "user-1", "traits": {"email": "a@example.com"}, "messageId": "m-identify"}),
+            ("/v1/page", {"userId": "user-1", "name": "Pricing", "properties": {"url": "https://example.com/pricing"}, "messageId": "m-page"}),
+        ]
+        for path, body in calls:
+            response = httpx.post(url + path, json=body, auth=auth, timeout=10)
+            assert response.status_code == 200, response.text
+            assert response.json()["success"] is True
+
+        def rows():
+            return clickhouse_client.query(
+                f"SELECT message_id, type, event, distinct_id, anonymous_id, user_id, properties, traits, source_id "
+                f"FROM {settings.database}.events FINAL ORDER BY message_id"
+            ).result_rows
+
+        found = wait_until(lambda: len(rows()) == 3 and rows(), timeout_s=90, what="3 rows in events", watch=(worker,))
+
+    by_id = {row[0]: row for row in found}
+    assert by_id["m-track"][1:6] == ("track", "Signed Up", "anon-1", "anon-1", "")
+    assert orjson.loads(by_id["m-track"][6]) == {"plan": "pro"}
+    assert by_id["m-identify"][1] == "identify"
+    assert by_id["m-identify"][3] == "user-1"  # the distinct id of an identified call is the user id
+    assert orjson.loads(by_id["m-identify"][7]) == {"email": "a@example.com"}
+    assert by_id["m-page"][1:4] == ("page", "Pricing", "user-1")
+    assert {row[8] for row in found} == {"test-source"}

@@ -1,0 +1,117 @@
+"""Start real footfall stages for integration tests: the CLI's own processes, on the test's settings."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+from projections.clickhouse import connect
+from projections.projector import Projector
+from schemas.config import FootfallSettings
+from tests.conftest import settings_env
+from tests.infra import free_port
+
+T = TypeVar("T")
+WRITE_KEY = "test-write-key"
+
+
+def wait_until(
+    probe: Callable[[], T],
+    timeout_s: float = 60,
+    interval_s: float = 0.25,
+    what: str = "condition",
+    watch: tuple[subprocess.Popen, ...] = (),
+) -> T:
+    """Poll `probe` until it returns something truthy; fail fast if a watched process died."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        for proc in watch:
+            if proc.poll() is not None:
+                raise AssertionError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode} while waiting for {what}")
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last value: {last!r}")
+
+
+@contextlib.contextmanager
+def footfall_process(stage: str, settings: FootfallSettings, log_dir: Path, **env: str) -> Iterator[subprocess.Popen]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{stage}.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "footfall", stage], env=settings_env(settings, **env), stdout=log, stderr=subprocess.STDOUT
+        )
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else "(no log)"
+
+
+@contextlib.contextmanager
+def collector(settings: FootfallSettings, log_dir: Path, workers: int = 1) -> Iterator[str]:
+    """A `footfall collector` process; yields its base URL once /readyz says Kafka is reachable."""
+    settings = settings.model_copy(update={"collector_port": free_port()})
+    url = f"http://127.0.0.1:{settings.collector_port}"
+    extra = {"FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=test-source", "FOOTFALL_COLLECTOR_WORKERS": str(workers)}
+    with footfall_process("collector", settings, log_dir, **extra) as proc:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"collector exited:\n{tail(log_dir / 'collector.log')}")
+            try:
+                return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 60, what="collector /readyz")
+        yield url
+
+
+@contextlib.contextmanager
+def processor(settings: FootfallSettings, log_dir: Path) -> Iterator[subprocess.Popen]:
+    with footfall_process("processor", settings, log_dir) as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def projector(settings: FootfallSettings) -> Iterator[Projector]:
+    """The projector in this process: with the embedded engine, the test process owns the chdb path."""
+    worker = Projector(settings, connect(settings.clickhouse_dsn))
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test below
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="test-projector", daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(30)
+    if failure:
+        raise failure[0]
