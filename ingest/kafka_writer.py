@@ -62,6 +62,9 @@ class KafkaWriter:
             "enable.idempotence": True,
             "linger.ms": 5,
             "compression.type": "lz4",
+            # Java's (and aiokafka's) partitioner, so a key lands on the same partition whichever client
+            # writes it: the stream processors rely on this to co-partition tables with the raw topic.
+            "partitioner": "murmur2_random",
             "queue.buffering.max.messages": 200_000,
             "queue.buffering.max.kbytes": 256 * 1024,
             # A write the SDK was told failed (503) may still land later; downstream dedups by messageId.

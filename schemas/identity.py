@@ -1,0 +1,66 @@
+"""Identity resolution's messages: commands into the resolver, and the mappings and merges it decides."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+CommandKind = Literal["seen", "identify", "alias"]
+
+
+class IdentityCommand(BaseModel):
+    """What the event path tells the resolver: a distinct id was seen, or two ids were linked.
+
+    `seen`: distinct_id appeared (first event of a device, or a user id); `identify`: anonymous_id and
+    user_id belong together; `alias`: previous_id merges into user_id.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: CommandKind
+    message_id: str
+    timestamp: datetime
+    distinct_id: str | None = None  # seen
+    anonymous_id: str | None = None  # identify
+    user_id: str | None = None  # identify, alias
+    previous_id: str | None = None  # alias
+    email: str | None = None  # identify traits.email: makes a person identified and a contact
+    contact_traits: list[str] = []  # which key identifying traits were present (email, phone, ...)
+
+
+class DistinctIdMapping(BaseModel):
+    """distinct_id now resolves to person_id. Versions grow; the highest wins (upsert by distinct_id)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    distinct_id: str
+    person_id: str
+    version: int
+    is_deleted: bool = False
+
+
+class PersonMerge(BaseModel):
+    """from_person was merged into into_person: its history belongs to into_person from now on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    from_person: str
+    into_person: str
+    version: int
+    reason: Literal["identify", "alias"]
+    timestamp: datetime
+
+
+class PersonIdentity(BaseModel):
+    """The identity facts of one person, as the resolver knows them (feeds the profile's flags)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    person_id: str
+    visitor_number: int  # "Visitor 451": unique across the deployment, never reused
+    identified: bool
+    is_contact: bool
+    version: int
+    merged_into: str | None = None
