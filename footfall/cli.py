@@ -220,17 +220,18 @@ def _wait_for(url: str, timeout_s: float, procs: dict[str, subprocess.Popen]) ->
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
-def _stop_all(procs: dict[str, subprocess.Popen], timeout_s: float = 20) -> None:
-    for proc in procs.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    for name, proc in procs.items():
+def _stop_all(procs: dict[str, subprocess.Popen], timeout_s: float = 30) -> None:
+    """Stop stages downstream-last (collector, processor, projector), so each drains what it was given."""
+    for name, proc in reversed(procs.items()):
+        if proc.poll() is not None:
+            continue
+        proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
+            proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
-            console.print(f"{name} did not stop in time; killing it")
+            console.print(f"{name} did not stop within {timeout_s:.0f}s; killing it")
             proc.kill()
+            proc.wait()
 
 
 @cli.command()
@@ -252,7 +253,8 @@ def run(
         ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
         admin_key(settings)  # created once, before the projector and `footfall sql` need it
         for stage in ("projector", "processor", "collector"):
-            procs[stage] = subprocess.Popen([sys.executable, "-m", "footfall", stage])
+            # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
+            procs[stage] = subprocess.Popen([sys.executable, "-m", "footfall", stage], start_new_session=True)
         _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, procs)
         _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, procs)
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")

@@ -1,0 +1,356 @@
+"""Identity resolution: which person each distinct id (anonymousId or userId) belongs to.
+
+Pure: no I/O, no faust. The caller applies commands one at a time in the order of the
+single-partition identity-commands topic and publishes each Resolution. Because every identity
+decision goes through that one sequencer, merging ids that live on different event partitions
+never races.
+
+State lives in a key-value store (a faust table in production, a dict in tests), one small
+JSON-serialisable value per key, so the changelog carries only what a command changed:
+
+    "distinct_id:<id>"  -> the live person id of <id>; a merge re-points every id it moves,
+                           so a lookup is one read and always gives the root person
+    "person:<pid>"      -> {"visitor_number", "identified", "is_contact", "version",
+                            "merged_into", "distinct_ids"}; an absorbed person keeps its record
+                           (merged_into set, no distinct ids) so its visitor number stays retired
+    "counter:version"   -> the last version issued; ONE counter for every output
+    "counter:visitor"   -> the last visitor number issued; never decreases, so never reused
+    "counter:message"   -> how many commands were applied (drives the ring below)
+    "recent:<slot>"     -> the message id in ring slot <slot> (count modulo recent_messages)
+    "message:<mid>"     -> True while <mid> is among the last recent_messages commands
+
+Duplicates, two layers: (1) every state change is naturally idempotent (linking ids already in one
+person, or learning facts already known, changes and emits nothing), so a duplicate can never
+corrupt state however late it comes; (2) a bounded ring of recent message ids makes a recent
+redelivery, which is what at-least-once delivery produces, emit nothing at all: not even the
+warning an illegal id or a refused merge would repeat.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import MutableMapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from schemas.bad_rows import Problem
+from schemas.events import RawEvent
+from schemas.identity import CommandKind, DistinctIdMapping, IdentityCommand, PersonIdentity, PersonMerge
+
+# Fixed forever: person ids derive from it, so a replay reproduces them.
+PERSON_NAMESPACE = uuid.UUID("a8e07382-ab05-4da0-9125-908ea05d2bb3")
+RECENT_MESSAGES = 100_000
+
+# Placeholders that buggy integrations send as ids (PostHog's list, made case-insensitive, plus a few
+# more). Compared stripped and lower-cased, also when wrapped in single or double quotes.
+ILLEGAL_IDS = frozenset(
+    {"", "0", "-1", "null", "nil", "none", "nan", "undefined", "unknown", "true", "false", "[object object]",
+     "anonymous", "guest", "not_authenticated", "email", "id", "distinct_id", "distinctid", "user_id", "userid",
+     "anonymous_id", "anonymousid"}
+)  # fmt: skip
+
+# Key identifying attributes: a person holding any of them can be contacted. Each kind is listed in
+# IdentityCommand.contact_traits under the name on the left when one of the trait keys on the right
+# holds a usable value (a non-placeholder string or number).
+CONTACT_TRAITS = {
+    "email": ("email",),
+    "phone": ("phone",),
+    "push_token": ("pushToken", "push_token"),
+    "chat": ("whatsapp", "telegram", "messenger", "wechat"),
+}
+
+MergeReason = Literal["identify", "alias"]
+
+_ID = "distinct_id:"
+_PERSON = "person:"
+_MESSAGE = "message:"
+_RECENT = "recent:"
+_VERSION = "counter:version"
+_VISITOR = "counter:visitor"
+_APPLIED = "counter:message"
+
+
+def person_id_for(distinct_id: str) -> str:
+    """The id of the person a distinct id founds: known before any merge, identical on replay."""
+    return str(uuid.uuid5(PERSON_NAMESPACE, distinct_id))
+
+
+def is_illegal_id(value: str | None) -> bool:
+    """Whether value is missing or a placeholder that would fuse unrelated visitors into one person."""
+    if value is None:
+        return True
+    bare = value.strip().lower()
+    if len(bare) >= 2 and bare[0] == bare[-1] and bare[0] in "'\"":
+        bare = bare[1:-1].strip()
+    return bare in ILLEGAL_IDS
+
+
+@dataclass
+class Resolution:
+    """What one command decided; every record carries a fresh version, in the order issued."""
+
+    mappings: list[DistinctIdMapping] = field(default_factory=list)
+    merges: list[PersonMerge] = field(default_factory=list)
+    persons: list[PersonIdentity] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Facts:
+    """What a command proves about its person. Flags only ever turn on, so a merge ORs them exactly."""
+
+    identified: bool = False
+    is_contact: bool = False
+
+    @classmethod
+    def of(cls, command: IdentityCommand, *, names_user_id: bool) -> _Facts:
+        identified = names_user_id or bool(command.email)  # a user id and an email are contacts too
+        return cls(identified=identified, is_contact=identified or bool(command.contact_traits))
+
+
+_USER = _Facts(identified=True, is_contact=True)
+
+
+def _next(store: MutableMapping[str, Any], counter: str) -> int:
+    value = store.get(counter, 0) + 1
+    store[counter] = value
+    return value
+
+
+class _Change:
+    """One command's work: edits the store and collects what it emits.
+
+    Person records are copied on first read and written back once, in finish(), so each changed
+    person is emitted once with its final flags (and a faust table sees a real assignment).
+    """
+
+    def __init__(self, store: MutableMapping[str, Any], timestamp: datetime) -> None:
+        self.store = store
+        self.timestamp = timestamp
+        self.out = Resolution()
+        self.records: dict[str, dict[str, Any]] = {}
+        self.changed: dict[str, None] = {}  # an ordered set of person ids
+
+    def resolve(self, distinct_id: str) -> str | None:
+        return self.store.get(_ID + distinct_id)
+
+    def record(self, person_id: str) -> dict[str, Any]:
+        if person_id not in self.records:
+            stored = self.store[_PERSON + person_id]
+            self.records[person_id] = {**stored, "distinct_ids": list(stored["distinct_ids"])}
+        return self.records[person_id]
+
+    def legal(self, **ids: str | None) -> bool:
+        """Warns about each missing or placeholder id; True when all are usable."""
+        for name, value in ids.items():
+            if is_illegal_id(value):
+                reason = "missing" if value is None else f"{value!r} is a placeholder, not a distinct id; refused"
+                self.out.warnings.append(Problem(field=name, reason=reason))
+        return not any(is_illegal_id(value) for value in ids.values())
+
+    def ensure(self, distinct_id: str, facts: _Facts = _Facts()) -> str:
+        """The live person of distinct_id, founding one if the id is new."""
+        person_id = self.resolve(distinct_id)
+        if person_id is None:
+            person_id = person_id_for(distinct_id)
+            self.records[person_id] = {
+                "visitor_number": _next(self.store, _VISITOR),
+                "identified": False,
+                "is_contact": False,
+                "version": 0,
+                "merged_into": None,
+                "distinct_ids": [],
+            }
+            self.changed[person_id] = None
+            self.attach(distinct_id, person_id)
+        self.learn(person_id, facts)
+        return person_id
+
+    def attach(self, distinct_id: str, person_id: str) -> None:
+        self.store[_ID + distinct_id] = person_id
+        self.record(person_id)["distinct_ids"].append(distinct_id)
+        self.changed[person_id] = None
+        self.out.mappings.append(
+            DistinctIdMapping(distinct_id=distinct_id, person_id=person_id, version=_next(self.store, _VERSION))
+        )
+
+    def learn(self, person_id: str, facts: _Facts) -> None:
+        record = self.record(person_id)
+        identified = record["identified"] or facts.identified
+        is_contact = record["is_contact"] or facts.is_contact
+        if (identified, is_contact) != (record["identified"], record["is_contact"]):
+            record.update(identified=identified, is_contact=is_contact)
+            self.changed[person_id] = None
+
+    def link(self, source: str, target: str, reason: MergeReason, guarded: bool) -> str | None:
+        """Puts source's and target's ids in one person: an unknown id joins the other's person;
+        otherwise source's person merges into target's. Returns the live person, or None if the
+        merge guard refused (two identified persons, when guarded)."""
+        if self.resolve(source) is None and self.resolve(target) is None:
+            self.ensure(source)  # the older id founds the person
+        source_person, target_person = self.resolve(source), self.resolve(target)
+        if target_person is None:
+            self.attach(target, source_person)
+            return source_person
+        if source_person is None:
+            self.attach(source, target_person)
+            return target_person
+        if source_person == target_person:
+            return target_person
+        if guarded and self.record(source_person)["identified"] and self.record(target_person)["identified"]:
+            self.out.warnings.append(
+                Problem(
+                    field="user_id",
+                    reason=f"{source!r} and {target!r} belong to two identified persons "
+                    f"({source_person}, {target_person}); identify never merges those, refused",
+                )
+            )
+            return None
+        self.merge(source_person, target_person, reason)
+        return target_person
+
+    def merge(self, from_person: str, into_person: str, reason: MergeReason) -> None:
+        self.out.merges.append(
+            PersonMerge(
+                from_person=from_person,
+                into_person=into_person,
+                version=_next(self.store, _VERSION),
+                reason=reason,
+                timestamp=self.timestamp,
+            )
+        )
+        absorbed = self.record(from_person)
+        for distinct_id in absorbed["distinct_ids"]:  # includes ids of persons absorbed into from_person earlier
+            self.attach(distinct_id, into_person)
+        absorbed.update(distinct_ids=[], merged_into=into_person)
+        self.changed[from_person] = None
+        self.learn(into_person, _Facts(identified=absorbed["identified"], is_contact=absorbed["is_contact"]))
+
+    def finish(self) -> Resolution:
+        for person_id in self.changed:
+            record = self.records[person_id]
+            record["version"] = _next(self.store, _VERSION)
+            self.store[_PERSON + person_id] = record
+            self.out.persons.append(_identity(person_id, record))
+        return self.out
+
+
+def _identity(person_id: str, record: dict[str, Any]) -> PersonIdentity:
+    return PersonIdentity(
+        person_id=person_id,
+        visitor_number=record["visitor_number"],
+        identified=record["identified"],
+        is_contact=record["is_contact"],
+        version=record["version"],
+        merged_into=record["merged_into"],
+    )
+
+
+class IdentityResolver:
+    """Applies identity commands to the store; see the module docstring for the layout and dedup."""
+
+    def __init__(self, store: MutableMapping[str, Any], *, recent_messages: int = RECENT_MESSAGES) -> None:
+        self._store = store
+        self._recent_messages = recent_messages
+
+    def resolve(self, distinct_id: str) -> str | None:
+        """The live (root) person of distinct_id, or None if the id was never seen."""
+        return self._store.get(_ID + distinct_id)
+
+    def person(self, person_id: str) -> PersonIdentity | None:
+        record = self._store.get(_PERSON + person_id)
+        return None if record is None else _identity(person_id, record)
+
+    def apply(self, command: IdentityCommand) -> Resolution:
+        """Applies one command, in topic order; a recently applied message id returns an empty Resolution."""
+        if self._store.get(_MESSAGE + command.message_id):
+            return Resolution()
+        change = _Change(self._store, command.timestamp)
+        if command.kind == "seen":
+            self._seen(change, command)
+        elif command.kind == "identify":
+            self._link(change, command, "anonymous_id", command.anonymous_id, "identify", guarded=True)
+        else:
+            self._link(change, command, "previous_id", command.previous_id, "alias", guarded=False)
+        self._remember(command.message_id)
+        return change.finish()
+
+    @staticmethod
+    def _seen(change: _Change, command: IdentityCommand) -> None:
+        if change.legal(distinct_id=command.distinct_id):
+            is_user_id = command.user_id == command.distinct_id
+            change.ensure(command.distinct_id, _Facts.of(command, names_user_id=is_user_id))
+
+    @staticmethod
+    def _link(
+        change: _Change,
+        command: IdentityCommand,
+        source_field: str,
+        source: str | None,
+        reason: MergeReason,
+        guarded: bool,
+    ) -> None:
+        """identify (guarded: never fuses two identified persons, PostHog #5527, #11873) or alias.
+
+        When one id is a placeholder nothing is linked, but the usable id still gets a person so its
+        events have one; the traits are dropped, since it is unclear whose they are."""
+        user_id = command.user_id
+        if change.legal(**{source_field: source, "user_id": user_id}):
+            person = change.link(source, user_id, reason, guarded)
+            if person is not None:
+                change.learn(person, _Facts.of(command, names_user_id=True))
+        elif not is_illegal_id(user_id):
+            change.ensure(user_id, _USER)
+        elif not is_illegal_id(source):
+            change.ensure(source)
+
+    def _remember(self, message_id: str) -> None:
+        slot = _RECENT + str(_next(self._store, _APPLIED) % self._recent_messages)
+        evicted = self._store.get(slot)
+        if evicted is not None:
+            del self._store[_MESSAGE + evicted]
+        self._store[slot] = message_id
+        self._store[_MESSAGE + message_id] = True
+
+
+def _usable(value: Any) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool) and not is_illegal_id(str(value))
+
+
+def commands_for(event: RawEvent, first_sighting: bool) -> list[IdentityCommand]:
+    """The identity commands one raw event sends to the resolver.
+
+    first_sighting: this is the first event the caller has seen from event.device_key.
+    - an alias call: alias(previous_id -> user_id);
+    - any call carrying both anonymous_id and user_id: identify(anonymous_id, user_id) with the
+      contact traits (see CONTACT_TRAITS);
+    - seen(device_key), marked as a user id when it is one, on a first sighting and for an identify
+      call, unless the link above already names device_key (a link registers its ids itself).
+      It carries the contact traits, so an identify without both ids still teaches them.
+    Each command's message id is the event's plus ":<kind>", so a redelivered event dedups.
+    """
+    email = event.traits.get("email")
+    traits = {
+        "email": email if _usable(email) else None,
+        "contact_traits": [
+            kind for kind, keys in CONTACT_TRAITS.items() if any(_usable(event.traits.get(key)) for key in keys)
+        ],
+    }
+    commands: list[IdentityCommand] = []
+    linked: tuple[str | None, ...] = ()
+    if event.type == "alias":
+        linked = (event.previous_id, event.user_id)
+        commands.append(_command(event, "alias", previous_id=event.previous_id, user_id=event.user_id))
+    elif event.anonymous_id and event.user_id:
+        linked = (event.anonymous_id, event.user_id)
+        commands.append(_command(event, "identify", anonymous_id=event.anonymous_id, user_id=event.user_id, **traits))
+    device = event.device_key
+    if (first_sighting or event.type == "identify") and device not in linked:
+        is_user_id = device == event.user_id
+        commands.append(_command(event, "seen", distinct_id=device, user_id=device if is_user_id else None, **traits))
+    return commands
+
+
+def _command(event: RawEvent, kind: CommandKind, **fields: Any) -> IdentityCommand:
+    return IdentityCommand(kind=kind, message_id=f"{event.message_id}:{kind}", timestamp=event.timestamp, **fields)
