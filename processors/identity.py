@@ -10,7 +10,7 @@ JSON-serialisable value per key, so the changelog carries only what a command ch
 
     "distinct_id:<id>"  -> the live person id of <id>; a merge re-points every id it moves,
                            so a lookup is one read and always gives the root person
-    "person:<pid>"      -> {"visitor_number", "identified", "is_contact", "version",
+    "person:<pid>"      -> {"visitor_number", "identified", "is_contact", "has_user_id", "version",
                             "merged_into", "distinct_ids"}; an absorbed person keeps its record
                            (merged_into set, no distinct ids) so its visitor number stays retired
     "counter:version"   -> the last version issued; ONE counter for every output
@@ -18,6 +18,10 @@ JSON-serialisable value per key, so the changelog carries only what a command ch
     "counter:message"   -> how many commands were applied (drives the ring below)
     "recent:<slot>"     -> the message id in ring slot <slot> (count modulo recent_messages)
     "message:<mid>"     -> True while <mid> is among the last recent_messages commands
+
+The identify guard (PostHog #5527, #11873) protects accounts: identify never joins two persons that
+both have a user id. A second user logging in on a shared device gets a person of their own; a
+visitor known only by an email may still log in to (merge into) an account. alias is unguarded.
 
 Duplicates, two layers: (1) every state change is naturally idempotent (linking ids already in one
 person, or learning facts already known, changes and emits nothing), so a duplicate can never
@@ -102,14 +106,15 @@ class _Facts:
 
     identified: bool = False
     is_contact: bool = False
+    has_user_id: bool = False  # what the identify guard looks at: an account, not just a known email
 
     @classmethod
     def of(cls, command: IdentityCommand, *, names_user_id: bool) -> _Facts:
         identified = names_user_id or bool(command.email)  # a user id and an email are contacts too
-        return cls(identified=identified, is_contact=identified or bool(command.contact_traits))
+        return cls(identified=identified, is_contact=identified or bool(command.contact_traits), has_user_id=names_user_id)
 
 
-_USER = _Facts(identified=True, is_contact=True)
+_USER = _Facts(identified=True, is_contact=True, has_user_id=True)
 
 
 def _next(store: MutableMapping[str, Any], counter: str) -> int:
@@ -158,6 +163,7 @@ class _Change:
                 "visitor_number": _next(self.store, _VISITOR),
                 "identified": False,
                 "is_contact": False,
+                "has_user_id": False,
                 "version": 0,
                 "merged_into": None,
                 "distinct_ids": [],
@@ -177,20 +183,25 @@ class _Change:
 
     def learn(self, person_id: str, facts: _Facts) -> None:
         record = self.record(person_id)
-        identified = record["identified"] or facts.identified
-        is_contact = record["is_contact"] or facts.is_contact
-        if (identified, is_contact) != (record["identified"], record["is_contact"]):
-            record.update(identified=identified, is_contact=is_contact)
+        before = (record["identified"], record["is_contact"], record.get("has_user_id", False))
+        after = (before[0] or facts.identified, before[1] or facts.is_contact, before[2] or facts.has_user_id)
+        if after != before:
+            record.update(identified=after[0], is_contact=after[1], has_user_id=after[2])
             self.changed[person_id] = None
 
     def link(self, source: str, target: str, reason: MergeReason, guarded: bool) -> str | None:
         """Puts source's and target's ids in one person: an unknown id joins the other's person;
         otherwise source's person merges into target's. Returns the live person, or None if the
-        merge guard refused (two identified persons, when guarded)."""
+        merge guard refused (when guarded: both persons already have a user id, i.e. two accounts)."""
         if self.resolve(source) is None and self.resolve(target) is None:
             self.ensure(source)  # the older id founds the person
         source_person, target_person = self.resolve(source), self.resolve(target)
         if target_person is None:
+            if guarded and self.record(source_person).get("has_user_id"):
+                # A second user logging in on a shared device: their account starts its own person.
+                self._refuse(source, target, source_person, "a new person for the new user id")
+                self.ensure(target, _USER)
+                return None
             self.attach(target, source_person)
             return source_person
         if source_person is None:
@@ -198,17 +209,20 @@ class _Change:
             return target_person
         if source_person == target_person:
             return target_person
-        if guarded and self.record(source_person)["identified"] and self.record(target_person)["identified"]:
-            self.out.warnings.append(
-                Problem(
-                    field="user_id",
-                    reason=f"{source!r} and {target!r} belong to two identified persons "
-                    f"({source_person}, {target_person}); identify never merges those, refused",
-                )
-            )
+        if guarded and self.record(source_person).get("has_user_id") and self.record(target_person).get("has_user_id"):
+            self._refuse(source, target, source_person, f"{target_person} stays separate")
             return None
         self.merge(source_person, target_person, reason)
         return target_person
+
+    def _refuse(self, source: str, target: str, source_person: str, outcome: str) -> None:
+        self.out.warnings.append(
+            Problem(
+                field="user_id",
+                reason=f"{source!r} already belongs to person {source_person}, which has another user id; "
+                f"identify never fuses two accounts ({outcome})",
+            )
+        )
 
     def merge(self, from_person: str, into_person: str, reason: MergeReason) -> None:
         self.out.merges.append(
@@ -225,7 +239,10 @@ class _Change:
             self.attach(distinct_id, into_person)
         absorbed.update(distinct_ids=[], merged_into=into_person)
         self.changed[from_person] = None
-        self.learn(into_person, _Facts(identified=absorbed["identified"], is_contact=absorbed["is_contact"]))
+        self.learn(
+            into_person,
+            _Facts(absorbed["identified"], absorbed["is_contact"], absorbed.get("has_user_id", False)),
+        )
 
     def finish(self) -> Resolution:
         for person_id in self.changed:

@@ -104,19 +104,32 @@ def test_another_user_logging_in_on_the_same_device_is_refused(resolver, store):
 
     assert (result.mappings, result.merges, result.persons) == ([], [], [])
     assert [w.field for w in result.warnings] == ["user_id"]
-    assert "two identified persons" in result.warnings[0].reason
+    assert "never fuses two accounts" in result.warnings[0].reason
     assert without_dedup_ring(store) == before
     assert resolver.resolve("shared-device") == resolver.resolve("alice") != resolver.resolve("bob")
 
 
-def test_an_email_alone_makes_a_visitor_identified_so_the_guard_protects_it(resolver):
+def test_a_new_user_logging_in_on_a_shared_device_starts_their_own_person(resolver):
+    resolver.apply(identify("shared-device", "alice"))
+
+    result = resolver.apply(identify("shared-device", "carol"))
+
+    assert result.merges == []
+    assert "never fuses two accounts" in result.warnings[0].reason
+    assert resolver.resolve("carol") == person_id_for("carol") != resolver.resolve("alice")
+    assert resolver.resolve("shared-device") == resolver.resolve("alice")
+    assert resolver.person(person_id_for("carol")).identified
+
+
+def test_a_visitor_known_only_by_email_merges_into_the_account_they_log_in_to(resolver):
     resolver.apply(seen("visitor", email="eve@example.com", contact_traits=["email"]))
-    resolver.apply(seen("mallory", user=True))
+    resolver.apply(seen("eve", user=True))
 
-    result = resolver.apply(identify("visitor", "mallory"))
+    result = resolver.apply(identify("visitor", "eve"))
 
-    assert result.merges == [] and len(result.warnings) == 1
-    assert resolver.resolve("visitor") != resolver.resolve("mallory")
+    assert [(m.from_person, m.into_person) for m in result.merges] == [(person_id_for("visitor"), person_id_for("eve"))]
+    assert resolver.resolve("visitor") == resolver.resolve("eve")
+    assert resolver.person(person_id_for("eve")).is_contact
 
 
 def test_alias_merges_two_identified_users(resolver):
@@ -181,6 +194,7 @@ def test_the_store_layout_is_one_small_value_per_key(resolver, store):
     assert store[f"person:{live}"] == {
         "visitor_number": 1,
         "identified": True,
+        "has_user_id": True,
         "is_contact": True,
         "version": merge.persons[0].version,
         "merged_into": None,
