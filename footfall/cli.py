@@ -74,6 +74,8 @@ def collector(
         workers=settings.collector_workers,
         log_level="warning",
         access_log=False,
+        # The app believes X-Forwarded-For only from FOOTFALL_TRUSTED_PROXIES; uvicorn's own default trusts 127.0.0.1.
+        proxy_headers=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
     )
@@ -87,9 +89,13 @@ def processor() -> None:
     from footfall.topics import ensure_topics
     from processors.app import create_app
 
+    from prometheus_client import start_http_server
+
     settings = _settings()
     (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    if settings.processor_metrics_port:
+        start_http_server(settings.processor_metrics_port, addr="127.0.0.1")
     app = create_app(settings)
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
 

@@ -1,65 +1,214 @@
-"""The faust app and its topology, readable in one place (in the manner of a Kafka Streams topology).
+"""The faust app: footfall's stream topology, readable in one place (as a Kafka Streams topology is).
 
-    raw ──► enrich ──► enriched
-       └──► (bad rows) ──► dead-letter
+    raw ─► sessionize ─► sessioned (re-keyed by distinct id) ─► stamp_person ─► enriched
+      │     [device-sessions]  ├─► sessions (updates, merges)       ▲ [person-of]
+      │                        └─► identity-commands (1 partition)  │
+      │                               └─► resolve_identities ─► identities ─► learn_persons
+      │                                   [identity-state]    └─► persons (merges, flags)
+    session-ticks ─► close_idle_sessions  (a timer's tick per partition: ends idle sessions)
+    anything unreadable ─► dead-letter
+
+Each table is co-partitioned with the topic that writes it, so a key's state lives where its events
+arrive. The identity sequencer runs on one partition: every merge is decided in one order, wherever
+the merged ids' events live (ARCHITECTURE.md, "identity").
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, datetime, timedelta
 
 import faust
+from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
+from processors import metrics
+from processors.identity import IdentityResolver, commands_for, person_id_for
+from processors.sessionizer import DeviceState, SessionizerConfig, assign, close_expired
 from schemas.bad_rows import BadRow, Problem
 from schemas.config import FootfallSettings
 from schemas.events import EnrichedEvent, RawEvent
+from schemas.identity import DistinctIdMapping, IdentityCommand
 
 log = logging.getLogger(__name__)
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def bad_row(payload: bytes, reason: str) -> bytes:
-    from datetime import UTC, datetime
-
+def bad_row(payload: bytes | None, field: str, reason: str) -> bytes:
     return BadRow(
         stage="processor",
-        problems=[Problem(field="message", reason=reason)],
+        problems=[Problem(field=field, reason=reason)],
         source_id=None,
         received_at=datetime.now(UTC),
-        payload=payload.decode("utf-8", "backslashreplace"),
+        payload=(payload or b"").decode("utf-8", "backslashreplace"),
     ).model_dump_json().encode()
 
 
-def create_app(settings: FootfallSettings) -> faust.App:
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default (murmur2) partitioner gives a key: where its state lives."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class Watermarks:
+    """Per-partition event-time watermarks that keep moving with the wall clock while a partition is idle,
+    so idle sessions close even when no more events arrive."""
+
+    def __init__(self) -> None:
+        self._event_time: dict[int, datetime] = {}
+        self._seen_at: dict[int, float] = {}
+
+    def observe(self, partition: int, event_time: datetime) -> datetime:
+        self._seen_at[partition] = time.monotonic()
+        if event_time > self._event_time.get(partition, _NEVER):
+            self._event_time[partition] = event_time
+        return self._event_time[partition]
+
+    def current(self, partition: int) -> datetime:
+        if partition not in self._event_time:
+            return _NEVER
+        idle = time.monotonic() - self._seen_at[partition]
+        return self._event_time[partition] + timedelta(seconds=idle)
+
+
+def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None = None) -> faust.App:
+    sessionizer = sessionizer or SessionizerConfig(
+        gap=timedelta(seconds=settings.session_gap_seconds),
+        allowed_lateness=timedelta(seconds=settings.allowed_lateness_seconds),
+    )
     topics = settings.topics
     app = faust.App(
         f"{settings.topic_prefix}-processor",
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
-        store="memory://",
+        store=settings.processor_store,
         processing_guarantee="at_least_once",
         topic_partitions=settings.partitions,
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         web_enabled=False,
-        web_port=settings.processor_web_port,
         datadir=str(settings.data_dir / "processor"),
+        table_cleanup_interval=60.0,
     )
-    raw = app.topic(topics.raw.name, key_serializer="raw", value_serializer="raw", partitions=topics.raw.partitions)
-    enriched = app.topic(
-        topics.enriched.name, key_serializer="raw", value_serializer="raw", partitions=topics.enriched.partitions
+
+    def topic(spec, internal: bool = False):
+        return app.topic(
+            spec.name, key_serializer="raw", value_serializer="raw", partitions=spec.partitions, internal=internal
+        )
+
+    raw, sessioned, enriched = topic(topics.raw), topic(topics.sessioned), topic(topics.enriched)
+    sessions, identities, persons = topic(topics.sessions), topic(topics.identities), topic(topics.persons)
+    identity_commands, dead_letter = topic(topics.identity_commands), topic(topics.dead_letter)
+    ticks = app.topic(
+        f"{settings.topic_prefix}.session-ticks", key_serializer="raw", value_serializer="raw",
+        partitions=settings.partitions, internal=True, retention=timedelta(hours=1),
     )
-    dead_letter = app.topic(topics.dead_letter.name, key_serializer="raw", value_serializer="raw")
+
+    # Keys stay bytes where they are Kafka keys; the resolver's own keys are strings (JSON round-trips them).
+    device_sessions = app.Table(
+        "device-sessions", partitions=topics.raw.partitions, schema=faust.Schema(key_serializer="raw", value_serializer="raw")
+    )
+    person_of = app.Table(
+        "person-of", partitions=topics.identities.partitions, schema=faust.Schema(key_serializer="raw", value_serializer="json")
+    )
+    identity_state = app.Table(
+        "identity-state", partitions=1, schema=faust.Schema(key_serializer="json", value_serializer="json")
+    )
+    watermarks = Watermarks()
+
+    async def emit_session_changes(key: bytes, updates, merges) -> None:
+        for message in (*merges, *updates):
+            await sessions.send(key=key, value=message.model_dump_json().encode())
 
     @app.agent(raw)
-    async def enrich(stream):
-        async for key, value in stream.items():
+    async def sessionize(stream):
+        """Raw events → sessions, per device, in event time; identity facts go to the sequencer."""
+        async for event_message in stream.events():
+            key, value, partition = event_message.key, event_message.value, event_message.message.partition
             try:
                 event = RawEvent.model_validate_json(value)
             except ValidationError as exc:
-                await dead_letter.send(key=key, value=bad_row(value, f"not a raw event: {exc.error_count()} errors"))
+                await dead_letter.send(key=key, value=bad_row(value, "raw", f"not a raw event: {exc.errors()[0]['msg']}"))
                 continue
-            enriched_event = EnrichedEvent(**event.model_dump())
-            await enriched.send(key=key, value=enriched_event.model_dump_json().encode())
+            watermark = watermarks.observe(partition, event.timestamp)
+            stored = device_sessions.get(key)
+            state = DeviceState.from_json(stored) if stored else None
+            result = assign(state, event, watermark, sessionizer)
+            device_sessions[key] = result.state.to_json()
+
+            if result.duplicate:
+                # Counted once already. Re-sent downstream all the same: after a crash the state may hold
+                # an event whose outputs never left; downstream keys collapse the copy.
+                metrics.DUPLICATES.inc()
+            elif result.late:
+                metrics.LATE_EVENTS.inc()
+            out = EnrichedEvent(**event.model_dump(), session_id=result.session_id, session_seq=result.session_seq)
+            await sessioned.send(key=event.distinct_id.encode(), value=out.model_dump_json().encode())
+            await emit_session_changes(key, result.updates, result.merges)
+            # "seen" at every session start (not only a device's first): cheap, and it survives a lost send.
+            for command in commands_for(event, first_sighting=state is None or result.session_seq == 1 or result.duplicate):
+                await identity_commands.send(key=(command.distinct_id or command.user_id or "").encode(), value=command.model_dump_json().encode())
+
+    @app.timer(interval=settings.session_tick_seconds)
+    async def tick() -> None:
+        """Wake every partition this worker owns, so idle sessions close without new events."""
+        for tp in app.assignor.assigned_actives():
+            if tp.topic == topics.raw.name:
+                await ticks.send(key=None, value=b"tick", partition=tp.partition)
+
+    @app.agent(ticks)
+    async def close_idle_sessions(stream):
+        async for tick_event in stream.events():
+            partition = tick_event.message.partition
+            watermark = watermarks.current(partition)
+            for key in [k for k in list(device_sessions.keys()) if partition_of(k, topics.raw.partitions) == partition]:
+                remaining, updates = close_expired(DeviceState.from_json(device_sessions[key]), watermark, sessionizer)
+                if not updates:
+                    continue
+                if remaining is None:
+                    del device_sessions[key]  # bounded memory: idle devices leave the table
+                else:
+                    device_sessions[key] = remaining.to_json()
+                metrics.SESSIONS_ENDED.inc(len(updates))
+                await emit_session_changes(key, updates, [])
+
+    @app.agent(identity_commands)
+    async def resolve_identities(stream):
+        """The identity sequencer: one partition, one order for every merge decision."""
+        resolver = IdentityResolver(identity_state)
+        async for key, value in stream.items():
+            try:
+                command = IdentityCommand.model_validate_json(value)
+            except ValidationError as exc:
+                await dead_letter.send(key=key, value=bad_row(value, "identity", f"not an identity command: {exc.errors()[0]['msg']}"))
+                continue
+            resolution = resolver.apply(command)
+            for mapping in resolution.mappings:
+                await identities.send(key=mapping.distinct_id.encode(), value=mapping.model_dump_json().encode())
+            for message in (*resolution.merges, *resolution.persons):
+                person = getattr(message, "into_person", None) or message.person_id
+                await persons.send(key=person.encode(), value=message.model_dump_json().encode())
+            for warning in resolution.warnings:
+                metrics.IDENTITY_WARNINGS.labels(field=warning.field).inc()
+                await dead_letter.send(key=key, value=bad_row(value, warning.field, warning.reason))
+
+    @app.agent(identities)
+    async def learn_persons(stream):
+        """Keep distinct id → person id where the events of that distinct id are stamped."""
+        async for key, value in stream.items():
+            mapping = DistinctIdMapping.model_validate_json(value)
+            known = person_of.get(key)
+            if known is None or known["version"] < mapping.version:
+                person_of[key] = {"person_id": mapping.person_id, "version": mapping.version}
+
+    @app.agent(sessioned)
+    async def stamp_person(stream):
+        """Attach the person known now; queries resolve later merges through the mapping tables."""
+        async for key, value in stream.items():
+            event = EnrichedEvent.model_validate_json(value)
+            known = person_of.get(key)
+            person_id = known["person_id"] if known else person_id_for(event.distinct_id)
+            out = event.model_copy(update={"person_id": person_id})
+            await enriched.send(key=key, value=out.model_dump_json().encode())
 
     return app

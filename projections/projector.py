@@ -1,9 +1,14 @@
-"""Kafka → ClickHouse: consume enriched events, insert them in batches, commit offsets after the insert.
+"""Kafka → ClickHouse: consume what the processors decided, insert it in batches, commit offsets after.
 
-Batches are bounded by rows and seconds. Offsets are committed only once ClickHouse accepted the batch,
-so a crash replays the batch; the events table's replacing key makes the replay collapse into the rows
-already there (exactly once in effect). A batch that ClickHouse refuses is retried with backoff while
-consumption is paused: nothing is dropped and memory stays bounded by one batch.
+    enriched   ─► events (+ event_counts_daily through a materialized view)
+    sessions   ─► sessions, session_overrides
+    identities ─► person_distinct_ids
+    persons    ─► person_overrides, persons
+
+Batches are bounded by rows and seconds. Offsets are committed only once ClickHouse accepted the whole
+batch, so a crash replays it; every table's replacing key (or uniqExact state) makes the replay collapse
+into the rows already there: exactly once in effect. A batch ClickHouse refuses is retried with backoff
+while nothing more is consumed: nothing is dropped and memory stays bounded by one batch.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import hashlib
 import logging
 import threading
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,44 +27,40 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from projections.event_rows import EVENT_COLUMNS, event_row
+from projections import rows
+from projections.rows import Overrides, TableSpec
 from schemas.bad_rows import BadRow, Problem
 from schemas.config import FootfallSettings
 from schemas.events import EnrichedEvent
+from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
+from schemas.sessions import SessionMerge, SessionUpdate, session_message
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Batch:
-    rows: list[list] = field(default_factory=list)
+    rows: dict[str, list[list]] = field(default_factory=lambda: defaultdict(list))
     bad_rows: list[bytes] = field(default_factory=list)
-    next_offsets: dict[int, int] = field(default_factory=dict)  # partition → offset to commit
-    first_offsets: dict[int, int] = field(default_factory=dict)
+    first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
+    person_identities: list[PersonIdentity] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    size: int = 0
 
-    def add(self, message: Message) -> None:
-        partition, offset = message.partition(), message.offset()
-        self.first_offsets.setdefault(partition, offset)
-        self.next_offsets[partition] = offset + 1
-        try:
-            event = EnrichedEvent.model_validate_json(message.value())
-        except ValidationError as exc:
-            self.bad_rows.append(_bad_row(message.value(), f"not an enriched event: {exc.error_count()} errors"))
-            return
-        self.rows.append(event_row(event, partition, offset))
+    def track(self, message: Message) -> None:
+        position = (message.topic(), message.partition())
+        self.first_offsets.setdefault(position, message.offset())
+        self.next_offsets[position] = message.offset() + 1
+        self.size += 1
 
-    @property
-    def size(self) -> int:
-        return len(self.rows) + len(self.bad_rows)
-
-    def dedup_token(self) -> str:
+    def dedup_token(self, table: str) -> str:
         """Same offsets, same token: ClickHouse drops an identical retried insert."""
-        ranges = ",".join(f"{p}:{self.first_offsets[p]}-{self.next_offsets[p]}" for p in sorted(self.next_offsets))
-        return hashlib.sha256(ranges.encode()).hexdigest()
+        ranges = ",".join(f"{t}/{p}:{self.first_offsets[(t, p)]}-{o}" for (t, p), o in sorted(self.next_offsets.items()))
+        return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
 
-def _bad_row(payload: bytes, reason: str) -> bytes:
+def _bad_row(payload: bytes | None, reason: str) -> bytes:
     return BadRow(
         stage="projector",
         problems=[Problem(field="message", reason=reason)],
@@ -71,11 +74,19 @@ class Projector:
     def __init__(self, settings: FootfallSettings, client: Client):
         self.settings = settings
         self.client = client
-        self.topic = settings.topics.enriched.name
-        self.events_table = f"{settings.database}.events"
+        self.database = settings.database
+        topics = settings.topics
+        self.handlers: dict[str, Callable[[Batch, Message], None]] = {
+            topics.enriched.name: self._on_event,
+            topics.sessions.name: self._on_session_message,
+            topics.identities.name: self._on_mapping,
+            topics.persons.name: self._on_person_message,
+        }
         self.stopping = threading.Event()
         self.batch = Batch()
         self.rows_written = 0
+        self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
+        self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -89,8 +100,47 @@ class Projector:
             {"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True}
         )
 
+    def _load_overrides(self, table: str, absorbed: str, survivor: str) -> dict[str, str]:
+        result = self.client.query(f"SELECT {absorbed}, {survivor} FROM {self.database}.{table} FINAL")
+        return dict(result.result_rows)
+
+    # -- decoding: one small step per topic ---------------------------------------------------------------
+
+    def _on_event(self, batch: Batch, message: Message) -> None:
+        event = EnrichedEvent.model_validate_json(message.value())
+        batch.rows[rows.EVENTS.name].append(rows.event_row(event, message.partition(), message.offset()))
+
+    def _on_session_message(self, batch: Batch, message: Message) -> None:
+        update = session_message.validate_json(message.value())
+        if isinstance(update, SessionUpdate):
+            batch.rows[rows.SESSIONS.name].append(rows.session_row(update))
+        elif isinstance(update, SessionMerge):
+            for absorbed, survivor in self.session_overrides.merge(update.absorbed_session_id, update.survivor_session_id):
+                batch.rows[rows.SESSION_OVERRIDES.name].append([absorbed, survivor, update.version])
+
+    def _on_mapping(self, batch: Batch, message: Message) -> None:
+        mapping = DistinctIdMapping.model_validate_json(message.value())
+        batch.rows[rows.PERSON_DISTINCT_IDS.name].append(rows.mapping_row(mapping))
+
+    def _on_person_message(self, batch: Batch, message: Message) -> None:
+        person = person_message.validate_json(message.value())
+        if isinstance(person, PersonMerge):
+            for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
+                batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, person.timestamp, person.version])
+        elif isinstance(person, PersonIdentity):
+            batch.person_identities.append(person)
+
+    def add(self, batch: Batch, message: Message) -> None:
+        batch.track(message)
+        try:
+            self.handlers[message.topic()](batch, message)
+        except (ValidationError, ValueError) as exc:
+            batch.bad_rows.append(_bad_row(message.value(), f"unreadable on {message.topic()}: {exc}"[:500]))
+
+    # -- the loop -----------------------------------------------------------------------------------------
+
     def run(self) -> None:
-        self.consumer.subscribe([self.topic], on_revoke=self._on_revoke)
+        self.consumer.subscribe(list(self.handlers), on_revoke=self._on_revoke)
         try:
             while not self.stopping.is_set():
                 self.fill(self.batch)
@@ -127,39 +177,45 @@ class Projector:
                     if message.error().code() != KafkaError._PARTITION_EOF:
                         log.warning("consumer: %s", message.error().str())
                     continue
-                self.batch.add(message)
+                self.add(self.batch, message)
 
     def write(self, batch: Batch) -> None:
-        """Insert until ClickHouse accepts; consumption waits meanwhile (backpressure, no drops)."""
+        """Insert every table's rows; retry until ClickHouse accepts (backpressure, no drops)."""
         for bad in batch.bad_rows:
             self.dead_letter.produce(self.settings.topics.dead_letter.name, bad)
         if batch.bad_rows and self.dead_letter.flush(30) > 0:
-            raise RuntimeError("dead-letter topic did not acknowledge the projector's bad rows")
+            raise RuntimeError("the dead-letter topic did not acknowledge the projector's bad rows")
+        order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS)
+        for table in order:
+            if batch.rows.get(table.name):
+                self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
+        self.rows_written += sum(len(r) for r in batch.rows.values())
+
+    def _insert(self, table: TableSpec, data: list[list], token: str) -> None:
         delay = 0.5
-        while batch.rows:
+        while True:
             try:
                 self.client.insert(
-                    self.events_table,
-                    batch.rows,
-                    column_names=[name for name, _ in EVENT_COLUMNS],
-                    column_type_names=[kind for _, kind in EVENT_COLUMNS],
-                    settings={"insert_deduplication_token": batch.dedup_token()},
+                    f"{self.database}.{table.name}",
+                    data,
+                    column_names=table.column_names,
+                    column_type_names=table.column_types,
+                    settings={"insert_deduplication_token": token},
                 )
-                break
+                return
             except ClickHouseError as exc:
                 if self.stopping.is_set():
                     raise
-                log.warning("ClickHouse refused a batch of %d rows (%s); retrying in %.1fs", len(batch.rows), exc, delay)
+                log.warning("ClickHouse refused %d rows for %s (%s); retrying in %.1fs", len(data), table.name, exc, delay)
                 # Not consuming meanwhile is the backpressure; librdkafka keeps the group membership alive.
                 self.stopping.wait(delay)
                 delay = min(delay * 2, 30)
-        self.rows_written += len(batch.rows)
 
     def commit(self, batch: Batch) -> None:
-        offsets = [TopicPartition(self.topic, p, o) for p, o in batch.next_offsets.items()]
+        offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
         except KafkaException as exc:
             # The group moved on (rebalance): the new owner replays from the last commit, and the
-            # replacing key collapses what this batch already wrote.
+            # replacing keys collapse what this batch already wrote.
             log.warning("offset commit refused (%s); the batch will be replayed and deduplicated", exc)

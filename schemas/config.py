@@ -45,7 +45,11 @@ class FootfallSettings(BaseSettings):
     batch_max_seconds: float = Field(default=1.0, gt=0)
 
     # Processor
-    processor_web_port: int = 6066
+    processor_store: str = "memory://"  # or "rocksdb://" (rocksdict) for state larger than memory
+    processor_metrics_port: int = 9101
+    session_gap_seconds: float = Field(default=30 * 60, gt=0)
+    allowed_lateness_seconds: float = Field(default=2 * 3600, ge=0)
+    session_tick_seconds: float = Field(default=10.0, gt=0)
 
     @property
     def topics(self) -> Topics:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 CommandKind = Literal["seen", "identify", "alias"]
 
@@ -46,6 +48,7 @@ class PersonMerge(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    kind: Literal["person_merge"] = "person_merge"
     from_person: str
     into_person: str
     version: int
@@ -58,9 +61,14 @@ class PersonIdentity(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    kind: Literal["person_identity"] = "person_identity"
     person_id: str
     visitor_number: int  # "Visitor 451": unique across the deployment, never reused
     identified: bool
     is_contact: bool
     version: int
     merged_into: str | None = None
+
+
+PersonMessage = Annotated[PersonMerge | PersonIdentity, Field(discriminator="kind")]
+person_message = TypeAdapter(PersonMessage)

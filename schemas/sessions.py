@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 SessionStatus = Literal["open", "ended", "absorbed"]
 
@@ -15,6 +17,7 @@ class SessionUpdate(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    kind: Literal["session"] = "session"
     session_id: str
     device_key: str
     version: int  # grows with every update of this session; the projector keeps the highest
@@ -48,7 +51,12 @@ class SessionMerge(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
+    kind: Literal["session_merge"] = "session_merge"
     absorbed_session_id: str
     survivor_session_id: str
     device_key: str
     version: int
+
+
+SessionMessage = Annotated[SessionUpdate | SessionMerge, Field(discriminator="kind")]
+session_message = TypeAdapter(SessionMessage)

@@ -1,8 +1,15 @@
-"""Every Kafka topic footfall uses: its name, key and partition count (see ARCHITECTURE.md)."""
+"""Every Kafka topic footfall uses: its name, key, partition count and retention (see ARCHITECTURE.md).
+
+Topics that feed faust tables are co-partitioned: the same partition count and the murmur2
+partitioner (Java's, used by the collector and by aiokafka) put one key on one partition everywhere.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+FOREVER = -1
+WEEK_MS = 7 * 24 * 3600 * 1000
 
 
 @dataclass(frozen=True)
@@ -10,7 +17,8 @@ class TopicSpec:
     name: str
     partitions: int
     key: str
-    retention_ms: int = -1  # raw events are the source of truth: kept forever unless an operator says otherwise
+    schema: str  # the schemas/ model of its values
+    retention_ms: int = FOREVER
     compacted: bool = False
 
     @property
@@ -26,20 +34,57 @@ class Topics:
     prefix: str = "footfall"
     partitions: int = 4
 
+    def _spec(self, name: str, key: str, schema: str, partitions: int | None = None, **options) -> TopicSpec:
+        return TopicSpec(f"{self.prefix}.{name}", partitions or self.partitions, key, schema, **options)
+
     @property
     def raw(self) -> TopicSpec:
-        """Accepted tracking calls, exactly as the collector acknowledged them."""
-        return TopicSpec(f"{self.prefix}.raw", self.partitions, key="device key (anonymousId, else userId)")
+        """Accepted tracking calls, exactly as the collector acknowledged them: the source of truth."""
+        return self._spec("raw", "device key (anonymousId, else userId)", "schemas.events.RawEvent")
+
+    @property
+    def sessioned(self) -> TopicSpec:
+        """Events with their session, re-keyed by distinct id to meet the identity table."""
+        return self._spec("sessioned", "distinct id", "schemas.events.EnrichedEvent", retention_ms=WEEK_MS)
 
     @property
     def enriched(self) -> TopicSpec:
-        """Events after the stream processors (session and person ids attached)."""
-        return TopicSpec(f"{self.prefix}.enriched", self.partitions, key="device key")
+        """Events with session and person: what the projector writes to `events`."""
+        return self._spec("enriched", "distinct id", "schemas.events.EnrichedEvent")
+
+    @property
+    def sessions(self) -> TopicSpec:
+        """Session updates (full state, versioned) and merges of sessions."""
+        return self._spec("sessions", "device key", "schemas.sessions.SessionUpdate | SessionMerge")
+
+    @property
+    def identity_commands(self) -> TopicSpec:
+        """The identity sequencer's input: one partition, so every merge decision is made in one order."""
+        return self._spec("identity-commands", "distinct id", "schemas.identity.IdentityCommand", partitions=1)
+
+    @property
+    def identities(self) -> TopicSpec:
+        """distinct id → person id, versioned; compacted to the latest mapping per distinct id."""
+        return self._spec("identities", "distinct id", "schemas.identity.DistinctIdMapping", compacted=True)
+
+    @property
+    def persons(self) -> TopicSpec:
+        """Person merges and the identity facts of persons (visitor number, identified, contact)."""
+        return self._spec("persons", "person id", "schemas.identity.PersonMerge | PersonIdentity")
 
     @property
     def dead_letter(self) -> TopicSpec:
         """Bad rows from every stage, with their reason; kept forever so they can be fixed and replayed."""
-        return TopicSpec(f"{self.prefix}.dead-letter", self.partitions, key="source id")
+        return self._spec("dead-letter", "source id", "schemas.bad_rows.BadRow")
 
     def all(self) -> list[TopicSpec]:
-        return [self.raw, self.enriched, self.dead_letter]
+        return [
+            self.raw,
+            self.sessioned,
+            self.enriched,
+            self.sessions,
+            self.identity_commands,
+            self.identities,
+            self.persons,
+            self.dead_letter,
+        ]

@@ -73,6 +73,10 @@ def settings_env(settings: FootfallSettings, **extra: str) -> dict[str, str]:
             "FOOTFALL_DATA_DIR": str(settings.data_dir),
             "FOOTFALL_COLLECTOR_PORT": str(settings.collector_port),
             "FOOTFALL_READ_API_PORT": str(settings.read_api_port),
+            "FOOTFALL_PROCESSOR_METRICS_PORT": "0",
+            "FOOTFALL_SESSION_GAP_SECONDS": str(settings.session_gap_seconds),
+            "FOOTFALL_ALLOWED_LATENESS_SECONDS": str(settings.allowed_lateness_seconds),
+            "FOOTFALL_SESSION_TICK_SECONDS": str(settings.session_tick_seconds),
             **extra,
         }
     )

@@ -1,0 +1,105 @@
+-- Sessions: one row per session id after FINAL. Updates carry the whole session and a growing version;
+-- a session absorbed by a bridging event is written once more with is_deleted = 1, so FINAL drops it.
+-- No PARTITION BY: a session's start can move backwards, and replacing only happens within a partition.
+CREATE TABLE IF NOT EXISTS {db}.sessions
+(
+    session_id        String,
+    device_key        String,
+    distinct_id       String,
+    status            LowCardinality(String),
+    absorbed_into     String,
+    start             DateTime64(3, 'UTC'),
+    end               DateTime64(3, 'UTC'),
+    duration_seconds  Float64,
+    event_count       UInt32,
+    pageview_count    UInt32,
+    bounced           Bool,
+    entry_url         String,
+    exit_url          String,
+    referrer          String,
+    referring_domain  String,
+    utm_source        String,
+    utm_medium        String,
+    utm_campaign      String,
+    utm_term          String,
+    utm_content       String,
+    browser           LowCardinality(String),
+    os                LowCardinality(String),
+    device_type       LowCardinality(String),
+    late_event_count  UInt32,
+    version           UInt64,
+    is_deleted        UInt8
+)
+ENGINE = ReplacingMergeTree(version, is_deleted)
+ORDER BY session_id;
+
+-- Which session an absorbed session id now belongs to (for events stamped before the merge).
+CREATE TABLE IF NOT EXISTS {db}.session_overrides
+(
+    absorbed_session_id String,
+    survivor_session_id String,
+    version             UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY absorbed_session_id;
+
+-- The live person of every distinct id (anonymousId or userId). Always complete: a merge re-points
+-- every distinct id of the absorbed person with a higher version.
+CREATE TABLE IF NOT EXISTS {db}.person_distinct_ids
+(
+    distinct_id String,
+    person_id   String,
+    version     UInt64,
+    is_deleted  UInt8
+)
+ENGINE = ReplacingMergeTree(version, is_deleted)
+ORDER BY distinct_id;
+
+-- Merged persons: events stamped with from_person belong to into_person (flattened: always the live one).
+CREATE TABLE IF NOT EXISTS {db}.person_overrides
+(
+    from_person String,
+    into_person String,
+    merged_at   DateTime64(3, 'UTC'),
+    version     UInt64
+)
+ENGINE = ReplacingMergeTree(version)
+ORDER BY from_person;
+
+-- How many distinct events per day, distinct id and event name: uniqExact over message ids, so a
+-- duplicate delivery can never count twice. Query through event_counts_daily_by_person.
+CREATE TABLE IF NOT EXISTS {db}.event_counts_daily_by_distinct_id
+(
+    day         Date,
+    distinct_id String,
+    event       String,
+    type        LowCardinality(String),
+    events      AggregateFunction(uniqExact, String)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(day)
+ORDER BY (distinct_id, day, type, event);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.event_counts_daily_mv TO {db}.event_counts_daily_by_distinct_id AS
+SELECT toDate(timestamp) AS day, distinct_id, event, type, uniqExactState(message_id) AS events
+FROM {db}.events
+GROUP BY day, distinct_id, event, type;
+
+-- Daily counts per live person, event name and type (merged identities included).
+CREATE VIEW IF NOT EXISTS {db}.event_counts_daily AS
+SELECT c.day AS day, m.person_id AS person_id, c.event AS event, c.type AS type, uniqExactMerge(c.events) AS count
+FROM {db}.event_counts_daily_by_distinct_id AS c
+INNER JOIN (SELECT distinct_id, argMax(person_id, version) AS person_id FROM {db}.person_distinct_ids GROUP BY distinct_id HAVING argMax(is_deleted, version) = 0) AS m
+    ON c.distinct_id = m.distinct_id
+GROUP BY day, person_id, event, type;
+
+-- Events with the live person and session resolved (merges applied): what analysts query by person.
+CREATE VIEW IF NOT EXISTS {db}.events_resolved AS
+SELECT e.*, 
+       if(m.person_id != '', m.person_id, e.person_id) AS live_person_id,
+       if(so.survivor_session_id != '', so.survivor_session_id, e.session_id) AS live_session_id
+FROM {db}.events AS e FINAL
+LEFT JOIN (SELECT distinct_id, argMax(person_id, version) AS person_id FROM {db}.person_distinct_ids GROUP BY distinct_id) AS m
+    ON e.distinct_id = m.distinct_id
+LEFT JOIN (SELECT absorbed_session_id, argMax(survivor_session_id, version) AS survivor_session_id FROM {db}.session_overrides GROUP BY absorbed_session_id) AS so
+    ON e.session_id = so.absorbed_session_id
