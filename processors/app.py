@@ -89,6 +89,9 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         web_enabled=False,
         datadir=str(settings.data_dir / "processor"),
         table_cleanup_interval=60.0,
+        # A worker that dies is noticed within seconds, so its partitions move on quickly.
+        broker_session_timeout=settings.consumer_session_timeout_seconds,
+        broker_heartbeat_interval=max(1.0, settings.consumer_session_timeout_seconds / 4),
     )
 
     def topic(spec, internal: bool = False):
@@ -104,16 +107,11 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         partitions=settings.partitions, internal=True, retention=timedelta(hours=1),
     )
 
+    # faust picks each changelog's serializers from key_type/value_type: bytes → raw, anything else → JSON.
     # Keys stay bytes where they are Kafka keys; the resolver's own keys are strings (JSON round-trips them).
-    device_sessions = app.Table(
-        "device-sessions", partitions=topics.raw.partitions, schema=faust.Schema(key_serializer="raw", value_serializer="raw")
-    )
-    person_of = app.Table(
-        "person-of", partitions=topics.identities.partitions, schema=faust.Schema(key_serializer="raw", value_serializer="json")
-    )
-    identity_state = app.Table(
-        "identity-state", partitions=1, schema=faust.Schema(key_serializer="json", value_serializer="json")
-    )
+    device_sessions = app.Table("device-sessions", partitions=topics.raw.partitions, key_type=bytes, value_type=bytes)
+    person_of = app.Table("person-of", partitions=topics.identities.partitions, key_type=bytes)
+    identity_state = app.Table("identity-state", partitions=1)
     watermarks = Watermarks()
 
     async def emit_session_changes(key: bytes, updates, merges) -> None:

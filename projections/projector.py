@@ -94,6 +94,7 @@ class Projector:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "max.poll.interval.ms": 600_000,
+                "session.timeout.ms": int(settings.consumer_session_timeout_seconds * 1000),
             }
         )
         self.dead_letter = Producer(
