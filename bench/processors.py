@@ -4,9 +4,9 @@
 
 One run, one broker, the same pre-produced raw events for every scenario:
   bare loop       aiokafka consumer → aiokafka producer, one message out per message in (the ceiling)
-  sessionizer     a `footfall processor` worker: events/s until `sessioned` holds every event
-  + identity      the same worker: events/s until `enriched` holds every event (sessionize → identity
-                  commands → stamp_person through the `person-of` table)
+  sessionizer     a `footfall processor` worker: events/s until `sessions` holds an update for every event
+  + identity      the same worker: events/s until `enriched` holds every event, stamped with its person
+                  (identity commands through the sequencer, the `person-of` table, re-keying where needed)
 Also reports bytes of sessionizer state per active device key. Writes bench/results/processors.json.
 """
 
@@ -142,7 +142,7 @@ def main() -> None:
             wait_for(bootstrap, settings.topics.enriched.name, 1, 120)  # worker joined, tables recovered
             started = time.perf_counter()
             produce(bootstrap, settings.topics.raw.name, events)
-            sessioned_done = wait_for(bootstrap, settings.topics.sessioned.name, len(events) + 1, 600)
+            sessioned_done = wait_for(bootstrap, settings.topics.sessions.name, len(events) + 1, 600)
             enriched_done = wait_for(bootstrap, settings.topics.enriched.name, len(events) + 1, 600)
         finally:
             worker.terminate()

@@ -1,7 +1,9 @@
 """The faust app: footfall's stream topology, readable in one place (as a Kafka Streams topology is).
 
     raw ─► sessionize ─► sessioned (re-keyed by distinct id) ─► stamp_person ─► enriched
-      │     [device-sessions]  ├─► sessions (updates, merges)       ▲ [person-of]
+      │     [device-sessions]  │  (only when the distinct id is not the device key; otherwise the
+      │                        │   event is stamped in place and goes straight to enriched)
+      │                        ├─► sessions (updates, merges)       ▲ [person-of]
       │                        └─► identity-commands (1 partition)  │
       │                               └─► resolve_identities ─► identities ─► learn_persons
       │                                   [identity-state]    └─► persons (merges, flags)
@@ -45,6 +47,12 @@ def bad_row(payload: bytes | None, field: str, reason: str) -> bytes:
     ).model_dump_json().encode()
 
 
+def with_person(event: EnrichedEvent, known: dict | None) -> bytes:
+    """The event stamped with the person known now (or the one its distinct id would found)."""
+    person_id = known["person_id"] if known else person_id_for(event.distinct_id)
+    return event.model_copy(update={"person_id": person_id}).model_dump_json().encode()
+
+
 def partition_of(key: bytes, partitions: int) -> int:
     """The partition Kafka's default (murmur2) partitioner gives a key: where its state lives."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -86,6 +94,9 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         topic_allow_declare=True,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # Let sends batch up: with acks=all, one produce request per message is what bounds a worker.
+        producer_linger=0.02,
+        producer_max_batch_size=256 * 1024,
         web_enabled=False,
         datadir=str(settings.data_dir / "processor"),
         table_cleanup_interval=60.0,
@@ -141,7 +152,12 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             elif result.late:
                 metrics.LATE_EVENTS.inc()
             out = EnrichedEvent(**event.model_dump(), session_id=result.session_id, session_seq=result.session_seq)
-            await sessioned.send(key=event.distinct_id.encode(), value=out.model_dump_json().encode())
+            distinct_key = event.distinct_id.encode()
+            if distinct_key == key:
+                # Same key, same partition: the person-of table is right here, no re-keying hop needed.
+                await enriched.send(key=key, value=with_person(out, person_of.get(key)))
+            else:
+                await sessioned.send(key=distinct_key, value=out.model_dump_json().encode())
             await emit_session_changes(key, result.updates, result.merges)
             # "seen" at every session start (not only a device's first): cheap, and it survives a lost send.
             for command in commands_for(event, first_sighting=state is None or result.session_seq == 1 or result.duplicate):
@@ -203,10 +219,6 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     async def stamp_person(stream):
         """Attach the person known now; queries resolve later merges through the mapping tables."""
         async for key, value in stream.items():
-            event = EnrichedEvent.model_validate_json(value)
-            known = person_of.get(key)
-            person_id = known["person_id"] if known else person_id_for(event.distinct_id)
-            out = event.model_copy(update={"person_id": person_id})
-            await enriched.send(key=key, value=out.model_dump_json().encode())
+            await enriched.send(key=key, value=with_person(EnrichedEvent.model_validate_json(value), person_of.get(key)))
 
     return app
