@@ -28,6 +28,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from projections import rows
+from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.rows import Overrides, TableSpec
 from schemas.bad_rows import BadRow, Problem
 from schemas.config import FootfallSettings
@@ -44,7 +45,7 @@ class Batch:
     bad_rows: list[bytes] = field(default_factory=list)
     first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
-    person_identities: list[PersonIdentity] = field(default_factory=list)
+    persons: PersonChanges = field(default_factory=PersonChanges)
     started: float = field(default_factory=time.monotonic)
     size: int = 0
 
@@ -85,6 +86,7 @@ class Projector:
         self.stopping = threading.Event()
         self.batch = Batch()
         self.rows_written = 0
+        self.persons = PersonsProjection(client, settings.database)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
         self.consumer = Consumer(
@@ -110,6 +112,7 @@ class Projector:
     def _on_event(self, batch: Batch, message: Message) -> None:
         event = EnrichedEvent.model_validate_json(message.value())
         batch.rows[rows.EVENTS.name].append(rows.event_row(event, message.partition(), message.offset()))
+        batch.persons.events.append(event)
 
     def _on_session_message(self, batch: Batch, message: Message) -> None:
         update = session_message.validate_json(message.value())
@@ -122,14 +125,16 @@ class Projector:
     def _on_mapping(self, batch: Batch, message: Message) -> None:
         mapping = DistinctIdMapping.model_validate_json(message.value())
         batch.rows[rows.PERSON_DISTINCT_IDS.name].append(rows.mapping_row(mapping))
+        batch.persons.distinct_ids.add(mapping.distinct_id)
 
     def _on_person_message(self, batch: Batch, message: Message) -> None:
         person = person_message.validate_json(message.value())
         if isinstance(person, PersonMerge):
             for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
                 batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, person.timestamp, person.version])
+            batch.persons.merges.append(person)
         elif isinstance(person, PersonIdentity):
-            batch.person_identities.append(person)
+            batch.persons.identities.append(person)
 
     def add(self, batch: Batch, message: Message) -> None:
         batch.track(message)
@@ -190,26 +195,37 @@ class Projector:
         for table in order:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
+        if batch.persons:
+            # Profiles last: they read the mappings, events and sessions written just above.
+            person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live))
+            self._insert(PERSONS, person_rows, batch.dedup_token(PERSONS.name))
         self.rows_written += sum(len(r) for r in batch.rows.values())
 
     def _insert(self, table: TableSpec, data: list[list], token: str) -> None:
+        if not data:
+            return
+        self._retrying(
+            lambda: self.client.insert(
+                f"{self.database}.{table.name}",
+                data,
+                column_names=table.column_names,
+                column_type_names=table.column_types,
+                settings={"insert_deduplication_token": token},
+            ),
+            what=f"{len(data)} rows for {table.name}",
+        )
+
+    def _retrying(self, work, what: str = "a query"):
+        """Run `work` until ClickHouse answers; not consuming meanwhile is the backpressure."""
         delay = 0.5
         while True:
             try:
-                self.client.insert(
-                    f"{self.database}.{table.name}",
-                    data,
-                    column_names=table.column_names,
-                    column_type_names=table.column_types,
-                    settings={"insert_deduplication_token": token},
-                )
-                return
+                return work()
             except ClickHouseError as exc:
                 if self.stopping.is_set():
                     raise
-                log.warning("ClickHouse refused %d rows for %s (%s); retrying in %.1fs", len(data), table.name, exc, delay)
-                # Not consuming meanwhile is the backpressure; librdkafka keeps the group membership alive.
-                self.stopping.wait(delay)
+                log.warning("ClickHouse refused %s (%s); retrying in %.1fs", what, exc, delay)
+                self.stopping.wait(delay)  # librdkafka keeps the group membership alive meanwhile
                 delay = min(delay * 2, 30)
 
     def commit(self, batch: Batch) -> None:

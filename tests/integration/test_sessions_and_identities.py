@@ -69,12 +69,25 @@ def test_merged_ids_on_different_partitions_resolve_to_one_person(settings, clic
         mapping = wait_until(lambda: len(people()) == 4 and people(), 90, what="4 distinct ids mapped", watch=(worker,))
         wait_until(lambda: query(clickhouse_client, f"SELECT count() FROM {db}.events FINAL")[0][0] == 6, 60, what="6 events", watch=(worker,))
 
+        def profiles():
+            return {row[0]: row[1:] for row in query(clickhouse_client,
+                    f"SELECT person_id, is_identified, is_contact, email, event_count, session_count, visitor_alias "
+                    f"FROM {db}.persons FINAL")}
+
+        expected_user = (True, True, "u@example.com", 5)
+        found = wait_until(lambda: (p := profiles()) and p.get(mapping[user], ())[:4] == expected_user and len(p) == 2 and p,
+                           60, what="two profiles: the merged user and the other user", watch=(worker,))
+
     assert mapping[laptop] == mapping[phone] == mapping[user]
     assert mapping[other_user] != mapping[user]
     live = dict(query(clickhouse_client, f"SELECT message_id, live_person_id FROM {db}.events_resolved"))
     assert {live[m] for m in ("p1", "i1", "p2", "i2", "t1")} == {mapping[user]}
     overrides = query(clickhouse_client, f"SELECT from_person, into_person FROM {db}.person_overrides FINAL")
     assert all(into == mapping[user] for _, into in overrides) and overrides
+    user_profile, other_profile = found[mapping[user]], found[mapping[other_user]]
+    assert user_profile[4] == 3  # sessions: the laptop's, the phone's and the user id's own device key
+    assert user_profile[5].startswith("Visitor ") and other_profile[5].startswith("Visitor ")
+    assert other_profile[0] is True and other_profile[3] == 1  # only the identify sent as the other user
 
 
 def test_a_late_event_bridging_two_sessions_merges_them(settings, clickhouse_client, tmp_path):

@@ -1,0 +1,131 @@
+"""The persons projection: fold a batch's events, merges and identity facts into profile rows.
+
+Read-modify-write per batch, against ClickHouse itself: load the touched persons' reducer state, fold the
+new events (projections/profiles.py: order-independent and idempotent, so a replayed batch changes
+nothing), apply merges (the absorbed profile folds into the survivor and its row is deleted), and count
+events and sessions exactly from ClickHouse (uniqExact over message ids; sessions after FINAL), so a count
+can never include a duplicate. One projector owns this table at a time (the embedded engine allows one
+process anyway; with a server, run one persons projector — see ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from clickhouse_connect.driver.client import Client
+
+from projections.profiles import EMPTY, PERSONS, ProfileState, fold, merge, person_row
+from schemas.events import EnrichedEvent
+from schemas.identity import PersonIdentity, PersonMerge
+
+
+@dataclass
+class PersonChanges:
+    """What one batch says about persons."""
+
+    events: list[EnrichedEvent] = field(default_factory=list)
+    merges: list[PersonMerge] = field(default_factory=list)
+    identities: list[PersonIdentity] = field(default_factory=list)
+    distinct_ids: set[str] = field(default_factory=set)  # whose mapping changed
+
+    def __bool__(self) -> bool:
+        return bool(self.events or self.merges or self.identities or self.distinct_ids)
+
+
+@dataclass
+class _Person:
+    state: ProfileState = EMPTY
+    identity: PersonIdentity | None = None
+    deleted_into: str | None = None
+
+
+def _in(values: set[str]) -> str:
+    return "[" + ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in sorted(values)) + "]"
+
+
+class PersonsProjection:
+    def __init__(self, client: Client, database: str):
+        self.client = client
+        self.db = database
+
+    def rows(self, changes: PersonChanges, overrides: dict[str, str]) -> list[list]:
+        """The new persons rows for everything this batch touched."""
+        live_of = self._live_persons({e.distinct_id for e in changes.events} | changes.distinct_ids)
+        touched: dict[str, list[EnrichedEvent]] = defaultdict(list)
+        for event in changes.events:
+            person = live_of.get(event.distinct_id) or overrides.get(event.person_id or "", event.person_id)
+            touched[overrides.get(person, person)].append(event)
+        ids = set(touched) | set(live_of.values()) | {i.person_id for i in changes.identities}
+        ids |= {m.from_person for m in changes.merges} | {m.into_person for m in changes.merges}
+        ids.discard("")
+        if not ids:
+            return []
+        people = self._load(ids)
+        for identity in changes.identities:
+            current = people[identity.person_id].identity
+            if current is None or current.version < identity.version:
+                people[identity.person_id].identity = identity
+        for person_id, events in touched.items():
+            for event in events:
+                people[person_id].state = fold(people[person_id].state, event)
+        for m in sorted(changes.merges, key=lambda m: m.version):
+            people[m.into_person].state = merge(people[m.into_person].state, people[m.from_person].state)
+            people[m.from_person].deleted_into = m.into_person
+        counts = self._counts(ids)
+        version = time.time_ns()
+        return [
+            person_row(
+                person_id, person.state, person.identity, *counts.get(person_id, (0, 0)), version,
+                is_deleted=person.deleted_into is not None or (person.identity is not None and person.identity.merged_into is not None),
+                merged_into=person.deleted_into or (person.identity.merged_into if person.identity else None),
+            )
+            for person_id, person in people.items()
+        ]
+
+    def _live_persons(self, distinct_ids: set[str]) -> dict[str, str]:
+        if not distinct_ids:
+            return {}
+        result = self.client.query(
+            f"SELECT distinct_id, argMax(person_id, version) FROM {self.db}.person_distinct_ids "
+            f"WHERE distinct_id IN {_in(distinct_ids)} GROUP BY distinct_id"
+        )
+        return dict(result.result_rows)
+
+    def _load(self, person_ids: set[str]) -> dict[str, _Person]:
+        result = self.client.query(
+            f"SELECT person_id, _state, visitor_number, is_identified, is_contact, version FROM {self.db}.persons FINAL "
+            f"WHERE person_id IN {_in(person_ids)}"
+        )
+        people: dict[str, _Person] = defaultdict(_Person)
+        for person_id, state, number, identified, contact, version in result.result_rows:
+            identity = PersonIdentity(person_id=person_id, visitor_number=number, identified=identified, is_contact=contact, version=0) if number else None
+            people[person_id] = _Person(ProfileState.from_json(state), identity)
+        for person_id in person_ids:
+            people[person_id]  # noqa: B018 - a person seen for the first time starts empty
+        return people
+
+    def _counts(self, person_ids: set[str]) -> dict[str, tuple[int, int]]:
+        """Exact event and session counts per live person, over all of its distinct ids."""
+        mapping = (
+            f"SELECT distinct_id, argMax(person_id, version) AS person_id FROM {self.db}.person_distinct_ids "
+            f"WHERE distinct_id IN (SELECT distinct_id FROM {self.db}.person_distinct_ids WHERE person_id IN {_in(person_ids)}) "
+            f"GROUP BY distinct_id HAVING person_id IN {_in(person_ids)}"
+        )
+        events = self.client.query(
+            f"SELECT m.person_id, uniqExactMerge(c.events) FROM {self.db}.event_counts_daily_by_distinct_id AS c "
+            f"INNER JOIN ({mapping}) AS m ON c.distinct_id = m.distinct_id GROUP BY m.person_id"
+        ).result_rows
+        sessions = self.client.query(
+            f"SELECT m.person_id, count() FROM {self.db}.sessions AS s FINAL "
+            f"INNER JOIN ({mapping}) AS m ON s.device_key = m.distinct_id GROUP BY m.person_id"
+        ).result_rows
+        session_counts = dict(sessions)
+        counts = {person: (count, session_counts.get(person, 0)) for person, count in events}
+        for person, count in session_counts.items():
+            counts.setdefault(person, (0, count))
+        return counts
+
+
+__all__ = ["PERSONS", "PersonChanges", "PersonsProjection"]
