@@ -28,15 +28,17 @@ def wait_until(
     timeout_s: float = 60,
     interval_s: float = 0.25,
     what: str = "condition",
-    watch: tuple[subprocess.Popen, ...] = (),
+    watch: tuple = (),
 ) -> T:
     """Poll `probe` until it returns something truthy; fail fast if a watched process died."""
     deadline = time.monotonic() + timeout_s
     last: T | None = None
     while time.monotonic() < deadline:
-        for proc in watch:
-            if proc.poll() is not None:
-                raise AssertionError(f"{' '.join(map(str, proc.args))} exited with {proc.returncode} while waiting for {what}")
+        for watched in watch:
+            if isinstance(watched, subprocess.Popen) and watched.poll() is not None:
+                raise AssertionError(f"{' '.join(map(str, watched.args))} exited with {watched.returncode} while waiting for {what}")
+            if getattr(watched, "failure", None):
+                raise AssertionError(f"the projector failed while waiting for {what}") from watched.failure[0]
         last = probe()
         if last:
             return last
@@ -99,7 +101,7 @@ def projector(settings: FootfallSettings) -> Iterator[Projector]:
     """The projector in this process: with the embedded engine, the test process owns the chdb path."""
     worker = Projector(settings, connect(settings.clickhouse_dsn))
     failure: list[BaseException] = []
-
+    worker.failure = failure  # type: ignore[attr-defined] - wait_until(watch=...) looks here
     def run() -> None:
         try:
             worker.run()

@@ -56,24 +56,26 @@ def test_sessions_survive_a_killed_processor(settings, clickhouse_client, tmp_pa
     db = settings.database
 
     def events_stored() -> int:
-        return clickhouse_client.query(f"SELECT count() FROM {db}.events FINAL").result_rows[0][0]
+        stored = clickhouse_client.query(f"SELECT count() FROM {db}.events FINAL").result_rows[0][0]
+        print(f"{stored} events stored")  # the last one shows in a failure's captured output
+        return stored
 
     def send(batch: list[dict]) -> None:
         response = httpx.post(f"{url}/v1/batch", json={"batch": batch}, auth=(WRITE_KEY, ""), timeout=30)
         assert response.status_code == 200 and response.json()["accepted"] == len(batch), response.text
 
-    with collector(settings, tmp_path / "logs") as url, projector(settings):
+    with collector(settings, tmp_path / "logs") as url, projector(settings) as projection:
         with processor(settings, tmp_path / "logs-1") as first:
             send(calls[:half])
-            wait_until(lambda: events_stored() >= half // 2, 90, what="the first worker to be mid-stream", watch=(first,))
+            wait_until(lambda: events_stored() >= half // 2, 90, what="the first worker to be mid-stream", watch=(first, projection))
             first.send_signal(signal.SIGKILL)
             first.wait()
         send(calls[half:])
         with processor(settings, tmp_path / "logs-2") as second:
-            wait_until(lambda: events_stored() == len(calls), 120, what="every event in ClickHouse", watch=(second,))
+            wait_until(lambda: events_stored() == len(calls), 120, what=f"all {len(calls)} events in ClickHouse", watch=(second, projection))
             stored = lambda: set(clickhouse_client.query(  # noqa: E731
                 f"SELECT session_id, event_count FROM {db}.sessions FINAL").result_rows)
-            wait_until(lambda: stored() == expected_sessions(calls), 60, what="sessions equal to a run without the kill", watch=(second,))
+            wait_until(lambda: stored() == expected_sessions(calls), 60, what="sessions equal to a run without the kill", watch=(second, projection))
 
     counted = clickhouse_client.query(f"SELECT sum(event_count) FROM {db}.sessions FINAL").result_rows[0][0]
     assert counted == len(calls)  # nothing lost, nothing counted twice

@@ -59,15 +59,15 @@ def test_merged_ids_on_different_partitions_resolve_to_one_person(settings, clic
         {"type": "identify", "anonymousId": laptop, "userId": other_user, "timestamp": at(5), "messageId": "i3"},
         {"type": "anonymous", "anonymousId": "x"},  # rejected individually, kept on the dead-letter topic
     ]
-    with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings):
+    with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings) as projection:
         response = httpx.post(f"{url}/v1/batch", json={"batch": calls}, auth=(WRITE_KEY, ""), timeout=30)
         assert response.status_code == 200 and [r["index"] for r in response.json()["rejected"]] == [6]
 
         def people():
             return dict(query(clickhouse_client, f"SELECT distinct_id, person_id FROM {db}.person_distinct_ids FINAL"))
 
-        mapping = wait_until(lambda: len(people()) == 4 and people(), 90, what="4 distinct ids mapped", watch=(worker,))
-        wait_until(lambda: query(clickhouse_client, f"SELECT count() FROM {db}.events FINAL")[0][0] == 6, 60, what="6 events", watch=(worker,))
+        mapping = wait_until(lambda: len(people()) == 4 and people(), 90, what="4 distinct ids mapped", watch=(worker, projection))
+        wait_until(lambda: query(clickhouse_client, f"SELECT count() FROM {db}.events FINAL")[0][0] == 6, 60, what="6 events", watch=(worker, projection))
 
         def profiles():
             return {row[0]: row[1:] for row in query(clickhouse_client,
@@ -76,7 +76,7 @@ def test_merged_ids_on_different_partitions_resolve_to_one_person(settings, clic
 
         expected_user = (True, True, "u@example.com", 5)
         found = wait_until(lambda: (p := profiles()) and p.get(mapping[user], ())[:4] == expected_user and len(p) == 2 and p,
-                           60, what="two profiles: the merged user and the other user", watch=(worker,))
+                           60, what="two profiles: the merged user and the other user", watch=(worker, projection))
 
     assert mapping[laptop] == mapping[phone] == mapping[user]
     assert mapping[other_user] != mapping[user]
@@ -99,15 +99,15 @@ def test_a_late_event_bridging_two_sessions_merges_them(settings, clickhouse_cli
         {"type": "track", "anonymousId": device, "event": "Viewed", "timestamp": at(10), "messageId": "a2"},
         {"type": "page", "anonymousId": device, "timestamp": at(50), "messageId": "b1"},  # 40 min later: a new session
     ]
-    with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings):
+    with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings) as projection:
         send_batch(url, first_visit)
 
         def live_sessions():
             return query(clickhouse_client, f"SELECT session_id, event_count, utm_source FROM {db}.sessions FINAL WHERE device_key = '{device}'")
 
-        wait_until(lambda: len(live_sessions()) == 2, 90, what="two sessions", watch=(worker,))
+        wait_until(lambda: len(live_sessions()) == 2, 90, what="two sessions", watch=(worker, projection))
         send_batch(url, [{"type": "track", "anonymousId": device, "event": "Came back", "timestamp": at(30), "messageId": "late"}])
-        sessions = wait_until(lambda: (s := live_sessions()) and len(s) == 1 and s[0][1] == 4 and s, 60, what="one merged session", watch=(worker,))
+        sessions = wait_until(lambda: (s := live_sessions()) and len(s) == 1 and s[0][1] == 4 and s, 60, what="one merged session", watch=(worker, projection))
 
     [(survivor, count, utm_source)] = sessions
     assert (count, utm_source) == (4, "news")
@@ -123,14 +123,14 @@ def test_idle_sessions_are_closed_by_the_timer(settings, clickhouse_client, tmp_
     calls = [
         {"type": "page", "anonymousId": device, "timestamp": (now - timedelta(seconds=1)).isoformat(), "messageId": "only"},
     ]
-    with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings):
+    with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings) as projection:
         send_batch(url, calls)
         status = wait_until(
             lambda: query(clickhouse_client, f"SELECT status, bounced FROM {settings.database}.sessions FINAL WHERE device_key = '{device}'"),
-            90, what="session row", watch=(worker,),
+            90, what="session row", watch=(worker, projection),
         )
         assert status[0][1] is True
         wait_until(
             lambda: query(clickhouse_client, f"SELECT status FROM {settings.database}.sessions FINAL WHERE device_key = '{device}'") == [("ended",)],
-            60, what="the session to end without further events", watch=(worker,),
+            60, what="the session to end without further events", watch=(worker, projection),
         )

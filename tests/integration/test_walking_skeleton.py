@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_track_identify_and_page_arrive_in_clickhouse(settings, clickhouse_client, tmp_path):
-    with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings):
+    with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings) as projection:
         auth = (WRITE_KEY, "")
         calls = [
             ("/v1/track", {"anonymousId": "anon-1", "event": "Signed Up", "properties": {"plan": "pro"}, "messageId": "m-track"}),
@@ -30,7 +30,7 @@ def test_track_identify_and_page_arrive_in_clickhouse(settings, clickhouse_clien
                 f"FROM {settings.database}.events FINAL ORDER BY message_id"
             ).result_rows
 
-        found = wait_until(lambda: len(rows()) == 3 and rows(), timeout_s=90, what="3 rows in events", watch=(worker,))
+        found = wait_until(lambda: len(rows()) == 3 and rows(), timeout_s=90, what="3 rows in events", watch=(worker, projection))
 
     by_id = {row[0]: row for row in found}
     assert by_id["m-track"][1:6] == ("track", "Signed Up", "anon-1", "anon-1", "")
