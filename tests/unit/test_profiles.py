@@ -10,19 +10,16 @@ from typing import Any
 import orjson
 import pytest
 
-from processors import attribution
 from projections.clickhouse import migrate
 from projections.profiles import (
     EMPTY,
     PERSONS,
     REMOVED,
     ProfileState,
-    describe_user_agent,
     fold,
     merge,
     person_row,
     properties_of,
-    referring_domain,
 )
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
@@ -40,14 +37,6 @@ IPAD = (
     "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 "
     "Mobile/15E148 Safari/604.1"
 )
-ANDROID_TABLET = (
-    "Mozilla/5.0 (Linux; Android 13; SM-X200) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
-)
-GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
-KINDLE = "Mozilla/5.0 (Linux; U; en-US) AppleWebKit/528.5+ (KHTML, like Gecko, Safari/528.5+) Version/4.0 Kindle/3.0"
-USER_AGENTS = [
-    CHROME_MAC, SAFARI_IPHONE, IPAD, ANDROID_TABLET, GOOGLEBOT, KINDLE, "curl/8.4.0", "Shop/5.2 CFNetwork", None
-]
 
 
 def ev(message_id: str, seconds: float, type: str = "track", **fields: Any) -> EnrichedEvent:
@@ -261,21 +250,6 @@ def test_last_device_is_the_latest_event_with_a_user_agent():
 def test_without_any_user_agent_the_device_is_unknown():
     row = row_of(run(ev("m1", 0)))
     assert (row["last_browser"], row["last_os"], row["last_device_type"]) == ("", "", "unknown")
-
-
-@pytest.mark.parametrize("user_agent", USER_AGENTS)
-def test_user_agents_are_described_as_the_sessionizer_does(user_agent):
-    """A copy until processors.attribution's helper moves to schemas/: it must not drift."""
-    info = attribution.describe_user_agent(user_agent)
-    assert describe_user_agent(user_agent) == (info.browser, info.os, info.device_type)
-
-
-@pytest.mark.parametrize(
-    "referrer",
-    ["https://www.google.com/x", "http://News.Example:8080/a", "android-app://com.google", "http://[::1", "", None],
-)
-def test_referring_domain_matches_the_sessionizer(referrer):
-    assert referring_domain(referrer) == attribution.referring_domain(referrer)
 
 
 # -- idempotence, merge, serialisation --------------------------------------------------------------------------

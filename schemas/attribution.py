@@ -1,6 +1,7 @@
-"""Where a visit came from and what it ran on, read from one Segment event.
+"""Where a visit came from and on what device: shared by the sessionizer and the profile projection,
+so that a session and a profile describe a visit alike. Pure.
 
-Pure helpers for the sessionizer: the page URL, the referrer and its domain, the UTM campaign and the
+Helpers for the sessionizer: the page URL, the referrer and its domain, the UTM campaign and the
 user agent as (browser, os, device_type). Browser and OS families are ua-parser's; the device type is
 derived from ua-parser's families (see `device_type`), never from our own regexes.
 """
