@@ -95,11 +95,11 @@ GROUP BY day, person_id, event, type;
 
 -- Events with the live person and session resolved (merges applied): what analysts query by person.
 CREATE VIEW IF NOT EXISTS {db}.events_resolved AS
-SELECT e.*, 
-       if(m.person_id != '', m.person_id, e.person_id) AS live_person_id,
+SELECT e.*,
+       if(m.mapped_person_id != '', m.mapped_person_id, e.person_id) AS live_person_id,
        if(so.survivor_session_id != '', so.survivor_session_id, e.session_id) AS live_session_id
 FROM {db}.events AS e FINAL
-LEFT JOIN (SELECT distinct_id, argMax(person_id, version) AS person_id FROM {db}.person_distinct_ids GROUP BY distinct_id) AS m
-    ON e.distinct_id = m.distinct_id
+LEFT JOIN (SELECT distinct_id AS mapped_id, argMax(person_id, version) AS mapped_person_id FROM {db}.person_distinct_ids GROUP BY distinct_id) AS m
+    ON e.distinct_id = m.mapped_id
 LEFT JOIN (SELECT absorbed_session_id, argMax(survivor_session_id, version) AS survivor_session_id FROM {db}.session_overrides GROUP BY absorbed_session_id) AS so
     ON e.session_id = so.absorbed_session_id
