@@ -152,6 +152,25 @@ def projector() -> None:
         raise typer.Exit(1)
 
 
+@cli.command()
+def replay(
+    switch: Annotated[bool, typer.Option(help="rename the rebuilt database into place when done")] = True,
+) -> None:
+    """Rebuild every projection from Kafka into a fresh database, then switch reads to it.
+
+    Stop the projector first (with the embedded engine it owns the data directory)."""
+    from projections.clickhouse import connect
+    from projections.replay import replay as rebuild
+
+    settings = _settings()
+    _logging()
+    report = rebuild(settings, connect(settings.clickhouse_dsn), switch=switch)
+    console.print(
+        f"replayed {report.messages} messages in {report.seconds:.1f}s into {report.database}"
+        + (f"; the previous tables are kept in {report.previous}" if report.previous else "")
+    )
+
+
 def _query_via_read_api(settings: FootfallSettings, query: str) -> dict | None:
     """Ask the running projector (it owns the embedded engine); None when it is not running."""
     from footfall.secrets import admin_key

@@ -38,7 +38,10 @@ def statements(sql: str) -> list[str]:
 
 
 def migrate(client: Client, database: str) -> list[str]:
-    """Create the database and apply each migration not applied yet. Safe to run again and concurrently."""
+    """Create the database, apply each table migration not applied yet, then (re)create the views.
+
+    Safe to run again. The views are re-created every time: they hold no data, and ClickHouse keeps the
+    database name inside them, which a replay's database rename would otherwise leave dangling."""
     if not _IDENTIFIER.match(database):
         raise ValueError(f"database name {database!r} is not a plain identifier")
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
@@ -56,4 +59,11 @@ def migrate(client: Client, database: str) -> list[str]:
         client.insert(f"{database}.schema_migrations", [[version, name]], column_names=["version", "name"])
         log.info("applied migration %s", name)
         done.append(name)
+    create_views(client, database)
     return done
+
+
+def create_views(client: Client, database: str) -> None:
+    sql = resources.files("projections").joinpath("views.sql").read_text()
+    for statement in statements(sql):
+        client.command(statement.replace("{db}", database))

@@ -72,7 +72,7 @@ def _bad_row(payload: bytes | None, reason: str) -> bytes:
 
 
 class Projector:
-    def __init__(self, settings: FootfallSettings, client: Client):
+    def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None):
         self.settings = settings
         self.client = client
         self.database = settings.database
@@ -84,6 +84,7 @@ class Projector:
             topics.persons.name: self._on_person_message,
         }
         self.stopping = threading.Event()
+        self.committed: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset, once in ClickHouse
         self.batch = Batch()
         self.rows_written = 0
         self.persons = PersonsProjection(client, settings.database)
@@ -92,7 +93,7 @@ class Projector:
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
-                "group.id": f"{settings.topic_prefix}-projector",
+                "group.id": group_id or f"{settings.topic_prefix}-projector",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "max.poll.interval.ms": 600_000,
@@ -232,6 +233,7 @@ class Projector:
         offsets = [TopicPartition(t, p, o) for (t, p), o in batch.next_offsets.items()]
         try:
             self.consumer.commit(offsets=offsets, asynchronous=False)
+            self.committed.update(batch.next_offsets)
         except KafkaException as exc:
             # The group moved on (rebalance): the new owner replays from the last commit, and the
             # replacing keys collapse what this batch already wrote.
