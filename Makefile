@@ -46,3 +46,10 @@ broker-stop:
 clean:
 	-deploy/kafka.sh stop
 	rm -rf $(VENV) deploy/.kafka .footfall
+
+# The collector's throughput against a null ASGI app (uvicorn, one worker pinned to CPU 0, wrk on CPU 1);
+# starts its own broker unless KAFKA_BOOTSTRAP_SERVERS is set; writes bench/results/collector.json.
+.PHONY: bench-collector
+bench-collector: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.collector $(BENCH_ARGS)

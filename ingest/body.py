@@ -56,6 +56,8 @@ def gunzip_limited(data: bytes, limit: int = MAX_BATCH_BYTES) -> bytes:
         raise BodyError(413, "body", f"gzip body inflates past the limit of {limit} bytes")
     if not inflater.eof:
         raise BodyError(400, "body", "gzip body is truncated")
+    if inflater.unused_data:
+        raise BodyError(400, "body", "data after the end of the gzip stream; send one gzip member")
     return out
 
 

@@ -1,40 +1,70 @@
 """Write keys and the sources they stand for.
 
 A write key is public (it ships in web pages) and can only send events. Keys come from a JSON file
-(`FOOTFALL_SOURCES_FILE`) or from `FOOTFALL_WRITE_KEYS="key=source,key2=source2"`.
+(`FOOTFALL_SOURCES_FILE`: a list of `Source` objects) or from `FOOTFALL_WRITE_KEYS="key=source,key2=source2"`.
+Keys are looked up by their SHA-256 digest, so the lookup's timing says nothing about a key; a key
+is never part of a repr or a log message.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import hmac
-import json
-import os
-from dataclasses import dataclass
+import hashlib
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from starlette.requests import Request
 
 
-@dataclass(frozen=True)
-class Source:
-    id: str
-    write_key: str
+class RateLimit(BaseModel):
+    """A token bucket: `events_per_second` on average, bursts of up to `burst` events."""
+
+    model_config = ConfigDict(frozen=True)
+
+    events_per_second: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(min_length=1)
+    write_key: str = Field(min_length=1, repr=False)
     enabled: bool = True
+    # Browsers on these origins may send (e.g. "https://shop.example.com"); empty means any origin.
+    allowed_origins: tuple[str, ...] = ()
+    # Zero the last IPv4 octet / the last 80 bits of IPv6 before the address is stored.
+    truncate_ip: bool = False
+    # Per write key and per device key; None means the collector's defaults (FOOTFALL_*_EVENTS_PER_SECOND).
+    rate_limit: RateLimit | None = None
+    device_rate_limit: RateLimit | None = None
+    # The host analytics.js should send to (e.g. "collector.example.com/v1"); default: the request's host.
+    api_host: str | None = None
+
+    def allows_origin(self, origin: str | None) -> bool:
+        """Server-side SDKs send no Origin; a browser's must be listed when the source lists any."""
+        return not self.allowed_origins or origin is None or origin in self.allowed_origins
+
+
+_SOURCE_LIST = TypeAdapter(list[Source])
+
+
+def _digest(write_key: str) -> bytes:
+    return hashlib.sha256(write_key.encode("utf-8", "surrogatepass")).digest()
 
 
 class SourceRegistry:
     def __init__(self, sources: list[Source]):
-        self._sources = list(sources)
+        self._by_digest = {_digest(source.write_key): source for source in sources}
 
     @classmethod
-    def from_environment(cls) -> SourceRegistry:
-        path = os.environ.get("FOOTFALL_SOURCES_FILE")
-        if path:
-            entries = json.loads(Path(path).read_text())
-            return cls([Source(id=e["id"], write_key=e["write_key"], enabled=e.get("enabled", True)) for e in entries])
-        spec = os.environ.get("FOOTFALL_WRITE_KEYS", "dev-write-key=default")
+    def from_file(cls, path: Path) -> SourceRegistry:
+        return cls(_SOURCE_LIST.validate_json(path.read_bytes()))
+
+    @classmethod
+    def from_spec(cls, spec: str) -> SourceRegistry:
+        """`key=source,key2=source2`; a key without `=source` belongs to the source "default"."""
         sources = []
         for pair in filter(None, (p.strip() for p in spec.split(","))):
             key, _, source_id = pair.partition("=")
@@ -42,15 +72,12 @@ class SourceRegistry:
         return cls(sources)
 
     def find(self, write_key: str) -> Source | None:
-        """Constant-time comparison against every key, so timing tells nothing about which key is close."""
-        found = None
-        for source in self._sources:
-            if hmac.compare_digest(source.write_key.encode(), write_key.encode()):
-                found = source
-        return found
+        """The only comparison is between SHA-256 digests, so how long it takes says nothing about how
+        close a guess is to a real key (the constant-time property that matters), in O(1) for any number of keys."""
+        return self._by_digest.get(_digest(write_key))
 
 
-def write_key_of(request: Request, body: object) -> str | None:
+def write_key_of(request: Request, body: object = None) -> str | None:
     """The write key from Basic auth (key as user), X-Write-Key, ?writeKey= or the body's writeKey."""
     auth = request.headers.get("authorization", "")
     if auth[:6].lower() == "basic ":

@@ -255,11 +255,12 @@ def test_an_unexpected_failure_is_a_503_with_a_reason_and_unknown_routes_answer_
         monkeypatch.setattr(tracking, "normalize_all", broken)
         failed = client.post("/v1/track", json=call("track"), auth=AUTH)
         monkeypatch.undo()
-        missing, wrong_method = client.get("/v1/nothing"), client.get("/v1/track")
+        missing, no_such_call, wrong_method = client.get("/nothing"), client.post("/v1/nothing", json={}, auth=AUTH), client.get("/v1/track")
         recovered = client.post("/v1/track", json=call("track"), auth=AUTH)
     assert failed.status_code == 503 and failed.headers["retry-after"]
     assert failed.json()["errors"] == [{"field": "collector", "reason": "unexpected internal error; retry later"}]
     assert (missing.status_code, missing.json()["errors"][0]["field"]) == (404, "path")
+    assert (no_such_call.status_code, no_such_call.json()["errors"][0]["field"]) == (404, "path")
     assert (wrong_method.status_code, wrong_method.json()["errors"][0]["field"]) == (405, "method")
     assert recovered.status_code == 200
 
@@ -271,8 +272,8 @@ def test_probes_and_metrics(collector_settings, tmp_path):
         health, ready, metrics = client.get("/healthz"), client.get("/readyz"), client.get("/metrics")
     assert (health.status_code, ready.status_code, ready.json()) == (200, 200, {"kafka": "reachable"})
     text = metrics.text
-    for series in ('footfall_collector_requests_total{route="/v1/track",status="200"}',
-                   'footfall_collector_requests_total{route="/v1/track",status="400"}',
+    for series in ('footfall_collector_requests_total{route="/v1/{call}",status="200"}',
+                   'footfall_collector_requests_total{route="/v1/{call}",status="400"}',
                    'footfall_collector_events_accepted_total{type="track"}',
                    'footfall_collector_events_rejected_total{field="event"}',
                    "footfall_collector_produce_seconds_bucket", "footfall_collector_producer_queue_depth"):

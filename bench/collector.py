@@ -1,0 +1,215 @@
+"""Collector throughput against a null ASGI app, on the same server stack and load generator.
+
+    make bench-collector          (or: .venv/bin/python -m bench.collector [--seconds 8] [--rounds 3])
+
+One uvicorn worker (same flags for every app) pinned to CPU 0; wrk on CPU 1, together with this
+script and the Kafka broker it starts (deploy/kafka.sh on spare ports, temporary state;
+KAFKA_BOOTSTRAP_SERVERS points it at another broker instead). Four scenarios per round, interleaved
+so that noise from the machine hits them alike, and the median of the rounds is reported:
+
+  null-single  the null app, single-event bodies      collector-single  POST /v1/track
+  null-batch   the null app, 100-event batch bodies   collector-batch   POST /v1/batch
+
+The collector answers 200 only once Kafka (acks=all) has every event, so its numbers include that.
+Ratios compare each collector scenario with the null app on the same bodies. Writes
+bench/results/collector.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import orjson
+
+from bench.common import REPO, broker, free_port, write_result
+from footfall.topics import ensure_topics
+from schemas.config import FootfallSettings
+
+BENCH = REPO / "bench"
+WRITE_KEY = "bench-write-key"
+BATCH_SIZE = 100
+SERVER_CPU, LOAD_CPU = "0", "1"
+UVICORN_FLAGS = ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
+                 "--no-access-log", "--no-proxy-headers", "--timeout-keep-alive", "30"]
+
+
+# -- load: realistic calls, each device key different (the per-device limit is on, as in production) -------
+
+
+def browser_track(n: int, sent_at: datetime) -> dict:
+    """A track call as analytics.js sends it (~0.9 KB)."""
+    return {
+        "type": "track",
+        "event": "Product Viewed",
+        "anonymousId": str(uuid.UUID(int=n)),
+        "messageId": f"ajs-next-{n:016d}-{uuid.UUID(int=n).hex}",
+        "properties": {"product_id": f"sku-{n % 997}", "category": "Games", "name": "Monopoly", "price": 18.99, "currency": "EUR"},
+        "context": {
+            "library": {"name": "analytics.js", "version": "npm:next-1.70.0"},
+            "locale": "en-US",
+            "page": {"path": "/products/monopoly", "referrer": "https://www.google.com/", "search": "",
+                     "title": "Monopoly – Shop", "url": "https://shop.example.com/products/monopoly"},
+            "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
+            "userAgentData": {"brands": [{"brand": "Chromium", "version": "124"}], "mobile": False, "platform": "Linux"},
+        },
+        "integrations": {},
+        "originalTimestamp": (sent_at - timedelta(milliseconds=40)).isoformat(),
+        "sentAt": sent_at.isoformat(),
+    }
+
+
+def write_bodies(directory: Path) -> tuple[Path, Path, int, int]:
+    """Single-call bodies and batch bodies, one JSON document per line."""
+    sent_at = datetime.now(UTC)
+    singles, batches = directory / "single.jsonl", directory / "batch.jsonl"
+    singles.write_bytes(b"\n".join(orjson.dumps(browser_track(n, sent_at)) for n in range(10_000)) + b"\n")
+    lines = []
+    for b in range(200):
+        calls = [browser_track(1_000_000 + b * BATCH_SIZE + i, sent_at) for i in range(BATCH_SIZE)]
+        for call in calls:
+            del call["sentAt"]
+        lines.append(orjson.dumps({"batch": calls, "sentAt": sent_at.isoformat(), "context": {"ip": None}}))
+    batches.write_bytes(b"\n".join(lines) + b"\n")
+    return singles, batches, len(singles.read_bytes().splitlines()[0]), len(lines[0])
+
+
+# -- infrastructure -------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def server(app: str, port: int, env: dict[str, str], factory: bool = False) -> Iterator[str]:
+    command = ["taskset", "-c", SERVER_CPU, sys.executable, "-m", "uvicorn", app, "--port", str(port), *UVICORN_FLAGS]
+    proc = subprocess.Popen(command + (["--factory"] if factory else []), env=env, cwd=REPO)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{app} exited with {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:  # the null app says 200 to anything
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{app} did not start")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def wrk(url: str, path: str, bodies: Path, seconds: int, connections: int) -> dict:
+    auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    env = {**os.environ, "BENCH_PATH": path, "BENCH_BODIES": str(bodies), "BENCH_AUTH": auth}
+    command = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+               "-s", str(BENCH / "collector_wrk.lua"), url + path]
+    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors = re.search(r"Socket errors: (.*)", out)
+    return {
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_latency": re.search(r"^\s*50%\s+(\S+)", out, re.MULTILINE).group(1),
+        "p99_latency": re.search(r"^\s*99%\s+(\S+)", out, re.MULTILINE).group(1),
+        "non_2xx": int(non_2xx.group(1)) if non_2xx else 0,
+        "socket_errors": errors.group(1) if errors else None,
+    }
+
+
+def raw_events_written(bootstrap: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4()}"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+    finally:
+        consumer.close()
+
+
+# -- the run --------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=8, help="length of each wrk run")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=256, help="wrk connections (same for every scenario)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is missing: apt-get install -y wrk (make bench-collector does it)")
+    os.sched_setaffinity(0, {int(LOAD_CPU)})  # the broker started below inherits it; servers are pinned apart
+
+    work = Path(tempfile.mkdtemp(prefix="footfall-bench-"))
+    singles, batches, single_bytes, batch_bytes = write_bodies(work)
+    samples: dict[str, list[dict]] = {name: [] for name in ("null-single", "collector-single", "null-batch", "collector-batch")}
+    with broker() as bootstrap:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix)
+        ensure_topics(bootstrap, settings.topics.all())
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith(("FOOTFALL_", "PROMETHEUS_"))}
+        collector_env = {**base_env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix,
+                         "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench"}
+        null_env = {**base_env, "PYTHONPATH": str(BENCH)}
+        port = free_port()
+        scenarios = [
+            ("null-single", "collector_null_app:app", null_env, False, "/v1/track", singles),
+            ("collector-single", "ingest.app:create_app", collector_env, True, "/v1/track", singles),
+            ("null-batch", "collector_null_app:app", null_env, False, "/v1/batch", batches),
+            ("collector-batch", "ingest.app:create_app", collector_env, True, "/v1/batch", batches),
+        ]
+        for round_number in range(args.rounds):
+            for name, app, env, factory, path, bodies in scenarios:
+                with server(app, port, env, factory) as url:
+                    wrk(url, path, bodies, 2, args.connections)  # warm-up: connections, caches, producer
+                    result = wrk(url, path, bodies, args.seconds, args.connections)
+                samples[name].append(result)
+                print(f"round {round_number + 1} {name:17s} {result['requests_per_s']:10.0f} req/s  "
+                      f"p50 {result['p50_latency']:>8s}  p99 {result['p99_latency']:>8s}  non-2xx {result['non_2xx']}", flush=True)
+        written = raw_events_written(bootstrap, settings.topics.raw.name)
+    shutil.rmtree(work, ignore_errors=True)
+    report(samples, args, single_bytes, batch_bytes, written)
+
+
+def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_bytes: int, batch_bytes: int, written: int) -> None:
+    median = {name: statistics.median(s["requests_per_s"] for s in runs) for name, runs in samples.items()}
+    results = {
+        "command": "make bench-collector",
+        "setup": {"server": "uvicorn " + " ".join(UVICORN_FLAGS), "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU,
+                  "load_generator": f"wrk -t1 -c{args.connections} -d{args.seconds}s", "rounds": args.rounds,
+                  "single_body_bytes": single_bytes, "batch_events": BATCH_SIZE, "batch_body_bytes": batch_bytes},
+        "median_requests_per_s": median,
+        "single_events_per_s_per_worker": median["collector-single"],
+        "single_ratio_to_null": median["collector-single"] / median["null-single"],
+        "batch_events_per_s_per_worker": median["collector-batch"] * BATCH_SIZE,
+        "batch_ratio_to_null": median["collector-batch"] / median["null-batch"],
+        "targets": {"single_ratio_to_null": 0.6, "batch_events_per_s_per_worker": 100_000},
+        "raw_events_in_kafka": written,
+        "non_2xx_answers": sum(s["non_2xx"] for name, runs in samples.items() for s in runs if name.startswith("collector")),
+        "samples": samples,
+    }
+    path = write_result("collector", results)
+    print(f"\nsingle events: {results['single_events_per_s_per_worker']:,.0f} req/s per worker "
+          f"= {results['single_ratio_to_null']:.2f}× the null app (target ≥ 0.6×)")
+    print(f"batches of {BATCH_SIZE}: {results['batch_events_per_s_per_worker']:,.0f} events/s per worker "
+          f"= {results['batch_ratio_to_null']:.2f}× the null app's batch requests/s (target ≥ 100,000 events/s)")
+    print(f"non-2xx answers from the collector: {results['non_2xx_answers']}; raw events in Kafka: {written:,}")
+    print(f"wrote {path.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()

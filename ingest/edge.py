@@ -1,0 +1,46 @@
+"""What only the edge knows about an event: when it arrived, from which address, with which user agent.
+
+The address is the connection's peer, or the client named in X-Forwarded-For when the peer is a
+trusted proxy (FOOTFALL_TRUSTED_PROXIES; uvicorn's ProxyHeadersMiddleware does that rewrite before
+the app sees the request). A source may ask for truncated addresses, a common legal requirement.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import UTC, datetime
+from functools import lru_cache
+
+from starlette.requests import Request
+
+from ingest.normalize import Edge
+from ingest.sources import Source
+
+IPV4_KEPT_BITS = 24  # the last octet is zeroed
+IPV6_KEPT_BITS = 48  # the last 80 bits are zeroed
+
+
+@lru_cache(maxsize=8192)
+def recorded_ip(host: str | None, truncate: bool) -> str | None:
+    """The address as stored: None when it is not an IP address (a unix socket, a proxy's garbage)."""
+    try:
+        address = ipaddress.ip_address(host) if host else None
+    except ValueError:
+        return None
+    if address is None:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped  # an IPv4 client of a dual-stack socket
+    if not truncate:
+        return str(address)
+    kept = IPV4_KEPT_BITS if address.version == 4 else IPV6_KEPT_BITS
+    return str(ipaddress.ip_network(f"{address}/{kept}", strict=False).network_address)
+
+
+def edge_of(request: Request, source: Source) -> Edge:
+    return Edge(
+        source_id=source.id,
+        received_at=datetime.now(UTC),
+        ip=recorded_ip(request.client.host if request.client else None, source.truncate_ip),
+        user_agent=request.headers.get("user-agent"),
+    )
