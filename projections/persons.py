@@ -45,10 +45,18 @@ def _in(values: set[str]) -> str:
     return "[" + ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in sorted(values)) + "]"
 
 
+# A batch touches thousands of persons; their ids go into IN lists longer than ClickHouse's default
+# 256 KiB query limit.
+_LONG_QUERIES = {"max_query_size": 64 * 1024 * 1024}
+
+
 class PersonsProjection:
     def __init__(self, client: Client, database: str):
         self.client = client
         self.db = database
+
+    def _query(self, sql: str) -> list[tuple]:
+        return self.client.query(sql, settings=_LONG_QUERIES).result_rows
 
     def rows(self, changes: PersonChanges, overrides: dict[str, str]) -> list[list]:
         """The new persons rows for everything this batch touched."""
@@ -87,19 +95,18 @@ class PersonsProjection:
     def _live_persons(self, distinct_ids: set[str]) -> dict[str, str]:
         if not distinct_ids:
             return {}
-        result = self.client.query(
+        return dict(self._query(
             f"SELECT distinct_id, argMax(person_id, version) FROM {self.db}.person_distinct_ids "
             f"WHERE distinct_id IN {_in(distinct_ids)} GROUP BY distinct_id"
-        )
-        return dict(result.result_rows)
+        ))
 
     def _load(self, person_ids: set[str]) -> dict[str, _Person]:
-        result = self.client.query(
-            f"SELECT person_id, _state, visitor_number, is_identified, is_contact, version FROM {self.db}.persons FINAL "
+        found = self._query(
+            f"SELECT person_id, _state, visitor_number, is_identified, is_contact FROM {self.db}.persons FINAL "
             f"WHERE person_id IN {_in(person_ids)}"
         )
         people: dict[str, _Person] = defaultdict(_Person)
-        for person_id, state, number, identified, contact, version in result.result_rows:
+        for person_id, state, number, identified, contact in found:
             identity = PersonIdentity(person_id=person_id, visitor_number=number, identified=identified, is_contact=contact, version=0) if number else None
             people[person_id] = _Person(ProfileState.from_json(state), identity)
         for person_id in person_ids:
@@ -113,14 +120,14 @@ class PersonsProjection:
             f"WHERE distinct_id IN (SELECT distinct_id FROM {self.db}.person_distinct_ids WHERE person_id IN {_in(person_ids)}) "
             f"GROUP BY distinct_id HAVING person_id IN {_in(person_ids)}"
         )
-        events = self.client.query(
+        events = self._query(
             f"SELECT m.person_id, uniqExactMerge(c.events) FROM {self.db}.event_counts_daily_by_distinct_id AS c "
             f"INNER JOIN ({mapping}) AS m ON c.distinct_id = m.distinct_id GROUP BY m.person_id"
-        ).result_rows
-        sessions = self.client.query(
+        )
+        sessions = self._query(
             f"SELECT m.person_id, count() FROM {self.db}.sessions AS s FINAL "
             f"INNER JOIN ({mapping}) AS m ON s.device_key = m.distinct_id GROUP BY m.person_id"
-        ).result_rows
+        )
         session_counts = dict(sessions)
         counts = {person: (count, session_counts.get(person, 0)) for person, count in events}
         for person, count in session_counts.items():
