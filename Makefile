@@ -7,11 +7,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka run test test-unit test-integration broker-start broker-stop clean
+.PHONY: help install kafka run test test-unit test-integration broker-start broker-stop clean bench bench-processors bench-projector bench-report
 
 help:
 	@echo "make run    - the whole pipeline on this machine (broker included); Ctrl-C stops it all"
 	@echo "make test   - the whole suite against a real Kafka broker and ClickHouse (chdb)"
+	@echo "make bench  - every benchmark; writes bench/results/*.json and regenerates BENCHMARKS.md"
 	@echo "make clean  - remove the virtual environment, broker state and local data"
 
 $(STAMP): pyproject.toml
@@ -53,3 +54,15 @@ clean:
 bench-collector: install
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.collector $(BENCH_ARGS)
+
+bench-processors: install
+	$(BIN)/python -m bench.processors $(BENCH_ARGS)
+
+bench-projector: install
+	$(BIN)/python -m bench.projector $(BENCH_ARGS)
+
+bench-report: install
+	$(BIN)/python -m bench.report
+
+bench: bench-collector bench-processors bench-projector
+	$(BIN)/python -m bench.report
