@@ -171,6 +171,28 @@ def replay(
     )
 
 
+@cli.command()
+def lag(json_lines: Annotated[bool, typer.Option("--json", help="print JSON lines instead of a table")] = False) -> None:
+    """How far each consumer group is behind, per topic partition (committed offset vs end)."""
+    from footfall.lag import consumer_lag
+
+    settings = _settings()
+    topics = settings.topics
+    groups = {
+        f"{settings.topic_prefix}-processor": [topics.raw.name, topics.sessioned.name, topics.identity_commands.name, topics.identities.name],
+        f"{settings.topic_prefix}-projector": [topics.enriched.name, topics.sessions.name, topics.identities.name, topics.persons.name],
+    }
+    rows = [row for group, names in groups.items() for row in consumer_lag(settings.kafka_bootstrap_servers, group, names)]
+    if json_lines:
+        for row in rows:
+            print(orjson.dumps({**row.__dict__, "lag": row.lag}).decode())
+        return
+    table = Table("group", "topic", "partition", "committed", "end", "lag")
+    for row in rows:
+        table.add_row(row.group, row.topic, str(row.partition), str(row.committed), str(row.end), str(row.lag))
+    Console().print(table)
+
+
 def _query_via_read_api(settings: FootfallSettings, query: str) -> dict | None:
     """Ask the running projector (it owns the embedded engine); None when it is not running."""
     from footfall.secrets import admin_key

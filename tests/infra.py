@@ -12,6 +12,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,6 +59,20 @@ class LocalBroker:
 
     def start(self) -> None:
         subprocess.run([str(KAFKA_SCRIPT), "start"], env=self.env, check=True)
+        self.wait_for_leaders()
+
+    def wait_for_leaders(self, timeout_s: float = 60) -> None:
+        """After a restart the broker answers before every partition has its leader back; wait for them."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            topics = admin.list_topics(timeout=10).topics.values()
+            if all(t.error is None and all(p.leader >= 0 and p.error is None for p in t.partitions.values()) for t in topics):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"partitions still without a leader after {timeout_s}s")
 
     def stop(self) -> None:
         subprocess.run([str(KAFKA_SCRIPT), "stop"], env=self.env, check=True)

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from footfall.topics import ensure_topics
 from ingest.app import create_app
@@ -48,12 +48,24 @@ def running_collector(settings: FootfallSettings, tmp_path: Path, sources: list[
         yield client
 
 
+def _end_offsets(consumer: Consumer, topic: str, partitions, timeout_s: float = 30) -> int:
+    """The sum of the partitions' end offsets, asked again while a restarted broker re-elects leaders."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def read_all(settings: FootfallSettings, topic: str, timeout_s: float = 20) -> list[Message]:
     """Every message Kafka holds on `topic` (up to its high watermarks when this is called)."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        expected = sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions)
+        expected = _end_offsets(consumer, topic, partitions)
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
         messages: list[Message] = []
         deadline = time.monotonic() + timeout_s
