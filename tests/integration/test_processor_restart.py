@@ -50,7 +50,9 @@ def expected_sessions(calls: list[dict]) -> set[tuple[str, int]]:
     return set(latest.items())
 
 
-def test_sessions_survive_a_killed_processor(settings, clickhouse_client, tmp_path):
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_sessions_survive_a_killed_processor(settings, clickhouse_client, tmp_path, store):
+    settings = settings.model_copy(update={"processor_store": store})
     calls = traffic(seed=7, devices=12, events_per_device=20)
     half = len(calls) // 2
     db = settings.database
