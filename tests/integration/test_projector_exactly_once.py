@@ -1,0 +1,85 @@
+"""Exactly once in effect: a projector that dies between ClickHouse's insert and Kafka's offset commit
+replays the batch, and no count in ClickHouse changes."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from confluent_kafka import Producer
+
+from footfall.topics import ensure_topics
+from projections.clickhouse import connect
+from projections.projector import Projector
+from projections.replay import end_offsets
+from schemas.events import EnrichedEvent
+from schemas.identity import DistinctIdMapping
+from tests.pipeline import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+class CrashBeforeCommit(Projector):
+    """The real projector, stopped dead after its first insert: the process 'dies' before the commit."""
+
+    def commit(self, batch) -> None:
+        raise SystemExit("killed between insert and commit")
+
+
+def events(count: int) -> list[EnrichedEvent]:
+    start = datetime.now(UTC) - timedelta(hours=1)
+    return [
+        EnrichedEvent(message_id=f"m-{n}", type="track", event="Clicked", anonymous_id=f"device-{n % 7}",
+                      timestamp=start + timedelta(seconds=n), received_at=start, source_id="test",
+                      session_id=f"s-{n % 7}", person_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"device-{n % 7}")))
+        for n in range(300)
+    ]
+
+
+def run_until_done(projector: Projector, settings) -> None:
+    finish = end_offsets(settings, [settings.topics.enriched.name, settings.topics.identities.name])
+    thread = threading.Thread(target=projector.run, daemon=True)
+    thread.start()
+    wait_until(lambda: all(projector.committed.get(p, 0) >= end for p, end in finish.items()) or not thread.is_alive(), 60,
+               what="the projector to finish")
+    projector.stop()
+    thread.join(30)
+
+
+def test_a_crash_between_insert_and_commit_counts_nothing_twice(settings, clickhouse_client):
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    sent = events(300)
+    for event in sent:
+        producer.produce(settings.topics.enriched.name, event.model_dump_json().encode(), event.distinct_id.encode())
+    for n in range(7):
+        mapping = DistinctIdMapping(distinct_id=f"device-{n}", person_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"device-{n}")), version=n + 1)
+        producer.produce(settings.topics.identities.name, mapping.model_dump_json().encode(), mapping.distinct_id.encode())
+    assert producer.flush(10) == 0
+    db = settings.database
+
+    crashing = CrashBeforeCommit(settings.model_copy(update={"batch_max_rows": 100_000, "batch_max_seconds": 2.0}),
+                                 connect(settings.clickhouse_dsn))
+    died: list[SystemExit] = []
+
+    def run_and_die() -> None:
+        try:
+            crashing.run()
+        except SystemExit as exc:
+            died.append(exc)
+
+    thread = threading.Thread(target=run_and_die, daemon=True)
+    thread.start()
+    thread.join(60)
+    inserted = clickhouse_client.query(f"SELECT count() FROM {db}.events").result_rows[0][0]
+    assert died and 0 < inserted and crashing.committed == {}  # rows are in ClickHouse, the offsets are not in Kafka
+
+    run_until_done(Projector(settings, connect(settings.clickhouse_dsn)), settings)  # the restart replays it all
+
+    assert clickhouse_client.query(f"SELECT count() FROM {db}.events FINAL").result_rows[0][0] == len(sent)
+    daily = clickhouse_client.query(f"SELECT sum(count) FROM {db}.event_counts_daily").result_rows[0][0]
+    profiles = clickhouse_client.query(f"SELECT count(), sum(event_count) FROM {db}.persons FINAL").result_rows[0]
+    assert daily == len(sent)
+    assert profiles == (7, len(sent))
