@@ -87,6 +87,7 @@ class Projector:
         self.committed: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset, once in ClickHouse
         self.batch = Batch()
         self.rows_written = 0
+        self.refusals = 0  # times ClickHouse refused a write (each one retried)
         self.persons = PersonsProjection(client, settings.database)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
@@ -225,6 +226,7 @@ class Projector:
             except ClickHouseError as exc:
                 if self.stopping.is_set():
                     raise
+                self.refusals += 1
                 log.warning("ClickHouse refused %s (%s); retrying in %.1fs", what, exc, delay)
                 self.stopping.wait(delay)  # librdkafka keeps the group membership alive meanwhile
                 delay = min(delay * 2, 30)

@@ -83,3 +83,30 @@ def test_a_crash_between_insert_and_commit_counts_nothing_twice(settings, clickh
     profiles = clickhouse_client.query(f"SELECT count(), sum(event_count) FROM {db}.persons FINAL").result_rows[0]
     assert daily == len(sent)
     assert profiles == (7, len(sent))
+
+
+def test_the_projector_waits_while_clickhouse_refuses_and_loses_nothing(settings, clickhouse_client):
+    """ClickHouse refusing inserts (here: the events table is renamed away) pauses the projector; nothing is
+    committed, nothing dropped, and it carries on by itself once ClickHouse accepts again."""
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    sent = events(300)
+    for event in sent:
+        producer.produce(settings.topics.enriched.name, event.model_dump_json().encode(), event.distinct_id.encode())
+    assert producer.flush(10) == 0
+    db = settings.database
+    clickhouse_client.command(f"RENAME TABLE {db}.events TO {db}.events_away")
+
+    projector = Projector(settings, connect(settings.clickhouse_dsn))
+    thread = threading.Thread(target=projector.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: projector.refusals >= 2, 30, what="ClickHouse to refuse the batch twice")
+        assert thread.is_alive() and projector.committed == {}  # retrying, nothing committed, nothing dropped
+        clickhouse_client.command(f"RENAME TABLE {db}.events_away TO {db}.events")  # ClickHouse accepts again
+        finish = end_offsets(settings, [settings.topics.enriched.name])
+        wait_until(lambda: all(projector.committed.get(p, 0) >= end for p, end in finish.items()), 60, what="the backlog to drain")
+    finally:
+        projector.stop()
+        thread.join(30)
+    assert clickhouse_client.query(f"SELECT count() FROM {db}.events FINAL").result_rows[0][0] == len(sent)
