@@ -40,7 +40,14 @@ from typing import Any, Literal
 
 from schemas.bad_rows import Problem
 from schemas.events import RawEvent
-from schemas.identity import CommandKind, DistinctIdMapping, IdentityCommand, PersonIdentity, PersonMerge
+from schemas.identity import (  # is_illegal_id lives in schemas/: events decide their distinct id with it too
+    CommandKind,
+    DistinctIdMapping,
+    IdentityCommand,
+    PersonIdentity,
+    PersonMerge,
+    is_illegal_id,
+)
 
 # Fixed forever: person ids derive from it, so a replay reproduces them.
 PERSON_NAMESPACE = uuid.UUID("a8e07382-ab05-4da0-9125-908ea05d2bb3")
@@ -48,11 +55,6 @@ RECENT_MESSAGES = 100_000
 
 # Placeholders that buggy integrations send as ids (PostHog's list, made case-insensitive, plus a few
 # more). Compared stripped and lower-cased, also when wrapped in single or double quotes.
-ILLEGAL_IDS = frozenset(
-    {"", "0", "-1", "null", "nil", "none", "nan", "undefined", "unknown", "true", "false", "[object object]",
-     "anonymous", "guest", "not_authenticated", "email", "id", "distinct_id", "distinctid", "user_id", "userid",
-     "anonymous_id", "anonymousid"}
-)  # fmt: skip
 
 # Key identifying attributes: a person holding any of them can be contacted. Each kind is listed in
 # IdentityCommand.contact_traits under the name on the left when one of the trait keys on the right
@@ -78,16 +80,6 @@ _APPLIED = "counter:message"
 def person_id_for(distinct_id: str) -> str:
     """The id of the person a distinct id founds: known before any merge, identical on replay."""
     return str(uuid.uuid5(PERSON_NAMESPACE, distinct_id))
-
-
-def is_illegal_id(value: str | None) -> bool:
-    """Whether value is missing or a placeholder that would fuse unrelated visitors into one person."""
-    if value is None:
-        return True
-    bare = value.strip().lower()
-    if len(bare) >= 2 and bare[0] == bare[-1] and bare[0] in "'\"":
-        bare = bare[1:-1].strip()
-    return bare in ILLEGAL_IDS
 
 
 @dataclass

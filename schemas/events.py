@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from schemas.identity import is_illegal_id
+
 
 class RawEvent(BaseModel):
     """An accepted call, normalised by the collector. Once acknowledged it is the source of truth."""
@@ -38,8 +40,11 @@ class RawEvent(BaseModel):
 
     @property
     def distinct_id(self) -> str:
-        """The id a person is looked up by: the user id once known, the device otherwise."""
-        return self.user_id or self.anonymous_id or ""
+        """The id a person is looked up by: the user id once known, the device otherwise. A placeholder
+        user id ("undefined", "null", ...) is no id: such an event stays with its device."""
+        if self.user_id and not is_illegal_id(self.user_id):
+            return self.user_id
+        return self.anonymous_id or self.user_id or ""
 
 
 class EnrichedEvent(RawEvent):

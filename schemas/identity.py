@@ -3,13 +3,29 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
-
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 CommandKind = Literal["seen", "identify", "alias"]
+
+# Placeholders SDKs and apps send where an id should be (PostHog #5527, #11873): never ids, never merged.
+ILLEGAL_IDS = frozenset(
+    {"", "0", "-1", "null", "nil", "none", "nan", "undefined", "unknown", "true", "false", "[object object]",
+     "anonymous", "guest", "not_authenticated", "email", "id", "distinct_id", "distinctid", "user_id", "userid",
+     "anonymous_id", "anonymousid"}
+)  # fmt: skip
+
+
+def is_illegal_id(value: str | None) -> bool:
+    """Whether value is missing or a placeholder that would fuse unrelated visitors into one person."""
+    if value is None:
+        return True
+    bare = value.strip().lower()
+    if len(bare) >= 2 and bare[0] == bare[-1] and bare[0] in "'\"":
+        bare = bare[1:-1].strip()
+    return bare in ILLEGAL_IDS
+
 
 
 class IdentityCommand(BaseModel):

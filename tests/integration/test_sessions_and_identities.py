@@ -10,6 +10,7 @@ import httpx
 import pytest
 from aiokafka.partitioner import murmur2
 
+from tests.integration.test_collector_support import bad_rows
 from tests.pipeline import WRITE_KEY, collector, processor, projector, wait_until
 
 pytestmark = pytest.mark.integration
@@ -58,28 +59,37 @@ def test_merged_ids_on_different_partitions_resolve_to_one_person(settings, clic
         # another user logs in on the laptop: the guard keeps the two accounts apart
         {"type": "identify", "anonymousId": laptop, "userId": other_user, "timestamp": at(5), "messageId": "i3"},
         {"type": "anonymous", "anonymousId": "x"},  # rejected individually, kept on the dead-letter topic
+        # a placeholder user id: the event is kept, but the resolver refuses to link it (a warning bad row)
+        {"type": "identify", "anonymousId": phone, "userId": "undefined", "timestamp": at(6), "messageId": "i4"},
     ]
     with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings) as projection:
         response = httpx.post(f"{url}/v1/batch", json={"batch": calls}, auth=(WRITE_KEY, ""), timeout=30)
         assert response.status_code == 200 and [r["index"] for r in response.json()["rejected"]] == [6]
 
+        def identity_warnings():
+            rows = [m.value for m in bad_rows(settings) if m.value["stage"] == "processor"]
+            return [p for row in rows for p in row["problems"] if p["field"] == "user_id" and "placeholder" in p["reason"]]
+
+
         def people():
             return dict(query(clickhouse_client, f"SELECT distinct_id, person_id FROM {db}.person_distinct_ids FINAL"))
 
         mapping = wait_until(lambda: len(people()) == 4 and people(), 90, what="4 distinct ids mapped", watch=(worker, projection))
-        wait_until(lambda: query(clickhouse_client, f"SELECT count() FROM {db}.events FINAL")[0][0] == 6, 60, what="6 events", watch=(worker, projection))
+        wait_until(lambda: query(clickhouse_client, f"SELECT count() FROM {db}.events FINAL")[0][0] == 7, 60, what="7 events", watch=(worker, projection))
+        warnings = wait_until(identity_warnings, 30, what="the placeholder id's warning on the dead-letter topic", watch=(worker,))
 
         def profiles():
             return {row[0]: row[1:] for row in query(clickhouse_client,
                     f"SELECT person_id, is_identified, is_contact, email, event_count, session_count, visitor_alias "
                     f"FROM {db}.persons FINAL")}
 
-        expected_user = (True, True, "u@example.com", 5)
+        expected_user = (True, True, "u@example.com", 6)  # i4 stays with the phone: "undefined" is no user id
         found = wait_until(lambda: (p := profiles()) and p.get(mapping[user], ())[:4] == expected_user and len(p) == 2 and p,
                            60, what="two profiles: the merged user and the other user", watch=(worker, projection))
 
     assert mapping[laptop] == mapping[phone] == mapping[user]
     assert mapping[other_user] != mapping[user]
+    assert "undefined" not in mapping and "'undefined'" in warnings[0]["reason"]
     live = dict(query(clickhouse_client, f"SELECT message_id, live_person_id FROM {db}.events_resolved"))
     assert {live[m] for m in ("p1", "i1", "p2", "i2", "t1")} == {mapping[user]}
     overrides = query(clickhouse_client, f"SELECT from_person, into_person FROM {db}.person_overrides FINAL")
