@@ -99,23 +99,21 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         producer_max_batch_size=256 * 1024,
         web_enabled=False,
         datadir=str(settings.data_dir / "processor"),
-        table_cleanup_interval=60.0,
         # A worker that dies is noticed within seconds, so its partitions move on quickly.
         broker_session_timeout=settings.consumer_session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.consumer_session_timeout_seconds / 4),
     )
 
-    def topic(spec, internal: bool = False):
-        return app.topic(
-            spec.name, key_serializer="raw", value_serializer="raw", partitions=spec.partitions, internal=internal
-        )
+    def topic(spec):
+        return app.topic(spec.name, key_serializer="raw", value_serializer="raw", partitions=spec.partitions)
 
     raw, sessioned, enriched = topic(topics.raw), topic(topics.sessioned), topic(topics.enriched)
     sessions, identities, persons = topic(topics.sessions), topic(topics.identities), topic(topics.persons)
     identity_commands, dead_letter = topic(topics.identity_commands), topic(topics.dead_letter)
+    # Internal: faust declares it (co-partitioned with raw, so a tick lands where that partition's sessions live).
     ticks = app.topic(
         f"{settings.topic_prefix}.session-ticks", key_serializer="raw", value_serializer="raw",
-        partitions=settings.partitions, internal=True, retention=timedelta(hours=1),
+        partitions=topics.raw.partitions, internal=True, retention=timedelta(hours=1),
     )
 
     # faust picks each changelog's serializers from key_type/value_type: bytes → raw, anything else → JSON.
