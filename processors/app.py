@@ -123,6 +123,16 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     identity_state = app.Table("identity-state", partitions=1)
     watermarks = Watermarks()
 
+    async def readable(model, key: bytes | None, value: bytes | None):
+        """The message as `model`, or None after it went to the dead-letter topic with its reason (a poison
+        message is recorded and skipped, never retried forever)."""
+        try:
+            return model.model_validate_json(value or b"")
+        except ValidationError as exc:
+            await dead_letter.send(key=key, value=bad_row(value, model.__name__, f"not a {model.__name__}: {exc.errors()[0]['msg']}"))
+            metrics.POISON_MESSAGES.labels(schema=model.__name__).inc()
+            return None
+
     async def emit_session_changes(key: bytes, updates, merges) -> None:
         for message in (*merges, *updates):
             await sessions.send(key=key, value=message.model_dump_json().encode())
@@ -132,16 +142,15 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         """Raw events → sessions, per device, in event time; identity facts go to the sequencer."""
         async for event_message in stream.events():
             key, value, partition = event_message.key, event_message.value, event_message.message.partition
-            try:
-                event = RawEvent.model_validate_json(value)
-            except ValidationError as exc:
-                await dead_letter.send(key=key, value=bad_row(value, "raw", f"not a raw event: {exc.errors()[0]['msg']}"))
+            event = await readable(RawEvent, key, value)
+            if event is None:
                 continue
             watermark = watermarks.observe(partition, event.timestamp)
             stored = device_sessions.get(key)
             state = DeviceState.from_json(stored) if stored else None
             result = assign(state, event, watermark, sessionizer)
-            device_sessions[key] = result.state.to_json()
+            if not result.duplicate:
+                device_sessions[key] = result.state.to_json()
 
             if result.duplicate:
                 # Counted once already. Re-sent downstream all the same: after a crash the state may hold
@@ -189,10 +198,8 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         """The identity sequencer: one partition, one order for every merge decision."""
         resolver = IdentityResolver(identity_state)
         async for key, value in stream.items():
-            try:
-                command = IdentityCommand.model_validate_json(value)
-            except ValidationError as exc:
-                await dead_letter.send(key=key, value=bad_row(value, "identity", f"not an identity command: {exc.errors()[0]['msg']}"))
+            command = await readable(IdentityCommand, key, value)
+            if command is None:
                 continue
             resolution = resolver.apply(command)
             for mapping in resolution.mappings:
@@ -208,7 +215,9 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     async def learn_persons(stream):
         """Keep distinct id → person id where the events of that distinct id are stamped."""
         async for key, value in stream.items():
-            mapping = DistinctIdMapping.model_validate_json(value)
+            mapping = await readable(DistinctIdMapping, key, value)
+            if mapping is None:
+                continue
             known = person_of.get(key)
             if known is None or known["version"] < mapping.version:
                 person_of[key] = {"person_id": mapping.person_id, "version": mapping.version}
@@ -217,6 +226,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     async def stamp_person(stream):
         """Attach the person known now; queries resolve later merges through the mapping tables."""
         async for key, value in stream.items():
-            await enriched.send(key=key, value=with_person(EnrichedEvent.model_validate_json(value), person_of.get(key)))
+            if (event := await readable(EnrichedEvent, key, value)) is not None:
+                await enriched.send(key=key, value=with_person(event, person_of.get(key)))
 
     return app
