@@ -26,12 +26,12 @@ from aiokafka.partitioner import murmur2
 from pydantic import ValidationError
 
 from processors import metrics
-from processors.identity import IdentityResolver, commands_for, person_id_for
+from processors.identity import IdentityResolver, commands_for
 from processors.sessionizer import DeviceState, SessionizerConfig, assign, close_expired
 from schemas.bad_rows import BadRow, Problem
 from schemas.config import FootfallSettings
 from schemas.events import EnrichedEvent, RawEvent
-from schemas.identity import DistinctIdMapping, IdentityCommand
+from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
 
 log = logging.getLogger(__name__)
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)

@@ -32,7 +32,6 @@ warning an illegal id or a refused merge would repeat.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,10 +46,10 @@ from schemas.identity import (  # is_illegal_id lives in schemas/: events decide
     PersonIdentity,
     PersonMerge,
     is_illegal_id,
+    person_id_for,
 )
 
 # Fixed forever: person ids derive from it, so a replay reproduces them.
-PERSON_NAMESPACE = uuid.UUID("a8e07382-ab05-4da0-9125-908ea05d2bb3")
 RECENT_MESSAGES = 100_000
 
 # Placeholders that buggy integrations send as ids (PostHog's list, made case-insensitive, plus a few
@@ -75,11 +74,6 @@ _RECENT = "recent:"
 _VERSION = "counter:version"
 _VISITOR = "counter:visitor"
 _APPLIED = "counter:message"
-
-
-def person_id_for(distinct_id: str) -> str:
-    """The id of the person a distinct id founds: known before any merge, identical on replay."""
-    return str(uuid.uuid5(PERSON_NAMESPACE, distinct_id))
 
 
 @dataclass

@@ -18,7 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from projections.profiles import EMPTY, PERSONS, ProfileState, fold, merge, person_row
 from schemas.events import EnrichedEvent
-from schemas.identity import PersonIdentity, PersonMerge
+from schemas.identity import PersonIdentity, PersonMerge, person_id_for
 
 
 @dataclass
@@ -39,6 +39,7 @@ class _Person:
     state: ProfileState = EMPTY
     identity: PersonIdentity | None = None
     deleted_into: str | None = None
+    stored: bool = False  # has a row in ClickHouse already
 
 
 def _in(values: set[str]) -> str:
@@ -65,7 +66,10 @@ class PersonsProjection:
         for event in changes.events:
             person = live_of.get(event.distinct_id) or overrides.get(event.person_id or "", event.person_id)
             touched[overrides.get(person, person)].append(event)
-        ids = set(touched) | set(live_of.values()) | {i.person_id for i in changes.identities}
+        # An event stamped before its distinct id's mapping existed carries the id that distinct id would
+        # found; when the mapping says otherwise, that stand-in profile folds into the real person.
+        stand_ins = {person_id_for(d): live_of[d] for d in changes.distinct_ids if d in live_of and person_id_for(d) != live_of[d]}
+        ids = set(touched) | set(live_of.values()) | {i.person_id for i in changes.identities} | set(stand_ins)
         ids |= {m.from_person for m in changes.merges} | {m.into_person for m in changes.merges}
         ids.discard("")
         if not ids:
@@ -81,6 +85,12 @@ class PersonsProjection:
         for m in sorted(changes.merges, key=lambda m: m.version):
             people[m.into_person].state = merge(people[m.into_person].state, people[m.from_person].state)
             people[m.from_person].deleted_into = m.into_person
+        for stand_in, person_id in stand_ins.items():
+            if people[stand_in].identity is None and (people[stand_in].stored or people[stand_in].state is not EMPTY):
+                people[person_id].state = merge(people[person_id].state, people[stand_in].state)
+                people[stand_in].deleted_into = person_id
+            elif people[stand_in].identity is None:
+                del people[stand_in]  # never stored, nothing to fold: no row for it
         counts = self._counts(ids)
         version = time.time_ns()
         return [
@@ -108,7 +118,7 @@ class PersonsProjection:
         people: dict[str, _Person] = defaultdict(_Person)
         for person_id, state, number, identified, contact in found:
             identity = PersonIdentity(person_id=person_id, visitor_number=number, identified=identified, is_contact=contact, version=0) if number else None
-            people[person_id] = _Person(ProfileState.from_json(state), identity)
+            people[person_id] = _Person(ProfileState.from_json(state), identity, stored=True)
         for person_id in person_ids:
             people[person_id]  # noqa: B018 - a person seen for the first time starts empty
         return people

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 CommandKind = Literal["seen", "identify", "alias"]
+PERSON_NAMESPACE = uuid.UUID("a8e07382-ab05-4da0-9125-908ea05d2bb3")
+
+
+def person_id_for(distinct_id: str) -> str:
+    """The id of the person a distinct id founds: known before any merge, identical on replay. Shared: the
+    processors stamp it before a mapping is known, and the projection recognises such stamps."""
+    return str(uuid.uuid5(PERSON_NAMESPACE, distinct_id))
+
 
 # Placeholders SDKs and apps send where an id should be (PostHog #5527, #11873): never ids, never merged.
 ILLEGAL_IDS = frozenset(
