@@ -97,7 +97,10 @@ class Projector:
                 "group.id": group_id or f"{settings.topic_prefix}-projector",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "max.poll.interval.ms": 600_000,
+                # Also the rebalance timeout: after a crash, a rejoining group waits at most this long for a
+                # member that will never come back. A write retried longer than this costs a rebalance and a
+                # replay of the batch (collapsed by the replacing keys), not a stalled group.
+                "max.poll.interval.ms": 60_000,
                 "session.timeout.ms": int(settings.consumer_session_timeout_seconds * 1000),
             }
         )
