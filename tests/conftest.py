@@ -44,6 +44,15 @@ def clickhouse_client(clickhouse_dsn):
 
 
 @pytest.fixture
+def database(clickhouse_client) -> Iterator[str]:
+    """A freshly migrated ClickHouse database of its own (no Kafka needed), dropped afterwards."""
+    name = f"db_{uuid.uuid4().hex[:10]}"
+    migrate(clickhouse_client, name)
+    yield name
+    clickhouse_client.command(f"DROP DATABASE IF EXISTS {name}")
+
+
+@pytest.fixture
 def settings(kafka_bootstrap, clickhouse_dsn, clickhouse_client, tmp_path) -> Iterator[FootfallSettings]:
     """Settings for one isolated pipeline: its own topics, consumer groups and database."""
     run_id = uuid.uuid4().hex[:10]

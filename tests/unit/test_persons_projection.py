@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
-import pytest
 
-from projections.clickhouse import migrate
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.rows import EVENTS, PERSON_DISTINCT_IDS, event_row, mapping_row
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, person_id_for
-
-
-@pytest.fixture
-def database(clickhouse_client):
-    name = f"persons_{uuid.uuid4().hex[:8]}"
-    migrate(clickhouse_client, name)
-    yield name
-    clickhouse_client.command(f"DROP DATABASE IF EXISTS {name}")
 
 
 def insert(client, database, table, rows):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import Any
@@ -10,7 +9,6 @@ from typing import Any
 import orjson
 import pytest
 
-from projections.clickhouse import migrate
 from projections.profiles import (
     EMPTY,
     PERSONS,
@@ -317,14 +315,6 @@ def test_person_row_refuses_an_unknown_status():
 
 
 # -- the persons table -----------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def database(clickhouse_client):
-    name = f"profiles_{uuid.uuid4().hex[:10]}"
-    migrate(clickhouse_client, name)
-    yield name
-    clickhouse_client.command(f"DROP DATABASE IF EXISTS {name}")
 
 
 def test_persons_ddl_matches_persons_spec_and_has_the_email_bloom_filter(clickhouse_client, database):

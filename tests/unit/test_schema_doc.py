@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 import re
-import uuid
 from pathlib import Path
 
 import pytest
 
-from projections.clickhouse import migrate
-
 SCHEMA_DOC = Path(__file__).resolve().parents[2] / "SCHEMA.md"
 QUERIES = re.findall(r"```sql\n(.*?)```", SCHEMA_DOC.read_text(), flags=re.S)
-
-
-@pytest.fixture(scope="module")
-def database(clickhouse_client):
-    name = f"doc_{uuid.uuid4().hex[:8]}"
-    migrate(clickhouse_client, name)
-    yield name
-    clickhouse_client.command(f"DROP DATABASE IF EXISTS {name}")
 
 
 def test_the_document_has_the_example_queries():
