@@ -105,8 +105,15 @@ def migrate() -> None:
     """Apply the ClickHouse migrations (also done by the projector at start)."""
     from projections.clickhouse import connect, migrate as apply
 
+    from clickhouse_connect.driver.exceptions import ProgrammingError
+
     settings = _settings()
-    applied = apply(connect(settings.clickhouse_dsn), settings.database)
+    try:
+        client = connect(settings.clickhouse_dsn)
+    except ProgrammingError as exc:  # the embedded engine's directory is owned by a running projector
+        console.print(f"[red]cannot open {settings.clickhouse_dsn}: {exc}[/red]\nA running projector applies migrations at start.")
+        raise typer.Exit(1) from exc
+    applied = apply(client, settings.database)
     console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
 
 
