@@ -28,23 +28,13 @@ from pydantic import ValidationError
 from processors import metrics
 from processors.identity import IdentityResolver, commands_for
 from processors.sessionizer import DeviceState, SessionizerConfig, assign, close_expired
-from schemas.bad_rows import BadRow, Problem
+from schemas.bad_rows import stream_bad_row
 from schemas.config import FootfallSettings
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
 
 log = logging.getLogger(__name__)
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def bad_row(payload: bytes | None, field: str, reason: str) -> bytes:
-    return BadRow(
-        stage="processor",
-        problems=[Problem(field=field, reason=reason)],
-        source_id=None,
-        received_at=datetime.now(UTC),
-        payload=(payload or b"").decode("utf-8", "backslashreplace"),
-    ).model_dump_json().encode()
 
 
 def with_person(event: EnrichedEvent, known: dict | None) -> bytes:
@@ -129,7 +119,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         try:
             return model.model_validate_json(value or b"")
         except ValidationError as exc:
-            await dead_letter.send(key=key, value=bad_row(value, model.__name__, f"not a {model.__name__}: {exc.errors()[0]['msg']}"))
+            await dead_letter.send(key=key, value=stream_bad_row("processor", value, model.__name__, f"not a {model.__name__}: {exc.errors()[0]['msg']}"))
             metrics.POISON_MESSAGES.labels(schema=model.__name__).inc()
             return None
 
@@ -209,7 +199,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                 await persons.send(key=person.encode(), value=message.model_dump_json().encode())
             for warning in resolution.warnings:
                 metrics.IDENTITY_WARNINGS.labels(field=warning.field).inc()
-                await dead_letter.send(key=key, value=bad_row(value, warning.field, warning.reason))
+                await dead_letter.send(key=key, value=stream_bad_row("processor", value, warning.field, warning.reason))
 
     @app.agent(identities)
     async def learn_persons(stream):

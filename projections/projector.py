@@ -20,7 +20,6 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -30,7 +29,7 @@ from pydantic import ValidationError
 from projections import rows
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.rows import Overrides, TableSpec
-from schemas.bad_rows import BadRow, Problem
+from schemas.bad_rows import stream_bad_row
 from schemas.config import FootfallSettings
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
@@ -61,16 +60,6 @@ class Batch:
         return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
 
-def _bad_row(payload: bytes | None, reason: str) -> bytes:
-    return BadRow(
-        stage="projector",
-        problems=[Problem(field="message", reason=reason)],
-        source_id=None,
-        received_at=datetime.now(UTC),
-        payload=(payload or b"").decode("utf-8", "backslashreplace"),
-    ).model_dump_json().encode()
-
-
 class Projector:
     def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None):
         self.settings = settings
@@ -86,7 +75,6 @@ class Projector:
         self.stopping = threading.Event()
         self.committed: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset, once in ClickHouse
         self.batch = Batch()
-        self.rows_written = 0
         self.refusals = 0  # times ClickHouse refused a write (each one retried)
         self.persons = PersonsProjection(client, settings.database)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
@@ -146,7 +134,7 @@ class Projector:
         try:
             self.handlers[message.topic()](batch, message)
         except (ValidationError, ValueError) as exc:
-            batch.bad_rows.append(_bad_row(message.value(), f"unreadable on {message.topic()}: {exc}"[:500]))
+            batch.bad_rows.append(stream_bad_row("projector", message.value(), "message", f"unreadable on {message.topic()}: {exc}"[:500]))
 
     # -- the loop -----------------------------------------------------------------------------------------
 
@@ -204,7 +192,6 @@ class Projector:
             # Profiles last: they read the mappings, events and sessions written just above.
             person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live))
             self._insert(PERSONS, person_rows, batch.dedup_token(PERSONS.name))
-        self.rows_written += sum(len(r) for r in batch.rows.values())
 
     def _insert(self, table: TableSpec, data: list[list], token: str) -> None:
         if not data:

@@ -5,7 +5,7 @@ A bad row is data, not a log line: it carries the original payload so it can be 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -31,3 +31,14 @@ class BadRow(BaseModel):
     received_at: datetime
     payload: str  # the refused input, as text (bytes that are not UTF-8 are escaped)
     index: int | None = None  # position in a batch request
+
+
+def stream_bad_row(stage: Stage, payload: bytes | None, field: str, reason: str) -> bytes:
+    """A message a consumer could not read, as the dead-letter topic's value (undecodable bytes escaped)."""
+    return BadRow(
+        stage=stage,
+        problems=[Problem(field=field, reason=reason)],
+        source_id=None,
+        received_at=datetime.now(UTC),
+        payload=(payload or b"").decode("utf-8", "backslashreplace"),
+    ).model_dump_json().encode()
