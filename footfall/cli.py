@@ -76,6 +76,8 @@ def collector(
         access_log=False,
         # The app believes X-Forwarded-For only from FOOTFALL_TRUSTED_PROXIES; uvicorn's own default trusts 127.0.0.1.
         proxy_headers=False,
+        # uvicorn's protocol with a deadline on request headers (slowloris); see ingest/server.py.
+        http="ingest.server:HeaderDeadlineProtocol",
         timeout_keep_alive=30,
         timeout_graceful_shutdown=10,
     )
@@ -256,6 +258,110 @@ def sql(
     Console().print(table)
 
 
+def _default_write_key() -> str:
+    """FOOTFALL_WRITE_KEY, else the first key of FOOTFALL_WRITE_KEYS (the development key by default)."""
+    from ingest.config import CollectorConfig
+
+    if key := os.environ.get("FOOTFALL_WRITE_KEY"):
+        return key
+    first = CollectorConfig().write_keys.split(",")[0]
+    return first.partition("=")[0].strip()
+
+
+@cli.command()
+def loadgen(
+    url: Annotated[str | None, typer.Option(help="collector base URL (default: http://$FOOTFALL_COLLECTOR_HOST:$FOOTFALL_COLLECTOR_PORT)", show_default=False)] = None,
+    write_key: Annotated[str | None, typer.Option(help="write key, sent as the Basic auth user (default: $FOOTFALL_WRITE_KEY, else the first key of $FOOTFALL_WRITE_KEYS)", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="traffic model seed: the same seed sends the same calls")] = 1,
+    events: Annotated[int | None, typer.Option(help="calls to send (or write); 10000 when neither this nor --duration is given", show_default=False)] = None,
+    duration: Annotated[str | None, typer.Option(help="send for this long, e.g. 30s, 2m, 1h (ends at --events if that comes first)", show_default=False)] = None,
+    rate: Annotated[float, typer.Option(help="target calls per second (token bucket); 0 = as fast as possible")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="0 = each call to /v1/<type>; N = /v1/batch requests of up to N calls")] = 0,
+    concurrency: Annotated[int, typer.Option(help="concurrent requests (HTTP connections)")] = 16,
+    visitors: Annotated[int, typer.Option(help="simulated visitors (fewer: more returns and sessions per visitor)")] = 10_000,
+    skew: Annotated[float, typer.Option(help="Zipf exponent of visitor activity (0 = all alike; 1 = a few very hot visitors)")] = 1.0,
+    start: Annotated[str, typer.Option(help="simulated time of the first visits (ISO 8601 with zone)")] = "2025-01-01T00:00:00Z",
+    write: Annotated[Path | None, typer.Option(help="write the generated calls to this JSONL file instead of sending them", show_default=False)] = None,
+    from_file: Annotated[Path | None, typer.Option("--from", help="send the calls of this JSONL file (from --write) instead of generating them", show_default=False)] = None,
+    acks: Annotated[Path | None, typer.Option(help="write each acknowledged messageId and its ack time (unix seconds) here: .csv, else JSON lines", show_default=False)] = None,
+    model_sent_at: Annotated[bool, typer.Option(help="send the model's sentAt instead of the wall clock at send (events then land at arrival time)")] = False,
+    max_retries: Annotated[int, typer.Option(help="retries of a request answered 429/5xx or failed in transport")] = 10,
+    timeout: Annotated[float, typer.Option(help="seconds a request may take")] = 30.0,
+    progress: Annotated[bool, typer.Option(help="show a live progress bar")] = True,
+    json_report: Annotated[bool, typer.Option("--json", help="print the final report as JSON on stdout instead of a table")] = False,
+) -> None:
+    """Send realistic, seeded Segment traffic to a collector (or record it to a file), and report what was acknowledged.
+
+    Exits 1 when any call was not acknowledged."""
+    import asyncio
+    from datetime import datetime
+
+    from footfall import loadgen as lg
+    from footfall.traffic import calls as generate
+
+    if write and from_file:
+        raise typer.BadParameter("--write records generated traffic; --from replays a file: give one of them")
+    if write and duration:
+        raise typer.BadParameter("--write generates a number of calls without sending: give --events, not --duration")
+    try:
+        seconds = lg.parse_duration(duration) if duration else None
+        first_visits = datetime.fromisoformat(start)
+        if first_visits.tzinfo is None:
+            raise ValueError("--start needs a time zone, e.g. 2025-01-01T00:00:00Z")
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if events is None and seconds is None and from_file is None:
+        events = 10_000
+
+    if write:
+        traffic = generate(seed, events=events, visitors=visitors, skew=skew, start=first_visits)
+        summary = lg.write_calls(write, traffic)
+        if json_report:
+            print(orjson.dumps(summary.as_dict()).decode())
+        else:
+            Console().print(lg.summary_table(summary, f"wrote {write}"))
+        return
+
+    settings = _settings()
+    calls = lg.read_calls(from_file) if from_file else generate(seed, visitors=visitors, skew=skew, start=first_visits)
+
+    async def send() -> lg.LoadReport:
+        import signal as signals
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # The first Ctrl-C stops sending and waits for the answers to what was sent; a second one aborts.
+        loop.add_signal_handler(signals.SIGINT, lambda: (stop.set(), loop.remove_signal_handler(signals.SIGINT)))
+        return await lg.run_load(
+            url or f"http://{settings.collector_host}:{settings.collector_port}",
+            write_key or _default_write_key(),
+            calls,
+            rate=rate,
+            batch_size=batch_size,
+            concurrency=concurrency,
+            events=events,
+            duration=seconds,
+            acks_path=acks,
+            keep_acks=False,
+            model_sent_at=model_sent_at,
+            max_retries=max_retries,
+            timeout=timeout,
+            console=console if progress else None,
+            stop=stop,
+        )
+
+    try:
+        report = asyncio.run(send())
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    if json_report:
+        print(orjson.dumps(report.as_dict()).decode())
+    else:
+        Console().print(lg.report_table(report))
+    if report.acknowledged < report.sent:
+        raise typer.Exit(1)
+
+
 # -- footfall run ----------------------------------------------------------------------------------------
 
 
@@ -306,17 +412,29 @@ def run(
             subprocess.run([str(KAFKA_SCRIPT), "start"], check=True)
         ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
         admin_key(settings)  # created once, before the projector and `footfall sql` need it
-        for stage in ("projector", "processor", "collector"):
+        def start(stage: str) -> subprocess.Popen:
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
-            procs[stage] = subprocess.Popen([sys.executable, "-m", "footfall", stage], start_new_session=True)
+            return subprocess.Popen([sys.executable, "-m", "footfall", stage], start_new_session=True)
+
+        for stage in ("projector", "processor", "collector"):
+            procs[stage] = start(stage)
         _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, procs)
         _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, procs)
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
         console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
+        restarts: dict[str, list[float]] = {stage: [] for stage in procs}
         while not stop.is_set():
             for name, proc in procs.items():
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{name} exited with code {proc.returncode}")
+                if proc.poll() is None:
+                    continue
+                # A stage that stops on an error has committed nothing it did not finish: restart it, as a
+                # service manager would, unless it keeps failing.
+                recent = [t for t in restarts[name] if time.monotonic() - t < 60] + [time.monotonic()]
+                if len(recent) > 5:
+                    raise RuntimeError(f"{name} exited with code {proc.returncode}, the 6th time within a minute")
+                restarts[name] = recent
+                console.print(f"[yellow]{name} exited with code {proc.returncode}; restarting it[/yellow]")
+                procs[name] = start(name)
             stop.wait(0.5)
     except KeyboardInterrupt:
         pass

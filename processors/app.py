@@ -17,12 +17,18 @@ the merged ids' events live (ARCHITECTURE.md, "identity").
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import os
 import time
+import weakref
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import faust
 from aiokafka.partitioner import murmur2
+from faust.streams import _current_event as _handled_event  # the ContextVar faust's tables read
 from pydantic import ValidationError
 
 from processors import metrics
@@ -35,6 +41,38 @@ from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
 
 log = logging.getLogger(__name__)
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+# The exit status of a worker stopped by an unexpected error (EX_SOFTWARE): its supervisor restarts it.
+EXIT_AGENT_FAILED = 70
+
+
+@contextlib.contextmanager
+def handling(event: faust.types.EventT) -> Iterator[None]:
+    """Make `event` the one being handled in this task: a table writes its changelog partition (and picks its
+    RocksDB shard) by it. faust sets it per event in stream iteration, which batch processing leaves behind."""
+    token = _handled_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _handled_event.reset(token)
+
+
+def stop_worker_on_failure(agent):
+    """faust acknowledges the message an agent was handling when the agent raises (its stream's `finally`),
+    and then restarts the agent: the message's outputs never leave, yet its offset is committed. That is a
+    lost event. So an unexpected error stops the worker at once, before anything else runs on the event
+    loop (nothing acknowledged, nothing committed); the restarted worker takes the messages again.
+    Poison messages never get here: `readable` dead-letters them."""
+
+    @functools.wraps(agent)
+    async def guarded(stream):
+        try:
+            await agent(stream)
+        except Exception:
+            log.critical("agent %s failed; stopping the worker without committing", agent.__name__, exc_info=True)
+            logging.shutdown()
+            os._exit(EXIT_AGENT_FAILED)
+
+    return guarded
 
 
 def with_person(event: EnrichedEvent, known: dict | None) -> bytes:
@@ -113,6 +151,16 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     identity_state = app.Table("identity-state", partitions=1)
     watermarks = Watermarks()
 
+    async def hand_over_changelog() -> None:
+        """Wait until every table write so far has reached the Kafka producer.
+
+        faust queues changelog records in a buffer, and its flush before an offset commit gives up after
+        0.1 s without progress, so a commit could overtake the state it depends on. Agents call this
+        before a message is acknowledged; the commit's producer flush then covers the changelog too."""
+        buffer = app.producer.buffer
+        while buffer.size:
+            await buffer.flush_atmost(buffer.size)
+
     async def readable(model, key: bytes | None, value: bytes | None):
         """The message as `model`, or None after it went to the dead-letter topic with its reason (a poison
         message is recorded and skipped, never retried forever)."""
@@ -123,42 +171,60 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             metrics.POISON_MESSAGES.labels(schema=model.__name__).inc()
             return None
 
-    async def emit_session_changes(key: bytes, updates, merges) -> None:
-        for message in (*merges, *updates):
-            await sessions.send(key=key, value=message.model_dump_json().encode())
-
     @app.agent(raw)
+    @stop_worker_on_failure
     async def sessionize(stream):
-        """Raw events → sessions, per device, in event time; identity facts go to the sequencer."""
-        async for event_message in stream.events():
-            key, value, partition = event_message.key, event_message.value, event_message.message.partition
-            event = await readable(RawEvent, key, value)
-            if event is None:
-                continue
-            watermark = watermarks.observe(partition, event.timestamp)
-            stored = device_sessions.get(key)
-            state = DeviceState.from_json(stored) if stored else None
-            result = assign(state, event, watermark, sessionizer)
-            if not result.duplicate:
-                device_sessions[key] = result.state.to_json()
+        """Raw events → sessions, per device, in event time; identity facts go to the sequencer.
 
-            if result.duplicate:
-                # Counted once already. Re-sent downstream all the same: after a crash the state may hold
-                # an event whose outputs never left; downstream keys collapse the copy.
-                metrics.DUPLICATES.inc()
-            elif result.late:
-                metrics.LATE_EVENTS.inc()
-            out = EnrichedEvent(**event.model_dump(), session_id=result.session_id, session_seq=result.session_seq)
-            distinct_key = event.distinct_id.encode()
-            if distinct_key == key:
-                # Same key, same partition: the person-of table is right here, no re-keying hop needed.
-                await enriched.send(key=key, value=with_person(out, person_of.get(key)))
-            else:
-                await sessioned.send(key=distinct_key, value=out.model_dump_json().encode())
-            await emit_session_changes(key, result.updates, result.merges)
-            # "seen" at every session start (not only a device's first): cheap, and it survives a lost send.
-            for command in commands_for(event, first_sighting=state is None or result.session_seq == 1 or result.duplicate):
-                await identity_commands.send(key=(command.distinct_id or command.user_id or "").encode(), value=command.model_dump_json().encode())
+        Events come in batches: each device's state is read and written once per batch (one changelog
+        record, not one per event) and only a session's latest update leaves, as it carries the whole
+        session. The batch is acknowledged after its sends, so a crash replays it (duplicates collapse)."""
+        async for batch in stream.take_events(settings.processor_batch_max, within=settings.processor_batch_seconds):
+            states: dict[bytes, DeviceState | None] = {}
+            last_event_of: dict[bytes, faust.types.EventT] = {}  # the table writes as (in the partition of) this event
+            session_changes: dict[bytes, dict[str, bytes]] = {}  # key → session id (or merge) → latest message
+            for event_message in batch:
+                key, value, partition = event_message.key, event_message.value, event_message.message.partition
+                event = await readable(RawEvent, key, value)
+                if event is None:
+                    continue
+                watermark = watermarks.observe(partition, event.timestamp)
+                if key not in states:
+                    stored = device_sessions.get(key)
+                    states[key] = DeviceState.from_json(stored) if stored else None
+                state = states[key]
+                result = assign(state, event, watermark, sessionizer)
+                states[key], last_event_of[key] = result.state, event_message
+
+                if result.duplicate:
+                    # Counted once already. Re-sent downstream all the same: after a crash the state may hold
+                    # an event whose outputs never left; downstream keys collapse the copy.
+                    metrics.DUPLICATES.inc()
+                elif result.late:
+                    metrics.LATE_EVENTS.inc()
+                out = EnrichedEvent(**event.model_dump(), session_id=result.session_id, session_seq=result.session_seq)
+                distinct_key = event.distinct_id.encode()
+                if distinct_key == key:
+                    # Same key, same partition: the person-of table is right here, no re-keying hop needed.
+                    await enriched.send(key=key, value=with_person(out, person_of.get(key)))
+                else:
+                    await sessioned.send(key=distinct_key, value=out.model_dump_json().encode())
+                changes = session_changes.setdefault(key, {})
+                for merge in result.merges:
+                    changes[f"merge:{merge.absorbed_session_id}"] = merge.model_dump_json().encode()
+                for update in result.updates:
+                    changes[update.session_id] = update.model_dump_json().encode()
+                # "seen" at every session start (not only a device's first): cheap, and it survives a lost send.
+                for command in commands_for(event, first_sighting=state is None or result.session_seq == 1 or result.duplicate):
+                    await identity_commands.send(key=(command.distinct_id or command.user_id or "").encode(), value=command.model_dump_json().encode())
+            for key, state in states.items():
+                if state is not None:
+                    with handling(last_event_of[key]):
+                        device_sessions[key] = state.to_json()
+            for key, changes in session_changes.items():
+                for message in changes.values():
+                    await sessions.send(key=key, value=message)
+            await hand_over_changelog()
 
     @app.timer(interval=settings.session_tick_seconds)
     async def tick() -> None:
@@ -168,6 +234,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                 await ticks.send(key=None, value=b"tick", partition=tp.partition)
 
     @app.agent(ticks)
+    @stop_worker_on_failure
     async def close_idle_sessions(stream):
         async for tick_event in stream.events():
             partition = tick_event.message.partition
@@ -181,9 +248,12 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                 else:
                     device_sessions[key] = remaining.to_json()
                 metrics.SESSIONS_ENDED.inc(len(updates))
-                await emit_session_changes(key, updates, [])
+                for update in updates:
+                    await sessions.send(key=key, value=update.model_dump_json().encode())
+            await hand_over_changelog()
 
     @app.agent(identity_commands)
+    @stop_worker_on_failure
     async def resolve_identities(stream):
         """The identity sequencer: one partition, one order for every merge decision."""
         resolver = IdentityResolver(identity_state)
@@ -200,8 +270,10 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             for warning in resolution.warnings:
                 metrics.IDENTITY_WARNINGS.labels(field=warning.field).inc()
                 await dead_letter.send(key=key, value=stream_bad_row("processor", value, warning.field, warning.reason))
+            await hand_over_changelog()
 
     @app.agent(identities)
+    @stop_worker_on_failure
     async def learn_persons(stream):
         """Keep distinct id → person id where the events of that distinct id are stamped."""
         async for key, value in stream.items():
@@ -211,8 +283,10 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             known = person_of.get(key)
             if known is None or known["version"] < mapping.version:
                 person_of[key] = {"person_id": mapping.person_id, "version": mapping.version}
+                await hand_over_changelog()
 
     @app.agent(sessioned)
+    @stop_worker_on_failure
     async def stamp_person(stream):
         """Attach the person known now; queries resolve later merges through the mapping tables."""
         async for key, value in stream.items():

@@ -29,9 +29,10 @@ class PersonChanges:
     merges: list[PersonMerge] = field(default_factory=list)
     identities: list[PersonIdentity] = field(default_factory=list)
     distinct_ids: set[str] = field(default_factory=set)  # whose mapping changed
+    session_keys: set[str] = field(default_factory=set)  # device keys whose sessions began or merged: recount
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.merges or self.identities or self.distinct_ids)
+        return bool(self.events or self.merges or self.identities or self.distinct_ids or self.session_keys)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class PersonsProjection:
 
     def rows(self, changes: PersonChanges, overrides: dict[str, str]) -> list[list]:
         """The new persons rows for everything this batch touched."""
-        live_of = self._live_persons({e.distinct_id for e in changes.events} | changes.distinct_ids)
+        live_of = self._live_persons({e.distinct_id for e in changes.events} | changes.distinct_ids | changes.session_keys)
         touched: dict[str, list[EnrichedEvent]] = defaultdict(list)
         for event in changes.events:
             person = live_of.get(event.distinct_id) or overrides.get(event.person_id or "", event.person_id)

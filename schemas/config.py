@@ -50,6 +50,9 @@ class FootfallSettings(BaseSettings):
     session_gap_seconds: float = Field(default=30 * 60, gt=0)
     allowed_lateness_seconds: float = Field(default=2 * 3600, ge=0)
     session_tick_seconds: float = Field(default=10.0, gt=0)
+    # The sessionizer takes raw events in batches of up to this many, or whatever came within this time.
+    processor_batch_max: int = Field(default=1000, ge=1)
+    processor_batch_seconds: float = Field(default=0.05, gt=0)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
 
     @property

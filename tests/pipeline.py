@@ -117,3 +117,32 @@ def projector(settings: FootfallSettings) -> Iterator[Projector]:
         thread.join(30)
     if failure:
         raise failure[0]
+
+
+def topic_message_ids(settings: FootfallSettings, topic: str) -> list[str]:
+    """Every message id on `topic`, from the beginning (a diagnostic: where did a missing event stop?)."""
+    import orjson
+    from confluent_kafka import Consumer, TopicPartition
+
+    from projections.replay import end_offsets
+
+    ends = end_offsets(settings, [topic])
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"diagnostic-{time.time_ns()}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(t, p, 0) for (t, p) in ends])
+    remaining = {tp: end for tp, end in ends.items() if end > 0}
+    ids: list[str] = []
+    deadline = time.monotonic() + 30
+    while remaining and time.monotonic() < deadline:
+        message = consumer.poll(1)
+        if message is None or message.error():
+            continue
+        try:
+            body = orjson.loads(message.value())
+            ids.append(body.get("message_id") or body.get("messageId"))
+        except orjson.JSONDecodeError:
+            pass
+        if message.offset() + 1 >= remaining.get((message.topic(), message.partition()), 0):
+            remaining.pop((message.topic(), message.partition()), None)
+    consumer.close()
+    return ids

@@ -11,7 +11,7 @@ import pytest
 
 from processors.sessionizer import DeviceState, SessionizerConfig, assign
 from schemas.events import RawEvent
-from tests.pipeline import WRITE_KEY, collector, processor, projector, wait_until
+from tests.pipeline import WRITE_KEY, collector, processor, projector, topic_message_ids, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -50,14 +50,17 @@ def expected_sessions(calls: list[dict]) -> set[tuple[str, int]]:
     return set(latest.items())
 
 
+def where_missing_events_stopped(settings, clickhouse_client, calls: list[dict]) -> str:
+    """For a failure: which events are missing, and the last topic each one reached."""
+    stored = {row[0] for row in clickhouse_client.query(f"SELECT message_id FROM {settings.database}.events").result_rows}
+    missing = sorted({c["messageId"] for c in calls} - stored)
+    raw = set(topic_message_ids(settings, settings.topics.raw.name))
+    enriched = set(topic_message_ids(settings, settings.topics.enriched.name))
+    return (f"{len(missing)} events missing from ClickHouse: {missing[:20]}; on raw: {sum(m in raw for m in missing)}, "
+            f"on enriched: {sum(m in enriched for m in missing)}")
+
+
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN BUG, open in issue 4: in some full-suite runs a kill -9 of the first worker loses events "
-    "(seen: raw held 240, enriched 300 with re-sent duplicates, yet only 231 distinct events reached ClickHouse, "
-    "with every offset committed), so an offset was committed past an event whose enriched send never left. "
-    "Passes when run alone. Not yet root-caused in faust's commit/flush path.",
-)
 def test_sessions_survive_a_killed_processor(settings, clickhouse_client, tmp_path, store):
     settings = settings.model_copy(update={"processor_store": store})
     calls = traffic(seed=7, devices=12, events_per_device=20)
@@ -85,7 +88,10 @@ def test_sessions_survive_a_killed_processor(settings, clickhouse_client, tmp_pa
             first.wait()
         send(calls[half:])
         with processor(settings, tmp_path / "logs-2") as second:
-            wait_until(lambda: events_stored() == len(calls), 120, what=f"all {len(calls)} events in ClickHouse", watch=(second, projection))
+            try:
+                wait_until(lambda: events_stored() == len(calls), 120, what=f"all {len(calls)} events in ClickHouse", watch=(second, projection))
+            except AssertionError as exc:
+                raise AssertionError(where_missing_events_stopped(settings, clickhouse_client, calls)) from exc
             stored = lambda: set(clickhouse_client.query(  # noqa: E731
                 f"SELECT session_id, event_count FROM {db}.sessions FINAL").result_rows)
             wait_until(lambda: stored() == expected_sessions(calls), 60, what="sessions equal to a run without the kill", watch=(second, projection))
