@@ -107,6 +107,17 @@ class Watermarks:
         return self._event_time[partition] + timedelta(seconds=idle)
 
 
+class StopOnSendError(faust.Sensor):
+    """faust only logs a send that failed for good, and its next commit covers the message that made it:
+    the output is lost. A failed send therefore stops the worker before that commit can run (the failed
+    message's callbacks run before the commit's flush resumes); the restarted worker redoes the work."""
+
+    def on_send_error(self, producer, exc: BaseException, state) -> None:
+        log.critical("a send to Kafka failed for good (%s); stopping the worker without committing", type(exc).__name__)
+        logging.shutdown()
+        os._exit(EXIT_AGENT_FAILED)
+
+
 def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None = None) -> faust.App:
     sessionizer = sessionizer or SessionizerConfig(
         gap=timedelta(seconds=settings.session_gap_seconds),
@@ -131,6 +142,10 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         broker_session_timeout=settings.consumer_session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.consumer_session_timeout_seconds / 4),
     )
+
+    app.sensors.add(StopOnSendError())
+    # faust logs a failed send with the whole message at warning level: personal data. StopOnSendError says it.
+    logging.getLogger("faust.topics").setLevel(logging.ERROR)
 
     def topic(spec):
         return app.topic(spec.name, key_serializer="raw", value_serializer="raw", partitions=spec.partitions)
