@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from typing import Any
 
@@ -13,6 +14,9 @@ from schemas.tracking import MAX_BATCH_BYTES
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain", "")
 # The wire body may be a little larger than the limit on its JSON (whitespace, gzip framing).
 MAX_WIRE_BYTES = MAX_BATCH_BYTES + 64 * 1024
+# Past the body timeout's first seconds, a body must keep arriving at least this fast (as Apache's
+# mod_reqtimeout MinRate): a slow phone is served, a client that trickles a byte a second is not.
+BODY_MIN_BYTES_PER_S = 1024
 
 
 class BodyError(Exception):
@@ -30,18 +34,27 @@ def content_type_of(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-async def read_limited(request: Request, limit: int = MAX_WIRE_BYTES) -> bytes:
-    """Read the body, refusing it as soon as it passes `limit` bytes (no unbounded buffering)."""
+async def read_limited(request: Request, limit: int = MAX_WIRE_BYTES, timeout_s: float | None = None) -> bytes:
+    """Read the body, refusing it as soon as it passes `limit` bytes (no unbounded buffering), or when it
+    has not arrived within `timeout_s` plus a second per BODY_MIN_BYTES_PER_S bytes received (408)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise BodyError(413, "body", f"request body is {declared} bytes; the limit is {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyError(413, "body", f"request body exceeds the limit of {limit} bytes")
-        chunks.append(chunk)
+    started = asyncio.get_running_loop().time()
+    try:
+        async with asyncio.timeout_at(started + timeout_s if timeout_s else None) as deadline:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyError(413, "body", f"request body exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+                if timeout_s:
+                    deadline.reschedule(started + timeout_s + size / BODY_MIN_BYTES_PER_S)
+    except TimeoutError as exc:
+        reason = f"timed out reading the request body: {size} bytes arrived, too slowly"
+        raise BodyError(408, "body", reason, b"".join(chunks)) from exc
     return b"".join(chunks)
 
 
@@ -61,12 +74,12 @@ def gunzip_limited(data: bytes, limit: int = MAX_BATCH_BYTES) -> bytes:
     return out
 
 
-async def read_json_body(request: Request) -> Any:
+async def read_json_body(request: Request, timeout_s: float | None = None) -> Any:
     """The parsed JSON body of a tracking request, or a BodyError naming what is wrong."""
     content_type = content_type_of(request)
     if content_type not in ACCEPTED_CONTENT_TYPES:
         raise BodyError(415, "content-type", f"unsupported content type {content_type!r}; send application/json or text/plain")
-    data = await read_limited(request)
+    data = await read_limited(request, timeout_s=timeout_s)
     try:
         return _parse(data, request.headers.get("content-encoding", ""))
     except BodyError as exc:

@@ -24,6 +24,10 @@ class CollectorConfig(BaseSettings):
     # How long a request waits for Kafka's acknowledgement before it is answered 503.
     collector_ack_timeout_s: float = Field(default=10.0, gt=0)
     collector_retry_after_s: int = Field(default=5, ge=1)
+    # Slow clients (slowloris): a request's headers must arrive within this time (ingest.server), and its
+    # body within this time plus a second per KB received (ingest.body); else 408 and the connection closes.
+    collector_header_timeout_s: float = Field(default=20.0, gt=0)
+    collector_body_timeout_s: float = Field(default=20.0, gt=0)
 
     # Default flood control per worker process (a source may set its own). 0 turns the write-key limit off.
     source_events_per_second: float = Field(default=0, ge=0)

@@ -45,5 +45,6 @@ def error_response(status: int, problems: list[Problem], headers: dict[str, str]
     return json_response(status, {"success": False, "errors": problem_list(problems)}, headers)
 
 
-def gif_response(status: int = 200) -> Response:
-    return Response(PIXEL_GIF, status_code=status, media_type="image/gif", headers=NO_STORE)
+def gif_response(status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """The pixel's answer; a refusal's headers (Retry-After on 429 and 503) come along."""
+    return Response(PIXEL_GIF, status_code=status, media_type="image/gif", headers={**NO_STORE, **(headers or {})})

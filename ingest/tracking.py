@@ -43,6 +43,7 @@ class TrackingAPI:
         self.sources = sources
         self.limits = Limits(config.source_rate_limit, config.device_rate_limit)
         self.retry_after = {"Retry-After": str(config.collector_retry_after_s)}
+        self.body_timeout_s = config.collector_body_timeout_s
         self.raw_topic = topics.raw.name
         self.dead_letter_topic = topics.dead_letter.name
         self.writer: KafkaWriter | None = None
@@ -52,6 +53,7 @@ class TrackingAPI:
     async def post(self, request: Request, call_type: str | None) -> Response:
         """POST /v1/<call> (one call of the route's type) and /v1/batch."""
         try:
+            self.check_key_before_body(request)
             body = await self.read_body(request)
             outcome = await self.take(request, body, call_type, batch=call_type is None)
         except Refusal as refusal:
@@ -61,17 +63,25 @@ class TrackingAPI:
     async def pixel(self, request: Request) -> Response:
         """GET /v1/pixel[/<call>]: always a 1×1 GIF; the status says what became of the event."""
         try:
+            self.check_key_before_body(request)
             call = await self.pixel_call(request)
             outcome = await self.take(request, call, request.path_params.get("call_type"), batch=False)
         except Refusal as refusal:
-            return gif_response(refusal.status)
+            return gif_response(refusal.status, refusal.headers)
         return gif_response(400 if outcome.rejected else 200)
 
     # -- the steps ------------------------------------------------------------------------------------
 
+    def check_key_before_body(self, request: Request) -> None:
+        """A key in the headers or the URL is checked before the body is read, so a request with a wrong
+        or disabled key, or from an origin its source does not list, writes nothing, not even a bad row.
+        (A key can only be in the body too: such a request's unreadable body is still kept, without a source.)"""
+        if key := write_key_of(request):
+            check_origin(request, self.source_of(key))
+
     async def read_body(self, request: Request) -> Any:
         try:
-            return await read_json_body(request)
+            return await read_json_body(request, self.body_timeout_s)
         except BodyError as error:
             raise await self.kept(error, error.raw.decode("utf-8", "backslashreplace"), None) from error
 
@@ -141,7 +151,8 @@ class TrackingAPI:
         problem = Problem(field=error.field, reason=error.reason)
         await self.deliver([self.bad_row(payload, [problem], edge)])
         metrics.child(metrics.EVENTS_REJECTED, metric_field(problem.field)).inc()
-        return Refusal(error.status, [problem])
+        # A body too slow to arrive: the connection goes too, or the rest of it would keep trickling in.
+        return Refusal(error.status, [problem], {"Connection": "close"} if error.status == 408 else None)
 
     def bad_row(self, payload: Any, problems: list[Problem], edge: Edge | None, index: int | None = None) -> Record:
         row = BadRow(
