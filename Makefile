@@ -18,7 +18,7 @@ help:
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
 install: $(STAMP) kafka
@@ -61,8 +61,13 @@ bench-processors: install
 bench-projector: install
 	$(BIN)/python -m bench.projector $(BENCH_ARGS)
 
+# The whole pipeline under stepped load, scaling 1 → 2 workers and a rebalance; writes bench/results/system.json + PNGs.
+.PHONY: bench-system
+bench-system: install
+	$(BIN)/python -m bench.system $(BENCH_ARGS)
+
 bench-report: install
 	$(BIN)/python -m bench.report
 
-bench: bench-collector bench-processors bench-projector
+bench: bench-collector bench-processors bench-projector bench-system
 	$(BIN)/python -m bench.report

@@ -4,7 +4,8 @@
 
 One run, one broker, the same pre-produced raw events for every scenario:
   bare loop       aiokafka consumer → aiokafka producer, one message out per message in (the ceiling)
-  sessionizer     a `footfall processor` worker: events/s until `sessions` holds an update for every event
+  sessionizer     a `footfall processor` worker: events/s until it has committed every raw event (a batch is
+                  committed only after its enriched events, session updates and state went out)
   + identity      the same worker: events/s until `enriched` holds every event, stamped with its person
                   (identity commands through the sequencer, the `person-of` table, re-keying where needed)
 Also reports bytes of sessionizer state per active device key. Writes bench/results/processors.json.
@@ -107,6 +108,23 @@ def wait_for(bootstrap: str, topic: str, count: int, timeout_s: float) -> float:
     raise TimeoutError(f"{topic} did not reach {count} messages in {timeout_s}s")
 
 
+def wait_for_commits(bootstrap: str, group: str, topic: str, count: int, timeout_s: float) -> float:
+    """When `group` has committed `count` messages of `topic`: the sessionizer commits a batch only after
+    its sends and state writes, so this is when every event has been sessionized."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            committed = consumer.committed(partitions, timeout=10)
+            if sum(max(tp.offset, 0) for tp in committed) >= count:
+                return time.perf_counter()
+            time.sleep(0.1)
+    finally:
+        consumer.close()
+    raise TimeoutError(f"{group} did not commit {count} messages of {topic} in {timeout_s}s")
+
+
 def state_bytes_per_key(events: list[RawEvent]) -> float:
     states = {}
     for event in events:
@@ -142,7 +160,7 @@ def main() -> None:
             wait_for(bootstrap, settings.topics.enriched.name, 1, 120)  # worker joined, tables recovered
             started = time.perf_counter()
             produce(bootstrap, settings.topics.raw.name, events)
-            sessioned_done = wait_for(bootstrap, settings.topics.sessions.name, len(events) + 1, 600)
+            sessioned_done = wait_for_commits(bootstrap, f"{prefix}-processor", settings.topics.raw.name, len(events) + 1, 600)
             enriched_done = wait_for(bootstrap, settings.topics.enriched.name, len(events) + 1, 600)
         finally:
             worker.terminate()

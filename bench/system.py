@@ -1,0 +1,351 @@
+"""The whole pipeline on this machine, broker included, driven by `footfall loadgen`.
+
+    make bench-system        (or: .venv/bin/python -m bench.system [--step-seconds 15])
+
+1. Sustained rate: the offered rate steps up (loadgen batches of 50, seeded traffic); at each step it
+   reports the acknowledged rate, freshness (collector acknowledgement → the event is queryable in
+   ClickHouse, seen by polling the read API every 0.2 s) as p50/p95/p99, CPU and memory per component,
+   and consumer lag over time. Sustained = the highest step absorbed (≥ 95 % of the offered rate
+   acknowledged, every event queryable) with freshness p99 ≤ 2 s.
+2. Scaling: a backlog of raw events drained by 1, then by 2 processor workers (4 partitions, so more
+   partitions than workers), as events/s. Across a worker joining and then leaving mid-drain: the longest
+   pause in the group's progress, and whether every event reached `enriched` (none lost) and how many
+   extra copies the rebalance caused (collapsed downstream by the events table's key).
+Writes bench/results/system.json and PNG plots next to it; `make bench-report` puts them in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench.common import REPO, RESULTS_DIR, broker, free_port, write_result
+from bench.processors import PARTITIONS, produce, raw_events, wait_for_commits
+from footfall import traffic
+from footfall.lag import consumer_lag
+from footfall.loadgen import run_load
+from footfall.topics import ensure_topics
+from schemas.config import FootfallSettings
+
+WRITE_KEY = "bench-write-key"
+FRESHNESS_TARGET_S = 2.0
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else None
+
+
+@dataclass
+class Pipeline:
+    settings: FootfallSettings
+    env: dict[str, str]
+    url: str
+    procs: dict[str, list[subprocess.Popen]] = field(default_factory=dict)
+
+    def start(self, stage: str) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "footfall", stage], env=self.env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.setdefault(stage, []).append(proc)
+        return proc
+
+    def sql(self, query: str) -> list:
+        url = f"http://127.0.0.1:{self.settings.read_api_port}/sql"
+        admin = (Path(self.settings.data_dir) / "admin.key").read_text().strip()
+        response = httpx.post(url, json={"query": query}, headers={"Authorization": f"Bearer {admin}"}, timeout=30)
+        response.raise_for_status()
+        return response.json()["rows"]
+
+
+def wait_http(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(url)
+
+
+@contextlib.contextmanager
+def pipeline(bootstrap: str, data_dir: str, processors: int = 1) -> Iterator[Pipeline]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS, data_dir=Path(data_dir),
+                                database=prefix.replace("-", "_"), collector_port=free_port(), read_api_port=free_port())
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix, "FOOTFALL_PARTITIONS": str(PARTITIONS),
+           "FOOTFALL_DATA_DIR": data_dir, "FOOTFALL_DATABASE": settings.database, "FOOTFALL_COLLECTOR_PORT": str(settings.collector_port),
+           "FOOTFALL_READ_API_PORT": str(settings.read_api_port), "FOOTFALL_PROCESSOR_METRICS_PORT": "0",
+           "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench", "FOOTFALL_DEVICE_EVENTS_PER_SECOND": "100000"}
+    ensure_topics(bootstrap, settings.topics.all())
+    run = Pipeline(settings, env, f"http://127.0.0.1:{settings.collector_port}")
+    try:
+        run.start("projector")
+        wait_http(f"http://127.0.0.1:{settings.read_api_port}/healthz", 120)
+        for _ in range(processors):
+            run.start("processor")
+        run.start("collector")
+        wait_http(f"{run.url}/readyz", 60)
+        yield run
+    finally:
+        for procs in run.procs.values():
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+        for procs in run.procs.values():
+            for proc in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(30)
+
+
+class Watcher(threading.Thread):
+    """Samples, every `interval_s`: which events became queryable (first seen), consumer lag, and CPU/RSS."""
+
+    def __init__(self, run: Pipeline, broker_pid: int | None, interval_s: float = 0.2):
+        super().__init__(daemon=True)
+        self.run_, self.interval_s, self.stopping = run, interval_s, threading.Event()
+        self.first_seen: dict[str, float] = {}
+        self.lag: list[tuple[float, int, int]] = []  # (time, processor lag, projector lag)
+        self.components = {name: [psutil.Process(p.pid) for p in procs] for name, procs in run.procs.items()}
+        if broker_pid:
+            self.components["kafka"] = [psutil.Process(broker_pid)]
+        for procs in self.components.values():
+            for proc in procs:
+                proc.cpu_percent(None)  # start counting
+        self.usage: dict[str, dict] = {}
+
+    def run(self) -> None:
+        settings, last_lag = self.run_.settings, 0.0
+        high = dict.fromkeys(range(PARTITIONS), -1)  # per enriched partition: the highest offset seen in `events`
+        while not self.stopping.is_set():
+            # A projector batch inserts a contiguous offset range per partition at once, so everything up to
+            # the highest offset seen is there: each poll asks only for what is newer.
+            newer = " OR ".join(f"(_partition = {p} AND _offset > {o})" for p, o in high.items())
+            with contextlib.suppress(httpx.HTTPError, KeyError):
+                rows = self.run_.sql(f"SELECT message_id, _partition, _offset FROM {settings.database}.events WHERE {newer}")
+                now = time.time()
+                for message_id, partition, offset in rows:
+                    self.first_seen.setdefault(message_id, now)
+                    high[partition] = max(high[partition], offset)
+            if time.monotonic() - last_lag > 1:
+                last_lag = time.monotonic()
+                with contextlib.suppress(Exception):
+                    topics = settings.topics
+                    processing = sum(p.lag for p in consumer_lag(settings.kafka_bootstrap_servers, f"{settings.topic_prefix}-processor", [topics.raw.name]))
+                    projecting = sum(p.lag for p in consumer_lag(settings.kafka_bootstrap_servers, f"{settings.topic_prefix}-projector", [topics.enriched.name]))
+                    self.lag.append((time.time(), processing, projecting))
+            self.stopping.wait(self.interval_s)
+
+    def take_usage(self) -> dict[str, dict]:
+        """CPU (% of one core) and resident memory per component since the last call."""
+        usage = {}
+        for name, procs in self.components.items():
+            with contextlib.suppress(psutil.Error):
+                cpu = sum(p.cpu_percent(None) for p in procs)
+                rss = sum(p.memory_info().rss for p in procs)
+                usage[name] = {"cpu_percent": round(cpu), "rss_mib": round(rss / 2**20)}
+        return usage
+
+
+def kafka_pid() -> int | None:
+    for proc in psutil.process_iter(["cmdline"]):
+        if any("kafka.Kafka" in part for part in proc.info["cmdline"] or []):
+            return proc.pid
+    return None
+
+
+def step(run: Pipeline, watcher: Watcher, seed: int, rate: float, seconds: float) -> dict:
+    calls = traffic.calls(seed, visitors=20_000)
+    report = asyncio.run(run_load(run.url, WRITE_KEY, calls, rate=rate, batch_size=50, concurrency=8, duration=seconds))
+    acked = dict(report.acks)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and any(m not in watcher.first_seen for m in acked):
+        time.sleep(0.5)
+    freshness = [watcher.first_seen[m] - at for m, at in acked.items() if m in watcher.first_seen]
+    result = {
+        "offered_per_s": rate, "acknowledged_per_s": round(report.achieved_rate), "acknowledged": report.acknowledged,
+        "queryable": len(freshness), "freshness_p50_s": quantile(freshness, 0.5), "freshness_p95_s": quantile(freshness, 0.95),
+        "freshness_p99_s": quantile(freshness, 0.99), "usage": watcher.take_usage(),
+        "timeline": sorted((at, watcher.first_seen[m] - at) for m, at in acked.items() if m in watcher.first_seen)[::20],
+    }
+    result["absorbed"] = (report.acknowledged >= 0.95 * rate * seconds and len(freshness) == report.acknowledged
+                          and (result["freshness_p99_s"] or 99) <= FRESHNESS_TARGET_S)
+    print(f"offered {rate:>6,.0f}/s: acked {result['acknowledged_per_s']:>6,}/s, queryable {len(freshness)}/{report.acknowledged}, "
+          f"freshness p50 {result['freshness_p50_s']}, p99 {result['freshness_p99_s']} s, {result['usage']}")
+    return result
+
+
+def sustained(bootstrap: str, rates: list[float], seconds: float) -> dict:
+    with tempfile.TemporaryDirectory(prefix="footfall-bench-system-") as data_dir, pipeline(bootstrap, data_dir) as run:
+        watcher = Watcher(run, kafka_pid())
+        watcher.start()
+        steps = []
+        try:
+            for n, rate in enumerate(rates):
+                steps.append(step(run, watcher, seed=100 + n, rate=rate, seconds=seconds))
+                if not steps[-1]["absorbed"]:
+                    break
+        finally:
+            watcher.stopping.set()
+            watcher.join(5)
+        best = max((s for s in steps if s["absorbed"]), key=lambda s: s["acknowledged_per_s"], default=None)
+        return {"steps": steps, "sustained_per_s": best and best["acknowledged_per_s"], "at_sustained": best, "lag": watcher.lag}
+
+
+def drain(bootstrap: str, events: int, workers: int, join_and_leave: bool = False) -> dict:
+    """A raw backlog drained by `workers` processors; with join_and_leave, a second worker joins at a third
+    of the way and one leaves (SIGTERM) at two thirds. Progress is the group's committed raw offsets."""
+    backlog = raw_events(events, devices=2_000, seed=7)
+    with tempfile.TemporaryDirectory(prefix="footfall-bench-drain-") as data_dir:
+        prefix = f"bench-{uuid.uuid4().hex[:8]}"
+        settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS)
+        ensure_topics(bootstrap, settings.topics.all())
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix, "FOOTFALL_PARTITIONS": str(PARTITIONS),
+               "FOOTFALL_PROCESSOR_METRICS_PORT": "0"}
+        procs: list[subprocess.Popen] = []
+
+        def start_worker(n: int) -> None:
+            procs.append(subprocess.Popen([sys.executable, "-m", "footfall", "processor"], cwd=REPO, stdout=subprocess.DEVNULL,
+                                          stderr=subprocess.DEVNULL, env={**env, "FOOTFALL_DATA_DIR": f"{data_dir}/worker-{n}"}))
+
+        try:
+            for n in range(workers):
+                start_worker(n)
+            produce(bootstrap, settings.topics.raw.name, raw_events(1, 1, seed=99))  # warm-up: the group is formed
+            wait_for_commits(bootstrap, f"{prefix}-processor", settings.topics.raw.name, 1, 180)
+            started = time.perf_counter()
+            produce(bootstrap, settings.topics.raw.name, backlog)
+            progress, marks = [], {}
+            group = f"{prefix}-processor"
+            while True:
+                done = sum(max(p.committed, 0) for p in consumer_lag(bootstrap, group, [settings.topics.raw.name])) - 1
+                progress.append((time.perf_counter() - started, done))
+                if done >= events:
+                    break
+                if join_and_leave and "join" not in marks and done >= events / 3:
+                    marks["join"] = time.perf_counter() - started
+                    start_worker(len(procs))
+                if join_and_leave and "join" in marks and "leave" not in marks and done >= 2 * events / 3:
+                    marks["leave"] = time.perf_counter() - started
+                    procs[0].send_signal(signal.SIGTERM)
+                if time.perf_counter() - started > 900:
+                    raise TimeoutError(f"drain stuck at {done}/{events}")
+                time.sleep(0.2)
+            elapsed = progress[-1][0]
+            from tests.pipeline import topic_message_ids  # the same diagnostic reader the tests use
+
+            enriched = topic_message_ids(settings, settings.topics.enriched.name)
+            expected = {e.message_id for e in backlog}
+            result = {"workers": workers, "events": events, "events_per_s": round(events / elapsed),
+                      "lost": len(expected - set(enriched)), "extra_copies": len([m for m in enriched if m in expected]) - len(expected)}
+            if join_and_leave:
+                result["marks"] = marks
+                result["progress"] = progress
+                for name, at in marks.items():
+                    window = [(t, d) for t, d in progress if at - 1 <= t <= at + 60]
+                    result[f"pause_on_{name}_s"] = round(_longest_stall(window), 2)
+            print(f"drain with {workers} worker(s){' (join+leave)' if join_and_leave else ''}: {result['events_per_s']:,} events/s, "
+                  f"lost {result['lost']}, extra copies {result['extra_copies']}")
+            return result
+        finally:
+            for proc in procs:
+                if proc.poll() is None:
+                    proc.terminate()
+            for proc in procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(30)
+
+
+def _longest_stall(progress: list[tuple[float, int]]) -> float:
+    """The longest time the committed count stood still."""
+    longest, since = 0.0, None
+    for (t0, d0), (t1, d1) in zip(progress, progress[1:], strict=False):
+        if d1 == d0:
+            since = t0 if since is None else since
+            longest = max(longest, t1 - since)
+        else:
+            since = None
+    return longest
+
+
+def plots(result: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    steps = result["sustained"]["steps"]
+    figure, axis = plt.subplots(figsize=(8, 4))
+    start = min(t for s in steps for t, _ in s["timeline"]) if any(s["timeline"] for s in steps) else 0
+    for s in steps:
+        axis.scatter([t - start for t, _ in s["timeline"]], [f for _, f in s["timeline"]], s=3, label=f"{s['offered_per_s']:,.0f}/s offered")
+    axis.axhline(FRESHNESS_TARGET_S, color="red", linestyle="--", linewidth=1, label="2 s target")
+    axis.set(xlabel="seconds into the run", ylabel="freshness (s): ack → queryable", title="Freshness over time, by offered rate")
+    axis.legend(fontsize=7)
+    written.append(_save(figure, "system-freshness.png"))
+
+    figure, axis = plt.subplots(figsize=(6, 4))
+    offered = [s["offered_per_s"] for s in steps]
+    axis.plot(offered, [s["acknowledged_per_s"] for s in steps], marker="o", label="acknowledged")
+    axis.plot(offered, [s["queryable"] / max(s["acknowledged"], 1) * s["acknowledged_per_s"] for s in steps], marker="x", label="queryable within 60 s")
+    axis.plot(offered, offered, linestyle=":", color="grey", label="offered")
+    axis.set(xlabel="offered events/s", ylabel="events/s", title="Throughput against offered rate")
+    axis.legend(fontsize=7)
+    written.append(_save(figure, "system-throughput.png"))
+
+    rebalance = result["scaling"]["join_and_leave"]
+    figure, axis = plt.subplots(figsize=(8, 4))
+    times = [t for t, _ in rebalance["progress"]]
+    done = [d for _, d in rebalance["progress"]]
+    axis.plot(times, [rebalance["events"] - d for d in done], label="processor lag (raw events not yet committed)")
+    for name, at in rebalance["marks"].items():
+        axis.axvline(at, color="red" if name == "leave" else "green", linestyle="--", label=f"worker {'joins' if name == 'join' else 'leaves'}")
+    axis.set(xlabel="seconds", ylabel="events", title="Lag while a worker joins and leaves")
+    axis.legend(fontsize=7)
+    written.append(_save(figure, "system-rebalance-lag.png"))
+    return written
+
+
+def _save(figure, name: str) -> str:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(RESULTS_DIR / name, dpi=110)
+    return name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rates", default="250,500,1000,2000,4000,8000")
+    parser.add_argument("--step-seconds", type=float, default=15)
+    parser.add_argument("--drain-events", type=int, default=20_000)
+    args = parser.parse_args()
+    with broker() as bootstrap:
+        result = {"command": "make bench-system", "sustained": sustained(bootstrap, [float(r) for r in args.rates.split(",")], args.step_seconds)}
+        one = drain(bootstrap, args.drain_events, workers=1)
+        two = drain(bootstrap, args.drain_events, workers=2)
+        result["scaling"] = {"one_worker": one, "two_workers": two, "gain": round(two["events_per_s"] / one["events_per_s"], 2),
+                             "join_and_leave": drain(bootstrap, args.drain_events, workers=1, join_and_leave=True)}
+    result["plots"] = plots(result)
+    for part in result["sustained"]["steps"]:
+        part.pop("timeline")  # plotted; too long for the JSON
+    result["scaling"]["join_and_leave"].pop("progress")
+    print(f"wrote {write_result('system', result)}")
+
+
+if __name__ == "__main__":
+    main()
