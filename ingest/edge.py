@@ -2,7 +2,8 @@
 
 The address is the connection's peer, or the client named in X-Forwarded-For when the peer is a
 trusted proxy (FOOTFALL_TRUSTED_PROXIES; uvicorn's ProxyHeadersMiddleware does that rewrite before
-the app sees the request). A source may ask for truncated addresses, a common legal requirement.
+the app sees the request). A source may ask for truncated addresses, a common legal requirement, and
+for hashed email addresses (`hash_emails`: the edge carries the wish to ingest.normalize, see ingest.privacy).
 """
 
 from __future__ import annotations
@@ -43,4 +44,5 @@ def edge_of(request: Request, source: Source) -> Edge:
         received_at=datetime.now(UTC),
         ip=recorded_ip(request.client.host if request.client else None, source.truncate_ip),
         user_agent=request.headers.get("user-agent"),
+        hash_emails=source.hash_emails,
     )

@@ -15,7 +15,9 @@ from typing import Any, NamedTuple
 import orjson
 from pydantic import ValidationError
 
+from ingest.privacy import mask_record
 from schemas.bad_rows import Problem
+from schemas.identity import is_illegal_id
 from schemas.tracking import (
     MAX_EVENT_BYTES,
     MAX_NESTING_DEPTH,
@@ -27,6 +29,8 @@ from schemas.tracking import (
 
 # Client clocks drift; an event further ahead of the collector's clock than this is clamped and flagged.
 FUTURE_TOLERANCE = timedelta(minutes=1)
+PLACEHOLDER_ANONYMOUS_ID = "placeholder_anonymous_id"  # the flag of an event whose anonymousId was dropped
+PLACEHOLDER = "a placeholder, not an id"
 NOTHING_INHERITED = BatchEnvelope(batch=[])
 
 
@@ -38,6 +42,7 @@ class Edge:
     received_at: datetime
     ip: str | None
     user_agent: str | None
+    hash_emails: bool = False  # the source's: see ingest.privacy
 
 
 class Normalized(NamedTuple):
@@ -100,6 +105,22 @@ def event_time(client_time: datetime | None, sent_at: datetime | None, received_
     return corrected, []
 
 
+def anonymous_id_of(call: TrackingCall) -> tuple[str | None, str | None]:
+    """The anonymousId to write, and the flag to add (None: none). A placeholder ("undefined", "null",
+    "anonymous", ...: schemas.identity.ILLEGAL_IDS) is no device: keyed by it, every such client would share
+    one partition, one rate-limit bucket and one session. It is dropped (written nowhere, the event flagged)
+    and the event keyed by its userId; when the userId is missing or a placeholder too, the call is refused
+    naming each placeholder. An empty anonymousId is simply absent."""
+    anonymous_id = call.anonymousId
+    if anonymous_id and not is_illegal_id(anonymous_id):
+        return anonymous_id, None  # the usual case
+    if call.userId and not is_illegal_id(call.userId):
+        return None, PLACEHOLDER_ANONYMOUS_ID if anonymous_id else None
+    sent = (("anonymousId", anonymous_id), ("userId", call.userId))
+    raise Rejected([Problem(field=name, reason=PLACEHOLDER) for name, value in sent if value and is_illegal_id(value)]
+                   or [Problem(field="userId or anonymousId", reason="one of them is required")])
+
+
 def bounds_problem(value: bytes, record: dict[str, Any]) -> Problem | None:
     """Bound the written event's size, nesting depth and string lengths, so no event makes later stages suffer.
 
@@ -130,16 +151,19 @@ def normalize(item: Any, edge: Edge, inherited: BatchEnvelope = NOTHING_INHERITE
     except ValidationError as exc:
         raise Rejected(problems_from(exc)) from exc
 
+    anonymous_id, id_flag = anonymous_id_of(call)
     context = {**inherited.context, **call.context} if inherited.context else call.context
     sent_at = call.sentAt or inherited.sentAt
     timestamp, flags = event_time(call.client_time, sent_at, edge.received_at)
+    if id_flag:
+        flags.append(id_flag)  # event_time's list is new each time
     user_agent = context.get("userAgent")
     traits = call.traits or context.get("traits")
     record = {
         "message_id": call.messageId or str(uuid.uuid4()),
         "type": call.type,
         "event": call.event if call.type == "track" else call.name,
-        "anonymous_id": call.anonymousId,
+        "anonymous_id": anonymous_id,
         "user_id": call.userId,
         "previous_id": call.previousId,
         "group_id": call.groupId,
@@ -155,10 +179,13 @@ def normalize(item: Any, edge: Edge, inherited: BatchEnvelope = NOTHING_INHERITE
         "user_agent": user_agent if isinstance(user_agent, str) else edge.user_agent,
         "flags": flags,
     }
+    if edge.hash_emails:
+        record = mask_record(record)
     value = encode(record)
     if problem := bounds_problem(value, record):
         raise Rejected([problem])
-    return Normalized(call.device_key, call.type, value)
+    # The device: per-device ordering is what sessionization needs (after masking: a key is never an address).
+    return Normalized(record["anonymous_id"] or record["user_id"], call.type, value)
 
 
 def encode(record: dict[str, Any]) -> bytes:

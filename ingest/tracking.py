@@ -2,6 +2,7 @@
 
 Nothing is acknowledged before Kafka has it; nothing refused is lost (it goes to the dead-letter
 topic with its reason, source and receive time). A step that refuses the request raises `Refusal`.
+A source with `hash_emails` has its email addresses hashed on both topics (ingest.privacy).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from ingest.kafka_writer import KafkaUnavailable, KafkaWriter, Record
 from ingest.limits import Limits
 from ingest.normalize import NOTHING_INHERITED, Edge, Normalization, normalize_all, problems_from
 from ingest.pixel import pixel_call
+from ingest.privacy import mask_kept, mask_text
 from ingest.responses import Refusal, gif_response, json_response, problem_list
 from ingest.sources import Source, SourceRegistry, write_key_of
 from schemas.bad_rows import BadRow, Problem
@@ -53,8 +55,8 @@ class TrackingAPI:
     async def post(self, request: Request, call_type: str | None) -> Response:
         """POST /v1/<call> (one call of the route's type) and /v1/batch."""
         try:
-            self.check_key_before_body(request)
-            body = await self.read_body(request)
+            known = self.check_key_before_body(request)
+            body = await self.read_body(request, known)
             outcome = await self.take(request, body, call_type, batch=call_type is None)
         except Refusal as refusal:
             return refusal.response()
@@ -63,8 +65,8 @@ class TrackingAPI:
     async def pixel(self, request: Request) -> Response:
         """GET /v1/pixel[/<call>]: always a 1×1 GIF; the status says what became of the event."""
         try:
-            self.check_key_before_body(request)
-            call = await self.pixel_call(request)
+            known = self.check_key_before_body(request)
+            call = await self.pixel_call(request, known)
             outcome = await self.take(request, call, request.path_params.get("call_type"), batch=False)
         except Refusal as refusal:
             return gif_response(refusal.status, refusal.headers)
@@ -72,24 +74,27 @@ class TrackingAPI:
 
     # -- the steps ------------------------------------------------------------------------------------
 
-    def check_key_before_body(self, request: Request) -> None:
+    def check_key_before_body(self, request: Request) -> Source | None:
         """A key in the headers or the URL is checked before the body is read, so a request with a wrong
         or disabled key, or from an origin its source does not list, writes nothing, not even a bad row.
         (A key can only be in the body too: such a request's unreadable body is still kept, without a source.)"""
         if key := write_key_of(request):
-            check_origin(request, self.source_of(key))
+            source = self.source_of(key)
+            check_origin(request, source)
+            return source
+        return None
 
-    async def read_body(self, request: Request) -> Any:
+    async def read_body(self, request: Request, known: Source | None) -> Any:
         try:
             return await read_json_body(request, self.body_timeout_s)
         except BodyError as error:
-            raise await self.kept(error, error.raw.decode("utf-8", "backslashreplace"), None) from error
+            raise await self.kept(error, error.raw.decode("utf-8", "backslashreplace"), None, hashes_emails(known)) from error
 
-    async def pixel_call(self, request: Request) -> Any:
+    async def pixel_call(self, request: Request, known: Source | None) -> Any:
         try:
             return pixel_call(request.query_params)
         except BodyError as error:
-            raise await self.kept(error, request.url.query, None) from error
+            raise await self.kept(error, request.url.query, None, hashes_emails(known)) from error
 
     async def take(self, request: Request, body: Any, call_type: str | None, batch: bool) -> Normalization:
         """Everything after the body: accepted calls are on the raw topic when this returns.
@@ -146,24 +151,34 @@ class TrackingAPI:
 
     # -- the dead-letter topic ------------------------------------------------------------------------
 
-    async def kept(self, error: BodyError, payload: Any, edge: Edge | None) -> Refusal:
-        """Keep an unusable body on the dead-letter topic; the refusal to answer once Kafka has it."""
+    async def kept(self, error: BodyError, payload: Any, edge: Edge | None, hash_emails: bool = False) -> Refusal:
+        """Keep an unusable body on the dead-letter topic; the refusal to answer once Kafka has it.
+        Without an edge (the body came before the calls), `hash_emails` is the wish of the source its
+        headers named, if any."""
         problem = Problem(field=error.field, reason=error.reason)
-        await self.deliver([self.bad_row(payload, [problem], edge)])
+        await self.deliver([self.bad_row(payload, [problem], edge, hash_emails=hash_emails)])
         metrics.child(metrics.EVENTS_REJECTED, metric_field(problem.field)).inc()
         # A body too slow to arrive: the connection goes too, or the rest of it would keep trickling in.
         return Refusal(error.status, [problem], {"Connection": "close"} if error.status == 408 else None)
 
-    def bad_row(self, payload: Any, problems: list[Problem], edge: Edge | None, index: int | None = None) -> Record:
+    def bad_row(self, payload: Any, problems: list[Problem], edge: Edge | None, index: int | None = None, *, hash_emails: bool = False) -> Record:
+        """A refused payload as the dead-letter topic keeps it: masked first when its source hashes emails
+        (before the cut to MAX_BAD_PAYLOAD_CHARS, which could leave half an address unrecognisable)."""
+        mask = edge.hash_emails if edge else hash_emails
+        text = mask_text(payload_text(mask_kept(payload))) if mask else payload_text(payload)
         row = BadRow(
             stage="collector",
             problems=problems,
             source_id=edge.source_id if edge else None,
             received_at=edge.received_at if edge else datetime.now(UTC),
-            payload=payload_text(payload)[:MAX_BAD_PAYLOAD_CHARS],
+            payload=text[:MAX_BAD_PAYLOAD_CHARS],
             index=index,
         )
         return Record(self.dead_letter_topic, edge.source_id if edge else None, row.model_dump_json().encode())
+
+
+def hashes_emails(source: Source | None) -> bool:
+    return source is not None and source.hash_emails
 
 
 def check_origin(request: Request, source: Source) -> None:

@@ -28,13 +28,17 @@ Id = Annotated[str, Field(max_length=MAX_ID_LENGTH)]
 MessageId = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 Name = Annotated[str, Field(max_length=MAX_NAME_LENGTH)]
 Payload = dict[str, Any]
+ID_FIELDS = ("messageId", "anonymousId", "userId", "previousId", "groupId")
+FLOAT_ID = "a number id must be an integer within 64 bits; send it as a string"
 
 
 class TrackingCall(BaseModel):
     """One call as an SDK sends it (camelCase on the wire).
 
-    Numeric ids are kept as strings (`coerce_numbers_to_str`), so `42` and `"42"` are one user;
-    booleans are refused. Timestamps must carry a time zone.
+    Numeric ids are kept as strings (`coerce_numbers_to_str`), so `42` and `"42"` are one user; an id
+    must be an integer to be a number: a fraction, or an integer past 64 bits (which the JSON parser
+    reads as a float, so that 2**70 and 2**70 + 1 would be one "1.1805916207174113e+21"), is refused.
+    Booleans are refused. Timestamps must carry a time zone.
     """
 
     model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
@@ -56,6 +60,15 @@ class TrackingCall(BaseModel):
     originalTimestamp: AwareDatetime | None = None
     sentAt: AwareDatetime | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _integer_ids(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in ID_FIELDS:
+                if type(data.get(name)) is float:
+                    raise ValueError(f"{name}: {FLOAT_ID}")
+        return data
+
     @model_validator(mode="after")
     def _rules_of_each_type(self) -> TrackingCall:
         if self.type == "alias":
@@ -70,11 +83,6 @@ class TrackingCall(BaseModel):
         if self.type == "group" and not self.groupId:
             raise ValueError("groupId: required for group")
         return self
-
-    @property
-    def device_key(self) -> str:
-        """The Kafka key: per-device ordering is what sessionization needs."""
-        return self.anonymousId or self.userId or ""
 
     @property
     def client_time(self) -> datetime | None:

@@ -4,7 +4,7 @@ Kept as data (`CORPUS`, a list of `Case`), generated where a rule covers many in
 every field of every call type, every placeholder id), so the count is honest. Every refused case expects
 a 4xx and a JSON error whose field or reason names the problem (the pixel answers a GIF: its reason is
 read from the bad row it writes). The cases the collector accepts by design (a far-future timestamp is
-clamped and flagged, a placeholder id is taken and left to the identity resolver, ...) say so
+clamped and flagged, a placeholder anonymousId is dropped and flagged when a userId can key the event, ...) say so
 (`by_design`), expect 200 and what lands on the raw topic, and are counted apart.
 
 What each request leaves on the dead-letter topic (`bad_rows`), as ingest/tracking.py does it:
@@ -306,10 +306,15 @@ def wrong_types() -> list[Case]:
         name = f"type-batch-type-{label}"
         cases.append(all_refused(name, "wrong-type", [valid("track", name, type=value)], "type"))
     # Numbers where strings are expected are taken: SDKs send numeric ids (42 and "42" are one user).
-    for field, value, stored_as in [("userId", 42, ("user_id", "42")), ("anonymousId", 3.5, ("anonymous_id", "3.5")), ("event", 7, ("event", "7"))]:
+    for field, value, stored_as in [("userId", 42, ("user_id", "42")), ("event", 7, ("event", "7")), ("name", 7.5, ("event", "7.5"))]:
         name = f"type-number-{field}"
-        cases.append(by_design(name, "wrong-type", valid("track", name, **{field: value}), (Raw((("message_id", message_id(name)), stored_as)),),
-                               "numbers are coerced to strings (coerce_numbers_to_str)"))
+        call_type = "page" if field == "name" else "track"
+        cases.append(by_design(name, "wrong-type", valid(call_type, name, **{field: value}), (Raw((("message_id", message_id(name)), stored_as)),),
+                               "numbers are coerced to strings (coerce_numbers_to_str)", path=f"/v1/{call_type}"))
+    # ... but an id that is a number must be an integer: 3.5 is no id.
+    for field in ("anonymousId", "userId", "messageId", "previousId", "groupId"):
+        name = f"type-fraction-{field}"
+        cases.append(one_call(name, "wrong-type", valid("track", name, **{field: 3.5}), f"{field} a number id must be an integer"))
     name = "type-unix-timestamp"
     cases.append(by_design(name, "wrong-type", valid("track", name, timestamp=1_700_000_000), (Raw((("message_id", message_id(name)), ("timestamp", "2023-11-14T22:13:20+00:00"))),),
                            "a number is a unix time"))
@@ -343,17 +348,23 @@ def enormous_numbers() -> list[Case]:
     for label, value in {"1e20": 1e20, "1e308": 1e308, "minus-1e20": -1e20}.items():
         name = f"number-timestamp-{label}"
         cases.append(one_call(name, "enormous-number", valid("track", name, timestamp=value), "timestamp"))
-    # Integers past 64 bits: orjson reads them as floats. Taken, but not exactly (see the note).
-    lossy = "orjson reads integers past 64 bits as floats: the value is taken, rounded (an id loses its identity)"
+    # Integers past 64 bits: orjson reads them as floats. A property is taken, rounded (see the note); an id is
+    # refused, since rounded ids collide (2**70 and 2**70 + 1 would be one user).
+    lossy = "orjson reads integers past 64 bits as floats: a property's value is taken, rounded"
     name = "number-2-pow-70-property"
     cases.append(by_design(name, "enormous-number", None, (Raw((("message_id", message_id(name)), ("properties", {"n": float(2**70)}))),), lossy,
                            body=with_token(valid("track", name, properties={"n": "@TOKEN@"}), str(2**70).encode())))
-    name = "number-2-pow-70-userId"
-    cases.append(by_design(name, "enormous-number", None, (Raw((("message_id", message_id(name)), ("user_id", str(float(2**70))))),), lossy,
-                           body=with_token(valid("track", name, userId="@TOKEN@"), str(2**70).encode())))
-    name = "number-2-pow-64-anonymousId"
-    cases.append(by_design(name, "enormous-number", None, (Raw((("message_id", message_id(name)), ("anonymous_id", str(float(2**64))))),), lossy,
-                           body=with_token(valid("track", name, anonymousId="@TOKEN@"), str(2**64).encode())))
+    for field, number in [("userId", 2**70), ("userId", 2**70 + 1), ("anonymousId", 2**64), ("messageId", 2**70), ("previousId", -(2**63) - 1),
+                          ("groupId", 2**64)]:
+        name = f"number-{number}-{field}"
+        cases.append(one_call(name, "enormous-number", None, f"{field} a number id must be an integer",
+                              body=with_token(valid("track", name, **{field: "@TOKEN@"}), str(number).encode())))
+    # Integers that fit in 64 bits (signed or unsigned) are ids, exactly.
+    for field, stored, number in [("userId", "user_id", 2**64 - 1), ("anonymousId", "anonymous_id", -(2**63)), ("groupId", "group_id", 2**63)]:
+        name = f"number-{number}-{field}"
+        cases.append(by_design(name, "enormous-number", None, (Raw((("message_id", message_id(name)), (stored, str(number)))),),
+                               "an integer within 64 bits is an id, kept exactly as a string",
+                               body=with_token(valid("track", name, **{field: "@TOKEN@"}), str(number).encode())))
     name = "number-1e-400"
     cases.append(by_design(name, "enormous-number", None, (Raw((("message_id", message_id(name)), ("properties", {"n": 0.0}))),),
                            "underflow reads as 0.0", body=with_token(valid("track", name, properties={"n": "@TOKEN@"}), b"1e-400")))
@@ -525,26 +536,50 @@ def ids() -> list[Case]:
     body = dumps(valid("track", name, event="@E@")).replace(b'"@E@"', b'"First","event":"Second"')
     cases.append(by_design(name, "ids", None, (Raw((("message_id", message_id(name)), ("event", "Second"))),), body=body,
                            note="duplicate keys: the last one wins (orjson)"))
-    # The identity issue's placeholders: taken by the collector, never linked by the identity resolver (which
-    # dead-letters a warning for each). "" is no id at all.
-    note = "placeholders are taken here, verbatim (and are the Kafka key); the identity resolver refuses to link them"
+    # The identity issue's placeholders (schemas.identity.ILLEGAL_IDS). As the Kafka key they would put every
+    # such client on one partition, in one rate-limit bucket and one session: a placeholder anonymousId is
+    # dropped (written nowhere, the event flagged) and the event keyed by its userId; without a usable userId
+    # the call is refused. A placeholder userId beside a usable anonymousId is taken verbatim: the identity
+    # resolver refuses to link it (and dead-letters a warning). "" is no id at all.
+    placeholder = "a placeholder, not an id"
+    dropped = "a placeholder anonymousId is dropped and flagged; the userId is the Kafka key"
+    label = lambda value: value.strip().strip(chr(34)).replace(" ", "_").replace("[", "").replace("]", "")  # noqa: E731
     for value in sorted(ILLEGAL_IDS - {""}):
-        name = f"id-illegal-anonymousId-{value.replace(' ', '_').replace('[', '').replace(']', '')}"
-        cases.append(by_design(name, "illegal-id", valid("track", name, anonymousId=value, userId=DROP),
-                               (Raw((("message_id", message_id(name)), ("anonymous_id", value))),), note))
-    for value in ("undefined", "null", "0", "[object Object]", '"undefined"', " NULL "):
-        name = f"id-illegal-userId-{value.strip().strip(chr(34)).replace(' ', '_').replace('[', '').replace(']', '')}"
+        name = f"id-illegal-anonymousId-{label(value)}"
+        cases.append(one_call(name, "illegal-id", valid("track", name, anonymousId=value, userId=DROP), f"anonymousId {placeholder}"))
+    for value in ("undefined", "null", "anonymous", "[object Object]", "0", '"undefined"', " NULL "):
+        name = f"id-dropped-anonymousId-{label(value)}"
         if any(c.name == name for c in cases):
             name += "-variant"
-        cases.append(by_design(name, "illegal-id", valid("identify", name, userId=value), (Raw((("message_id", message_id(name)), ("user_id", value))),),
-                               note, path="/v1/identify"))
+        cases.append(by_design(name, "illegal-id", valid("track", name, anonymousId=value),
+                               (Raw((("message_id", message_id(name)), ("anonymous_id", None), ("user_id", f"user-{name}"), ("_key", f"user-{name}")),
+                                    flag="placeholder_anonymous_id"),), dropped))
+    for value in ("undefined", "null", "0", "[object Object]", '"undefined"', " NULL "):
+        name = f"id-illegal-userId-{label(value)}"
+        if any(c.name == name for c in cases):
+            name += "-variant"
+        cases.append(by_design(name, "illegal-id", valid("identify", name, userId=value),
+                               (Raw((("message_id", message_id(name)), ("user_id", value), ("_key", f"anon-{name}"))),),
+                               "a placeholder userId beside a usable anonymousId is taken verbatim; the identity resolver refuses to link it",
+                               path="/v1/identify"))
+    for value in ("undefined", "null"):
+        name = f"id-illegal-userId-alone-{value}"
+        cases.append(one_call(name, "illegal-id", valid("identify", name, anonymousId=DROP, userId=value), f"userId {placeholder}", call_type="identify"))
+    name = "id-illegal-both"
+    cases.append(Case(name, "illegal-id", "/v1/track", dumps(valid("track", name, anonymousId="undefined", userId="null")), word=f"userId {placeholder}",
+                      bad_rows=(Row(0, f"anonymousId {placeholder}"),)))
+    name = "id-illegal-alias-userId"
+    cases.append(one_call(name, "illegal-id", valid("alias", name, anonymousId=DROP, userId="undefined"), f"userId {placeholder}", call_type="alias"))
     name = "id-illegal-previousId-alias"
     cases.append(by_design(name, "illegal-id", valid("alias", name, previousId="anonymous"), (Raw((("message_id", message_id(name)), ("previous_id", "anonymous"))),),
-                           note, path="/v1/alias"))
+                           "a placeholder previousId is taken verbatim; the identity resolver refuses to merge it", path="/v1/alias"))
     name = "id-illegal-anonymousId-empty"
     cases.append(one_call(name, "illegal-id", valid("track", name, anonymousId="", userId=DROP), "userId or anonymousId"))
     name = "id-illegal-anonymousId-zero-number"
-    cases.append(by_design(name, "illegal-id", valid("track", name, anonymousId=0, userId=DROP), (Raw((("message_id", message_id(name)), ("anonymous_id", "0"))),), note))
+    cases.append(one_call(name, "illegal-id", valid("track", name, anonymousId=0, userId=DROP), f"anonymousId {placeholder}"))
+    name = "id-illegal-placeholders-in-batch"
+    cases.append(in_batch(name, "illegal-id", [(valid("track", name, messageId=f"{name}-1", anonymousId="undefined", userId=DROP), f"anonymousId {placeholder}", True),
+                                               (valid("track", name, messageId=f"{name}-2", anonymousId=DROP, userId="null"), f"userId {placeholder}", True)]))
     return cases
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 from collections import Counter
 from datetime import datetime
 
@@ -12,6 +13,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from ingest import tracking
+from ingest.privacy import hash_email
 from ingest.responses import PIXEL_GIF
 from schemas.events import RawEvent
 from schemas.tracking import MAX_BATCH_EVENTS
@@ -245,6 +247,45 @@ def test_client_addresses_come_from_trusted_proxies_only_and_are_truncated_where
         "anon-2": ("198.51.100.0", "Mozilla/5.0 (test)"),
         "anon-3": (None, "Mozilla/5.0 (test)"),  # the test client's peer is not an address, and it is not trusted
     }
+
+
+def test_a_source_that_hashes_emails_never_writes_an_address_to_kafka(collector_settings, tmp_path):
+    sources = [{"id": "web", "write_key": WRITE_KEY}, {"id": "eu", "write_key": "wk-eu", "hash_emails": True}]
+    address = "Ann.Lee@Example.com"
+    hashed = "sha256:" + hashlib.sha256(address.lower().encode()).hexdigest()
+
+    def calls(source: str) -> list[dict]:
+        return [
+            {"type": "identify", "userId": address, "anonymousId": f"anon-{source}", "messageId": f"{source}-identify",
+             "traits": {"email": f" {address} ", "plan": "pro", "backup": "ann@example.org"}},
+            {"type": "track", "event": "Signed Up", "anonymousId": f"anon-{source}", "messageId": f"{source}-track",
+             "properties": {"email": address}, "context": {"traits": {"email": address}}},
+            {"type": "track", "userId": address, "messageId": f"{source}-refused", "traits": {"email": address}},  # no event
+        ]
+
+    with running_collector(collector_settings, tmp_path, sources) as client:
+        for key, source in ((WRITE_KEY, "web"), ("wk-eu", "eu")):
+            response = client.post("/v1/batch", json={"batch": calls(source)}, auth=(key, ""))
+            assert (response.status_code, response.json()["accepted"]) == (200, 2)
+        unreadable = client.post("/v1/batch", content=b'{"batch": [{"traits": {"email": "%s"}' % address.encode(), auth=("wk-eu", ""))
+        assert unreadable.status_code == 400
+
+    raw = {m.value["message_id"]: m for m in raw_events(collector_settings)}
+    # The source that asked: the raw topic (values and keys) holds the hash, never the address.
+    identify, track = raw["eu-identify"].value, raw["eu-track"].value
+    assert (identify["user_id"], identify["traits"]) == (hashed, {"email": hashed, "plan": "pro", "backup": hash_email("ann@example.org")})
+    assert (track["properties"], track["context"]["traits"]) == ({"email": hashed}, {"email": hashed})
+    assert (raw["eu-identify"].key, raw["eu-track"].key) == ("anon-eu", "anon-eu")
+    assert not [m for m in raw.values() if m.value["source_id"] == "eu" and "@" in orjson.dumps(m.value).decode() + (m.key or "")]
+    # Any other source: as sent.
+    assert raw["web-identify"].value["traits"]["email"] == f" {address} " and raw["web-identify"].value["user_id"] == address
+    assert raw["web-track"].value["properties"] == {"email": address}
+    # The dead-letter topic too: the refused call, and a body that could not even be read.
+    rows = {(r.value["source_id"], r.value["index"]): r.value for r in bad_rows(collector_settings)}
+    assert set(rows) == {("web", 2), ("eu", 2), (None, None)}
+    assert orjson.loads(rows["eu", 2]["payload"])["traits"] == {"email": hashed} and address not in rows["eu", 2]["payload"]
+    assert rows[None, None]["payload"] == '{"batch": [{"traits": {"email": "%s"}' % hashed
+    assert address in rows["web", 2]["payload"]
 
 
 def test_an_unexpected_failure_is_a_503_with_a_reason_and_unknown_routes_answer_json(collector_settings, tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ import pytest
 
 from footfall.topics import ensure_topics
 from schemas.config import FootfallSettings
+from schemas.identity import is_illegal_id
 from tests.hostile.corpus import CORPUS, MB, SOURCES, WRITE_KEY, Case, Raw, Row, counts, marker
 from tests.infra import free_port
 from tests.integration.test_collector_support import NO_TESTCLIENT_WARNING, bad_rows, raw_events, running_collector
@@ -232,8 +233,10 @@ def test_nothing_else_reaches_the_raw_topic(run):
     expected = sum(spec.count for case in CORPUS for spec in case.raw)
     claimed = [event for event in run.raw if any(all(event.get(f) == v for f, v in spec.match) for case in CORPUS for spec in case.raw)]
     assert len(run.raw) == expected == len(claimed), [e["message_id"] for e in run.raw if e not in claimed]
-    # The placeholder ids are taken verbatim, and are the Kafka key (the device key), as the corpus notes.
-    assert {e["_key"] for e in run.raw if e["message_id"].startswith("hostile-id-illegal-anonymousId")} >= {"undefined", "null", "0", "anonymous"}
+    # No placeholder id is a Kafka key (the device key) or an anonymous_id: such an anonymousId is dropped, the userId keys the event.
+    assert not [(e["_key"], e["anonymous_id"]) for e in run.raw if is_illegal_id(e["_key"]) or (e["anonymous_id"] is not None and is_illegal_id(e["anonymous_id"]))]
+    dropped = [e for e in run.raw if e["message_id"].startswith("hostile-id-dropped-anonymousId")]
+    assert len(dropped) >= 7 and all(e["_key"] == e["user_id"] and "placeholder_anonymous_id" in e["flags"] for e in dropped)
 
 
 def test_memory_stays_bounded(run):

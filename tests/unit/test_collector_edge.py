@@ -127,19 +127,26 @@ def test_the_write_key_comes_from_basic_auth_header_query_or_body(request_, body
 def test_sources_come_from_a_file_with_their_options(tmp_path):
     path = tmp_path / "sources.json"
     entries = [
-        {"id": "web", "write_key": "wk-1", "allowed_origins": ["https://shop.example"], "truncate_ip": True,
+        {"id": "web", "write_key": "wk-1", "allowed_origins": ["https://shop.example"], "truncate_ip": True, "hash_emails": True,
          "rate_limit": {"events_per_second": 100, "burst": 500}},
         {"id": "old", "write_key": "wk-2", "enabled": False},
     ]
     path.write_bytes(orjson.dumps(entries))
     registry = CollectorConfig(sources_file=path).sources()
     web = registry.find("wk-1")
-    assert (web.id, web.truncate_ip, web.rate_limit.burst) == ("web", True, 500)
+    assert (web.id, web.truncate_ip, web.hash_emails, web.rate_limit.burst) == ("web", True, True, 500)
+    assert registry.find("wk-2").hash_emails is False  # off unless asked
     assert web.allows_origin("https://shop.example") and web.allows_origin(None)
     assert not web.allows_origin("https://evil.example")
     assert registry.find("wk-2").enabled is False
     assert registry.find("wk-3") is None
     assert registry.find("wk-") is None
+
+
+def test_the_edge_carries_the_sources_wish_to_hash_emails():
+    request = Request({"type": "http", "method": "POST", "path": "/v1/t", "query_string": b"", "headers": [], "client": ("203.0.113.9", 1)})
+    assert edge_of(request, SOURCE).hash_emails is False
+    assert edge_of(request, SOURCE.model_copy(update={"hash_emails": True})).hash_emails is True
 
 
 def test_sources_come_from_a_key_list():

@@ -118,8 +118,21 @@ def test_a_minimal_call_of_each_type_is_accepted(call_type):
 
 
 def test_numeric_ids_become_strings():
-    event = raw({"type": "identify", "userId": 42, "anonymousId": 7.5})
-    assert (event.user_id, event.anonymous_id) == ("42", "7.5")
+    event = raw(orjson.loads(b'{"type": "group", "userId": 42, "anonymousId": 18446744073709551615, "groupId": -9223372036854775808}'))
+    assert (event.user_id, event.anonymous_id, event.group_id) == ("42", "18446744073709551615", "-9223372036854775808")
+
+
+@pytest.mark.parametrize("field", ["messageId", "anonymousId", "userId", "previousId", "groupId"])
+@pytest.mark.parametrize("number", [b"1180591620717411303424", b"18446744073709551616", b"-9223372036854775809", b"7.5", b"42.0", b"1e3"])
+def test_a_number_id_that_is_not_a_64_bit_integer_is_refused(field, number):
+    """orjson reads integers past 64 bits as floats: 2**70 and 2**70 + 1 would both be "1.1805916207174113e+21"."""
+    call = orjson.loads(b'{"type": "group", "userId": "u", "anonymousId": "a", "groupId": "g", "previousId": "p", "%s": %s}' % (field.encode(), number))
+    assert problems(call) == [(field, "a number id must be an integer within 64 bits; send it as a string")]
+
+
+def test_a_float_id_is_refused_even_when_python_hands_it_over():
+    for value in (float("inf"), float("nan"), 1.0):
+        assert problems({"type": "identify", "userId": value}) == [("userId", "a number id must be an integer within 64 bits; send it as a string")]
 
 
 def test_a_missing_message_id_is_generated_and_a_given_one_kept():
@@ -130,7 +143,71 @@ def test_a_missing_message_id_is_generated_and_a_given_one_kept():
 def test_the_kafka_key_is_the_anonymous_id_else_the_user_id():
     assert normalize({"type": "identify", "userId": "u", "anonymousId": "a"}, EDGE).device_key == "a"
     assert normalize({"type": "identify", "userId": "u"}, EDGE).device_key == "u"
+    assert normalize({"type": "identify", "userId": "u", "anonymousId": ""}, EDGE).device_key == "u"
     assert normalize({"type": "alias", "userId": "u", "previousId": "p"}, EDGE).device_key == "u"
+
+
+# -- placeholder ids ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("placeholder", ["undefined", "null", "anonymous", "[object Object]", "0", " NULL ", '"undefined"', 0, -1])
+def test_a_placeholder_anonymous_id_is_dropped_flagged_and_the_user_id_is_the_key(placeholder):
+    normalized = normalize({"type": "track", "event": "E", "anonymousId": placeholder, "userId": "u-1"}, EDGE)
+    event = RawEvent.model_validate_json(normalized.value)
+    assert (normalized.device_key, event.anonymous_id, event.user_id, event.flags) == ("u-1", None, "u-1", ["placeholder_anonymous_id"])
+    assert (event.device_key, event.distinct_id) == ("u-1", "u-1")
+    assert orjson.dumps(str(placeholder)) not in normalized.value  # written nowhere
+
+
+def test_the_placeholder_flag_comes_after_the_clock_flags():
+    event = raw({"type": "track", "event": "E", "anonymousId": "undefined", "userId": "u", "timestamp": "2999-01-01T00:00:00Z"})
+    assert event.flags == ["future_timestamp_clamped", "placeholder_anonymous_id"]
+
+
+@pytest.mark.parametrize(
+    ("ids", "expected"),
+    [
+        ({"anonymousId": "undefined"}, [("anonymousId", "a placeholder, not an id")]),
+        ({"anonymousId": "null", "userId": "undefined"}, [("anonymousId", "a placeholder, not an id"), ("userId", "a placeholder, not an id")]),
+        ({"anonymousId": "", "userId": "[object Object]"}, [("userId", "a placeholder, not an id")]),
+        ({"userId": "anonymous"}, [("userId", "a placeholder, not an id")]),
+        ({"anonymousId": 0}, [("anonymousId", "a placeholder, not an id")]),
+    ],
+)
+def test_a_call_without_a_usable_id_is_refused_naming_each_placeholder(ids, expected):
+    assert problems({"type": "track", "event": "E", **ids}) == expected
+
+
+def test_an_alias_to_a_placeholder_user_id_has_no_key_and_is_refused():
+    assert problems({"type": "alias", "previousId": "anon-1", "userId": "undefined"}) == [("userId", "a placeholder, not an id")]
+
+
+def test_a_placeholder_user_id_beside_a_usable_anonymous_id_is_kept_for_the_identity_resolver():
+    normalized = normalize({"type": "identify", "anonymousId": "a-1", "userId": "undefined"}, EDGE)
+    event = RawEvent.model_validate_json(normalized.value)
+    assert (normalized.device_key, event.anonymous_id, event.user_id, event.flags) == ("a-1", "a-1", "undefined", [])
+    assert event.distinct_id == "a-1"  # schemas.events skips a placeholder user id
+
+
+# -- hashed emails ----------------------------------------------------------------------------------------------
+
+
+def test_a_source_that_hashes_emails_writes_no_address_and_no_address_as_the_key():
+    from dataclasses import replace
+
+    from ingest.privacy import hash_email
+
+    hashing = replace(EDGE, hash_emails=True)
+    call = {"type": "identify", "userId": "Ann@Example.com", "traits": {"email": "ann@example.com", "plan": "pro"},
+            "context": {"traits": {"email": " ANN@example.com"}, "page": {"url": "https://x.example/?e=1"}}, "properties": {"email": "ann@example.com"}}
+    normalized = normalize(call, hashing)
+    event = RawEvent.model_validate_json(normalized.value)
+    hashed = hash_email("ann@example.com")
+    assert b"@" not in normalized.value.replace(b"https://x.example", b"")
+    assert (normalized.device_key, event.user_id, event.traits, event.context["traits"], event.properties) == (
+        hashed, hashed, {"email": hashed, "plan": "pro"}, {"email": hashed}, {"email": hashed})
+    assert RawEvent.model_validate_json(normalize(call, EDGE).value).traits["email"] == "ann@example.com"  # other sources: untouched
+    assert call["traits"]["email"] == "ann@example.com"  # the call itself is not changed (it may become a bad row)
 
 
 # -- bounds ---------------------------------------------------------------------------------------------------
