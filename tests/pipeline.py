@@ -146,3 +146,32 @@ def topic_message_ids(settings: FootfallSettings, topic: str) -> list[str]:
             remaining.pop((message.topic(), message.partition()), None)
     consumer.close()
     return ids
+
+
+def topic_values(settings: FootfallSettings, topic: str, timeout_s: float = 30) -> list[bytes]:
+    """Every message value on `topic`, from the beginning to the end offsets taken now (e.g. the dead-letter topic)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from projections.replay import end_offsets
+
+    ends = {tp: end for tp, end in end_offsets(settings, [topic]).items() if end > 0}
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"diagnostic-{time.time_ns()}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(t, p, 0) for (t, p) in ends])
+    values: list[bytes] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(1)
+            if message is None or message.error():
+                continue
+            position = (message.topic(), message.partition())
+            if position in ends and message.offset() < ends[position]:
+                values.append(message.value())
+            if message.offset() + 1 >= ends.get(position, 0):
+                ends.pop(position, None)
+    finally:
+        consumer.close()
+    if ends:
+        raise AssertionError(f"{topic}: could not read to the end of {sorted(ends)} within {timeout_s}s")
+    return values
