@@ -185,6 +185,7 @@ class FaultRecord:
     kind: str
     target: str
     planned_s: float
+    wall: str = ""  # the wall-clock time the fault began (to find it in the stages' logs)
     at_s: float = 0.0  # when the fault began, in seconds from the start of the load
     stopped_s: float = 0.0  # when the process was gone (a broker's clean stop takes a while)
     back_s: float = 0.0  # when it was started again
@@ -223,10 +224,12 @@ class Pipeline:
 
     # -- life ---------------------------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self, later: tuple[str, ...] = ()) -> None:
+        """Start every stage but those in `later` (a worker that joins during the load: a scale-out)."""
         ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topics.all())
         for stage in (self.projector, *self.processors, self.collector):
-            stage.start()
+            if stage.name not in later:
+                stage.start()
         self.wait_ready()
         self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
         self._supervisor.start()
@@ -281,23 +284,27 @@ class Pipeline:
                 raise AssertionError(f"the read API did not answer {sql!r}: {error}")
             time.sleep(0.5)
 
-    def lag(self) -> dict[str, int]:
-        """Total lag of each consumer group (the processor's and the projector's) over the topics it reads."""
+    def lag(self) -> dict[str, dict[str, int]]:
+        """Lag per consumer group (the processor's and the projector's), per topic partition that has any."""
         topics = self.settings.topics
         prefix = self.settings.topic_prefix
         groups = {
             f"{prefix}-processor": [topics.raw.name, topics.sessioned.name, topics.identity_commands.name, topics.identities.name],
             f"{prefix}-projector": [topics.enriched.name, topics.sessions.name, topics.identities.name, topics.persons.name],
         }
-        return {group: sum(row.lag for row in consumer_lag(self.settings.kafka_bootstrap_servers, group, names))
+        return {group: {f"{row.topic.removeprefix(prefix + '.')}/{row.partition}": row.lag
+                        for row in consumer_lag(self.settings.kafka_bootstrap_servers, group, names) if row.lag}
                 for group, names in groups.items()}
 
-    def wait_quiet(self, timeout_s: float = 240) -> float:
-        """Until every group's lag is 0 and the stored counts stayed the same for a few seconds; answers the seconds it took."""
+    def wait_quiet(self, timeout_s: float = 240, stuck_after_s: float = 60) -> dict[str, Any]:
+        """Until every group's lag is 0 and the stored counts stayed the same for a few seconds.
+
+        Answers {"quiet": True, "seconds": ...}; or quiet False with the lag left when the counts stopped moving
+        for `stuck_after_s` while some lag stayed (a stage that stopped committing), or at the timeout."""
         started = time.monotonic()
         db = self.settings.database
         previous: tuple | None = None
-        steady_since = 0.0
+        steady_since = time.monotonic()
         last: Any = None
 
         def counts() -> tuple:
@@ -313,15 +320,17 @@ class Pipeline:
                 last = repr(exc)
                 time.sleep(1)
                 continue
-            last = (lag, now)
-            if all(v == 0 for v in lag.values()) and now == previous:
-                if time.monotonic() - steady_since >= 3:
-                    return time.monotonic() - started
-            else:
+            last = lag
+            if now != previous:
                 steady_since = time.monotonic()
             previous = now
+            steady = time.monotonic() - steady_since
+            if not any(lag.values()) and steady >= 3:
+                return {"quiet": True, "seconds": round(time.monotonic() - started, 1)}
+            if any(lag.values()) and steady >= stuck_after_s:
+                break
             time.sleep(1)
-        raise AssertionError(f"not quiet after {timeout_s}s: last lag and counts {last}; exits {self.exits()}")
+        return {"quiet": False, "seconds": round(time.monotonic() - started, 1), "lag_left": last}
 
     def snapshot(self) -> Snapshot:
         db = self.settings.database
@@ -350,6 +359,59 @@ class Snapshot:
     persons: Counter  # (sorted distinct ids, event_count, session_count, is_identified)
 
 
+def topic_records(settings: FootfallSettings, topic: str, timeout_s: float = 60) -> list[tuple[int, int, int, bytes]]:
+    """(partition, offset, append time in ms, value) of every message on `topic`, for diagnostics."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from projections.replay import end_offsets
+
+    ends = dict(end_offsets(settings, [topic]))
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"diagnostic-{time.time_ns()}",
+                         "enable.auto.commit": False})
+    consumer.assign([TopicPartition(t, p, 0) for (t, p) in ends])
+    out: list[tuple[int, int, int, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while ends and time.monotonic() < deadline:
+            message = consumer.poll(1)
+            if message is None or message.error():
+                continue
+            out.append((message.partition(), message.offset(), message.timestamp()[1], message.value()))
+            if message.offset() + 1 >= ends.get((message.topic(), message.partition()), 0):
+                ends.pop((message.topic(), message.partition()), None)
+    finally:
+        consumer.close()
+    return out
+
+
+def missing_ranges(pipeline: Pipeline, ids: set[str]) -> dict[str, Any]:
+    """Where acknowledged events that never reached `events` sit on the raw topic (partition: offset ranges, with
+    append times), whether they reached `enriched`, and the processor group's committed offsets on raw."""
+    settings = pipeline.settings
+    enriched = {orjson.loads(v)["message_id"] for _, _, _, v in topic_records(settings, settings.topics.enriched.name)}
+    clock = lambda ms: datetime.fromtimestamp(ms / 1000).strftime("%H:%M:%S.%f")[:-3]  # noqa: E731
+    ranges: dict[str, list] = {}
+    raw = topic_records(settings, settings.topics.raw.name)
+    for partition in range(settings.topics.raw.partitions):
+        rows = sorted((o, ts, orjson.loads(v)["message_id"]) for p, o, ts, v in raw if p == partition)
+        current: list | None = None
+        for offset, ts, message_id in rows:
+            gone = message_id in ids and message_id not in enriched
+            if gone and current is None:
+                current = [offset, offset, clock(ts), clock(ts)]
+            elif gone:
+                current[1], current[3] = offset, clock(ts)
+            elif current is not None:
+                ranges.setdefault(str(partition), []).append(current)
+                current = None
+        if current is not None:
+            ranges.setdefault(str(partition), []).append(current)
+    committed = {f"raw/{row.partition}": row.committed for row in consumer_lag(
+        settings.kafka_bootstrap_servers, f"{settings.topic_prefix}-processor", [settings.topics.raw.name])}
+    return {"raw_ranges_never_enriched": ranges, "processor_committed": committed,
+            "reached_enriched": len(ids & enriched)}
+
+
 # -- the load ---------------------------------------------------------------------------------------------
 
 
@@ -367,7 +429,12 @@ def send(url: str, traffic: Traffic, rate: float) -> LoadReport:
 class Plan:
     """What to break: each kind, at seeded moments of a load lasting about `load_s` seconds."""
 
-    kinds: tuple[str, ...]  # "collector", "processor0", "processor1", "projector", "broker"
+    kinds: tuple[str, ...]  # "collector", "processor0", "processor1", "projector", "broker"; "join1": processor1 starts then
+
+    @property
+    def joining(self) -> tuple[str, ...]:
+        return tuple(f"processor{kind.removeprefix('join')}" for kind in self.kinds if kind.startswith("join"))
+
     processors: int = 1
     store: str = "memory://"
 
@@ -406,6 +473,7 @@ class Injector(threading.Thread):
     def apply(self, fault: FaultRecord) -> None:
         down = round(self.rng.uniform(0.2, 3.0), 1)
         fault.at_s = self.now()
+        fault.wall = datetime.now().strftime("%H:%M:%S.%f")[:-3]
         if fault.kind == "broker":
             assert self.broker is not None
             self.broker.stop()
@@ -414,8 +482,13 @@ class Injector(threading.Thread):
             self.broker.start()  # same ports and state; waits for every partition's leader
             fault.back_s = self.now()
             return
-        stage = {"collector": self.pipeline.collector, "projector": self.pipeline.projector,
-                 **{f"processor{n}": p for n, p in enumerate(self.pipeline.processors)}}[fault.kind]
+        stages = {"collector": self.pipeline.collector, "projector": self.pipeline.projector,
+                  **{f"processor{n}": p for n, p in enumerate(self.pipeline.processors)}}
+        if fault.kind.startswith("join"):  # no fault: one more worker joins the group (a rebalance, as in a scale-out)
+            stages[f"processor{fault.kind.removeprefix('join')}"].start()
+            fault.back_s = self.now()
+            return
+        stage = stages[fault.kind]
         stage.kill9()
         fault.stopped_s = self.now()
         time.sleep(down)
@@ -474,13 +547,15 @@ class Outcome:
     sessions: dict[str, Any]
     persons: dict[str, Any]
     dead_letter: dict[str, Any]
+    quiescence: dict[str, Any]  # did every consumer group get to lag 0 (else the lag left)
     load: dict[str, Any]
+    run_dir: str = ""
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return (not self.lost and not self.duplicated and not self.invented and self.sessions["equal"] and self.persons["equal"]
-                and self.dead_letter["ok"])
+                and self.dead_letter["ok"] and self.quiescence["quiet"])
 
     def summary(self) -> str:
         faults = ", ".join(f"{f['kind']}@{f['at_s']}s" for f in self.faults) or "none"
@@ -488,6 +563,7 @@ class Outcome:
                 f"self-exits={len(self.exits)} acked={self.acked} rejected={self.rejected} stored={self.stored} lost={len(self.lost)} "
                 f"duplicated={len(self.duplicated)} sessions={'=' if self.sessions['equal'] else '≠'} "
                 f"persons={'=' if self.persons['equal'] else '≠'} dead-letter={'ok' if self.dead_letter['ok'] else 'NOT ok'} "
+                f"lag0={'yes' if self.quiescence['quiet'] else 'NO ' + json.dumps(self.quiescence.get('lag_left'))} "
                 f"in {self.seconds.get('total', 0):.0f}s")
 
     def record(self) -> dict[str, Any]:
@@ -513,9 +589,9 @@ def append_result(outcome: Outcome, path: Path = RESULTS) -> None:
 
 
 @contextmanager
-def running(pipeline: Pipeline) -> Iterator[Pipeline]:
+def running(pipeline: Pipeline, later: tuple[str, ...] = ()) -> Iterator[Pipeline]:
     try:
-        pipeline.start()
+        pipeline.start(later)
         yield pipeline
     finally:
         pipeline.shutdown()

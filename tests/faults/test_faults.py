@@ -6,16 +6,20 @@ a kill is a rebalance) and of the projector, each restarted after a seeded pause
 The load goes out in batches over one connection, as an SDK sends, retrying 429/5xx and transport failures;
 a call counts as acknowledged only once the collector answered 200 for it.
 
-Afterwards, once every consumer group's lag is 0 and the stored counts are steady:
+Afterwards, once every consumer group's lag is 0 and the stored counts are steady (a group whose lag stays above 0
+while nothing moves for a minute is a failure of its own: a stage that stopped committing):
 - every acknowledged messageId is in `events` exactly once (FINAL), and nothing that was never sent;
 - sessions (session_id, event_count, pageview_count) and persons (their distinct ids, event_count,
   session_count, is_identified) equal those of a run of the same traffic without faults, and the sessions
   also equal the pure sessionizer's over the calls as sent;
 - the dead-letter topic holds a bad row (source, index in its batch) for every call the answers rejected.
 
-`make test` runs the CI subset (marker `integration`, about two minutes); `make test-faults` runs the full
-suite (marker `faults`: several seeds, every fault, two processor workers). Each run prints a one-line summary
-and appends a JSON line to bench/results/faults.jsonl.
+One scenario has no fault at all: a second processor worker joins mid-load (a scale-out, a rebalance).
+
+Everything here is marked `faults` and runs with `make test-faults` (pytest -m faults), not in `make test`,
+until the defects it found are fixed (RELIABILITY.md); the compact "ci" scenarios then move to `integration`.
+Each run prints a one-line summary and appends a JSON line to bench/results/faults.jsonl; a failure prints the
+whole record with diagnostics (where lost events sit on the raw topic, the duplicated rows) and the logs' ends.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from tests.faults.harness import (
     counter_diff,
     expected_sessions,
     make_traffic,
+    missing_ranges,
     running,
     scenario_settings,
     send,
@@ -61,7 +66,8 @@ def clean_run(settings, tmp_path_factory, traffic: Traffic, key: tuple) -> tuple
         with running(pipeline):
             report = send(pipeline.url, traffic, rate=0)
             assert dict(report.rejected) == {"400": len(traffic.bad_ids)}, report.as_dict()
-            pipeline.wait_quiet()
+            quiescence = pipeline.wait_quiet()
+            assert quiescence["quiet"], f"the run WITHOUT faults did not get to lag 0: {quiescence}"
             snapshot = pipeline.snapshot()
     finally:
         drop_database(settings, pipeline)
@@ -128,7 +134,7 @@ def run_scenario(settings, tmp_path, tmp_path_factory, request, *, seed: int, pl
     pipeline = Pipeline(scenario_settings(settings, "faulty", plan.store), tmp_path / "faulty", clickhouse_server(settings), plan.processors)
     faults = plan.schedule(seed, load_s)
     try:
-        with running(pipeline):
+        with running(pipeline, plan.joining):
             t0 = time.monotonic()
             injector = Injector(pipeline, faults, broker, seed, t0)
             injector.start()
@@ -137,7 +143,7 @@ def run_scenario(settings, tmp_path, tmp_path_factory, request, *, seed: int, pl
             injector.join()
             if injector.error:
                 raise injector.error
-            quiet_s = pipeline.wait_quiet()
+            quiescence = pipeline.wait_quiet()
             found = pipeline.snapshot()
             acked = Counter(m for m, _ in report.acks)
             lost = sorted(set(acked) - set(found.events))
@@ -145,7 +151,7 @@ def run_scenario(settings, tmp_path, tmp_path_factory, request, *, seed: int, pl
             diagnostics = diagnose(pipeline, lost, duplicated) if lost or duplicated else {}
             dead_letter = dead_letter_check(pipeline, traffic, set(acked), report.rejected.get("400", 0))
             exits = pipeline.exits()
-            logs = {s.name: tail(s.log_path, 15) for s in pipeline.stages}
+            logs = {s.name: last_log_lines(s) for s in pipeline.stages}
     finally:
         drop_database(settings, pipeline)
 
@@ -163,10 +169,11 @@ def run_scenario(settings, tmp_path, tmp_path_factory, request, *, seed: int, pl
                   "found": sum(found.sessions.values()), **sessions},
         persons={"equal": not persons["missing"] and not persons["extra"], "clean": sum(clean.persons.values()),
                  "found": sum(found.persons.values()), **persons},
-        dead_letter=dead_letter,
+        dead_letter=dead_letter, quiescence=quiescence,
         load={"retries": report.retries, "errors": dict(report.errors), "rejected": dict(report.rejected), "raw_rows": found.raw_rows,
               "diagnostics": diagnostics},
-        seconds={"clean": round(clean_s, 1), "load": round(sent_s, 1), "quiet": round(quiet_s, 1),
+        run_dir=str(tmp_path / "faulty"),
+        seconds={"clean": round(clean_s, 1), "load": round(sent_s, 1), "quiet": quiescence["seconds"],
                  "total": round(time.monotonic() - started, 1)},
     )
     print(outcome.summary())
@@ -176,14 +183,20 @@ def run_scenario(settings, tmp_path, tmp_path_factory, request, *, seed: int, pl
     return outcome
 
 
+def last_log_lines(stage, lines: int = 12) -> str:
+    """The end of the stage's latest incarnation that wrote anything."""
+    for incarnation in range(stage.incarnation, 0, -1):
+        path = stage.log_dir / f"{stage.name}-{incarnation}.log"
+        if path.exists() and path.stat().st_size:
+            return f"({path.name})\n{tail(path, lines)}"
+    return "(no log)"
+
+
 def diagnose(pipeline: Pipeline, lost: list[str], duplicated: dict[str, int]) -> dict[str, Any]:
     """Where the lost events stopped, and what the duplicated rows differ in."""
     out: dict[str, Any] = {}
     if lost:
-        topics = pipeline.settings.topics
-        raw = Counter(topic_message_ids(pipeline.settings, topics.raw.name))
-        enriched = Counter(topic_message_ids(pipeline.settings, topics.enriched.name))
-        out["lost"] = [{"message_id": m, "on_raw": raw[m], "on_enriched": enriched[m]} for m in lost[:20]]
+        out["lost"] = missing_ranges(pipeline, set(lost))
     if duplicated:
         ids = ",".join(f"'{m}'" for m in list(duplicated)[:10])
         db = pipeline.settings.database
@@ -198,7 +211,8 @@ def diagnose(pipeline: Pipeline, lost: list[str], duplicated: dict[str, int]) ->
 def explain(outcome: Outcome, logs: dict[str, str]) -> str:
     record = outcome.record()
     keep = {k: record[k] for k in ("seed", "faults", "exits", "acked", "stored", "lost", "lost_examples", "duplicated",
-                                   "duplicated_examples", "invented", "sessions", "persons", "dead_letter", "load")}
+                                   "duplicated_examples", "invented", "sessions", "persons", "dead_letter", "quiescence", "load",
+                                   "run_dir")}
     return (f"{outcome.summary()}\n{orjson.dumps(keep, option=orjson.OPT_INDENT_2, default=str).decode()}\n"
             + "\n".join(f"--- {name} (last lines)\n{text}" for name, text in logs.items()))
 
@@ -224,6 +238,14 @@ def test_kill_collector_processor_and_projector_mid_load(settings, tmp_path, tmp
 def test_restart_the_broker_and_kill_a_processor_mid_load(settings, tmp_path, tmp_path_factory, request):
     run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="ci",
                  plan=Plan(("broker", "processor1"), processors=2), **CI_TRAFFIC)
+
+
+@pytest.mark.faults
+@pytest.mark.timeout(400)
+def test_a_second_worker_joins_mid_load(settings, tmp_path, tmp_path_factory, request):
+    """No fault at all: a scale-out. The group rebalances while events arrive; none may be skipped."""
+    run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="ci",
+                 plan=Plan(("join1",), processors=2), **CI_TRAFFIC)
 
 
 # -- the full suite: several seeds, every fault, two workers (`make test-faults`, marker faults) ---------------
