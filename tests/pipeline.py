@@ -119,46 +119,19 @@ def projector(settings: FootfallSettings) -> Iterator[Projector]:
         raise failure[0]
 
 
-def topic_message_ids(settings: FootfallSettings, topic: str) -> list[str]:
-    """Every message id on `topic`, from the beginning (a diagnostic: where did a missing event stop?)."""
-    import orjson
+def read_topic(settings: FootfallSettings, topic: str, timeout_s: float = 30, complete: bool = False) -> list:
+    """Every record on `topic` from the beginning to the end offsets taken now, as confluent-kafka messages
+    (partition, offset, timestamp and raw value: poison included). With `complete`, failing to reach the end
+    in time is an error; otherwise (diagnostics) whatever was read comes back."""
     from confluent_kafka import Consumer, TopicPartition
 
     from projections.replay import end_offsets
 
-    ends = end_offsets(settings, [topic])
+    ends = end_offsets(settings, [topic])  # only partitions that hold something
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"diagnostic-{time.time_ns()}",
                          "enable.auto.commit": False})
     consumer.assign([TopicPartition(t, p, 0) for (t, p) in ends])
-    remaining = {tp: end for tp, end in ends.items() if end > 0}
-    ids: list[str] = []
-    deadline = time.monotonic() + 30
-    while remaining and time.monotonic() < deadline:
-        message = consumer.poll(1)
-        if message is None or message.error():
-            continue
-        try:
-            body = orjson.loads(message.value())
-            ids.append(body.get("message_id") or body.get("messageId"))
-        except orjson.JSONDecodeError:
-            pass
-        if message.offset() + 1 >= remaining.get((message.topic(), message.partition()), 0):
-            remaining.pop((message.topic(), message.partition()), None)
-    consumer.close()
-    return ids
-
-
-def topic_values(settings: FootfallSettings, topic: str, timeout_s: float = 30) -> list[bytes]:
-    """Every message value on `topic`, from the beginning to the end offsets taken now (e.g. the dead-letter topic)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from projections.replay import end_offsets
-
-    ends = {tp: end for tp, end in end_offsets(settings, [topic]).items() if end > 0}
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"diagnostic-{time.time_ns()}",
-                         "enable.auto.commit": False})
-    consumer.assign([TopicPartition(t, p, 0) for (t, p) in ends])
-    values: list[bytes] = []
+    records = []
     deadline = time.monotonic() + timeout_s
     try:
         while ends and time.monotonic() < deadline:
@@ -167,11 +140,28 @@ def topic_values(settings: FootfallSettings, topic: str, timeout_s: float = 30) 
                 continue
             position = (message.topic(), message.partition())
             if position in ends and message.offset() < ends[position]:
-                values.append(message.value())
+                records.append(message)
             if message.offset() + 1 >= ends.get(position, 0):
                 ends.pop(position, None)
     finally:
         consumer.close()
-    if ends:
+    if complete and ends:
         raise AssertionError(f"{topic}: could not read to the end of {sorted(ends)} within {timeout_s}s")
-    return values
+    return records
+
+
+def topic_message_ids(settings: FootfallSettings, topic: str) -> list[str]:
+    """Every message id on `topic`, from the beginning (a diagnostic: where did a missing event stop?)."""
+    import orjson
+
+    ids = []
+    for record in read_topic(settings, topic):
+        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+            body = orjson.loads(record.value())
+            ids.append(body.get("message_id") or body.get("messageId"))
+    return ids
+
+
+def topic_values(settings: FootfallSettings, topic: str, timeout_s: float = 30) -> list[bytes]:
+    """Every message value on `topic`, from the beginning to the end offsets taken now (e.g. the dead-letter topic)."""
+    return [record.value() for record in read_topic(settings, topic, timeout_s, complete=True)]

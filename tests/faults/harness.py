@@ -38,7 +38,7 @@ from footfall.traffic import calls as model_calls
 from schemas.config import FootfallSettings
 from tests.conftest import settings_env
 from tests.infra import REPO_ROOT, LocalBroker, free_port
-from tests.pipeline import WRITE_KEY, tail, topic_values, wait_until
+from tests.pipeline import WRITE_KEY, read_topic, tail, topic_values, wait_until
 
 RESULTS = REPO_ROOT / "bench" / "results" / "faults.jsonl"
 SOURCE_ID = "test-source"
@@ -361,27 +361,7 @@ class Snapshot:
 
 def topic_records(settings: FootfallSettings, topic: str, timeout_s: float = 60) -> list[tuple[int, int, int, bytes]]:
     """(partition, offset, append time in ms, value) of every message on `topic`, for diagnostics."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    from projections.replay import end_offsets
-
-    ends = dict(end_offsets(settings, [topic]))
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"diagnostic-{time.time_ns()}",
-                         "enable.auto.commit": False})
-    consumer.assign([TopicPartition(t, p, 0) for (t, p) in ends])
-    out: list[tuple[int, int, int, bytes]] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while ends and time.monotonic() < deadline:
-            message = consumer.poll(1)
-            if message is None or message.error():
-                continue
-            out.append((message.partition(), message.offset(), message.timestamp()[1], message.value()))
-            if message.offset() + 1 >= ends.get((message.topic(), message.partition()), 0):
-                ends.pop((message.topic(), message.partition()), None)
-    finally:
-        consumer.close()
-    return out
+    return [(r.partition(), r.offset(), r.timestamp()[1], r.value()) for r in read_topic(settings, topic, timeout_s)]
 
 
 def missing_ranges(pipeline: Pipeline, ids: set[str]) -> dict[str, Any]:
