@@ -27,11 +27,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import faust
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
+from aiokafka.structs import TopicPartition
 from faust.streams import _current_event as _handled_event  # the ContextVar faust's tables read
 from pydantic import ValidationError
 
 from processors import metrics
+from processors.continuity import OffsetContinuity, resume_offset
 from processors.identity import IdentityResolver, commands_for
 from processors.sessionizer import DeviceState, SessionizerConfig, assign, close_expired
 from schemas.bad_rows import stream_bad_row
@@ -56,6 +59,13 @@ def handling(event: faust.types.EventT) -> Iterator[None]:
         _handled_event.reset(token)
 
 
+def stop_worker(reason: str, *args) -> None:
+    """Exit at once with EXIT_AGENT_FAILED: nothing more is acknowledged or committed (see stop_worker_on_failure)."""
+    log.critical(reason, *args)
+    logging.shutdown()
+    os._exit(EXIT_AGENT_FAILED)
+
+
 def stop_worker_on_failure(agent):
     """faust acknowledges the message an agent was handling when the agent raises (its stream's `finally`),
     and then restarts the agent: the message's outputs never leave, yet its offset is committed. That is a
@@ -68,9 +78,8 @@ def stop_worker_on_failure(agent):
         try:
             await agent(stream)
         except Exception:
-            log.critical("agent %s failed; stopping the worker without committing", agent.__name__, exc_info=True)
-            logging.shutdown()
-            os._exit(EXIT_AGENT_FAILED)
+            log.exception("agent %s failed", agent.__name__)
+            stop_worker("agent %s failed; stopping the worker without committing", agent.__name__)
 
     return guarded
 
@@ -113,9 +122,7 @@ class StopOnSendError(faust.Sensor):
     message's callbacks run before the commit's flush resumes); the restarted worker redoes the work."""
 
     def on_send_error(self, producer, exc: BaseException, state) -> None:
-        log.critical("a send to Kafka failed for good (%s); stopping the worker without committing", type(exc).__name__)
-        logging.shutdown()
-        os._exit(EXIT_AGENT_FAILED)
+        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", type(exc).__name__)
 
 
 def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None = None) -> faust.App:
@@ -165,6 +172,31 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     person_of = app.Table("person-of", partitions=topics.identities.partitions, key_type=bytes)
     identity_state = app.Table("identity-state", partitions=1)
     watermarks = Watermarks()
+    continuity = OffsetContinuity()
+    offsets_admin: list[AIOKafkaAdminClient] = []  # made on first use, on the worker's event loop
+
+    async def where_generation_resumes(tp) -> int:
+        """The offset a new owner of `tp` had to start at: the group's commit, else the log start."""
+        if not offsets_admin:
+            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+            await admin.start()
+            offsets_admin.append(admin)
+        partition = TopicPartition(tp.topic, tp.partition)
+        committed = (await offsets_admin[0].list_consumer_group_offsets(app.conf.id, partitions=[partition])).get(partition)
+        log_start = next(iter((await app.consumer.earliest_offsets(tp)).values()))
+        return resume_offset(committed.offset if committed else None, log_start)
+
+    async def verify_contiguous(event: faust.types.EventT) -> None:
+        """Stop the worker before it acknowledges a record that follows records it skipped (continuity.py)."""
+        message = event.message
+        resume_at = None
+        if continuity.starts_generation(message.tp, message.generation_id):
+            try:
+                resume_at = await where_generation_resumes(message.tp)
+            except Exception as exc:  # noqa: BLE001 - unverifiable is treated as unsafe
+                stop_worker("cannot tell where %s resumes (%s: %s); stopping the worker without committing", message.tp, type(exc).__name__, exc)
+        if skip := continuity.observe(message.tp, message.generation_id, message.offset, resume_at):
+            stop_worker("%s; stopping the worker without committing, so that its successor resumes from the last commit", skip)
 
     async def hand_over_changelog() -> None:
         """Wait until every table write so far has reached the Kafka producer.
@@ -195,6 +227,8 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         record, not one per event) and only a session's latest update leaves, as it carries the whole
         session. The batch is acknowledged after its sends, so a crash replays it (duplicates collapse)."""
         async for batch in stream.take_events(settings.processor_batch_max, within=settings.processor_batch_seconds):
+            for event_message in batch:
+                await verify_contiguous(event_message)
             states: dict[bytes, DeviceState | None] = {}
             last_event_of: dict[bytes, faust.types.EventT] = {}  # the table writes as (in the partition of) this event
             session_changes: dict[bytes, dict[str, bytes]] = {}  # key → session id (or merge) → latest message
@@ -212,12 +246,13 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                 states[key], last_event_of[key] = result.state, event_message
 
                 if result.duplicate:
-                    # Counted once already. Re-sent downstream all the same: after a crash the state may hold
-                    # an event whose outputs never left; downstream keys collapse the copy.
+                    # Counted once already. Re-sent downstream as the first copy was (its event time, its session's
+                    # update): after a crash the state may hold an event whose outputs never left.
                     metrics.DUPLICATES.inc()
                 elif result.late:
                     metrics.LATE_EVENTS.inc()
-                out = EnrichedEvent(**event.model_dump(), session_id=result.session_id, session_seq=result.session_seq)
+                out = EnrichedEvent(**{**event.model_dump(), "timestamp": result.event_time},
+                                    session_id=result.session_id, session_seq=result.session_seq)
                 distinct_key = event.distinct_id.encode()
                 if distinct_key == key:
                     # Same key, same partition: the person-of table is right here, no re-keying hop needed.
@@ -272,7 +307,9 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     async def resolve_identities(stream):
         """The identity sequencer: one partition, one order for every merge decision."""
         resolver = IdentityResolver(identity_state)
-        async for key, value in stream.items():
+        async for handed in stream.events():
+            await verify_contiguous(handed)
+            key, value = handed.key, handed.value
             command = await readable(IdentityCommand, key, value)
             if command is None:
                 continue
@@ -304,7 +341,9 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     @stop_worker_on_failure
     async def stamp_person(stream):
         """Attach the person known now; queries resolve later merges through the mapping tables."""
-        async for key, value in stream.items():
+        async for handed in stream.events():
+            await verify_contiguous(handed)
+            key, value = handed.key, handed.value
             if (event := await readable(EnrichedEvent, key, value)) is not None:
                 await enriched.send(key=key, value=with_person(event, person_of.get(key)))
 

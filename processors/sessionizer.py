@@ -22,9 +22,13 @@ Rules:
   while it is held (a late session is usually past the closing horizon, so the next `close_expired` ends it).
   Unlike a gap-bucket id, this id cannot come back after the late session has been ended and evicted, so a
   second incarnation can never overwrite the first one's session row with smaller counts.
-- Duplicates: a message id among the last REMEMBERED_MESSAGE_IDS of a held session changes nothing (no state change, no updates); the
-  assignment names the session holding it so the caller can re-send the event downstream. Ids are
-  remembered only as long as their session is held; `close_expired` forgets them with the session.
+- Duplicates: a message id among the last REMEMBERED_MESSAGE_IDS of a held session changes nothing (no state
+  change, no new version). The assignment names the session holding it, the first copy's event time, and the
+  holding session's current update, so the caller re-sends exactly what the first copy produced: after a
+  crash the state may already hold an event whose outputs never left, and a retried request carries a new
+  sentAt, so its skew-corrected time differs from the first copy's by the network's jitter. Downstream keys
+  then collapse the copy. Ids are remembered only as long as their session is held; `close_expired` forgets
+  them with the session.
 - Closing: a session ends once end + gap + allowed_lateness < watermark; no later on-time event can reach it.
 - session_seq is the session's event count once the event is in it (after a merge: the merged count).
 - Earliest/latest (start, entry URL, first touch, exit URL, distinct id) are by event time, ties broken by
@@ -84,7 +88,8 @@ class Session:
     event_count: int
     pageview_count: int
     late_event_count: int
-    message_ids: tuple[str, ...]  # for deduplication
+    message_ids: tuple[str, ...]  # for deduplication, by arrival
+    message_times: tuple[int | None, ...]  # the event time of each remembered id (None in state written before times were kept)
 
     @property
     def start(self) -> int:
@@ -127,6 +132,7 @@ def _session_from_dict(raw: dict[str, Any]) -> Session:
             "entry": _mark_from_dict(raw["entry"]),
             "exit": _mark_from_dict(raw["exit"]),
             "message_ids": tuple(raw["message_ids"]),
+            "message_times": tuple(raw.get("message_times") or [None] * len(raw["message_ids"])),
         }
     )
 
@@ -136,6 +142,7 @@ class Assignment:
     state: DeviceState  # the new state for this device key
     session_id: str | None  # for a duplicate: the session that already holds it
     session_seq: int | None  # 1-based arrival order of the event within its session (after a merge: in the merged one)
+    event_time: datetime  # the event's time; for a duplicate, the first copy's (so downstream keys collapse it)
     duplicate: bool
     late: bool
     updates: list[SessionUpdate]  # every session whose state changed (incl. absorbed ones)
@@ -186,6 +193,7 @@ def _session_of_one(event: RawEvent, session_id: str, late: bool) -> Session:
         pageview_count=int(is_page_view),
         late_event_count=int(late),
         message_ids=(event.message_id,),
+        message_times=(at,),
     )
 
 
@@ -201,6 +209,7 @@ def _combine(kept: Session, other: Session) -> Session:
         pageview_count=kept.pageview_count + other.pageview_count,
         late_event_count=kept.late_event_count + other.late_event_count,
         message_ids=(kept.message_ids + other.message_ids)[-REMEMBERED_MESSAGE_IDS:],
+        message_times=(kept.message_times + other.message_times)[-REMEMBERED_MESSAGE_IDS:],
     )
 
 
@@ -246,9 +255,13 @@ def assign(state: DeviceState | None, event: RawEvent, watermark: datetime, conf
     key = state.device_key
     for session in state.sessions:
         if event.message_id in session.message_ids:
-            # Counted once already; its session is named so the caller can re-send it (see processors/app.py).
-            seq = session.event_count - len(session.message_ids) + session.message_ids.index(event.message_id) + 1
-            return Assignment(state, session.id, seq, duplicate=True, late=False, updates=[], merges=[])
+            # Counted once already: re-sent as the first copy was, with its session's current update.
+            index = session.message_ids.index(event.message_id)
+            seq = session.event_count - len(session.message_ids) + index + 1
+            first_at = session.message_times[index]
+            event_time = event.timestamp if first_at is None else _datetime(first_at)
+            current = _update(key, session, "open")
+            return Assignment(state, session.id, seq, event_time, duplicate=True, late=False, updates=[current], merges=[])
 
     late = event.timestamp < watermark - config.allowed_lateness
     at, gap = _micros(event.timestamp), config.gap // _MICROSECOND
@@ -271,7 +284,7 @@ def assign(state: DeviceState | None, event: RawEvent, watermark: datetime, conf
         for s in absorbed
     ]
     new_state = DeviceState(key, tuple(sorted([*untouched, session], key=lambda s: s.start)))
-    return Assignment(new_state, session.id, session.event_count, False, late, updates, merges)
+    return Assignment(new_state, session.id, session.event_count, event.timestamp, False, late, updates, merges)
 
 
 def close_expired(

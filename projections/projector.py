@@ -111,8 +111,9 @@ class Projector:
         update = session_message.validate_json(message.value())
         if isinstance(update, SessionUpdate):
             batch.rows[rows.SESSIONS.name].append(rows.session_row(update))
-            if update.status != "ended":  # a session begun or absorbed changes its person's session count
-                batch.persons.session_keys.add(update.device_key)
+            # Recount the person's sessions on every update, "ended" included: it may be the first update of a
+            # session to arrive (one whose earlier updates a killed worker re-sent later, or never).
+            batch.persons.session_keys.add(update.device_key)
         elif isinstance(update, SessionMerge):
             for absorbed, survivor in self.session_overrides.merge(update.absorbed_session_id, update.survivor_session_id):
                 batch.rows[rows.SESSION_OVERRIDES.name].append([absorbed, survivor, update.version])

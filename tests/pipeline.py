@@ -13,6 +13,7 @@ from typing import TypeVar
 
 import httpx
 
+from processors.app import EXIT_AGENT_FAILED
 from projections.clickhouse import connect
 from projections.projector import Projector
 from schemas.config import FootfallSettings
@@ -35,7 +36,7 @@ def wait_until(
     last: T | None = None
     while time.monotonic() < deadline:
         for watched in watch:
-            if isinstance(watched, subprocess.Popen) and watched.poll() is not None:
+            if isinstance(watched, subprocess.Popen | SupervisedProcess) and watched.poll() is not None:
                 raise AssertionError(f"{' '.join(map(str, watched.args))} exited with {watched.returncode} while waiting for {what}")
             if getattr(watched, "failure", None):
                 raise AssertionError(f"the projector failed while waiting for {what}") from watched.failure[0]
@@ -90,10 +91,85 @@ def collector(settings: FootfallSettings, log_dir: Path, workers: int = 1) -> It
         yield url
 
 
+class SupervisedProcess:
+    """A `footfall <stage>` process that a service manager restarts when it stops itself on a failure.
+
+    A processor exits with EXIT_AGENT_FAILED rather than acknowledge what it did not finish (processors/app.py);
+    systemd's Restart=on-failure, Kubernetes or `footfall run` start it again. Tests do the same, and only for
+    that exit: a kill -9 the test makes, or any other exit, stays visible through `poll()`."""
+
+    def __init__(self, stage: str, settings: FootfallSettings, log_dir: Path, max_restarts: int = 5):
+        self.stage, self.settings, self.log_dir, self.max_restarts = stage, settings, log_dir, max_restarts
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._proc = self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name=f"supervise-{stage}", daemon=True)
+        self._watcher.start()
+
+    def _spawn(self) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        suffix = f"-{self.restarts + 1}" if self.restarts else ""
+        with open(self.log_dir / f"{self.stage}{suffix}.log", "wb") as log:
+            return subprocess.Popen([sys.executable, "-m", "footfall", self.stage], env=settings_env(self.settings),
+                                    stdout=log, stderr=subprocess.STDOUT)
+
+    def _watch(self) -> None:
+        while not self._stopping:
+            time.sleep(0.2)
+            with self._lock:
+                if self._stopping or self._proc.poll() != EXIT_AGENT_FAILED or self.restarts >= self.max_restarts:
+                    continue
+                self.restarts += 1
+                self._proc = self._spawn()
+
+    @property
+    def args(self) -> list:
+        return self._proc.args
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    def poll(self) -> int | None:
+        """None while running or about to be restarted; the exit code once it stopped for good."""
+        with self._lock:
+            code = self._proc.poll()
+            restarting = code == EXIT_AGENT_FAILED and not self._stopping and self.restarts < self.max_restarts
+            return None if restarting else code
+
+    def kill9(self) -> None:
+        """kill -9, for good: no restart."""
+        with self._lock:
+            self._stopping = True
+            self._proc.kill()
+            self._proc.wait()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            if self._proc.poll() is None:
+                self._proc.terminate()
+                try:
+                    self._proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    self._proc.kill()
+                    self._proc.wait()
+        self._watcher.join(5)
+
+
 @contextlib.contextmanager
-def processor(settings: FootfallSettings, log_dir: Path) -> Iterator[subprocess.Popen]:
-    with footfall_process("processor", settings, log_dir) as proc:
-        yield proc
+def processor(settings: FootfallSettings, log_dir: Path, restart_on_failure: bool = True) -> Iterator[SupervisedProcess | subprocess.Popen]:
+    """A processor worker; by default restarted when it stops itself on a failure (SupervisedProcess)."""
+    if not restart_on_failure:
+        with footfall_process("processor", settings, log_dir) as proc:
+            yield proc
+        return
+    worker = SupervisedProcess("processor", settings, log_dir)
+    try:
+        yield worker
+    finally:
+        worker.stop()
 
 
 @contextlib.contextmanager

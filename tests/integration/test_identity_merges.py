@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import signal
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -60,8 +59,7 @@ def test_aliases_and_chains_survive_a_killed_processor(settings, clickhouse_clie
             send(before_kill)
             wait_until(lambda: len(mapping()) == 8, 90, what="8 distinct ids mapped", watch=(first, live))
             send(after_kill[:2])
-            first.send_signal(signal.SIGKILL)  # somewhere in the middle of the merges
-            first.wait()
+            first.kill9()  # somewhere in the middle of the merges
         send(after_kill[2:])
         with processor(settings, tmp_path / "logs-2") as second:
             def settled():

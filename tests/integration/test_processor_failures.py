@@ -36,7 +36,7 @@ def test_a_refused_send_stops_the_worker_and_nothing_is_lost(settings, clickhous
         response = httpx.post(f"{url}/v1/batch", json={"batch": calls}, auth=(WRITE_KEY, ""), timeout=30)
         assert response.status_code == 200 and response.json()["accepted"] == len(calls)
 
-        with processor(settings, tmp_path / "logs-1") as refused:
+        with processor(settings, tmp_path / "logs-1", restart_on_failure=False) as refused:
             exit_code = wait_until(lambda: refused.poll(), 120, what="the worker to stop on the refused send")
         assert exit_code == EXIT_AGENT_FAILED
 

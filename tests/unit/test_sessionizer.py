@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from processors.sessionizer import (
@@ -92,7 +93,8 @@ class Downstream:
     def _apply(self, updates: list[SessionUpdate], merges: list[SessionMerge]) -> None:
         for update in updates:
             previous = self.sessions.get(update.session_id)
-            assert previous is None or update.version > previous.version, "versions must grow per session"
+            # versions grow per session; a duplicate repeats the current update, which the projection's key collapses
+            assert previous is None or update.version > previous.version or update == previous, "versions must grow per session"
             self.sessions[update.session_id] = update
             self.emitted.append(update)
         for merge in merges:
@@ -245,10 +247,31 @@ def test_a_bridging_event_merges_two_sessions_into_the_earliest():
 # --- duplicates ---------------------------------------------------------------------------------------------------
 
 
-def test_a_duplicate_changes_nothing_and_names_the_session_that_holds_it():
+def test_a_duplicate_changes_nothing_and_repeats_what_the_first_copy_produced():
+    """The first copy's session, event time and current update: a crash may have lost the first outputs, and a
+    retried request's skew-corrected time differs from the first copy's by the network's jitter."""
     first = assign(None, event("m1", timedelta(0)), T0, CONFIG)
-    again = assign(first.state, event("m1", timedelta(minutes=5), properties={"changed": True}), T0, CONFIG)
-    assert again == Assignment(first.state, first.session_id, 1, duplicate=True, late=False, updates=[], merges=[])
+    retried = event("m1", timedelta(milliseconds=3), properties={"changed": True})
+    again = assign(first.state, retried, T0, CONFIG)
+    assert again == Assignment(first.state, first.session_id, 1, T0, duplicate=True, late=False, updates=first.updates, merges=[])
+
+
+def test_a_duplicate_in_a_longer_session_repeats_the_sessions_latest_update():
+    downstream = Downstream()
+    downstream.feed_all([event("a", timedelta(0)), event("b", timedelta(minutes=10)), event("c", timedelta(minutes=20))])
+    again = downstream.feed(event("b", timedelta(minutes=11)))
+    assert (again.duplicate, again.session_seq, again.event_time) == (True, 2, T0 + timedelta(minutes=10))
+    [update] = again.updates
+    assert update == downstream.emitted[-2] and (update.event_count, update.version) == (3, 3)
+
+
+def test_a_duplicate_from_state_written_before_event_times_were_kept_keeps_its_own_time():
+    first = assign(None, event("m1", timedelta(0)), T0, CONFIG)
+    legacy = orjson.loads(first.state.to_json())
+    for session in legacy["sessions"]:
+        del session["message_times"]
+    again = assign(DeviceState.from_json(orjson.dumps(legacy)), event("m1", timedelta(seconds=1)), T0, CONFIG)
+    assert again.duplicate and again.event_time == T0 + timedelta(seconds=1)
 
 
 def test_a_duplicate_of_an_absorbed_sessions_event_after_the_merge_is_ignored():
@@ -259,8 +282,9 @@ def test_a_duplicate_of_an_absorbed_sessions_event_after_the_merge_is_ignored():
 
     result = downstream.feed(event("b", timedelta(minutes=50)))
 
-    assert result.duplicate and result.updates == [] and result.merges == []
+    assert result.duplicate and result.merges == []
     assert result.session_id == downstream.states["anon-1"].sessions[0].id  # the survivor now holds "b"
+    assert [(u.session_id, u.status, u.event_count) for u in result.updates] == [(result.session_id, "open", 3)]
     assert (downstream.states["anon-1"], downstream.sessions) == before
     [session] = downstream.live_sessions().values()
     assert session.event_count == 3
