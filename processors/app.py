@@ -17,6 +17,7 @@ the merged ids' events live (ARCHITECTURE.md, "identity").
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 _NEVER = datetime(1970, 1, 1, tzinfo=UTC)
 # The exit status of a worker stopped by an unexpected error (EX_SOFTWARE): its supervisor restarts it.
 EXIT_AGENT_FAILED = 70
+# How long a worker may wait to learn where a partition resumes before it gives up (and is restarted).
+OFFSET_LOOKUP_TIMEOUT_S = 15.0
 
 
 @contextlib.contextmanager
@@ -192,9 +195,10 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         resume_at = None
         if continuity.starts_generation(message.tp, message.generation_id):
             try:
-                resume_at = await where_generation_resumes(message.tp)
+                resume_at = await asyncio.wait_for(where_generation_resumes(message.tp), OFFSET_LOOKUP_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - unverifiable is treated as unsafe
                 stop_worker("cannot tell where %s resumes (%s: %s); stopping the worker without committing", message.tp, type(exc).__name__, exc)
+            log.info("%s: generation %s starts at offset %s (resumes at %s)", message.tp, message.generation_id, message.offset, resume_at)
         if skip := continuity.observe(message.tp, message.generation_id, message.offset, resume_at):
             stop_worker("%s; stopping the worker without committing, so that its successor resumes from the last commit", skip)
 
