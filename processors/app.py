@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import faust
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
@@ -119,6 +120,30 @@ class Watermarks:
         return self._event_time[partition] + timedelta(seconds=idle)
 
 
+class ResumeOffsets:
+    """Where a new owner of a partition had to start: the group's committed offset, else the log start.
+
+    Looked up with clients of its own on the worker's event loop (cancellable, so a lookup can be bounded),
+    not through faust's consumer thread, which answers only between its fetches."""
+
+    def __init__(self, bootstrap_servers: str, group_id: str):
+        self.bootstrap_servers, self.group_id = bootstrap_servers, group_id
+        self._admin: AIOKafkaAdminClient | None = None
+        self._reader: AIOKafkaConsumer | None = None
+
+    async def __call__(self, tp) -> int:
+        if self._admin is None:
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+            await self._admin.start()
+        if self._reader is None:
+            self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
+            await self._reader.start()
+        partition = TopicPartition(tp.topic, tp.partition)
+        committed = (await self._admin.list_consumer_group_offsets(self.group_id, partitions=[partition])).get(partition)
+        log_start = (await self._reader.beginning_offsets([partition]))[partition]
+        return resume_offset(committed.offset if committed else None, log_start)
+
+
 class StopOnSendError(faust.Sensor):
     """faust only logs a send that failed for good, and its next commit covers the message that made it:
     the output is lost. A failed send therefore stops the worker before that commit can run (the failed
@@ -176,26 +201,14 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     identity_state = app.Table("identity-state", partitions=1)
     watermarks = Watermarks()
     continuity = OffsetContinuity()
-    offsets_admin: list[AIOKafkaAdminClient] = []  # made on first use, on the worker's event loop
-
-    async def where_generation_resumes(tp) -> int:
-        """The offset a new owner of `tp` had to start at: the group's commit, else the log start."""
-        if not offsets_admin:
-            admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-            await admin.start()
-            offsets_admin.append(admin)
-        partition = TopicPartition(tp.topic, tp.partition)
-        committed = (await offsets_admin[0].list_consumer_group_offsets(app.conf.id, partitions=[partition])).get(partition)
-        log_start = next(iter((await app.consumer.earliest_offsets(tp)).values()))
-        return resume_offset(committed.offset if committed else None, log_start)
-
+    resume_offsets = ResumeOffsets(settings.kafka_bootstrap_servers, app.conf.id)
     async def verify_contiguous(event: faust.types.EventT) -> None:
         """Stop the worker before it acknowledges a record that follows records it skipped (continuity.py)."""
         message = event.message
         resume_at = None
         if continuity.starts_generation(message.tp, message.generation_id):
             try:
-                resume_at = await asyncio.wait_for(where_generation_resumes(message.tp), OFFSET_LOOKUP_TIMEOUT_S)
+                resume_at = await asyncio.wait_for(resume_offsets(message.tp), OFFSET_LOOKUP_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - unverifiable is treated as unsafe
                 stop_worker("cannot tell where %s resumes (%s: %s); stopping the worker without committing", message.tp, type(exc).__name__, exc)
             log.info("%s: generation %s starts at offset %s (resumes at %s)", message.tp, message.generation_id, message.offset, resume_at)

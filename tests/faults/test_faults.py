@@ -217,30 +217,27 @@ def explain(outcome: Outcome, logs: dict[str, str]) -> str:
             + "\n".join(f"--- {name} (last lines)\n{text}" for name, text in logs.items()))
 
 
-# -- the CI subset: one seed, two compact plans -------------------------------------------------------------------
-# Marked `faults` for now, so they run with `make test-faults` and not in `make test`: the full suite found open
-# defects (RELIABILITY.md), and a subset that can fail on a known, unfixed defect must not gate every landing.
-# They move back to `integration` once those defects are fixed.
+# -- the CI subset: one seed, two compact plans and a scale-out, in every `make test` (marker integration) ----------
 
 CI_SEED = 8
 CI_TRAFFIC = {"events": 1200, "visitors": 1000, "rate": 60.0}
 
 
-@pytest.mark.faults
+@pytest.mark.integration
 @pytest.mark.timeout(400)
 def test_kill_collector_processor_and_projector_mid_load(settings, tmp_path, tmp_path_factory, request):
     run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="ci",
                  plan=Plan(("collector", "processor0", "projector")), **CI_TRAFFIC)
 
 
-@pytest.mark.faults
+@pytest.mark.integration
 @pytest.mark.timeout(400)
 def test_restart_the_broker_and_kill_a_processor_mid_load(settings, tmp_path, tmp_path_factory, request):
     run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="ci",
                  plan=Plan(("broker", "processor1"), processors=2), **CI_TRAFFIC)
 
 
-@pytest.mark.faults
+@pytest.mark.integration
 @pytest.mark.timeout(400)
 def test_a_second_worker_joins_mid_load(settings, tmp_path, tmp_path_factory, request):
     """No fault at all: a scale-out. The group rebalances while events arrive; none may be skipped."""

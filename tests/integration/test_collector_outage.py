@@ -3,8 +3,11 @@ Kafka does not have, and takes events again by itself — without a restart."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
+from segment import analytics
 
 from tests.integration.test_collector_support import collector_settings, raw_events  # noqa: F401 - a fixture
 from tests.pipeline import WRITE_KEY, collector, wait_until
@@ -39,3 +42,30 @@ def test_broker_outage_is_503_with_retry_after_and_the_collector_recovers_alone(
     held = {m.value["message_id"] for m in raw_events(settings)}
     assert set(acknowledged) <= held  # every 200 is in Kafka; a 503'd write may still have landed (deduplicated downstream)
     assert {"before", "after"} <= held
+
+
+def test_a_real_sdk_that_retries_loses_nothing_across_an_outage(local_broker, collector_settings, tmp_path):
+    """Segment's Python library, unchanged and with its own retries, keeps sending while the broker is down:
+    it gets 503s with Retry-After, backs off, and once the broker is back every event it was given is in Kafka."""
+    settings = collector_settings.model_copy(update={"data_dir": tmp_path / "data"})
+    failures: list[Exception] = []
+    with collector(settings, tmp_path / "logs") as url:
+        client = analytics.Client(WRITE_KEY, host=url, upload_size=5, upload_interval=0.1, max_retries=30,
+                                  on_error=lambda error, batch: failures.append(error))
+        client.track(anonymous_id="sdk-device", event="Before outage", message_id="sdk-before")
+        client.flush()
+        local_broker.stop()
+        try:
+            for n in range(20):
+                client.track(anonymous_id="sdk-device", event="During outage", message_id=f"sdk-during-{n}")
+            # The SDK has met the outage: the collector refuses while the broker is away.
+            wait_until(lambda: httpx.get(f"{url}/readyz", timeout=10).status_code == 503, 60, what="/readyz to fail")
+            time.sleep(3)
+        finally:
+            local_broker.start()
+        client.flush()  # returns once the SDK's queue is empty: sent, or given up (on_error)
+        client.shutdown()
+
+    assert failures == []
+    held = {m.value["message_id"] for m in raw_events(settings)}
+    assert {"sdk-before", *(f"sdk-during-{n}" for n in range(20))} <= held
