@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from segment import analytics
 
 from tests.integration.test_collector_support import collector_settings, raw_events  # noqa: F401 - a fixture
@@ -65,7 +66,11 @@ def test_a_real_sdk_that_retries_loses_nothing_across_an_outage(local_broker, co
             local_broker.start()
         client.flush()  # returns once the SDK's queue is empty: sent, or given up (on_error)
         client.shutdown()
+        refused = sum(sample.value for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text)
+                      for sample in family.samples
+                      if sample.name == "footfall_collector_requests_total" and sample.labels.get("status") == "503")
 
+    assert refused > 0  # the SDK did meet the outage, and retried (it re-queues on Retry-After)
     assert failures == []
     held = {m.value["message_id"] for m in raw_events(settings)}
     assert {"sdk-before", *(f"sdk-during-{n}" for n in range(20))} <= held
