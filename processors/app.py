@@ -36,7 +36,7 @@ from faust.streams import _current_event as _handled_event  # the ContextVar fau
 from pydantic import ValidationError
 
 from processors import metrics
-from processors.continuity import OffsetContinuity, resume_offset
+from processors.continuity import OffsetContinuity, StallWatch, resume_offset
 from processors.identity import IdentityResolver, commands_for
 from processors.sessionizer import DeviceState, SessionizerConfig, assign, close_expired
 from schemas.bad_rows import stream_bad_row
@@ -120,28 +120,43 @@ class Watermarks:
         return self._event_time[partition] + timedelta(seconds=idle)
 
 
-class ResumeOffsets:
-    """Where a new owner of a partition had to start: the group's committed offset, else the log start.
-
-    Looked up with clients of its own on the worker's event loop (cancellable, so a lookup can be bounded),
-    not through faust's consumer thread, which answers only between its fetches."""
+class PartitionOffsets:
+    """Committed, log-start and log-end offsets, looked up with clients of its own on the worker's event loop
+    (cancellable, so a lookup can be bounded), not through faust's consumer thread, which answers only
+    between its fetches."""
 
     def __init__(self, bootstrap_servers: str, group_id: str):
         self.bootstrap_servers, self.group_id = bootstrap_servers, group_id
         self._admin: AIOKafkaAdminClient | None = None
         self._reader: AIOKafkaConsumer | None = None
 
-    async def __call__(self, tp) -> int:
+    async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
         if self._admin is None:
             self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
             await self._admin.start()
         if self._reader is None:
             self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
             await self._reader.start()
+        return self._admin, self._reader
+
+    async def committed(self, tps) -> dict:
+        """The group's committed offset per partition (absent: never committed)."""
+        admin, _ = await self._clients()
+        partitions = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
+        found = await admin.list_consumer_group_offsets(self.group_id, partitions=list(partitions))
+        return {partitions[p]: meta.offset for p, meta in found.items() if p in partitions and meta.offset >= 0}
+
+    async def ends(self, tps) -> dict:
+        _, reader = await self._clients()
+        partitions = {TopicPartition(tp.topic, tp.partition): tp for tp in tps}
+        return {partitions[p]: end for p, end in (await reader.end_offsets(list(partitions))).items()}
+
+    async def resume_at(self, tp) -> int:
+        """Where a new owner of `tp` had to start: the group's committed offset, else the log start."""
+        _, reader = await self._clients()
         partition = TopicPartition(tp.topic, tp.partition)
-        committed = (await self._admin.list_consumer_group_offsets(self.group_id, partitions=[partition])).get(partition)
-        log_start = (await self._reader.beginning_offsets([partition]))[partition]
-        return resume_offset(committed.offset if committed else None, log_start)
+        log_start = (await reader.beginning_offsets([partition]))[partition]
+        return resume_offset((await self.committed([tp])).get(tp), log_start)
 
 
 class StopOnSendError(faust.Sensor):
@@ -201,19 +216,43 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     identity_state = app.Table("identity-state", partitions=1)
     watermarks = Watermarks()
     continuity = OffsetContinuity()
-    resume_offsets = ResumeOffsets(settings.kafka_bootstrap_servers, app.conf.id)
+    offsets = PartitionOffsets(settings.kafka_bootstrap_servers, app.conf.id)
+    guarded_topics = {topics.raw.name, topics.sessioned.name, topics.identity_commands.name}
     async def verify_contiguous(event: faust.types.EventT) -> None:
         """Stop the worker before it acknowledges a record that follows records it skipped (continuity.py)."""
         message = event.message
         resume_at = None
         if continuity.starts_generation(message.tp, message.generation_id):
             try:
-                resume_at = await asyncio.wait_for(resume_offsets(message.tp), OFFSET_LOOKUP_TIMEOUT_S)
+                resume_at = await asyncio.wait_for(offsets.resume_at(message.tp), OFFSET_LOOKUP_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - unverifiable is treated as unsafe
                 stop_worker("cannot tell where %s resumes (%s: %s); stopping the worker without committing", message.tp, type(exc).__name__, exc)
             log.info("%s: generation %s starts at offset %s (resumes at %s)", message.tp, message.generation_id, message.offset, resume_at)
         if skip := continuity.observe(message.tp, message.generation_id, message.offset, resume_at):
             stop_worker("%s; stopping the worker without committing, so that its successor resumes from the last commit", skip)
+
+    stall_watch = StallWatch()
+
+    @app.timer(interval=settings.processor_stall_seconds / 2)
+    async def watch_for_stalls() -> None:
+        """Restart a worker that owns waiting records and handles none of them (continuity.StallWatch)."""
+        owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in guarded_topics]
+        if app.rebalancing or not owned:
+            return
+        generation = app.consumer_generation_id
+        try:
+            committed, ends = await asyncio.wait_for(
+                asyncio.gather(offsets.committed(owned), offsets.ends(owned)), OFFSET_LOOKUP_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a broker away is not a stall; the next check tries again
+            log.warning("stall check skipped: %s", type(exc).__name__)
+            return
+        if app.rebalancing or generation != app.consumer_generation_id:
+            return
+        positions = {tp: continuity.position(tp, generation) or committed.get(tp, 0) for tp in owned}
+        if stalled := stall_watch.check(generation, positions, ends):
+            stop_worker("records wait in %s but this worker has handled none of them for %.0f s; stopping it so that "
+                        "it rejoins", ", ".join(f"{tp.topic}[{tp.partition}]@{positions[tp]}" for tp in stalled),
+                        settings.processor_stall_seconds / 2)
 
     async def hand_over_changelog() -> None:
         """Wait until every table write so far has reached the Kafka producer.

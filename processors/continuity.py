@@ -45,6 +45,11 @@ class OffsetContinuity:
     def __init__(self) -> None:
         self._last: dict[Hashable, tuple[int | None, int]] = {}
 
+    def position(self, partition: Hashable, generation: int | None) -> int | None:
+        """The next offset expected in `partition` in this generation; None before its first record."""
+        seen = self._last.get(partition)
+        return seen[1] + 1 if seen is not None and seen[0] == generation else None
+
     def starts_generation(self, partition: Hashable, generation: int | None) -> bool:
         """True for the first record of `partition` in a generation: checking it needs the resume offset."""
         seen = self._last.get(partition)
@@ -65,3 +70,28 @@ class OffsetContinuity:
         if offset > expected:
             return Skip(partition, generation, expected, offset - 1)
         return None
+
+
+class StallWatch:
+    """Notices a partition whose records wait while the worker handles none of them.
+
+    A faust worker can end a rebalance owning partitions it never fetches again (seen in footfall's kill -9
+    tests: ready, then idle for minutes while records waited). Nothing is lost, the records stay in Kafka,
+    but nobody handles them until the worker restarts. A partition is stalled when records were waiting at
+    two checks in a row, within one generation, and the handled position did not move in between."""
+
+    def __init__(self) -> None:
+        self._previous: dict[Hashable, tuple[int | None, int]] = {}  # partition -> (generation, position)
+
+    def check(self, generation: int | None, positions: dict[Hashable, int], ends: dict[Hashable, int]) -> list[Hashable]:
+        """`positions`: the next offset the worker would handle, per owned partition; `ends`: the log end offsets."""
+        stalled = []
+        current: dict[Hashable, tuple[int | None, int]] = {}
+        for partition, position in positions.items():
+            if ends.get(partition, position) <= position:
+                continue  # nothing waiting
+            current[partition] = (generation, position)
+            if self._previous.get(partition) == (generation, position):
+                stalled.append(partition)
+        self._previous = current
+        return stalled

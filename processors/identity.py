@@ -25,9 +25,13 @@ visitor known only by an email may still log in to (merge into) an account. alia
 
 Duplicates, two layers: (1) every state change is naturally idempotent (linking ids already in one
 person, or learning facts already known, changes and emits nothing), so a duplicate can never
-corrupt state however late it comes; (2) a bounded ring of recent message ids makes a recent
-redelivery, which is what at-least-once delivery produces, emit nothing at all: not even the
-warning an illegal id or a refused merge would repeat.
+corrupt state however late it comes; (2) a bounded ring of recent message ids recognises a recent
+redelivery, which is what at-least-once delivery produces. A redelivered command changes nothing and
+repeats no warning, but it re-sends, as the state holds them now, the mapping of every distinct id of
+the persons it names and those persons' identities: a worker killed after its state reached the
+changelog but before its outputs left is redelivered that command, and this is how the lost mappings
+still arrive. Each mapping keeps the version it was issued with ("mapping_version:<id>"), so the copy
+is the same record downstream.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ CONTACT_TRAITS = {
 MergeReason = Literal["identify", "alias"]
 
 _ID = "distinct_id:"
+_MAPPING_VERSION = "mapping_version:"
 _PERSON = "person:"
 _MESSAGE = "message:"
 _RECENT = "recent:"
@@ -163,9 +168,9 @@ class _Change:
         self.store[_ID + distinct_id] = person_id
         self.record(person_id)["distinct_ids"].append(distinct_id)
         self.changed[person_id] = None
-        self.out.mappings.append(
-            DistinctIdMapping(distinct_id=distinct_id, person_id=person_id, version=_next(self.store, _VERSION))
-        )
+        version = _next(self.store, _VERSION)
+        self.store[_MAPPING_VERSION + distinct_id] = version
+        self.out.mappings.append(DistinctIdMapping(distinct_id=distinct_id, person_id=person_id, version=version))
 
     def learn(self, person_id: str, facts: _Facts) -> None:
         record = self.record(person_id)
@@ -266,9 +271,9 @@ class IdentityResolver:
         return None if record is None else _identity(person_id, record)
 
     def apply(self, command: IdentityCommand) -> Resolution:
-        """Applies one command, in topic order; a recently applied message id returns an empty Resolution."""
+        """Applies one command, in topic order; a recently applied message id re-sends what the state holds."""
         if self._store.get(_MESSAGE + command.message_id):
-            return Resolution()
+            return self._as_held(command)
         change = _Change(self._store, command.timestamp)
         if command.kind == "seen":
             self._seen(change, command)
@@ -278,6 +283,21 @@ class IdentityResolver:
             self._link(change, command, "previous_id", command.previous_id, "alias", guarded=False)
         self._remember(command.message_id)
         return change.finish()
+
+    def _as_held(self, command: IdentityCommand) -> Resolution:
+        """The current mappings and identities of the persons a redelivered command names (module docstring)."""
+        out = Resolution()
+        named = (command.distinct_id, command.user_id, command.anonymous_id, command.previous_id)
+        persons = dict.fromkeys(p for p in (self.resolve(i) for i in named if i) if p is not None)
+        for person_id in persons:
+            record = self._store[_PERSON + person_id]
+            for distinct_id in record["distinct_ids"]:
+                version = self._store.get(_MAPPING_VERSION + distinct_id)
+                if version is None:  # state written before mapping versions were kept: a new version, same mapping
+                    version = self._store[_MAPPING_VERSION + distinct_id] = _next(self._store, _VERSION)
+                out.mappings.append(DistinctIdMapping(distinct_id=distinct_id, person_id=person_id, version=version))
+            out.persons.append(_identity(person_id, record))
+        return out
 
     @staticmethod
     def _seen(change: _Change, command: IdentityCommand) -> None:

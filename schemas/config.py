@@ -53,6 +53,8 @@ class FootfallSettings(BaseSettings):
     # The sessionizer takes raw events in batches of up to this many, or whatever came within this time.
     processor_batch_max: int = Field(default=1000, ge=1)
     processor_batch_seconds: float = Field(default=0.05, gt=0)
+    # A worker whose owned partitions hold waiting records it has not moved on for this long restarts itself.
+    processor_stall_seconds: float = Field(default=60.0, ge=5)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
 
     @property

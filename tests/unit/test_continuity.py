@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.continuity import OffsetContinuity, Skip, resume_offset
+from processors.continuity import OffsetContinuity, Skip, StallWatch, resume_offset
 
 
 def test_contiguous_records_are_not_a_skip():
@@ -81,3 +81,33 @@ def test_every_jump_forward_is_reported_exactly(last, jump):
     guard = OffsetContinuity()
     guard.observe("p", 4, last, resume_at=last)
     assert guard.observe("p", 4, last + jump) == Skip("p", 4, last + 1, last + jump - 1)
+
+
+# --- stalls ------------------------------------------------------------------------------------------------------
+
+
+def test_waiting_records_not_moved_on_between_two_checks_are_a_stall():
+    watch = StallWatch()
+    assert watch.check(5, {"raw-0": 10, "raw-1": 4}, {"raw-0": 20, "raw-1": 4}) == []
+    assert watch.check(5, {"raw-0": 10, "raw-1": 4}, {"raw-0": 25, "raw-1": 9}) == ["raw-0"]
+
+
+def test_a_partition_that_moves_on_or_has_nothing_waiting_is_not_stalled():
+    watch = StallWatch()
+    watch.check(1, {"raw-0": 10, "raw-1": 7}, {"raw-0": 20, "raw-1": 7})
+    assert watch.check(1, {"raw-0": 11, "raw-1": 7}, {"raw-0": 20, "raw-1": 7}) == []
+    assert watch.check(1, {"raw-0": 11, "raw-1": 7}, {"raw-0": 20, "raw-1": 7}) == ["raw-0"]
+
+
+def test_a_new_generation_starts_the_watch_again():
+    watch = StallWatch()
+    watch.check(1, {"raw-0": 10}, {"raw-0": 20})
+    assert watch.check(2, {"raw-0": 10}, {"raw-0": 20}) == []
+    assert watch.check(2, {"raw-0": 10}, {"raw-0": 20}) == ["raw-0"]
+
+
+def test_the_position_is_known_only_within_the_generation_of_the_last_record():
+    guard = OffsetContinuity()
+    assert guard.position("raw-0", 1) is None
+    guard.observe("raw-0", 1, 41, resume_at=41)
+    assert (guard.position("raw-0", 1), guard.position("raw-0", 2)) == (42, None)

@@ -309,15 +309,20 @@ def test_versions_strictly_increase_across_all_outputs(resolver):
     assert all(resolver.person(pid) == person for pid, person in latest.items())
 
 
-def test_a_duplicate_command_changes_nothing(resolver, store):
+def test_a_duplicate_command_changes_nothing_and_resends_the_mappings_it_led_to(resolver, store):
+    """A worker killed after the state reached the changelog but before the outputs left is redelivered the
+    command: the mappings it led to (all ids of the persons it names, as they stand) are sent again."""
     merge = identify("phone", "user")
-    resolver.apply(identify("laptop", "user"))
-    resolver.apply(seen("phone"))
-    resolver.apply(merge)
+    sent = [resolver.apply(identify("laptop", "user")), resolver.apply(seen("phone")), resolver.apply(merge)]
+    last_sent = {m.distinct_id: m for resolution in sent for m in resolution.mappings}
     before = dict(store)
 
-    assert resolver.apply(merge) == Resolution()
-    assert store == before
+    again = resolver.apply(merge)
+
+    assert store == before and again.merges == [] and again.warnings == []
+    assert {m.distinct_id: m for m in again.mappings} == last_sent  # phone, laptop and user: the same records
+    assert {m.person_id for m in again.mappings} == {resolver.resolve("user")}
+    assert [p.person_id for p in again.persons] == [resolver.resolve("user")]
 
 
 def test_a_duplicate_refusal_is_not_warned_twice(resolver):
@@ -431,4 +436,6 @@ def test_a_redelivered_event_changes_nothing_end_to_end(resolver, store):
     again = [resolver.apply(c) for c in commands_for(sign_up, first_sighting=False)]
 
     assert first[0].persons[0].identified and first[0].persons[0].is_contact
-    assert again == [Resolution()] and store == before
+    assert store == before
+    assert all(r.merges == [] and r.warnings == [] for r in again)
+    assert {m.distinct_id for r in again for m in r.mappings} == {"a", "u"}

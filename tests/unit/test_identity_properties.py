@@ -86,15 +86,21 @@ def connected_components(pairs: list[tuple[str, str]]) -> set[frozenset[str]]:
 
 @examples
 @given(shapes=st.lists(command_shapes(any_ids), max_size=25), data=st.data())
-def test_a_duplicate_changes_nothing(shapes, data):
+def test_a_duplicate_changes_nothing_and_resends_exactly_what_was_last_sent(shapes, data):
+    """No state change, no warning, no merge; each mapping and identity it re-sends is the one last sent for that
+    distinct id or person (same version), so downstream the copy is the same record."""
     commands = numbered(shapes + [{"kind": "seen", "distinct_id": "anon-1"}])
-    resolver, store, _ = run(commands)
+    resolver, store, resolutions = run(commands)
     before = copy.deepcopy(store)
+    last_mapping = {m.distinct_id: m for r in resolutions for m in r.mappings}
+    last_identity = {p.person_id: p for r in resolutions for p in r.persons}
 
-    duplicate = data.draw(st.sampled_from(commands))
+    again = resolver.apply(data.draw(st.sampled_from(commands)))
 
-    assert resolver.apply(duplicate) == Resolution()
     assert store == before
+    assert (again.warnings, again.merges) == ([], [])
+    assert all(mapping == last_mapping[mapping.distinct_id] for mapping in again.mappings)
+    assert all(identity == last_identity[identity.person_id] for identity in again.persons)
 
 
 @examples
