@@ -127,17 +127,22 @@ class PartitionOffsets:
 
     def __init__(self, bootstrap_servers: str, group_id: str):
         self.bootstrap_servers, self.group_id = bootstrap_servers, group_id
-        self._admin: AIOKafkaAdminClient | None = None
-        self._reader: AIOKafkaConsumer | None = None
+        self._clients_started: tuple[AIOKafkaAdminClient, AIOKafkaConsumer] | None = None
+        self._starting = asyncio.Lock()  # agents ask concurrently; a client is usable only once started
 
     async def _clients(self) -> tuple[AIOKafkaAdminClient, AIOKafkaConsumer]:
-        if self._admin is None:
-            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
-            await self._admin.start()
-        if self._reader is None:
-            self._reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
-            await self._reader.start()
-        return self._admin, self._reader
+        async with self._starting:
+            if self._clients_started is None:
+                admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+                reader = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False)
+                try:
+                    await admin.start()
+                    await reader.start()
+                except BaseException:  # the broker away, or a lookup's bound reached: the next call starts afresh
+                    await asyncio.gather(admin.close(), reader.stop(), return_exceptions=True)
+                    raise
+                self._clients_started = admin, reader
+        return self._clients_started
 
     async def committed(self, tps) -> dict:
         """The group's committed offset per partition (absent: never committed)."""
