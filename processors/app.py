@@ -223,6 +223,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     continuity = OffsetContinuity()
     offsets = PartitionOffsets(settings.kafka_bootstrap_servers, app.conf.id)
     guarded_topics = {topics.raw.name, topics.sessioned.name, topics.identity_commands.name}
+
     async def verify_contiguous(event: faust.types.EventT) -> None:
         """Stop the worker before it acknowledges a record that follows records it skipped (continuity.py)."""
         message = event.message
