@@ -7,16 +7,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
 import httpx
 
 from processors.app import EXIT_AGENT_FAILED
+from processors.sessionizer import DeviceState, SessionizerConfig, assign
 from projections.clickhouse import connect
 from projections.projector import Projector
 from schemas.config import FootfallSettings
+from schemas.events import RawEvent
+from schemas.sessions import SessionUpdate
 from tests.conftest import settings_env
 from tests.infra import free_port
 
@@ -65,6 +68,22 @@ def footfall_process(stage: str, settings: FootfallSettings, log_dir: Path, **en
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def final_sessions(events: Iterable[RawEvent]) -> dict[str, SessionUpdate]:
+    """The pure sessionizer over `events` in the order given (each device's own order is what counts): every
+    session's last update, absorbed ones gone. What any run of the pipeline over the same events ends with."""
+    states: dict[str, DeviceState] = {}
+    latest: dict[str, SessionUpdate] = {}
+    for event in events:
+        result = assign(states.get(event.device_key), event, event.timestamp, SessionizerConfig())
+        states[event.device_key] = result.state
+        for update in result.updates:
+            if update.status == "absorbed":
+                latest.pop(update.session_id, None)
+            else:
+                latest[update.session_id] = update
+    return latest
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -38,7 +38,7 @@ from footfall.traffic import calls as model_calls
 from schemas.config import FootfallSettings
 from tests.conftest import settings_env
 from tests.infra import REPO_ROOT, LocalBroker, free_port
-from tests.pipeline import WRITE_KEY, read_topic, tail, topic_values, wait_until
+from tests.pipeline import WRITE_KEY, final_sessions, read_topic, tail, topic_values, wait_until
 
 RESULTS = REPO_ROOT / "bench" / "results" / "faults.jsonl"
 SOURCE_ID = "test-source"
@@ -483,22 +483,13 @@ def expected_sessions(traffic: Traffic) -> Counter:
     """The pure sessionizer over the valid calls in the order sent (each device's order is kept end to end),
     with the collector's own normalisation: what any run, with or without faults, must end with."""
     from ingest.normalize import Edge, normalize
-    from processors.sessionizer import DeviceState, SessionizerConfig, assign
     from schemas.events import RawEvent
 
-    states: dict[str, DeviceState] = {}
-    latest: dict[str, tuple[int, int]] = {}
-    for call in traffic.valid:
+    def as_received(call: dict) -> RawEvent:
         received = datetime.fromisoformat(call["sentAt"])  # so the corrected time is the model's own timestamp
-        event = RawEvent.model_validate_json(normalize(call, Edge(SOURCE_ID, received, None, None)).value)
-        result = assign(states.get(event.device_key), event, event.timestamp, SessionizerConfig())
-        states[event.device_key] = result.state
-        for update in result.updates:
-            if update.status == "absorbed":
-                latest.pop(update.session_id, None)
-            else:
-                latest[update.session_id] = (update.event_count, update.pageview_count)
-    return Counter((s, e, p) for s, (e, p) in latest.items())
+        return RawEvent.model_validate_json(normalize(call, Edge(SOURCE_ID, received, None, None)).value)
+
+    return Counter((s, u.event_count, u.pageview_count) for s, u in final_sessions(map(as_received, traffic.valid)).items())
 
 
 def counter_diff(expected: Counter, found: Counter, limit: int = 5) -> dict[str, Any]:

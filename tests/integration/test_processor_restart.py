@@ -8,9 +8,8 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
-from processors.sessionizer import DeviceState, SessionizerConfig, assign
 from schemas.events import RawEvent
-from tests.pipeline import WRITE_KEY, collector, processor, projector, topic_message_ids, wait_until
+from tests.pipeline import WRITE_KEY, collector, final_sessions, processor, projector, topic_message_ids, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -33,20 +32,11 @@ def traffic(seed: int, devices: int, events_per_device: int) -> list[dict]:
 
 def expected_sessions(calls: list[dict]) -> set[tuple[str, int]]:
     """The pure sessionizer over the same per-device order: what a run without faults must produce."""
-    states: dict[str, DeviceState] = {}
-    latest: dict[str, int] = {}
     now = datetime.now(UTC)
-    for call in calls:
-        event = RawEvent(message_id=call["messageId"], type=call["type"], event=call.get("event"), anonymous_id=call["anonymousId"],
-                         timestamp=datetime.fromisoformat(call["timestamp"]), received_at=now, source_id="test-source")
-        result = assign(states.get(event.device_key), event, event.timestamp, SessionizerConfig())
-        states[event.device_key] = result.state
-        for update in result.updates:
-            if update.status == "absorbed":
-                latest.pop(update.session_id, None)
-            else:
-                latest[update.session_id] = update.event_count
-    return set(latest.items())
+    events = (RawEvent(message_id=call["messageId"], type=call["type"], event=call.get("event"), anonymous_id=call["anonymousId"],
+                       timestamp=datetime.fromisoformat(call["timestamp"]), received_at=now, source_id="test-source")
+              for call in calls)
+    return {(session_id, update.event_count) for session_id, update in final_sessions(events).items()}
 
 
 def where_missing_events_stopped(settings, clickhouse_client, calls: list[dict]) -> str:
