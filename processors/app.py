@@ -91,7 +91,16 @@ def stop_worker_on_failure(agent):
 def with_person(event: EnrichedEvent, known: dict | None) -> bytes:
     """The event stamped with the person known now (or the one its distinct id would found)."""
     person_id = known["person_id"] if known else person_id_for(event.distinct_id)
-    return event.model_copy(update={"person_id": person_id}).model_dump_json().encode()
+    return EnrichedEvent.model_construct(**{**event.__dict__, "person_id": person_id}).model_dump_json().encode()
+
+
+def stop_on_failed_delivery(delivery: asyncio.Future) -> None:
+    """A record Kafka did not take stops the worker before a commit can cover the message that made it.
+    The producer resolves a batch's records before its flush (the one before every commit) resumes, so this
+    runs first."""
+    if delivery.cancelled() or delivery.exception() is not None:
+        reason = "cancelled" if delivery.cancelled() else type(delivery.exception()).__name__
+        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", reason)
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -260,6 +269,12 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                         "it rejoins", ", ".join(f"{tp.topic}[{tp.partition}]@{positions[tp]}" for tp in stalled),
                         settings.processor_stall_seconds / 2)
 
+    async def emit(topic, key: bytes | None, value: bytes, partition: int | None = None) -> None:
+        """Hand a record straight to faust's producer, whose flush before every commit covers it. faust's
+        Topic.send adds per-record bookkeeping that cost more than the record's own work."""
+        delivery = await app.producer.send(topic.get_topic_name(), key, value, partition, None, None)
+        delivery.add_done_callback(stop_on_failed_delivery)
+
     async def hand_over_changelog() -> None:
         """Wait until every table write so far has reached the Kafka producer.
 
@@ -276,7 +291,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         try:
             return model.model_validate_json(value or b"")
         except ValidationError as exc:
-            await dead_letter.send(key=key, value=stream_bad_row("processor", value, model.__name__, f"not a {model.__name__}: {exc.errors()[0]['msg']}"))
+            await emit(dead_letter, key, stream_bad_row("processor", value, model.__name__, f"not a {model.__name__}: {exc.errors()[0]['msg']}"))
             metrics.POISON_MESSAGES.labels(schema=model.__name__).inc()
             return None
 
@@ -313,14 +328,14 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                     metrics.DUPLICATES.inc()
                 elif result.late:
                     metrics.LATE_EVENTS.inc()
-                out = EnrichedEvent(**{**event.model_dump(), "timestamp": result.event_time},
-                                    session_id=result.session_id, session_seq=result.session_seq)
+                out = EnrichedEvent.model_construct(**{**event.__dict__, "timestamp": result.event_time},
+                                               session_id=result.session_id, session_seq=result.session_seq)
                 distinct_key = event.distinct_id.encode()
                 if distinct_key == key:
                     # Same key, same partition: the person-of table is right here, no re-keying hop needed.
-                    await enriched.send(key=key, value=with_person(out, person_of.get(key)))
+                    await emit(enriched, key, with_person(out, person_of.get(key)))
                 else:
-                    await sessioned.send(key=distinct_key, value=out.model_dump_json().encode())
+                    await emit(sessioned, distinct_key, out.model_dump_json().encode())
                 changes = session_changes.setdefault(key, {})
                 for merge in result.merges:
                     changes[f"merge:{merge.absorbed_session_id}"] = merge.model_dump_json().encode()
@@ -328,14 +343,14 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                     changes[update.session_id] = update.model_dump_json().encode()
                 # "seen" at every session start (not only a device's first): cheap, and it survives a lost send.
                 for command in commands_for(event, first_sighting=state is None or result.session_seq == 1 or result.duplicate):
-                    await identity_commands.send(key=(command.distinct_id or command.user_id or "").encode(), value=command.model_dump_json().encode())
+                    await emit(identity_commands, (command.distinct_id or command.user_id or "").encode(), command.model_dump_json().encode())
             for key, state in states.items():
                 if state is not None:
                     with handling(last_event_of[key]):
                         device_sessions[key] = state.to_json()
             for key, changes in session_changes.items():
                 for message in changes.values():
-                    await sessions.send(key=key, value=message)
+                    await emit(sessions, key, message)
             await hand_over_changelog()
 
     @app.timer(interval=settings.session_tick_seconds)
@@ -343,7 +358,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         """Wake every partition this worker owns, so idle sessions close without new events."""
         for tp in app.assignor.assigned_actives():
             if tp.topic == topics.raw.name:
-                await ticks.send(key=None, value=b"tick", partition=tp.partition)
+                await emit(ticks, None, b"tick", partition=tp.partition)
 
     @app.agent(ticks)
     @stop_worker_on_failure
@@ -361,7 +376,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                     device_sessions[key] = remaining.to_json()
                 metrics.SESSIONS_ENDED.inc(len(updates))
                 for update in updates:
-                    await sessions.send(key=key, value=update.model_dump_json().encode())
+                    await emit(sessions, key, update.model_dump_json().encode())
             await hand_over_changelog()
 
     @app.agent(identity_commands)
@@ -377,13 +392,13 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                 continue
             resolution = resolver.apply(command)
             for mapping in resolution.mappings:
-                await identities.send(key=mapping.distinct_id.encode(), value=mapping.model_dump_json().encode())
+                await emit(identities, mapping.distinct_id.encode(), mapping.model_dump_json().encode())
             for message in (*resolution.merges, *resolution.persons):
                 person = getattr(message, "into_person", None) or message.person_id
-                await persons.send(key=person.encode(), value=message.model_dump_json().encode())
+                await emit(persons, person.encode(), message.model_dump_json().encode())
             for warning in resolution.warnings:
                 metrics.IDENTITY_WARNINGS.labels(field=warning.field).inc()
-                await dead_letter.send(key=key, value=stream_bad_row("processor", value, warning.field, warning.reason))
+                await emit(dead_letter, key, stream_bad_row("processor", value, warning.field, warning.reason))
             await hand_over_changelog()
 
     @app.agent(identities)
@@ -407,6 +422,6 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             await verify_contiguous(handed)
             key, value = handed.key, handed.value
             if (event := await readable(EnrichedEvent, key, value)) is not None:
-                await enriched.send(key=key, value=with_person(event, person_of.get(key)))
+                await emit(enriched, key, with_person(event, person_of.get(key)))
 
     return app
