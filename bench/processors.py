@@ -4,6 +4,8 @@
 
 One run, one broker, the same pre-produced raw events for every scenario:
   bare loop       aiokafka consumer → aiokafka producer, one message out per message in (the ceiling)
+  faust floor     a faust worker whose agent takes the same batches and does nothing (bench/faust_floor.py):
+                  faust's own per-message cost, which every faust agent pays before any work of its own
   sessionizer     a `footfall processor` worker: events/s until it has committed every raw event (a batch is
                   committed only after its enriched events, session updates and state went out)
   + identity      the same worker: events/s until `enriched` holds every event, stamped with its person
@@ -23,6 +25,7 @@ import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -125,6 +128,29 @@ def wait_for_commits(bootstrap: str, group: str, topic: str, count: int, timeout
     raise TimeoutError(f"{group} did not commit {count} messages of {topic} in {timeout_s}s")
 
 
+def faust_floor_rate(bootstrap: str, topic: str, events: list[RawEvent], data_dir: str) -> float:
+    """Events/s of a faust agent that does nothing: from the first produce until it has taken every event."""
+    group = f"bench-floor-{uuid.uuid4().hex[:6]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result()
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FAUST_FLOOR_GROUP": group, "FAUST_FLOOR_DATA_DIR": f"{data_dir}/floor"}
+    done_file = Path(data_dir) / "floor-done"
+    worker = subprocess.Popen([sys.executable, "-m", "bench.faust_floor", topic, str(len(events) + 1), str(done_file)],
+                              env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        produce(bootstrap, topic, raw_events(1, 1, seed=99))
+        wait_for_commits(bootstrap, group, topic, 1, 120)  # joined and consuming
+        started = time.monotonic()
+        produce(bootstrap, topic, events)
+        deadline = started + 600
+        while not done_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return len(events) / (float(done_file.read_text()) - started)
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
 def state_bytes_per_key(events: list[RawEvent]) -> float:
     states = {}
     for event in events:
@@ -150,6 +176,9 @@ def main() -> None:
         bare = asyncio.run(bare_loop(bootstrap, f"{prefix}.bare-in", f"{prefix}.bare-out", len(events)))
         print(f"bare consume-and-produce loop: {bare:,.0f} events/s")
 
+        floor = faust_floor_rate(bootstrap, f"{prefix}.floor-in", events, data_dir)
+        print(f"faust agent doing nothing: {floor:,.0f} events/s")
+
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix, "FOOTFALL_PARTITIONS": str(PARTITIONS),
                "FOOTFALL_DATA_DIR": data_dir, "FOOTFALL_PROCESSOR_METRICS_PORT": "0"}
         worker = subprocess.Popen([sys.executable, "-m", "footfall", "processor"], env=env, cwd=REPO,
@@ -172,6 +201,8 @@ def main() -> None:
         "command": "make bench-processors",
         "events": len(events), "devices": args.devices, "partitions": PARTITIONS, "workers": 1,
         "bare_loop_events_per_s": round(bare),
+        "faust_floor_events_per_s": round(floor),
+        "faust_floor_ratio_to_bare": round(floor / bare, 3),
         "sessionizer_events_per_s": round(sessionizer),
         "sessionizer_and_identity_events_per_s": round(with_identity),
         "sessionizer_ratio_to_bare": round(sessionizer / bare, 3),

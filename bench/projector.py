@@ -20,7 +20,6 @@ import tempfile
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 
 import httpx
 from confluent_kafka import Producer
