@@ -9,6 +9,8 @@ so that noise from the machine hits them alike, and the median of the rounds is 
 
   null-single  the null app, single-event bodies      collector-single  POST /v1/track
   null-batch   the null app, 100-event batch bodies   collector-batch   POST /v1/batch
+  durable-single  the null app that also writes each body to Kafka with the collector's KafkaWriter and
+               answers once Kafka has it (bench/collector_durable_app.py): the floor of "200 means durable"
 
 The collector answers 200 only once Kafka (acks=all) has every event, so its numbers include that.
 Ratios compare each collector scenario with the null app on the same bodies. Writes
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.common import REPO, broker, free_port, write_result
 from footfall.topics import ensure_topics
@@ -156,18 +159,22 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="footfall-bench-"))
     singles, batches, single_bytes, batch_bytes = write_bodies(work)
-    samples: dict[str, list[dict]] = {name: [] for name in ("null-single", "collector-single", "null-batch", "collector-batch")}
+    samples: dict[str, list[dict]] = {name: [] for name in ("null-single", "durable-single", "collector-single", "null-batch", "collector-batch")}
     with broker() as bootstrap:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix)
         ensure_topics(bootstrap, settings.topics.all())
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(f"{prefix}.durable", settings.partitions, 1)])[f"{prefix}.durable"].result()
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("FOOTFALL_", "PROMETHEUS_"))}
         collector_env = {**base_env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix,
                          "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench"}
         null_env = {**base_env, "PYTHONPATH": str(BENCH)}
+        durable_env = {**null_env, "PYTHONPATH": f"{BENCH}:{REPO}", "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BENCH_TOPIC": f"{prefix}.durable"}
         port = free_port()
         scenarios = [
             ("null-single", "collector_null_app:app", null_env, False, "/v1/track", singles),
+            ("durable-single", "collector_durable_app:app", durable_env, False, "/v1/track", singles),
             ("collector-single", "ingest.app:create_app", collector_env, True, "/v1/track", singles),
             ("null-batch", "collector_null_app:app", null_env, False, "/v1/batch", batches),
             ("collector-batch", "ingest.app:create_app", collector_env, True, "/v1/batch", batches),
@@ -195,6 +202,8 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
         "median_requests_per_s": median,
         "single_events_per_s_per_worker": median["collector-single"],
         "single_ratio_to_null": median["collector-single"] / median["null-single"],
+        "durable_floor_requests_per_s": median["durable-single"],
+        "durable_floor_ratio_to_null": median["durable-single"] / median["null-single"],
         "batch_events_per_s_per_worker": median["collector-batch"] * BATCH_SIZE,
         "batch_ratio_to_null": median["collector-batch"] / median["null-batch"],
         "targets": {"single_ratio_to_null": 0.6, "batch_events_per_s_per_worker": 100_000},
@@ -205,6 +214,8 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
     path = write_result("collector", results)
     print(f"\nsingle events: {results['single_events_per_s_per_worker']:,.0f} req/s per worker "
           f"= {results['single_ratio_to_null']:.2f}× the null app (target ≥ 0.6×)")
+    print(f"floor: the null app that waits for Kafka's acknowledgement: {results['durable_floor_requests_per_s']:,.0f} req/s "
+          f"= {results['durable_floor_ratio_to_null']:.2f}× the null app")
     print(f"batches of {BATCH_SIZE}: {results['batch_events_per_s_per_worker']:,.0f} events/s per worker "
           f"= {results['batch_ratio_to_null']:.2f}× the null app's batch requests/s (target ≥ 100,000 events/s)")
     print(f"non-2xx answers from the collector: {results['non_2xx_answers']}; raw events in Kafka: {written:,}")

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from schemas.config import FootfallSettings
+from schemas.config import FootfallSettings, tune_garbage_collector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 KAFKA_SCRIPT = REPO_ROOT / "deploy" / "kafka.sh"
@@ -99,6 +99,7 @@ def processor() -> None:
     if settings.processor_metrics_port:
         start_http_server(settings.processor_metrics_port, addr="127.0.0.1")
     app = create_app(settings)
+    tune_garbage_collector(settings)
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
 
 
@@ -133,6 +134,7 @@ def projector() -> None:
     _logging()
     apply(connect(settings.clickhouse_dsn), settings.database)
     worker = Projector(settings, connect(settings.clickhouse_dsn))
+    tune_garbage_collector(settings)
     server = uvicorn.Server(
         uvicorn.Config(
             create_read_app(connect(settings.clickhouse_dsn), admin_key(settings)),

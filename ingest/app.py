@@ -25,7 +25,7 @@ from ingest.guard import LastResortGuard
 from ingest.kafka_writer import KafkaWriter
 from ingest.responses import Refusal, json_response
 from ingest.tracking import TrackingAPI
-from schemas.config import FootfallSettings
+from schemas.config import FootfallSettings, tune_garbage_collector
 from schemas.tracking import CALL_TYPES
 
 # POST /v1/<call>: the call type each name stands for (None: a batch), long and short forms alike.
@@ -47,6 +47,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
 
     @asynccontextmanager
     async def lifespan(_app):
+        tune_garbage_collector(settings)
         api.writer = KafkaWriter(settings.kafka_bootstrap_servers, ack_timeout_s=config.collector_ack_timeout_s)
         try:
             yield

@@ -6,6 +6,7 @@ isolated pipelines side by side by changing the topic prefix and the database.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from pydantic import AliasChoices, Field
@@ -57,6 +58,9 @@ class FootfallSettings(BaseSettings):
     processor_stall_seconds: float = Field(default=60.0, ge=5)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
 
+    # Python's cyclic garbage collector runs after this many net allocations (CPython's default: 700).
+    gc_threshold: int = Field(default=50_000, ge=700)
+
     @property
     def topics(self) -> Topics:
         return Topics(prefix=self.topic_prefix, partitions=self.partitions)
@@ -71,3 +75,12 @@ class FootfallSettings(BaseSettings):
     @property
     def embedded_clickhouse(self) -> bool:
         return self.clickhouse_dsn.startswith("chdb:")
+
+
+def tune_garbage_collector(settings: FootfallSettings) -> None:
+    """Every stage allocates a few dozen short-lived objects per event and makes almost no reference cycles, so
+    CPython's default (a collection every 700 net allocations, i.e. every few events) spent about a tenth of
+    the projector's time finding nothing. Run it far less often, and never rescan what start-up built."""
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(settings.gc_threshold, older, oldest)

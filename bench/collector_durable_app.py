@@ -1,0 +1,50 @@
+"""The floor under the collector's durability promise: the null app plus one thing, each body written to Kafka
+with the collector's own KafkaWriter (acks=all, idempotent) and answered only once Kafka has it. No parsing,
+no validation. Its distance from the null app is what "200 means durable" costs before any other work.
+
+    uvicorn collector_durable_app:app        (KAFKA_BOOTSTRAP_SERVERS, BENCH_TOPIC)
+"""
+
+import os
+from contextlib import asynccontextmanager
+
+from ingest.kafka_writer import KafkaWriter, Record
+
+BODY = b'{"success":true}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
+TOPIC = os.environ.get("BENCH_TOPIC", "bench-durable")
+
+
+@asynccontextmanager
+async def writer_lifetime():
+    writer = KafkaWriter(os.environ["KAFKA_BOOTSTRAP_SERVERS"])
+    try:
+        yield writer
+    finally:
+        writer.close()
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send)
+        return
+    chunks, more_body = [], True
+    while more_body:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        more_body = message.get("more_body", False)
+    await WRITER[0].write([Record(TOPIC, None, b"".join(chunks))])
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+WRITER: list[KafkaWriter] = []
+
+
+async def lifespan(receive, send):
+    await receive()  # lifespan.startup
+    async with writer_lifetime() as writer:
+        WRITER.append(writer)
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+    await send({"type": "lifespan.shutdown.complete"})
