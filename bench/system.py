@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from footfall.lag import consumer_lag
 from footfall.loadgen import run_load
 from footfall.topics import ensure_topics
 from schemas.config import FootfallSettings
+from tests.pipeline import SupervisedProcess, topic_message_ids  # the supervisor and the diagnostic reader the tests use
 
 WRITE_KEY = "bench-write-key"
 FRESHNESS_TARGET_S = 2.0
@@ -227,13 +227,13 @@ def drain(bootstrap: str, events: int, workers: int, join_and_leave: bool = Fals
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS)
         ensure_topics(bootstrap, settings.topics.all())
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix, "FOOTFALL_PARTITIONS": str(PARTITIONS),
-               "FOOTFALL_PROCESSOR_METRICS_PORT": "0"}
-        procs: list[subprocess.Popen] = []
+        procs: list[SupervisedProcess] = []
 
         def start_worker(n: int) -> None:
-            procs.append(subprocess.Popen([sys.executable, "-m", "footfall", "processor"], cwd=REPO, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL, env={**env, "FOOTFALL_DATA_DIR": f"{data_dir}/worker-{n}"}))
+            """A worker restarted when it stops itself (exit 70), as systemd or `footfall run` would: around
+            rebalances faust can skip records, and the processors' continuity guard then restarts the worker."""
+            worker_dir = Path(data_dir) / f"worker-{n}"
+            procs.append(SupervisedProcess("processor", settings.model_copy(update={"data_dir": worker_dir}), worker_dir / "logs"))
 
         try:
             for n in range(workers):
@@ -254,16 +254,15 @@ def drain(bootstrap: str, events: int, workers: int, join_and_leave: bool = Fals
                     start_worker(len(procs))
                 if join_and_leave and "join" in marks and "leave" not in marks and done >= 2 * events / 3:
                     marks["leave"] = time.perf_counter() - started
-                    procs[0].send_signal(signal.SIGTERM)
+                    threading.Thread(target=procs[0].stop, daemon=True).start()  # SIGTERM: a clean leave
                 if time.perf_counter() - started > 900:
                     raise TimeoutError(f"drain stuck at {done}/{events}")
                 time.sleep(0.2)
             elapsed = progress[-1][0]
-            from tests.pipeline import topic_message_ids  # the same diagnostic reader the tests use
 
             enriched = topic_message_ids(settings, settings.topics.enriched.name)
             expected = {e.message_id for e in backlog}
-            result = {"workers": workers, "events": events, "events_per_s": round(events / elapsed),
+            result = {"workers": workers, "events": events, "events_per_s": round(events / elapsed), "restarts": sum(p.restarts for p in procs),
                       "lost": len(expected - set(enriched)), "extra_copies": len([m for m in enriched if m in expected]) - len(expected)}
             if join_and_leave:
                 result["marks"] = marks
@@ -272,15 +271,11 @@ def drain(bootstrap: str, events: int, workers: int, join_and_leave: bool = Fals
                     window = [(t, d) for t, d in progress if at - 1 <= t <= at + 60]
                     result[f"pause_on_{name}_s"] = round(_longest_stall(window), 2)
             print(f"drain with {workers} worker(s){' (join+leave)' if join_and_leave else ''}: {result['events_per_s']:,} events/s, "
-                  f"lost {result['lost']}, extra copies {result['extra_copies']}")
+                  f"lost {result['lost']}, extra copies {result['extra_copies']}, worker restarts {result['restarts']}")
             return result
         finally:
             for proc in procs:
-                if proc.poll() is None:
-                    proc.terminate()
-            for proc in procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(30)
+                proc.stop()
 
 
 def _longest_stall(progress: list[tuple[float, int]]) -> float:

@@ -18,6 +18,7 @@ JSON-serialisable value per key, so the changelog carries only what a command ch
     "counter:message"   -> how many commands were applied (drives the ring below)
     "recent:<slot>"     -> the message id in ring slot <slot> (count modulo recent_messages)
     "message:<mid>"     -> True while <mid> is among the last recent_messages commands
+    "journal"           -> the last command's writes and outputs, written before them (see below)
 
 The identify guard (PostHog #5527, #11873) protects accounts: identify never joins two persons that
 both have a user id. A second user logging in on a shared device gets a person of their own; a
@@ -32,6 +33,13 @@ the persons it names and those persons' identities: a worker killed after its st
 changelog but before its outputs left is redelivered that command, and this is how the lost mappings
 still arrive. Each mapping keeps the version it was issued with ("mapping_version:<id>"), so the copy
 is the same record downstream.
+
+A command's writes are all-or-nothing. They reach the store (and its changelog) only after one
+"journal" record that lists them, and its "message:<mid>" marker is the last of them. A worker that
+dies part-way leaves a prefix of them in the changelog; the next command applied, which after a
+restart is that same one again, first finds the journal without its marker, writes the rest and
+re-sends the journal's outputs. Without this, a prefix could hold a mapping to a person whose record
+never arrived.
 """
 
 from __future__ import annotations
@@ -79,6 +87,7 @@ _RECENT = "recent:"
 _VERSION = "counter:version"
 _VISITOR = "counter:visitor"
 _APPLIED = "counter:message"
+_JOURNAL = "journal"
 
 
 @dataclass
@@ -89,6 +98,58 @@ class Resolution:
     merges: list[PersonMerge] = field(default_factory=list)
     persons: list[PersonIdentity] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+
+
+    def as_json(self) -> dict[str, list[dict]]:
+        return {name: [record.model_dump(mode="json") for record in getattr(self, name)] for name in _RESOLUTION_PARTS}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[dict]]) -> Resolution:
+        return cls(**{name: [model.model_validate(r) for r in data[name]] for name, model in _RESOLUTION_PARTS.items()})
+
+    def __add__(self, other: Resolution) -> Resolution:
+        return Resolution(**{name: getattr(self, name) + getattr(other, name) for name in _RESOLUTION_PARTS})
+
+
+_RESOLUTION_PARTS = {"mappings": DistinctIdMapping, "merges": PersonMerge, "persons": PersonIdentity, "warnings": Problem}
+
+
+class _Staged:
+    """The store as one command sees it: reads fall through to the store, writes are held back (None stands
+    for a deletion; no stored value is None) until the command is done and journalled."""
+
+    def __init__(self, store: MutableMapping[str, Any]) -> None:
+        self.store = store
+        self.writes: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self.writes:
+            if self.writes[key] is None:
+                raise KeyError(key)
+            return self.writes[key]
+        return self.store[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes.pop(key, None)  # re-inserted: the order of writes is the order of their last change
+        self.writes[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # noqa: B018 - a missing key raises, as a mapping's would
+        self[key] = None  # via __setitem__: a deletion counts as a change
+
+
+def _write_through(store: MutableMapping[str, Any], writes) -> None:
+    for key, value in writes:
+        if value is not None:
+            store[key] = value
+        elif key in store:
+            del store[key]
 
 
 @dataclass(frozen=True)
@@ -272,17 +333,31 @@ class IdentityResolver:
 
     def apply(self, command: IdentityCommand) -> Resolution:
         """Applies one command, in topic order; a recently applied message id re-sends what the state holds."""
+        completed = self._complete_interrupted()
         if self._store.get(_MESSAGE + command.message_id):
-            return self._as_held(command)
-        change = _Change(self._store, command.timestamp)
+            return completed + self._as_held(command)
+        staged = _Staged(self._store)
+        change = _Change(staged, command.timestamp)
         if command.kind == "seen":
             self._seen(change, command)
         elif command.kind == "identify":
             self._link(change, command, "anonymous_id", command.anonymous_id, "identify", guarded=True)
         else:
             self._link(change, command, "previous_id", command.previous_id, "alias", guarded=False)
-        self._remember(command.message_id)
-        return change.finish()
+        out = change.finish()
+        self._remember(staged, command.message_id)  # last: its marker tells a complete command from a cut one
+        self._store[_JOURNAL] = {"message_id": command.message_id, "writes": [[key, value] for key, value in staged.writes.items()], "out": out.as_json()}
+        _write_through(self._store, staged.writes.items())
+        return completed + out
+
+    def _complete_interrupted(self) -> Resolution:
+        """The rest of the last command's writes when a worker died part-way through them, and its outputs
+        again (they may not have left either); nothing when it completed."""
+        journal = self._store.get(_JOURNAL)
+        if journal is None or self._store.get(_MESSAGE + journal["message_id"]):
+            return Resolution()
+        _write_through(self._store, journal["writes"])
+        return Resolution.from_json(journal["out"])
 
     def _as_held(self, command: IdentityCommand) -> Resolution:
         """The current mappings and identities of the persons a redelivered command names (module docstring)."""
@@ -328,13 +403,13 @@ class IdentityResolver:
         elif not is_illegal_id(source):
             change.ensure(source)
 
-    def _remember(self, message_id: str) -> None:
-        slot = _RECENT + str(_next(self._store, _APPLIED) % self._recent_messages)
-        evicted = self._store.get(slot)
-        if evicted is not None:
-            del self._store[_MESSAGE + evicted]
-        self._store[slot] = message_id
-        self._store[_MESSAGE + message_id] = True
+    def _remember(self, store: _Staged, message_id: str) -> None:
+        slot = _RECENT + str(_next(store, _APPLIED) % self._recent_messages)
+        evicted = store.get(slot)
+        if evicted is not None and store.get(_MESSAGE + evicted) is not None:
+            del store[_MESSAGE + evicted]
+        store[slot] = message_id
+        store[_MESSAGE + message_id] = True
 
 
 def _usable(value: Any) -> bool:

@@ -40,7 +40,8 @@ def versions(result: Resolution) -> list[int]:
 
 
 def without_dedup_ring(store: dict[str, Any]) -> dict[str, Any]:
-    ring = ("message:", "recent:", "counter:message")
+    """The identity facts alone: without the ring of recent message ids and the last command's journal."""
+    ring = ("message:", "recent:", "counter:message", "journal")
     return {key: value for key, value in store.items() if not key.startswith(ring)}
 
 
