@@ -143,7 +143,9 @@ def system_section(r: dict) -> list[str]:
         f"Rebalance: while 1 worker drained, a second joined at {rebalance['marks'].get('join', 0):.1f} s and the first left (SIGTERM) at "
         f"{rebalance['marks'].get('leave', 0):.1f} s. The group's committed progress stood still for at most "
         f"{rebalance.get('pause_on_join_s', 0)} s around the join and {rebalance.get('pause_on_leave_s', 0)} s around the leave. "
-        f"Lost: {rebalance['lost']}; extra copies on `enriched`: {rebalance['extra_copies']} (collapsed by the events table's key).",
+        f"Lost: {rebalance['lost']}; extra copies on `enriched`: {rebalance['extra_copies']} (collapsed by the events table's key)."
+        + (f" Workers restarted by their supervisor after stopping themselves (exit 70, e.g. the continuity guard catching faust "
+           f"skipping records after the rebalance): {rebalance['restarts']}." if "restarts" in rebalance else ""),
         "",
         "![lag while a worker joins and leaves](bench/results/system-rebalance-lag.png)",
         "",

@@ -238,8 +238,10 @@ def drain(bootstrap: str, events: int, workers: int, join_and_leave: bool = Fals
         try:
             for n in range(workers):
                 start_worker(n)
-            produce(bootstrap, settings.topics.raw.name, raw_events(1, 1, seed=99))  # warm-up: the group is formed
-            wait_for_commits(bootstrap, f"{prefix}-processor", settings.topics.raw.name, 1, 180)
+            # Warm-up: the group is formed. Workers that start together can sit idle on their partitions (faust) until
+            # their stall watch restarts them (FOOTFALL_PROCESSOR_STALL_SECONDS), so this may take minutes.
+            produce(bootstrap, settings.topics.raw.name, raw_events(1, 1, seed=99))
+            wait_for_commits(bootstrap, f"{prefix}-processor", settings.topics.raw.name, 1, 480)
             started = time.perf_counter()
             produce(bootstrap, settings.topics.raw.name, backlog)
             progress, marks = [], {}
