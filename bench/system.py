@@ -175,10 +175,9 @@ class Watcher(threading.Thread):
 
 
 def kafka_pid() -> int | None:
-    for proc in psutil.process_iter(["cmdline"]):
-        if any("kafka.Kafka" in part for part in proc.info["cmdline"] or []):
-            return proc.pid
-    return None
+    """The newest broker process: the one this run started (another may be running for something else)."""
+    brokers = [p for p in psutil.process_iter(["cmdline", "create_time"]) if any("kafka.Kafka" in part for part in p.info["cmdline"] or [])]
+    return max(brokers, key=lambda p: p.info["create_time"]).pid if brokers else None
 
 
 def step(run: Pipeline, watcher: Watcher, seed: int, rate: float, seconds: float) -> dict:
