@@ -177,11 +177,13 @@ def render() -> str:
         "- Every stage is Python; the per-event CPU cost (JSON, validation, Kafka client) dominates. The collector and the",
         "  projector scale by processes (`--workers`, more projectors against a ClickHouse server); the processors by workers",
         "  in the consumer group, up to the partition count.",
-        "- The processors are the end-to-end bottleneck today. The sessionizer takes events in batches (`take_events`):",
-        "  state is read and written once per device per batch and only a session's latest update is sent. A py-spy profile",
-        "  of a worker under backlog shows its event loop 100 % busy and the time spread thin: about 40 % in the sessionizer",
-        "  (10 % the pure sessionizer, 15 % faust's send path), 12 % the identity sequencer, the rest aiokafka's producer and",
-        "  consumer and faust's stream machinery. No single hot spot is left; the next step is fewer messages per event.",
+        "- The processors are the end-to-end bottleneck. Under backlog a worker is CPU-bound, and its time is spread thin",
+        "  (py-spy, 2026-11-24): about 45 % in the sessionizer agent (the pure sessionizer about 12 %, building and handing",
+        "  over outputs about 15 %), and the rest in faust's fetcher and stream machinery and aiokafka's producer. The floor",
+        "  row is what footfall's own code cannot remove: an agent that does nothing already pays faust's per-message",
+        "  work (two asyncio tasks per message in its fetcher, a queue hop per stream).",
+        "- The floor rows are baselines in the same sense as the bare loop and the null app: measured in the same run, on",
+        "  the same machine, so the ratios compare like with like.",
         "",
     ]
     return "\n".join(lines)
