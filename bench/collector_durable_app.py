@@ -6,27 +6,23 @@ no validation. Its distance from the null app is what "200 means durable" costs 
 """
 
 import os
-from contextlib import asynccontextmanager
 
 from ingest.kafka_writer import KafkaWriter, Record
 
 BODY = b'{"success":true}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 TOPIC = os.environ.get("BENCH_TOPIC", "bench-durable")
-
-
-@asynccontextmanager
-async def writer_lifetime():
-    writer = KafkaWriter(os.environ["KAFKA_BOOTSTRAP_SERVERS"])
-    try:
-        yield writer
-    finally:
-        writer.close()
+WRITER: list[KafkaWriter] = []  # made at start-up: the writer needs the server's running event loop
 
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        await lifespan(receive, send)
+        await receive()  # lifespan.startup
+        WRITER.append(KafkaWriter(os.environ["KAFKA_BOOTSTRAP_SERVERS"]))
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        WRITER.pop().close()
+        await send({"type": "lifespan.shutdown.complete"})
         return
     chunks, more_body = [], True
     while more_body:
@@ -36,15 +32,3 @@ async def app(scope, receive, send):
     await WRITER[0].write([Record(TOPIC, None, b"".join(chunks))])
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
     await send({"type": "http.response.body", "body": BODY})
-
-
-WRITER: list[KafkaWriter] = []
-
-
-async def lifespan(receive, send):
-    await receive()  # lifespan.startup
-    async with writer_lifetime() as writer:
-        WRITER.append(writer)
-        await send({"type": "lifespan.startup.complete"})
-        await receive()  # lifespan.shutdown
-    await send({"type": "lifespan.shutdown.complete"})
