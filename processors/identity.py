@@ -99,7 +99,6 @@ class Resolution:
     persons: list[PersonIdentity] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
 
-
     def as_json(self) -> dict[str, list[dict]]:
         return {name: [record.model_dump(mode="json") for record in getattr(self, name)] for name in _RESOLUTION_PARTS}
 
