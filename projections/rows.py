@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -96,6 +97,16 @@ PERSON_OVERRIDES = TableSpec(
 )
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
+def epoch_ms(at: datetime) -> int:
+    """A DateTime64(3) value as clickhouse-connect writes it unconverted: its per-value datetime conversion
+    took a third of a bulk insert's time. Naive datetimes are UTC."""
+    return ((at if at.tzinfo else at.replace(tzinfo=UTC)) - _EPOCH) // _MS
+
+
 def _json(value: Any) -> str:
     return orjson.dumps(value).decode()
 
@@ -103,8 +114,8 @@ def _json(value: Any) -> str:
 def event_row(event: EnrichedEvent, partition: int, offset: int) -> list:
     return [
         event.message_id,
-        event.timestamp,
-        event.received_at,
+        epoch_ms(event.timestamp),
+        epoch_ms(event.received_at),
         event.type,
         event.event or "",
         event.distinct_id,
@@ -131,8 +142,8 @@ def session_row(update: SessionUpdate) -> list:
         update.distinct_id or "",
         update.status,
         update.absorbed_into or "",
-        update.start,
-        update.end,
+        epoch_ms(update.start),
+        epoch_ms(update.end),
         update.duration_seconds,
         update.event_count,
         update.pageview_count,

@@ -8,7 +8,7 @@ from functools import reduce
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from projections.profiles import EMPTY, ProfileState, fold, merge, properties_of
+from projections.profiles import EMPTY, ProfileState, fold, fold_all, merge, properties_of
 from schemas.events import EnrichedEvent
 
 T0 = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
@@ -122,3 +122,12 @@ def test_refolding_any_event_of_either_person_after_a_merge_changes_nothing(into
 def test_merging_a_person_with_itself_changes_nothing(evs):
     state = run(evs)
     assert merge(state, state) == state
+
+
+@examples
+@given(events("s"), events("b"), st.data())
+def test_folding_a_whole_batch_at_once_equals_folding_event_by_event(earlier, batch, data):
+    """The projector folds a batch with fold_all; it must be exactly the per-event fold, from any state."""
+    state = run(earlier)
+    batch = batch + data.draw(st.lists(st.sampled_from(batch), max_size=3)) if batch else batch  # redeliveries too
+    assert fold_all(state, batch) == run(batch, state)
