@@ -11,6 +11,7 @@ so that noise from the machine hits them alike, and the median of the rounds is 
   null-batch   the null app, 100-event batch bodies   collector-batch   POST /v1/batch
   durable-single  the null app that also writes each body to Kafka with the collector's KafkaWriter and
                answers once Kafka has it (bench/collector_durable_app.py): the floor of "200 means durable"
+  durable-batch   the same for batch bodies, split into one Kafka message per call: the floor of a batch
 
 The collector answers 200 only once Kafka (acks=all) has every event, so its numbers include that.
 Ratios compare each collector scenario with the null app on the same bodies. Writes
@@ -159,7 +160,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="footfall-bench-"))
     singles, batches, single_bytes, batch_bytes = write_bodies(work)
-    samples: dict[str, list[dict]] = {name: [] for name in ("null-single", "durable-single", "collector-single", "null-batch", "collector-batch")}
+    samples: dict[str, list[dict]] = {name: [] for name in ("null-single", "durable-single", "collector-single", "null-batch", "durable-batch", "collector-batch")}
     with broker() as bootstrap:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix)
@@ -177,6 +178,7 @@ def main() -> None:
             ("durable-single", "collector_durable_app:app", durable_env, False, "/v1/track", singles),
             ("collector-single", "ingest.app:create_app", collector_env, True, "/v1/track", singles),
             ("null-batch", "collector_null_app:app", null_env, False, "/v1/batch", batches),
+            ("durable-batch", "collector_durable_app:app", durable_env, False, "/v1/batch", batches),
             ("collector-batch", "ingest.app:create_app", collector_env, True, "/v1/batch", batches),
         ]
         for round_number in range(args.rounds):
@@ -205,6 +207,7 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
         "durable_floor_requests_per_s": median["durable-single"],
         "durable_floor_ratio_to_null": median["durable-single"] / median["null-single"],
         "batch_events_per_s_per_worker": median["collector-batch"] * BATCH_SIZE,
+        "durable_batch_floor_events_per_s": median["durable-batch"] * BATCH_SIZE,
         "batch_ratio_to_null": median["collector-batch"] / median["null-batch"],
         "targets": {"single_ratio_to_null": 0.6, "batch_events_per_s_per_worker": 100_000},
         "raw_events_in_kafka": written,
@@ -218,6 +221,8 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
           f"= {results['durable_floor_ratio_to_null']:.2f}× the null app")
     print(f"batches of {BATCH_SIZE}: {results['batch_events_per_s_per_worker']:,.0f} events/s per worker "
           f"= {results['batch_ratio_to_null']:.2f}× the null app's batch requests/s (target ≥ 100,000 events/s)")
+    print(f"floor: batches split into one Kafka message per call, nothing else: "
+          f"{results['durable_batch_floor_events_per_s']:,.0f} events/s")
     print(f"non-2xx answers from the collector: {results['non_2xx_answers']}; raw events in Kafka: {written:,}")
     print(f"wrote {path.relative_to(REPO)}")
 

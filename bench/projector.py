@@ -4,6 +4,9 @@
 
 In one run, one broker, one embedded ClickHouse:
   bulk insert   the same rows inserted with clickhouse-connect in 10,000-row column-typed batches (the ceiling)
+  floor         the least any projector does with those events pre-produced to `enriched`: consume, decode
+                with orjson (no schema check), build the same rows, insert 10,000 at a time, commit; no
+                profiles, sessions or mappings
   projector     the same events pre-produced to `enriched`: rows/s until every offset is committed
   freshness     the whole pipeline (collector, one processor, projector) at a steady offered rate:
                 time from the collector's 200 to the row being queryable, p50/p95/p99
@@ -20,9 +23,11 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import datetime
 
 import httpx
-from confluent_kafka import Producer
+import orjson
+from confluent_kafka import Consumer, Producer
 
 from bench.common import REPO, broker, free_port, write_result
 from bench.processors import raw_events
@@ -30,8 +35,8 @@ from footfall.topics import ensure_topics
 from projections.clickhouse import connect, migrate
 from projections.projector import Projector
 from projections.replay import end_offsets
-from projections.rows import EVENTS, event_row
-from schemas.config import FootfallSettings
+from projections.rows import EVENTS, epoch_ms, event_row
+from schemas.config import FootfallSettings, tune_garbage_collector
 from schemas.events import EnrichedEvent
 
 WRITE_KEY = "bench-write-key"
@@ -57,12 +62,47 @@ def bulk_insert(client, database: str, events: list[EnrichedEvent]) -> float:
     return len(rows) / (time.perf_counter() - started)
 
 
-def projector_rate(settings: FootfallSettings, client, events: list[EnrichedEvent]) -> float:
+def produce_enriched(settings: FootfallSettings, events: list[EnrichedEvent]) -> None:
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "linger.ms": 20, "compression.type": "lz4"})
     for event in events:
         producer.produce(settings.topics.enriched.name, event.model_dump_json().encode(), event.distinct_id.encode())
         producer.poll(0)
     assert producer.flush(60) == 0
+
+
+def floor_row(event: dict, partition: int, offset: int) -> list:
+    """event_row's columns straight from the decoded JSON, without the schema."""
+    at = (datetime.fromisoformat(event["timestamp"]), datetime.fromisoformat(event["received_at"]))
+    return [event["message_id"], epoch_ms(at[0]), epoch_ms(at[1]), event["type"], event.get("event") or "",
+            event.get("user_id") or event.get("anonymous_id") or "", event.get("anonymous_id") or "",
+            event.get("user_id") or "", event.get("person_id") or "", event.get("session_id") or "",
+            orjson.dumps(event.get("properties")).decode(), orjson.dumps(event.get("traits")).decode(),
+            orjson.dumps(event.get("context")).decode(), event["source_id"], event.get("ip") or "",
+            event.get("user_agent") or "", event.get("flags") or [], partition, offset]
+
+
+def floor_rate(settings: FootfallSettings, client, events: list[EnrichedEvent]) -> float:
+    """Consume, decode, insert, commit: what is left of a projector with no profiles and no schema check."""
+    produce_enriched(settings, events)
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"{settings.topic_prefix}-floor",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.subscribe([settings.topics.enriched.name])
+    done, batch, started = 0, [], time.perf_counter()
+    while done < len(events):
+        for message in consumer.consume(5_000, timeout=0.2):
+            if not message.error():
+                batch.append(floor_row(orjson.loads(message.value()), message.partition(), message.offset()))
+        if len(batch) >= 10_000 or (batch and done + len(batch) == len(events)):
+            client.insert(f"{settings.database}.events", batch, column_names=EVENTS.column_names, column_type_names=EVENTS.column_types)
+            consumer.commit(asynchronous=False)
+            done, batch = done + len(batch), []
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return len(events) / elapsed
+
+
+def projector_rate(settings: FootfallSettings, client, events: list[EnrichedEvent]) -> float:
+    produce_enriched(settings, events)
     worker = Projector(settings, client)
     finish = end_offsets(settings, [settings.topics.enriched.name])
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -147,6 +187,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
     events = enriched(args.rows)
+    tune_garbage_collector(FootfallSettings())  # as `footfall projector` does
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="footfall-bench-") as data_dir:
         client = connect(f"chdb://{data_dir}/clickhouse")
         base = FootfallSettings(kafka_bootstrap_servers=bootstrap, data_dir=data_dir, partitions=4, collector_port=free_port())
@@ -159,13 +200,16 @@ def main() -> None:
 
         bulk = bulk_insert(client, fresh("bulk").database, events)
         print(f"bulk insert: {bulk:,.0f} rows/s")
+        floor = floor_rate(fresh("floor"), client, events)
+        print(f"floor (consume, decode, insert, commit): {floor:,.0f} rows/s")
         projected = projector_rate(fresh("projector"), client, events)
         print(f"projector: {projected:,.0f} rows/s")
         fresh_result = freshness(fresh("freshness"), client, args.rate, args.seconds)
         print(f"freshness: {fresh_result}")
     result = {
         "command": "make bench-projector", "rows": len(events),
-        "bulk_insert_rows_per_s": round(bulk), "projector_rows_per_s": round(projected),
+        "bulk_insert_rows_per_s": round(bulk), "floor_rows_per_s": round(floor),
+        "floor_ratio_to_bulk_insert": round(floor / bulk, 3), "projector_rows_per_s": round(projected),
         "projector_ratio_to_bulk_insert": round(projected / bulk, 3),
         "freshness": fresh_result,
     }
