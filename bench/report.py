@@ -211,7 +211,7 @@ def render() -> str:
         "  over outputs about 15 %), and the rest in faust's fetcher and stream machinery and aiokafka's producer. The floor",
         "  row is what footfall's own code cannot remove: an agent that does nothing already pays faust's per-message",
         "  work (two asyncio tasks per message in its fetcher, a queue hop per stream).",
-        "- The projector under backlog (py-spy, 2026-11-24): about a third of its time in ClickHouse queries of the persons",
+        "- The projector under backlog (py-spy, 2026-11-24): about a quarter of its time in ClickHouse queries of the persons",
         "  read-modify-write (live mappings, stored states, exact event and session counts), a fifth decoding and checking",
         "  messages, a fifth inserting. Folding a person's batch in one pass (`fold_all`) and writing DateTime64 columns as",
         "  epoch milliseconds (clickhouse-connect's per-value datetime conversion took a third of an insert) took it from",
