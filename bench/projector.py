@@ -8,9 +8,9 @@ In one run, one broker, one embedded ClickHouse:
                 with orjson (no schema check), build the same rows, insert 10,000 at a time, commit; no
                 profiles, sessions or mappings
   projector     the same events pre-produced to `enriched`: rows/s until every offset is committed
-Both consuming rows are timed from the first message consumed (joining the consumer group is not throughput).
   freshness     the whole pipeline (collector, one processor, projector) at a steady offered rate:
                 time from the collector's 200 to the row being queryable, p50/p95/p99
+Floor and projector are timed from the first message consumed (joining the consumer group is not throughput).
 Writes bench/results/projector.json.
 """
 
@@ -73,8 +73,8 @@ def produce_enriched(settings: FootfallSettings, events: list[EnrichedEvent]) ->
 
 def floor_row(event: dict, partition: int, offset: int) -> list:
     """event_row's columns straight from the decoded JSON, without the schema."""
-    at = (datetime.fromisoformat(event["timestamp"]), datetime.fromisoformat(event["received_at"]))
-    return [event["message_id"], epoch_ms(at[0]), epoch_ms(at[1]), event["type"], event.get("event") or "",
+    return [event["message_id"], epoch_ms(datetime.fromisoformat(event["timestamp"])),
+            epoch_ms(datetime.fromisoformat(event["received_at"])), event["type"], event.get("event") or "",
             event.get("user_id") or event.get("anonymous_id") or "", event.get("anonymous_id") or "",
             event.get("user_id") or "", event.get("person_id") or "", event.get("session_id") or "",
             orjson.dumps(event.get("properties")).decode(), orjson.dumps(event.get("traits")).decode(),
