@@ -118,7 +118,7 @@ class Projector:
             batch.persons.session_keys.add(update.device_key)
         elif isinstance(update, SessionMerge):
             for absorbed, survivor in self.session_overrides.merge(update.absorbed_session_id, update.survivor_session_id):
-                batch.rows[rows.SESSION_OVERRIDES.name].append([absorbed, survivor, update.version])
+                batch.rows[rows.SESSION_OVERRIDES.name].append(rows.session_override_row(absorbed, survivor, update.version))
 
     def _on_mapping(self, batch: Batch, message: Message) -> None:
         mapping = DistinctIdMapping.model_validate_json(message.value())
@@ -129,7 +129,7 @@ class Projector:
         person = person_message.validate_json(message.value())
         if isinstance(person, PersonMerge):
             for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
-                batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, rows.epoch_ms(person.timestamp), person.version])
+                batch.rows[rows.PERSON_OVERRIDES.name].append(rows.person_override_row(absorbed, survivor, person.timestamp, person.version))
             batch.persons.merges.append(person)
         elif isinstance(person, PersonIdentity):
             batch.persons.identities.append(person)
