@@ -89,18 +89,24 @@ def processor() -> None:
     import faust
 
     from footfall.topics import ensure_topics
+    from processors import metrics
     from processors.app import create_app
 
     from prometheus_client import start_http_server
 
     settings = _settings()
-    (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
+    state_dir = settings.data_dir / "processor"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    metrics.record_start(state_dir)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     if settings.processor_metrics_port:
-        start_http_server(settings.processor_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.processor_metrics_port, addr=settings.processor_metrics_host)
     app = create_app(settings)
     tune_garbage_collector(settings)
-    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    try:
+        faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    finally:  # a clean stop (SIGTERM, Ctrl-C); stop_worker's exit skips this and leaves its own cause
+        metrics.record_exit("stopped")
 
 
 @cli.command()
