@@ -118,11 +118,11 @@ def migrate() -> None:
 
     settings = _settings()
     try:
-        client = connect(settings.clickhouse_dsn)
+        client = connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster)
     except ProgrammingError as exc:  # the embedded engine's directory is owned by a running projector
         console.print(f"[red]cannot open {settings.clickhouse_dsn}: {exc}[/red]\nA running projector applies migrations at start.")
         raise typer.Exit(1) from exc
-    applied = apply(client, settings.database)
+    applied = apply(client, settings.database, settings.clickhouse_cluster)
     console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
 
 
@@ -138,8 +138,8 @@ def projector() -> None:
 
     settings = _settings()
     _logging()
-    apply(connect(settings.clickhouse_dsn), settings.database)
-    worker = Projector(settings, connect(settings.clickhouse_dsn))
+    apply(connect(settings.clickhouse_dsn), settings.database, settings.clickhouse_cluster)
+    worker = Projector(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster))
     tune_garbage_collector(settings)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -181,7 +181,7 @@ def replay(
 
     settings = _settings()
     _logging()
-    report = rebuild(settings, connect(settings.clickhouse_dsn), switch=switch)
+    report = rebuild(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster), switch=switch)
     console.print(
         f"replayed {report.messages} messages in {report.seconds:.1f}s into {report.database}"
         + (f"; the previous tables are kept in {report.previous}" if report.previous else "")

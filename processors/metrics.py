@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import orjson
 from prometheus_client import Counter, Gauge
 
 DUPLICATES = Counter("footfall_processor_duplicate_events_total", "Events whose messageId a device had already sent")
@@ -24,35 +25,48 @@ RESTARTS = Counter(
 )
 
 _RUNNING = "running"
-_exit_marker: Path | None = None
+_marker: Path | None = None
+_history: dict[str, int] = {}
 
 
 def record_start(state_dir: Path) -> str | None:
     """Count this start under the way the previous run on `state_dir` ended, and mark this run as running.
 
     A process cannot count its own death (nothing scrapes it afterwards), so each run leaves its reason in
-    `state_dir/last-exit` and its successor counts it. Returns that reason (None on a first start)."""
-    global _exit_marker
-    _exit_marker = state_dir / "last-exit"
-    previous = _exit_marker.read_text().strip() if _exit_marker.exists() else None
-    reason = previous_run_ending(previous)
+    `state_dir/last-exit` and its successor counts it. The file also keeps the counts so far, so the counter
+    keeps growing across restarts instead of starting again at 0 or 1 (which Prometheus' increase() would
+    not see as a change). Returns that reason (None on a first start)."""
+    global _marker, _history
+    _marker = state_dir / "last-exit"
+    try:
+        saved = orjson.loads(_marker.read_bytes())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        saved = None if not _marker.exists() else {"state": _RUNNING}
+    _history = dict(saved.get("restarts", {})) if saved else {}
+    reason = previous_run_ending(saved.get("state") if saved else None)
     if reason is not None:
-        RESTARTS.labels(reason=reason).inc()
-    _exit_marker.write_text(_RUNNING)
+        _history[reason] = _history.get(reason, 0) + 1
+    for cause, count in _history.items():
+        RESTARTS.labels(reason=cause).inc(count)
+    _write(_RUNNING)
     return reason
 
 
-def previous_run_ending(marker: str | None) -> str | None:
+def previous_run_ending(state: str | None) -> str | None:
     """A run that never wrote how it ended was killed; no marker at all is a first start."""
-    if marker is None:
+    if state is None:
         return None
-    return "killed" if marker in ("", _RUNNING) else marker
+    return "killed" if state in ("", _RUNNING) else state
 
 
 def record_exit(reason: str) -> None:
     """Leave `reason` for the next run to count (see record_start); a no-op before record_start."""
-    if _exit_marker is not None:
-        _exit_marker.write_text(reason)
+    if _marker is not None:
+        _write(reason)
+
+
+def _write(state: str) -> None:
+    _marker.write_bytes(orjson.dumps({"state": state, "restarts": _history}))
 
 
 def set_consumer_lag(positions: Mapping[Any, int], ends: Mapping[Any, int]) -> None:

@@ -2,6 +2,7 @@
 
 from collections import namedtuple
 
+import orjson
 import pytest
 from prometheus_client import REGISTRY
 
@@ -29,7 +30,21 @@ def test_restarts_are_counted_by_how_the_previous_run_ended(tmp_path):
     # and the one after that stops cleanly
     processor_metrics.record_exit("stopped")
     assert processor_metrics.record_start(tmp_path) == "stopped"
-    assert (tmp_path / "last-exit").read_text() == "running"
+    assert orjson.loads((tmp_path / "last-exit").read_bytes()) == {"state": "running", "restarts": {"killed": 1, "stall": 1, "stopped": 1}}
+
+
+def test_restart_counts_carry_over_to_the_next_process(tmp_path):
+    """A new process starts its counter from the saved totals, so the series keeps growing across restarts."""
+    (tmp_path / "last-exit").write_bytes(orjson.dumps({"state": "stall", "restarts": {"stall": 4, "killed": 2}}))
+    before = {r: sample("footfall_processor_restarts_total", reason=r) for r in ("stall", "killed")}
+    assert processor_metrics.record_start(tmp_path) == "stall"
+    assert sample("footfall_processor_restarts_total", reason="stall") == before["stall"] + 5
+    assert sample("footfall_processor_restarts_total", reason="killed") == before["killed"] + 2
+
+
+def test_an_unreadable_marker_counts_as_killed(tmp_path):
+    (tmp_path / "last-exit").write_text("running")  # e.g. written by an older version
+    assert processor_metrics.record_start(tmp_path) == "killed"
 
 
 @pytest.mark.parametrize(("marker", "reason"), [(None, None), ("", "killed"), ("running", "killed"), ("continuity", "continuity")])
