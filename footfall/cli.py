@@ -89,18 +89,24 @@ def processor() -> None:
     import faust
 
     from footfall.topics import ensure_topics
+    from processors import metrics
     from processors.app import create_app
 
     from prometheus_client import start_http_server
 
     settings = _settings()
-    (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
+    state_dir = settings.data_dir / "processor"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    metrics.record_start(state_dir)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     if settings.processor_metrics_port:
-        start_http_server(settings.processor_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.processor_metrics_port, addr=settings.processor_metrics_host)
     app = create_app(settings)
     tune_garbage_collector(settings)
-    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    try:
+        faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    finally:  # a clean stop (SIGTERM, Ctrl-C); stop_worker's exit skips this and leaves its own cause
+        metrics.record_exit("stopped")
 
 
 @cli.command()
@@ -112,11 +118,11 @@ def migrate() -> None:
 
     settings = _settings()
     try:
-        client = connect(settings.clickhouse_dsn)
+        client = connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster)
     except ProgrammingError as exc:  # the embedded engine's directory is owned by a running projector
         console.print(f"[red]cannot open {settings.clickhouse_dsn}: {exc}[/red]\nA running projector applies migrations at start.")
         raise typer.Exit(1) from exc
-    applied = apply(client, settings.database)
+    applied = apply(client, settings.database, settings.clickhouse_cluster)
     console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
 
 
@@ -132,8 +138,8 @@ def projector() -> None:
 
     settings = _settings()
     _logging()
-    apply(connect(settings.clickhouse_dsn), settings.database)
-    worker = Projector(settings, connect(settings.clickhouse_dsn))
+    apply(connect(settings.clickhouse_dsn), settings.database, settings.clickhouse_cluster)
+    worker = Projector(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster))
     tune_garbage_collector(settings)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -175,7 +181,7 @@ def replay(
 
     settings = _settings()
     _logging()
-    report = rebuild(settings, connect(settings.clickhouse_dsn), switch=switch)
+    report = rebuild(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster), switch=switch)
     console.print(
         f"replayed {report.messages} messages in {report.seconds:.1f}s into {report.database}"
         + (f"; the previous tables are kept in {report.previous}" if report.previous else "")

@@ -26,7 +26,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from projections import rows
+from projections import metrics, rows
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.rows import Overrides, TableSpec
 from schemas.bad_rows import stream_bad_row
@@ -36,6 +36,7 @@ from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, per
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
 
 log = logging.getLogger(__name__)
+_RECEIVED_AT = rows.EVENTS.column_names.index("received_at")
 
 
 @dataclass
@@ -161,6 +162,7 @@ class Projector:
         if batch.size:
             self.write(batch)
             self.commit(batch)
+            metrics.BATCH_MESSAGES.observe(batch.size)
 
     def _on_revoke(self, _consumer, _partitions) -> None:
         # Finish what was read from the partitions leaving us, so the next owner starts after it.
@@ -199,6 +201,7 @@ class Projector:
     def _insert(self, table: TableSpec, data: list[list], token: str) -> None:
         if not data:
             return
+        started = time.perf_counter()
         self._retrying(
             lambda: self.client.insert(
                 f"{self.database}.{table.name}",
@@ -209,6 +212,10 @@ class Projector:
             ),
             what=f"{len(data)} rows for {table.name}",
         )
+        metrics.INSERT_SECONDS.labels(table=table.name).observe(time.perf_counter() - started)
+        metrics.ROWS_WRITTEN.labels(table=table.name).inc(len(data))
+        if table is rows.EVENTS:
+            metrics.observe_freshness(row[_RECEIVED_AT] for row in data)
 
     def _retrying(self, work, what: str = "a query"):
         """Run `work` until ClickHouse answers; not consuming meanwhile is the backpressure."""
@@ -220,6 +227,7 @@ class Projector:
                 if self.stopping.is_set():
                     raise
                 self.refusals += 1
+                metrics.REFUSED_WRITES.inc()
                 log.warning("ClickHouse refused %s (%s); retrying in %.1fs", what, exc, delay)
                 self.stopping.wait(delay)  # librdkafka keeps the group membership alive meanwhile
                 delay = min(delay * 2, 30)
@@ -232,4 +240,5 @@ class Projector:
         except KafkaException as exc:
             # The group moved on (rebalance): the new owner replays from the last commit, and the
             # replacing keys collapse what this batch already wrote.
+            metrics.COMMIT_FAILURES.inc()
             log.warning("offset commit refused (%s); the batch will be replayed and deduplicated", exc)
