@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -186,6 +187,42 @@ def replay(
         f"replayed {report.messages} messages in {report.seconds:.1f}s into {report.database}"
         + (f"; the previous tables are kept in {report.previous}" if report.previous else "")
     )
+
+
+@cli.command()
+def recover(
+    kind: Annotated[list[str], typer.Option("--kind", help="bad-row kind(s) to recover, e.g. schema_violation")],
+    fix: Annotated[Path, typer.Option("--fix", exists=True, dir_okay=False, help="a Python file defining fix(payload, row)")],
+    since: Annotated[datetime | None, typer.Option(help="only rows received since then (UTC unless it says otherwise)")] = None,
+    source: Annotated[str | None, typer.Option(help="only rows of this source id")] = None,
+    dry_run: Annotated[bool, typer.Option(help="fix and validate, but write nothing")] = False,
+    json_lines: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Fix refused calls from the dead-letter topic and send them again through the collector's validation.
+
+    Reports fixed (written to the raw topic), still bad (refused again; written nowhere) and skipped. Safe to
+    run twice: a recovered event keeps its messageId and its time, so it is counted once (ingest/recovery.py)."""
+    from ingest.config import CollectorConfig
+    from ingest.recovery import load_fix
+    from ingest.recovery import recover as recover_rows
+    from schemas.bad_rows import BAD_ROW_KINDS
+
+    unknown = set(kind) - set(BAD_ROW_KINDS)
+    if unknown:
+        raise typer.BadParameter(f"unknown kind(s) {', '.join(sorted(unknown))}; one of {', '.join(BAD_ROW_KINDS)}", param_hint="--kind")
+    settings = _settings()
+    when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    report = recover_rows(settings, CollectorConfig().sources(), load_fix(fix), kinds=set(kind), since=when, source_id=source, dry_run=dry_run)
+    summary = report.as_json()
+    if json_lines:
+        print(orjson.dumps(summary).decode())
+        return
+    verb = "would be re-sent" if dry_run else "re-sent"
+    console.print(f"fixed: {summary['fixed']} ({verb}), still bad: {summary['still_bad']}, skipped: {summary['skipped']}")
+    for reason, count in report.skipped.items():
+        console.print(f"  skipped {count}: {reason}")
+    for still in report.still_bad[:20]:
+        console.print(f"  still bad at {still.position}[{still.index}]: " + "; ".join(f"{p.field}: {p.reason} ({p.rule})" for p in still.problems))
 
 
 @cli.command()

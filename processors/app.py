@@ -39,7 +39,7 @@ from processors import metrics
 from processors.continuity import OffsetContinuity, StallWatch, resume_offset
 from processors.identity import IdentityResolver, commands_for
 from processors.sessionizer import DeviceState, SessionizerConfig, assign, close_expired
-from schemas.bad_rows import stream_bad_row
+from schemas.bad_rows import identity_warning, poison_message
 from schemas.config import FootfallSettings
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
@@ -298,7 +298,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         try:
             return model.model_validate_json(value or b"")
         except ValidationError as exc:
-            await emit(dead_letter, key, stream_bad_row("processor", value, model.__name__, f"not a {model.__name__}: {exc.errors()[0]['msg']}"))
+            await emit(dead_letter, key, poison_message("processor", value, model.__name__, f"not a {model.__name__}: {exc.errors()[0]['msg']}"))
             metrics.POISON_MESSAGES.labels(schema=model.__name__).inc()
             return None
 
@@ -405,7 +405,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                 await emit(persons, person.encode(), message.model_dump_json().encode())
             for warning in resolution.warnings:
                 metrics.IDENTITY_WARNINGS.labels(field=warning.field).inc()
-                await emit(dead_letter, key, stream_bad_row("processor", value, warning.field, warning.reason))
+                await emit(dead_letter, key, identity_warning("processor", value, warning))
             await hand_over_changelog()
 
     @app.agent(identities)
