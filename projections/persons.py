@@ -73,6 +73,8 @@ class PersonsProjection:
         for event in changes.events:
             person = live_of.get(event.distinct_id) or overrides.get(event.person_id or "", event.person_id)
             person = overrides.get(person, person)
+            if directory.is_deleted(person):  # received after the delete (else dropped): tracking's fresh person
+                person = person_id_for(event.distinct_id)
             if directory.status_at(person, epoch_ms(event.received_at)) == "disabled":
                 touched[person]  # noqa: B018 - recounted, not folded
             else:
