@@ -28,6 +28,7 @@ from pydantic import ValidationError
 
 from projections import rows
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
+from projections.profiles import person_properties_record
 from projections.rows import Overrides, TableSpec
 from schemas.bad_rows import stream_bad_row
 from schemas.config import FootfallSettings
@@ -92,7 +93,7 @@ class Projector:
                 "session.timeout.ms": int(settings.consumer_session_timeout_seconds * 1000),
             }
         )
-        self.dead_letter = Producer(
+        self.producer = Producer(
             {"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True}
         )
 
@@ -150,7 +151,7 @@ class Projector:
             self.flush()
         finally:
             self.consumer.close()
-            self.dead_letter.flush(10)
+            self.producer.flush(10)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -184,8 +185,8 @@ class Projector:
     def write(self, batch: Batch) -> None:
         """Insert every table's rows; retry until ClickHouse accepts (backpressure, no drops)."""
         for bad in batch.bad_rows:
-            self.dead_letter.produce(self.settings.topics.dead_letter.name, bad)
-        if batch.bad_rows and self.dead_letter.flush(30) > 0:
+            self.producer.produce(self.settings.topics.dead_letter.name, bad)
+        if batch.bad_rows and self.producer.flush(30) > 0:
             raise RuntimeError("the dead-letter topic did not acknowledge the projector's bad rows")
         order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS)
         for table in order:
@@ -195,6 +196,18 @@ class Projector:
             # Profiles last: they read the mappings, events and sessions written just above.
             person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live))
             self._insert(PERSONS, person_rows, batch.dedup_token(PERSONS.name))
+            self.publish_person_properties(person_rows)
+
+    def publish_person_properties(self, person_rows: list[list]) -> None:
+        """Each changed person's properties on the compacted person-properties topic (configs' targeting
+        reads them there, with no ClickHouse query), before the batch's offsets are committed: a crash
+        re-sends them, and the highest version wins."""
+        topic = self.settings.topics.person_properties.name
+        for row in person_rows:
+            key, value = person_properties_record(row)
+            self.producer.produce(topic, value, key)
+        if person_rows and self.producer.flush(30) > 0:
+            raise RuntimeError("the person-properties topic did not acknowledge the projector's records")
 
     def _insert(self, table: TableSpec, data: list[list], token: str) -> None:
         if not data:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from schemas.conditions import IN_MEMORY_KINDS, Condition, evaluate, kinds_used
+from schemas.identity import is_illegal_id
+from schemas.tracking import FLOAT_ID, Id
 
 CONFIG_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
 VARIANT_KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
@@ -285,3 +287,37 @@ def serve(config: ConfigVersion, subject: Subject, now: datetime | None = None) 
     if excluded_by is not None:
         return served(spec.default, "rollout_excluded", excluded_by)
     return served(spec.default, "default")
+
+
+# -- the serving request (SDK → collector) -------------------------------------------------------------
+
+class ConfigRequest(BaseModel):
+    """`POST /v1/configs` (or the GET form's query): who asks, properties that take precedence over the
+    stored ones (they may not have reached the profile yet), and optionally which configs."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+    anonymousId: Id | None = None
+    userId: Id | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    keys: list[Annotated[str, Field(pattern=CONFIG_KEY_PATTERN)]] | None = Field(default=None, max_length=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integer_ids(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for name in ("anonymousId", "userId"):
+                if type(data.get(name)) is float:
+                    raise ValueError(f"{name}: {FLOAT_ID}")
+        return data
+
+    @model_validator(mode="after")
+    def _someone(self) -> ConfigRequest:
+        """Placeholders ("undefined", "null", ...) are no ids; at least one real id is needed to bucket."""
+        anonymous = self.anonymousId if self.anonymousId and not is_illegal_id(self.anonymousId) else None
+        user = self.userId if self.userId and not is_illegal_id(self.userId) else None
+        if not (anonymous or user):
+            raise ValueError("userId or anonymousId: one of them is required (and not a placeholder)")
+        object.__setattr__(self, "anonymousId", anonymous)
+        object.__setattr__(self, "userId", user)
+        return self

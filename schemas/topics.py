@@ -77,6 +77,18 @@ class Topics:
         """Bad rows from every stage, with their reason; kept forever so they can be fixed and replayed."""
         return self._spec("dead-letter", "source id", "schemas.bad_rows.BadRow")
 
+    @property
+    def configs(self) -> TopicSpec:
+        """Every version of every dynamic config (management API → collectors, API); one partition, kept
+        forever: the history. Readers replay it from the start and keep the highest version per key."""
+        return self._spec("configs", "config key", "schemas.configs.ConfigVersion", partitions=1)
+
+    @property
+    def person_properties(self) -> TopicSpec:
+        """The latest properties of each person (projector → collectors' config targeting); compacted,
+        a tombstone when the person is merged away or deleted."""
+        return self._spec("person-properties", "person id", "schemas.person_properties.PersonProperties", compacted=True)
+
     def all(self) -> list[TopicSpec]:
         return [
             self.raw,
@@ -87,4 +99,6 @@ class Topics:
             self.identities,
             self.persons,
             self.dead_letter,
+            self.configs,
+            self.person_properties,
         ]
