@@ -89,6 +89,16 @@ class Topics:
         a tombstone when the person is merged away or deleted."""
         return self._spec("person-properties", "person id", "schemas.person_properties.PersonProperties", compacted=True)
 
+    @property
+    def user_commands(self) -> TopicSpec:
+        """The management API's changes to users (create, update, delete, erase): applied by the projector."""
+        return self._spec("user-commands", "person id", "schemas.user_commands.UserCommand")
+
+    @property
+    def erasures(self) -> TopicSpec:
+        """Erased identifiers (SHA-256 digests): the collector drops their calls, the projector their events."""
+        return self._spec("erasures", "id digest", "schemas.user_commands.Erasure", partitions=1, compacted=True)
+
     def all(self) -> list[TopicSpec]:
         return [
             self.raw,
@@ -101,4 +111,6 @@ class Topics:
             self.dead_letter,
             self.configs,
             self.person_properties,
+            self.user_commands,
+            self.erasures,
         ]
