@@ -51,7 +51,7 @@ from projections.rows import EPOCH, MILLISECOND, TableSpec, epoch_ms
 from schemas.attribution import UTM_FIELDS, campaign_from_context, describe_user_agent, referring_domain
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
-from schemas.person_properties import PersonProperties
+from schemas.person_properties import PersonProperties, targeting_properties
 
 
 
@@ -369,13 +369,6 @@ def person_row(
     ]
 
 
-# The persons columns copied into the person-properties topic as `$<column>`, beside the traits: what
-# config targeting (and any reader without ClickHouse) may test besides the properties themselves.
-DERIVED_FOR_TARGETING = (
-    "visitor_number", "is_identified", "is_contact", "email_domain", "is_free_email", "company_domain",
-    "initial_referring_domain", "initial_utm_source", "initial_utm_medium", "initial_utm_campaign",
-    "last_browser", "last_os", "last_device_type", "status",
-)  # fmt: skip
 _COLUMN = {name: index for index, name in enumerate(PERSONS.column_names)}
 
 
@@ -385,7 +378,6 @@ def person_properties_record(row: list) -> tuple[str, bytes | None]:
     person_id = row[_COLUMN["person_id"]]
     if row[_COLUMN["is_deleted"]]:
         return person_id, None
-    properties = orjson.loads(row[_COLUMN["properties"]])
-    properties.update({f"${name}": row[_COLUMN[name]] for name in DERIVED_FOR_TARGETING})
+    properties = targeting_properties(orjson.loads(row[_COLUMN["properties"]]), {name: row[i] for name, i in _COLUMN.items()})
     record = PersonProperties(person_id=person_id, version=row[_COLUMN["version"]], properties=properties)
     return person_id, record.model_dump_json().encode()

@@ -191,6 +191,7 @@ class ConfigVersion(BaseModel):
     change: ChangeKind
     changed_at: datetime
     deleted: bool = False
+    change_id: str = ""  # who wrote it: two writers racing for one version learn which record won
 
     @property
     def key(self) -> str:
@@ -206,8 +207,9 @@ class ConfigRegistry:
         self.latest: dict[str, ConfigVersion] = {}
 
     def apply(self, record: ConfigVersion) -> bool:
-        """Keep the record; True when it became the latest version of its key."""
-        self.history.setdefault(record.key, {})[record.version] = record
+        """Keep the record; True when it became the latest version of its key. The first record of a
+        version wins (a second writer of the same version lost the race; a redelivery is the same record)."""
+        self.history.setdefault(record.key, {}).setdefault(record.version, record)
         current = self.latest.get(record.key)
         if current is None or current.version < record.version:
             self.latest[record.key] = record
