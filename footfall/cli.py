@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,18 +90,24 @@ def processor() -> None:
     import faust
 
     from footfall.topics import ensure_topics
+    from processors import metrics
     from processors.app import create_app
 
     from prometheus_client import start_http_server
 
     settings = _settings()
-    (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
+    state_dir = settings.data_dir / "processor"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    metrics.record_start(state_dir)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     if settings.processor_metrics_port:
-        start_http_server(settings.processor_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.processor_metrics_port, addr=settings.processor_metrics_host)
     app = create_app(settings)
     tune_garbage_collector(settings)
-    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    try:
+        faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    finally:  # a clean stop (SIGTERM, Ctrl-C); stop_worker's exit skips this and leaves its own cause
+        metrics.record_exit("stopped")
 
 
 @cli.command()
@@ -112,11 +119,11 @@ def migrate() -> None:
 
     settings = _settings()
     try:
-        client = connect(settings.clickhouse_dsn)
+        client = connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster)
     except ProgrammingError as exc:  # the embedded engine's directory is owned by a running projector
         console.print(f"[red]cannot open {settings.clickhouse_dsn}: {exc}[/red]\nA running projector applies migrations at start.")
         raise typer.Exit(1) from exc
-    applied = apply(client, settings.database)
+    applied = apply(client, settings.database, settings.clickhouse_cluster)
     console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
 
 
@@ -132,8 +139,8 @@ def projector() -> None:
 
     settings = _settings()
     _logging()
-    apply(connect(settings.clickhouse_dsn), settings.database)
-    worker = Projector(settings, connect(settings.clickhouse_dsn))
+    apply(connect(settings.clickhouse_dsn), settings.database, settings.clickhouse_cluster)
+    worker = Projector(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster))
     tune_garbage_collector(settings)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -206,11 +213,47 @@ def replay(
 
     settings = _settings()
     _logging()
-    report = rebuild(settings, connect(settings.clickhouse_dsn), switch=switch)
+    report = rebuild(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster), switch=switch)
     console.print(
         f"replayed {report.messages} messages in {report.seconds:.1f}s into {report.database}"
         + (f"; the previous tables are kept in {report.previous}" if report.previous else "")
     )
+
+
+@cli.command()
+def recover(
+    kind: Annotated[list[str], typer.Option("--kind", help="bad-row kind(s) to recover, e.g. schema_violation")],
+    fix: Annotated[Path, typer.Option("--fix", exists=True, dir_okay=False, help="a Python file defining fix(payload, row)")],
+    since: Annotated[datetime | None, typer.Option(help="only rows received since then (UTC unless it says otherwise)")] = None,
+    source: Annotated[str | None, typer.Option(help="only rows of this source id")] = None,
+    dry_run: Annotated[bool, typer.Option(help="fix and validate, but write nothing")] = False,
+    json_lines: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Fix refused calls from the dead-letter topic and send them again through the collector's validation.
+
+    Reports fixed (written to the raw topic), still bad (refused again; written nowhere) and skipped. Safe to
+    run twice: a recovered event keeps its messageId and its time, so it is counted once (ingest/recovery.py)."""
+    from ingest.config import CollectorConfig
+    from ingest.recovery import load_fix
+    from ingest.recovery import recover as recover_rows
+    from schemas.bad_rows import BAD_ROW_KINDS
+
+    unknown = set(kind) - set(BAD_ROW_KINDS)
+    if unknown:
+        raise typer.BadParameter(f"unknown kind(s) {', '.join(sorted(unknown))}; one of {', '.join(BAD_ROW_KINDS)}", param_hint="--kind")
+    settings = _settings()
+    when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    report = recover_rows(settings, CollectorConfig().sources(), load_fix(fix), kinds=set(kind), since=when, source_id=source, dry_run=dry_run)
+    summary = report.as_json()
+    if json_lines:
+        print(orjson.dumps(summary).decode())
+        return
+    verb = "would be re-sent" if dry_run else "re-sent"
+    console.print(f"fixed: {summary['fixed']} ({verb}), still bad: {summary['still_bad']}, skipped: {summary['skipped']}")
+    for reason, count in report.skipped.items():
+        console.print(f"  skipped {count}: {reason}")
+    for still in report.still_bad[:20]:
+        console.print(f"  still bad at {still.position}[{still.index}]: " + "; ".join(f"{p.field}: {p.reason} ({p.rule})" for p in still.problems))
 
 
 @cli.command()

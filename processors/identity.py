@@ -202,7 +202,7 @@ class _Change:
         for name, value in ids.items():
             if is_illegal_id(value):
                 reason = "missing" if value is None else f"{value!r} is a placeholder, not a distinct id; refused"
-                self.out.warnings.append(Problem(field=name, reason=reason))
+                self.out.warnings.append(Problem(field=name, reason=reason, rule="required" if value is None else "placeholder_id"))
         return not any(is_illegal_id(value) for value in ids.values())
 
     def ensure(self, distinct_id: str, facts: _Facts = _Facts()) -> str:
@@ -272,6 +272,7 @@ class _Change:
                 field="user_id",
                 reason=f"{source!r} already belongs to person {source_person}, which has another user id; "
                 f"identify never fuses two accounts ({outcome})",
+                rule="merge_refused",
             )
         )
 
