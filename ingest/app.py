@@ -25,6 +25,7 @@ from ingest.cors import SourceCORS
 from ingest.guard import LastResortGuard
 from ingest.kafka_writer import KafkaWriter
 from ingest.responses import Refusal, json_response
+from ingest.suppression import Suppressions
 from ingest.tracking import TrackingAPI
 from schemas.config import FootfallSettings, tune_garbage_collector
 from schemas.tail import TopicTail
@@ -55,11 +56,13 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
         api.writer = KafkaWriter(settings.kafka_bootstrap_servers, ack_timeout_s=config.collector_ack_timeout_s)
         tail = TopicTail(settings.kafka_bootstrap_servers, list(config_state.handlers), config_state.on_record, "collector-configs")
         configs.loaded = tail.start().ready
+        api.suppressions = Suppressions(settings.kafka_bootstrap_servers, settings.topics.erasures.name).start()
         try:
             yield
         finally:
             tail.stop()
             api.writer.close()
+            api.suppressions.close()
 
     async def post_call(request: Request) -> Response:
         name = request.path_params.get("call", "b")  # the bare /b route is a batch

@@ -28,8 +28,9 @@ from starlette.responses import Response
 from ingest.edge import edge_of
 from ingest.normalize import NOTHING_INHERITED, normalize_all, problems_from
 from ingest.responses import Refusal, json_response
-from ingest.tracking import TrackingAPI, check_origin
+from ingest.tracking import TrackingAPI
 from schemas.configs import EXPOSURE_EVENT, ConfigRegistry, ConfigRequest, ConfigVersion, Served, Subject, serve
+from schemas.bad_rows import Problem
 from schemas.identity import DistinctIdMapping
 from schemas.person_properties import PersonProperties
 from schemas.topics import Topics
@@ -162,7 +163,9 @@ class ConfigServing:
 
     async def answer(self, request: Request, body: Any) -> Response:
         source = self.tracking.authenticate(request, body)
-        check_origin(request, source)
+        origin = request.headers.get("origin")
+        if not source.allows_origin(origin):  # a read, not an event: nothing to keep as a bad row
+            raise Refusal(403, [Problem(field="origin", reason=f"{origin} may not ask this source's configs", rule="origin_not_allowed")])
         if self.loaded is None or not self.loaded.is_set():
             raise Refusal.of(503, "configs", "this worker is still loading the configs; retry", self.tracking.retry_after)
         ask = parse_request(body)
@@ -186,6 +189,7 @@ class ConfigServing:
         edge = edge_of(request, source)
         calls = [exposure_call(subject, item) for item in fresh]
         outcome = normalize_all(calls, edge, NOTHING_INHERITED)
+        self.tracking.drop_erased(outcome, edge)  # an erased user's exposures are not written, not even as bad rows
         try:
             await self.tracking.deliver(self.tracking.records_of(outcome, edge))
         except Refusal as exc:
