@@ -89,7 +89,7 @@ def test_served_on_stored_properties_and_the_users_configs_view(api, settings, t
         assert pro == {"variant": "pro", "value": "pro-layout", "version": 1, "reason": "rule_match", "rule": 0}
 
         def view() -> dict | None:
-            response = api.get("/api/v1/users/ann/configs", headers=AS_ADMIN)
+            response = api.get("/api/v1/users/user_id:ann/configs", headers=AS_ADMIN)
             if response.status_code != 200:
                 return None
             layout = next(c for c in response.json()["configs"] if c["key"] == "layout")
@@ -101,14 +101,14 @@ def test_served_on_stored_properties_and_the_users_configs_view(api, settings, t
         # the pro rule goes away: what would be served now differs from what was served
         changed = api.put("/api/v1/configs/layout", json={**LAYOUT, "rules": [{"rollout_percent": 100}]}, headers=AS_ADMIN)
         assert changed.json()["version"] == 2
-        after = next(c for c in api.get("/api/v1/users/ann/configs", headers=AS_ADMIN).json()["configs"] if c["key"] == "layout")
+        after = next(c for c in api.get("/api/v1/users/user_id:ann/configs", headers=AS_ADMIN).json()["configs"] if c["key"] == "layout")
         assert after["differs"] is True and after["version_changed"] is True
         assert after["now"]["reason"] == "rule_match" and after["now"]["variant"] in {"classic", "compact"}
         # an override set from the user's view is served, and removed again
-        assert api.put("/api/v1/users/ann/configs/layout/override", json={"variant": "pro"}, headers=AS_ADMIN).status_code == 200
+        assert api.put("/api/v1/users/user_id:ann/configs/layout/override", json={"variant": "pro"}, headers=AS_ADMIN).status_code == 200
         wait_until(lambda: (s := serving()) and s["reason"] == "override", 20, what="the override served")
-        view_now = next(c for c in api.get("/api/v1/users/ann/configs", headers=AS_ADMIN).json()["configs"] if c["key"] == "layout")
+        view_now = next(c for c in api.get("/api/v1/users/user_id:ann/configs", headers=AS_ADMIN).json()["configs"] if c["key"] == "layout")
         assert view_now["override"]["variant"] == "pro" and view_now["now"]["reason"] == "override"
-        assert api.delete("/api/v1/users/ann/configs/layout/override", headers=AS_ADMIN).status_code == 200
+        assert api.delete("/api/v1/users/user_id:ann/configs/layout/override", headers=AS_ADMIN).status_code == 200
         wait_until(lambda: (s := serving()) and s["reason"] == "rule_match", 20, what="the override removed")
-        assert api.get("/api/v1/users/nobody/configs", headers=AS_ADMIN).status_code == 404
+        assert api.get("/api/v1/users/user_id:nobody/configs", headers=AS_ADMIN).status_code == 404
