@@ -238,3 +238,77 @@ _OPERATIONS: dict[str, Callable[[Any, Any], bool]] = {
     "before": _compare(instant, float.__lt__),
     "after": _compare(instant, float.__gt__),
 }
+
+
+# -- compiled matchers: the same semantics, decided once per definition instead of once per request ---------
+
+Matcher = Callable[[Mapping[str, Any]], bool]
+
+
+def compile_condition(condition: BaseModel) -> Matcher:
+    """A function equal to `evaluate(condition, ·)` (property-tested), with the expected values prepared once:
+    what a collector runs for every request against every config."""
+    if isinstance(condition, ConditionGroup):
+        children = [compile_condition(c) for c in condition.conditions]
+        if condition.match == "all":
+            return lambda properties: all(child(properties) for child in children)
+        return lambda properties: any(child(properties) for child in children)
+    if isinstance(condition, PropertyCondition):
+        return _compile_property(condition)
+    raise NotEvaluableHere(f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is evaluated in ClickHouse, not in memory")
+
+
+def _compile_property(condition: PropertyCondition) -> Matcher:
+    name, op, expected = condition.property, condition.operator, condition.value
+    if op in PRESENCE_OPERATORS:
+        wanted = op == "is_set"
+        return lambda properties: (properties.get(name) is not None) == wanted
+    if op in ("equals", "not_equals", "in", "not_in"):
+        members = expected if isinstance(expected, list) else [expected]
+        test = _compile_membership(members)
+        negate = op in ("not_equals", "not_in")
+
+        def membership(properties: Mapping[str, Any]) -> bool:
+            actual = properties.get(name)
+            return actual is not None and test(actual) != negate
+
+        return membership
+    if op in TEXT_OPERATORS:
+        folded = expected.casefold()
+        check = {"contains": lambda s: folded in s, "not_contains": lambda s: folded not in s,
+                 "starts_with": lambda s: s.startswith(folded), "ends_with": lambda s: s.endswith(folded)}[op]  # fmt: skip
+
+        def text_match(properties: Mapping[str, Any]) -> bool:
+            found = text(properties.get(name))
+            return found is not None and check(found.casefold())
+
+        return text_match
+    read = number if op in NUMBER_OPERATORS else instant
+    bound = read(expected)
+    compare = {"gt": float.__gt__, "gte": float.__ge__, "lt": float.__lt__, "lte": float.__le__, "before": float.__lt__, "after": float.__gt__}[op]
+
+    def ordered(properties: Mapping[str, Any]) -> bool:
+        actual = properties.get(name)
+        if actual is None:
+            return False
+        found = read(actual)
+        return found is not None and compare(found, bound)
+
+    return ordered
+
+
+def _compile_membership(members: list[Scalar]) -> Callable[[Any], bool]:
+    """Whether a (present) value equals any member, as `equals` decides, with the members prepared once:
+    booleans, numbers and case-folded text in sets."""
+    booleans = {("true" if m else "false") for m in members if isinstance(m, bool)}
+    numbers = {float(m) for m in members if isinstance(m, int | float) and not isinstance(m, bool)}
+    texts = {m.casefold() for m in members if isinstance(m, str)}
+
+    def test(actual: Any) -> bool:
+        if booleans and isinstance(actual, bool | str) and text(actual).strip().casefold() in booleans:
+            return True
+        if numbers and (found := number(actual)) is not None and found in numbers:
+            return True
+        return bool(texts) and (found_text := text(actual)) is not None and found_text.casefold() in texts
+
+    return test

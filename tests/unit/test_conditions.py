@@ -11,6 +11,7 @@ from schemas.conditions import (
     ConditionGroup,
     NotEvaluableHere,
     PropertyCondition,
+    compile_condition,
     condition_adapter,
     evaluate,
     kinds_used,
@@ -181,3 +182,31 @@ def test_groups_are_and_or_of_their_children(tree, person):
 def test_is_set_and_is_not_set_are_complements(value):
     person = {"p": value}
     assert evaluate(prop("p", "is_set"), person) != evaluate(prop("p", "is_not_set"), person)
+
+
+all_operators = st.sampled_from(["equals", "not_equals", "gt", "gte", "lt", "lte", "contains", "not_contains", "starts_with", "ends_with", "before", "after"])
+
+
+def _any_leaf(name, op, number_value, text_value, date_value, scalar_value):
+    if op in ("gt", "gte", "lt", "lte"):
+        return prop(name, op, number_value)
+    if op in ("contains", "not_contains", "starts_with", "ends_with"):
+        return prop(name, op, text_value)
+    if op in ("before", "after"):
+        return prop(name, op, date_value)
+    return prop(name, op, scalar_value)
+
+
+any_leaf = st.builds(
+    _any_leaf, st.sampled_from("abc"), all_operators, numbers, st.text(max_size=3),
+    st.sampled_from(["2026-01-01", "2026-01-01T10:00:00+02:00", 1_700_000_000_000]), scalars,
+) | st.builds(lambda name, members: prop(name, "in", members), st.sampled_from("abc"), st.lists(scalars, min_size=1, max_size=3)) \
+  | st.builds(lambda name, members: prop(name, "not_in", members), st.sampled_from("abc"), st.lists(scalars, min_size=1, max_size=3)) \
+  | st.builds(lambda name, op: prop(name, op), st.sampled_from("abc"), st.sampled_from(["is_set", "is_not_set"]))  # fmt: skip
+any_tree = st.recursive(any_leaf, lambda children: st.builds(ConditionGroup, match=st.sampled_from(["all", "any"]), conditions=st.lists(children, max_size=3)), max_leaves=8)
+dated_people = st.dictionaries(st.sampled_from("abc"), values | st.sampled_from(["2025-12-31T23:00:00Z", "2026-02-01", 1_800_000_000_000]), max_size=3)
+
+
+@given(tree=any_tree, person=dated_people)
+def test_compiled_matchers_decide_as_the_evaluator(tree, person):
+    assert compile_condition(tree)(person) == evaluate(tree, person)

@@ -164,3 +164,44 @@ def test_registry_keeps_the_highest_version_whatever_the_order(order):
     assert registry.latest["exp"].version == 3 and registry.latest["exp"].spec.description == "v3"
     assert [v.version for v in registry.versions("exp")] == [1, 2, 3]
     assert registry.next_version("exp") == 4
+
+
+# -- the compiled evaluator equals the reference one --------------------------------------------------------
+
+from tests.unit.test_conditions import any_tree, dated_people  # noqa: E402
+
+refs = st.sampled_from(["u1", "u2", "d1", "p1"])
+
+
+@st.composite
+def configs(draw):
+    keys = draw(st.lists(st.sampled_from(["a", "b", "c", "d"]), min_size=1, max_size=4, unique=True))
+    weights = draw(st.lists(st.integers(0, 5), min_size=len(keys), max_size=len(keys)))
+    if not any(weights):
+        weights[0] = 1
+    rules = draw(st.lists(st.fixed_dictionaries({
+        "condition": st.none() | any_tree.map(lambda c: c.model_dump()),
+        "rollout_percent": st.sampled_from([0, 10, 33.3, 50, 100]),
+        "variant": st.none() | st.sampled_from(keys),
+    }), max_size=4))  # fmt: skip
+    overrides = draw(st.lists(st.fixed_dictionaries({
+        "ref": refs, "variant": st.sampled_from(keys),
+        "expires_at": st.none() | st.sampled_from([(NOW - timedelta(days=1)).isoformat(), (NOW + timedelta(days=1)).isoformat()]),
+    }), max_size=3, unique_by=lambda o: o["ref"]))  # fmt: skip
+    spec = {"key": draw(st.sampled_from(["k", "new-checkout"])), "type": "string", "salt": draw(st.sampled_from(["", "s"])),
+            "variants": [{"key": k, "weight": w} for k, w in zip(keys, weights)], "rules": rules,
+            "default": draw(st.sampled_from(keys)), "enabled": draw(st.booleans()), "overrides": overrides}  # fmt: skip
+    return version_of(spec, version=draw(st.integers(1, 9)))
+
+
+subjects = st.builds(
+    Subject, anonymous_id=st.none() | st.sampled_from(["d1", "d2", "émilie"]), user_id=st.none() | st.sampled_from(["u1", "u2"]),
+    person_id=st.none() | st.just("p1"), properties=dated_people,
+)
+
+
+@given(config=configs(), subject=subjects)
+def test_the_compiled_evaluator_serves_as_the_reference(config, subject):
+    from schemas.configs import serve_reference
+
+    assert serve(config, subject, NOW) == serve_reference(config, subject, NOW)
