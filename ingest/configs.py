@@ -108,25 +108,33 @@ class ConfigState:
 
 class ExposureWindow:
     """Which (person, config, variant, version) this worker recorded within the window: a repeat is not
-    written again until the window has passed. Per worker, so N workers record at most N copies per window."""
+    written again until the window has passed. One cache entry per person (the per-request lookup), holding
+    when each of their exposures was recorded. Per worker, so N workers record at most N copies per window."""
 
-    def __init__(self, window_s: float, max_entries: int = 1_000_000):
-        self.seen: TTLCache = TTLCache(maxsize=max_entries, ttl=window_s, timer=time.monotonic)
+    def __init__(self, window_s: float, max_people: int = 1_000_000):
+        self.window_s = window_s
+        self.people: TTLCache = TTLCache(maxsize=max_people, ttl=window_s, timer=time.monotonic)
 
     def new(self, person: str, served: list[Served]) -> list[Served]:
         """The exposures not recorded within the window; they count as recorded from now on."""
+        now = time.monotonic()
+        recorded: dict[tuple[str, str, int], float] = self.people.get(person) or {}
         fresh = []
         for item in served:
-            key = (person, item.key, item.variant, item.version)
-            if key not in self.seen:
-                self.seen[key] = True
+            mark = (item.key, item.variant, item.version)
+            at = recorded.get(mark)
+            if at is None or now - at >= self.window_s:
+                recorded[mark] = now
                 fresh.append(item)
+        if fresh:
+            self.people[person] = recorded  # (re)starts the entry's time to live with its newest mark
         return fresh
 
     def forget(self, person: str, served: list[Served]) -> None:
         """Writing them failed: the next request records them again."""
+        recorded = self.people.get(person) or {}
         for item in served:
-            self.seen.pop((person, item.key, item.variant, item.version), None)
+            recorded.pop((item.key, item.variant, item.version), None)
 
 
 class ConfigServing:
