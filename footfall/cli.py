@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from footfall.supervisor import Child, RestartPolicy, Supervisor, footfall_command
 from schemas.config import FootfallSettings, tune_garbage_collector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -441,12 +442,12 @@ def loadgen(
 # -- footfall run ----------------------------------------------------------------------------------------
 
 
-def _wait_for(url: str, timeout_s: float, procs: dict[str, subprocess.Popen]) -> None:
+def _wait_for(url: str, timeout_s: float, supervisor: Supervisor) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
+        for child in supervisor.children:
+            if child.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with code {child.returncode} while starting")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -456,18 +457,9 @@ def _wait_for(url: str, timeout_s: float, procs: dict[str, subprocess.Popen]) ->
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
-def _stop_all(procs: dict[str, subprocess.Popen], timeout_s: float = 30) -> None:
-    """Stop stages downstream-last (collector, processor, projector), so each drains what it was given."""
-    for name, proc in reversed(procs.items()):
-        if proc.poll() is not None:
-            continue
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            console.print(f"{name} did not stop within {timeout_s:.0f}s; killing it")
-            proc.kill()
-            proc.wait()
+# A stage that stops on an error has committed nothing it did not finish: restart it, as a service manager would,
+# unless it keeps failing.
+RESTART_UNLESS_FAILING = RestartPolicy(max_restarts=5, window_s=60)
 
 
 @cli.command()
@@ -480,7 +472,7 @@ def run(
 
     settings = _settings()
     start_broker = broker and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    procs: dict[str, subprocess.Popen] = {}
+    supervisor = Supervisor(interval_s=0.5)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -488,31 +480,24 @@ def run(
             subprocess.run([str(KAFKA_SCRIPT), "start"], check=True)
         ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
         admin_key(settings)  # created once, before the projector and `footfall sql` need it
-        def start(stage: str) -> subprocess.Popen:
+        for stage in ("projector", "processor", "collector"):  # stopped the other way round, each draining what it was given
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
-            return subprocess.Popen([sys.executable, "-m", "footfall", stage], start_new_session=True)
-
-        for stage in ("projector", "processor", "collector", "api"):
-            procs[stage] = start(stage)
-        _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, procs)
-        _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, procs)
-        _wait_for(f"http://{settings.api_host}:{settings.api_port}/healthz", 60, procs)
+            supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))
+        _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, supervisor)
+        _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, supervisor)
+        _wait_for(f"http://{settings.api_host}:{settings.api_port}/healthz", 60, supervisor)
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
         console.print(f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)")
         console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
-        restarts: dict[str, list[float]] = {stage: [] for stage in procs}
+        reported = 0
         while not stop.is_set():
-            for name, proc in procs.items():
-                if proc.poll() is None:
-                    continue
-                # A stage that stops on an error has committed nothing it did not finish: restart it, as a
-                # service manager would, unless it keeps failing.
-                recent = [t for t in restarts[name] if time.monotonic() - t < 60] + [time.monotonic()]
-                if len(recent) > 5:
-                    raise RuntimeError(f"{name} exited with code {proc.returncode}, the 6th time within a minute")
-                restarts[name] = recent
-                console.print(f"[yellow]{name} exited with code {proc.returncode}; restarting it[/yellow]")
-                procs[name] = start(name)
+            exits = [(child.name, e["code"]) for child in supervisor.children for e in child.exits]
+            for name, code in exits[reported:]:
+                console.print(f"[yellow]{name} exited with code {code}; restarted it[/yellow]")
+            reported = len(exits)
+            if failing := supervisor.given_up():
+                child = failing[0]
+                raise RuntimeError(f"{child.name} exited with code {child.returncode}, the 6th time within a minute")
             stop.wait(0.5)
     except KeyboardInterrupt:
         pass
@@ -521,7 +506,7 @@ def run(
         raise typer.Exit(1) from exc
     finally:
         console.print("stopping…")
-        _stop_all(procs)
+        supervisor.stop()
         if start_broker:
             subprocess.run([str(KAFKA_SCRIPT), "stop"], check=False)
 

@@ -92,13 +92,13 @@ class TrackingAPI:
         try:
             return await read_json_body(request, self.body_timeout_s)
         except BodyError as error:
-            raise await self.kept(error, error.raw.decode("utf-8", "backslashreplace"), None, hashes_emails(known)) from error
+            raise await self.dead_letter_unusable_body(error, error.raw.decode("utf-8", "backslashreplace"), None, hashes_emails(known)) from error
 
     async def pixel_call(self, request: Request, known: Source | None) -> Any:
         try:
             return pixel_call(request.query_params)
         except BodyError as error:
-            raise await self.kept(error, request.url.query, None, hashes_emails(known)) from error
+            raise await self.dead_letter_unusable_body(error, request.url.query, None, hashes_emails(known)) from error
 
     async def take(self, request: Request, body: Any, call_type: str | None, batch: bool, retried: bool = True) -> Normalization:
         """Everything after the body: accepted calls are on the raw topic when this returns.
@@ -141,7 +141,7 @@ class TrackingAPI:
         try:
             envelope = batch_envelope(body)
         except BodyError as error:
-            raise await self.kept(error, body, edge) from error
+            raise await self.dead_letter_unusable_body(error, body, edge) from error
         return envelope.batch, envelope
 
     def drop_erased(self, outcome: Normalization, edge: Edge) -> list[Record]:
@@ -151,7 +151,7 @@ class TrackingAPI:
         kept, dropped = [], []
         for event in outcome.accepted:
             if field := self.suppressions.erased_field(event.value):
-                dropped.append(self.bad_row("(not kept: an erased user's call)", [Problem(field=field, reason="an erased identifier; dropped")], edge))
+                dropped.append(self.bad_row("(not kept: an erased user's call)", [Problem(field=field, reason="an erased identifier; dropped", rule="erased_identifier")], edge, kind="erased_identifier"))
             else:
                 kept.append(event)
         outcome.accepted = kept
@@ -193,7 +193,7 @@ class TrackingAPI:
             problems = [p.model_copy(update={"rule": "rate_limit"}) for p in refusal.problems]
             await self.deliver([self.bad_row(call, problems, edge, index, kind="rate_limited_dropped") for index, call in enumerate(calls)])
 
-    async def kept(self, error: BodyError, payload: Any, edge: Edge | None, hash_emails: bool = False) -> Refusal:
+    async def dead_letter_unusable_body(self, error: BodyError, payload: Any, edge: Edge | None, hash_emails: bool = False) -> Refusal:
         """Keep an unusable body on the dead-letter topic; the refusal to answer once Kafka has it.
         Without an edge (the body came before the calls), `hash_emails` is the wish of the source its
         headers named, if any."""

@@ -69,11 +69,10 @@ from schemas.identity import (  # is_illegal_id lives in schemas/: events decide
     person_id_for,
 )
 
-# Fixed forever: person ids derive from it, so a replay reproduces them.
+# How many recent commands' message ids the ring remembers, to recognise a redelivery. Changing it re-slots the
+# ring of a stored state (a slot is the command count modulo this). Person ids derive from
+# schemas.identity.PERSON_NAMESPACE, and placeholder ids are schemas.identity.ILLEGAL_IDS.
 RECENT_MESSAGES = 100_000
-
-# Placeholders that buggy integrations send as ids (PostHog's list, made case-insensitive, plus a few
-# more). Compared stripped and lower-cased, also when wrapped in single or double quotes.
 
 # Key identifying attributes: a person holding any of them can be contacted. Each kind is listed in
 # IdentityCommand.contact_traits under the name on the left when one of the trait keys on the right

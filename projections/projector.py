@@ -4,8 +4,8 @@
     sessions      ─► sessions, session_overrides
     identities    ─► person_distinct_ids
     persons       ─► person_overrides, persons (and each changed person on person-properties, for configs)
-    dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
     user-commands ─► persons (creates, updates), row removals (deletes, erasures), user_commands, erasures
+    dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 The management API's commands are read in full before anything else (projections/directory.py), so
 deletes, erasures and disabled users are known before the events they concern, live and in a replay.
@@ -199,6 +199,7 @@ class Projector:
             problem = Problem(field="message", reason=f"not a bad row: {exc}"[:500], rule="unreadable_message")
             row = stream_bad_row("poison_message", "projector", message.value(), problem, origin_of(message))
         batch.rows[rows.BAD_ROWS.name].append(rows.bad_row_row(row, message.partition(), message.offset()))
+
     def _on_user_command(self, batch: Batch, message: Message) -> None:
         command = UserCommand.model_validate_json(message.value())
         self.directory.apply(command)

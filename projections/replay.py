@@ -72,7 +72,7 @@ def replay(settings: FootfallSettings, client: Client, switch: bool = True, time
     previous = None
     if switch:
         previous = f"{settings.database}__before_replay_{datetime.now(UTC):%Y%m%dT%H%M%S}"
-        if client.query(f"SELECT count() FROM system.databases WHERE name = '{settings.database}'").result_rows[0][0]:
+        if client.query("SELECT count() FROM system.databases WHERE name = {name:String}", parameters={"name": settings.database}).result_rows[0][0]:
             ddl(client, f"RENAME DATABASE {settings.database} TO {previous}", cluster)
             create_views(client, previous, cluster)
         else:
