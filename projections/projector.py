@@ -203,14 +203,13 @@ class Projector:
     def _on_user_command(self, batch: Batch, message: Message) -> None:
         command = UserCommand.model_validate_json(message.value())
         self.directory.apply(command)
-        at = rows.epoch_ms(command.at)
-        batch.rows[rows.USER_COMMANDS.name].append([command.command_id, command.kind, command.person_id, at, command.job_id or "", time.time_ns() // 1_000_000])
+        batch.rows[rows.USER_COMMANDS.name].append(rows.user_command_row(command, time.time_ns() // 1_000_000))
         if command.kind in ("delete", "erase"):
             batch.removals.append(command)
         else:
             batch.persons.commands.append(command)
         if command.kind == "erase":
-            batch.rows[rows.ERASURES.name].append([command.command_id, command.person_id, command.id_digests, at])
+            batch.rows[rows.ERASURES.name].append(rows.erasure_row(command))
 
     def add(self, batch: Batch, message: Message) -> None:
         batch.track(message)
