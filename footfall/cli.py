@@ -92,16 +92,22 @@ def processor() -> None:
     from prometheus_client import start_http_server
 
     from footfall.topics import ensure_topics
+    from processors import metrics
     from processors.app import create_app
 
     settings = _settings()
-    (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
+    state_dir = settings.data_dir / "processor"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    metrics.record_start(state_dir)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     if settings.processor_metrics_port:
-        start_http_server(settings.processor_metrics_port, addr="127.0.0.1")
+        start_http_server(settings.processor_metrics_port, addr=settings.processor_metrics_host)
     app = create_app(settings)
     tune_garbage_collector(settings)
-    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    try:
+        faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    finally:  # a clean stop (SIGTERM, Ctrl-C); stop_worker's exit skips this and leaves its own cause
+        metrics.record_exit("stopped")
 
 
 @cli.command()
@@ -114,11 +120,11 @@ def migrate() -> None:
 
     settings = _settings()
     try:
-        client = connect(settings.clickhouse_dsn)
+        client = connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster)
     except ProgrammingError as exc:  # the embedded engine's directory is owned by a running projector
         console.print(f"[red]cannot open {settings.clickhouse_dsn}: {exc}[/red]\nA running projector applies migrations at start.")
         raise typer.Exit(1) from exc
-    applied = apply(client, settings.database)
+    applied = apply(client, settings.database, settings.clickhouse_cluster)
     console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
 
 
@@ -135,8 +141,8 @@ def projector() -> None:
 
     settings = _settings()
     _logging()
-    apply(connect(settings.clickhouse_dsn), settings.database)
-    worker = Projector(settings, connect(settings.clickhouse_dsn))
+    apply(connect(settings.clickhouse_dsn), settings.database, settings.clickhouse_cluster)
+    worker = Projector(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster))
     tune_garbage_collector(settings)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -167,6 +173,37 @@ def projector() -> None:
 
 
 @cli.command()
+def api(port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_API_PORT]")] = None) -> None:
+    """Run the management API (/api/v1/: users, commands on Kafka; docs at /api/v1/docs)."""
+    import uvicorn
+
+    from api.app import ApiConfig, create_app
+    from api.reads import ClickHouseReader, ReadApiReader
+    from footfall.secrets import admin_key
+    from footfall.topics import ensure_topics
+    from ingest.config import CollectorConfig
+
+    settings = _settings(api_port=port)
+    _logging()
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    key = admin_key(settings)
+    write_keys = {entry.partition("=")[0].strip() for entry in CollectorConfig().write_keys.split(",")}
+    if key in write_keys:
+        console.print("[red]the admin key is also a write key; give FOOTFALL_ADMIN_KEY a secret of its own[/red]")
+        raise typer.Exit(1)
+    if settings.embedded_clickhouse:
+        # The projector owns the embedded engine: read through its read API.
+        reader = ReadApiReader(f"http://{settings.read_api_host}:{settings.read_api_port}", key, settings.database)
+    else:
+        from projections.clickhouse import connect
+
+        reader = ClickHouseReader(connect(settings.clickhouse_dsn), settings.database)
+    app = create_app(settings, key, reader, config=ApiConfig(wait_timeout_s=settings.api_wait_timeout_seconds))
+    # No access log: paths carry user refs (emails), which are personal data.
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
+
+
+@cli.command()
 def replay(
     switch: Annotated[bool, typer.Option(help="rename the rebuilt database into place when done")] = True,
 ) -> None:
@@ -178,7 +215,7 @@ def replay(
 
     settings = _settings()
     _logging()
-    report = rebuild(settings, connect(settings.clickhouse_dsn), switch=switch)
+    report = rebuild(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster), switch=switch)
     console.print(
         f"replayed {report.messages} messages in {report.seconds:.1f}s into {report.database}"
         + (f"; the previous tables are kept in {report.previous}" if report.previous else "")
@@ -449,7 +486,9 @@ def run(
             supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))
         _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, supervisor)
         _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, supervisor)
+        _wait_for(f"http://{settings.api_host}:{settings.api_port}/healthz", 60, supervisor)
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
+        console.print(f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)")
         console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
         reported = 0
         while not stop.is_set():

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
@@ -77,7 +77,7 @@ def load_fix(path: Path) -> Fix:
     found = runpy.run_path(str(path)).get("fix")
     if not callable(found):
         raise ValueError(f"{path} defines no function fix(payload, row)")
-    return found  # type: ignore[no-any-return]  # runpy's namespace is untyped; callable() checked it
+    return cast(Fix, found)  # runpy's namespace is untyped; callable() checked it
 
 
 def read_dead_letters(settings: FootfallSettings, since: datetime | None, timeout_s: float = 60) -> Iterator[tuple[str, bytes]]:

@@ -63,9 +63,11 @@ def handling(event: faust.types.EventT) -> Iterator[None]:
         _handled_event.reset(token)
 
 
-def stop_worker(reason: str, *args) -> None:
-    """Exit at once with EXIT_AGENT_FAILED: nothing more is acknowledged or committed (see stop_worker_on_failure)."""
+def stop_worker(reason: str, *args, cause: str = "agent-failed") -> None:
+    """Exit at once with EXIT_AGENT_FAILED: nothing more is acknowledged or committed (see stop_worker_on_failure).
+    `cause` is what the next run counts in footfall_processor_restarts_total."""
     log.critical(reason, *args)
+    metrics.record_exit(cause)
     logging.shutdown()
     os._exit(EXIT_AGENT_FAILED)
 
@@ -75,7 +77,7 @@ def stop_worker_on_failure(agent):
     and then restarts the agent: the message's outputs never leave, yet its offset is committed. That is a
     lost event. So an unexpected error stops the worker at once, before anything else runs on the event
     loop (nothing acknowledged, nothing committed); the restarted worker takes the messages again.
-    Poison messages never get here: `readable` dead-letters them."""
+    Poison messages never get here: `decode_or_dead_letter` dead-letters them."""
 
     @functools.wraps(agent)
     async def guarded(stream):
@@ -88,8 +90,8 @@ def stop_worker_on_failure(agent):
     return guarded
 
 
-def with_person(event: EnrichedEvent, known: dict | None) -> bytes:
-    """The event stamped with the person known now (or the one its distinct id would found)."""
+def stamped_json(event: EnrichedEvent, known: dict | None) -> bytes:
+    """The event stamped with the person known now (or the one its distinct id would found), as the JSON sent on."""
     person_id = known["person_id"] if known else person_id_for(event.distinct_id)
     return EnrichedEvent.model_construct(**{**event.__dict__, "person_id": person_id}).model_dump_json().encode()
 
@@ -100,7 +102,7 @@ def stop_on_failed_delivery(delivery: asyncio.Future) -> None:
     runs first."""
     if delivery.cancelled() or delivery.exception() is not None:
         reason = "cancelled" if delivery.cancelled() else type(delivery.exception()).__name__
-        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", reason)
+        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", reason, cause="send-failed")
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -179,7 +181,8 @@ class StopOnSendError(faust.Sensor):
     message's callbacks run before the commit's flush resumes); the restarted worker redoes the work."""
 
     def on_send_error(self, producer, exc: BaseException, state) -> None:
-        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", type(exc).__name__)
+        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", type(exc).__name__,
+                    cause="send-failed")
 
 
 def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None = None) -> faust.App:
@@ -205,6 +208,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         # A worker that dies is noticed within seconds, so its partitions move on quickly.
         broker_session_timeout=settings.consumer_session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.consumer_session_timeout_seconds / 4),
+        consumer_group_instance_id=settings.processor_instance_id,
     )
 
     app.sensors.add(StopOnSendError())
@@ -241,10 +245,12 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             try:
                 resume_at = await asyncio.wait_for(offsets.resume_at(message.tp), OFFSET_LOOKUP_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - unverifiable is treated as unsafe
-                stop_worker("cannot tell where %s resumes (%s: %s); stopping the worker without committing", message.tp, type(exc).__name__, exc)
+                stop_worker("cannot tell where %s resumes (%s: %s); stopping the worker without committing", message.tp, type(exc).__name__, exc,
+                            cause="continuity")
             log.info("%s: generation %s starts at offset %s (resumes at %s)", message.tp, message.generation_id, message.offset, resume_at)
         if skip := continuity.observe(message.tp, message.generation_id, message.offset, resume_at):
-            stop_worker("%s; stopping the worker without committing, so that its successor resumes from the last commit", skip)
+            stop_worker("%s; stopping the worker without committing, so that its successor resumes from the last commit", skip,
+                        cause="continuity")
 
     stall_watch = StallWatch()
 
@@ -264,10 +270,11 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         if app.rebalancing or generation != app.consumer_generation_id:
             return
         positions = {tp: continuity.position(tp, generation) or committed.get(tp, 0) for tp in owned}
+        metrics.set_consumer_lag(positions, ends)
         if stalled := stall_watch.check(generation, positions, ends):
             stop_worker("records wait in %s but this worker has handled none of them for %.0f s; stopping it so that "
                         "it rejoins", ", ".join(f"{tp.topic}[{tp.partition}]@{positions[tp]}" for tp in stalled),
-                        settings.processor_stall_seconds / 2)
+                        settings.processor_stall_seconds / 2, cause="stall")
 
     async def emit(topic, key: bytes | None, value: bytes, partition: int | None = None) -> None:
         """Hand a record straight to faust's producer, whose flush before every commit covers it. faust's
@@ -285,7 +292,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         while buffer.size:
             await buffer.flush_atmost(buffer.size)
 
-    async def readable(model, key: bytes | None, value: bytes | None):
+    async def decode_or_dead_letter(model, key: bytes | None, value: bytes | None):
         """The message as `model`, or None after it went to the dead-letter topic with its reason (a poison
         message is recorded and skipped, never retried forever)."""
         try:
@@ -311,7 +318,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             session_changes: dict[bytes, dict[str, bytes]] = {}  # key → session id (or merge) → latest message
             for event_message in batch:
                 key, value, partition = event_message.key, event_message.value, event_message.message.partition
-                event = await readable(RawEvent, key, value)
+                event = await decode_or_dead_letter(RawEvent, key, value)
                 if event is None:
                     continue
                 watermark = watermarks.observe(partition, event.timestamp)
@@ -333,7 +340,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                 distinct_key = event.distinct_id.encode()
                 if distinct_key == key:
                     # Same key, same partition: the person-of table is right here, no re-keying hop needed.
-                    await emit(enriched, key, with_person(out, person_of.get(key)))
+                    await emit(enriched, key, stamped_json(out, person_of.get(key)))
                 else:
                     await emit(sessioned, distinct_key, out.model_dump_json().encode())
                 changes = session_changes.setdefault(key, {})
@@ -387,7 +394,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         async for handed in stream.events():
             await verify_contiguous(handed)
             key, value = handed.key, handed.value
-            command = await readable(IdentityCommand, key, value)
+            command = await decode_or_dead_letter(IdentityCommand, key, value)
             if command is None:
                 continue
             resolution = resolver.apply(command)
@@ -406,11 +413,14 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     async def learn_persons(stream):
         """Keep distinct id → person id where the events of that distinct id are stamped."""
         async for key, value in stream.items():
-            mapping = await readable(DistinctIdMapping, key, value)
+            mapping = await decode_or_dead_letter(DistinctIdMapping, key, value)
             if mapping is None:
                 continue
             known = person_of.get(key)
-            if known is None or known["version"] < mapping.version:
+            if mapping.is_deleted and known is not None and known["version"] < mapping.version:
+                del person_of[key]  # a deleted person's id: later events get a stand-in until the id's fresh mapping
+                await hand_over_changelog()
+            elif not mapping.is_deleted and (known is None or known["version"] < mapping.version):
                 person_of[key] = {"person_id": mapping.person_id, "version": mapping.version}
                 await hand_over_changelog()
 
@@ -421,7 +431,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         async for handed in stream.events():
             await verify_contiguous(handed)
             key, value = handed.key, handed.value
-            if (event := await readable(EnrichedEvent, key, value)) is not None:
-                await emit(enriched, key, with_person(event, person_of.get(key)))
+            if (event := await decode_or_dead_letter(EnrichedEvent, key, value)) is not None:
+                await emit(enriched, key, stamped_json(event, person_of.get(key)))
 
     return app

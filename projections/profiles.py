@@ -34,6 +34,10 @@ Rules (SCHEMA.md copies them):
   the newest (or, for $set_once, oldest) stamp of the two, so refolding an event of either person
   after the merge changes nothing.
 - No counters: the projector counts events and sessions exactly in ClickHouse (uniqExact).
+- Management API commands (schemas/user_commands.py) are writes like any other, stamped (command time,
+  command id): `set` and `unset` compete per key with traits and $set by that stamp; tags are one
+  latest-wins write per tag (added or removed); the status (active, disabled) is the latest status
+  write. A merge keeps into's status when it has one, and every tag either person holds.
 - The state serialises to compact JSON (the persons table's `_state` column) and back without loss.
 """
 
@@ -51,6 +55,8 @@ from projections.rows import EPOCH, MILLISECOND, TableSpec, epoch_ms
 from schemas.attribution import UTM_FIELDS, campaign_from_context, describe_user_agent, referring_domain
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
+from schemas.person_properties import PersonProperties, targeting_properties
+from schemas.user_commands import UserCommand
 
 
 class Mark(NamedTuple):
@@ -81,6 +87,8 @@ class ProfileState:
     once: Mapping[str, Mark] = field(default_factory=dict)  # earliest $set_once per key
     touch: Mark | None = None  # earliest event with web context; value: {"referrer"?, "source"?, ...}
     device: Mark | None = None  # latest event with a user agent; value: the user agent
+    status: Mark | None = None  # latest status command; value: "active" or "disabled"
+    tags: Mapping[str, Mark] = field(default_factory=dict)  # latest add (value True) or remove (REMOVED) per tag
 
     def to_json(self) -> str:
         state: dict[str, Any] = {
@@ -90,6 +98,8 @@ class ProfileState:
             "once": {key: list(m) for key, m in self.once.items()},
             "touch": self.touch and list(self.touch),
             "device": self.device and list(self.device),
+            "status": self.status and list(self.status),
+            "tags": {tag: [m.at, m.message_id] if m.value is REMOVED else list(m) for tag, m in self.tags.items()},
         }
         kept = {key: value for key, value in state.items() if value is not None and value != {}}
         return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()
@@ -104,6 +114,8 @@ class ProfileState:
             once={key: Mark(*m) for key, m in state.get("once", {}).items()},
             touch=_mark(state.get("touch")),
             device=_mark(state.get("device")),
+            status=_mark(state.get("status")),
+            tags={tag: Mark(m[0], m[1], m[2] if len(m) == 3 else REMOVED) for tag, m in state.get("tags", {}).items()},
         )
 
 
@@ -159,6 +171,8 @@ def _join(state: ProfileState, other: ProfileState) -> ProfileState:
         once=_per_key(state.once, other.once, _earlier),
         touch=_earlier(state.touch, other.touch),
         device=_later(state.device, other.device),
+        status=_later(state.status, other.status),
+        tags=_per_key(state.tags, other.tags, _later),
     )
 
 
@@ -234,6 +248,8 @@ def fold_all(state: ProfileState, events: list[EnrichedEvent]) -> ProfileState:
         once=once,
         touch=_earlier(state.touch, touch),
         device=_later(state.device, device),
+        status=state.status,
+        tags=state.tags,
     )
 
 
@@ -258,9 +274,34 @@ def merge(into: ProfileState, absorbed: ProfileState) -> ProfileState:
         once[key] = _prefer(mine_once, absorbed.once.get(key), newest=False)
     return replace(
         _join(into, absorbed),
+        status=_prefer(into.status, absorbed.status, newest=True),
         props={key: mark for key, mark in props.items() if mark is not None},
         once={key: mark for key, mark in once.items() if mark is not None},
     )
+
+
+def _of_command(command: UserCommand) -> ProfileState:
+    """The writes of one management API command (a `set` of None is an unset, as a form's emptied field)."""
+    at, command_id = epoch_ms(command.at), command.command_id
+    props = {key: Mark(at, command_id, REMOVED if value is None else value) for key, value in command.set.items()}
+    props.update((key, Mark(at, command_id, REMOVED)) for key in command.unset)
+    tags = {tag: Mark(at, command_id, True) for tag in command.tags_add}
+    tags.update((tag, Mark(at, command_id, REMOVED)) for tag in command.tags_remove)
+    status = Mark(at, command_id, command.status) if command.status else None
+    return ProfileState(props=props, tags=tags, status=status)
+
+
+def apply_command(state: ProfileState, command: UserCommand) -> ProfileState:
+    """A create or update command folded in: a join, so commands and events fold in any order, each once."""
+    return _join(state, _of_command(command))
+
+
+def tags_of(state: ProfileState) -> list[str]:
+    return sorted(tag for tag, mark in state.tags.items() if mark.value is not REMOVED)
+
+
+def status_of(state: ProfileState) -> str:
+    return state.status.value if state.status else "active"
 
 
 def properties_of(state: ProfileState) -> dict[str, Any]:
@@ -291,6 +332,7 @@ PERSONS = TableSpec(
         ("is_free_email", "Bool"),
         ("company_domain", "String"),
         ("properties", "String"),
+        ("tags", "Array(String)"),
         ("first_seen", "DateTime64(3, 'UTC')"),
         ("last_seen", "DateTime64(3, 'UTC')"),
         ("initial_referrer", "String"),
@@ -335,9 +377,9 @@ def person_row(
     version: int,
     is_deleted: bool = False,
     merged_into: str | None = None,
-    status: str = "active",
 ) -> list[Any]:
     """One row of {db}.persons, in PERSONS' column order."""
+    status = status_of(state)
     if status not in ("active", "disabled"):
         raise ValueError(f"status must be 'active' or 'disabled', not {status!r}")
     properties = properties_of(state)
@@ -359,6 +401,7 @@ def person_row(
         is_free,
         "" if is_free else domain or "",
         orjson.dumps(properties, option=orjson.OPT_SORT_KEYS).decode(),
+        tags_of(state),
         _time(state.first_seen),
         _time(state.last_seen),
         touch.get("referrer", ""),
@@ -375,3 +418,17 @@ def person_row(
         version,
         int(is_deleted),
     ]
+
+
+_COLUMN = {name: index for index, name in enumerate(PERSONS.column_names)}
+
+
+def person_properties_record(row: list[Any]) -> tuple[str, bytes | None]:
+    """The person-properties topic's record for one persons row: key person id; a tombstone when the row
+    deletes the person (merged away), else `schemas.person_properties.PersonProperties`."""
+    person_id = row[_COLUMN["person_id"]]
+    if row[_COLUMN["is_deleted"]]:
+        return person_id, None
+    properties = targeting_properties(orjson.loads(row[_COLUMN["properties"]]), {name: row[i] for name, i in _COLUMN.items()})
+    record = PersonProperties(person_id=person_id, version=row[_COLUMN["version"]], properties=properties)
+    return person_id, record.model_dump_json().encode()

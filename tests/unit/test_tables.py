@@ -12,28 +12,34 @@ from ingest.normalize import Edge, normalize
 from projections.profiles import EMPTY, PERSONS, person_row
 from projections.rows import (
     BAD_ROWS,
+    ERASURES,
     EVENT_FIELDS_NOT_STORED,
     EVENTS,
     PERSON_DISTINCT_IDS,
     PERSON_OVERRIDES,
     SESSION_OVERRIDES,
     SESSIONS,
+    USER_COMMANDS,
     TableSpec,
     bad_row_row,
     epoch_ms,
+    erasure_row,
     event_row,
     mapping_row,
     person_override_row,
     session_override_row,
     session_row,
+    user_command_row,
 )
 from schemas.bad_rows import BadRow, Problem
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity
 from schemas.sessions import SessionUpdate
 from schemas.tracking import TrackingCall
+from schemas.user_commands import UserCommand
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)
+COMMAND = UserCommand(kind="delete", command_id="c-1", person_id="pp-1", at=AT, id_digests=["sha256:ab"], job_id="j-1")
 EVENT = EnrichedEvent(
     message_id="m-1",
     type="track",
@@ -109,6 +115,8 @@ WRITTEN: dict[str, tuple[TableSpec, list]] = {
         ),
     ),
     "bad_rows": (BAD_ROWS, bad_row_row(BAD, 0, 11)),
+    "user_commands": (USER_COMMANDS, user_command_row(COMMAND, 1_700_000_000_123)),
+    "erasures": (ERASURES, erasure_row(COMMAND.model_copy(update={"kind": "erase"}))),
 }
 # Written by a materialized view over events (views.sql), not by the code.
 WRITTEN_BY_VIEWS = {"event_counts_daily_by_distinct_id"}
