@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import runpy
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from pydantic import ValidationError
 
 from ingest.kafka_writer import KafkaWriter, Record
@@ -88,7 +89,7 @@ def read_dead_letters(settings: FootfallSettings, since: datetime | None, timeou
     )
     try:
         partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions}
+        ends = {p: _end_offset(consumer, TopicPartition(topic, p), timeout_s) for p in partitions}
         if since is None:
             starts = dict.fromkeys(partitions, 0)
         else:
@@ -114,6 +115,18 @@ def read_dead_letters(settings: FootfallSettings, since: datetime | None, timeou
                 remaining.discard(partition)
     finally:
         consumer.close()
+
+
+def _end_offset(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> int:
+    """The partition's end, asked again while it has no leader (a broker restarting, a topic just created)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(partition, timeout=10)[1])
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def calls_in(fixed: Any) -> tuple[list[Any], BatchEnvelope]:

@@ -72,6 +72,18 @@ class Batch:
         return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
 
+def _end_offset(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> int:
+    """The partition's end, asked again while it has no leader yet (a topic just created, a broker restarting)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=10)[1]
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> list[UserCommand]:
     """Every command on the user-commands topic up to its end now (none when the topic does not exist yet)."""
     topic = settings.topics.user_commands.name
@@ -83,7 +95,7 @@ def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> lis
             return []
         ends = {}
         for partition in metadata.partitions:
-            end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[1]
+            end = _end_offset(consumer, TopicPartition(topic, partition), timeout_s)
             if end > 0:
                 ends[partition] = end
         consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])

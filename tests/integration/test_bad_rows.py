@@ -10,6 +10,7 @@ from confluent_kafka import Producer
 
 from footfall.topics import ensure_topics
 from schemas.bad_rows import BAD_ROW_KINDS
+from tests.infra import wait_for_leaders
 from tests.integration.test_collector_support import NO_TESTCLIENT_WARNING, running_collector
 from tests.pipeline import processor, projector, wait_until
 
@@ -73,11 +74,12 @@ def refuse_one_of_each(client) -> None:
 
 def test_every_refusal_lands_in_bad_rows_with_its_kind_and_rule(settings, clickhouse_client, tmp_path):
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    wait_for_leaders(settings.kafka_bootstrap_servers)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     producer.produce(settings.topics.raw.name, b"{not json", b"poison-key")  # the processor's poison
     producer.produce(settings.topics.enriched.name, b"{not json", b"poison-key")  # the projector's
     producer.produce(settings.topics.dead_letter.name, gzip.compress(b"not a bad row"), b"x")  # not even a bad row
-    assert producer.flush(10) == 0
+    assert producer.flush(60) == 0  # new topics' leaders can take a while on a busy machine
 
     def table() -> list[tuple]:
         return clickhouse_client.query(
