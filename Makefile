@@ -99,8 +99,14 @@ bench-projector: install
 bench-system: install
 	$(BIN)/python -m bench.system $(BENCH_ARGS)
 
+# Dynamic configs: evaluation time for 50 configs, and POST /v1/configs against /v1/track on one worker; bench/results/configs.json.
+.PHONY: bench-configs
+bench-configs: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.configs $(BENCH_ARGS)
+
 bench-report: install
 	$(BIN)/python -m bench.report
 
-bench: bench-collector bench-processors bench-projector bench-system
+bench: bench-collector bench-processors bench-projector bench-system bench-configs
 	$(BIN)/python -m bench.report

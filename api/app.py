@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 
 from api.auth import AdminKey, require_admin
 from api.commands import CommandBus, CommandsUnavailable
+from api.configs import ConfigCatalog
 from api.errors import ApiError, FieldError, install_error_handlers
 from api.idempotency import IdempotencyCache
 from api.jobs import Jobs
@@ -48,9 +49,11 @@ def create_app(
         own_bus = app.state.bus is None
         if own_bus:
             app.state.bus = CommandBus(settings.kafka_bootstrap_servers)
+        app.state.configs = ConfigCatalog(settings).start()
         try:
             yield
         finally:
+            app.state.configs.stop()
             if own_bus:
                 app.state.bus.close()
             if hasattr(reader, "close"):

@@ -29,8 +29,8 @@ from ingest.pixel import pixel_call
 from ingest.privacy import mask_kept, mask_text
 from ingest.responses import Refusal, gif_response, json_response, problem_list
 from ingest.sources import RateLimit, Source, SourceRegistry, write_key_of
-from schemas.bad_rows import BadRow, BadRowKind, Problem, bounded_payload, kind_of, message_id_in
 from ingest.suppression import Suppressions
+from schemas.bad_rows import BadRow, BadRowKind, Problem, bounded_payload, kind_of, message_id_in
 from schemas.topics import Topics
 from schemas.tracking import BatchEnvelope, TrackingCall
 
@@ -151,8 +151,7 @@ class TrackingAPI:
         kept, dropped = [], []
         for event in outcome.accepted:
             if field := self.suppressions.erased_field(event.value):
-                problem = Problem(field=field, reason="an erased identifier; dropped", rule="erased_identifier")
-                dropped.append(self.bad_row("(not kept: an erased user's call)", [problem], edge, kind="erased_dropped"))
+                dropped.append(self.bad_row("(not kept: an erased user's call)", [Problem(field=field, reason="an erased identifier; dropped", rule="erased_identifier")], edge, kind="erased_identifier"))
             else:
                 kept.append(event)
         outcome.accepted = kept

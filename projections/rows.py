@@ -276,11 +276,11 @@ ERASURES = TableSpec(
 )
 
 
-def user_command_row(command: UserCommand, applied_ms: int) -> list:
-    """One row of {db}.user_commands: the command applied (what ?wait=true looks for)."""
-    return [command.command_id, command.kind, command.person_id, epoch_ms(command.at), command.job_id or "", applied_ms]
+def user_command_row(command: UserCommand, applied_at_ms: int) -> list[Any]:
+    """A management command as `user_commands` keeps it: what `?wait=true` looks for, and the audit of writes."""
+    return [command.command_id, command.kind, command.person_id, epoch_ms(command.at), command.job_id or "", applied_at_ms]
 
 
-def erasure_row(command: UserCommand) -> list:
-    """One row of {db}.erasures: the audit record of an erase command (digests only)."""
-    return [command.command_id, command.person_id, list(command.id_digests), epoch_ms(command.at)]
+def erasure_row(command: UserCommand) -> list[Any]:
+    """An erasure's audit record: the person, when, and only the digests of the erased identifiers."""
+    return [command.command_id, command.person_id, command.id_digests, epoch_ms(command.at)]
