@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka run test test-unit test-integration test-faults broker-start broker-stop clean bench bench-processors bench-projector bench-report
+.PHONY: help install kafka web browser run test test-unit test-integration test-faults broker-start broker-stop clean bench bench-processors bench-projector bench-report
 
 help:
 	@echo "make run    - the whole pipeline on this machine (broker included); Ctrl-C stops it all"
@@ -22,7 +22,21 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
-install: $(STAMP) kafka
+install: $(STAMP) kafka web
+
+# Front-end assets from npm (web/package-lock.json): the console's CSS, htmx and Chart.js, and analytics-next's
+# standalone bundle that the collector serves. footfall serves them itself; nothing is loaded from a CDN.
+WEB_STAMP := web/node_modules/.installed-stamp
+$(WEB_STAMP): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq npm)
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+web: $(WEB_STAMP)
+
+# The browser the console's tests drive: Debian's chromium (Playwright's own browser downloads are not used).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 kafka:
 	deploy/kafka.sh fetch
@@ -30,13 +44,13 @@ kafka:
 run: install
 	$(BIN)/footfall run
 
-test: install
+test: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install
+test-integration: install browser
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 # The fault suite of issue 8: the compact scenarios and the scale-out that `make test` runs too, plus five seeds x

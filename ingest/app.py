@@ -21,6 +21,7 @@ from ingest import metrics
 from ingest.cdn_settings import CACHE_CONTROL, api_host_of, settings_document
 from ingest.config import CollectorConfig
 from ingest.cors import SourceCORS
+from ingest.sdk_bundle import sdk_bundle_routes
 from ingest.guard import LastResortGuard
 from ingest.kafka_writer import KafkaWriter
 from ingest.responses import Refusal, json_response
@@ -87,6 +88,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
         Route("/readyz", readyz),
         Route("/metrics", prometheus),
     ]
+    routes += sdk_bundle_routes(settings.web_assets_dir)
     middleware = [
         Middleware(SourceCORS, sources=sources),
         Middleware(metrics.RequestMetrics),
