@@ -77,6 +77,16 @@ class Topics:
         """Bad rows from every stage, with their reason; kept forever so they can be fixed and replayed."""
         return self._spec("dead-letter", "source id", "schemas.bad_rows.BadRow")
 
+    @property
+    def user_commands(self) -> TopicSpec:
+        """The management API's changes to users (create, update, delete, erase): applied by the projector."""
+        return self._spec("user-commands", "person id", "schemas.user_commands.UserCommand")
+
+    @property
+    def erasures(self) -> TopicSpec:
+        """Erased identifiers (SHA-256 digests): the collector drops their calls, the projector their events."""
+        return self._spec("erasures", "id digest", "schemas.user_commands.Erasure", partitions=1, compacted=True)
+
     def all(self) -> list[TopicSpec]:
         return [
             self.raw,
@@ -87,4 +97,6 @@ class Topics:
             self.identities,
             self.persons,
             self.dead_letter,
+            self.user_commands,
+            self.erasures,
         ]
