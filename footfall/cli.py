@@ -169,6 +169,7 @@ def api(port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_API_P
     import uvicorn
 
     from api.app import ApiConfig, create_app
+    from api.console import mount_console
     from api.reads import ClickHouseReader, ReadApiReader
     from footfall.secrets import admin_key
     from footfall.topics import ensure_topics
@@ -190,6 +191,8 @@ def api(port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_API_P
 
         reader = ClickHouseReader(connect(settings.clickhouse_dsn), settings.database)
     app = create_app(settings, key, reader, config=ApiConfig(wait_timeout_s=settings.api_wait_timeout_seconds))
+    sources = [(source.id, source.write_key) for source in CollectorConfig().sources().all()]
+    mount_console(app, key, settings, sources=sources)
     # No access log: paths carry user refs (emails), which are personal data.
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
 
@@ -456,6 +459,7 @@ def run(
         _wait_for(f"http://{settings.api_host}:{settings.api_port}/healthz", 60, procs)
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
         console.print(f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)")
+        console.print(f"Web console:    http://{settings.api_host}:{settings.api_port}/   (sign in with the admin key)")
         console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
         restarts: dict[str, list[float]] = {stage: [] for stage in procs}
         while not stop.is_set():
