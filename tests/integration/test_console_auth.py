@@ -114,3 +114,26 @@ def test_the_api_still_answers_its_own_errors_beside_the_console(client):
     response = client.get("/api/v1/no-such-thing")
     assert response.status_code == 404 and response.json()["errors"][0]["field"] == "path"
     assert client.get("/api/v1/users").status_code == 401
+
+
+def test_create_user_shows_the_servers_refusal_at_the_field(client):
+    """The page's own checks are JavaScript; a post that skips them gets the API's rule back at the same field."""
+    sign_in(client)
+    token = csrf_token(client.get("/people/new").text)
+    response = client.post("/people/new", data={"csrftoken": token, "prop.user_id": "u-1", "prop.email": "not-an-email",
+                                                 "prop.first_name": "Ann"})
+    assert response.status_code == 422
+    page = response.text
+    error = page.split('id="prop.email-error"')[1].split("</small>")[0]
+    assert "email" in error.lower() and "hidden" not in error.split(">")[0]
+    assert 'value="not-an-email"' in page and 'value="Ann"' in page  # what was typed is kept
+    email_input = page.split('id="prop.email"')[1].split(">")[0]
+    assert 'aria-invalid="true"' in email_input
+
+
+def test_create_user_needs_an_identifier_before_anything_is_sent(client):
+    sign_in(client)
+    token = csrf_token(client.get("/people/new").text)
+    response = client.post("/people/new", data={"csrftoken": token, "prop.first_name": "Ann"})
+    assert response.status_code == 422
+    assert "give at least one identifier" in response.text.split('id="prop.user_id-error"')[1].split("</small>")[0]
