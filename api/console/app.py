@@ -75,17 +75,23 @@ class Console:
         """Constant time over SHA-256 digests (the length does not leak either)."""
         return hmac.compare_digest(hashlib.sha256(supplied.encode()).digest(), self._key_digest)
 
-    def render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    async def render_page(self, request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+        """A full page: the navigation lists the admin pages whose APIs answer."""
         from api.console.pages import admin_nav
 
+        context["admin_nav"] = await admin_nav(request) if signed_in(request) else []
+        return self.render(request, template, status_code, **context)
+
+    def render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+        """A page or a fragment; full pages go through render_page (for the navigation)."""
         flashes = request.session.pop("flash", []) if "session" in request.scope else []
         context.update(
             request=request,
             csrftoken=request.scope["csrftoken"]() if "csrftoken" in request.scope else "",
             signed_in=signed_in(request),
             flashes=flashes,
-            admin_nav=admin_nav(request),
         )
+        context.setdefault("admin_nav", [])
         return self.templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
@@ -170,7 +176,7 @@ async def not_found(request: Request, exc: Exception) -> Response:
         return ORJSONResponse(error_body(404, [FieldError("path", "exists", "Not Found")], "Not Found"), 404)
     if not signed_in(request):
         return RedirectResponse("/login", status_code=303)
-    return console(request).render(request, "message.html", status_code=404, heading="Not found",
+    return await console(request).render_page(request, "message.html", status_code=404, heading="Not found",
                                    lines=["There is no such page."], back="/people")
 
 

@@ -109,3 +109,19 @@ def test_durations_read_as_people_write_them():
     assert view.duration_text(245) == "4m 05s"
     assert view.duration_text(3720) == "1h 02m"
     assert view.duration_text(None) == ""
+
+
+def test_definition_form_reads_constraints_and_says_them_back():
+    from api.console.definitions_view import constraints_text, definition_body, form_values
+
+    body, errors = definition_body({"type": "integer", "label": "Seats", "minimum": "1", "maximum": "100", "required": "on",
+                                    "min_length": "x", "options": ""})
+    assert body == {"type": "integer", "label": "Seats", "minimum": 1.0, "maximum": 100.0, "required": True, "unique": False}
+    assert set(errors) == {"min_length"}
+    enum, _ = definition_body({"type": "enum", "options": "free, pro\nteam"})
+    assert enum["options"] == ["free", "pro", "team"]
+    definition = {"name": "seats", "type": "integer", "minimum": 1, "maximum": 100, "required": True}
+    assert constraints_text(definition) == "required, 1 ≤ value ≤ 100"
+    assert constraints_text({"min_length": 3, "pattern": "^[A-Z]+$", "options": ["a", "b"]}) == "length 3-∞, matches ^[A-Z]+$, one of: a, b"
+    again, errors = definition_body(form_values(definition))
+    assert errors == {} and again["minimum"] == 1 and again["maximum"] == 100 and again["required"] is True

@@ -11,6 +11,6 @@ def page_routes() -> list:
     return [*people.ROUTES, *profile.ROUTES, *admin.ROUTES]
 
 
-def admin_nav(request: Request) -> list[dict[str, str]]:
-    """Admin pages in the main navigation (only those whose APIs exist: see admin.SECTIONS)."""
-    return admin.nav(request)
+async def admin_nav(request: Request) -> list[dict[str, str]]:
+    """Admin pages in the main navigation (only those whose APIs answer: admin.OPTIONAL_SECTIONS)."""
+    return await admin.nav_items(request)

@@ -41,7 +41,7 @@ async def people(request: Request) -> Response:
         error = answer.message
     columns = [view.COLUMNS[key] for key in view.chosen_columns(request.session.get("columns"))]
     property_names = sorted({*DEFAULT_PROPERTIES, *(d["name"] for d in await definitions(request))})
-    return console(request).render(
+    return await console(request).render_page(
         request, "people.html", section="people", users=users, columns=columns, params=params, error=error,
         query_string=view.page_query(params, cursor=None),
         next_link=view.page_query(params, cursor=next_cursor) if next_cursor else None,
@@ -77,7 +77,7 @@ async def people_columns(request: Request) -> Response:
         return RedirectResponse(f"/people?{back}", status_code=303)
     saved_order = view.chosen_columns(request.session.get("column_order"))
     order = list(dict.fromkeys([*chosen, *saved_order, *view.COLUMNS]))
-    return console(request).render(
+    return await console(request).render_page(
         request, "columns.html", section="people", chosen=chosen, ordered=[view.COLUMNS[k] for k in order],
         back=request.url.query,
     )
@@ -126,7 +126,7 @@ async def people_bulk(request: Request) -> Response:
         target = f"{len(selected)} selected user{'s' if len(selected) != 1 else ''}"
     if form.get("confirmed") != "yes":
         carried = [(k, v) for k, v in form.multi_items() if k not in ("csrftoken", "confirmed")]
-        return console(request).render(request, "bulk_confirm.html", section="people", summary=summary, target=target,
+        return await console(request).render_page(request, "bulk_confirm.html", section="people", summary=summary, target=target,
                                        action=body["action"], carried=carried, back=back)
     answer = await console(request).api.call("POST", "/users/bulk", json=body)
     if not answer.ok:
@@ -146,12 +146,14 @@ def _q(text: str) -> str:
 async def job(request: Request) -> Response:
     answer = await console(request).api.get(f"/jobs/{request.path_params['job_id']}")
     if not answer.ok:
-        return console(request).render(request, "job.html", status_code=answer.status, section="people", job={"error": answer.message},
+        return await console(request).render_page(request, "job.html", status_code=answer.status, section="people", job={"error": answer.message},
                                        job_id=request.path_params["job_id"], done=True, back="")
     done = answer.body.get("state") in ("done", "failed")
-    template = "job_status.html" if request.query_params.get("fragment") else "job.html"
-    return console(request).render(request, template, section="people", job=answer.body, job_id=answer.body.get("job_id"),
-                                   done=done, back=request.query_params.get("back", ""))
+    context = {"section": "people", "job": answer.body, "job_id": answer.body.get("job_id"), "done": done,
+               "back": request.query_params.get("back", "")}
+    if request.query_params.get("fragment"):
+        return console(request).render(request, "job_status.html", **context)
+    return await console(request).render_page(request, "job.html", **context)
 
 
 @login_required
@@ -195,7 +197,7 @@ async def create_user(request: Request) -> Response:
     fields = create_form_fields(await definitions(request))
     c = console(request)
     if request.method == "GET":
-        return c.render(request, "create_user.html", section="create", fields=fields, values={}, errors={}, message=None)
+        return await c.render_page(request, "create_user.html", section="create", fields=fields, values={}, errors={}, message=None)
     form = await request.form()
     values = {k: str(v) for k, v in form.items() if k != "csrftoken"}
     body, errors = create_body(fields, values)
@@ -210,7 +212,7 @@ async def create_user(request: Request) -> Response:
         message = errors.pop("_form", None) or answer.message
     else:
         message = "Some fields need fixing."
-    return c.render(request, "create_user.html", status_code=422 if errors else 400, section="create", fields=fields,
+    return await c.render_page(request, "create_user.html", status_code=422 if errors else 400, section="create", fields=fields,
                     values=values, errors=errors, message=message)
 
 

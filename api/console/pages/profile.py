@@ -49,7 +49,7 @@ async def profile(request: Request) -> Response:
         context["sessions"] = [view.session_row(s) for s in (answer.body.get("sessions", []) if answer.ok else [])]
     elif tab == "identity":
         context["merges"] = None  # shown once an API lists a person's merges
-    return c.render(
+    return await c.render_page(
         request, "profile.html", section="people", user=user, props=user.get("properties") or {}, name=view.display_name(user),
         kind=view.kind_of(user), tab=tab, tabs=TABS, tab_label=dict(TABS)[tab], labels=DEFAULT_LABELS,
         short_time=view.short_time, **context,
@@ -160,7 +160,7 @@ async def profile_delete(request: Request) -> Response:
         return _not_found(request)
     c, person_id, name = console(request), user["person_id"], view.display_name(user)
     if request.method == "GET":
-        return c.render(request, "confirm.html", section="people", heading=f"Delete {name}?", yes="Yes, delete",
+        return await c.render_page(request, "confirm.html", section="people", heading=f"Delete {name}?", yes="Yes, delete",
                         lines=[f"Delete {name}: the profile, their events, sessions and daily counts disappear from every table.",
                                "Later tracking with the same ids starts a fresh profile. This cannot be undone."],
                         action=c.path("profile_delete", person_id=person_id), carried=[], back=f"/people/{person_id}")
@@ -182,14 +182,14 @@ async def profile_erase(request: Request) -> Response:
     action = c.path("profile_erase", person_id=person_id)
     step = "0" if request.method == "GET" else str((await request.form()).get("step") or "0")
     if step == "0":
-        return c.render(request, "confirm.html", section="people", heading=f"Erase {name}? (GDPR)", yes="Yes, continue",
+        return await c.render_page(request, "confirm.html", section="people", heading=f"Erase {name}? (GDPR)", yes="Yes, continue",
                         lines=["Erasure is for a person who asked to be forgotten. The next page says exactly what it does."],
                         action=action, carried=[("step", "1")], back=f"/people/{person_id}")
     identifiers = [f"{k} {user.get(k) or (user.get('properties') or {}).get(k)}" for k in ("user_id", "email", "phone", "customer_id")
                    if user.get(k) or (user.get("properties") or {}).get(k)]
     ids = ", ".join(identifiers + [f"{len(user.get('distinct_ids') or [])} tracking ids"])
     if step == "1":
-        return c.render(request, "confirm.html", section="people", heading=f"Really erase {name}?",
+        return await c.render_page(request, "confirm.html", section="people", heading=f"Really erase {name}?",
                         yes=f"Yes, erase {name} for good",
                         lines=[f"This deletes {name}'s profile, events, sessions and daily counts, and keeps them deleted through a replay of Kafka.",
                                f"It suppresses their identifiers ({ids}): later tracking with them is dropped at the collector and recorded, not projected.",
