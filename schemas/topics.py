@@ -77,6 +77,11 @@ class Topics:
         """Bad rows from every stage, with their reason; kept forever so they can be fixed and replayed."""
         return self._spec("dead-letter", "source id", "schemas.bad_rows.BadRow")
 
+    @property
+    def property_definitions(self) -> TopicSpec:
+        """Custom property definitions, versioned (schemas/properties.py); compacted to the latest per name."""
+        return self._spec("property-definitions", "property name", "schemas.properties.PropertyDefinition", partitions=1, compacted=True)
+
     def all(self) -> list[TopicSpec]:
         return [
             self.raw,
@@ -87,4 +92,5 @@ class Topics:
             self.identities,
             self.persons,
             self.dead_letter,
+            self.property_definitions,
         ]
