@@ -164,6 +164,37 @@ def projector() -> None:
 
 
 @cli.command()
+def api(port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_API_PORT]")] = None) -> None:
+    """Run the management API (/api/v1/: users, commands on Kafka; docs at /api/v1/docs)."""
+    import uvicorn
+
+    from api.app import ApiConfig, create_app
+    from api.reads import ClickHouseReader, ReadApiReader
+    from footfall.secrets import admin_key
+    from footfall.topics import ensure_topics
+    from ingest.config import CollectorConfig
+
+    settings = _settings(api_port=port)
+    _logging()
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    key = admin_key(settings)
+    write_keys = {entry.partition("=")[0].strip() for entry in CollectorConfig().write_keys.split(",")}
+    if key in write_keys:
+        console.print("[red]the admin key is also a write key; give FOOTFALL_ADMIN_KEY a secret of its own[/red]")
+        raise typer.Exit(1)
+    if settings.embedded_clickhouse:
+        # The projector owns the embedded engine: read through its read API.
+        reader = ReadApiReader(f"http://{settings.read_api_host}:{settings.read_api_port}", key, settings.database)
+    else:
+        from projections.clickhouse import connect
+
+        reader = ClickHouseReader(connect(settings.clickhouse_dsn), settings.database)
+    app = create_app(settings, key, reader, config=ApiConfig(wait_timeout_s=settings.api_wait_timeout_seconds))
+    # No access log: paths carry user refs (emails), which are personal data.
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
+
+
+@cli.command()
 def replay(
     switch: Annotated[bool, typer.Option(help="rename the rebuilt database into place when done")] = True,
 ) -> None:
@@ -418,11 +449,13 @@ def run(
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
             return subprocess.Popen([sys.executable, "-m", "footfall", stage], start_new_session=True)
 
-        for stage in ("projector", "processor", "collector"):
+        for stage in ("projector", "processor", "collector", "api"):
             procs[stage] = start(stage)
         _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, procs)
         _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, procs)
+        _wait_for(f"http://{settings.api_host}:{settings.api_port}/healthz", 60, procs)
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
+        console.print(f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)")
         console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
         restarts: dict[str, list[float]] = {stage: [] for stage in procs}
         while not stop.is_set():

@@ -45,6 +45,11 @@ class FootfallSettings(BaseSettings):
     batch_max_rows: int = Field(default=10_000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0)
 
+    # Management API (`footfall api`)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_wait_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
     # Processor
     processor_store: str = "memory://"  # or "rocksdb://" (rocksdict) for state larger than memory
     processor_metrics_port: int = 9101

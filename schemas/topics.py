@@ -82,6 +82,16 @@ class Topics:
         """Custom property definitions, versioned (schemas/properties.py); compacted to the latest per name."""
         return self._spec("property-definitions", "property name", "schemas.properties.PropertyDefinition", partitions=1, compacted=True)
 
+    @property
+    def user_commands(self) -> TopicSpec:
+        """The management API's changes to users (create, update, delete, erase): applied by the projector."""
+        return self._spec("user-commands", "person id", "schemas.user_commands.UserCommand")
+
+    @property
+    def erasures(self) -> TopicSpec:
+        """Erased identifiers (SHA-256 digests): the collector drops their calls, the projector their events."""
+        return self._spec("erasures", "id digest", "schemas.user_commands.Erasure", partitions=1, compacted=True)
+
     def all(self) -> list[TopicSpec]:
         return [
             self.raw,
@@ -92,5 +102,7 @@ class Topics:
             self.identities,
             self.persons,
             self.dead_letter,
+            self.user_commands,
+            self.erasures,
             self.property_definitions,
         ]

@@ -1,0 +1,7 @@
+"""The app's routers. API_ROUTERS are mounted under /api/v1 behind the admin key; PUBLIC_ROUTERS at the root
+(health checks; the console's pages later). A new resource adds its router to a list here."""
+
+from api.routers import health, users
+
+API_ROUTERS = [users.router, users.jobs_router, users.commands_router]
+PUBLIC_ROUTERS = [health.router]
