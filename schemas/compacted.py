@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 T = TypeVar("T")
 
@@ -53,11 +53,21 @@ class CompactedFollower(Generic[T]):
         """Read until every partition reached its end offset as of now (raises TimeoutError past the deadline)."""
         deadline = time.monotonic() + timeout_s
         partitions = self._assign(timeout_s)
-        ends = {p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=timeout_s)[1] for p in partitions}
+        ends = {p: self._end_offset(p, deadline) for p in partitions}
         while any(self.positions.get(p, 0) < end for p, end in ends.items()):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.topic}: not caught up after {timeout_s}s")
             self.poll(timeout_s=0.2)
+
+    def _end_offset(self, partition: int, deadline: float) -> int:
+        """The partition's end; a topic created a moment ago may still be electing its leader: wait for it."""
+        while True:
+            try:
+                return self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=max(0.1, deadline - time.monotonic()))[1]
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.topic}: no end offset for partition {partition}: {exc}") from exc
+                time.sleep(0.2)
 
     def poll(self, timeout_s: float = 0.0, max_messages: int = 1000) -> int:
         """Apply what has arrived; the number of records read."""
