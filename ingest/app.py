@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from ingest import metrics
+from ingest import geo, metrics
 from ingest.cdn_settings import CACHE_CONTROL, api_host_of, settings_document
 from ingest.config import CollectorConfig
 from ingest.cors import SourceCORS
@@ -49,6 +49,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     @asynccontextmanager
     async def lifespan(_app):
         tune_garbage_collector(settings)
+        geo.warm()  # open the GeoIP data before the first request, not during it
         api.writer = KafkaWriter(settings.kafka_bootstrap_servers, ack_timeout_s=config.collector_ack_timeout_s)
         try:
             yield

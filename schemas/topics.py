@@ -78,6 +78,11 @@ class Topics:
         return self._spec("dead-letter", "source id", "schemas.bad_rows.BadRow")
 
     @property
+    def property_definitions(self) -> TopicSpec:
+        """Custom property definitions, versioned (schemas/properties.py); compacted to the latest per name."""
+        return self._spec("property-definitions", "property name", "schemas.properties.PropertyDefinition", partitions=1, compacted=True)
+
+    @property
     def user_commands(self) -> TopicSpec:
         """The management API's changes to users (create, update, delete, erase): applied by the projector."""
         return self._spec("user-commands", "person id", "schemas.user_commands.UserCommand")
@@ -99,4 +104,5 @@ class Topics:
             self.dead_letter,
             self.user_commands,
             self.erasures,
+            self.property_definitions,
         ]
