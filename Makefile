@@ -86,8 +86,13 @@ bench-projector: install
 bench-system: install
 	$(BIN)/python -m bench.system $(BENCH_ARGS)
 
+# The console's pages over 1,000,000 persons and 10,000,000 events (generated in ClickHouse); writes bench/results/console.json.
+.PHONY: bench-console
+bench-console: install
+	$(BIN)/python -m bench.console $(BENCH_ARGS)
+
 bench-report: install
 	$(BIN)/python -m bench.report
 
-bench: bench-collector bench-processors bench-projector bench-system
+bench: bench-collector bench-processors bench-projector bench-system bench-console
 	$(BIN)/python -m bench.report

@@ -182,8 +182,29 @@ def system_section(r: dict) -> list[str]:
     return lines
 
 
+def console_section(r: dict) -> list[str]:
+    pages = r["pages"]
+    met = sum(1 for row in pages.values() if row["met"])
+    return [
+        "## Console pages (`make bench-console`)",
+        "",
+        f"Measured {r['measured_at'][:16]} UTC over {r['persons']:,} persons and {r['events']:,} events (embedded ClickHouse, generated",
+        f"in place in {sum(r['setup_seconds'].values()):.0f} s). One request at a time, signed in, {next(iter(pages.values()))['requests']} per page after",
+        "a warm-up. The baseline is the management API call each page is built on, timed in the same run: the ratio is",
+        "what rendering the page adds. Target: every page under "
+        f"{r['target_p99_ms']:.0f} ms p99 ({met} of {len(pages)} met).",
+        "",
+        "| page | p50 | p99 | API call p99 (baseline) | ratio | target |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[f"| {name} (`{row['page']}`) | {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms | {row['api_p99_ms']:.1f} ms (`{row['api']}`) | "
+          f"{row['p99_ratio_to_api']:.2f}× | {verdict(row['met'])} |" for name, row in pages.items()],
+        "",
+    ]
+
+
 def render() -> str:
-    sections = {"collector": collector_section, "processors": processors_section, "projector": projector_section, "system": system_section}
+    sections = {"collector": collector_section, "processors": processors_section, "projector": projector_section, "system": system_section,
+                "console": console_section}
     results = {name: load(name) for name in sections}
     machine = next((r["machine"] for r in results.values() if r), {})
     lines = [
