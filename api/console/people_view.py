@@ -155,6 +155,8 @@ def short_time(value: Any) -> str:
     """'2026-11-30 10:24' from an ISO 8601 time (UTC), '' for none."""
     if not value:
         return ""
+    if str(value).startswith("1970-01-01"):
+        return "never"  # a profile made by the API that no tracking has touched yet
     try:
         return datetime.fromisoformat(str(value).replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M")
     except ValueError:

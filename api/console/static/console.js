@@ -66,7 +66,7 @@ function drawCounts() {
       labels: series.map((d) => d.day),
       datasets: [{ label: canvas.dataset.label, data: series.map((d) => d.count), backgroundColor: "#1095c1" }],
     },
-    options: { animation: false, responsive: true, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } },
+    options: { animation: false, responsive: true, maintainAspectRatio: false, scales: { y: { beginAtZero: true, ticks: { precision: 0 } } },
                plugins: { legend: { display: false } } },
   });
 }
