@@ -228,3 +228,68 @@ def test_the_sources_snippet_on_another_origin_sends_a_page_view_to_the_timeline
     timeline = page.get_by_role("table", name="Timeline")
     reload_until(page, lambda: timeline.locator("tbody tr").filter(has_text="page").count() >= 1, "the page view in the timeline")
     expect(timeline.locator("tbody tr").first).to_contain_text("/landing")
+
+
+def test_edit_in_place_columns_bulk_edit_export_and_erase(page: Page, stack):
+    run = uuid.uuid4().hex[:6]
+    refs = []
+    for first in ("Flo", "Gus", "Hal"):
+        created = api(stack, "POST", "/users", params={"wait": "true"},
+                      json={"email": f"{first.lower()}.{run}@example.com", "first_name": first, "last_name": run, "user_id": f"{first.lower()}-{run}"})
+        assert created.status_code in (200, 201, 202), created.text
+        refs.append(created.json()["person_id"])
+    sign_in(page)
+
+    # Columns: hide Customer id, move Email first; the list shows that order.
+    page.get_by_role("button", name="Columns").click()
+    page.get_by_role("checkbox", name="Customer id").uncheck()
+    page.get_by_role("button", name="Move Email up").click()
+    page.get_by_role("button", name="Save columns").click()
+    headers = page.locator("table.people thead th").all_inner_texts()
+    assert [h.strip(" ▼▲") for h in headers[1:3]] == ["Email", "Name"] and "Customer id" not in headers
+
+    # Bulk edit on the whole filter (a search that matches the three), confirmed first, then followed to done.
+    search(page, f"{run}")
+    reload_until(page, lambda: page.locator("table.people tbody tr a").count() == 3, "the three users")
+    page.get_by_label("Apply to").select_option("filter")
+    page.get_by_label("Action").select_option("tag")
+    page.get_by_label("Tag / property").fill(f"bulk-{run}")
+    page.get_by_role("button", name="Review bulk edit…").click()
+    expect(page.locator("#bulk-summary")).to_contain_text(f"Add tag “bulk-{run}”")
+    expect(page.locator("#bulk-summary")).to_contain_text(f"q={run}")
+    page.get_by_role("button", name="Yes, apply").click()
+    expect(page.locator("#job-status [data-key=state]")).to_have_text("done", timeout=60_000)
+    expect(page.locator("#job-status [data-key=matched]")).to_have_text("3")
+
+    # Export: the filtered list as CSV, in the chosen columns.
+    page.get_by_role("link", name="Back to People").click()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    text = Path(download.value.path()).read_text()
+    lines = text.strip().splitlines()
+    assert lines[0].startswith("person_id,Email,Name") and len(lines) == 4
+    assert all(f"bulk-{run}" in line for line in lines[1:])
+
+    # Edit a property in place (htmx swaps the row), then a value the API refuses stays in the row with its reason.
+    page.goto(f"/people/{refs[0]}")
+    page.get_by_role("link", name="Edit city").click()
+    page.get_by_label("city", exact=True).fill("Oslo")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#prop-city .value")).to_have_text("Oslo")
+    page.get_by_role("link", name="Edit email").click()
+    page.get_by_label("email", exact=True).fill("not-an-email")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#prop-email .field-error")).to_be_visible()
+    page.reload()
+    expect(page.locator("#prop-city .value")).to_have_text("Oslo")
+    expect(page.locator("#prop-email .value")).to_have_text(f"flo.{run}@example.com")
+
+    # Erase: two confirmations, the second naming what it does; then the user is gone.
+    page.get_by_role("button", name="Erase (GDPR)…").click()
+    page.get_by_role("button", name="Yes, continue").click()
+    expect(page.get_by_role("heading", name=f"Really erase Flo {run}?")).to_be_visible()
+    expect(page.locator("article.confirm")).to_contain_text("suppresses their identifiers")
+    expect(page.locator("article.confirm")).to_contain_text(f"flo.{run}@example.com")
+    page.get_by_role("button", name=f"Yes, erase Flo {run} for good").click()
+    expect(page.get_by_role("status").filter(has_text="erased")).to_be_visible()
+    assert api(stack, "GET", f"/users/{refs[0]}").status_code == 404

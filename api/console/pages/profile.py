@@ -117,8 +117,9 @@ async def profile_property(request: Request) -> Response:
         if user is None:
             return Response(status_code=404)
         shown = text if error else (user.get("properties") or {}).get(name, user.get(name))
-        return console(request).render(request, "property_row.html", status_code=422 if error else 200, user=user,
-                                       key=name, value=shown, editing=bool(error), error=error)
+        # 200 either way: htmx swaps only successful answers, and the refusal belongs in the row.
+        return console(request).render(request, "property_row.html", user=user, key=name, value=shown,
+                                       editing=bool(error), error=error)
     flash(request, f"{name}: {error}" if error else f"{name} saved.", "error" if error else "info")
     return _back(person_id)
 
