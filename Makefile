@@ -72,8 +72,13 @@ bench-projector: install
 bench-system: install
 	$(BIN)/python -m bench.system $(BENCH_ARGS)
 
+# CSV import rows/s against a plain csv read of the same file; writes bench/results/imports.json.
+.PHONY: bench-imports
+bench-imports: install
+	$(BIN)/python -m bench.imports $(BENCH_ARGS)
+
 bench-report: install
 	$(BIN)/python -m bench.report
 
-bench: bench-collector bench-processors bench-projector bench-system
+bench: bench-collector bench-processors bench-projector bench-system bench-imports
 	$(BIN)/python -m bench.report
