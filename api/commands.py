@@ -78,3 +78,4 @@ class CommandBus:
         self._stopping.set()
         self._poller.join(2)
         self._producer.flush(timeout_s)
+        self._producer.close()

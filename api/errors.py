@@ -12,8 +12,18 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+import orjson
+from starlette.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class JSONAnswer(Response):
+    """A JSON response written by orjson (datetimes, UUIDs and the like included)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 @dataclass(frozen=True)
@@ -68,16 +78,16 @@ def validation_errors(exc: RequestValidationError) -> list[FieldError]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def api_error(_request: Request, exc: ApiError) -> ORJSONResponse:
-        return ORJSONResponse(error_body(exc.status, exc.errors, exc.message), exc.status, headers=exc.headers)
+    async def api_error(_request: Request, exc: ApiError) -> JSONAnswer:
+        return JSONAnswer(error_body(exc.status, exc.errors, exc.message), exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_request(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONAnswer:
         errors = validation_errors(exc)
-        return ORJSONResponse(error_body(422, errors, f"{errors[0].field}: {errors[0].message}"), 422)
+        return JSONAnswer(error_body(422, errors, f"{errors[0].field}: {errors[0].message}"), 422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONAnswer:
         field_name = "method" if exc.status_code == 405 else "path"
         error = FieldError(field_name, "exists" if exc.status_code == 404 else "allowed", str(exc.detail))
-        return ORJSONResponse(error_body(exc.status_code, [error], str(exc.detail)), exc.status_code, headers=exc.headers)
+        return JSONAnswer(error_body(exc.status_code, [error], str(exc.detail)), exc.status_code, headers=exc.headers)

@@ -53,11 +53,11 @@ class People:
             )
         elif ref.kind == "distinct_id":
             rows = await self.reader.rows(
-                "SELECT argMax(person_id, version) AS person_id FROM {db}.person_distinct_ids WHERE distinct_id = {d:String} "
-                "GROUP BY distinct_id HAVING argMax(is_deleted, version) = 0 "
-                "AND argMax(person_id, version) IN (SELECT person_id FROM {db}.persons FINAL)",
+                "SELECT argMax(person_id, version) AS live FROM {db}.person_distinct_ids WHERE distinct_id = {d:String} "
+                "GROUP BY distinct_id HAVING argMax(is_deleted, version) = 0 AND live IN (SELECT person_id FROM {db}.persons FINAL)",
                 {"d": ref.value},
             )
+            return rows[0]["live"] if rows else None
         else:
             rows = await self.reader.rows(
                 "SELECT person_id FROM {db}.persons FINAL WHERE lower(email) = {e:String} "
@@ -137,8 +137,8 @@ class People:
             event_filter = " AND event = {event:String}"
             parameters["event"] = event
         rows = await self.reader.rows(
-            "SELECT toString(day) AS day, sum(count) AS count FROM {db}.event_counts_daily "
+            "SELECT toString(day) AS date, sum(count) AS events FROM {db}.event_counts_daily "
             "WHERE person_id = {person:String} AND day >= {since:Date}" + event_filter + " GROUP BY day",
             parameters,
         )
-        return daily_series({r["day"]: int(r["count"]) for r in rows}, today, days)
+        return daily_series({r["date"]: int(r["events"]) for r in rows}, today, days)

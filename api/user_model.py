@@ -217,6 +217,7 @@ def create_records(
         kind="claim",
         message_id=f"{command_id}:claim",
         timestamp=at,
+        person_id=person_id,
         distinct_id=primary_distinct_id(properties),
         user_id=properties.get("user_id"),
         email=properties.get("email"),

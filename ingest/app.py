@@ -24,6 +24,7 @@ from ingest.cors import SourceCORS
 from ingest.guard import LastResortGuard
 from ingest.kafka_writer import KafkaWriter
 from ingest.responses import Refusal, json_response
+from ingest.suppression import Suppressions
 from ingest.tracking import TrackingAPI
 from schemas.config import FootfallSettings, tune_garbage_collector
 from schemas.tracking import CALL_TYPES
@@ -50,10 +51,12 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
         tune_garbage_collector(settings)
         geo.warm()  # open the GeoIP data before the first request, not during it
         api.writer = KafkaWriter(settings.kafka_bootstrap_servers, ack_timeout_s=config.collector_ack_timeout_s)
+        api.suppressions = Suppressions(settings.kafka_bootstrap_servers, settings.topics.erasures.name).start()
         try:
             yield
         finally:
             api.writer.close()
+            api.suppressions.close()
 
     async def post_call(request: Request) -> Response:
         name = request.path_params.get("call", "b")  # the bare /b route is a batch

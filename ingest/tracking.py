@@ -28,6 +28,7 @@ from ingest.pixel import pixel_call
 from ingest.privacy import mask_kept, mask_text
 from ingest.responses import Refusal, gif_response, json_response, problem_list
 from ingest.sources import Source, SourceRegistry, write_key_of
+from ingest.suppression import Suppressions
 from schemas.bad_rows import BadRow, Problem
 from schemas.topics import Topics
 from schemas.tracking import BatchEnvelope, TrackingCall
@@ -49,6 +50,7 @@ class TrackingAPI:
         self.raw_topic = topics.raw.name
         self.dead_letter_topic = topics.dead_letter.name
         self.writer: KafkaWriter | None = None
+        self.suppressions: Suppressions | None = None  # erased identifiers (ingest.suppression), set at start-up
 
     # -- endpoints ------------------------------------------------------------------------------------
 
@@ -106,7 +108,8 @@ class TrackingAPI:
         self.limits.admit_source(source, len(calls))
         outcome = normalize_all(calls, edge, inherited)
         self.limits.admit_devices(source, outcome.device_counts())
-        await self.deliver(self.records_of(outcome, edge))
+        dropped = self.drop_erased(outcome, edge)
+        await self.deliver(self.records_of(outcome, edge) + dropped)
         count_events(outcome)
         return outcome
 
@@ -132,6 +135,19 @@ class TrackingAPI:
         except BodyError as error:
             raise await self.kept(error, body, edge) from error
         return envelope.batch, envelope
+
+    def drop_erased(self, outcome: Normalization, edge: Edge) -> list[Record]:
+        """Take the calls of erased users out of `outcome`; their bad rows record the drop, without the payload."""
+        if self.suppressions is None or not self.suppressions.digests:
+            return []
+        kept, dropped = [], []
+        for event in outcome.accepted:
+            if field := self.suppressions.erased_field(event.value):
+                dropped.append(self.bad_row("(not kept: an erased user's call)", [Problem(field=field, reason="an erased identifier; dropped")], edge))
+            else:
+                kept.append(event)
+        outcome.accepted = kept
+        return dropped
 
     def records_of(self, outcome: Normalization, edge: Edge) -> list[Record]:
         records = [Record(self.raw_topic, event.device_key, event.value) for event in outcome.accepted]

@@ -37,6 +37,10 @@ Rules (SCHEMA.md copies them):
   the newest (or, for $set_once, oldest) stamp of the two, so refolding an event of either person
   after the merge changes nothing.
 - No counters: the projector counts events and sessions exactly in ClickHouse (uniqExact).
+- Management API commands (schemas/user_commands.py) are writes like any other, stamped (command time,
+  command id): `set` and `unset` compete per key with traits and $set by that stamp; tags are one
+  latest-wins write per tag (added or removed); the status (active, disabled) is the latest status
+  write. A merge keeps into's status when it has one, and every tag either person holds.
 - The state serialises to compact JSON (the persons table's `_state` column) and back without loss.
 """
 
@@ -54,6 +58,7 @@ from projections.rows import EPOCH, MILLISECOND, TableSpec, epoch_ms
 from schemas.attribution import UTM_FIELDS, campaign_from_context, describe_user_agent, referring_domain
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
+from schemas.user_commands import UserCommand
 
 
 
@@ -87,6 +92,8 @@ class ProfileState:
     device: Mark | None = None  # latest event with a user agent; value: the user agent
     first_geo: Mark | None = None  # earliest event with a location; value: {"country"?, "region"?, "city"?}
     last_geo: Mark | None = None  # latest event with a location
+    status: Mark | None = None  # latest status command; value: "active" or "disabled"
+    tags: Mapping[str, Mark] = field(default_factory=dict)  # latest add (value True) or remove (REMOVED) per tag
 
     def to_json(self) -> str:
         state: dict[str, Any] = {
@@ -98,6 +105,8 @@ class ProfileState:
             "device": self.device and list(self.device),
             "first_geo": self.first_geo and list(self.first_geo),
             "last_geo": self.last_geo and list(self.last_geo),
+            "status": self.status and list(self.status),
+            "tags": {tag: [m.at, m.message_id] if m.value is REMOVED else list(m) for tag, m in self.tags.items()},
         }
         kept = {key: value for key, value in state.items() if value is not None and value != {}}
         return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()
@@ -114,6 +123,8 @@ class ProfileState:
             device=_mark(state.get("device")),
             first_geo=_mark(state.get("first_geo")),
             last_geo=_mark(state.get("last_geo")),
+            status=_mark(state.get("status")),
+            tags={tag: Mark(*m) if len(m) == 3 else Mark(*m, REMOVED) for tag, m in state.get("tags", {}).items()},
         )
 
 
@@ -163,6 +174,8 @@ def _join(state: ProfileState, other: ProfileState) -> ProfileState:
         device=_later(state.device, other.device),
         first_geo=_earlier(state.first_geo, other.first_geo),
         last_geo=_later(state.last_geo, other.last_geo),
+        status=_later(state.status, other.status),
+        tags=_per_key(state.tags, other.tags, _later),
     )
 
 
@@ -258,6 +271,8 @@ def fold_all(state: ProfileState, events: list[EnrichedEvent]) -> ProfileState:
         device=_later(state.device, device),
         first_geo=_earlier(state.first_geo, first_geo),
         last_geo=_later(state.last_geo, last_geo),
+        status=state.status,
+        tags=state.tags,
     )
 
 
@@ -280,9 +295,34 @@ def merge(into: ProfileState, absorbed: ProfileState) -> ProfileState:
         once[key] = _prefer(mine_once, absorbed.once.get(key), newest=False)
     return replace(
         _join(into, absorbed),
+        status=_prefer(into.status, absorbed.status, newest=True),
         props={key: mark for key, mark in props.items() if mark is not None},
         once={key: mark for key, mark in once.items() if mark is not None},
     )
+
+
+def _of_command(command: UserCommand) -> ProfileState:
+    """The writes of one management API command (a `set` of None is an unset, as a form's emptied field)."""
+    at, command_id = epoch_ms(command.at), command.command_id
+    props = {key: Mark(at, command_id, REMOVED if value is None else value) for key, value in command.set.items()}
+    props.update((key, Mark(at, command_id, REMOVED)) for key in command.unset)
+    tags = {tag: Mark(at, command_id, True) for tag in command.tags_add}
+    tags.update((tag, Mark(at, command_id, REMOVED)) for tag in command.tags_remove)
+    status = Mark(at, command_id, command.status) if command.status else None
+    return ProfileState(props=props, tags=tags, status=status)
+
+
+def apply_command(state: ProfileState, command: UserCommand) -> ProfileState:
+    """A create or update command folded in: a join, so commands and events fold in any order, each once."""
+    return _join(state, _of_command(command))
+
+
+def tags_of(state: ProfileState) -> list[str]:
+    return sorted(tag for tag, mark in state.tags.items() if mark.value is not REMOVED)
+
+
+def status_of(state: ProfileState) -> str:
+    return state.status.value if state.status else "active"
 
 
 def properties_of(state: ProfileState) -> dict[str, Any]:
@@ -313,6 +353,7 @@ PERSONS = TableSpec(
         ("is_free_email", "Bool"),
         ("company_domain", "String"),
         ("properties", "String"),
+        ("tags", "Array(String)"),
         ("first_seen", "DateTime64(3, 'UTC')"),
         ("last_seen", "DateTime64(3, 'UTC')"),
         ("initial_referrer", "String"),
@@ -363,9 +404,9 @@ def person_row(
     version: int,
     is_deleted: bool = False,
     merged_into: str | None = None,
-    status: str = "active",
 ) -> list:
     """One row of {db}.persons, in PERSONS' column order."""
+    status = status_of(state)
     if status not in ("active", "disabled"):
         raise ValueError(f"status must be 'active' or 'disabled', not {status!r}")
     properties = properties_of(state)
@@ -389,6 +430,7 @@ def person_row(
         is_free,
         "" if is_free else domain or "",
         orjson.dumps(properties, option=orjson.OPT_SORT_KEYS).decode(),
+        tags_of(state),
         _time(state.first_seen),
         _time(state.last_seen),
         touch.get("referrer", ""),

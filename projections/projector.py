@@ -1,9 +1,13 @@
 """Kafka → ClickHouse: consume what the processors decided, insert it in batches, commit offsets after.
 
-    enriched   ─► events (+ event_counts_daily through a materialized view)
-    sessions   ─► sessions, session_overrides
-    identities ─► person_distinct_ids
-    persons    ─► person_overrides, persons
+    enriched      ─► events (+ event_counts_daily through a materialized view)
+    sessions      ─► sessions, session_overrides
+    identities    ─► person_distinct_ids
+    persons       ─► person_overrides, persons
+    user-commands ─► persons (creates, updates), row removals (deletes, erasures), user_commands, erasures
+
+The management API's commands are read in full before anything else (projections/directory.py), so
+deletes, erasures and disabled users are known before the events they concern, live and in a replay.
 
 Batches are bounded by rows and seconds. Offsets are committed only once ClickHouse accepted the whole
 batch, so a crash replays it; every table's replacing key (or uniqExact state) makes the replay collapse
@@ -13,6 +17,7 @@ while nothing more is consumed: nothing is dropped and memory stays bounded by o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -27,9 +32,11 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from projections import rows
+from projections.directory import Directory
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.property_rules import screen, violation_bad_row
-from projections.rows import Overrides, TableSpec
+from projections.removals import remove_person_rows
+from projections.rows import Overrides, TableSpec, epoch_ms
 from schemas.bad_rows import stream_bad_row
 from schemas.compacted import CompactedFollower
 from schemas.config import FootfallSettings
@@ -37,6 +44,7 @@ from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
 from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
+from schemas.user_commands import UserCommand
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +56,7 @@ class Batch:
     first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
     persons: PersonChanges = field(default_factory=PersonChanges)
+    removals: list[UserCommand] = field(default_factory=list)  # deletes and erasures, applied after the inserts
     started: float = field(default_factory=time.monotonic)
     size: int = 0
 
@@ -63,6 +72,38 @@ class Batch:
         return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
 
+def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> list[UserCommand]:
+    """Every command on the user-commands topic up to its end now (none when the topic does not exist yet)."""
+    topic = settings.topics.user_commands.name
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"{settings.topic_prefix}-directory",
+                         "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        ends = {}
+        for partition in metadata.partitions:
+            end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[1]
+            if end > 0:
+                ends[partition] = end
+        consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])
+        commands: list[UserCommand] = []
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end within {timeout_s}s")
+            for message in consumer.consume(1000, timeout=0.5):
+                if message.error():
+                    continue
+                with contextlib.suppress(ValidationError):  # unreadable: dead-lettered when the projector reaches it
+                    commands.append(UserCommand.model_validate_json(message.value()))
+                if message.offset() + 1 >= ends.get(message.partition(), 0):
+                    ends.pop(message.partition(), None)
+        return commands
+    finally:
+        consumer.close()
+
+
 class Projector:
     def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None, replaying: bool = False):
         """`replaying`: a rebuild (projections/replay.py); the live projector already kept the bad rows it finds."""
@@ -76,6 +117,7 @@ class Projector:
             topics.sessions.name: self._on_session_message,
             topics.identities.name: self._on_mapping,
             topics.persons.name: self._on_person_message,
+            topics.user_commands.name: self._on_user_command,
         }
         self.stopping = threading.Event()
         self.committed: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset, once in ClickHouse
@@ -105,6 +147,7 @@ class Projector:
             settings.kafka_bootstrap_servers, topics.property_definitions.name, PropertyDefinition.model_validate_json
         )
         self.rules: dict[str, PropertyDefinition] = dict(BUILT_IN)
+        self.directory = Directory().apply_all(read_user_commands(settings))
 
     def _load_overrides(self, table: str, absorbed: str, survivor: str) -> dict[str, str]:
         result = self.client.query(f"SELECT {absorbed}, {survivor} FROM {self.database}.{table} FINAL")
@@ -114,6 +157,12 @@ class Projector:
 
     def _on_event(self, batch: Batch, message: Message) -> None:
         event = EnrichedEvent.model_validate_json(message.value())
+        received = epoch_ms(event.received_at)
+        person = self.person_overrides.live.get(event.person_id or "", event.person_id)
+        if self.directory.drops((event.distinct_id, event.anonymous_id, event.user_id), received, person):
+            return  # deleted or erased through the management API
+        if self.directory.status_at(person, received) == "disabled":
+            event = event.model_copy(update={"flags": [*event.flags, "user_disabled"]})
         batch.rows[rows.EVENTS.name].append(rows.event_row(event, message.partition(), message.offset()))
         # The event is kept as it came; its profile writes that break a property definition are not.
         screened, violations = screen(event, self.rules)
@@ -123,6 +172,8 @@ class Projector:
 
     def _on_session_message(self, batch: Batch, message: Message) -> None:
         update = session_message.validate_json(message.value())
+        if isinstance(update, SessionUpdate) and self.directory.drops((update.device_key, update.distinct_id), epoch_ms(update.start)):
+            return
         if isinstance(update, SessionUpdate):
             batch.rows[rows.SESSIONS.name].append(rows.session_row(update))
             # Recount the person's sessions on every update, "ended" included: it may be the first update of a
@@ -134,17 +185,33 @@ class Projector:
 
     def _on_mapping(self, batch: Batch, message: Message) -> None:
         mapping = DistinctIdMapping.model_validate_json(message.value())
+        if self.directory.erased(mapping.distinct_id):
+            return  # an erased id is kept nowhere, not even as a deleted mapping
         batch.rows[rows.PERSON_DISTINCT_IDS.name].append(rows.mapping_row(mapping))
         batch.persons.distinct_ids.add(mapping.distinct_id)
 
     def _on_person_message(self, batch: Batch, message: Message) -> None:
         person = person_message.validate_json(message.value())
+        if isinstance(person, PersonMerge) and (self.directory.is_deleted(person.into_person) or self.directory.is_deleted(person.from_person)):
+            return
         if isinstance(person, PersonMerge):
             for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
                 batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, rows.epoch_ms(person.timestamp), person.version])
             batch.persons.merges.append(person)
         elif isinstance(person, PersonIdentity):
             batch.persons.identities.append(person)
+
+    def _on_user_command(self, batch: Batch, message: Message) -> None:
+        command = UserCommand.model_validate_json(message.value())
+        self.directory.apply(command)
+        at = rows.epoch_ms(command.at)
+        batch.rows[rows.USER_COMMANDS.name].append([command.command_id, command.kind, command.person_id, at, command.job_id or "", time.time_ns() // 1_000_000])
+        if command.kind in ("delete", "erase"):
+            batch.removals.append(command)
+        else:
+            batch.persons.commands.append(command)
+        if command.kind == "erase":
+            batch.rows[rows.ERASURES.name].append([command.command_id, command.person_id, command.id_digests, at])
 
     def add(self, batch: Batch, message: Message) -> None:
         batch.track(message)
@@ -219,8 +286,14 @@ class Projector:
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
         if batch.persons:
             # Profiles last: they read the mappings, events and sessions written just above.
-            person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live))
+            person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live, self.directory))
             self._insert(PERSONS, person_rows, batch.dedup_token(PERSONS.name))
+        for command in batch.removals:
+            self._retrying(lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}")
+        # The command log last: a command found there is readable (what ?wait=true waits for).
+        for table in (rows.ERASURES, rows.USER_COMMANDS):
+            if batch.rows.get(table.name):
+                self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
 
     def _insert(self, table: TableSpec, data: list[list], token: str) -> None:
         if not data:

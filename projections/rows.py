@@ -187,3 +187,26 @@ class Overrides:
         for old, target in changed:
             self.live[old] = target
         return changed
+
+
+USER_COMMANDS = TableSpec(
+    "user_commands",
+    (
+        ("command_id", "String"),
+        ("kind", "LowCardinality(String)"),
+        ("person_id", "String"),
+        ("at", "DateTime64(3, 'UTC')"),
+        ("job_id", "String"),
+        ("applied_at", "DateTime64(3, 'UTC')"),
+    ),
+)
+
+ERASURES = TableSpec(
+    "erasures",
+    (
+        ("erasure_id", "String"),
+        ("person_id", "String"),
+        ("id_digests", "Array(String)"),
+        ("erased_at", "DateTime64(3, 'UTC')"),
+    ),
+)

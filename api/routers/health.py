@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse
+from api.errors import JSONAnswer
 
 from api.reads import ReadUnavailable
 
@@ -16,9 +16,9 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> ORJSONResponse:
+async def readyz(request: Request) -> JSONAnswer:
     try:
         await request.app.state.reader.rows("SELECT 1 AS ok")
     except ReadUnavailable:
-        return ORJSONResponse({"status": "not ready", "reads": "unavailable"}, 503)
-    return ORJSONResponse({"status": "ready"})
+        return JSONAnswer({"status": "not ready", "reads": "unavailable"}, 503)
+    return JSONAnswer({"status": "ready"})

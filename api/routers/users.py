@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from fastapi.responses import ORJSONResponse
+from api.errors import JSONAnswer
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.commands import Record
@@ -66,7 +66,7 @@ def _people(request: Request) -> People:
     return People(request.app.state.reader)
 
 
-async def _idempotent(request: Request, key: str | None, scope: str) -> tuple[str, bytes, ORJSONResponse | None]:
+async def _idempotent(request: Request, key: str | None, scope: str) -> tuple[str, bytes, JSONAnswer | None]:
     """The command id for this write, and the remembered answer when it is a retry."""
     body = await request.body()
     if key is None:
@@ -74,7 +74,7 @@ async def _idempotent(request: Request, key: str | None, scope: str) -> tuple[st
     command_id = command_id_for(key, scope)
     remembered = _state(request).idempotency.lookup(command_id, body)
     if remembered is not None:
-        return command_id, body, ORJSONResponse(remembered.answer, remembered.status, headers={"Idempotent-Replay": "true"})
+        return command_id, body, JSONAnswer(remembered.answer, remembered.status, headers={"Idempotent-Replay": "true"})
     return command_id, body, None
 
 
@@ -101,10 +101,10 @@ async def _wait_for(probe, timeout_s: float) -> bool:
         delay = min(delay * 1.5, 0.5)
 
 
-def _answer(request: Request, command_id: str, body: bytes, key: str | None, status: int, answer: dict[str, Any]) -> ORJSONResponse:
+def _answer(request: Request, command_id: str, body: bytes, key: str | None, status: int, answer: dict[str, Any]) -> JSONAnswer:
     if key is not None:
         _state(request).idempotency.remember(command_id, body, status, answer)
-    return ORJSONResponse(answer, status)
+    return JSONAnswer(answer, status)
 
 
 async def _check_free(people: People, identifiers: dict[str, Any], person_id: str | None = None) -> None:
@@ -135,7 +135,7 @@ def _validate_custom(request: Request, properties: dict[str, Any], *, partial: b
 
 
 @router.post("/users", status_code=202, response_model=Accepted, responses={201: {"model": Accepted}})
-async def create_user(request: Request, body: UserCreate, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> ORJSONResponse:
+async def create_user(request: Request, body: UserCreate, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> JSONAnswer:
     """Create a user. At least one identifier (user_id, email, phone, customer_id) is required."""
     command_id, raw, replay = await _idempotent(request, idempotency_key, "POST /users")
     if replay is not None:
@@ -210,7 +210,7 @@ async def get_user(request: Request, ref: str) -> dict[str, Any]:
 
 
 @router.patch("/users/{ref}", status_code=202, response_model=Accepted)
-async def update_user(request: Request, ref: str, body: UserPatch, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> ORJSONResponse:
+async def update_user(request: Request, ref: str, body: UserPatch, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> JSONAnswer:
     """Set and unset properties, set the status (active/disabled), add and remove tags."""
     command_id, raw, replay = await _idempotent(request, idempotency_key, f"PATCH /users/{ref}")
     if replay is not None:
@@ -235,7 +235,7 @@ async def update_user(request: Request, ref: str, body: UserPatch, wait: Wait = 
 # -- delete and erase -------------------------------------------------------------------------------------
 
 
-async def _remove(request: Request, ref: str, kind: Literal["delete", "erase"], wait: bool, idempotency_key: str | None) -> ORJSONResponse:
+async def _remove(request: Request, ref: str, kind: Literal["delete", "erase"], wait: bool, idempotency_key: str | None) -> JSONAnswer:
     command_id, raw, replay = await _idempotent(request, idempotency_key, f"{kind.upper()} /users/{ref}")
     if replay is not None:
         return replay
@@ -255,14 +255,14 @@ async def _remove(request: Request, ref: str, kind: Literal["delete", "erase"], 
 
 
 @router.delete("/users/{ref}", status_code=202, response_model=Accepted)
-async def delete_user(request: Request, ref: str, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> ORJSONResponse:
+async def delete_user(request: Request, ref: str, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> JSONAnswer:
     """Delete a user from every table (persons, mappings, events, sessions, daily counts); holds through replay.
     Tracking with the same ids afterwards starts a fresh, visible user."""
     return await _remove(request, ref, "delete", wait, idempotency_key)
 
 
 @router.post("/users/{ref}/erase", status_code=202, response_model=Accepted)
-async def erase_user(request: Request, ref: str, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> ORJSONResponse:
+async def erase_user(request: Request, ref: str, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> JSONAnswer:
     """GDPR erasure: a delete, and the user's identifiers are suppressed: later tracking with them is dropped
     at the collector (recorded, not projected). The erasure is recorded with hashed identifiers."""
     return await _remove(request, ref, "erase", wait, idempotency_key)
@@ -344,7 +344,7 @@ class BulkRequest(BaseModel):
 
 
 @router.post("/users/bulk", status_code=202, tags=["jobs"])
-async def bulk_edit(request: Request, body: BulkRequest, idempotency_key: IdempotencyKey = None) -> ORJSONResponse:
+async def bulk_edit(request: Request, body: BulkRequest, idempotency_key: IdempotencyKey = None) -> JSONAnswer:
     """Set or unset properties, add or remove tags, set the status, or delete, for many users: a job to follow
     at GET /api/v1/jobs/{id}."""
     job_id, raw, replay = await _idempotent(request, idempotency_key, "POST /users/bulk")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import Any
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 from projections.profiles import (
+    Mark,
     EMPTY,
     PERSONS,
     REMOVED,
@@ -301,7 +303,8 @@ def test_state_json_round_trip_is_lossless_and_compact():
 
 def test_person_row_flags_and_alias_come_from_the_identity():
     identity = PersonIdentity(person_id="p1", visitor_number=451, identified=True, is_contact=True, version=3)
-    row = row_of(run(ev("m1", 0)), identity, merged_into="p0", status="disabled", is_deleted=True)
+    disabled = dataclasses.replace(run(ev("m1", 0)), status=Mark(0, "c1", "disabled"))
+    row = row_of(disabled, identity, merged_into="p0", is_deleted=True)
     flags = ("visitor_number", "visitor_alias", "is_identified", "is_contact", "merged_into", "status", "is_deleted")
     assert [row[column] for column in flags] == [451, "Visitor 451", True, True, "p0", "disabled", 1]
     assert (row["event_count"], row["session_count"]) == (3, 1)
@@ -311,7 +314,7 @@ def test_person_row_flags_and_alias_come_from_the_identity():
 
 def test_person_row_refuses_an_unknown_status():
     with pytest.raises(ValueError):
-        row_of(EMPTY, status="merged")
+        row_of(dataclasses.replace(EMPTY, status=Mark(0, "c1", "merged")))
 
 
 # -- the persons table -----------------------------------------------------------------------------------------
