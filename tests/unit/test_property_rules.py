@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import orjson
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.profiles import EMPTY, fold, properties_of
@@ -72,6 +72,7 @@ def test_the_bad_row_names_the_property_where_rule_and_value_type():
 values = st.none() | st.booleans() | st.integers(-5, 200) | st.sampled_from(["free", "pro", "gold", "a@example.com", "x"])
 
 
+@settings(deadline=None)
 @given(st.dictionaries(st.sampled_from(["plan", "age", "email", "city", "other"]), values, max_size=5))
 def test_every_write_either_reaches_the_profile_or_is_a_violation(written):
     screened, violations = screen(event(set=written), RULES)
