@@ -55,7 +55,7 @@ def test_a_violating_property_keeps_the_event_but_not_the_value_and_geo_reaches_
     assert found[1:] == ("US", "California", "Mountain View", "GB", found[5]) and found[5]
 
     bad = [BadRow.model_validate_json(value) for value in topic_values(settings, settings.topics.dead_letter.name)]
-    refused = {(row.problems[0].field, row.problems[0].reason.split(":")[0]) for row in bad if row.stage == "projector"}
-    assert refused == {("traits.email", "type (string)"), ("traits.plan", "options (string)")}
+    refused = {(row.kind, row.field, row.rule, row.reason.split(" ")[0]) for row in bad if row.stage == "projector"}
+    assert refused == {("property_violation", "traits.email", "type", "(string)"), ("property_violation", "traits.plan", "options", "(string)")}
     kept = {orjson.loads(row.payload)["property"]: orjson.loads(row.payload) for row in bad if row.stage == "projector"}
     assert kept["plan"]["value"] == '"gold"' and kept["plan"]["message_id"] == "m-identify"

@@ -1,0 +1,88 @@
+"""The envelope format (schemas/envelope.py): any split round-trips, limits hold, old single records still read."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from schemas.envelope import (
+    COUNT_HEADER,
+    VERSION_HEADER,
+    EnvelopeError,
+    EnvelopeLimits,
+    is_envelope,
+    pack,
+    partition_for,
+    unpack,
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=8,
+)
+events = st.lists(st.dictionaries(st.text(max_size=8), json_values, max_size=4).map(orjson.dumps), max_size=40)
+limits = st.builds(EnvelopeLimits, max_events=st.integers(1, 12), max_bytes=st.integers(1, 400))
+
+
+@given(events, limits)
+def test_any_events_packed_under_any_limits_read_back_the_same_bytes_in_order(items, bounds):
+    envelopes = list(pack(items, bounds))
+    read = [event for envelope in envelopes for event in unpack(envelope.value, envelope.headers)]
+    assert read == items
+    assert sum(envelope.count for envelope in envelopes) == len(items)
+
+
+@given(events, limits)
+def test_an_envelope_keeps_within_both_limits_unless_one_event_alone_is_larger(items, bounds):
+    for envelope in pack(items, bounds):
+        assert 1 <= envelope.count <= bounds.max_events
+        assert len(envelope.value) <= bounds.max_bytes or envelope.count == 1
+
+
+@given(events, limits)
+def test_packing_fills_envelopes_greedily(items, bounds):
+    """No envelope could have taken the next one's first event: as few records as the limits allow."""
+    envelopes = list(pack(items, bounds))
+    for current, following in zip(envelopes, envelopes[1:]):
+        first = unpack(following.value, following.headers)[0]
+        assert current.count == bounds.max_events or len(current.value) + 1 + len(first) > bounds.max_bytes
+
+
+def test_a_record_without_the_envelope_header_is_one_event_as_before():
+    value = orjson.dumps({"message_id": "m1", "text": "a\nb"})
+    assert unpack(value, None) == [value]
+    assert unpack(value, [("other", b"x")]) == [value]
+    assert not is_envelope([("other", b"x")])
+
+
+def test_headers_are_read_from_pairs_and_from_mappings():
+    (envelope,) = pack([b"{}", b"[]"])
+    assert unpack(envelope.value, dict(envelope.headers)) == [b"{}", b"[]"]
+    assert unpack(envelope.value, [(k, v.decode()) for k, v in envelope.headers]) == [b"{}", b"[]"]
+
+
+def test_an_unknown_version_is_refused_with_its_rule():
+    with pytest.raises(EnvelopeError) as refused:
+        unpack(b"{}", [(VERSION_HEADER, b"2"), (COUNT_HEADER, b"1")])
+    assert refused.value.rule == "envelope_version"
+
+
+@pytest.mark.parametrize("count", [b"3", None, b"x"])
+def test_a_count_that_does_not_match_the_events_is_refused(count):
+    headers = [(VERSION_HEADER, b"1")] + ([(COUNT_HEADER, count)] if count is not None else [])
+    with pytest.raises(EnvelopeError) as refused:
+        unpack(b"{}\n{}", headers)
+    assert refused.value.rule == "envelope_count"
+
+
+def test_an_event_with_a_raw_newline_cannot_be_packed():
+    with pytest.raises(ValueError):
+        list(pack([b'{"a":\n1}']))
+
+
+def test_partition_for_spreads_keys_over_every_partition_and_stays_in_range():
+    keys = [f"device-{i}".encode() for i in range(200)] + ["ünïcode".encode()]
+    assert {partition_for(key, 4) for key in keys} == {0, 1, 2, 3}
