@@ -48,5 +48,5 @@ def edge_of(request: Request, source: Source) -> Edge:
         ip=recorded_ip(host, source.truncate_ip),
         user_agent=request.headers.get("user-agent"),
         hash_emails=source.hash_emails,
-        geo=locate(recorded_ip(host, False)),  # the full address: truncation would move the city
+        geo=locate(recorded_ip(host, False)) if source.geoip else None,  # the full address: truncation would move the city
     )

@@ -5,6 +5,7 @@
     identities    ─► person_distinct_ids
     persons       ─► person_overrides, persons
     user-commands ─► persons (creates, updates), row removals (deletes, erasures), user_commands, erasures
+    dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 The management API's commands are read in full before anything else (projections/directory.py), so
 deletes, erasures and disabled users are known before the events they concern, live and in a replay.
@@ -31,13 +32,13 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from projections import rows
+from projections import metrics, rows
 from projections.directory import Directory
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.property_rules import screen, violation_bad_row
 from projections.removals import remove_person_rows
 from projections.rows import Overrides, TableSpec, epoch_ms
-from schemas.bad_rows import stream_bad_row
+from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
 from schemas.compacted import CompactedFollower
 from schemas.config import FootfallSettings
 from schemas.events import EnrichedEvent
@@ -47,6 +48,7 @@ from schemas.sessions import SessionMerge, SessionUpdate, session_message
 from schemas.user_commands import UserCommand
 
 log = logging.getLogger(__name__)
+_RECEIVED_AT = rows.EVENTS.column_names.index("received_at")
 
 
 @dataclass
@@ -117,6 +119,7 @@ class Projector:
             topics.sessions.name: self._on_session_message,
             topics.identities.name: self._on_mapping,
             topics.persons.name: self._on_person_message,
+            topics.dead_letter.name: self._on_bad_row,
             topics.user_commands.name: self._on_user_command,
         }
         self.stopping = threading.Event()
@@ -168,7 +171,7 @@ class Projector:
         screened, violations = screen(event, self.rules)
         batch.persons.events.append(screened)
         if not self.replaying:
-            batch.bad_rows += [violation_bad_row(event, violation) for violation in violations]
+            batch.bad_rows += [violation_bad_row(event, violation, origin_of(message)) for violation in violations]
 
     def _on_session_message(self, batch: Batch, message: Message) -> None:
         update = session_message.validate_json(message.value())
@@ -181,7 +184,7 @@ class Projector:
             batch.persons.session_keys.add(update.device_key)
         elif isinstance(update, SessionMerge):
             for absorbed, survivor in self.session_overrides.merge(update.absorbed_session_id, update.survivor_session_id):
-                batch.rows[rows.SESSION_OVERRIDES.name].append([absorbed, survivor, update.version])
+                batch.rows[rows.SESSION_OVERRIDES.name].append(rows.session_override_row(absorbed, survivor, update.version))
 
     def _on_mapping(self, batch: Batch, message: Message) -> None:
         mapping = DistinctIdMapping.model_validate_json(message.value())
@@ -196,10 +199,19 @@ class Projector:
             return
         if isinstance(person, PersonMerge):
             for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
-                batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, rows.epoch_ms(person.timestamp), person.version])
+                batch.rows[rows.PERSON_OVERRIDES.name].append(rows.person_override_row(absorbed, survivor, person.timestamp, person.version))
             batch.persons.merges.append(person)
         elif isinstance(person, PersonIdentity):
             batch.persons.identities.append(person)
+
+    def _on_bad_row(self, batch: Batch, message: Message) -> None:
+        """Never sent back to the dead-letter topic it came from: an unreadable one is recorded as it is."""
+        try:
+            row = read_bad_row(message.value() or b"")
+        except ValueError as exc:  # pydantic's ValidationError is one
+            problem = Problem(field="message", reason=f"not a bad row: {exc}"[:500], rule="unreadable_message")
+            row = stream_bad_row("poison_message", "projector", message.value(), problem, origin_of(message))
+        batch.rows[rows.BAD_ROWS.name].append(rows.bad_row_row(row, message.partition(), message.offset()))
 
     def _on_user_command(self, batch: Batch, message: Message) -> None:
         command = UserCommand.model_validate_json(message.value())
@@ -218,7 +230,7 @@ class Projector:
         try:
             self.handlers[message.topic()](batch, message)
         except (ValidationError, ValueError) as exc:
-            batch.bad_rows.append(stream_bad_row("projector", message.value(), "message", f"unreadable on {message.topic()}: {exc}"[:500]))
+            batch.bad_rows.append(poison_message("projector", message.value(), "message", f"unreadable on {message.topic()}: {exc}", origin_of(message)))
 
     # -- the loop -----------------------------------------------------------------------------------------
 
@@ -253,6 +265,7 @@ class Projector:
         if batch.size:
             self.write(batch)
             self.commit(batch)
+            metrics.BATCH_MESSAGES.observe(batch.size)
 
     def _on_revoke(self, _consumer, _partitions) -> None:
         # Finish what was read from the partitions leaving us, so the next owner starts after it.
@@ -280,7 +293,7 @@ class Projector:
             self.dead_letter.produce(self.settings.topics.dead_letter.name, bad)
         if batch.bad_rows and self.dead_letter.flush(30) > 0:
             raise RuntimeError("the dead-letter topic did not acknowledge the projector's bad rows")
-        order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS)
+        order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS, rows.BAD_ROWS)
         for table in order:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
@@ -298,6 +311,7 @@ class Projector:
     def _insert(self, table: TableSpec, data: list[list], token: str) -> None:
         if not data:
             return
+        started = time.perf_counter()
         self._retrying(
             lambda: self.client.insert(
                 f"{self.database}.{table.name}",
@@ -308,6 +322,10 @@ class Projector:
             ),
             what=f"{len(data)} rows for {table.name}",
         )
+        metrics.INSERT_SECONDS.labels(table=table.name).observe(time.perf_counter() - started)
+        metrics.ROWS_WRITTEN.labels(table=table.name).inc(len(data))
+        if table is rows.EVENTS:
+            metrics.observe_freshness(row[_RECEIVED_AT] for row in data)
 
     def _retrying(self, work, what: str = "a query"):
         """Run `work` until ClickHouse answers; not consuming meanwhile is the backpressure."""
@@ -319,6 +337,7 @@ class Projector:
                 if self.stopping.is_set():
                     raise
                 self.refusals += 1
+                metrics.REFUSED_WRITES.inc()
                 log.warning("ClickHouse refused %s (%s); retrying in %.1fs", what, exc, delay)
                 self.stopping.wait(delay)  # librdkafka keeps the group membership alive meanwhile
                 delay = min(delay * 2, 30)
@@ -331,4 +350,9 @@ class Projector:
         except KafkaException as exc:
             # The group moved on (rebalance): the new owner replays from the last commit, and the
             # replacing keys collapse what this batch already wrote.
+            metrics.COMMIT_FAILURES.inc()
             log.warning("offset commit refused (%s); the batch will be replayed and deduplicated", exc)
+
+
+def origin_of(message: Message) -> str:
+    return f"{message.topic()}[{message.partition()}]@{message.offset()}"

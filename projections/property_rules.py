@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from schemas.bad_rows import BadRow, Problem
+from schemas.bad_rows import Problem, stream_bad_row
 from schemas.events import EnrichedEvent
 from schemas.properties import PropertyDefinition, PropertyError, check_values
 
@@ -79,11 +79,11 @@ def screen(event: EnrichedEvent, definitions: Mapping[str, PropertyDefinition]) 
     return event.model_copy(update={"traits": new_traits, "properties": new_properties}), violations
 
 
-def violation_bad_row(event: EnrichedEvent, violation: Violation) -> bytes:
-    """The dead-letter record of one refused property value (the event itself was kept).
-
-    problems[0].field is `<where>.<property>`; its reason starts with the rule, then the value's type:
-    `type (string): not an email address: ...`. The payload names the event and holds the refused value."""
+def violation_bad_row(event: EnrichedEvent, violation: Violation, origin: str | None = None) -> bytes:
+    """The dead-letter record of one refused property value (the event itself was kept): kind
+    `property_violation`, problems[0] = field `<where>.<property>`, rule the definition's rule (type, options,
+    minimum, ...), reason starting with the value's type: `(string) not an email address: ...`. The payload
+    names the event and holds the refused value; the `bad_rows` table has them as columns."""
     error = violation.error
     value = orjson.dumps(violation.value, default=str).decode()
     payload = {
@@ -95,10 +95,5 @@ def violation_bad_row(event: EnrichedEvent, violation: Violation) -> bytes:
         "value_type": error.value_type,
         "value": value[:MAX_KEPT_VALUE_CHARS],
     }
-    return BadRow(
-        stage="projector",
-        problems=[Problem(field=f"{violation.where}.{error.property}", reason=f"{error.rule} ({error.value_type}): {error.reason}")],
-        source_id=event.source_id,
-        received_at=event.received_at,
-        payload=orjson.dumps(payload).decode(),
-    ).model_dump_json().encode()
+    problem = Problem(field=f"{violation.where}.{error.property}", reason=f"({error.value_type}) {error.property} {error.reason}", rule=error.rule)
+    return stream_bad_row("property_violation", "projector", orjson.dumps(payload), problem, origin, event.source_id).encode()

@@ -15,6 +15,7 @@ from uuid import UUID
 import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -72,4 +73,8 @@ def create_read_app(client: Client, admin_key: str) -> Starlette:
     async def healthz(_request: Request) -> Response:
         return Response(b'{"status":"alive"}', media_type="application/json")
 
-    return Starlette(routes=[Route("/sql", sql, methods=["POST"]), Route("/healthz", healthz)])
+    async def prometheus(_request: Request) -> Response:
+        """The projector's metrics (projections/metrics.py); like the collector's, no key needed."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[Route("/sql", sql, methods=["POST"]), Route("/healthz", healthz), Route("/metrics", prometheus)])

@@ -79,6 +79,14 @@ async def _current(request: Request) -> Definitions:
     return definitions
 
 
+async def _in_force(request: Request, name: str) -> PropertyDefinition:
+    """The definition in force under this name, or 404."""
+    found = (await _current(request)).current.get(name)
+    if found is None:
+        raise ApiError.of(404, "name", "exists", f"no property definition {name!r}")
+    return found
+
+
 @router.get("/property-definitions")
 async def list_definitions(request: Request) -> dict[str, Any]:
     """Every property definition in force: the built-in defaults and the custom ones."""
@@ -102,11 +110,7 @@ async def create_definition(request: Request, body: DefinitionBody) -> ORJSONRes
 
 @router.get("/property-definitions/{name}")
 async def get_definition(request: Request, name: str) -> dict[str, Any]:
-    definitions = await _current(request)
-    found = definitions.current.get(name)
-    if found is None:
-        raise ApiError.of(404, "name", "exists", f"no property definition {name!r}")
-    return _as_json(found)
+    return _as_json(await _in_force(request, name))
 
 
 @router.put("/property-definitions/{name}")
@@ -129,10 +133,7 @@ async def replace_definition(request: Request, name: str, body: DefinitionBody) 
 @router.delete("/property-definitions/{name}")
 async def delete_definition(request: Request, name: str) -> dict[str, Any]:
     """Remove a custom property's definition (its values stay in profiles, unchecked from now on)."""
-    definitions = await _current(request)
-    current = definitions.current.get(name)
-    if current is None:
-        raise ApiError.of(404, "name", "exists", f"no property definition {name!r}")
+    current = await _in_force(request, name)
     if current.built_in:
         raise ApiError.of(422, "name", "built_in", f"{name} is a default property: it cannot be deleted")
     gone = current.model_copy(update={"deleted": True, "version": current.version + 1, "updated_at": datetime.now(UTC)})

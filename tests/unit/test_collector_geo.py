@@ -60,3 +60,13 @@ def test_the_location_lands_in_the_raw_events_context_geo_over_a_clients():
     assert event.context == {"geo": {"country": "US", "region": "California", "city": "Mountain View"}, "locale": "fr-FR"}
     unlocated = Edge(source_id="web", received_at=datetime.now(UTC), ip="10.0.0.1", user_agent=None)
     assert RawEvent.model_validate_json(normalize(call, unlocated).value).context["geo"] == {"country": "FR"}
+
+
+def test_a_source_can_turn_geoip_off():
+    made: list[Edge] = []
+
+    async def app(scope, _receive, _send):
+        made.append(edge_of(Request(scope), SOURCE.model_copy(update={"geoip": False})))
+
+    asyncio.run(app({"type": "http", "method": "POST", "path": "/", "query_string": b"", "headers": [], "client": (GOOGLE_DNS, 1)}, None, None))
+    assert made[0].geo is None and made[0].ip == GOOGLE_DNS

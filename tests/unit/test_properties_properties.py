@@ -37,7 +37,7 @@ def definitions(draw) -> PropertyDefinition:
     return PropertyDefinition(**fields)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(definitions(), json_values, st.booleans())
 def test_any_value_gets_an_answer_and_every_property_one_outcome(definition, value, from_text):
     checked = check_values({**BUILT_IN, "p": definition}, {"p": value, "free": value}, from_text=from_text)
@@ -49,7 +49,7 @@ def test_any_value_gets_an_answer_and_every_property_one_outcome(definition, val
         assert error.reason
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(definitions(), json_values)
 def test_accepted_values_are_stable_and_obey_every_constraint(definition, value):
     checked = check_values({"p": definition}, {"p": value})
@@ -67,6 +67,7 @@ def test_accepted_values_are_stable_and_obey_every_constraint(definition, value)
         assert kept in definition.options
 
 
+@settings(deadline=None)
 @given(st.integers(-(2**63), 2**63 - 1), st.integers(-100, 100), st.integers(0, 100))
 def test_integers_inside_the_bounds_pass_and_outside_fail_naming_the_bound(value, low, span):
     definition = PropertyDefinition(name="n", type="integer", minimum=low, maximum=low + span)
@@ -77,12 +78,14 @@ def test_integers_inside_the_bounds_pass_and_outside_fail_naming_the_bound(value
         assert [e.rule for e in checked.errors] == ["minimum" if value < low else "maximum"]
 
 
+@settings(deadline=None)
 @given(st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False, allow_infinity=False))
 def test_numbers_round_trip_through_text(value):
     definition = PropertyDefinition(name="n", type="number")
     assert check_values({"n": definition}, {"n": repr(value)}, from_text=True).values == {"n": value}
 
 
+@settings(deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "email"]), st.integers(1, 5), st.booleans()), max_size=12), st.randoms())
 def test_effective_definitions_do_not_depend_on_the_order_records_are_read(records, random):
     made = [PropertyDefinition(name=name, type="email" if name == "email" else "string", version=version, deleted=deleted, max_length=version)
