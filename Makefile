@@ -118,9 +118,14 @@ bench-system: install
 bench-imports: install
 	$(BIN)/python -m bench.imports $(BENCH_ARGS)
 
+# Dynamic configs: evaluation time for 50 configs, and POST /v1/configs against /v1/track on one worker; bench/results/configs.json.
+.PHONY: bench-configs
+bench-configs: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.configs $(BENCH_ARGS)
+
 bench-report: install
 	$(BIN)/python -m bench.report
 
-bench: bench-collector bench-processors bench-projector bench-system bench-console
-bench: bench-collector bench-processors bench-projector bench-system bench-imports
+bench: bench-collector bench-processors bench-projector bench-system bench-imports bench-configs bench-console
 	$(BIN)/python -m bench.report

@@ -242,9 +242,32 @@ def imports_section(r: dict) -> list[str]:
     ]
 
 
+def configs_section(r: dict) -> list[str]:
+    e, rps = r["evaluation"], r["median_requests_per_s"]
+    return [
+        "## Dynamic configs (`make bench-configs`)",
+        "",
+        f"Measured {r['measured_at'][:16]} UTC. Evaluation in memory, per request: the worker's state lookup (distinct id →",
+        f"person → properties) and {e['configs_per_request']} configs of mixed shapes (rollouts, splits, nested AND/OR conditions, 100",
+        f"overrides each), {e['requests']:,} requests with distinct ids: **p50 {e['p50_us']:,.0f} µs, p99 {e['p99_us']:,.0f} µs** "
+        f"(max {e['max_us']:,.0f} µs; {e['per_config_p50_us']:.1f} µs per config at the median).",
+        "",
+        f"HTTP, one uvicorn worker pinned to a core, {r['setup']['load_generator']}, median of {r['setup']['rounds']} interleaved rounds:",
+        "",
+        "| scenario | requests/s | ratio to /v1/track |",
+        "| --- | ---: | ---: |",
+        f"| POST /v1/track (baseline, one analytics.js event, 200 after Kafka's ack) | {rps['track']:,.0f} | 1.00 |",
+        f"| POST /v1/configs, devices already exposed within the window (evaluation + answer) | {rps['configs-repeat']:,.0f} | {r['configs_repeat_ratio_to_track']:.2f} |",
+        f"| POST /v1/configs, new devices (+ {e['configs_per_request']} `$config_served` exposures written, 200 after Kafka's ack) | {rps['configs-new']:,.0f} | {r['configs_new_ratio_to_track']:.2f} |",
+        "",
+        f"Non-2xx answers: {r['non_2xx_answers']}. A request serves every config; ask for fewer with `keys` to pay for fewer.",
+        "",
+    ]
+
+
 def render() -> str:
     sections = {"collector": collector_section, "processors": processors_section, "projector": projector_section, "system": system_section,
-                "imports": imports_section, "console": console_section}
+                "imports": imports_section, "configs": configs_section, "console": console_section}
     results = {name: load(name) for name in sections}
     machine = next((r["machine"] for r in results.values() if r), {})
     lines = [
