@@ -124,6 +124,11 @@ bench-configs: install
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.configs $(BENCH_ARGS)
 
+# The console's pages over 1,000,000 persons and 10,000,000 events (generated in ClickHouse); writes bench/results/console.json.
+.PHONY: bench-console
+bench-console: install
+	$(BIN)/python -m bench.console $(BENCH_ARGS)
+
 bench-report: install
 	$(BIN)/python -m bench.report
 

@@ -23,6 +23,7 @@ import uuid
 import httpx
 
 from bench.common import broker, write_result
+from footfall.topics import ensure_topics
 from projections.clickhouse import connect, migrate
 from schemas.config import FootfallSettings
 
@@ -103,6 +104,7 @@ def main() -> None:
         settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, data_dir=data_dir, database="bench_console",
                                     topic_prefix=f"bench-console-{uuid.uuid4().hex[:6]}")
         migrate(client, settings.database)
+        ensure_topics(bootstrap, settings.topics.all())
         setup = fill(client, settings.database, args.persons, args.events)
         print(f"data: {args.persons:,} persons in {setup['persons']:.0f}s, {args.events:,} events in {setup['events']:.0f}s")
         heavy = client.query(f"SELECT person_id FROM {settings.database}.person_distinct_ids WHERE distinct_id = 'd0'").result_rows[0][0]
