@@ -569,7 +569,7 @@ def run(
             subprocess.run([str(KAFKA_SCRIPT), "start"], check=True)
         ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
         admin_key(settings)  # created once, before the projector and `footfall sql` need it
-        for stage in ("projector", "processor", "collector"):  # stopped the other way round, each draining what it was given
+        for stage in ("projector", "processor", "collector", "api"):  # stopped the other way round, each draining what it was given
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
             supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))
         _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, supervisor)
