@@ -29,6 +29,7 @@ from ingest.pixel import pixel_call
 from ingest.privacy import mask_kept, mask_text
 from ingest.responses import Refusal, gif_response, json_response, problem_list
 from ingest.sources import RateLimit, Source, SourceRegistry, write_key_of
+from ingest.suppression import Suppressions
 from schemas.bad_rows import BadRow, BadRowKind, Problem, bounded_payload, kind_of, message_id_in
 from schemas.topics import Topics
 from schemas.tracking import BatchEnvelope, TrackingCall
@@ -53,6 +54,7 @@ class TrackingAPI:
         self.dead_letter_topic = topics.dead_letter.name
         self.dropped_pixels_kept = Buckets(DROPPED_PIXELS_KEPT, max_keys=10_000)
         self.writer: KafkaWriter | None = None
+        self.suppressions: Suppressions | None = None  # erased identifiers (ingest.suppression), set at start-up
 
     # -- endpoints ------------------------------------------------------------------------------------
 
@@ -90,13 +92,13 @@ class TrackingAPI:
         try:
             return await read_json_body(request, self.body_timeout_s)
         except BodyError as error:
-            raise await self.kept(error, error.raw.decode("utf-8", "backslashreplace"), None, hashes_emails(known)) from error
+            raise await self.dead_letter_unusable_body(error, error.raw.decode("utf-8", "backslashreplace"), None, hashes_emails(known)) from error
 
     async def pixel_call(self, request: Request, known: Source | None) -> Any:
         try:
             return pixel_call(request.query_params)
         except BodyError as error:
-            raise await self.kept(error, request.url.query, None, hashes_emails(known)) from error
+            raise await self.dead_letter_unusable_body(error, request.url.query, None, hashes_emails(known)) from error
 
     async def take(self, request: Request, body: Any, call_type: str | None, batch: bool, retried: bool = True) -> Normalization:
         """Everything after the body: accepted calls are on the raw topic when this returns.
@@ -114,7 +116,8 @@ class TrackingAPI:
             if not retried:
                 await self.keep_dropped(calls, refusal, edge)
             raise
-        await self.deliver(self.records_of(outcome, edge))
+        dropped = self.drop_erased(outcome, edge)
+        await self.deliver(self.records_of(outcome, edge) + dropped)
         count_events(outcome)
         return outcome
 
@@ -138,8 +141,21 @@ class TrackingAPI:
         try:
             envelope = batch_envelope(body)
         except BodyError as error:
-            raise await self.kept(error, body, edge) from error
+            raise await self.dead_letter_unusable_body(error, body, edge) from error
         return envelope.batch, envelope
+
+    def drop_erased(self, outcome: Normalization, edge: Edge) -> list[Record]:
+        """Take the calls of erased users out of `outcome`; their bad rows record the drop, without the payload."""
+        if self.suppressions is None or not self.suppressions.digests:
+            return []
+        kept, dropped = [], []
+        for event in outcome.accepted:
+            if field := self.suppressions.erased_field(event.value):
+                dropped.append(self.bad_row("(not kept: an erased user's call)", [Problem(field=field, reason="an erased identifier; dropped", rule="erased_identifier")], edge, kind="erased_identifier"))
+            else:
+                kept.append(event)
+        outcome.accepted = kept
+        return dropped
 
     def records_of(self, outcome: Normalization, edge: Edge) -> list[Record]:
         records = [Record(self.raw_topic, event.device_key, event.value) for event in outcome.accepted]
@@ -177,7 +193,7 @@ class TrackingAPI:
             problems = [p.model_copy(update={"rule": "rate_limit"}) for p in refusal.problems]
             await self.deliver([self.bad_row(call, problems, edge, index, kind="rate_limited_dropped") for index, call in enumerate(calls)])
 
-    async def kept(self, error: BodyError, payload: Any, edge: Edge | None, hash_emails: bool = False) -> Refusal:
+    async def dead_letter_unusable_body(self, error: BodyError, payload: Any, edge: Edge | None, hash_emails: bool = False) -> Refusal:
         """Keep an unusable body on the dead-letter topic; the refusal to answer once Kafka has it.
         Without an edge (the body came before the calls), `hash_emails` is the wish of the source its
         headers named, if any."""

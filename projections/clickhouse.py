@@ -17,9 +17,12 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 def connect(dsn: str, database: str | None = None, cluster: str | None = None) -> Client:
-    """A client for `chdb:///path` (embedded, in this process) or an http(s):// server URL. With a `cluster`,
-    inserts into Distributed tables return only once every shard has the rows (cluster.INSERT_SETTINGS)."""
-    client = clickhouse_connect.get_client(dsn=dsn, settings=INSERT_SETTINGS if cluster else None)
+    """A client for `chdb:///path` (embedded, in this process) or an http(s):// server URL. A server gets the
+    query parameters in the request body, not the URL: a batch's id lists are far longer than a URL may be.
+    With a `cluster`, inserts into Distributed tables return only once every shard has the rows
+    (cluster.INSERT_SETTINGS)."""
+    options = {} if dsn.startswith("chdb:") else {"form_encode_query_params": True}
+    client = clickhouse_connect.get_client(dsn=dsn, settings=INSERT_SETTINGS if cluster else None, **options)
     if database:
         client.database = database
     return client

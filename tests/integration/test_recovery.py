@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from footfall.lag import consumer_lag
+from footfall.supervisor import settings_env
 from footfall.topics import ensure_topics
-from tests.conftest import settings_env
 from tests.integration.test_collector_support import NO_TESTCLIENT_WARNING, running_collector
 from tests.pipeline import processor, projector, wait_until
 
