@@ -17,13 +17,14 @@ UV     := $(TOOLS)/uv/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install lock lock-upgrade lock-uv kafka web browser run test test-unit test-integration test-faults broker-start broker-stop clean bench bench-processors bench-projector bench-report
+.PHONY: help install lock lock-upgrade lock-uv validate-deploy dashboard kafka web browser run test test-unit test-integration test-faults broker-start broker-stop clean bench bench-processors bench-projector bench-report
 
 help:
 	@echo "make run    - the whole pipeline on this machine (broker included); Ctrl-C stops it all"
 	@echo "make test   - the whole suite against a real Kafka broker and ClickHouse (chdb)"
 	@echo "make test-faults - the full fault suite: kill -9 every stage and restart the broker under load, several seeds"
 	@echo "make bench  - every benchmark; writes bench/results/*.json and regenerates BENCHMARKS.md"
+	@echo "make validate-deploy - check compose, the Helm chart, alert rules (promtool) and the dashboard (part of make test)"
 	@echo "make lock   - update uv.lock after a change to pyproject.toml's dependencies (other pins kept)"
 	@echo "make lock-upgrade - move every locked package to its newest release"
 	@echo "make clean  - remove the virtual environment, broker state and local data"
@@ -71,8 +72,19 @@ kafka:
 run: install
 	$(BIN)/footfall run
 
-test: install browser
+test: install browser validate-deploy
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Dockerfile-free checks of deploy/: compose against the compose spec, the Helm chart (lint, kubeconform with the
+# Kubernetes and KEDA schemas), alert rules and their unit tests (promtool), the Grafana dashboard. The tools are
+# built once into .tools/ by deploy/validate/tools.sh (Go module proxy); later runs take seconds.
+validate-deploy: install
+	deploy/validate/tools.sh
+	deploy/validate/run.sh
+
+# Regenerates deploy/helm/footfall/files/dashboards/footfall.json from deploy/monitoring/dashboard.py.
+dashboard: install
+	$(BIN)/python deploy/monitoring/dashboard.py
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
