@@ -105,8 +105,13 @@ bench-configs: install
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.configs $(BENCH_ARGS)
 
+# The management API: writes/s and p99, write-to-readable p50/p99, GET /api/v1/users over 1,000,000 persons; bench/results/api.json.
+.PHONY: bench-api
+bench-api: install
+	$(BIN)/python -m bench.api $(BENCH_ARGS)
+
 bench-report: install
 	$(BIN)/python -m bench.report
 
-bench: bench-collector bench-processors bench-projector bench-system bench-configs
+bench: bench-collector bench-processors bench-projector bench-system bench-configs bench-api
 	$(BIN)/python -m bench.report
