@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from footfall.topics import ensure_topics
-from tests.conftest import settings_env
+from footfall.supervisor import settings_env
 from tests.infra import free_port
 from tests.pipeline import footfall_process, tail, wait_until
 
