@@ -12,6 +12,11 @@ so that noise from the machine hits them alike, and the median of the rounds is 
   durable-single  the null app that also writes each body to Kafka with the collector's KafkaWriter and
                answers once Kafka has it (bench/collector_durable_app.py): the floor of "200 means durable"
   durable-batch   the same for batch bodies, split into one Kafka message per call: the floor of a batch
+  xff-nogeo / xff-geo  the collector behind a trusted proxy (127.0.0.1): each single-event body comes with its
+               own public X-Forwarded-For address (10,000 of them), GeoIP off / on for the source: the ratio
+               is what locating the client costs (ingest/geo.py, cached per address)
+
+Besides, in this process: GeoIP lookups per second, each address for the first time and from the cache.
 
 The collector answers 200 only once Kafka (acks=all) has every event, so its numbers include that.
 Ratios compare each collector scenario with the null app on the same bodies. Writes
@@ -77,6 +82,44 @@ def browser_track(n: int, sent_at: datetime) -> dict:
     }
 
 
+def write_addresses(directory: Path, count: int = 10_000) -> Path:
+    """Public IPv4 addresses, one per single-event body (a visitor per address), seeded: the same every run."""
+    import ipaddress
+    import random
+
+    rng, found = random.Random(16), []
+    while len(found) < count:
+        address = ipaddress.IPv4Address(rng.randrange(1 << 24, 224 << 24))
+        if address.is_global:
+            found.append(str(address))
+    path = directory / "addresses.txt"
+    path.write_text("\n".join(found) + "\n")
+    return path
+
+
+def geoip_lookups(addresses: Path) -> dict:
+    """Lookups/s of ingest.geo.locate: every address the first time (cold), then all of them again (cached)."""
+    from ingest import geo
+
+    geo.warm()
+    found = addresses.read_text().split()
+    started = time.perf_counter()
+    located = sum(geo.locate(address) is not None for address in found)
+    cold = len(found) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for _ in range(10):
+        for address in found:
+            geo.locate(address)
+    cached = 10 * len(found) / (time.perf_counter() - started)
+    return {"addresses": len(found), "located": located, "cold_lookups_per_s": cold, "cached_lookups_per_s": cached}
+
+
+def write_sources(directory: Path, geoip: bool) -> Path:
+    path = directory / f"sources-geoip-{geoip}.json"
+    path.write_bytes(orjson.dumps([{"id": "bench", "write_key": WRITE_KEY, "geoip": geoip}]))
+    return path
+
+
 def write_bodies(directory: Path) -> tuple[Path, Path, int, int]:
     """Single-call bodies and batch bodies, one JSON document per line."""
     sent_at = datetime.now(UTC)
@@ -117,9 +160,11 @@ def server(app: str, port: int, env: dict[str, str], factory: bool = False) -> I
         proc.wait(30)
 
 
-def wrk(url: str, path: str, bodies: Path, seconds: int, connections: int) -> dict:
+def wrk(url: str, path: str, bodies: Path, seconds: int, connections: int, addresses: Path | None = None) -> dict:
     auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
     env = {**os.environ, "BENCH_PATH": path, "BENCH_BODIES": str(bodies), "BENCH_AUTH": auth}
+    if addresses is not None:
+        env["BENCH_FORWARDED_FOR"] = str(addresses)
     command = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                "-s", str(BENCH / "collector_wrk.lua"), url + path]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
@@ -160,7 +205,9 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="footfall-bench-"))
     singles, batches, single_bytes, batch_bytes = write_bodies(work)
-    samples: dict[str, list[dict]] = {name: [] for name in ("null-single", "durable-single", "collector-single", "null-batch", "durable-batch", "collector-batch")}
+    addresses = write_addresses(work)
+    names = ("null-single", "durable-single", "collector-single", "null-batch", "durable-batch", "collector-batch", "xff-nogeo", "xff-geo")
+    samples: dict[str, list[dict]] = {name: [] for name in names}
     with broker() as bootstrap:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix)
@@ -172,29 +219,36 @@ def main() -> None:
                          "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench"}
         null_env = {**base_env, "PYTHONPATH": str(BENCH)}
         durable_env = {**null_env, "PYTHONPATH": f"{BENCH}:{REPO}", "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BENCH_TOPIC": f"{prefix}.durable"}
+        behind_proxy = {**collector_env, "FOOTFALL_TRUSTED_PROXIES": "127.0.0.1"}
+        no_geo_env = {**behind_proxy, "FOOTFALL_SOURCES_FILE": str(write_sources(work, geoip=False))}
+        geo_env = {**behind_proxy, "FOOTFALL_SOURCES_FILE": str(write_sources(work, geoip=True))}
         port = free_port()
         scenarios = [
-            ("null-single", "collector_null_app:app", null_env, False, "/v1/track", singles),
-            ("durable-single", "collector_durable_app:app", durable_env, False, "/v1/track", singles),
-            ("collector-single", "ingest.app:create_app", collector_env, True, "/v1/track", singles),
-            ("null-batch", "collector_null_app:app", null_env, False, "/v1/batch", batches),
-            ("durable-batch", "collector_durable_app:app", durable_env, False, "/v1/batch", batches),
-            ("collector-batch", "ingest.app:create_app", collector_env, True, "/v1/batch", batches),
+            ("null-single", "collector_null_app:app", null_env, False, "/v1/track", singles, None),
+            ("durable-single", "collector_durable_app:app", durable_env, False, "/v1/track", singles, None),
+            ("collector-single", "ingest.app:create_app", collector_env, True, "/v1/track", singles, None),
+            ("null-batch", "collector_null_app:app", null_env, False, "/v1/batch", batches, None),
+            ("durable-batch", "collector_durable_app:app", durable_env, False, "/v1/batch", batches, None),
+            ("collector-batch", "ingest.app:create_app", collector_env, True, "/v1/batch", batches, None),
+            ("xff-nogeo", "ingest.app:create_app", no_geo_env, True, "/v1/track", singles, addresses),
+            ("xff-geo", "ingest.app:create_app", geo_env, True, "/v1/track", singles, addresses),
         ]
         for round_number in range(args.rounds):
-            for name, app, env, factory, path, bodies in scenarios:
+            for name, app, env, factory, path, bodies, forwarded in scenarios:
                 with server(app, port, env, factory) as url:
-                    wrk(url, path, bodies, 2, args.connections)  # warm-up: connections, caches, producer
-                    result = wrk(url, path, bodies, args.seconds, args.connections)
+                    wrk(url, path, bodies, 2, args.connections, forwarded)  # warm-up: connections, caches, producer
+                    result = wrk(url, path, bodies, args.seconds, args.connections, forwarded)
                 samples[name].append(result)
                 print(f"round {round_number + 1} {name:17s} {result['requests_per_s']:10.0f} req/s  "
                       f"p50 {result['p50_latency']:>8s}  p99 {result['p99_latency']:>8s}  non-2xx {result['non_2xx']}", flush=True)
         written = raw_events_written(bootstrap, settings.topics.raw.name)
+    lookups = geoip_lookups(addresses)
     shutil.rmtree(work, ignore_errors=True)
-    report(samples, args, single_bytes, batch_bytes, written)
+    report(samples, args, single_bytes, batch_bytes, written, lookups)
 
 
-def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_bytes: int, batch_bytes: int, written: int) -> None:
+def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_bytes: int, batch_bytes: int, written: int,
+           lookups: dict) -> None:
     median = {name: statistics.median(s["requests_per_s"] for s in runs) for name, runs in samples.items()}
     results = {
         "command": "make bench-collector",
@@ -209,6 +263,8 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
         "batch_events_per_s_per_worker": median["collector-batch"] * BATCH_SIZE,
         "durable_batch_floor_events_per_s": median["durable-batch"] * BATCH_SIZE,
         "batch_ratio_to_null": median["collector-batch"] / median["null-batch"],
+        "geoip_ratio": median["xff-geo"] / median["xff-nogeo"],
+        "geoip_lookups": lookups,
         "targets": {"single_ratio_to_null": 0.6, "batch_events_per_s_per_worker": 100_000},
         "raw_events_in_kafka": written,
         "non_2xx_answers": sum(s["non_2xx"] for name, runs in samples.items() for s in runs if name.startswith("collector")),
@@ -223,6 +279,9 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
           f"= {results['batch_ratio_to_null']:.2f}× the null app's batch requests/s (target ≥ 100,000 events/s)")
     print(f"floor: batches split into one Kafka message per call, nothing else: "
           f"{results['durable_batch_floor_events_per_s']:,.0f} events/s")
+    print(f"GeoIP: {median['xff-geo']:,.0f} req/s with it, {median['xff-nogeo']:,.0f} without = {results['geoip_ratio']:.2f}×; "
+          f"lookups/s {lookups['cold_lookups_per_s']:,.0f} cold, {lookups['cached_lookups_per_s']:,.0f} cached "
+          f"({lookups['located']:,} of {lookups['addresses']:,} addresses located)")
     print(f"non-2xx answers from the collector: {results['non_2xx_answers']}; raw events in Kafka: {written:,}")
     print(f"wrote {path.relative_to(REPO)}")
 

@@ -17,11 +17,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from ingest import metrics
+from ingest import geo, metrics
 from ingest.cdn_settings import CACHE_CONTROL, api_host_of, settings_document
 from ingest.config import CollectorConfig
 from ingest.configs import ConfigServing, ConfigState
 from ingest.cors import SourceCORS
+from ingest.sdk_bundle import sdk_bundle_routes
 from ingest.guard import LastResortGuard
 from ingest.kafka_writer import KafkaWriter
 from ingest.responses import Refusal, json_response
@@ -53,6 +54,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     @asynccontextmanager
     async def lifespan(_app):
         tune_garbage_collector(settings)
+        geo.warm()  # open the GeoIP data before the first request, not during it
         api.writer = KafkaWriter(settings.kafka_bootstrap_servers, ack_timeout_s=config.collector_ack_timeout_s)
         tail = TopicTail(settings.kafka_bootstrap_servers, list(config_state.handlers), config_state.on_record, "collector-configs")
         configs.loaded = tail.start().ready
@@ -98,6 +100,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
         Route("/readyz", readyz),
         Route("/metrics", prometheus),
     ]
+    routes += sdk_bundle_routes(settings.web_assets_dir)
     middleware = [
         Middleware(SourceCORS, sources=sources),
         Middleware(metrics.RequestMetrics),

@@ -36,12 +36,15 @@ from projections import metrics, rows
 from projections.directory import Directory
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profiles import person_properties_record
+from projections.property_rules import screen, violation_bad_row
 from projections.removals import remove_person_rows
 from projections.rows import Overrides, TableSpec, epoch_ms
 from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
+from schemas.compacted import CompactedFollower
 from schemas.config import FootfallSettings
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
+from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
 from schemas.user_commands import UserCommand
 
@@ -105,8 +108,10 @@ def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> lis
 
 
 class Projector:
-    def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None):
+    def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None, replaying: bool = False):
+        """`replaying`: a rebuild (projections/replay.py); the live projector already kept the bad rows it finds."""
         self.settings = settings
+        self.replaying = replaying
         self.client = client
         self.database = settings.database
         topics = settings.topics
@@ -141,6 +146,11 @@ class Projector:
         self.producer = Producer(
             {"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True}
         )
+        # Property definitions: the whole compacted topic, followed by every projector (no group).
+        self.definitions = CompactedFollower(
+            settings.kafka_bootstrap_servers, topics.property_definitions.name, PropertyDefinition.model_validate_json
+        )
+        self.rules: dict[str, PropertyDefinition] = dict(BUILT_IN)
         self.directory = Directory().apply_all(read_user_commands(settings))
 
     def _load_overrides(self, table: str, absorbed: str, survivor: str) -> dict[str, str]:
@@ -158,7 +168,11 @@ class Projector:
         if self.directory.status_at(person, received) == "disabled":
             event = event.model_copy(update={"flags": [*event.flags, "user_disabled"]})
         batch.rows[rows.EVENTS.name].append(rows.event_row(event, message.partition(), message.offset()))
-        batch.persons.events.append(event)
+        # The event is kept as it came; its profile writes that break a property definition are not.
+        screened, violations = screen(event, self.rules)
+        batch.persons.events.append(screened)
+        if not self.replaying:
+            batch.bad_rows += [violation_bad_row(event, violation, origin_of(message)) for violation in violations]
 
     def _on_session_message(self, batch: Batch, message: Message) -> None:
         update = session_message.validate_json(message.value())
@@ -220,7 +234,17 @@ class Projector:
 
     # -- the loop -----------------------------------------------------------------------------------------
 
+    def follow_definitions(self, catch_up: bool = False) -> None:
+        """The property definitions in force: all of them before the first batch, then what changed."""
+        try:
+            changed = self.definitions.catch_up() if catch_up else self.definitions.poll()
+        except LookupError:  # no definitions topic yet: the built-ins only
+            return
+        if catch_up or changed:
+            self.rules = effective(self.definitions.values.values())
+
     def run(self) -> None:
+        self.follow_definitions(catch_up=True)
         self.consumer.subscribe(list(self.handlers), on_revoke=self._on_revoke)
         try:
             while not self.stopping.is_set():
@@ -229,6 +253,7 @@ class Projector:
             self.flush()
         finally:
             self.consumer.close()
+            self.definitions.close()
             self.producer.flush(10)
 
     def stop(self) -> None:
@@ -249,6 +274,7 @@ class Projector:
     def fill(self, batch: Batch) -> None:
         """Consume into the batch until it holds enough rows or is old enough."""
         deadline = batch.started + self.settings.batch_max_seconds
+        self.follow_definitions()
         while not self.stopping.is_set() and batch is self.batch and batch.size < self.settings.batch_max_rows:
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.bodies import StrictJSONRoute
 from api.commands import Record
+from api.definitions import check_unique
 from api.errors import ApiError, FieldError
 from api.jobs import BulkEdit, Jobs
 from api.people import People
@@ -121,14 +122,14 @@ async def _check_free(people: People, identifiers: dict[str, Any], person_id: st
         raise ApiError(409, errors)
 
 
-def _validate_custom(request: Request, properties: dict[str, Any], *, partial: bool) -> None:
-    """The property definitions' rules (types and constraints), when a validator is installed."""
+def _validate_custom(request: Request, properties: dict[str, Any], *, partial: bool, unset: list[str] | None = None) -> None:
+    """The property definitions' rules (types and constraints: api/definitions.py), when a validator is installed."""
     validator = getattr(_state(request), "property_validator", None)
     if validator is None:
         return
-    errors = validator(properties, partial=partial)
+    errors = validator(properties, partial=partial, unset=unset or ())
     if errors:
-        raise ApiError(422, [FieldError(e.field, e.rule, e.message) for e in errors])
+        raise ApiError(422, list(errors))
 
 
 # -- create -----------------------------------------------------------------------------------------------
@@ -144,6 +145,7 @@ async def create_user(request: Request, body: UserCreate, wait: Wait = False, id
     _validate_custom(request, properties, partial=False)
     people = _people(request)
     await _check_free(people, properties)
+    await check_unique(_state(request).definitions, _state(request).reader, properties, skip=IDENTIFIERS)
     person_id = str(uuid.uuid5(PERSON_NAMESPACE, f"command:{command_id}"))
     at = datetime.now(UTC)
     await _send(request, create_records(_state(request).settings.topics, properties, body, person_id, command_id, at))
@@ -215,10 +217,11 @@ async def update_user(request: Request, ref: str, body: UserPatch, wait: Wait = 
     if replay is not None:
         return replay
     body = validate_patch(body)
-    _validate_custom(request, body.set, partial=True)
+    _validate_custom(request, body.set, partial=True, unset=body.unset)
     people = _people(request)
     person_id = await people.require(parse_ref(ref), ref)
     await _check_free(people, body.set, person_id)
+    await check_unique(_state(request).definitions, _state(request).reader, body.set, person_id, skip=IDENTIFIERS)
     distinct_ids = await people.distinct_ids(person_id)
     known_id = distinct_ids[0] if distinct_ids else None
     records = update_records(_state(request).settings.topics, body, person_id, known_id, command_id, datetime.now(UTC))
