@@ -147,6 +147,9 @@ class CsvImport:
         except ImportRefused as refused:
             report.state, report.error = "failed", f"{refused.field}: {refused.message}"
             raise
+        except csv.Error as exc:  # the file stops being CSV part-way: rows before it were imported
+            report.state, report.error = "failed", f"line {report.rows_read + 2}: not CSV: {exc}"
+            raise ImportRefused("body", "csv", report.error) from exc
         except Exception as exc:
             report.state, report.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
             raise

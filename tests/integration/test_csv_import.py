@@ -84,6 +84,7 @@ def user_commands_sent(settings) -> int:
     return sum(end_offsets(settings, [settings.topics.user_commands.name]).values())
 
 
+@pytest.mark.timeout(1800)
 def test_a_100k_row_import_with_bad_rows_then_rerun(api, settings, clickhouse_client, tmp_path):
     body, bad = make_file()
     with processor(settings, tmp_path / "logs") as worker, projector(settings) as projection:
@@ -148,3 +149,12 @@ def run_import_dry(api, body: bytes) -> dict:
     started = api.post("/api/v1/imports?dry_run=true&mapping=Tier%3Dplan", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
     assert started.status_code == 202, started.text
     return wait_until(lambda: (r := api.get(started.json()["url"], headers=ADMIN).json())["state"] in ("done", "failed") and r, timeout_s=120)
+
+
+def test_hostile_bodies_get_a_clear_answer_never_a_5xx(api):
+    for body in (b"", b"\xff\xfe\x00garbage", b'"unclosed,header\n', b"user_id\n" + b"x" * 200_000 + b"\n", b"user_id,user_id\nu,u\n"):
+        answer = api.post("/api/v1/imports", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
+        assert answer.status_code in (202, 422), (body[:20], answer.status_code, answer.text)
+        if answer.status_code == 202:
+            report = wait_until(lambda: (r := api.get(answer.json()["url"], headers=ADMIN).json())["state"] in ("done", "failed") and r, timeout_s=60)
+            assert report["state"] == "failed" or report["rejected"] + report["accepted"] == report["rows_read"]
