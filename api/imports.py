@@ -111,7 +111,13 @@ class Lookups:
         return {r["k"]: r["person_id"] for r in await self.rows(sql, {"keys": keys})}  # the last row per key wins
 
     async def holders(self, name: str, values: list[Any]) -> dict[str, str]:
-        """JSON text of a value → the person holding it, for one unique property."""
+        """JSON text of a value → the person holding it, for one unique property (email: its own column)."""
+        if name == "email":
+            found = await self.rows(
+                "SELECT email AS v, person_id FROM {db}.persons FINAL WHERE email IN {vals:Array(String)}",
+                {"vals": [v for v in values if isinstance(v, str)]},
+            )
+            return {orjson.dumps(r["v"]).decode(): r["person_id"] for r in found}
         found = await self.rows(
             "SELECT JSONExtractRaw(properties, {k:String}) AS v, person_id FROM {db}.persons FINAL "
             "WHERE JSONExtractRaw(properties, {k:String}) IN {vals:Array(String)}",

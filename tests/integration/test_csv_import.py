@@ -76,7 +76,7 @@ def run_import(api, body: bytes) -> dict:
     started = api.post("/api/v1/imports?dedupe=user_id&mapping=Tier%3Dplan", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
     assert started.status_code == 202, started.text
     url = started.json()["url"]
-    return wait_until(lambda: (r := api.get(url, headers=ADMIN).json())["state"] in ("done", "failed") and r, timeout_s=600,
+    return wait_until(lambda: (r := api.get(url, headers=ADMIN).json())["state"] in ("done", "failed") and r, timeout_s=1500,
                       interval_s=1, what="the import to finish")
 
 
@@ -84,7 +84,7 @@ def user_commands_sent(settings) -> int:
     return sum(end_offsets(settings, [settings.topics.user_commands.name]).values())
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(2400)
 def test_a_100k_row_import_with_bad_rows_then_rerun(api, settings, clickhouse_client, tmp_path):
     body, bad = make_file()
     with processor(settings, tmp_path / "logs") as worker, projector(settings) as projection:
