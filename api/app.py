@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI
 from api.auth import AdminKey, require_admin
 from api.commands import CommandBus, CommandsUnavailable
 from api.definitions import Definitions, PropertyValidator
+from api.configs import ConfigCatalog
 from api.errors import ApiError, FieldError, install_error_handlers
 from api.idempotency import IdempotencyCache
 from api.jobs import Jobs
@@ -50,9 +51,11 @@ def create_app(
         if own_bus:
             app.state.bus = CommandBus(settings.kafka_bootstrap_servers)
         app.state.definitions.start()
+        app.state.configs = ConfigCatalog(settings).start()
         try:
             yield
         finally:
+            app.state.configs.stop()
             app.state.definitions.close()
             if own_bus:
                 app.state.bus.close()

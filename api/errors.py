@@ -71,8 +71,12 @@ def _location(loc: tuple) -> str:
 def validation_errors(exc: RequestValidationError) -> list[FieldError]:
     found = []
     for error in exc.errors():
-        message = error.get("msg", "invalid")
-        found.append(FieldError(_location(tuple(error.get("loc", ()))), error.get("type", "invalid"), message))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        field_name = _location(tuple(error.get("loc", ())))
+        if error.get("type") == "value_error" and ": " in message:  # a model rule that names its field first
+            named, message = message.split(": ", 1)
+            field_name = f"{field_name}.{named}" if field_name != "body" else named
+        found.append(FieldError(field_name, error.get("type", "invalid"), message))
     return found or [FieldError("body", "invalid", "the request is invalid")]
 
 

@@ -203,6 +203,26 @@ def system_section(r: dict) -> list[str]:
     return lines
 
 
+def console_section(r: dict) -> list[str]:
+    pages = r["pages"]
+    met = sum(1 for row in pages.values() if row["met"])
+    return [
+        "## Console pages (`make bench-console`)",
+        "",
+        f"Measured {r['measured_at'][:16]} UTC over {r['persons']:,} persons and {r['events']:,} events (embedded ClickHouse, generated",
+        f"in place in {sum(r['setup_seconds'].values()):.0f} s). One request at a time, signed in, {next(iter(pages.values()))['requests']} per page after",
+        "a warm-up. The baseline is the management API call each page is built on, timed in the same run: the ratio is",
+        "what rendering the page adds. Target: every page under "
+        f"{r['target_p99_ms']:.0f} ms p99 ({met} of {len(pages)} met).",
+        "",
+        "| page | p50 | p99 | API call p99 (baseline) | ratio | target |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[f"| {name} (`{row['page']}`) | {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms | {row['api_p99_ms']:.1f} ms (`{row['api']}`) | "
+          f"{row['p99_ratio_to_api']:.2f}× | {verdict(row['met'])} |" for name, row in pages.items()],
+        "",
+    ]
+
+
 def imports_section(r: dict) -> list[str]:
     rps = r["median_rows_per_s"]
     return [
@@ -222,9 +242,32 @@ def imports_section(r: dict) -> list[str]:
     ]
 
 
+def configs_section(r: dict) -> list[str]:
+    e, rps = r["evaluation"], r["median_requests_per_s"]
+    return [
+        "## Dynamic configs (`make bench-configs`)",
+        "",
+        f"Measured {r['measured_at'][:16]} UTC. Evaluation in memory, per request: the worker's state lookup (distinct id →",
+        f"person → properties) and {e['configs_per_request']} configs of mixed shapes (rollouts, splits, nested AND/OR conditions, 100",
+        f"overrides each), {e['requests']:,} requests with distinct ids: **p50 {e['p50_us']:,.0f} µs, p99 {e['p99_us']:,.0f} µs** "
+        f"(max {e['max_us']:,.0f} µs; {e['per_config_p50_us']:.1f} µs per config at the median).",
+        "",
+        f"HTTP, one uvicorn worker pinned to a core, {r['setup']['load_generator']}, median of {r['setup']['rounds']} interleaved rounds:",
+        "",
+        "| scenario | requests/s | ratio to /v1/track |",
+        "| --- | ---: | ---: |",
+        f"| POST /v1/track (baseline, one analytics.js event, 200 after Kafka's ack) | {rps['track']:,.0f} | 1.00 |",
+        f"| POST /v1/configs, devices already exposed within the window (evaluation + answer) | {rps['configs-repeat']:,.0f} | {r['configs_repeat_ratio_to_track']:.2f} |",
+        f"| POST /v1/configs, new devices (+ {e['configs_per_request']} `$config_served` exposures written, 200 after Kafka's ack) | {rps['configs-new']:,.0f} | {r['configs_new_ratio_to_track']:.2f} |",
+        "",
+        f"Non-2xx answers: {r['non_2xx_answers']}. A request serves every config; ask for fewer with `keys` to pay for fewer.",
+        "",
+    ]
+
+
 def render() -> str:
     sections = {"collector": collector_section, "processors": processors_section, "projector": projector_section, "system": system_section,
-                "imports": imports_section}
+                "imports": imports_section, "configs": configs_section, "console": console_section}
     results = {name: load(name) for name in sections}
     machine = next((r["machine"] for r in results.values() if r), {})
     lines = [

@@ -270,6 +270,7 @@ def api(port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_API_P
     import uvicorn
 
     from api.app import ApiConfig, create_app
+    from api.console import mount_console
     from footfall.secrets import admin_key
     from footfall.topics import ensure_topics
     from ingest.config import CollectorConfig
@@ -284,6 +285,8 @@ def api(port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_API_P
         raise typer.Exit(1)
     reader = _api_reader(settings, key)
     app = create_app(settings, key, reader, config=ApiConfig(wait_timeout_s=settings.api_wait_timeout_seconds))
+    sources = [(source.id, source.write_key) for source in CollectorConfig().sources().all()]
+    mount_console(app, key, settings, sources=sources)
     # No access log: paths carry user refs (emails), which are personal data.
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
 
@@ -566,7 +569,7 @@ def run(
             subprocess.run([str(KAFKA_SCRIPT), "start"], check=True)
         ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
         admin_key(settings)  # created once, before the projector and `footfall sql` need it
-        for stage in ("projector", "processor", "collector"):  # stopped the other way round, each draining what it was given
+        for stage in ("projector", "processor", "collector", "api"):  # stopped the other way round, each draining what it was given
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
             supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))
         _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, supervisor)
@@ -574,6 +577,7 @@ def run(
         _wait_for(f"http://{settings.api_host}:{settings.api_port}/healthz", 60, supervisor)
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
         console.print(f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)")
+        console.print(f"Web console:    http://{settings.api_host}:{settings.api_port}/   (sign in with the admin key)")
         console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
         reported = 0
         while not stop.is_set():

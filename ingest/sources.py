@@ -89,6 +89,10 @@ class SourceRegistry:
             sources.append(Source(id=source_id or "default", write_key=key))
         return cls(sources)
 
+    def all(self) -> list[Source]:
+        """Every source (the console's Sources page lists them with their snippets)."""
+        return list(self._by_digest.values())
+
     def find(self, write_key: str) -> Source | None:
         """The only comparison is between SHA-256 digests, so how long it takes says nothing about how
         close a guess is to a real key (the constant-time property that matters), in O(1) for any number of keys."""

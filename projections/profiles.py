@@ -58,6 +58,7 @@ from projections.rows import EPOCH, MILLISECOND, TableSpec, epoch_ms
 from schemas.attribution import UTM_FIELDS, campaign_from_context, describe_user_agent, referring_domain
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
+from schemas.person_properties import PersonProperties, targeting_properties
 from schemas.user_commands import UserCommand
 
 
@@ -449,3 +450,17 @@ def person_row(
         version,
         int(is_deleted),
     ]
+
+
+_COLUMN = {name: index for index, name in enumerate(PERSONS.column_names)}
+
+
+def person_properties_record(row: list) -> tuple[str, bytes | None]:
+    """The person-properties topic's record for one persons row: key person id; a tombstone when the row
+    deletes the person (merged away), else `schemas.person_properties.PersonProperties`."""
+    person_id = row[_COLUMN["person_id"]]
+    if row[_COLUMN["is_deleted"]]:
+        return person_id, None
+    properties = targeting_properties(orjson.loads(row[_COLUMN["properties"]]), {name: row[i] for name, i in _COLUMN.items()})
+    record = PersonProperties(person_id=person_id, version=row[_COLUMN["version"]], properties=properties)
+    return person_id, record.model_dump_json().encode()

@@ -3,7 +3,7 @@
     enriched      ─► events (+ event_counts_daily through a materialized view)
     sessions      ─► sessions, session_overrides
     identities    ─► person_distinct_ids
-    persons       ─► person_overrides, persons
+    persons       ─► person_overrides, persons (and each changed person on person-properties, for configs)
     user-commands ─► persons (creates, updates), row removals (deletes, erasures), user_commands, erasures
     dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from projections import metrics, rows
 from projections.directory import Directory
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
+from projections.profiles import person_properties_record
 from projections.property_rules import screen, violation_bad_row
 from projections.removals import remove_person_rows
 from projections.rows import Overrides, TableSpec, epoch_ms
@@ -142,7 +143,7 @@ class Projector:
                 "session.timeout.ms": int(settings.consumer_session_timeout_seconds * 1000),
             }
         )
-        self.dead_letter = Producer(
+        self.producer = Producer(
             {"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True}
         )
         # Property definitions: the whole compacted topic, followed by every projector (no group).
@@ -216,14 +217,13 @@ class Projector:
     def _on_user_command(self, batch: Batch, message: Message) -> None:
         command = UserCommand.model_validate_json(message.value())
         self.directory.apply(command)
-        at = rows.epoch_ms(command.at)
-        batch.rows[rows.USER_COMMANDS.name].append([command.command_id, command.kind, command.person_id, at, command.job_id or "", time.time_ns() // 1_000_000])
+        batch.rows[rows.USER_COMMANDS.name].append(rows.user_command_row(command, time.time_ns() // 1_000_000))
         if command.kind in ("delete", "erase"):
             batch.removals.append(command)
         else:
             batch.persons.commands.append(command)
         if command.kind == "erase":
-            batch.rows[rows.ERASURES.name].append([command.command_id, command.person_id, command.id_digests, at])
+            batch.rows[rows.ERASURES.name].append(rows.erasure_row(command))
 
     def add(self, batch: Batch, message: Message) -> None:
         batch.track(message)
@@ -254,7 +254,7 @@ class Projector:
         finally:
             self.consumer.close()
             self.definitions.close()
-            self.dead_letter.flush(10)
+            self.producer.flush(10)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -290,8 +290,8 @@ class Projector:
     def write(self, batch: Batch) -> None:
         """Insert every table's rows; retry until ClickHouse accepts (backpressure, no drops)."""
         for bad in batch.bad_rows:
-            self.dead_letter.produce(self.settings.topics.dead_letter.name, bad)
-        if batch.bad_rows and self.dead_letter.flush(30) > 0:
+            self.producer.produce(self.settings.topics.dead_letter.name, bad)
+        if batch.bad_rows and self.producer.flush(30) > 0:
             raise RuntimeError("the dead-letter topic did not acknowledge the projector's bad rows")
         order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS, rows.BAD_ROWS)
         for table in order:
@@ -301,12 +301,31 @@ class Projector:
             # Profiles last: they read the mappings, events and sessions written just above.
             person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live, self.directory))
             self._insert(PERSONS, person_rows, batch.dedup_token(PERSONS.name))
+            self.publish_person_properties(person_rows)
         for command in batch.removals:
             self._retrying(lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}")
+        self.publish_removed_persons(batch.removals)
         # The command log last: a command found there is readable (what ?wait=true waits for).
         for table in (rows.ERASURES, rows.USER_COMMANDS):
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
+
+    def publish_person_properties(self, person_rows: list[list]) -> None:
+        """Each changed person's properties on the compacted person-properties topic (configs' targeting
+        reads them there, with no ClickHouse query), before the batch's offsets are committed: a crash
+        re-sends them, and the highest version wins."""
+        self._publish_properties([person_properties_record(row) for row in person_rows])
+
+    def publish_removed_persons(self, removals: list) -> None:
+        """A deleted or erased person's properties leave the compacted topic too (a tombstone)."""
+        self._publish_properties([(command.person_id, None) for command in removals])
+
+    def _publish_properties(self, records: list[tuple[str, bytes | None]]) -> None:
+        topic = self.settings.topics.person_properties.name
+        for key, value in records:
+            self.producer.produce(topic, value, key)
+        if records and self.producer.flush(30) > 0:
+            raise RuntimeError("the person-properties topic did not acknowledge the projector's records")
 
     def _insert(self, table: TableSpec, data: list[list], token: str) -> None:
         if not data:

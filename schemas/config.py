@@ -70,6 +70,10 @@ class FootfallSettings(BaseSettings):
     processor_stall_seconds: float = Field(default=60.0, ge=5)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
 
+    # Front-end assets installed from npm by `make web` (web/package.json): the console's CSS and scripts, and
+    # analytics-next's standalone bundle that the collector serves to sites.
+    web_assets_dir: Path = Path(__file__).resolve().parents[1] / "web" / "node_modules"
+
     # Python's cyclic garbage collector runs after this many net allocations (CPython's default: 700).
     gc_threshold: int = Field(default=50_000, ge=700)
 

@@ -17,6 +17,7 @@ from fastapi import APIRouter, Header, Query, Request
 from api.errors import JSONAnswer
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.bodies import StrictJSONRoute
 from api.commands import Record
 from api.definitions import check_unique
 from api.errors import ApiError, FieldError
@@ -39,9 +40,9 @@ from api.user_query import Kind, ListQuery, clickhouse_time, decode_cursor, enco
 from schemas.identity import PERSON_NAMESPACE
 from schemas.user_commands import IDENTIFIERS, command_id_for
 
-router = APIRouter(tags=["users"])
-jobs_router = APIRouter(tags=["jobs"])
-commands_router = APIRouter(tags=["commands"])
+router = APIRouter(tags=["users"], route_class=StrictJSONRoute)
+jobs_router = APIRouter(tags=["jobs"], route_class=StrictJSONRoute)
+commands_router = APIRouter(tags=["commands"], route_class=StrictJSONRoute)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255, description="a retried write with the same key is a no-op")]
 Wait = Annotated[bool, Query(description="answer once the change is readable (bounded by the server's wait timeout)")]
@@ -332,13 +333,25 @@ async def user_event_counts(
 # -- bulk edits -------------------------------------------------------------------------------------------
 
 
+class BulkFilter(BaseModel):
+    """The users GET /api/v1/users would list with these parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    q: Annotated[str, Field(max_length=256)] | None = None
+    status: Literal["active", "disabled"] | None = None
+    tag: Annotated[str, Field(max_length=64)] | None = None
+    kind: Kind | None = None
+    properties: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict)
+
+
 class BulkRequest(BaseModel):
     """Which users (refs, or a filter as GET /users takes it) and what to do to each of them."""
 
     model_config = ConfigDict(extra="forbid")
 
     refs: list[Annotated[str, Field(max_length=1024)]] | None = Field(default=None, max_length=10_000)
-    filter: dict[str, Any] | None = Field(default=None, description="q, status, tag, kind, properties: as GET /users")
+    filter: BulkFilter | None = None
     action: Literal["update", "delete"] = "update"
     update: UserPatch | None = None
 
@@ -361,13 +374,7 @@ async def bulk_edit(request: Request, body: BulkRequest, idempotency_key: Idempo
             raise ApiError(422, [FieldError(f"update.set.{name}", "unique", f"{name} identifies one user; it cannot be set in bulk") for name in errors])
     query = None
     if body.filter is not None:
-        allowed = {"q", "status", "tag", "kind", "properties"}
-        if unknown := set(body.filter) - allowed:
-            raise ApiError(422, [FieldError(f"filter.{name}", "unknown", f"filter by {', '.join(sorted(allowed))}") for name in sorted(unknown)])
-        try:
-            query = ListQuery(**body.filter, limit=1000).check()
-        except TypeError as exc:
-            raise ApiError.of(422, "filter", "invalid", str(exc)) from None
+        query = ListQuery(**body.filter.model_dump(), sort="visitor_number", limit=1000).check()
     for ref in body.refs or []:
         parse_ref(ref)
     jobs: Jobs = _state(request).jobs
