@@ -61,6 +61,8 @@ def api(settings, clickhouse_client):
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     app = create_app(settings, "test-admin-key", ClickHouseReader(clickhouse_client, settings.database))
     with TestClient(app) as client:
+        # 503 + Retry-After until the API has read the definitions topic (slow on a loaded machine)
+        wait_until(lambda: client.get("/api/v1/property-definitions", headers=ADMIN).status_code == 200, timeout_s=120, what="definitions loaded")
         for body in (
             {"name": "plan", "type": "enum", "options": ["free", "pro"], "required": True},
             {"name": "age", "type": "integer", "minimum": 18, "maximum": 130},
