@@ -137,7 +137,7 @@ def projector() -> None:
     tune_garbage_collector(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_read_app(connect(settings.clickhouse_dsn), admin_key(settings)),
+            create_read_app(connect(settings.clickhouse_dsn), admin_key(settings), worker.readiness),
             host=settings.read_api_host,
             port=settings.read_api_port,
             log_level="warning",

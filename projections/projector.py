@@ -142,6 +142,8 @@ class Projector:
         self.committed: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset, once in ClickHouse
         self.batch = Batch()
         self.refusals = 0  # times ClickHouse refused a write (each one retried)
+        self.assigned = threading.Event()  # the group has given this projector its share of the partitions
+        self.refused_now = False  # a write is being retried because ClickHouse refused it
         self.persons = PersonsProjection(client, settings.database)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
@@ -171,7 +173,7 @@ class Projector:
     # -- the loop -----------------------------------------------------------------------------------------
 
     def run(self) -> None:
-        self.consumer.subscribe(list(self.handlers), on_revoke=self._on_revoke)
+        self.consumer.subscribe(list(self.handlers), on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self.stopping.is_set():
                 self.fill(self.batch)
@@ -191,9 +193,22 @@ class Projector:
             self.write(batch)
             self.commit(batch)
 
+    def _on_assign(self, _consumer, _partitions) -> None:
+        self.assigned.set()
+
     def _on_revoke(self, _consumer, _partitions) -> None:
         # Finish what was read from the partitions leaving us, so the next owner starts after it.
+        self.assigned.clear()
         self.flush()
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """What an operator watches (GET /readyz on the read API): can an event move through this projector now?"""
+        ready = self.assigned.is_set() and not self.refused_now and not self.stopping.is_set()
+        return ready, {
+            "consumer_group": "assigned" if self.assigned.is_set() else "joining",
+            "clickhouse": "refusing writes" if self.refused_now else "accepting",
+            "projector": "stopping" if self.stopping.is_set() else "running",
+        }
 
     def fill(self, batch: Batch) -> None:
         """Consume into the batch until it holds enough rows or is old enough."""
@@ -244,11 +259,14 @@ class Projector:
         delay = 0.5
         while True:
             try:
-                return work()
+                result = work()
+                self.refused_now = False
+                return result
             except ClickHouseError as exc:
                 if self.stopping.is_set():
                     raise
                 self.refusals += 1
+                self.refused_now = True
                 log.warning("ClickHouse refused %s (%s); retrying in %.1fs", what, exc, delay)
                 self.stopping.wait(delay)  # librdkafka keeps the group membership alive meanwhile
                 delay = min(delay * 2, 30)
