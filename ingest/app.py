@@ -22,7 +22,7 @@ from ingest.cdn_settings import CACHE_CONTROL, api_host_of, settings_document
 from ingest.config import CollectorConfig
 from ingest.cors import SourceCORS
 from ingest.guard import LastResortGuard
-from ingest.kafka_writer import KafkaWriter
+from ingest.kafka_writer import EnvelopeWindow, KafkaWriter
 from ingest.responses import Refusal, json_response
 from ingest.tracking import TrackingAPI
 from schemas.config import FootfallSettings, tune_garbage_collector
@@ -48,7 +48,9 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     @asynccontextmanager
     async def lifespan(_app):
         tune_garbage_collector(settings)
-        api.writer = KafkaWriter(settings.kafka_bootstrap_servers, ack_timeout_s=config.collector_ack_timeout_s)
+        window = EnvelopeWindow(settings.topics.raw.name, settings.collector_flush_seconds, settings.envelope_limits)
+        api.writer = KafkaWriter(settings.kafka_bootstrap_servers, window, ack_timeout_s=config.collector_ack_timeout_s)
+        await api.writer.broker_reachable()  # the raw topic's partitions, before the first request if Kafka is up
         try:
             yield
         finally:

@@ -9,6 +9,9 @@ Batches are bounded by rows and seconds. Offsets are committed only once ClickHo
 batch, so a crash replays it; every table's replacing key (or uniqExact state) makes the replay collapse
 into the rows already there: exactly once in effect. A batch ClickHouse refuses is retried with backoff
 while nothing more is consumed: nothing is dropped and memory stays bounded by one batch.
+
+A record may be an envelope of many events (schemas.envelope) or a single event (every record before
+envelopes): each event is decoded on its own, so one unreadable event goes to the dead-letter topic alone.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.rows import Overrides, TableSpec
 from schemas.bad_rows import stream_bad_row
 from schemas.config import FootfallSettings
+from schemas.topics import Topics
+from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
@@ -46,13 +51,20 @@ class Batch:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
     persons: PersonChanges = field(default_factory=PersonChanges)
     started: float = field(default_factory=time.monotonic)
-    size: int = 0
+    size: int = 0  # events (the batch's bound is on rows)
+    records: int = 0
 
-    def track(self, message: Message) -> None:
+    def track(self, message: Message, events: int) -> None:
         position = (message.topic(), message.partition())
         self.first_offsets.setdefault(position, message.offset())
         self.next_offsets[position] = message.offset() + 1
-        self.size += 1
+        self.size += events
+        self.records += 1
+
+    def records_wanted(self, max_rows: int, at_most: int = 5_000) -> int:
+        """How many more records to ask for: the rows still wanted, over the events per record seen so far."""
+        per_record = max(1, self.size // self.records) if self.records else 1
+        return max(1, min(max_rows - self.size, at_most) // per_record)
 
     def dedup_token(self, table: str) -> str:
         """Same offsets, same token: ClickHouse drops an identical retried insert."""
@@ -60,18 +72,72 @@ class Batch:
         return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
 
-class Projector:
-    def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None):
-        self.settings = settings
-        self.client = client
-        self.database = settings.database
-        topics = settings.topics
-        self.handlers: dict[str, Callable[[Batch, Message], None]] = {
+class RecordDecoder:
+    """Records into a batch's rows, one small step per topic (pure: no I/O). Every event of an envelope is
+    decoded on its own, so where the events were split into records changes nothing but their offsets."""
+
+    def __init__(self, topics: Topics, session_overrides: Overrides, person_overrides: Overrides):
+        self.session_overrides = session_overrides
+        self.person_overrides = person_overrides
+        self.handlers: dict[str, Callable[[Batch, bytes, Message], None]] = {
             topics.enriched.name: self._on_event,
             topics.sessions.name: self._on_session_message,
             topics.identities.name: self._on_mapping,
             topics.persons.name: self._on_person_message,
         }
+
+    def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
+        event = EnrichedEvent.model_validate_json(value)
+        batch.rows[rows.EVENTS.name].append(rows.event_row(event, message.partition(), message.offset()))
+        batch.persons.events.append(event)
+
+    def _on_session_message(self, batch: Batch, value: bytes, _message: Message) -> None:
+        update = session_message.validate_json(value)
+        if isinstance(update, SessionUpdate):
+            batch.rows[rows.SESSIONS.name].append(rows.session_row(update))
+            # Recount the person's sessions on every update, "ended" included: it may be the first update of a
+            # session to arrive (one whose earlier updates a killed worker re-sent later, or never).
+            batch.persons.session_keys.add(update.device_key)
+        elif isinstance(update, SessionMerge):
+            for absorbed, survivor in self.session_overrides.merge(update.absorbed_session_id, update.survivor_session_id):
+                batch.rows[rows.SESSION_OVERRIDES.name].append([absorbed, survivor, update.version])
+
+    def _on_mapping(self, batch: Batch, value: bytes, _message: Message) -> None:
+        mapping = DistinctIdMapping.model_validate_json(value)
+        batch.rows[rows.PERSON_DISTINCT_IDS.name].append(rows.mapping_row(mapping))
+        batch.persons.distinct_ids.add(mapping.distinct_id)
+
+    def _on_person_message(self, batch: Batch, value: bytes, _message: Message) -> None:
+        person = person_message.validate_json(value)
+        if isinstance(person, PersonMerge):
+            for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
+                batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, rows.epoch_ms(person.timestamp), person.version])
+            batch.persons.merges.append(person)
+        elif isinstance(person, PersonIdentity):
+            batch.persons.identities.append(person)
+
+    def add(self, batch: Batch, message: Message) -> None:
+        """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
+        topic = message.topic()
+        try:
+            events = unpack(message.value(), message.headers())
+        except EnvelopeError as exc:
+            batch.track(message, 1)
+            batch.bad_rows.append(stream_bad_row("projector", message.value(), exc.rule, f"unreadable envelope on {topic}: {exc.reason}"[:500]))
+            return
+        batch.track(message, len(events))
+        handler = self.handlers[topic]
+        for value in events:
+            try:
+                handler(batch, value, message)
+            except (ValidationError, ValueError) as exc:
+                batch.bad_rows.append(stream_bad_row("projector", value, "message", f"unreadable on {topic}: {exc}"[:500]))
+
+class Projector:
+    def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None):
+        self.settings = settings
+        self.client = client
+        self.database = settings.database
         self.stopping = threading.Event()
         self.committed: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset, once in ClickHouse
         self.batch = Batch()
@@ -79,6 +145,8 @@ class Projector:
         self.persons = PersonsProjection(client, settings.database)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
+        self.decoder = RecordDecoder(settings.topics, self.session_overrides, self.person_overrides)
+        self.handlers = self.decoder.handlers  # the topics it reads
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -100,45 +168,6 @@ class Projector:
         result = self.client.query(f"SELECT {absorbed}, {survivor} FROM {self.database}.{table} FINAL")
         return dict(result.result_rows)
 
-    # -- decoding: one small step per topic ---------------------------------------------------------------
-
-    def _on_event(self, batch: Batch, message: Message) -> None:
-        event = EnrichedEvent.model_validate_json(message.value())
-        batch.rows[rows.EVENTS.name].append(rows.event_row(event, message.partition(), message.offset()))
-        batch.persons.events.append(event)
-
-    def _on_session_message(self, batch: Batch, message: Message) -> None:
-        update = session_message.validate_json(message.value())
-        if isinstance(update, SessionUpdate):
-            batch.rows[rows.SESSIONS.name].append(rows.session_row(update))
-            # Recount the person's sessions on every update, "ended" included: it may be the first update of a
-            # session to arrive (one whose earlier updates a killed worker re-sent later, or never).
-            batch.persons.session_keys.add(update.device_key)
-        elif isinstance(update, SessionMerge):
-            for absorbed, survivor in self.session_overrides.merge(update.absorbed_session_id, update.survivor_session_id):
-                batch.rows[rows.SESSION_OVERRIDES.name].append([absorbed, survivor, update.version])
-
-    def _on_mapping(self, batch: Batch, message: Message) -> None:
-        mapping = DistinctIdMapping.model_validate_json(message.value())
-        batch.rows[rows.PERSON_DISTINCT_IDS.name].append(rows.mapping_row(mapping))
-        batch.persons.distinct_ids.add(mapping.distinct_id)
-
-    def _on_person_message(self, batch: Batch, message: Message) -> None:
-        person = person_message.validate_json(message.value())
-        if isinstance(person, PersonMerge):
-            for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
-                batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, rows.epoch_ms(person.timestamp), person.version])
-            batch.persons.merges.append(person)
-        elif isinstance(person, PersonIdentity):
-            batch.persons.identities.append(person)
-
-    def add(self, batch: Batch, message: Message) -> None:
-        batch.track(message)
-        try:
-            self.handlers[message.topic()](batch, message)
-        except (ValidationError, ValueError) as exc:
-            batch.bad_rows.append(stream_bad_row("projector", message.value(), "message", f"unreadable on {message.topic()}: {exc}"[:500]))
-
     # -- the loop -----------------------------------------------------------------------------------------
 
     def run(self) -> None:
@@ -158,7 +187,7 @@ class Projector:
     def flush(self) -> None:
         """Write the batch in progress, then commit its offsets."""
         batch, self.batch = self.batch, Batch()
-        if batch.size:
+        if batch.records:
             self.write(batch)
             self.commit(batch)
 
@@ -173,13 +202,13 @@ class Projector:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            wanted = min(self.settings.batch_max_rows - batch.size, 5_000)
+            wanted = batch.records_wanted(self.settings.batch_max_rows)
             for message in self.consumer.consume(wanted, timeout=min(remaining, 0.2)):
                 if message.error():
                     if message.error().code() != KafkaError._PARTITION_EOF:
                         log.warning("consumer: %s", message.error().str())
                     continue
-                self.add(self.batch, message)
+                self.decoder.add(self.batch, message)
 
     def write(self, batch: Batch) -> None:
         """Insert every table's rows; retry until ClickHouse accepts (backpressure, no drops)."""

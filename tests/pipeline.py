@@ -249,11 +249,15 @@ def topic_message_ids(settings: FootfallSettings, topic: str) -> list[str]:
     """Every message id on `topic`, from the beginning (a diagnostic: where did a missing event stop?)."""
     import orjson
 
+    from schemas.envelope import EnvelopeError, unpack
+
     ids = []
     for record in read_topic(settings, topic):
-        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
-            body = orjson.loads(record.value())
-            ids.append(body.get("message_id") or body.get("messageId"))
+        with contextlib.suppress(EnvelopeError):
+            for value in unpack(record.value(), record.headers()):
+                with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                    body = orjson.loads(value)
+                    ids.append(body.get("message_id") or body.get("messageId"))
     return ids
 
 
