@@ -87,6 +87,19 @@ def pack(events: Iterable[bytes], limits: EnvelopeLimits = EnvelopeLimits()) -> 
         yield Envelope(SEPARATOR.join(batch), len(batch))
 
 
+def pack_by_partition(
+    records: Iterable[tuple[bytes, bytes]], partitions: int, limits: EnvelopeLimits = EnvelopeLimits()
+) -> Iterator[tuple[int, Envelope]]:
+    """Keyed events (key, event bytes) as envelopes addressed to the partition each key belongs to
+    (`partition_for`): the events of one partition keep their order, as keyed records would."""
+    by_partition: dict[int, list[bytes]] = {}
+    for key, event in records:
+        by_partition.setdefault(partition_for(key, partitions), []).append(event)
+    for partition, events in by_partition.items():
+        for envelope in pack(events, limits):
+            yield partition, envelope
+
+
 def header(headers: Headers, name: str) -> bytes | None:
     """A header's value from either client's shape (confluent-kafka and aiokafka: pairs; faust: pairs or dict)."""
     if not headers:

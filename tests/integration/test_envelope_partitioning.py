@@ -16,7 +16,8 @@ pytestmark = pytest.mark.integration
 
 def test_partition_for_equals_the_partition_librdkafka_murmur2_random_picks(kafka_bootstrap):
     topic = f"test-partitioner-{uuid.uuid4().hex[:8]}"
-    AdminClient({"bootstrap.servers": kafka_bootstrap}).create_topics([NewTopic(topic, 7, 1)])[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, 7, 1)])[topic].result(30)
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "partitioner": "murmur2_random"})
     landed: dict[bytes, int] = {}
     keys = [f"anon-{uuid.uuid4()}".encode() for _ in range(300)] + ["ünïcode-ключ".encode(), b"u"]

@@ -14,6 +14,7 @@ from schemas.envelope import (
     EnvelopeLimits,
     is_envelope,
     pack,
+    pack_by_partition,
     partition_for,
     unpack,
 )
@@ -86,3 +87,16 @@ def test_an_event_with_a_raw_newline_cannot_be_packed():
 def test_partition_for_spreads_keys_over_every_partition_and_stays_in_range():
     keys = [f"device-{i}".encode() for i in range(200)] + ["ünïcode".encode()]
     assert {partition_for(key, 4) for key in keys} == {0, 1, 2, 3}
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"device-7", b"\xc3\xbc"]), st.integers(0, 99)), max_size=40),
+       st.integers(1, 5), limits)
+def test_packed_by_partition_every_event_lands_on_its_keys_partition_in_order(keyed, partitions, bounds):
+    records = [(key, orjson.dumps({"k": key.decode(), "n": n})) for key, n in keyed]
+    landed: dict[int, list[bytes]] = {}
+    for partition, envelope in pack_by_partition(records, partitions, bounds):
+        landed.setdefault(partition, []).extend(unpack(envelope.value, envelope.headers))
+    expected: dict[int, list[bytes]] = {}
+    for key, event in records:
+        expected.setdefault(partition_for(key, partitions), []).append(event)
+    assert landed == expected
