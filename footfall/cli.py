@@ -88,17 +88,17 @@ def processor() -> None:
     """Run the stream processors (a faust worker)."""
     import faust
 
+    from footfall.probes import serve_probes
     from footfall.topics import ensure_topics
     from processors.app import create_app
-
-    from prometheus_client import start_http_server
+    from processors.readiness import ProcessorReadiness
 
     settings = _settings()
     (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
-    if settings.processor_metrics_port:
-        start_http_server(settings.processor_metrics_port, addr="127.0.0.1")
     app = create_app(settings)
+    if settings.processor_metrics_port:  # /metrics, and /readyz once the worker joined its group and recovered its tables
+        serve_probes(settings.processor_metrics_port, ProcessorReadiness(app))
     tune_garbage_collector(settings)
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
 
@@ -382,6 +382,16 @@ def _wait_for(url: str, timeout_s: float, procs: dict[str, subprocess.Popen]) ->
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
+def _readiness_urls(settings: FootfallSettings) -> dict[str, str]:
+    """Each stage's readiness check, downstream first: the projector (group assigned, ClickHouse accepting), the
+    processor (group joined, tables recovered) and the collector (Kafka reachable)."""
+    urls = {"projector": f"http://{settings.read_api_host}:{settings.read_api_port}/readyz"}
+    if settings.processor_metrics_port:
+        urls["processor"] = f"http://127.0.0.1:{settings.processor_metrics_port}/readyz"
+    urls["collector"] = f"http://{settings.collector_host}:{settings.collector_port}/readyz"
+    return urls
+
+
 def _stop_all(procs: dict[str, subprocess.Popen], timeout_s: float = 30) -> None:
     """Stop stages downstream-last (collector, processor, projector), so each drains what it was given."""
     for name, proc in reversed(procs.items()):
@@ -420,8 +430,11 @@ def run(
 
         for stage in ("projector", "processor", "collector"):
             procs[stage] = start(stage)
-        _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, procs)
-        _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, procs)
+        # Running means an event sent now moves through: every stage ready, not just started (each /readyz
+        # stays up for operators to watch).
+        for stage, url in _readiness_urls(settings).items():
+            _wait_for(url, 180, procs)
+            console.print(f"{stage} ready ({url})")
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
         console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
         restarts: dict[str, list[float]] = {stage: [] for stage in procs}
