@@ -7,20 +7,47 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 
-.PHONY: help install kafka run test test-unit test-integration test-faults broker-start broker-stop clean bench bench-processors bench-projector bench-report
+# Installs come from uv.lock (every package, every extra, with hashes), so `make run`, `make test` and CI get the
+# versions that were tested. uv itself is pinned by hash in deploy/requirements-uv.txt and lives in .tools/ (ignored).
+# After a change to pyproject.toml's dependencies: `make lock` (keeps every other pin). To move to newer releases:
+# `make lock-upgrade`. Commit uv.lock with the change.
+UV_VERSION := 0.13.9
+TOOLS  := .tools
+UV     := $(TOOLS)/uv/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: help install lock lock-upgrade lock-uv kafka run test test-unit test-integration test-faults broker-start broker-stop clean bench bench-processors bench-projector bench-report
 
 help:
 	@echo "make run    - the whole pipeline on this machine (broker included); Ctrl-C stops it all"
 	@echo "make test   - the whole suite against a real Kafka broker and ClickHouse (chdb)"
 	@echo "make test-faults - the full fault suite: kill -9 every stage and restart the broker under load, several seeds"
 	@echo "make bench  - every benchmark; writes bench/results/*.json and regenerates BENCHMARKS.md"
+	@echo "make lock   - update uv.lock after a change to pyproject.toml's dependencies (other pins kept)"
+	@echo "make lock-upgrade - move every locked package to its newest release"
 	@echo "make clean  - remove the virtual environment, broker state and local data"
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+$(UV): deploy/requirements-uv.txt
+	$(PYTHON) -m venv $(TOOLS)/uv
+	$(TOOLS)/uv/bin/pip install --quiet --require-hashes -r deploy/requirements-uv.txt
+	touch $(UV)
+
+$(STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --locked --all-extras --python $(PYTHON) || \
+	  { echo "make: if uv said the lockfile needs to be updated, pyproject.toml changed: run 'make lock', commit uv.lock" >&2; exit 1; }
 	touch $(STAMP)
+
+lock: | $(UV)
+	$(UV) lock --python $(PYTHON)
+
+# After changing UV_VERSION: pins uv by hash for every platform it ships wheels for.
+lock-uv:
+	test -x $(UV) || { $(PYTHON) -m venv $(TOOLS)/uv && $(TOOLS)/uv/bin/pip install --quiet uv==$(UV_VERSION); }
+	echo "uv==$(UV_VERSION)" | $(UV) pip compile - --generate-hashes --python-version 3.11 --no-header -q -o deploy/requirements-uv.txt
+
+lock-upgrade: | $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
 
 install: $(STAMP) kafka
 
@@ -52,7 +79,7 @@ broker-stop:
 
 clean:
 	-deploy/kafka.sh stop
-	rm -rf $(VENV) deploy/.kafka .footfall
+	rm -rf $(VENV) $(TOOLS) deploy/.kafka .footfall
 
 # The collector's throughput against a null ASGI app (uvicorn, one worker pinned to CPU 0, wrk on CPU 1);
 # starts its own broker unless KAFKA_BOOTSTRAP_SERVERS is set; writes bench/results/collector.json.

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from footfall.supervisor import Child, RestartPolicy, Supervisor, footfall_command
 from schemas.config import FootfallSettings, tune_garbage_collector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -90,17 +92,23 @@ def processor() -> None:
 
     from footfall.probes import serve_probes
     from footfall.topics import ensure_topics
+    from processors import metrics
     from processors.app import create_app
     from processors.readiness import ProcessorReadiness
 
     settings = _settings()
-    (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
+    state_dir = settings.data_dir / "processor"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    metrics.record_start(state_dir)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     app = create_app(settings)
     if settings.processor_metrics_port:  # /metrics, and /readyz once the worker joined its group and recovered its tables
-        serve_probes(settings.processor_metrics_port, ProcessorReadiness(app))
+        serve_probes(settings.processor_metrics_port, ProcessorReadiness(app), host=settings.processor_metrics_host)
     tune_garbage_collector(settings)
-    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    try:
+        faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    finally:  # a clean stop (SIGTERM, Ctrl-C); stop_worker's exit skips this and leaves its own cause
+        metrics.record_exit("stopped")
 
 
 @cli.command()
@@ -112,11 +120,11 @@ def migrate() -> None:
 
     settings = _settings()
     try:
-        client = connect(settings.clickhouse_dsn)
+        client = connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster)
     except ProgrammingError as exc:  # the embedded engine's directory is owned by a running projector
         console.print(f"[red]cannot open {settings.clickhouse_dsn}: {exc}[/red]\nA running projector applies migrations at start.")
         raise typer.Exit(1) from exc
-    applied = apply(client, settings.database)
+    applied = apply(client, settings.database, settings.clickhouse_cluster)
     console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
 
 
@@ -132,8 +140,8 @@ def projector() -> None:
 
     settings = _settings()
     _logging()
-    apply(connect(settings.clickhouse_dsn), settings.database)
-    worker = Projector(settings, connect(settings.clickhouse_dsn))
+    apply(connect(settings.clickhouse_dsn), settings.database, settings.clickhouse_cluster)
+    worker = Projector(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster))
     tune_garbage_collector(settings)
     server = uvicorn.Server(
         uvicorn.Config(
@@ -175,11 +183,47 @@ def replay(
 
     settings = _settings()
     _logging()
-    report = rebuild(settings, connect(settings.clickhouse_dsn), switch=switch)
+    report = rebuild(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster), switch=switch)
     console.print(
         f"replayed {report.messages} messages in {report.seconds:.1f}s into {report.database}"
         + (f"; the previous tables are kept in {report.previous}" if report.previous else "")
     )
+
+
+@cli.command()
+def recover(
+    kind: Annotated[list[str], typer.Option("--kind", help="bad-row kind(s) to recover, e.g. schema_violation")],
+    fix: Annotated[Path, typer.Option("--fix", exists=True, dir_okay=False, help="a Python file defining fix(payload, row)")],
+    since: Annotated[datetime | None, typer.Option(help="only rows received since then (UTC unless it says otherwise)")] = None,
+    source: Annotated[str | None, typer.Option(help="only rows of this source id")] = None,
+    dry_run: Annotated[bool, typer.Option(help="fix and validate, but write nothing")] = False,
+    json_lines: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Fix refused calls from the dead-letter topic and send them again through the collector's validation.
+
+    Reports fixed (written to the raw topic), still bad (refused again; written nowhere) and skipped. Safe to
+    run twice: a recovered event keeps its messageId and its time, so it is counted once (ingest/recovery.py)."""
+    from ingest.config import CollectorConfig
+    from ingest.recovery import load_fix
+    from ingest.recovery import recover as recover_rows
+    from schemas.bad_rows import BAD_ROW_KINDS
+
+    unknown = set(kind) - set(BAD_ROW_KINDS)
+    if unknown:
+        raise typer.BadParameter(f"unknown kind(s) {', '.join(sorted(unknown))}; one of {', '.join(BAD_ROW_KINDS)}", param_hint="--kind")
+    settings = _settings()
+    when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    report = recover_rows(settings, CollectorConfig().sources(), load_fix(fix), kinds=set(kind), since=when, source_id=source, dry_run=dry_run)
+    summary = report.as_json()
+    if json_lines:
+        print(orjson.dumps(summary).decode())
+        return
+    verb = "would be re-sent" if dry_run else "re-sent"
+    console.print(f"fixed: {summary['fixed']} ({verb}), still bad: {summary['still_bad']}, skipped: {summary['skipped']}")
+    for reason, count in report.skipped.items():
+        console.print(f"  skipped {count}: {reason}")
+    for still in report.still_bad[:20]:
+        console.print(f"  still bad at {still.position}[{still.index}]: " + "; ".join(f"{p.field}: {p.reason} ({p.rule})" for p in still.problems))
 
 
 @cli.command()
@@ -367,12 +411,12 @@ def loadgen(
 # -- footfall run ----------------------------------------------------------------------------------------
 
 
-def _wait_for(url: str, timeout_s: float, procs: dict[str, subprocess.Popen]) -> None:
+def _wait_for(url: str, timeout_s: float, supervisor: Supervisor) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
+        for child in supervisor.children:
+            if child.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with code {child.returncode} while starting")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -387,23 +431,15 @@ def _readiness_urls(settings: FootfallSettings) -> dict[str, str]:
     processor (group joined, tables recovered) and the collector (Kafka reachable)."""
     urls = {"projector": f"http://{settings.read_api_host}:{settings.read_api_port}/readyz"}
     if settings.processor_metrics_port:
-        urls["processor"] = f"http://127.0.0.1:{settings.processor_metrics_port}/readyz"
+        host = "127.0.0.1" if settings.processor_metrics_host in ("0.0.0.0", "") else settings.processor_metrics_host
+        urls["processor"] = f"http://{host}:{settings.processor_metrics_port}/readyz"
     urls["collector"] = f"http://{settings.collector_host}:{settings.collector_port}/readyz"
     return urls
 
 
-def _stop_all(procs: dict[str, subprocess.Popen], timeout_s: float = 30) -> None:
-    """Stop stages downstream-last (collector, processor, projector), so each drains what it was given."""
-    for name, proc in reversed(procs.items()):
-        if proc.poll() is not None:
-            continue
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            console.print(f"{name} did not stop within {timeout_s:.0f}s; killing it")
-            proc.kill()
-            proc.wait()
+# A stage that stops on an error has committed nothing it did not finish: restart it, as a service manager would,
+# unless it keeps failing.
+RESTART_UNLESS_FAILING = RestartPolicy(max_restarts=5, window_s=60)
 
 
 @cli.command()
@@ -416,7 +452,7 @@ def run(
 
     settings = _settings()
     start_broker = broker and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    procs: dict[str, subprocess.Popen] = {}
+    supervisor = Supervisor(interval_s=0.5)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -424,32 +460,25 @@ def run(
             subprocess.run([str(KAFKA_SCRIPT), "start"], check=True)
         ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
         admin_key(settings)  # created once, before the projector and `footfall sql` need it
-        def start(stage: str) -> subprocess.Popen:
+        for stage in ("projector", "processor", "collector"):  # stopped the other way round, each draining what it was given
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
-            return subprocess.Popen([sys.executable, "-m", "footfall", stage], start_new_session=True)
-
-        for stage in ("projector", "processor", "collector"):
-            procs[stage] = start(stage)
+            supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))
         # Running means an event sent now moves through: every stage ready, not just started (each /readyz
         # stays up for operators to watch).
         for stage, url in _readiness_urls(settings).items():
-            _wait_for(url, 180, procs)
+            _wait_for(url, 180, supervisor)
             console.print(f"{stage} ready ({url})")
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
         console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
-        restarts: dict[str, list[float]] = {stage: [] for stage in procs}
+        reported = 0
         while not stop.is_set():
-            for name, proc in procs.items():
-                if proc.poll() is None:
-                    continue
-                # A stage that stops on an error has committed nothing it did not finish: restart it, as a
-                # service manager would, unless it keeps failing.
-                recent = [t for t in restarts[name] if time.monotonic() - t < 60] + [time.monotonic()]
-                if len(recent) > 5:
-                    raise RuntimeError(f"{name} exited with code {proc.returncode}, the 6th time within a minute")
-                restarts[name] = recent
-                console.print(f"[yellow]{name} exited with code {proc.returncode}; restarting it[/yellow]")
-                procs[name] = start(name)
+            exits = [(child.name, e["code"]) for child in supervisor.children for e in child.exits]
+            for name, code in exits[reported:]:
+                console.print(f"[yellow]{name} exited with code {code}; restarted it[/yellow]")
+            reported = len(exits)
+            if failing := supervisor.given_up():
+                child = failing[0]
+                raise RuntimeError(f"{child.name} exited with code {child.returncode}, the 6th time within a minute")
             stop.wait(0.5)
     except KeyboardInterrupt:
         pass
@@ -458,7 +487,7 @@ def run(
         raise typer.Exit(1) from exc
     finally:
         console.print("stopping…")
-        _stop_all(procs)
+        supervisor.stop()
         if start_broker:
             subprocess.run([str(KAFKA_SCRIPT), "stop"], check=False)
 

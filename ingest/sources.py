@@ -70,6 +70,7 @@ def _digest(write_key: str) -> bytes:
 class SourceRegistry:
     def __init__(self, sources: list[Source]):
         self._by_digest = {_digest(source.write_key): source for source in sources}
+        self._by_id = {source.id: source for source in sources}
 
     @classmethod
     def from_file(cls, path: Path) -> SourceRegistry:
@@ -88,6 +89,10 @@ class SourceRegistry:
         """The only comparison is between SHA-256 digests, so how long it takes says nothing about how
         close a guess is to a real key (the constant-time property that matters), in O(1) for any number of keys."""
         return self._by_digest.get(_digest(write_key))
+
+    def find_by_id(self, source_id: str) -> Source | None:
+        """A source by its id (of several listed with one id, the last)."""
+        return self._by_id.get(source_id)
 
 
 def write_key_of(request: Request, body: object = None) -> str | None:

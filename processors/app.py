@@ -40,7 +40,7 @@ from processors.continuity import OffsetContinuity, StallWatch, resume_offset
 from processors.identity import IdentityResolver, commands_for
 from processors.records import Keyed, read_record
 from processors.sessionizer import DeviceState, SessionizerConfig, assign, close_expired
-from schemas.bad_rows import stream_bad_row
+from schemas.bad_rows import identity_warning, partition_mismatch, poison_message
 from schemas.config import FootfallSettings
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
@@ -64,9 +64,11 @@ def handling(event: faust.types.EventT) -> Iterator[None]:
         _handled_event.reset(token)
 
 
-def stop_worker(reason: str, *args) -> None:
-    """Exit at once with EXIT_AGENT_FAILED: nothing more is acknowledged or committed (see stop_worker_on_failure)."""
+def stop_worker(reason: str, *args, cause: str = "agent-failed") -> None:
+    """Exit at once with EXIT_AGENT_FAILED: nothing more is acknowledged or committed (see stop_worker_on_failure).
+    `cause` is what the next run counts in footfall_processor_restarts_total."""
     log.critical(reason, *args)
+    metrics.record_exit(cause)
     logging.shutdown()
     os._exit(EXIT_AGENT_FAILED)
 
@@ -101,7 +103,7 @@ def stop_on_failed_delivery(delivery: asyncio.Future) -> None:
     runs first."""
     if delivery.cancelled() or delivery.exception() is not None:
         reason = "cancelled" if delivery.cancelled() else type(delivery.exception()).__name__
-        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", reason)
+        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", reason, cause="send-failed")
 
 
 def device_key_of(event: RawEvent) -> bytes:
@@ -194,7 +196,8 @@ class StopOnSendError(faust.Sensor):
     message's callbacks run before the commit's flush resumes); the restarted worker redoes the work."""
 
     def on_send_error(self, producer, exc: BaseException, state) -> None:
-        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", type(exc).__name__)
+        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", type(exc).__name__,
+                    cause="send-failed")
 
 
 def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None = None) -> faust.App:
@@ -220,6 +223,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         # A worker that dies is noticed within seconds, so its partitions move on quickly.
         broker_session_timeout=settings.consumer_session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.consumer_session_timeout_seconds / 4),
+        consumer_group_instance_id=settings.processor_instance_id,
     )
 
     app.sensors.add(StopOnSendError())
@@ -256,10 +260,12 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             try:
                 resume_at = await asyncio.wait_for(offsets.resume_at(message.tp), OFFSET_LOOKUP_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - unverifiable is treated as unsafe
-                stop_worker("cannot tell where %s resumes (%s: %s); stopping the worker without committing", message.tp, type(exc).__name__, exc)
+                stop_worker("cannot tell where %s resumes (%s: %s); stopping the worker without committing", message.tp, type(exc).__name__, exc,
+                            cause="continuity")
             log.info("%s: generation %s starts at offset %s (resumes at %s)", message.tp, message.generation_id, message.offset, resume_at)
         if skip := continuity.observe(message.tp, message.generation_id, message.offset, resume_at):
-            stop_worker("%s; stopping the worker without committing, so that its successor resumes from the last commit", skip)
+            stop_worker("%s; stopping the worker without committing, so that its successor resumes from the last commit", skip,
+                        cause="continuity")
 
     stall_watch = StallWatch()
 
@@ -279,10 +285,11 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         if app.rebalancing or generation != app.consumer_generation_id:
             return
         positions = {tp: continuity.position(tp, generation) or committed.get(tp, 0) for tp in owned}
+        metrics.set_consumer_lag(positions, ends)
         if stalled := stall_watch.check(generation, positions, ends):
             stop_worker("records wait in %s but this worker has handled none of them for %.0f s; stopping it so that "
                         "it rejoins", ", ".join(f"{tp.topic}[{tp.partition}]@{positions[tp]}" for tp in stalled),
-                        settings.processor_stall_seconds / 2)
+                        settings.processor_stall_seconds / 2, cause="stall")
 
     async def emit(topic, key: bytes | None, value: bytes, partition: int | None = None) -> None:
         """Hand a record straight to faust's producer, whose flush before every commit covers it. faust's
@@ -306,7 +313,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         try:
             return model.model_validate_json(value or b"")
         except ValidationError as exc:
-            await emit(dead_letter, key, stream_bad_row("processor", value, model.__name__, f"not a {model.__name__}: {exc.errors()[0]['msg']}"))
+            await emit(dead_letter, key, poison_message("processor", value, model.__name__, f"not a {model.__name__}: {exc.errors()[0]['msg']}"))
             metrics.POISON_MESSAGES.labels(schema=model.__name__).inc()
             return None
 
@@ -317,7 +324,9 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         read = read_record(handed.key, handed.value, message.headers, message.partition, partitions,
                            model.model_validate_json, key_of, model.__name__)
         for refusal in read.refusals:
-            await emit(dead_letter, refusal.key, stream_bad_row("processor", refusal.payload, refusal.field, refusal.reason))
+            bad_row = partition_mismatch if refusal.field == "envelope_partition" else poison_message
+            origin = f"{message.topic}[{message.partition}]@{message.offset}"
+            await emit(dead_letter, refusal.key, bad_row("processor", refusal.payload, refusal.field, refusal.reason, origin))
             metrics.POISON_MESSAGES.labels(schema=model.__name__).inc()
         return read.events
 
@@ -420,7 +429,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                     await emit(persons, person.encode(), message.model_dump_json().encode())
                 for warning in resolution.warnings:
                     metrics.IDENTITY_WARNINGS.labels(field=warning.field).inc()
-                    await emit(dead_letter, keyed.key, stream_bad_row("processor", keyed.payload, warning.field, warning.reason))
+                    await emit(dead_letter, keyed.key, identity_warning("processor", keyed.payload, warning))
             await hand_over_changelog()
 
     @app.agent(identities)

@@ -61,11 +61,10 @@ from schemas.identity import (  # is_illegal_id lives in schemas/: events decide
     person_id_for,
 )
 
-# Fixed forever: person ids derive from it, so a replay reproduces them.
+# How many recent commands' message ids the ring remembers, to recognise a redelivery. Changing it re-slots the
+# ring of a stored state (a slot is the command count modulo this). Person ids derive from
+# schemas.identity.PERSON_NAMESPACE, and placeholder ids are schemas.identity.ILLEGAL_IDS.
 RECENT_MESSAGES = 100_000
-
-# Placeholders that buggy integrations send as ids (PostHog's list, made case-insensitive, plus a few
-# more). Compared stripped and lower-cased, also when wrapped in single or double quotes.
 
 # Key identifying attributes: a person holding any of them can be contacted. Each kind is listed in
 # IdentityCommand.contact_traits under the name on the left when one of the trait keys on the right
@@ -202,7 +201,7 @@ class _Change:
         for name, value in ids.items():
             if is_illegal_id(value):
                 reason = "missing" if value is None else f"{value!r} is a placeholder, not a distinct id; refused"
-                self.out.warnings.append(Problem(field=name, reason=reason))
+                self.out.warnings.append(Problem(field=name, reason=reason, rule="required" if value is None else "placeholder_id"))
         return not any(is_illegal_id(value) for value in ids.values())
 
     def ensure(self, distinct_id: str, facts: _Facts = _Facts()) -> str:
@@ -272,6 +271,7 @@ class _Change:
                 field="user_id",
                 reason=f"{source!r} already belongs to person {source_person}, which has another user id; "
                 f"identify never fuses two accounts ({outcome})",
+                rule="merge_refused",
             )
         )
 

@@ -43,13 +43,9 @@ class _Person:
     stored: bool = False  # has a row in ClickHouse already
 
 
-def _in(values: set[str]) -> str:
-    return "[" + ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in sorted(values)) + "]"
-
-
-# A batch touches thousands of persons; their ids go into IN lists longer than ClickHouse's default
-# 256 KiB query limit.
-_LONG_QUERIES = {"max_query_size": 64 * 1024 * 1024}
+# A batch touches thousands of persons. Their ids are client-controlled, so they travel as server-side
+# parameters (`{ids:Array(String)}`), never inside the SQL; a server client sends them in the request body
+# (projections.clickhouse.connect), so no URL limit applies either.
 
 
 class PersonsProjection:
@@ -57,8 +53,8 @@ class PersonsProjection:
         self.client = client
         self.db = database
 
-    def _query(self, sql: str) -> list[tuple]:
-        return self.client.query(sql, settings=_LONG_QUERIES).result_rows
+    def _query(self, sql: str, ids: set[str]) -> list[tuple]:
+        return self.client.query(sql, parameters={"ids": sorted(ids)}).result_rows
 
     def rows(self, changes: PersonChanges, overrides: dict[str, str]) -> list[list]:
         """The new persons rows for everything this batch touched."""
@@ -107,13 +103,15 @@ class PersonsProjection:
             return {}
         return dict(self._query(
             f"SELECT distinct_id, argMax(person_id, version) FROM {self.db}.person_distinct_ids "
-            f"WHERE distinct_id IN {_in(distinct_ids)} GROUP BY distinct_id"
+            "WHERE distinct_id IN {ids:Array(String)} GROUP BY distinct_id",
+            distinct_ids,
         ))
 
     def _load(self, person_ids: set[str]) -> dict[str, _Person]:
         found = self._query(
             f"SELECT person_id, _state, visitor_number, is_identified, is_contact FROM {self.db}.persons FINAL "
-            f"WHERE person_id IN {_in(person_ids)}"
+            "WHERE person_id IN {ids:Array(String)}",
+            person_ids,
         )
         people: dict[str, _Person] = defaultdict(_Person)
         for person_id, state, number, identified, contact in found:
@@ -127,16 +125,18 @@ class PersonsProjection:
         """Exact event and session counts per live person, over all of its distinct ids."""
         mapping = (
             f"SELECT distinct_id, argMax(person_id, version) AS person_id FROM {self.db}.person_distinct_ids "
-            f"WHERE distinct_id IN (SELECT distinct_id FROM {self.db}.person_distinct_ids WHERE person_id IN {_in(person_ids)}) "
-            f"GROUP BY distinct_id HAVING person_id IN {_in(person_ids)}"
+            f"WHERE distinct_id IN (SELECT distinct_id FROM {self.db}.person_distinct_ids WHERE person_id IN {{ids:Array(String)}}) "
+            "GROUP BY distinct_id HAVING person_id IN {ids:Array(String)}"
         )
         events = self._query(
             f"SELECT m.person_id, uniqExactMerge(c.events) FROM {self.db}.event_counts_daily_by_distinct_id AS c "
-            f"INNER JOIN ({mapping}) AS m ON c.distinct_id = m.distinct_id GROUP BY m.person_id"
+            f"INNER JOIN ({mapping}) AS m ON c.distinct_id = m.distinct_id GROUP BY m.person_id",
+            person_ids,
         )
         sessions = self._query(
             f"SELECT m.person_id, count() FROM {self.db}.sessions AS s FINAL "
-            f"INNER JOIN ({mapping}) AS m ON s.device_key = m.distinct_id GROUP BY m.person_id"
+            f"INNER JOIN ({mapping}) AS m ON s.device_key = m.distinct_id GROUP BY m.person_id",
+            person_ids,
         )
         session_counts = dict(sessions)
         counts = {person: (count, session_counts.get(person, 0)) for person, count in events}

@@ -4,6 +4,7 @@
     sessions   ─► sessions, session_overrides
     identities ─► person_distinct_ids
     persons    ─► person_overrides, persons
+    dead-letter ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 Batches are bounded by rows and seconds. Offsets are committed only once ClickHouse accepted the whole
 batch, so a crash replays it; every table's replacing key (or uniqExact state) makes the replay collapse
@@ -29,18 +30,19 @@ from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
 
-from projections import rows
+from projections import metrics, rows
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.rows import Overrides, TableSpec
-from schemas.bad_rows import stream_bad_row
+from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
 from schemas.config import FootfallSettings
-from schemas.topics import Topics
 from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
+from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
+_RECEIVED_AT = rows.EVENTS.column_names.index("received_at")
 
 
 @dataclass
@@ -84,6 +86,7 @@ class RecordDecoder:
             topics.sessions.name: self._on_session_message,
             topics.identities.name: self._on_mapping,
             topics.persons.name: self._on_person_message,
+            topics.dead_letter.name: self._on_bad_row,
         }
 
     def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
@@ -100,7 +103,7 @@ class RecordDecoder:
             batch.persons.session_keys.add(update.device_key)
         elif isinstance(update, SessionMerge):
             for absorbed, survivor in self.session_overrides.merge(update.absorbed_session_id, update.survivor_session_id):
-                batch.rows[rows.SESSION_OVERRIDES.name].append([absorbed, survivor, update.version])
+                batch.rows[rows.SESSION_OVERRIDES.name].append(rows.session_override_row(absorbed, survivor, update.version))
 
     def _on_mapping(self, batch: Batch, value: bytes, _message: Message) -> None:
         mapping = DistinctIdMapping.model_validate_json(value)
@@ -111,10 +114,19 @@ class RecordDecoder:
         person = person_message.validate_json(value)
         if isinstance(person, PersonMerge):
             for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
-                batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, rows.epoch_ms(person.timestamp), person.version])
+                batch.rows[rows.PERSON_OVERRIDES.name].append(rows.person_override_row(absorbed, survivor, person.timestamp, person.version))
             batch.persons.merges.append(person)
         elif isinstance(person, PersonIdentity):
             batch.persons.identities.append(person)
+
+    def _on_bad_row(self, batch: Batch, value: bytes, message: Message) -> None:
+        """Never sent back to the dead-letter topic it came from: an unreadable one is recorded as it is."""
+        try:
+            row = read_bad_row(value or b"")
+        except ValueError as exc:  # pydantic's ValidationError is one
+            problem = Problem(field="message", reason=f"not a bad row: {exc}"[:500], rule="unreadable_message")
+            row = stream_bad_row("poison_message", "projector", value, problem, origin_of(message))
+        batch.rows[rows.BAD_ROWS.name].append(rows.bad_row_row(row, message.partition(), message.offset()))
 
     def add(self, batch: Batch, message: Message) -> None:
         """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
@@ -123,7 +135,8 @@ class RecordDecoder:
             events = unpack(message.value(), message.headers())
         except EnvelopeError as exc:
             batch.track(message, 1)
-            batch.bad_rows.append(stream_bad_row("projector", message.value(), exc.rule, f"unreadable envelope on {topic}: {exc.reason}"[:500]))
+            reason = f"unreadable envelope on {topic}: {exc.reason}"
+            batch.bad_rows.append(poison_message("projector", message.value(), exc.rule, reason, origin_of(message)))
             return
         batch.track(message, len(events))
         handler = self.handlers[topic]
@@ -131,7 +144,8 @@ class RecordDecoder:
             try:
                 handler(batch, value, message)
             except (ValidationError, ValueError) as exc:
-                batch.bad_rows.append(stream_bad_row("projector", value, "message", f"unreadable on {topic}: {exc}"[:500]))
+                batch.bad_rows.append(poison_message("projector", value, "message", f"unreadable on {topic}: {exc}", origin_of(message)))
+
 
 class Projector:
     def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None):
@@ -192,6 +206,7 @@ class Projector:
         if batch.records:
             self.write(batch)
             self.commit(batch)
+            metrics.BATCH_MESSAGES.observe(batch.size)
 
     def _on_assign(self, _consumer, _partitions) -> None:
         self.assigned.set()
@@ -231,7 +246,7 @@ class Projector:
             self.dead_letter.produce(self.settings.topics.dead_letter.name, bad)
         if batch.bad_rows and self.dead_letter.flush(30) > 0:
             raise RuntimeError("the dead-letter topic did not acknowledge the projector's bad rows")
-        order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS)
+        order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS, rows.BAD_ROWS)
         for table in order:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
@@ -243,6 +258,7 @@ class Projector:
     def _insert(self, table: TableSpec, data: list[list], token: str) -> None:
         if not data:
             return
+        started = time.perf_counter()
         self._retrying(
             lambda: self.client.insert(
                 f"{self.database}.{table.name}",
@@ -253,6 +269,10 @@ class Projector:
             ),
             what=f"{len(data)} rows for {table.name}",
         )
+        metrics.INSERT_SECONDS.labels(table=table.name).observe(time.perf_counter() - started)
+        metrics.ROWS_WRITTEN.labels(table=table.name).inc(len(data))
+        if table is rows.EVENTS:
+            metrics.observe_freshness(row[_RECEIVED_AT] for row in data)
 
     def _retrying(self, work, what: str = "a query"):
         """Run `work` until ClickHouse answers; not consuming meanwhile is the backpressure."""
@@ -267,6 +287,7 @@ class Projector:
                     raise
                 self.refusals += 1
                 self.refused_now = True
+                metrics.REFUSED_WRITES.inc()
                 log.warning("ClickHouse refused %s (%s); retrying in %.1fs", what, exc, delay)
                 self.stopping.wait(delay)  # librdkafka keeps the group membership alive meanwhile
                 delay = min(delay * 2, 30)
@@ -279,4 +300,9 @@ class Projector:
         except KafkaException as exc:
             # The group moved on (rebalance): the new owner replays from the last commit, and the
             # replacing keys collapse what this batch already wrote.
+            metrics.COMMIT_FAILURES.inc()
             log.warning("offset commit refused (%s); the batch will be replayed and deduplicated", exc)
+
+
+def origin_of(message: Message) -> str:
+    return f"{message.topic()}[{message.partition()}]@{message.offset()}"

@@ -16,6 +16,7 @@ from uuid import UUID
 import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -75,4 +76,9 @@ def create_read_app(client: Client, admin_key: str, readiness: Callable[[], tupl
         ready, checks = readiness() if readiness else (True, {})
         return Response(dumps({"ready": ready, **checks}), 200 if ready else 503, media_type="application/json")
 
-    return Starlette(routes=[Route("/sql", sql, methods=["POST"]), Route("/healthz", healthz), Route("/readyz", readyz)])
+    async def prometheus(_request: Request) -> Response:
+        """The projector's metrics (projections/metrics.py); like the collector's, no key needed."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [Route("/sql", sql, methods=["POST"]), Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus)]
+    return Starlette(routes=routes)

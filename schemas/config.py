@@ -34,6 +34,9 @@ class FootfallSettings(BaseSettings):
     )
     data_dir: Path = Path(".footfall")
     database: str = "footfall"
+    # A ClickHouse cluster name (remote_servers): migrations then run ON CLUSTER with Replicated engines, and
+    # events and sessions are sharded behind Distributed tables. Unset: one node (docs/operations.md).
+    clickhouse_cluster: str | None = None
 
     # Collector
     collector_host: str = "127.0.0.1"
@@ -56,6 +59,10 @@ class FootfallSettings(BaseSettings):
     # Processor
     processor_store: str = "memory://"  # or "rocksdb://" (rocksdict) for state larger than memory
     processor_metrics_port: int = 9101
+    processor_metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container, for Prometheus to scrape
+    # Kafka static group membership (group.instance.id, e.g. a StatefulSet pod's name): a worker that restarts
+    # within the session timeout gets its partitions back without a rebalance of the whole group.
+    processor_instance_id: str | None = None
     session_gap_seconds: float = Field(default=30 * 60, gt=0)
     allowed_lateness_seconds: float = Field(default=2 * 3600, ge=0)
     session_tick_seconds: float = Field(default=10.0, gt=0)

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what `make validate-deploy` runs into .tools/ (ignored), once per version; later runs take seconds.
+#   helm, kubeconform, promtool: `go install` through the Go module proxy
+#   composecheck: deploy/validate/composecheck (compose-go, the library `docker compose` loads files with)
+#   KEDA's CRD schemas: from the KEDA Go module (config/crd/bases), converted by crd_schemas.py
+# The Kubernetes schemas come with the kubernetes-validate package (PyPI, in uv.lock).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+tools="$root/.tools"
+bin="$tools/bin"
+python="${PYTHON:-$root/.venv/bin/python}"
+
+HELM_VERSION=v3.22.0
+KUBECONFORM_VERSION=v0.8.0
+PROMETHEUS_VERSION=v0.316.0   # promtool of Prometheus 3.x (the Go module's version scheme)
+KEDA_VERSION=v2.18.0
+
+log() { echo "[validate-deploy tools] $*" >&2; }
+command -v go >/dev/null || { log "Go is needed to build helm, kubeconform, promtool and composecheck"; exit 1; }
+mkdir -p "$bin"
+
+go_install() {  # name package version
+  local name=$1 package=$2 version=$3
+  if [ -x "$bin/$name" ] && [ -f "$bin/.$name-$version" ]; then return 0; fi
+  log "go install $package@$version (once)"
+  GOBIN="$bin" go install "$package@$version"
+  rm -f "$bin/.$name-"*
+  touch "$bin/.$name-$version"
+}
+
+go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
+go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+go_install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_VERSION"
+
+composecheck_src="$root/deploy/validate/composecheck"
+if [ ! -x "$bin/composecheck" ] || [ -n "$(find "$composecheck_src" -newer "$bin/composecheck" -type f)" ]; then
+  log "building composecheck"
+  (cd "$composecheck_src" && go build -o "$bin/composecheck" .)
+fi
+
+keda_schemas="$tools/schemas/keda-$KEDA_VERSION"
+if [ ! -f "$keda_schemas/.complete" ]; then
+  log "KEDA $KEDA_VERSION CRD schemas (go mod download)"
+  keda_dir="$(go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" | "$python" -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')"
+  rm -rf "$keda_schemas"
+  "$python" "$root/deploy/validate/crd_schemas.py" "$keda_schemas" "$keda_dir"/config/crd/bases/keda.sh_*.yaml >/dev/null
+  touch "$keda_schemas/.complete"
+fi
+ln -sfn "keda-$KEDA_VERSION" "$tools/schemas/keda"
