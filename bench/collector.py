@@ -11,7 +11,7 @@ so that noise from the machine hits them alike, and the median of the rounds is 
   null-batch   the null app, 100-event batch bodies   collector-batch   POST /v1/batch
   durable-single  the null app that also writes each body to Kafka with the collector's KafkaWriter and
                answers once Kafka has it (bench/collector_durable_app.py): the floor of "200 means durable"
-  durable-batch   the same for batch bodies, split into one Kafka message per call: the floor of a batch
+  durable-batch   the same for batch bodies, split into calls (in envelopes, as the collector writes them): the floor of a batch
 
 The collector answers 200 only once Kafka (acks=all) has every event, so its numbers include that.
 Ratios compare each collector scenario with the null app on the same bodies.
@@ -270,12 +270,12 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
           f"= {results['durable_floor_ratio_to_null']:.2f}× the null app")
     print(f"batches of {BATCH_SIZE}: {results['batch_events_per_s_per_worker']:,.0f} events/s per worker "
           f"= {results['batch_ratio_to_null']:.2f}× the null app's batch requests/s (target ≥ 100,000 events/s)")
-    print(f"floor: batches split into one Kafka message per call, nothing else: "
+    print(f"floor: batches split into calls, written in envelopes, nothing else: "
           f"{results['durable_batch_floor_events_per_s']:,.0f} events/s")
     for load in ("full", "light"):
         cost = results["flush_window"][load]
-        print(f"flush window {flush_seconds * 1000:g} ms at {load} load: p50 {cost['window_ms']['p50']:.2f} ms (+{cost['added_ms']['p50']:.2f}), "
-              f"p99 {cost['window_ms']['p99']:.2f} ms (+{cost['added_ms']['p99']:.2f}) against no window")
+        print(f"flush window {flush_seconds * 1000:g} ms at {load} load: p50 {cost['window_ms']['p50']:.2f} ms ({cost['added_ms']['p50']:+.2f}), "
+              f"p99 {cost['window_ms']['p99']:.2f} ms ({cost['added_ms']['p99']:+.2f}) against no window")
     print(f"non-2xx answers from the collector: {results['non_2xx_answers']}; raw events in Kafka: {written:,} in {records:,} records")
     print(f"wrote {path.relative_to(REPO)}")
 

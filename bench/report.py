@@ -38,7 +38,7 @@ def collector_section(r: dict) -> list[str]:
         f"≥ 100,000 events/s ({verdict(r['batch_events_per_s_per_worker'] >= 100_000)}) |",
         *([f"| floor: the null app + the collector's KafkaWriter, 200 after Kafka's ack (no parsing) | {rps['durable-single']:,.0f} | "
            f"{rps['null-single']:,.0f} | {r['durable_floor_ratio_to_null']:.2f}× | — |"] if "durable-single" in rps else []),
-        *([f"| floor: batches split into one Kafka message per call, 200 after Kafka's ack (no validation) | "
+        *([f"| floor: batches split into calls, in envelopes, 200 after Kafka's ack (no validation) | "
            f"{r['durable_batch_floor_events_per_s']:,.0f} events/s | {rps['null-batch'] * r['setup']['batch_events']:,.0f} | "
            f"{rps['durable-batch'] / rps['null-batch']:.3f}× | — |"] if "durable-batch" in rps else []),
         "",
