@@ -184,6 +184,7 @@ def main() -> None:
         sys.exit("wrk is missing: apt-get install -y wrk (make bench-collector does it)")
     os.sched_setaffinity(0, {int(LOAD_CPU)})  # the broker started below inherits it; servers are pinned apart
 
+    load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="footfall-bench-"))
     singles, batches, single_bytes, batch_bytes = write_bodies(work)
     names = ("null-single", "durable-single", "collector-single", "collector-single-no-window", "null-batch", "durable-batch",
@@ -225,7 +226,8 @@ def main() -> None:
                       f"p50 {result['p50_latency']:>8s}  p99 {result['p99_latency']:>8s}  non-2xx {result['non_2xx']}", flush=True)
         records, written = raw_events_written(bootstrap, settings.topics.raw.name)
     shutil.rmtree(work, ignore_errors=True)
-    report(samples, args, single_bytes, batch_bytes, written, records, settings.collector_flush_seconds)
+    load = {"before": load_before, "after": os.getloadavg()}
+    report(samples, args, single_bytes, batch_bytes, written, records, settings.collector_flush_seconds, load)
 
 
 def flush_window_cost(samples: dict[str, list[dict]]) -> dict:
@@ -240,7 +242,7 @@ def flush_window_cost(samples: dict[str, list[dict]]) -> dict:
 
 
 def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_bytes: int, batch_bytes: int, written: int,
-           records: int, flush_seconds: float) -> None:
+           records: int, flush_seconds: float, load: dict | None = None) -> None:
     median = {name: statistics.median(s["requests_per_s"] for s in runs) for name, runs in samples.items()}
     results = {
         "command": "make bench-collector",
@@ -258,6 +260,7 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
         "targets": {"single_ratio_to_null": 0.6, "batch_events_per_s_per_worker": 100_000},
         "raw_events_in_kafka": written,
         "raw_records_in_kafka": records,
+        "load_average": load,  # (1, 5, 15 min) before and after: other work on the machine, which the ratios assume equal
         "flush_window": {"seconds": flush_seconds, "light_connections": LIGHT_CONNECTIONS, "full_connections": args.connections,
                          **flush_window_cost(samples)},
         "non_2xx_answers": sum(s["non_2xx"] for name, runs in samples.items() for s in runs if "collector" in name),

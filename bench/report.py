@@ -28,6 +28,7 @@ def collector_section(r: dict) -> list[str]:
         f"Measured {r['measured_at'][:16]} UTC. {r['setup']['server']} pinned to CPU {r['setup']['server_cpu']}; "
         f"{r['setup']['load_generator']} and the broker on CPU {r['setup']['load_cpu']}; median of {r['setup']['rounds']} interleaved rounds.",
         "The baseline is a null ASGI app on the same server stack and load generator, answering the same bodies.",
+        *load_lines(r),
         "",
         "| scenario | collector | null app (baseline) | ratio | target |",
         "| --- | --- | --- | --- | --- |",
@@ -53,6 +54,16 @@ def collector_section(r: dict) -> list[str]:
         + ", each acknowledged by the broker (acks=all) before its 200.",
         "",
     ]
+
+
+def load_lines(r: dict) -> list[str]:
+    """The machine's load average around the run: on a shared machine, what else competed for the 2 cores."""
+    load = r.get("load_average")
+    if not load:
+        return []
+    before, after = (", ".join(f"{x:.1f}" for x in load[when]) for when in ("before", "after"))
+    note = " **The machine was busy with other work: absolute figures are far below a quiet run's; compare ratios.**" if max(load["after"]) > 4 else ""
+    return [f"Load average (1, 5, 15 min) before the run {before}, after {after}.{note}"]
 
 
 def flush_window_lines(r: dict) -> list[str]:
