@@ -17,7 +17,7 @@ UV     := $(TOOLS)/uv/bin/uv
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: help install lock lock-upgrade lock-uv kafka run test test-unit test-integration test-faults broker-start broker-stop clean bench bench-processors bench-projector bench-report
+.PHONY: help install lock lock-upgrade lock-uv kafka web browser run test test-unit test-integration test-faults broker-start broker-stop clean bench bench-processors bench-projector bench-report
 
 help:
 	@echo "make run    - the whole pipeline on this machine (broker included); Ctrl-C stops it all"
@@ -49,7 +49,21 @@ lock-uv:
 lock-upgrade: | $(UV)
 	$(UV) lock --upgrade --python $(PYTHON)
 
-install: $(STAMP) kafka
+install: $(STAMP) kafka web
+
+# Front-end assets from npm (web/package-lock.json): the console's CSS, htmx and Chart.js, and analytics-next's
+# standalone bundle that the collector serves. footfall serves them itself; nothing is loaded from a CDN.
+WEB_STAMP := web/node_modules/.installed-stamp
+$(WEB_STAMP): web/package.json web/package-lock.json
+	@command -v npm >/dev/null || (apt-get update -qq && apt-get install -y -qq npm)
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+web: $(WEB_STAMP)
+
+# The browser the console's tests drive: Debian's chromium (Playwright's own browser downloads are not used).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
 kafka:
 	deploy/kafka.sh fetch
@@ -57,13 +71,13 @@ kafka:
 run: install
 	$(BIN)/footfall run
 
-test: install
+test: install browser
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install
+test-integration: install browser
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 # The fault suite of issue 8: the compact scenarios and the scale-out that `make test` runs too, plus five seeds x
@@ -99,8 +113,24 @@ bench-projector: install
 bench-system: install
 	$(BIN)/python -m bench.system $(BENCH_ARGS)
 
+# CSV import rows/s against a plain csv read of the same file; writes bench/results/imports.json.
+.PHONY: bench-imports
+bench-imports: install
+	$(BIN)/python -m bench.imports $(BENCH_ARGS)
+
+# Dynamic configs: evaluation time for 50 configs, and POST /v1/configs against /v1/track on one worker; bench/results/configs.json.
+.PHONY: bench-configs
+bench-configs: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m bench.configs $(BENCH_ARGS)
+
+# The console's pages over 1,000,000 persons and 10,000,000 events (generated in ClickHouse); writes bench/results/console.json.
+.PHONY: bench-console
+bench-console: install
+	$(BIN)/python -m bench.console $(BENCH_ARGS)
+
 bench-report: install
 	$(BIN)/python -m bench.report
 
-bench: bench-collector bench-processors bench-projector bench-system
+bench: bench-collector bench-processors bench-projector bench-system bench-imports bench-configs bench-console
 	$(BIN)/python -m bench.report

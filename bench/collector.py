@@ -12,6 +12,11 @@ so that noise from the machine hits them alike, and the median of the rounds is 
   durable-single  the null app that also writes each body to Kafka with the collector's KafkaWriter and
                answers once Kafka has it (bench/collector_durable_app.py): the floor of "200 means durable"
   durable-batch   the same for batch bodies, split into calls (in envelopes, as the collector writes them): the floor of a batch
+  xff-nogeo / xff-geo  the collector behind a trusted proxy (127.0.0.1): each single-event body comes with its
+               own public X-Forwarded-For address (10,000 of them), GeoIP off / on for the source: the ratio
+               is what locating the client costs (ingest/geo.py, cached per address)
+
+Besides, in this process: GeoIP lookups per second, each address for the first time and from the cache.
 
 The collector answers 200 only once Kafka (acks=all) has every event, so its numbers include that.
 Ratios compare each collector scenario with the null app on the same bodies.
@@ -82,6 +87,44 @@ def browser_track(n: int, sent_at: datetime) -> dict:
     }
 
 
+def write_addresses(directory: Path, count: int = 10_000) -> Path:
+    """Public IPv4 addresses, one per single-event body (a visitor per address), seeded: the same every run."""
+    import ipaddress
+    import random
+
+    rng, found = random.Random(16), []
+    while len(found) < count:
+        address = ipaddress.IPv4Address(rng.randrange(1 << 24, 224 << 24))
+        if address.is_global:
+            found.append(str(address))
+    path = directory / "addresses.txt"
+    path.write_text("\n".join(found) + "\n")
+    return path
+
+
+def geoip_lookups(addresses: Path) -> dict:
+    """Lookups/s of ingest.geo.locate: every address the first time (cold), then all of them again (cached)."""
+    from ingest import geo
+
+    geo.warm()
+    found = addresses.read_text().split()
+    started = time.perf_counter()
+    located = sum(geo.locate(address) is not None for address in found)
+    cold = len(found) / (time.perf_counter() - started)
+    started = time.perf_counter()
+    for _ in range(10):
+        for address in found:
+            geo.locate(address)
+    cached = 10 * len(found) / (time.perf_counter() - started)
+    return {"addresses": len(found), "located": located, "cold_lookups_per_s": cold, "cached_lookups_per_s": cached}
+
+
+def write_sources(directory: Path, geoip: bool) -> Path:
+    path = directory / f"sources-geoip-{geoip}.json"
+    path.write_bytes(orjson.dumps([{"id": "bench", "write_key": WRITE_KEY, "geoip": geoip}]))
+    return path
+
+
 def write_bodies(directory: Path) -> tuple[Path, Path, int, int]:
     """Single-call bodies and batch bodies, one JSON document per line."""
     sent_at = datetime.now(UTC)
@@ -122,9 +165,11 @@ def server(app: str, port: int, env: dict[str, str], factory: bool = False) -> I
         proc.wait(30)
 
 
-def wrk(url: str, path: str, bodies: Path, seconds: int, connections: int) -> dict:
+def wrk(url: str, path: str, bodies: Path, seconds: int, connections: int, addresses: Path | None = None) -> dict:
     auth = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
     env = {**os.environ, "BENCH_PATH": path, "BENCH_BODIES": str(bodies), "BENCH_AUTH": auth}
+    if addresses is not None:
+        env["BENCH_FORWARDED_FOR"] = str(addresses)
     command = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
                "-s", str(BENCH / "collector_wrk.lua"), url + path]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
@@ -187,8 +232,9 @@ def main() -> None:
     load_before = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="footfall-bench-"))
     singles, batches, single_bytes, batch_bytes = write_bodies(work)
+    addresses = write_addresses(work)
     names = ("null-single", "durable-single", "collector-single", "collector-single-no-window", "null-batch", "durable-batch",
-             "collector-batch", "light-null-single", "light-collector-single", "light-collector-single-no-window")
+             "collector-batch", "xff-nogeo", "xff-geo", "light-null-single", "light-collector-single", "light-collector-single-no-window")
     samples: dict[str, list[dict]] = {name: [] for name in names}
     with broker() as bootstrap:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
@@ -202,32 +248,38 @@ def main() -> None:
         no_window_env = {**collector_env, "FOOTFALL_COLLECTOR_FLUSH_SECONDS": "0"}
         null_env = {**base_env, "PYTHONPATH": str(BENCH)}
         durable_env = {**null_env, "PYTHONPATH": f"{BENCH}:{REPO}", "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BENCH_TOPIC": f"{prefix}.durable"}
+        behind_proxy = {**collector_env, "FOOTFALL_TRUSTED_PROXIES": "127.0.0.1"}
+        no_geo_env = {**behind_proxy, "FOOTFALL_SOURCES_FILE": str(write_sources(work, geoip=False))}
+        geo_env = {**behind_proxy, "FOOTFALL_SOURCES_FILE": str(write_sources(work, geoip=True))}
         port = free_port()
         full, light = args.connections, LIGHT_CONNECTIONS
         scenarios = [
-            ("null-single", "collector_null_app:app", null_env, False, "/v1/track", singles, full),
-            ("durable-single", "collector_durable_app:app", durable_env, False, "/v1/track", singles, full),
-            ("collector-single", "ingest.app:create_app", collector_env, True, "/v1/track", singles, full),
-            ("collector-single-no-window", "ingest.app:create_app", no_window_env, True, "/v1/track", singles, full),
-            ("null-batch", "collector_null_app:app", null_env, False, "/v1/batch", batches, full),
-            ("durable-batch", "collector_durable_app:app", durable_env, False, "/v1/batch", batches, full),
-            ("collector-batch", "ingest.app:create_app", collector_env, True, "/v1/batch", batches, full),
-            ("light-null-single", "collector_null_app:app", null_env, False, "/v1/track", singles, light),
-            ("light-collector-single", "ingest.app:create_app", collector_env, True, "/v1/track", singles, light),
-            ("light-collector-single-no-window", "ingest.app:create_app", no_window_env, True, "/v1/track", singles, light),
+            ("null-single", "collector_null_app:app", null_env, False, "/v1/track", singles, None, full),
+            ("durable-single", "collector_durable_app:app", durable_env, False, "/v1/track", singles, None, full),
+            ("collector-single", "ingest.app:create_app", collector_env, True, "/v1/track", singles, None, full),
+            ("collector-single-no-window", "ingest.app:create_app", no_window_env, True, "/v1/track", singles, None, full),
+            ("null-batch", "collector_null_app:app", null_env, False, "/v1/batch", batches, None, full),
+            ("durable-batch", "collector_durable_app:app", durable_env, False, "/v1/batch", batches, None, full),
+            ("collector-batch", "ingest.app:create_app", collector_env, True, "/v1/batch", batches, None, full),
+            ("xff-nogeo", "ingest.app:create_app", no_geo_env, True, "/v1/track", singles, addresses, full),
+            ("xff-geo", "ingest.app:create_app", geo_env, True, "/v1/track", singles, addresses, full),
+            ("light-null-single", "collector_null_app:app", null_env, False, "/v1/track", singles, None, light),
+            ("light-collector-single", "ingest.app:create_app", collector_env, True, "/v1/track", singles, None, light),
+            ("light-collector-single-no-window", "ingest.app:create_app", no_window_env, True, "/v1/track", singles, None, light),
         ]
         for round_number in range(args.rounds):
-            for name, app, env, factory, path, bodies, connections in scenarios:
+            for name, app, env, factory, path, bodies, forwarded, connections in scenarios:
                 with server(app, port, env, factory) as url:
-                    wrk(url, path, bodies, 2, connections)  # warm-up: connections, caches, producer
-                    result = wrk(url, path, bodies, args.seconds, connections)
+                    wrk(url, path, bodies, 2, connections, forwarded)  # warm-up: connections, caches, producer
+                    result = wrk(url, path, bodies, args.seconds, connections, forwarded)
                 samples[name].append(result)
                 print(f"round {round_number + 1} {name:17s} {result['requests_per_s']:10.0f} req/s  "
                       f"p50 {result['p50_latency']:>8s}  p99 {result['p99_latency']:>8s}  non-2xx {result['non_2xx']}", flush=True)
         records, written = raw_events_written(bootstrap, settings.topics.raw.name)
+    lookups = geoip_lookups(addresses)
     shutil.rmtree(work, ignore_errors=True)
     load = {"before": load_before, "after": os.getloadavg()}
-    report(samples, args, single_bytes, batch_bytes, written, records, settings.collector_flush_seconds, load)
+    report(samples, args, single_bytes, batch_bytes, written, lookups, records, settings.collector_flush_seconds, load)
 
 
 def flush_window_cost(samples: dict[str, list[dict]]) -> dict:
@@ -242,7 +294,7 @@ def flush_window_cost(samples: dict[str, list[dict]]) -> dict:
 
 
 def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_bytes: int, batch_bytes: int, written: int,
-           records: int, flush_seconds: float, load: dict | None = None) -> None:
+           lookups: dict, records: int, flush_seconds: float, load: dict | None = None) -> None:
     median = {name: statistics.median(s["requests_per_s"] for s in runs) for name, runs in samples.items()}
     results = {
         "command": "make bench-collector",
@@ -257,6 +309,8 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
         "batch_events_per_s_per_worker": median["collector-batch"] * BATCH_SIZE,
         "durable_batch_floor_events_per_s": median["durable-batch"] * BATCH_SIZE,
         "batch_ratio_to_null": median["collector-batch"] / median["null-batch"],
+        "geoip_ratio": median["xff-geo"] / median["xff-nogeo"],
+        "geoip_lookups": lookups,
         "targets": {"single_ratio_to_null": 0.6, "batch_events_per_s_per_worker": 100_000},
         "raw_events_in_kafka": written,
         "raw_records_in_kafka": records,
@@ -275,9 +329,12 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
           f"= {results['batch_ratio_to_null']:.2f}× the null app's batch requests/s (target ≥ 100,000 events/s)")
     print(f"floor: batches split into calls, written in envelopes, nothing else: "
           f"{results['durable_batch_floor_events_per_s']:,.0f} events/s")
-    for load in ("full", "light"):
-        cost = results["flush_window"][load]
-        print(f"flush window {flush_seconds * 1000:g} ms at {load} load: p50 {cost['window_ms']['p50']:.2f} ms ({cost['added_ms']['p50']:+.2f}), "
+    print(f"GeoIP: {median['xff-geo']:,.0f} req/s with it, {median['xff-nogeo']:,.0f} without = {results['geoip_ratio']:.2f}×; "
+          f"lookups/s {lookups['cold_lookups_per_s']:,.0f} cold, {lookups['cached_lookups_per_s']:,.0f} cached "
+          f"({lookups['located']:,} of {lookups['addresses']:,} addresses located)")
+    for load_kind in ("full", "light"):
+        cost = results["flush_window"][load_kind]
+        print(f"flush window {flush_seconds * 1000:g} ms at {load_kind} load: p50 {cost['window_ms']['p50']:.2f} ms ({cost['added_ms']['p50']:+.2f}), "
               f"p99 {cost['window_ms']['p99']:.2f} ms ({cost['added_ms']['p99']:+.2f}) against no window")
     print(f"non-2xx answers from the collector: {results['non_2xx_answers']}; raw events in Kafka: {written:,} in {records:,} records")
     print(f"wrote {path.relative_to(REPO)}")

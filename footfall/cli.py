@@ -171,6 +171,126 @@ def projector() -> None:
         raise typer.Exit(1)
 
 
+def _api_reader(settings: FootfallSettings, key: str):
+    """How the API side reads ClickHouse: through the projector's read API when it owns the embedded engine."""
+    from api.reads import ClickHouseReader, ReadApiReader
+
+    if settings.embedded_clickhouse:
+        return ReadApiReader(f"http://{settings.read_api_host}:{settings.read_api_port}", key, settings.database)
+    from projections.clickhouse import connect
+
+    return ClickHouseReader(connect(settings.clickhouse_dsn), settings.database)
+
+
+@cli.command("import")
+def import_users(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the CSV file; its first line names the columns")],
+    mapping: Annotated[list[str] | None, typer.Option("--mapping", help="<column>=<property>, repeatable")] = None,
+    dedupe: Annotated[str, typer.Option(help="the column that says who a row is: user_id, email or customer_id")] = "user_id",
+    include_unknown: Annotated[bool, typer.Option(help="columns that name no defined property become custom properties")] = False,
+    dry_run: Annotated[bool, typer.Option(help="check every row and report; send nothing")] = False,
+    errors: Annotated[Path | None, typer.Option(help="where refused rows go [<file>.errors.csv]")] = None,
+) -> None:
+    """Import users from a CSV file: each row becomes the create or update command the API sends.
+
+    Re-running a file changes nothing; a changed row updates its user. Needs the projector running (it
+    reads which users exist) and Kafka."""
+    import asyncio
+    import uuid as uuid_
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from api.commands import CommandBus
+    from api.import_rows import DEDUPE_KEYS, ImportOptions, ImportRefused
+    from api.imports import CsvImport, ImportReport
+    from api.routers.imports import parse_mapping
+    from footfall.secrets import admin_key
+    from footfall.topics import ensure_topics
+    from schemas.compacted import CompactedFollower
+    from schemas.properties import PropertyDefinition, effective
+
+    settings = _settings()
+    _logging("WARNING")
+    if dedupe not in DEDUPE_KEYS:
+        console.print(f"[red]--dedupe must be one of {', '.join(DEDUPE_KEYS)}[/red]")
+        raise typer.Exit(2)
+    try:
+        options = ImportOptions(dedupe=dedupe, mapping=parse_mapping(mapping or []), include_unknown=include_unknown, dry_run=dry_run)
+    except ImportRefused as refused:
+        console.print(f"[red]{refused.field}: {refused.message}[/red]")
+        raise typer.Exit(2) from None
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    follower = CompactedFollower(settings.kafka_bootstrap_servers, settings.topics.property_definitions.name, PropertyDefinition.model_validate_json)
+    follower.catch_up()
+    definitions = effective(follower.values.values())
+    follower.close()
+    errors_path = errors or path.with_name(path.name + ".errors.csv")
+    report = ImportReport(str(uuid_.uuid4()), dry_run=dry_run)
+    size = path.stat().st_size
+
+    async def run(progress: Progress, task) -> None:
+        reader = _api_reader(settings, admin_key(settings))
+        bus = None if dry_run else CommandBus(settings.kafka_bootstrap_servers)
+        job = CsvImport(report, options, definitions, reader.rows, bus.send if bus else None, settings.topics, errors_path,
+                        on_progress=lambda r: progress.update(task, completed=r.bytes_read, rows=r.rows_read, rejected=r.rejected))
+        try:
+            with open(path, "rb") as binary:
+                await job.run(binary)
+        finally:
+            if bus is not None:
+                bus.close()
+            if hasattr(reader, "close"):
+                await reader.close()
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rows]:,} rows, {task.fields[rejected]:,} refused"), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("checking" if dry_run else "importing", total=size, rows=0, rejected=0)
+            asyncio.run(run(progress, task))
+    except ImportRefused as refused:
+        console.print(f"[red]{refused.field}: {refused.message}[/red]")
+        raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - the report says what happened; the exit code says it failed
+        console.print(f"[red]import failed: {exc}[/red]")
+        raise typer.Exit(1) from None
+    summary = Table(title="dry run: nothing sent" if dry_run else "import done")
+    for name in ("rows_read", "accepted", "rejected", "created", "updated", "unchanged"):
+        summary.add_column(name.replace("_", " "), justify="right")
+    summary.add_row(*(f"{getattr(report, name):,}" for name in ("rows_read", "accepted", "rejected", "created", "updated", "unchanged")))
+    console.print(summary)
+    if report.ignored_columns:
+        console.print(f"ignored columns (no such property; --include-unknown takes them): {', '.join(report.ignored_columns)}")
+    if report.rejected:
+        console.print(f"refused rows: {errors_path}")
+
+
+@cli.command()
+def api(port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_API_PORT]")] = None) -> None:
+    """Run the management API (/api/v1/: users, commands on Kafka; docs at /api/v1/docs)."""
+    import uvicorn
+
+    from api.app import ApiConfig, create_app
+    from api.console import mount_console
+    from footfall.secrets import admin_key
+    from footfall.topics import ensure_topics
+    from ingest.config import CollectorConfig
+
+    settings = _settings(api_port=port)
+    _logging()
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    key = admin_key(settings)
+    write_keys = {entry.partition("=")[0].strip() for entry in CollectorConfig().write_keys.split(",")}
+    if key in write_keys:
+        console.print("[red]the admin key is also a write key; give FOOTFALL_ADMIN_KEY a secret of its own[/red]")
+        raise typer.Exit(1)
+    reader = _api_reader(settings, key)
+    app = create_app(settings, key, reader, config=ApiConfig(wait_timeout_s=settings.api_wait_timeout_seconds))
+    sources = [(source.id, source.write_key) for source in CollectorConfig().sources().all()]
+    mount_console(app, key, settings, sources=sources)
+    # No access log: paths carry user refs (emails), which are personal data.
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
+
+
 @cli.command()
 def replay(
     switch: Annotated[bool, typer.Option(help="rename the rebuilt database into place when done")] = True,
@@ -428,12 +548,13 @@ def _wait_for(url: str, timeout_s: float, supervisor: Supervisor) -> None:
 
 def _readiness_urls(settings: FootfallSettings) -> dict[str, str]:
     """Each stage's readiness check, downstream first: the projector (group assigned, ClickHouse accepting), the
-    processor (group joined, tables recovered) and the collector (Kafka reachable)."""
+    processor (group joined, tables recovered), the collector (Kafka reachable) and the management API (reads)."""
     urls = {"projector": f"http://{settings.read_api_host}:{settings.read_api_port}/readyz"}
     if settings.processor_metrics_port:
         host = "127.0.0.1" if settings.processor_metrics_host in ("0.0.0.0", "") else settings.processor_metrics_host
         urls["processor"] = f"http://{host}:{settings.processor_metrics_port}/readyz"
     urls["collector"] = f"http://{settings.collector_host}:{settings.collector_port}/readyz"
+    urls["api"] = f"http://{settings.api_host}:{settings.api_port}/readyz"  # the management API reads what the projector wrote
     return urls
 
 
@@ -460,7 +581,7 @@ def run(
             subprocess.run([str(KAFKA_SCRIPT), "start"], check=True)
         ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
         admin_key(settings)  # created once, before the projector and `footfall sql` need it
-        for stage in ("projector", "processor", "collector"):  # stopped the other way round, each draining what it was given
+        for stage in ("projector", "processor", "collector", "api"):  # stopped the other way round, each draining what it was given
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
             supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))
         # Running means an event sent now moves through: every stage ready, not just started (each /readyz
@@ -469,6 +590,8 @@ def run(
             _wait_for(url, 180, supervisor)
             console.print(f"{stage} ready ({url})")
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
+        console.print(f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)")
+        console.print(f"Web console:    http://{settings.api_host}:{settings.api_port}/   (sign in with the admin key)")
         console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
         reported = 0
         while not stop.is_set():

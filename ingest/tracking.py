@@ -29,6 +29,7 @@ from ingest.pixel import pixel_call
 from ingest.privacy import mask_kept, mask_text
 from ingest.responses import Refusal, gif_response, json_response, problem_list
 from ingest.sources import RateLimit, Source, SourceRegistry, write_key_of
+from ingest.suppression import Suppressions
 from schemas.bad_rows import BadRow, BadRowKind, Problem, bounded_payload, kind_of, message_id_in
 from schemas.topics import Topics
 from schemas.tracking import BatchEnvelope, TrackingCall
@@ -52,6 +53,7 @@ class TrackingAPI:
         self.dead_letter_topic = topics.dead_letter.name
         self.dropped_pixels_kept = Buckets(DROPPED_PIXELS_KEPT, max_keys=10_000)
         self.writer: KafkaWriter | None = None
+        self.suppressions: Suppressions | None = None  # erased identifiers (ingest.suppression), set at start-up
 
     # -- endpoints ------------------------------------------------------------------------------------
 
@@ -113,7 +115,8 @@ class TrackingAPI:
             if not retried:
                 await self.keep_dropped(calls, refusal, edge)
             raise
-        await self.deliver(self.bad_rows_of(outcome, edge), events_of(outcome))
+        dropped = self.drop_erased(outcome, edge)
+        await self.deliver(self.bad_rows_of(outcome, edge) + dropped, events_of(outcome))
         count_events(outcome)
         return outcome
 
@@ -139,6 +142,19 @@ class TrackingAPI:
         except BodyError as error:
             raise await self.dead_letter_unusable_body(error, body, edge) from error
         return envelope.batch, envelope
+
+    def drop_erased(self, outcome: Normalization, edge: Edge) -> list[Record]:
+        """Take the calls of erased users out of `outcome`; their bad rows record the drop, without the payload."""
+        if self.suppressions is None or not self.suppressions.digests:
+            return []
+        kept, dropped = [], []
+        for event in outcome.accepted:
+            if field := self.suppressions.erased_field(event.value):
+                dropped.append(self.bad_row("(not kept: an erased user's call)", [Problem(field=field, reason="an erased identifier; dropped", rule="erased_identifier")], edge, kind="erased_identifier"))
+            else:
+                kept.append(event)
+        outcome.accepted = kept
+        return dropped
 
     def bad_rows_of(self, outcome: Normalization, edge: Edge) -> list[Record]:
         return [self.bad_row(call, problems, edge, index) for index, call, problems in outcome.rejected]

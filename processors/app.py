@@ -441,7 +441,10 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             if mapping is None:
                 continue
             known = person_of.get(key)
-            if known is None or known["version"] < mapping.version:
+            if mapping.is_deleted and known is not None and known["version"] < mapping.version:
+                del person_of[key]  # a deleted person's id: later events get a stand-in until the id's fresh mapping
+                await hand_over_changelog()
+            elif not mapping.is_deleted and (known is None or known["version"] < mapping.version):
                 person_of[key] = {"person_id": mapping.person_id, "version": mapping.version}
                 await hand_over_changelog()
 

@@ -40,8 +40,9 @@ def dumps(body: Any) -> bytes:
     return orjson.dumps(body, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
-def run_query(client: Client, sql: str, readonly: bool = True) -> dict[str, Any]:
-    result = client.query(sql, settings={"readonly": 2} if readonly else None)
+def run_query(client: Client, sql: str, readonly: bool = True, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one query; `parameters` are bound server-side (`{name:Type}` in the SQL), never spliced in."""
+    result = client.query(sql, parameters=parameters or {}, settings={"readonly": 2} if readonly else None)
     return {
         "columns": list(result.column_names),
         "types": [t.name for t in result.column_types],
@@ -60,11 +61,14 @@ def create_read_app(client: Client, admin_key: str, readiness: Callable[[], tupl
         if not authorized(request):
             return Response(dumps({"error": "admin key required (Authorization: Bearer ...)"}), 401, media_type="application/json")
         try:
-            query = orjson.loads(await request.body())["query"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return Response(dumps({"error": "body must be {\"query\": \"SELECT ...\"}"}), 400, media_type="application/json")
+            body = orjson.loads(await request.body())
+            query, parameters = body["query"], body.get("parameters") or {}
+            if not isinstance(query, str) or not isinstance(parameters, dict):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return Response(dumps({"error": "body must be {\"query\": \"SELECT ...\", \"parameters\": {...}}"}), 400, media_type="application/json")
         try:
-            result = await run_in_threadpool(run_query, client, query)
+            result = await run_in_threadpool(run_query, client, query, True, parameters)
         except ClickHouseError as exc:
             return Response(dumps({"error": str(exc)}), 400, media_type="application/json")
         return Response(dumps(result), media_type="application/json")

@@ -54,7 +54,8 @@ def replay(settings: FootfallSettings, client: Client, switch: bool = True, time
     ddl(client, f"DROP DATABASE IF EXISTS {staging}", cluster)
     migrate(client, staging, cluster)
     projector = Projector(
-        settings.model_copy(update={"database": staging}), client, group_id=f"{settings.topic_prefix}-replay-{uuid.uuid4().hex[:8]}"
+        settings.model_copy(update={"database": staging}), client, group_id=f"{settings.topic_prefix}-replay-{uuid.uuid4().hex[:8]}",
+        replaying=True,
     )
     finish = end_offsets(settings, list(projector.handlers))
     thread = threading.Thread(target=projector.run, name="replay", daemon=True)

@@ -12,6 +12,7 @@ from schemas.bad_rows import BadRow
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping
 from schemas.sessions import SessionUpdate
+from schemas.user_commands import UserCommand
 
 
 @dataclass(frozen=True)
@@ -250,3 +251,36 @@ class Overrides:
         for old, target in changed:
             self.live[old] = target
         return changed
+
+
+USER_COMMANDS = TableSpec(
+    "user_commands",
+    (
+        ("command_id", "String"),
+        ("kind", "LowCardinality(String)"),
+        ("person_id", "String"),
+        ("at", "DateTime64(3, 'UTC')"),
+        ("job_id", "String"),
+        ("applied_at", "DateTime64(3, 'UTC')"),
+    ),
+)
+
+ERASURES = TableSpec(
+    "erasures",
+    (
+        ("erasure_id", "String"),
+        ("person_id", "String"),
+        ("id_digests", "Array(String)"),
+        ("erased_at", "DateTime64(3, 'UTC')"),
+    ),
+)
+
+
+def user_command_row(command: UserCommand, applied_at_ms: int) -> list[Any]:
+    """A management command as `user_commands` keeps it: what `?wait=true` looks for, and the audit of writes."""
+    return [command.command_id, command.kind, command.person_id, epoch_ms(command.at), command.job_id or "", applied_at_ms]
+
+
+def erasure_row(command: UserCommand) -> list[Any]:
+    """An erasure's audit record: the person, when, and only the digests of the erased identifiers."""
+    return [command.command_id, command.person_id, command.id_digests, epoch_ms(command.at)]

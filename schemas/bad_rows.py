@@ -32,6 +32,7 @@ BadRowKind = Literal[
     "property_violation",  # a property against its definition's constraints
     "poison_message",  # a Kafka message a consumer could not read
     "partition_mismatch",  # an event on a partition its key does not belong to
+    "erased_identifier",  # a call from an identifier of an erased user: dropped at the collector, never projected
 ]
 BAD_ROW_KINDS: tuple[str, ...] = get_args(BadRowKind)
 

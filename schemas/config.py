@@ -56,6 +56,11 @@ class FootfallSettings(BaseSettings):
     batch_max_rows: int = Field(default=10_000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0)
 
+    # Management API (`footfall api`)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_wait_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
     # Processor
     processor_store: str = "memory://"  # or "rocksdb://" (rocksdict) for state larger than memory
     processor_metrics_port: int = 9101
@@ -72,6 +77,10 @@ class FootfallSettings(BaseSettings):
     # A worker whose owned partitions hold waiting records it has not moved on for this long restarts itself.
     processor_stall_seconds: float = Field(default=60.0, ge=5)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
+
+    # Front-end assets installed from npm by `make web` (web/package.json): the console's CSS and scripts, and
+    # analytics-next's standalone bundle that the collector serves to sites.
+    web_assets_dir: Path = Path(__file__).resolve().parents[1] / "web" / "node_modules"
 
     # Python's cyclic garbage collector runs after this many net allocations (CPython's default: 700).
     gc_threshold: int = Field(default=50_000, ge=700)

@@ -18,9 +18,8 @@ step() { echo "== $*"; }
 step "compose: deploy/compose/compose.yaml"
 "$bin/composecheck" -env deploy/compose/.env.example deploy/compose/compose.yaml
 
-k8s_schemas="$("$python" -c 'import pathlib, kubernetes_validate; print(pathlib.Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema")')"
-kubeconform=("$bin/kubeconform" -strict -summary -exit-on-error -kubernetes-version "$kubernetes_version"
-  -schema-location "$k8s_schemas/{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"
+kubeconform=("$bin/kubeconform" -strict -summary -kubernetes-version "$kubernetes_version"
+  -schema-location "$root/.tools/schemas/kubernetes/{{ .NormalizedKubernetesVersion }}-standalone{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"
   -schema-location "$root/.tools/schemas/keda/{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json")
 
 render_and_validate() {  # name, then helm arguments

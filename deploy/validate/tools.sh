@@ -3,7 +3,7 @@
 #   helm, kubeconform, promtool: `go install` through the Go module proxy
 #   composecheck: deploy/validate/composecheck (compose-go, the library `docker compose` loads files with)
 #   KEDA's CRD schemas: from the KEDA Go module (config/crd/bases), converted by crd_schemas.py
-# The Kubernetes schemas come with the kubernetes-validate package (PyPI, in uv.lock).
+#   Kubernetes schemas: from the kubernetes-validate package (PyPI, in uv.lock), made standalone by k8s_schemas.py
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -15,6 +15,7 @@ HELM_VERSION=v3.22.0
 KUBECONFORM_VERSION=v0.8.0
 PROMETHEUS_VERSION=v0.316.0   # promtool of Prometheus 3.x (the Go module's version scheme)
 KEDA_VERSION=v2.18.0
+KUBERNETES_VERSION=1.34.0     # the schemas the chart is validated against (kubernetes-validate ships them)
 
 log() { echo "[validate-deploy tools] $*" >&2; }
 command -v go >/dev/null || { log "Go is needed to build helm, kubeconform, promtool and composecheck"; exit 1; }
@@ -48,3 +49,11 @@ if [ ! -f "$keda_schemas/.complete" ]; then
   touch "$keda_schemas/.complete"
 fi
 ln -sfn "keda-$KEDA_VERSION" "$tools/schemas/keda"
+
+k8s_schemas="$tools/schemas/kubernetes"
+if [ ! -f "$k8s_schemas/.complete-$KUBERNETES_VERSION" ] || [ "$root/uv.lock" -nt "$k8s_schemas/.complete-$KUBERNETES_VERSION" ]; then
+  log "Kubernetes $KUBERNETES_VERSION schemas (kubernetes-validate)"
+  rm -rf "$k8s_schemas"
+  "$python" "$root/deploy/validate/k8s_schemas.py" "$k8s_schemas" "$KUBERNETES_VERSION" >/dev/null
+  touch "$k8s_schemas/.complete-$KUBERNETES_VERSION"
+fi

@@ -21,9 +21,9 @@ SOURCES = [
     {"id": "limited", "write_key": LIMITED_KEY, "rate_limit": {"events_per_second": 0.001, "burst": 1}},
     {"id": "shop", "write_key": SHOP_KEY, "allowed_origins": ["https://shop.example"]},
 ]
-# Their producers are other stages' work in progress: property definitions (the management API) and the
+# Their producers are tested with them: property definitions and erasure (the management API) and the
 # processors' enveloped records. schemas/bad_rows.py has their constructors; their tests come with them.
-PRODUCED_ELSEWHERE = {"property_violation", "partition_mismatch"}
+PRODUCED_ELSEWHERE = {"property_violation", "partition_mismatch", "erased_identifier"}
 
 # kind → (stage, rule, message id) of the refusal made below
 EXPECTED = {

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections import rows
+from projections.directory import Directory
 from projections.projector import Batch, RecordDecoder
 from projections.rows import Overrides
 from schemas.envelope import COUNT_HEADER, VERSION_HEADER, Envelope, pack
@@ -109,7 +110,7 @@ def _unbounded():
 
 
 def decode(records_by_topic: dict[str, list[Record]]) -> Batch:
-    decoder = RecordDecoder(TOPICS, Overrides(), Overrides())
+    decoder = RecordDecoder(TOPICS, Overrides(), Overrides(), Directory())
     batch = Batch()
     for topic in decoder.handlers:  # one fixed order of topics: only each topic's own order matters to a batch
         for record in records_by_topic.get(topic, []):

@@ -11,6 +11,10 @@ import pytest
 from ingest.normalize import Edge, normalize
 from projections.profiles import EMPTY, PERSONS, person_row
 from projections.rows import (
+    ERASURES,
+    USER_COMMANDS,
+    erasure_row,
+    user_command_row,
     BAD_ROWS,
     EVENT_FIELDS_NOT_STORED,
     EVENTS,
@@ -32,8 +36,10 @@ from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity
 from schemas.sessions import SessionUpdate
 from schemas.tracking import TrackingCall
+from schemas.user_commands import UserCommand
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)
+COMMAND = UserCommand(kind="delete", command_id="c-1", person_id="pp-1", at=AT, id_digests=["sha256:ab"], job_id="j-1")
 EVENT = EnrichedEvent(
     message_id="m-1", type="track", event="Bought", anonymous_id="a-1", user_id="u-1", previous_id="p-1", group_id="g-1",
     timestamp=AT, received_at=AT, sent_at=AT, original_timestamp=AT, properties={"plan": "pro"}, traits={"name": "Ann"},
@@ -58,6 +64,8 @@ WRITTEN: dict[str, tuple[TableSpec, list]] = {
     "person_overrides": (PERSON_OVERRIDES, person_override_row("pp-0", "pp-1", AT, 7)),
     "persons": (PERSONS, person_row("pp-1", EMPTY, PersonIdentity(person_id="pp-1", visitor_number=9, identified=True, is_contact=False, version=8), 3, 1, 8)),
     "bad_rows": (BAD_ROWS, bad_row_row(BAD, 0, 11)),
+    "user_commands": (USER_COMMANDS, user_command_row(COMMAND, 1_700_000_000_123)),
+    "erasures": (ERASURES, erasure_row(COMMAND.model_copy(update={"kind": "erase"}))),
 }
 # Written by a materialized view over events (views.sql), not by the code.
 WRITTEN_BY_VIEWS = {"event_counts_daily_by_distinct_id"}
