@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 
 import orjson
 
@@ -27,6 +28,7 @@ def collector_section(r: dict) -> list[str]:
         f"Measured {r['measured_at'][:16]} UTC. {r['setup']['server']} pinned to CPU {r['setup']['server_cpu']}; "
         f"{r['setup']['load_generator']} and the broker on CPU {r['setup']['load_cpu']}; median of {r['setup']['rounds']} interleaved rounds.",
         "The baseline is a null ASGI app on the same server stack and load generator, answering the same bodies.",
+        *load_lines(r),
         "",
         "| scenario | collector | null app (baseline) | ratio | target |",
         "| --- | --- | --- | --- | --- |",
@@ -37,7 +39,7 @@ def collector_section(r: dict) -> list[str]:
         f"≥ 100,000 events/s ({verdict(r['batch_events_per_s_per_worker'] >= 100_000)}) |",
         *([f"| floor: the null app + the collector's KafkaWriter, 200 after Kafka's ack (no parsing) | {rps['durable-single']:,.0f} | "
            f"{rps['null-single']:,.0f} | {r['durable_floor_ratio_to_null']:.2f}× | — |"] if "durable-single" in rps else []),
-        *([f"| floor: batches split into one Kafka message per call, 200 after Kafka's ack (no validation) | "
+        *([f"| floor: batches split into calls, in envelopes, 200 after Kafka's ack (no validation) | "
            f"{r['durable_batch_floor_events_per_s']:,.0f} events/s | {rps['null-batch'] * r['setup']['batch_events']:,.0f} | "
            f"{rps['durable-batch'] / rps['null-batch']:.3f}× | — |"] if "durable-batch" in rps else []),
         "",
@@ -46,8 +48,52 @@ def collector_section(r: dict) -> list[str]:
         *budget_lines(r),
         *geoip_lines(r),
         "",
-        f"Every collector answer was 2xx ({r['non_2xx_answers']} others); Kafka held {r['raw_events_in_kafka']:,} raw events after the run, "
-        "each acknowledged by the broker (acks=all) before its 200.",
+        *flush_window_lines(r),
+        f"Every collector answer was 2xx ({r['non_2xx_answers']} others); Kafka held {r['raw_events_in_kafka']:,} raw events after the run"
+        + (f" in {r['raw_records_in_kafka']:,} records (envelopes: {r['raw_events_in_kafka'] / r['raw_records_in_kafka']:.1f} events per record)"
+           if r.get("raw_records_in_kafka") else "")
+        + ", each acknowledged by the broker (acks=all) before its 200.",
+        "",
+    ]
+
+
+def load_lines(r: dict) -> list[str]:
+    """The machine's load average around the run: on a shared machine, what else competed for the 2 cores."""
+    load = r.get("load_average")
+    if not load:
+        return []
+    before, after = (", ".join(f"{x:.1f}" for x in load[when]) for when in ("before", "after"))
+    note = " **The machine was busy with other work: absolute figures are far below a quiet run's; compare ratios.**" if max(load["after"]) > 4 else ""
+    return [f"Load average (1, 5, 15 min) before the run {before}, after {after}.{note}"]
+
+
+def flush_window_lines(r: dict) -> list[str]:
+    """What the flush window adds to the 200's latency, against the same collector without one."""
+    window = r.get("flush_window")
+    if not window:
+        return []
+    rps = r["median_requests_per_s"]
+    rows = []
+    for load, connections in (("full", window["full_connections"]), ("light", window["light_connections"])):
+        cost = window[load]
+        rows.append(
+            f"| {load} ({connections} connections) | {cost['window_ms']['p50']:.2f} ms | {cost['no_window_ms']['p50']:.2f} ms | "
+            f"{cost['added_ms']['p50']:+.2f} ms | {cost['window_ms']['p99']:.2f} ms | {cost['no_window_ms']['p99']:.2f} ms | {cost['added_ms']['p99']:+.2f} ms |"
+        )
+    ms = window["seconds"] * 1000
+    return [
+        "",
+        f"**The flush window.** Accepted events wait up to {ms:g} ms (`FOOTFALL_COLLECTOR_FLUSH_SECONDS`, the default) for other requests' events "
+        "bound for the same raw partition, and go as one envelope. What that adds to a single-event request's 200, against the same "
+        "collector with a window of 0 (only requests handled at the same moment share), wrk's latency, median of the rounds:",
+        "",
+        "| load | p50 with window | p50 without | added | p99 with | p99 without | added |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        "",
+        f"Throughput at full load: {rps['collector-single']:,.0f} requests/s with the window, {rps['collector-single-no-window']:,.0f} without "
+        f"({rps['collector-single'] / rps['collector-single-no-window']:.2f}×). At light load the null app answers in "
+        f"{statistics.median(s['p50_ms'] for s in r['samples']['light-null-single']):.2f} ms (p50): the floor under both.",
         "",
     ]
 

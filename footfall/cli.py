@@ -90,20 +90,20 @@ def processor() -> None:
     """Run the stream processors (a faust worker)."""
     import faust
 
+    from footfall.probes import serve_probes
     from footfall.topics import ensure_topics
     from processors import metrics
     from processors.app import create_app
-
-    from prometheus_client import start_http_server
+    from processors.readiness import ProcessorReadiness
 
     settings = _settings()
     state_dir = settings.data_dir / "processor"
     state_dir.mkdir(parents=True, exist_ok=True)
     metrics.record_start(state_dir)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
-    if settings.processor_metrics_port:
-        start_http_server(settings.processor_metrics_port, addr=settings.processor_metrics_host)
     app = create_app(settings)
+    if settings.processor_metrics_port:  # /metrics, and /readyz once the worker joined its group and recovered its tables
+        serve_probes(settings.processor_metrics_port, ProcessorReadiness(app), host=settings.processor_metrics_host)
     tune_garbage_collector(settings)
     try:
         faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
@@ -145,7 +145,7 @@ def projector() -> None:
     tune_garbage_collector(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_read_app(connect(settings.clickhouse_dsn), admin_key(settings)),
+            create_read_app(connect(settings.clickhouse_dsn), admin_key(settings), worker.readiness),
             host=settings.read_api_host,
             port=settings.read_api_port,
             log_level="warning",
@@ -546,6 +546,18 @@ def _wait_for(url: str, timeout_s: float, supervisor: Supervisor) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
+def _readiness_urls(settings: FootfallSettings) -> dict[str, str]:
+    """Each stage's readiness check, downstream first: the projector (group assigned, ClickHouse accepting), the
+    processor (group joined, tables recovered), the collector (Kafka reachable) and the management API (reads)."""
+    urls = {"projector": f"http://{settings.read_api_host}:{settings.read_api_port}/readyz"}
+    if settings.processor_metrics_port:
+        host = "127.0.0.1" if settings.processor_metrics_host in ("0.0.0.0", "") else settings.processor_metrics_host
+        urls["processor"] = f"http://{host}:{settings.processor_metrics_port}/readyz"
+    urls["collector"] = f"http://{settings.collector_host}:{settings.collector_port}/readyz"
+    urls["api"] = f"http://{settings.api_host}:{settings.api_port}/readyz"  # the management API reads what the projector wrote
+    return urls
+
+
 # A stage that stops on an error has committed nothing it did not finish: restart it, as a service manager would,
 # unless it keeps failing.
 RESTART_UNLESS_FAILING = RestartPolicy(max_restarts=5, window_s=60)
@@ -572,9 +584,11 @@ def run(
         for stage in ("projector", "processor", "collector", "api"):  # stopped the other way round, each draining what it was given
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
             supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))
-        _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, supervisor)
-        _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, supervisor)
-        _wait_for(f"http://{settings.api_host}:{settings.api_port}/healthz", 60, supervisor)
+        # Running means an event sent now moves through: every stage ready, not just started (each /readyz
+        # stays up for operators to watch).
+        for stage, url in _readiness_urls(settings).items():
+            _wait_for(url, 180, supervisor)
+            console.print(f"{stage} ready ({url})")
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
         console.print(f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)")
         console.print(f"Web console:    http://{settings.api_host}:{settings.api_port}/   (sign in with the admin key)")

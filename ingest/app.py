@@ -24,7 +24,7 @@ from ingest.configs import ConfigServing, ConfigState
 from ingest.cors import SourceCORS
 from ingest.sdk_bundle import sdk_bundle_routes
 from ingest.guard import LastResortGuard
-from ingest.kafka_writer import KafkaWriter
+from ingest.kafka_writer import EnvelopeWindow, KafkaWriter
 from ingest.responses import Refusal, json_response
 from ingest.suppression import Suppressions
 from ingest.tracking import TrackingAPI
@@ -55,7 +55,9 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     async def lifespan(_app):
         tune_garbage_collector(settings)
         geo.warm()  # open the GeoIP data before the first request, not during it
-        api.writer = KafkaWriter(settings.kafka_bootstrap_servers, ack_timeout_s=config.collector_ack_timeout_s)
+        window = EnvelopeWindow(settings.topics.raw.name, settings.collector_flush_seconds, settings.envelope_limits)
+        api.writer = KafkaWriter(settings.kafka_bootstrap_servers, window, ack_timeout_s=config.collector_ack_timeout_s)
+        await api.writer.broker_reachable()  # the raw topic's partitions, before the first request if Kafka is up
         tail = TopicTail(settings.kafka_bootstrap_servers, list(config_state.handlers), config_state.on_record, "collector-configs")
         configs.loaded = tail.start().ready
         api.suppressions = Suppressions(settings.kafka_bootstrap_servers, settings.topics.erasures.name).start()

@@ -33,7 +33,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 from pydantic import ValidationError
 
-from ingest.kafka_writer import KafkaWriter, Record
+from ingest.kafka_writer import EnvelopeWindow, Event, KafkaWriter, Record
 from ingest.normalize import NOTHING_INHERITED, Edge, normalize_all
 from ingest.sources import SourceRegistry
 from schemas.bad_rows import BadRow, Problem, read_bad_row
@@ -191,9 +191,11 @@ def recover(
 
 
 async def _write(settings: FootfallSettings, records: list[Record], chunk: int = 1_000) -> None:
-    writer = KafkaWriter(settings.kafka_bootstrap_servers, ack_timeout_s=60)
+    """The raw records as the collector writes them: in envelopes, each on its device key's partition."""
+    window = EnvelopeWindow(settings.topics.raw.name, settings.collector_flush_seconds, settings.envelope_limits)
+    writer = KafkaWriter(settings.kafka_bootstrap_servers, window, ack_timeout_s=60)
     try:
         for start in range(0, len(records), chunk):
-            await writer.write(records[start : start + chunk])
+            await writer.write(events=[Event(record.key.encode(), record.value) for record in records[start : start + chunk]])
     finally:
         writer.close()

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.envelope import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, EnvelopeLimits
 from schemas.topics import Topics
 
 
@@ -41,6 +42,13 @@ class FootfallSettings(BaseSettings):
     collector_host: str = "127.0.0.1"
     collector_port: int = 8080
     collector_workers: int = Field(default=1, ge=1, le=64)
+    # Accepted events wait this long for others bound for the same raw partition, then go as one envelope
+    # (schemas.envelope); what it adds to a request's answer is in BENCHMARKS.md. 0: only the requests being
+    # handled at the same moment share.
+    collector_flush_seconds: float = Field(default=0.005, ge=0, le=1)
+    # An envelope's limits, whichever comes first (below Kafka's default 1 MiB record size with room to spare).
+    envelope_max_events: int = Field(default=DEFAULT_MAX_EVENTS, ge=1, le=100_000)
+    envelope_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1024, le=DEFAULT_MAX_BYTES)
 
     # Projector / read API (owns the embedded ClickHouse in `footfall run`)
     read_api_host: str = "127.0.0.1"
@@ -80,6 +88,10 @@ class FootfallSettings(BaseSettings):
     @property
     def topics(self) -> Topics:
         return Topics(prefix=self.topic_prefix, partitions=self.partitions)
+
+    @property
+    def envelope_limits(self) -> EnvelopeLimits:
+        return EnvelopeLimits(max_events=self.envelope_max_events, max_bytes=self.envelope_max_bytes)
 
     @property
     def clickhouse_dsn(self) -> str:
