@@ -34,6 +34,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from projections import metrics, rows
 from projections.directory import Directory
@@ -87,6 +88,13 @@ class Batch:
         return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
 
+@retry(retry=retry_if_exception_type(KafkaException), stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True)
+def _end_offset(consumer: Consumer, partition: TopicPartition) -> int:
+    """The partition's end, asked again while its leader is not known yet (a topic just created answers
+    NOT_LEADER_FOR_PARTITION for a moment)."""
+    return consumer.get_watermark_offsets(partition, timeout=30)[1]
+
+
 def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> list[UserCommand]:
     """Every command on the user-commands topic up to its end now (none when the topic does not exist yet)."""
     topic = settings.topics.user_commands.name
@@ -98,7 +106,7 @@ def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> lis
             return []
         ends = {}
         for partition in metadata.partitions:
-            end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)[1]
+            end = _end_offset(consumer, TopicPartition(topic, partition))
             if end > 0:
                 ends[partition] = end
         consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])

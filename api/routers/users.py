@@ -153,7 +153,7 @@ async def create_user(request: Request, body: UserCreate, wait: Wait = False, id
     if wait:
         primary = primary_distinct_id(properties)
         readable = await _wait_for(
-            lambda: _both(_applied(request, command_id), _mapped(people, primary, person_id)), _state(request).config.wait_timeout_s
+            lambda: _applied_and_mapped(request, command_id, people, primary, person_id), _state(request).config.wait_timeout_s
         )
         if readable:
             answer.update(readable=True, user=await people.profile(person_id))
@@ -161,8 +161,10 @@ async def create_user(request: Request, body: UserCreate, wait: Wait = False, id
     return _answer(request, command_id, raw, idempotency_key, 202, answer)
 
 
-async def _both(first, second) -> bool:
-    return await first and await second
+async def _applied_and_mapped(request: Request, command_id: str, people: People, distinct_id: str, person_id: str) -> bool:
+    """A create is readable once the projector applied it and its distinct id maps to the new person (the
+    mapping is asked only after the command, so no coroutine is left unawaited)."""
+    return await _applied(request, command_id) and await _mapped(people, distinct_id, person_id)
 
 
 async def _mapped(people: People, distinct_id: str, person_id: str) -> bool:
