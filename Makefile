@@ -141,8 +141,13 @@ bench-configs: install
 bench-console: install
 	$(BIN)/python -m bench.console $(BENCH_ARGS)
 
+# The management API: writes/s and p99, write-to-readable p50/p99, GET /api/v1/users over 1,000,000 persons; bench/results/api.json.
+.PHONY: bench-api
+bench-api: install
+	$(BIN)/python -m bench.api $(BENCH_ARGS)
+
 bench-report: install
 	$(BIN)/python -m bench.report
 
-bench: bench-collector bench-processors bench-projector bench-system bench-imports bench-configs bench-console
+bench: bench-collector bench-processors bench-projector bench-system bench-imports bench-configs bench-console bench-api
 	$(BIN)/python -m bench.report

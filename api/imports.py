@@ -111,7 +111,13 @@ class Lookups:
         return {r["k"]: r["person_id"] for r in await self.rows(sql, {"keys": keys})}  # the last row per key wins
 
     async def holders(self, name: str, values: list[Any]) -> dict[str, str]:
-        """JSON text of a value → the person holding it, for one unique property."""
+        """JSON text of a value → the person holding it, for one unique property (email: its own column)."""
+        if name == "email":
+            found = await self.rows(
+                "SELECT email AS v, person_id FROM {db}.persons FINAL WHERE email IN {vals:Array(String)}",
+                {"vals": [v for v in values if isinstance(v, str)]},
+            )
+            return {orjson.dumps(r["v"]).decode(): r["person_id"] for r in found}
         found = await self.rows(
             "SELECT JSONExtractRaw(properties, {k:String}) AS v, person_id FROM {db}.persons FINAL "
             "WHERE JSONExtractRaw(properties, {k:String}) IN {vals:Array(String)}",
@@ -147,6 +153,9 @@ class CsvImport:
         except ImportRefused as refused:
             report.state, report.error = "failed", f"{refused.field}: {refused.message}"
             raise
+        except csv.Error as exc:  # the file stops being CSV part-way: rows before it were imported
+            report.state, report.error = "failed", f"line {report.rows_read + 2}: not CSV: {exc}"
+            raise ImportRefused("body", "csv", report.error) from exc
         except Exception as exc:
             report.state, report.error = "failed", f"{type(exc).__name__}: {exc}"[:500]
             raise

@@ -36,7 +36,7 @@ from bench.collector import LOAD_CPU, WRITE_KEY, browser_track, raw_events_writt
 from bench.common import REPO, broker, free_port, write_result
 from footfall.topics import ensure_topics
 from ingest.configs import ConfigState
-from schemas.config import FootfallSettings
+from schemas.config import FootfallSettings, tune_garbage_collector
 from schemas.configs import ConfigSpec, ConfigVersion, serve
 from schemas.identity import DistinctIdMapping
 from schemas.person_properties import PersonProperties
@@ -97,6 +97,7 @@ def loaded_state(settings: FootfallSettings) -> ConfigState:
 
 def evaluation(settings: FootfallSettings) -> dict:
     state = loaded_state(settings)
+    tune_garbage_collector(settings)  # as the collector's workers do at start-up
     assert len(state.live) == CONFIGS
     timings = []
     reasons: dict[str, int] = {}

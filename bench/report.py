@@ -261,13 +261,37 @@ def configs_section(r: dict) -> list[str]:
         f"| POST /v1/configs, new devices (+ {e['configs_per_request']} `$config_served` exposures written, 200 after Kafka's ack) | {rps['configs-new']:,.0f} | {r['configs_new_ratio_to_track']:.2f} |",
         "",
         f"Non-2xx answers: {r['non_2xx_answers']}. A request serves every config; ask for fewer with `keys` to pay for fewer.",
+        *(["A p99 more than ten times the p50 is the machine's other load preempting a single-threaded loop (the run shared",
+           "its cores); the p50 and the ratios to /v1/track, measured in the same rounds, are the figures to compare."]
+          if e["p99_us"] > 10 * e["p50_us"] else []),
         "",
     ]
 
 
+def api_section(r: dict) -> list[str]:
+    w, rd = r["writes"], r["readable"]
+    lines = [
+        "## Management API (`make bench-api`)",
+        "",
+        f"Measured {r['measured_at'][:16]} UTC, one process (the API on uvicorn, the projector and the load share it: Python's",
+        f"GIL is part of the figure), embedded ClickHouse, {r['concurrency']} connections.",
+        "",
+        "| what | figure | floor (same run) | ratio |",
+        "| --- | ---: | ---: | ---: |",
+        f"| POST /api/v1/users: validate, 409 lookups, two commands acknowledged | {w['per_s']:,.0f} writes/s, p99 {w['p99_ms']:,.0f} ms "
+        f"| the two records straight through the CommandBus: {w['floor']['per_s']:,.0f}/s, p99 {w['floor']['p99_ms']:,.0f} ms | {w['ratio_to_floor']:.2f} |",
+        f"| PATCH ?wait=true: write to readable | p50 {rd['p50_ms']:,.0f} ms, p99 {rd['p99_ms']:,.0f} ms "
+        f"| the PATCH answered at Kafka's ack: p50 {rd['floor']['p50_ms']:,.0f} ms, p99 {rd['floor']['p99_ms']:,.0f} ms | |",
+    ]
+    for kind, s in r["search"].items():
+        lines.append(f"| GET /api/v1/users over {r['persons']:,} persons: {kind.replace('_', ' ')} | p50 {s['p50_ms']:,.0f} ms, p99 {s['p99_ms']:,.0f} ms "
+                     f"| the same SQL on the client: p99 {s['floor']['p99_ms']:,.0f} ms | {s['p99_ratio_to_floor']:.2f} |")
+    return lines + ["", r.get("note", ""), ""]
+
+
 def render() -> str:
     sections = {"collector": collector_section, "processors": processors_section, "projector": projector_section, "system": system_section,
-                "imports": imports_section, "configs": configs_section, "console": console_section}
+                "imports": imports_section, "configs": configs_section, "console": console_section, "api": api_section}
     results = {name: load(name) for name in sections}
     machine = next((r["machine"] for r in results.values() if r), {})
     lines = [

@@ -180,6 +180,51 @@ async def not_found(request: Request, exc: Exception) -> Response:
                                    lines=["There is no such page."], back="/people")
 
 
+class MultipartNeedsCsrfHeader:
+    """Multipart posts (the CSV upload) must carry the CSRF token in the `x-csrftoken` header, as htmx sends it.
+
+    asgi-csrf reads a token from a multipart body with python-multipart's old FormParser signature, which
+    python-multipart 0.0.26 removed (simonw/asgi-csrf#38; the release fixes CVE-2026-40347, so no pin back).
+    It checks the header first; this guard answers 403 to a multipart post whose header is not the signed
+    cookie's token, so asgi-csrf never reaches its broken body parser."""
+
+    def __init__(self, app: Any, signing_secret: str):
+        from itsdangerous.url_safe import URLSafeSerializer
+
+        self.app = app
+        self.signer = URLSafeSerializer(signing_secret)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS", "TRACE"):
+            headers = dict(scope.get("headers") or [])
+            if headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower() == b"multipart/form-data":
+                if not self._header_matches_cookie(headers):
+                    response = Response("multipart posts need the x-csrftoken header", status_code=403, media_type="text/plain")
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    def _header_matches_cookie(self, headers: dict[bytes, bytes]) -> bool:
+        from http.cookies import SimpleCookie
+
+        from itsdangerous import BadSignature
+
+        cookie = SimpleCookie()
+        try:
+            cookie.load(headers.get(b"cookie", b"").decode("latin-1"))
+        except Exception:  # noqa: BLE001 - an unreadable Cookie header is no token
+            return False
+        token = cookie["csrftoken"].value if "csrftoken" in cookie else ""
+        supplied = headers.get(b"x-csrftoken", b"").decode("latin-1")
+        if not token or not hmac.compare_digest(supplied, token):
+            return False
+        try:
+            self.signer.loads(token, "csrftoken")
+        except BadSignature:
+            return False
+        return True
+
+
 def create_console_app(admin_key: str, settings: Any = None, config: ConsoleConfig | None = None,
                        sources: list[tuple[str, str]] | None = None) -> tuple[Starlette, Console]:
     """The console as an ASGI app (to mount at `/`), wrapped in CSRF protection, and its shared state."""
@@ -220,7 +265,7 @@ def create_console_app(admin_key: str, settings: Any = None, config: ConsoleConf
         cookie_samesite="Strict",
         cookie_secure=config.https_only,
     )
-    return protected, state
+    return MultipartNeedsCsrfHeader(protected, derived_secret(admin_key, "csrf")), state
 
 
 def mount_console(app: Any, admin_key: str, settings: Any = None, config: ConsoleConfig | None = None,

@@ -60,7 +60,10 @@ async def _stream_to(request: Request, path: Path) -> int:
 
 def _header(path: Path) -> list[str]:
     with open(path, encoding="utf-8", errors="replace", newline="") as text:
-        first = next(csv.reader(text), None)
+        try:
+            first = next(csv.reader(text), None)
+        except csv.Error as exc:
+            raise ImportRefused("body", "csv", f"the header line is not CSV: {exc}") from None
     if not first:
         raise ImportRefused("body", "header", "the file is empty: the first line names the columns")
     first[0] = first[0].removeprefix("\ufeff")

@@ -137,3 +137,14 @@ def test_create_user_needs_an_identifier_before_anything_is_sent(client):
     response = client.post("/people/new", data={"csrftoken": token, "prop.first_name": "Ann"})
     assert response.status_code == 422
     assert "give at least one identifier" in response.text.split('id="prop.user_id-error"')[1].split("</small>")[0]
+
+
+def test_uploads_need_the_csrf_header_and_never_fail_with_a_5xx(client):
+    sign_in(client)
+    token = csrf_token(client.get("/admin/imports").text)
+    body = {"file": ("people.csv", b"user_id,email\nu-1,a@example.com\n", "text/csv")}
+    refused = client.post("/admin/imports/upload", data={"csrftoken": token}, files=body)
+    assert refused.status_code == 403  # the token in the body only: asgi-csrf cannot read multipart bodies
+    assert client.post("/admin/imports/upload", files=body, headers={"x-csrftoken": "forged"}).status_code == 403
+    accepted = client.post("/admin/imports/upload", data={"csrftoken": token}, files=body, headers={"x-csrftoken": token})
+    assert accepted.status_code == 200 and 'aria-label="Column mapping"' in accepted.text

@@ -31,6 +31,7 @@ from tests.pipeline import WRITE_KEY, collector, processor, projector, wait_unti
 pytestmark = pytest.mark.integration
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SOURCE = "test-source"
+expect.set_options(timeout=30_000)  # a page on a loaded 2-core machine can take seconds: assertions wait for it
 
 
 @pytest.fixture(scope="module")
@@ -293,3 +294,29 @@ def test_edit_in_place_columns_bulk_edit_export_and_erase(page: Page, stack):
     page.get_by_role("button", name=f"Yes, erase Flo {run} for good").click()
     expect(page.get_by_role("status").filter(has_text="erased")).to_be_visible()
     assert api(stack, "GET", f"/users/{refs[0]}").status_code == 404
+
+
+def test_import_a_csv_with_a_bad_row_and_download_the_errors(page: Page, stack, tmp_path):
+    run = uuid.uuid4().hex[:6]
+    upload = tmp_path / "people.csv"
+    upload.write_text(f"user_id,email,first_name,surname\nimp-a-{run},a.{run}@example.com,Ida,Q\n"
+                      f"imp-b-{run},not-an-email,Jon,R\nimp-c-{run},c.{run}@example.com,Kim,S\n")
+    sign_in(page)
+    page.get_by_role("link", name="Imports").click()
+    page.get_by_label("CSV file (with a header row)").set_input_files(str(upload))
+    page.get_by_role("button", name="Upload and map columns").click()
+    expect(page.get_by_role("table", name="Column mapping")).to_be_visible()
+    page.get_by_label("surname").select_option("last_name")
+    page.get_by_label("Dry run: check every row, send nothing").uncheck()
+    page.get_by_role("button", name="Start").click()
+    status = page.locator("#import-status")
+    expect(status.locator("[data-key=state]")).to_have_text("done", timeout=60_000)
+    expect(status.locator("[data-key=rows_read]")).to_have_text("3")
+    expect(status.locator("[data-key=accepted]")).to_have_text("2")
+    expect(status.locator("[data-key=rejected]")).to_have_text("1")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download the errors file").click()
+    errors = Path(download.value.path()).read_text()
+    assert "not-an-email" in errors and "email" in errors.splitlines()[1]
+    wait_until(lambda: api(stack, "GET", f"/users/user_id:imp-c-{run}").status_code == 200, 60, what="the imported user")
+    assert api(stack, "GET", f"/users/user_id:imp-c-{run}").json()["properties"].get("last_name") == "S"

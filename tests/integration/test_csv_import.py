@@ -61,6 +61,8 @@ def api(settings, clickhouse_client):
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     app = create_app(settings, "test-admin-key", ClickHouseReader(clickhouse_client, settings.database))
     with TestClient(app) as client:
+        # 503 + Retry-After until the API has read the definitions topic (slow on a loaded machine)
+        wait_until(lambda: client.get("/api/v1/property-definitions", headers=ADMIN).status_code == 200, timeout_s=120, what="definitions loaded")
         for body in (
             {"name": "plan", "type": "enum", "options": ["free", "pro"], "required": True},
             {"name": "age", "type": "integer", "minimum": 18, "maximum": 130},
@@ -76,7 +78,7 @@ def run_import(api, body: bytes) -> dict:
     started = api.post("/api/v1/imports?dedupe=user_id&mapping=Tier%3Dplan", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
     assert started.status_code == 202, started.text
     url = started.json()["url"]
-    return wait_until(lambda: (r := api.get(url, headers=ADMIN).json())["state"] in ("done", "failed") and r, timeout_s=600,
+    return wait_until(lambda: (r := api.get(url, headers=ADMIN).json())["state"] in ("done", "failed") and r, timeout_s=1500,
                       interval_s=1, what="the import to finish")
 
 
@@ -84,6 +86,7 @@ def user_commands_sent(settings) -> int:
     return sum(end_offsets(settings, [settings.topics.user_commands.name]).values())
 
 
+@pytest.mark.timeout(2400)
 def test_a_100k_row_import_with_bad_rows_then_rerun(api, settings, clickhouse_client, tmp_path):
     body, bad = make_file()
     with processor(settings, tmp_path / "logs") as worker, projector(settings) as projection:
@@ -148,3 +151,12 @@ def run_import_dry(api, body: bytes) -> dict:
     started = api.post("/api/v1/imports?dry_run=true&mapping=Tier%3Dplan", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
     assert started.status_code == 202, started.text
     return wait_until(lambda: (r := api.get(started.json()["url"], headers=ADMIN).json())["state"] in ("done", "failed") and r, timeout_s=120)
+
+
+def test_hostile_bodies_get_a_clear_answer_never_a_5xx(api):
+    for body in (b"", b"\xff\xfe\x00garbage", b'"unclosed,header\n', b"user_id\n" + b"x" * 200_000 + b"\n", b"user_id,user_id\nu,u\n"):
+        answer = api.post("/api/v1/imports", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
+        assert answer.status_code in (202, 422), (body[:20], answer.status_code, answer.text)
+        if answer.status_code == 202:
+            report = wait_until(lambda: (r := api.get(answer.json()["url"], headers=ADMIN).json())["state"] in ("done", "failed") and r, timeout_s=60)
+            assert report["state"] == "failed" or report["rejected"] + report["accepted"] == report["rows_read"]

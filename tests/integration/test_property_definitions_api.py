@@ -12,7 +12,7 @@ from api.app import ApiConfig, create_app
 from api.reads import ClickHouseReader
 from footfall.topics import ensure_topics
 from schemas.properties import PropertyDefinition
-from tests.pipeline import processor, projector, read_topic
+from tests.pipeline import processor, projector, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 ADMIN = {"Authorization": "Bearer test-admin-key"}
@@ -55,6 +55,8 @@ def api(settings, clickhouse_client):
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     app = create_app(settings, "test-admin-key", ClickHouseReader(clickhouse_client, settings.database), config=ApiConfig(wait_timeout_s=90))
     with TestClient(app) as client:
+        # 503 + Retry-After until the API has read the definitions topic (slow on a loaded machine)
+        wait_until(lambda: client.get("/api/v1/property-definitions", headers=ADMIN).status_code == 200, timeout_s=120, what="definitions loaded")
         yield client
 
 

@@ -15,7 +15,8 @@ from api.console.forms import property_of_error_field
 from api.console.snippet import browser_snippet, server_examples
 
 # API path → (console path, label, section): shown once GET on the API path answers 200.
-OPTIONAL_SECTIONS = (("/property-definitions", "/admin/properties", "Properties", "properties"),)
+OPTIONAL_SECTIONS = (("/property-definitions", "/admin/properties", "Properties", "properties"),
+                     ("/imports/-", "/admin/imports", "Imports", "imports"))
 RECHECK_SECONDS = 60.0
 
 
@@ -33,7 +34,9 @@ class ApiPresence:
         if now - self.checked.get(api_path, -RECHECK_SECONDS) < RECHECK_SECONDS:
             return False
         self.checked[api_path] = now
-        if (await console(request).api.get(api_path)).status == 200:
+        answer = await console(request).api.get(api_path)
+        # 200, or a 404 that the route itself gave (an unknown id), means the API is there.
+        if answer.status == 200 or (answer.status == 404 and (answer.field_errors().keys() - {"path"})):
             self.present.add(api_path)
             return True
         return False
