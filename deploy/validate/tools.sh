@@ -25,7 +25,7 @@ go_install() {  # name package version [go build flags]
   local name=$1 package=$2 version=$3
   shift 3
   if [ -x "$bin/$name" ] && [ -f "$bin/.$name-$version" ]; then return 0; fi
-  log "go install $* $package@$version (once)"
+  log "go install ${*:+$* }$package@$version (once)"
   GOBIN="$bin" go install "$@" "$package@$version"
   rm -f "$bin/.$name-"*
   touch "$bin/.$name-$version"

@@ -4,7 +4,7 @@ from collections import namedtuple
 
 import orjson
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
@@ -75,7 +75,7 @@ def test_freshness_is_one_observation_per_event_from_received_at():
     assert sample("footfall_projector_freshness_seconds_bucket", le="60.0") == within_60s + 3
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(st.sampled_from([0.0, 0.1, 1.0, 60.0, 21600.0]), st.floats(0, 50_000)), max_size=200))
 def test_freshness_in_bulk_equals_one_observe_per_event(ages):
     """The batch is bucketed in one step (observe_freshness); it must count exactly what observe() would."""
