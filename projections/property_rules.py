@@ -42,10 +42,21 @@ def _hashed_emails(definitions: Mapping[str, PropertyDefinition], writes: Mappin
     }
 
 
+# Traits that Segment's spec defines as objects (identify's reserved traits): an SDK sending them as the spec
+# says is never a violation, whatever a definition of the same name says about a plain value.
+SPEC_OBJECT_TRAITS = frozenset({"company", "address"})
+
+
+def _spec_objects(writes: Mapping[str, Any], where: str) -> set[str]:
+    if where != "traits":
+        return set()
+    return {name for name in SPEC_OBJECT_TRAITS if isinstance(writes.get(name), dict)}
+
+
 def _screened(definitions: Mapping[str, PropertyDefinition], writes: dict[str, Any], where: str,
               violations: list[Violation]) -> dict[str, Any]:
     """writes without the values their definitions refuse (each refused one added to violations)."""
-    passed = _hashed_emails(definitions, writes)
+    passed = _hashed_emails(definitions, writes) | _spec_objects(writes, where)
     checked = check_values(definitions, {k: v for k, v in writes.items() if k not in passed})
     if checked.ok:
         return writes

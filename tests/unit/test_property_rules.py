@@ -80,3 +80,15 @@ def test_every_write_either_reaches_the_profile_or_is_a_violation(written):
     assert set(screened.properties["$set"]) | refused == set(written)
     assert not set(screened.properties["$set"]) & refused
     assert screen(screened, RULES)[1] == []  # what passed passes again
+
+
+def test_segments_object_traits_pass_as_the_spec_sends_them_but_a_plain_value_is_still_checked():
+    """Segment's identify spec makes `company` and `address` objects: never a violation of the built-in
+    `company` string, which still checks a plain value, and still checks the object anywhere but traits."""
+    company = {"name": "Acme", "id": "c-1", "employee_count": 40}
+    spec_call = event("identify", traits={"company": company, "address": {"city": "Oslo"}})
+    assert screen(spec_call, RULES) == (spec_call, [])
+    too_long = event("identify", traits={"company": "x" * 300})
+    assert [(v.error.property, v.error.rule) for v in screen(too_long, RULES)[1]] == [("company", "max_length")]
+    set_object = event(set={"company": company})
+    assert [(v.where, v.error.property) for v in screen(set_object, RULES)[1]] == [("properties.$set", "company")]
