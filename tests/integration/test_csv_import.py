@@ -75,7 +75,7 @@ def api(settings, clickhouse_client):
 
 
 def run_import(api, body: bytes) -> dict:
-    started = api.post("/api/v1/imports?dedupe=user_id&mapping=Tier%3Dplan", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
+    started = api.post("/api/v1/imports?dedupe=user_id&mapping=Tier%3Dplan&mapping=E-mail%3Demail", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
     assert started.status_code == 202, started.text
     url = started.json()["url"]
     return wait_until(lambda: (r := api.get(url, headers=ADMIN).json())["state"] in ("done", "failed") and r, timeout_s=1500,
@@ -148,7 +148,7 @@ def test_a_dry_run_checks_every_row_and_sends_nothing(api, settings, clickhouse_
 
 
 def run_import_dry(api, body: bytes) -> dict:
-    started = api.post("/api/v1/imports?dry_run=true&mapping=Tier%3Dplan", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
+    started = api.post("/api/v1/imports?dry_run=true&mapping=Tier%3Dplan&mapping=E-mail%3Demail", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
     assert started.status_code == 202, started.text
     return wait_until(lambda: (r := api.get(started.json()["url"], headers=ADMIN).json())["state"] in ("done", "failed") and r, timeout_s=120)
 
