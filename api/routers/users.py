@@ -90,14 +90,15 @@ async def _applied(request: Request, command_id: str) -> bool:
     return bool(rows)
 
 
-async def _wait_for(probe, timeout_s: float) -> bool:
+async def _wait_for(probe, timeout_s: float) -> Any:
+    """The probe's first truthy answer, or None once the timeout passed."""
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
-        if await probe():
-            return True
+        if found := await probe():
+            return found
         if time.monotonic() >= deadline:
-            return False
+            return None
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.5)
 
@@ -153,18 +154,24 @@ async def create_user(request: Request, body: UserCreate, wait: Wait = False, id
     if wait:
         primary = primary_distinct_id(properties)
         readable = await _wait_for(
-            lambda: _applied_and_mapped(request, command_id, people, primary, person_id), _state(request).config.wait_timeout_s
+            lambda: _created_profile(request, command_id, people, primary, person_id), _state(request).config.wait_timeout_s
         )
         if readable:
-            answer.update(readable=True, user=await people.profile(person_id))
+            answer.update(readable=True, user=readable)
             return _answer(request, command_id, raw, idempotency_key, 201, answer)
     return _answer(request, command_id, raw, idempotency_key, 202, answer)
 
 
-async def _applied_and_mapped(request: Request, command_id: str, people: People, distinct_id: str, person_id: str) -> bool:
-    """A create is readable once the projector applied it and its distinct id maps to the new person (the
-    mapping is asked only after the command, so no coroutine is left unawaited)."""
-    return await _applied(request, command_id) and await _mapped(people, distinct_id, person_id)
+async def _created_profile(
+    request: Request, command_id: str, people: People, distinct_id: str, person_id: str
+) -> dict[str, Any] | None:
+    """The new user's profile once it is whole: the projector applied the command, the distinct id maps to the
+    new person, and the identity facts (visitor number, identified) arrived. The mapping and the facts come on
+    separate topics, so either may land first; each is asked only after the one before it held."""
+    if not (await _applied(request, command_id) and await _mapped(people, distinct_id, person_id)):
+        return None
+    profile = await people.profile(person_id)
+    return profile if profile and profile.get("visitor_number") else None
 
 
 async def _mapped(people: People, distinct_id: str, person_id: str) -> bool:
