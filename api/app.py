@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI
 from api.auth import AdminKey, require_admin
 from api.commands import CommandBus, CommandsUnavailable
 from api.configs import ConfigCatalog
+from api.definitions import Definitions, PropertyValidator
 from api.errors import ApiError, FieldError, install_error_handlers
 from api.idempotency import IdempotencyCache
 from api.jobs import Jobs
@@ -49,11 +50,13 @@ def create_app(
         own_bus = app.state.bus is None
         if own_bus:
             app.state.bus = CommandBus(settings.kafka_bootstrap_servers)
+        app.state.definitions.start()
         app.state.configs = ConfigCatalog(settings).start()
         try:
             yield
         finally:
             app.state.configs.stop()
+            app.state.definitions.close()
             if own_bus:
                 app.state.bus.close()
             if hasattr(reader, "close"):
@@ -75,6 +78,8 @@ def create_app(
     app.state.config = config or ApiConfig()
     app.state.idempotency = IdempotencyCache()
     app.state.jobs = Jobs()
+    app.state.definitions = Definitions(settings.kafka_bootstrap_servers, settings.topics.property_definitions.name)
+    app.state.property_validator = PropertyValidator(app.state.definitions)
     install_error_handlers(app)
 
     @app.exception_handler(CommandsUnavailable)

@@ -9,11 +9,15 @@ nothing a client sends is ever spliced into SQL. `{db}` is the configured databa
 from __future__ import annotations
 
 import re
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Protocol
+from uuid import UUID
 
 import httpx
 import orjson
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
 from starlette.concurrency import run_in_threadpool
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -48,8 +52,6 @@ class ClickHouseReader:
         return await run_in_threadpool(self._run, sql, parameters)
 
     def _run(self, sql: str, parameters: dict[str, Any] | None) -> list[dict[str, Any]]:
-        from clickhouse_connect.driver.exceptions import ClickHouseError
-
         try:
             result = self.client.query(_with_database(sql, self.database), parameters=parameters or {}, settings={"readonly": 2})
         except ClickHouseError as exc:
@@ -83,10 +85,6 @@ class ReadApiReader:
 
 
 def _json_default(value: Any) -> Any:
-    from datetime import date, datetime
-    from decimal import Decimal
-    from uuid import UUID
-
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, Decimal | UUID):

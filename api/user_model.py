@@ -160,7 +160,7 @@ def validate_create(body: UserCreate) -> dict[str, Any]:
         errors.append(FieldError("properties", "max_properties", f"at most {MAX_PROPERTIES} properties"))
     properties = create_properties(body)
     errors += check_identifier_values(properties)
-    if not any(properties.get(name) for name in IDENTIFIERS):
+    if not any(getattr(body, name) for name in IDENTIFIERS):
         errors.append(FieldError("user_id", "required_identifier", "at least one of user_id, email, phone or customer_id is required"))
     if errors:
         raise ApiError(422, errors)

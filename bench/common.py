@@ -43,10 +43,19 @@ def broker() -> Iterator[str]:
 
 def machine() -> dict:
     memory_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     versions = {name: metadata.version(name) for name in ("faust-streaming", "aiokafka", "confluent-kafka", "clickhouse-connect", "chdb")}
-    return {"cores": os.cpu_count(), "memory_gib": round(memory_kb / 1024 / 1024, 1), "cpu": model,
-            "python": platform.python_version(), "kafka": "4.4.0", **versions}
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 1024 / 1024, 1),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kafka": "4.4.0",
+        **versions,
+    }
 
 
 def write_result(name: str, result: dict) -> Path:

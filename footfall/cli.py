@@ -89,20 +89,21 @@ def collector(
 def processor() -> None:
     """Run the stream processors (a faust worker)."""
     import faust
-    from prometheus_client import start_http_server
 
+    from footfall.probes import serve_probes
     from footfall.topics import ensure_topics
     from processors import metrics
     from processors.app import create_app
+    from processors.readiness import ProcessorReadiness
 
     settings = _settings()
     state_dir = settings.data_dir / "processor"
     state_dir.mkdir(parents=True, exist_ok=True)
     metrics.record_start(state_dir)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
-    if settings.processor_metrics_port:
-        start_http_server(settings.processor_metrics_port, addr=settings.processor_metrics_host)
     app = create_app(settings)
+    if settings.processor_metrics_port:  # /metrics, and /readyz once the worker joined its group and recovered its tables
+        serve_probes(settings.processor_metrics_port, ProcessorReadiness(app), host=settings.processor_metrics_host)
     tune_garbage_collector(settings)
     try:
         faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
@@ -146,7 +147,7 @@ def projector() -> None:
     tune_garbage_collector(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_read_app(connect(settings.clickhouse_dsn), admin_key(settings)),
+            create_read_app(connect(settings.clickhouse_dsn), admin_key(settings), worker.readiness),
             host=settings.read_api_host,
             port=settings.read_api_port,
             log_level="warning",
@@ -172,13 +173,122 @@ def projector() -> None:
         raise typer.Exit(1)
 
 
+def _api_reader(settings: FootfallSettings, key: str):
+    """How the API side reads ClickHouse: through the projector's read API when it owns the embedded engine."""
+    from api.reads import ClickHouseReader, ReadApiReader
+
+    if settings.embedded_clickhouse:
+        return ReadApiReader(f"http://{settings.read_api_host}:{settings.read_api_port}", key, settings.database)
+    from projections.clickhouse import connect
+
+    return ClickHouseReader(connect(settings.clickhouse_dsn), settings.database)
+
+
+@cli.command("import")
+def import_users(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the CSV file; its first line names the columns")],
+    mapping: Annotated[list[str] | None, typer.Option("--mapping", help="<column>=<property>, repeatable")] = None,
+    dedupe: Annotated[str, typer.Option(help="the column that says who a row is: user_id, email or customer_id")] = "user_id",
+    include_unknown: Annotated[bool, typer.Option(help="columns that name no defined property become custom properties")] = False,
+    dry_run: Annotated[bool, typer.Option(help="check every row and report; send nothing")] = False,
+    errors: Annotated[Path | None, typer.Option(help="where refused rows go [<file>.errors.csv]")] = None,
+) -> None:
+    """Import users from a CSV file: each row becomes the create or update command the API sends.
+
+    Re-running a file changes nothing; a changed row updates its user. Needs the projector running (it
+    reads which users exist) and Kafka."""
+    import asyncio
+    import uuid as uuid_
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from api.commands import CommandBus
+    from api.import_rows import DEDUPE_KEYS, ImportOptions, ImportRefused
+    from api.imports import CsvImport, ImportReport
+    from api.routers.imports import parse_mapping
+    from footfall.secrets import admin_key
+    from footfall.topics import ensure_topics
+    from schemas.compacted import CompactedFollower
+    from schemas.properties import PropertyDefinition, effective
+
+    settings = _settings()
+    _logging("WARNING")
+    if dedupe not in DEDUPE_KEYS:
+        console.print(f"[red]--dedupe must be one of {', '.join(DEDUPE_KEYS)}[/red]")
+        raise typer.Exit(2)
+    try:
+        options = ImportOptions(dedupe=dedupe, mapping=parse_mapping(mapping or []), include_unknown=include_unknown, dry_run=dry_run)
+    except ImportRefused as refused:
+        console.print(f"[red]{refused.field}: {refused.message}[/red]")
+        raise typer.Exit(2) from None
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    follower = CompactedFollower(
+        settings.kafka_bootstrap_servers, settings.topics.property_definitions.name, PropertyDefinition.model_validate_json
+    )
+    follower.catch_up()
+    definitions = effective(follower.values.values())
+    follower.close()
+    errors_path = errors or path.with_name(path.name + ".errors.csv")
+    report = ImportReport(str(uuid_.uuid4()), dry_run=dry_run)
+    size = path.stat().st_size
+
+    async def run(progress: Progress, task) -> None:
+        reader = _api_reader(settings, admin_key(settings))
+        bus = None if dry_run else CommandBus(settings.kafka_bootstrap_servers)
+        job = CsvImport(
+            report,
+            options,
+            definitions,
+            reader.rows,
+            bus.send if bus else None,
+            settings.topics,
+            errors_path,
+            on_progress=lambda r: progress.update(task, completed=r.bytes_read, rows=r.rows_read, rejected=r.rejected),
+        )
+        try:
+            with open(path, "rb") as binary:
+                await job.run(binary)
+        finally:
+            if bus is not None:
+                bus.close()
+            if hasattr(reader, "close"):
+                await reader.close()
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]:,} rows, {task.fields[rejected]:,} refused"),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("checking" if dry_run else "importing", total=size, rows=0, rejected=0)
+            asyncio.run(run(progress, task))
+    except ImportRefused as refused:
+        console.print(f"[red]{refused.field}: {refused.message}[/red]")
+        raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - the report says what happened; the exit code says it failed
+        console.print(f"[red]import failed: {exc}[/red]")
+        raise typer.Exit(1) from None
+    summary = Table(title="dry run: nothing sent" if dry_run else "import done")
+    for name in ("rows_read", "accepted", "rejected", "created", "updated", "unchanged"):
+        summary.add_column(name.replace("_", " "), justify="right")
+    summary.add_row(*(f"{getattr(report, name):,}" for name in ("rows_read", "accepted", "rejected", "created", "updated", "unchanged")))
+    console.print(summary)
+    if report.ignored_columns:
+        console.print(f"ignored columns (no such property; --include-unknown takes them): {', '.join(report.ignored_columns)}")
+    if report.rejected:
+        console.print(f"refused rows: {errors_path}")
+
+
 @cli.command()
 def api(port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_API_PORT]")] = None) -> None:
     """Run the management API (/api/v1/: users, commands on Kafka; docs at /api/v1/docs)."""
     import uvicorn
 
     from api.app import ApiConfig, create_app
-    from api.reads import ClickHouseReader, ReadApiReader
+    from api.console import mount_console
     from footfall.secrets import admin_key
     from footfall.topics import ensure_topics
     from ingest.config import CollectorConfig
@@ -191,14 +301,10 @@ def api(port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_API_P
     if key in write_keys:
         console.print("[red]the admin key is also a write key; give FOOTFALL_ADMIN_KEY a secret of its own[/red]")
         raise typer.Exit(1)
-    if settings.embedded_clickhouse:
-        # The projector owns the embedded engine: read through its read API.
-        reader = ReadApiReader(f"http://{settings.read_api_host}:{settings.read_api_port}", key, settings.database)
-    else:
-        from projections.clickhouse import connect
-
-        reader = ClickHouseReader(connect(settings.clickhouse_dsn), settings.database)
+    reader = _api_reader(settings, key)
     app = create_app(settings, key, reader, config=ApiConfig(wait_timeout_s=settings.api_wait_timeout_seconds))
+    sources = [(source.id, source.write_key) for source in CollectorConfig().sources().all()]
+    mount_console(app, key, settings, sources=sources)
     # No access log: paths carry user refs (emails), which are personal data.
     uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
 
@@ -245,7 +351,9 @@ def recover(
         raise typer.BadParameter(f"unknown kind(s) {', '.join(sorted(unknown))}; one of {', '.join(BAD_ROW_KINDS)}", param_hint="--kind")
     settings = _settings()
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    report = recover_rows(settings, CollectorConfig().sources(), load_fix(fix), kinds=set(kind), since=when, source_id=source, dry_run=dry_run)
+    report = recover_rows(
+        settings, CollectorConfig().sources(), load_fix(fix), kinds=set(kind), since=when, source_id=source, dry_run=dry_run
+    )
     summary = report.as_json()
     if json_lines:
         print(orjson.dumps(summary).decode())
@@ -255,7 +363,9 @@ def recover(
     for reason, count in report.skipped.items():
         console.print(f"  skipped {count}: {reason}")
     for still in report.still_bad[:20]:
-        console.print(f"  still bad at {still.position}[{still.index}]: " + "; ".join(f"{p.field}: {p.reason} ({p.rule})" for p in still.problems))
+        console.print(
+            f"  still bad at {still.position}[{still.index}]: " + "; ".join(f"{p.field}: {p.reason} ({p.rule})" for p in still.problems)
+        )
 
 
 @cli.command()
@@ -266,7 +376,12 @@ def lag(json_lines: Annotated[bool, typer.Option("--json", help="print JSON line
     settings = _settings()
     topics = settings.topics
     groups = {
-        f"{settings.topic_prefix}-processor": [topics.raw.name, topics.sessioned.name, topics.identity_commands.name, topics.identities.name],
+        f"{settings.topic_prefix}-processor": [
+            topics.raw.name,
+            topics.sessioned.name,
+            topics.identity_commands.name,
+            topics.identities.name,
+        ],
         f"{settings.topic_prefix}-projector": [topics.enriched.name, topics.sessions.name, topics.identities.name, topics.persons.name],
     }
     rows = [row for group, names in groups.items() for row in consumer_lag(settings.kafka_bootstrap_servers, group, names)]
@@ -314,7 +429,7 @@ def _query_directly(settings: FootfallSettings, query: str) -> dict:
 
 @cli.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="a read-only query, e.g. \"SELECT count() FROM events\"")],
+    query: Annotated[str, typer.Argument(help='a read-only query, e.g. "SELECT count() FROM events"')],
     json_lines: Annotated[bool, typer.Option("--json", help="print JSON lines instead of a table")] = False,
 ) -> None:
     """Query the configured ClickHouse (the running pipeline's, or the embedded data directory)."""
@@ -348,21 +463,46 @@ def _default_write_key() -> str:
 
 @cli.command()
 def loadgen(
-    url: Annotated[str | None, typer.Option(help="collector base URL (default: http://$FOOTFALL_COLLECTOR_HOST:$FOOTFALL_COLLECTOR_PORT)", show_default=False)] = None,
-    write_key: Annotated[str | None, typer.Option(help="write key, sent as the Basic auth user (default: $FOOTFALL_WRITE_KEY, else the first key of $FOOTFALL_WRITE_KEYS)", show_default=False)] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="collector base URL (default: http://$FOOTFALL_COLLECTOR_HOST:$FOOTFALL_COLLECTOR_PORT)", show_default=False),
+    ] = None,
+    write_key: Annotated[
+        str | None,
+        typer.Option(
+            help="write key, sent as the Basic auth user (default: $FOOTFALL_WRITE_KEY, else the first key of $FOOTFALL_WRITE_KEYS)",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="traffic model seed: the same seed sends the same calls")] = 1,
-    events: Annotated[int | None, typer.Option(help="calls to send (or write); 10000 when neither this nor --duration is given", show_default=False)] = None,
-    duration: Annotated[str | None, typer.Option(help="send for this long, e.g. 30s, 2m, 1h (ends at --events if that comes first)", show_default=False)] = None,
+    events: Annotated[
+        int | None, typer.Option(help="calls to send (or write); 10000 when neither this nor --duration is given", show_default=False)
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="send for this long, e.g. 30s, 2m, 1h (ends at --events if that comes first)", show_default=False)
+    ] = None,
     rate: Annotated[float, typer.Option(help="target calls per second (token bucket); 0 = as fast as possible")] = 1000,
     batch_size: Annotated[int, typer.Option(help="0 = each call to /v1/<type>; N = /v1/batch requests of up to N calls")] = 0,
     concurrency: Annotated[int, typer.Option(help="concurrent requests (HTTP connections)")] = 16,
     visitors: Annotated[int, typer.Option(help="simulated visitors (fewer: more returns and sessions per visitor)")] = 10_000,
     skew: Annotated[float, typer.Option(help="Zipf exponent of visitor activity (0 = all alike; 1 = a few very hot visitors)")] = 1.0,
     start: Annotated[str, typer.Option(help="simulated time of the first visits (ISO 8601 with zone)")] = "2025-01-01T00:00:00Z",
-    write: Annotated[Path | None, typer.Option(help="write the generated calls to this JSONL file instead of sending them", show_default=False)] = None,
-    from_file: Annotated[Path | None, typer.Option("--from", help="send the calls of this JSONL file (from --write) instead of generating them", show_default=False)] = None,
-    acks: Annotated[Path | None, typer.Option(help="write each acknowledged messageId and its ack time (unix seconds) here: .csv, else JSON lines", show_default=False)] = None,
-    model_sent_at: Annotated[bool, typer.Option(help="send the model's sentAt instead of the wall clock at send (events then land at arrival time)")] = False,
+    write: Annotated[
+        Path | None, typer.Option(help="write the generated calls to this JSONL file instead of sending them", show_default=False)
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from", help="send the calls of this JSONL file (from --write) instead of generating them", show_default=False),
+    ] = None,
+    acks: Annotated[
+        Path | None,
+        typer.Option(
+            help="write each acknowledged messageId and its ack time (unix seconds) here: .csv, else JSON lines", show_default=False
+        ),
+    ] = None,
+    model_sent_at: Annotated[
+        bool, typer.Option(help="send the model's sentAt instead of the wall clock at send (events then land at arrival time)")
+    ] = False,
     max_retries: Annotated[int, typer.Option(help="retries of a request answered 429/5xx or failed in transport")] = 10,
     timeout: Annotated[float, typer.Option(help="seconds a request may take")] = 30.0,
     progress: Annotated[bool, typer.Option(help="show a live progress bar")] = True,
@@ -458,6 +598,18 @@ def _wait_for(url: str, timeout_s: float, supervisor: Supervisor) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
+def _readiness_urls(settings: FootfallSettings) -> dict[str, str]:
+    """Each stage's readiness check, downstream first: the projector (group assigned, ClickHouse accepting), the
+    processor (group joined, tables recovered), the collector (Kafka reachable) and the management API (reads)."""
+    urls = {"projector": f"http://{settings.read_api_host}:{settings.read_api_port}/readyz"}
+    if settings.processor_metrics_port:
+        host = "127.0.0.1" if settings.processor_metrics_host in ("0.0.0.0", "") else settings.processor_metrics_host
+        urls["processor"] = f"http://{host}:{settings.processor_metrics_port}/readyz"
+    urls["collector"] = f"http://{settings.collector_host}:{settings.collector_port}/readyz"
+    urls["api"] = f"http://{settings.api_host}:{settings.api_port}/readyz"  # the management API reads what the projector wrote
+    return urls
+
+
 # A stage that stops on an error has committed nothing it did not finish: restart it, as a service manager would,
 # unless it keeps failing.
 RESTART_UNLESS_FAILING = RestartPolicy(max_restarts=5, window_s=60)
@@ -481,15 +633,24 @@ def run(
             subprocess.run([str(KAFKA_SCRIPT), "start"], check=True)
         ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
         admin_key(settings)  # created once, before the projector and `footfall sql` need it
-        for stage in ("projector", "processor", "collector"):  # stopped the other way round, each draining what it was given
+        for stage in ("projector", "processor", "collector", "api"):  # stopped the other way round, each draining what it was given
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
             supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))
-        _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, supervisor)
-        _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, supervisor)
-        _wait_for(f"http://{settings.api_host}:{settings.api_port}/healthz", 60, supervisor)
-        console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
-        console.print(f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)")
-        console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
+        # Running means an event sent now moves through: every stage ready, not just started (each /readyz
+        # stays up for operators to watch).
+        for stage, url in _readiness_urls(settings).items():
+            _wait_for(url, 180, supervisor)
+            console.print(f"{stage} ready ({url})")
+        console.print(
+            f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}"
+        )
+        console.print(
+            f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)"
+        )
+        console.print(f"Web console:    http://{settings.api_host}:{settings.api_port}/   (sign in with the admin key)")
+        console.print(
+            f'Query it:  footfall sql "SELECT type, event, distinct_id FROM {settings.database}.events"   (Ctrl-C stops everything)'
+        )
         reported = 0
         while not stop.is_set():
             exits = [(child.name, e["code"]) for child in supervisor.children for e in child.exits]

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from projections.replay import end_offsets
 from schemas.config import FootfallSettings
+from schemas.envelope import EnvelopeError, unpack
 from schemas.topics import TopicSpec
 
 
@@ -43,8 +44,9 @@ def read_topic(settings: FootfallSettings, topic: str, timeout_s: float = 30, co
     (partition, offset, timestamp and raw value: poison included). With `complete`, failing to reach the end
     in time is an error; otherwise (diagnostics) whatever was read comes back."""
     ends = end_offsets(settings, [topic])
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"diagnostic-{time.time_ns()}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"diagnostic-{time.time_ns()}", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(t, p, 0) for (t, p) in ends])
     records = []
     deadline = time.monotonic() + timeout_s
@@ -69,9 +71,11 @@ def topic_message_ids(settings: FootfallSettings, topic: str) -> list[str]:
     """Every message id on `topic`, from the beginning (a diagnostic: where did a missing event stop?)."""
     ids = []
     for record in read_topic(settings, topic):
-        with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
-            body = orjson.loads(record.value())
-            ids.append(body.get("message_id") or body.get("messageId"))
+        with contextlib.suppress(EnvelopeError):
+            for value in unpack(record.value(), record.headers()):  # an envelope's events, or the record itself
+                with contextlib.suppress(orjson.JSONDecodeError, AttributeError):
+                    body = orjson.loads(value)
+                    ids.append(body.get("message_id") or body.get("messageId"))
     return ids
 
 

@@ -17,14 +17,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from ingest import metrics
+from ingest import geo, metrics
 from ingest.cdn_settings import CACHE_CONTROL, api_host_of, settings_document
 from ingest.config import CollectorConfig
 from ingest.configs import ConfigServing, ConfigState
 from ingest.cors import SourceCORS
 from ingest.guard import LastResortGuard
-from ingest.kafka_writer import KafkaWriter
+from ingest.kafka_writer import EnvelopeWindow, KafkaWriter
 from ingest.responses import Refusal, json_response
+from ingest.sdk_bundle import sdk_bundle_routes
 from ingest.suppression import Suppressions
 from ingest.tracking import TrackingAPI
 from schemas.config import FootfallSettings, tune_garbage_collector
@@ -53,7 +54,10 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     @asynccontextmanager
     async def lifespan(_app):
         tune_garbage_collector(settings)
-        api.writer = KafkaWriter(settings.kafka_bootstrap_servers, ack_timeout_s=config.collector_ack_timeout_s)
+        geo.warm()  # open the GeoIP data before the first request, not during it
+        window = EnvelopeWindow(settings.topics.raw.name, settings.collector_flush_seconds, settings.envelope_limits)
+        api.writer = KafkaWriter(settings.kafka_bootstrap_servers, window, ack_timeout_s=config.collector_ack_timeout_s)
+        await api.writer.broker_reachable()  # the raw topic's partitions, before the first request if Kafka is up
         tail = TopicTail(settings.kafka_bootstrap_servers, list(config_state.handlers), config_state.on_record, "collector-configs")
         configs.loaded = tail.start().ready
         api.suppressions = Suppressions(settings.kafka_bootstrap_servers, settings.topics.erasures.name).start()
@@ -98,6 +102,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
         Route("/readyz", readyz),
         Route("/metrics", prometheus),
     ]
+    routes += sdk_bundle_routes(settings.web_assets_dir)
     middleware = [
         Middleware(SourceCORS, sources=sources),
         Middleware(metrics.RequestMetrics),

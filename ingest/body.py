@@ -1,4 +1,10 @@
-"""Reading a request body safely: bounded size, bounded gzip, and the content types SDKs use."""
+"""Reading a request body safely: bounded size, bounded gzip, and the content types SDKs use.
+
+The body is read as JSON whatever its declared content type, as RudderStack's gateway does: several server
+SDKs send JSON (often gzipped) declared as application/x-www-form-urlencoded, or with no content type.
+Only a body that is not JSON is refused for its type: 415 when it declared a type other than JSON's (or
+sendBeacon's text/plain), 400 "invalid JSON" when it claimed to be JSON.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ from starlette.requests import Request
 
 from schemas.tracking import MAX_BATCH_BYTES
 
-ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain", "")
+JSON_CONTENT_TYPES = ("application/json", "text/plain", "")
 # The wire body may be a little larger than the limit on its JSON (whitespace, gzip framing).
 MAX_WIRE_BYTES = MAX_BATCH_BYTES + 64 * 1024
 # Past the body timeout's first seconds, a body must keep arriving at least this fast (as Apache's
@@ -77,18 +83,15 @@ def gunzip_limited(data: bytes, limit: int = MAX_BATCH_BYTES) -> bytes:
 
 async def read_json_body(request: Request, timeout_s: float | None = None) -> Any:
     """The parsed JSON body of a tracking request, or a BodyError naming what is wrong."""
-    content_type = content_type_of(request)
-    if content_type not in ACCEPTED_CONTENT_TYPES:
-        raise BodyError(415, "content-type", f"unsupported content type {content_type!r}; send application/json or text/plain", rule="unsupported_content_type")
     data = await read_limited(request, timeout_s=timeout_s)
     try:
-        return _parse(data, request.headers.get("content-encoding", ""))
+        return _parse(data, request.headers.get("content-encoding", ""), content_type_of(request))
     except BodyError as exc:
         exc.raw = data
         raise
 
 
-def _parse(data: bytes, content_encoding: str) -> Any:
+def _parse(data: bytes, content_encoding: str, content_type: str) -> Any:
     encoding = content_encoding.strip().lower()
     if encoding == "gzip":
         data = gunzip_limited(data)
@@ -96,9 +99,13 @@ def _parse(data: bytes, content_encoding: str) -> Any:
         raise BodyError(415, "content-encoding", f"unsupported content encoding {encoding!r}; send gzip or none", rule="unsupported_content_encoding")
     if len(data) > MAX_BATCH_BYTES:
         raise BodyError(413, "body", f"body is {len(data)} bytes; the limit is {MAX_BATCH_BYTES}", rule="body_too_large")
+    declared_json = content_type in JSON_CONTENT_TYPES
     if not data.strip():
         raise BodyError(400, "body", "empty body; send a JSON object", rule="empty_body")
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
+        if not declared_json:
+            reason = f"the body, declared {content_type!r}, is not JSON ({exc}); send a JSON body (application/json or text/plain)"
+            raise BodyError(415, "content-type", reason, rule="unsupported_content_type") from exc
         raise BodyError(400, "body", f"invalid JSON: {exc}", rule="invalid_json") from exc

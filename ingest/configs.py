@@ -28,7 +28,7 @@ from starlette.responses import Response
 from ingest.edge import edge_of
 from ingest.normalize import NOTHING_INHERITED, normalize_all, problems_from
 from ingest.responses import Refusal, json_response
-from ingest.tracking import TrackingAPI
+from ingest.tracking import TrackingAPI, events_of
 from schemas.bad_rows import Problem
 from schemas.configs import EXPOSURE_EVENT, ConfigRegistry, ConfigRequest, ConfigVersion, Served, Subject, serve
 from schemas.identity import DistinctIdMapping
@@ -199,7 +199,7 @@ class ConfigServing:
         outcome = normalize_all(calls, edge, NOTHING_INHERITED)
         self.tracking.drop_erased(outcome, edge)  # an erased user's exposures are not written, not even as bad rows
         try:
-            await self.tracking.deliver(self.tracking.records_of(outcome, edge))
+            await self.tracking.deliver(self.tracking.bad_rows_of(outcome, edge), events_of(outcome))
         except Refusal as exc:
             log.debug("exposures not recorded (%s); the next request retries them", exc)
             self.exposures.forget(person, fresh)

@@ -20,6 +20,11 @@ PRODUCE_SECONDS = Histogram(
     "Time from produce to Kafka's acknowledgement of a whole request",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+ENVELOPE_EVENTS = Histogram(
+    "footfall_collector_envelope_events",
+    "Events per envelope written to the raw topic (requests of one flush window share envelopes)",
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
 QUEUE_DEPTH = Gauge(
     "footfall_collector_producer_queue_depth", "Records waiting in the producer's queue", multiprocess_mode="livesum"
 )

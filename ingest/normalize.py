@@ -44,6 +44,7 @@ class Edge:
     ip: str | None
     user_agent: str | None
     hash_emails: bool = False  # the source's: see ingest.privacy
+    geo: dict[str, str] | None = None  # where the full client address is (ingest.geo), before any truncation
 
 
 class Normalized(NamedTuple):
@@ -163,6 +164,8 @@ def normalize(item: Any, edge: Edge, inherited: BatchEnvelope = NOTHING_INHERITE
 
     anonymous_id, id_flag = anonymous_id_of(call)
     context = {**inherited.context, **call.context} if inherited.context else call.context
+    if edge.geo:
+        context = {**context, "geo": edge.geo}  # the collector's lookup wins over a client's context.geo
     sent_at = call.sentAt or inherited.sentAt
     timestamp, flags = event_time(call.client_time, sent_at, edge.received_at)
     if id_flag:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import runpy
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -31,13 +30,14 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from pydantic import ValidationError
 
-from ingest.kafka_writer import KafkaWriter, Record
+from ingest.kafka_writer import EnvelopeWindow, Event, KafkaWriter, Record
 from ingest.normalize import NOTHING_INHERITED, Edge, normalize_all
 from ingest.sources import SourceRegistry
 from schemas.bad_rows import BadRow, Problem, read_bad_row
+from schemas.compacted import end_offset
 from schemas.config import FootfallSettings
 from schemas.tracking import BatchEnvelope
 
@@ -89,7 +89,7 @@ def read_dead_letters(settings: FootfallSettings, since: datetime | None, timeou
     )
     try:
         partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        ends = {p: _end_offset(consumer, TopicPartition(topic, p), timeout_s) for p in partitions}
+        ends = {p: end_offset(consumer, TopicPartition(topic, p), timeout_s) for p in partitions}
         if since is None:
             starts = dict.fromkeys(partitions, 0)
         else:
@@ -115,18 +115,6 @@ def read_dead_letters(settings: FootfallSettings, since: datetime | None, timeou
                 remaining.discard(partition)
     finally:
         consumer.close()
-
-
-def _end_offset(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> int:
-    """The partition's end, asked again while it has no leader (a broker restarting, a topic just created)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return int(consumer.get_watermark_offsets(partition, timeout=10)[1])
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
 
 
 def calls_in(fixed: Any) -> tuple[list[Any], BatchEnvelope]:
@@ -228,9 +216,11 @@ def recover(
 
 
 async def _write(settings: FootfallSettings, records: list[Record], chunk: int = 1_000) -> None:
-    writer = KafkaWriter(settings.kafka_bootstrap_servers, ack_timeout_s=60)
+    """The raw records as the collector writes them: in envelopes, each on its device key's partition."""
+    window = EnvelopeWindow(settings.topics.raw.name, settings.collector_flush_seconds, settings.envelope_limits)
+    writer = KafkaWriter(settings.kafka_bootstrap_servers, window, ack_timeout_s=60)
     try:
         for start in range(0, len(records), chunk):
-            await writer.write(records[start : start + chunk])
+            await writer.write(events=[Event(record.key.encode(), record.value) for record in records[start : start + chunk]])
     finally:
         writer.close()

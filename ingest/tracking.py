@@ -22,7 +22,7 @@ from ingest import metrics
 from ingest.body import BodyError, read_json_body
 from ingest.config import CollectorConfig
 from ingest.edge import edge_of
-from ingest.kafka_writer import KafkaUnavailable, KafkaWriter, Record
+from ingest.kafka_writer import Event, KafkaUnavailable, KafkaWriter, Record
 from ingest.limits import Buckets, Limits
 from ingest.normalize import NOTHING_INHERITED, Edge, Normalization, normalize_all, problems_from
 from ingest.pixel import pixel_call
@@ -50,7 +50,6 @@ class TrackingAPI:
         self.limits = Limits(config.source_rate_limit, config.device_rate_limit)
         self.retry_after = {"Retry-After": str(config.collector_retry_after_s)}
         self.body_timeout_s = config.collector_body_timeout_s
-        self.raw_topic = topics.raw.name
         self.dead_letter_topic = topics.dead_letter.name
         self.dropped_pixels_kept = Buckets(DROPPED_PIXELS_KEPT, max_keys=10_000)
         self.writer: KafkaWriter | None = None
@@ -117,7 +116,7 @@ class TrackingAPI:
                 await self.keep_dropped(calls, refusal, edge)
             raise
         dropped = self.drop_erased(outcome, edge)
-        await self.deliver(self.records_of(outcome, edge) + dropped)
+        await self.deliver(self.bad_rows_of(outcome, edge) + dropped, events_of(outcome))
         count_events(outcome)
         return outcome
 
@@ -157,17 +156,16 @@ class TrackingAPI:
         outcome.accepted = kept
         return dropped
 
-    def records_of(self, outcome: Normalization, edge: Edge) -> list[Record]:
-        records = [Record(self.raw_topic, event.device_key, event.value) for event in outcome.accepted]
-        records += [self.bad_row(call, problems, edge, index) for index, call, problems in outcome.rejected]
-        return records
+    def bad_rows_of(self, outcome: Normalization, edge: Edge) -> list[Record]:
+        return [self.bad_row(call, problems, edge, index) for index, call, problems in outcome.rejected]
 
-    async def deliver(self, records: list[Record]) -> None:
+    async def deliver(self, records: list[Record], events: list[Event] | None = None) -> None:
+        """Bad rows as records of their own; accepted events into the flush window's envelopes (ingest.kafka_writer)."""
         if self.writer is None:
             raise Refusal.of(503, "kafka", "the collector is starting; retry", self.retry_after)
         started = time.perf_counter()
         try:
-            await self.writer.write(records)
+            await self.writer.write(records, events or ())
         except KafkaUnavailable as exc:
             log.debug("answering 503: %s", exc)
             raise Refusal.of(503, "kafka", "temporarily unavailable; retry", self.retry_after) from exc
@@ -224,6 +222,10 @@ class TrackingAPI:
             **bounded_payload(text),
         )
         return Record(self.dead_letter_topic, edge.source_id if edge else None, row.encode())
+
+
+def events_of(outcome: Normalization) -> list[Event]:
+    return [Event(event.device_key.encode(), event.value) for event in outcome.accepted]
 
 
 def hashes_emails(source: Source | None) -> bool:

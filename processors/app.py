@@ -38,8 +38,9 @@ from pydantic import ValidationError
 from processors import metrics
 from processors.continuity import OffsetContinuity, StallWatch, resume_offset
 from processors.identity import IdentityResolver, commands_for
+from processors.records import Keyed, read_record
 from processors.sessionizer import DeviceState, SessionizerConfig, assign, close_expired
-from schemas.bad_rows import identity_warning, poison_message
+from schemas.bad_rows import identity_warning, partition_mismatch, poison_message
 from schemas.config import FootfallSettings
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
@@ -103,6 +104,20 @@ def stop_on_failed_delivery(delivery: asyncio.Future) -> None:
     if delivery.cancelled() or delivery.exception() is not None:
         reason = "cancelled" if delivery.cancelled() else type(delivery.exception()).__name__
         stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", reason, cause="send-failed")
+
+
+def device_key_of(event: RawEvent) -> bytes:
+    """The key a raw event's device state lives under (the collector's record key)."""
+    return event.device_key.encode()
+
+
+def distinct_key_of(event: EnrichedEvent) -> bytes:
+    """The key a sessioned event is re-keyed by, to meet its person-of entry."""
+    return event.distinct_id.encode()
+
+
+def command_key_of(command: IdentityCommand) -> bytes:
+    return (command.distinct_id or command.user_id or "").encode()
 
 
 def partition_of(key: bytes, partitions: int) -> int:
@@ -302,6 +317,19 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             metrics.POISON_MESSAGES.labels(schema=model.__name__).inc()
             return None
 
+    async def events_of(handed: faust.types.EventT, model, key_of, partitions: int) -> list[Keyed]:
+        """The events of a record (an envelope or a single event) that this partition may handle; the rest go
+        to the dead-letter topic, each alone with its reason (records.read_record)."""
+        message = handed.message
+        read = read_record(handed.key, handed.value, message.headers, message.partition, partitions,
+                           model.model_validate_json, key_of, model.__name__)
+        for refusal in read.refusals:
+            bad_row = partition_mismatch if refusal.field == "envelope_partition" else poison_message
+            origin = f"{message.topic}[{message.partition}]@{message.offset}"
+            await emit(dead_letter, refusal.key, bad_row("processor", refusal.payload, refusal.field, refusal.reason, origin))
+            metrics.POISON_MESSAGES.labels(schema=model.__name__).inc()
+        return read.events
+
     @app.agent(raw)
     @stop_worker_on_failure
     async def sessionize(stream):
@@ -317,40 +345,39 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             last_event_of: dict[bytes, faust.types.EventT] = {}  # the table writes as (in the partition of) this event
             session_changes: dict[bytes, dict[str, bytes]] = {}  # key → session id (or merge) → latest message
             for event_message in batch:
-                key, value, partition = event_message.key, event_message.value, event_message.message.partition
-                event = await decode_or_dead_letter(RawEvent, key, value)
-                if event is None:
-                    continue
-                watermark = watermarks.observe(partition, event.timestamp)
-                if key not in states:
-                    stored = device_sessions.get(key)
-                    states[key] = DeviceState.from_json(stored) if stored else None
-                state = states[key]
-                result = assign(state, event, watermark, sessionizer)
-                states[key], last_event_of[key] = result.state, event_message
+                partition = event_message.message.partition
+                for keyed in await events_of(event_message, RawEvent, device_key_of, topics.raw.partitions):
+                    key, event = keyed.key, keyed.event
+                    watermark = watermarks.observe(partition, event.timestamp)
+                    if key not in states:
+                        stored = device_sessions.get(key)
+                        states[key] = DeviceState.from_json(stored) if stored else None
+                    state = states[key]
+                    result = assign(state, event, watermark, sessionizer)
+                    states[key], last_event_of[key] = result.state, event_message
 
-                if result.duplicate:
-                    # Counted once already. Re-sent downstream as the first copy was (its event time, its session's
-                    # update): after a crash the state may hold an event whose outputs never left.
-                    metrics.DUPLICATES.inc()
-                elif result.late:
-                    metrics.LATE_EVENTS.inc()
-                out = EnrichedEvent.model_construct(**{**event.__dict__, "timestamp": result.event_time},
-                                               session_id=result.session_id, session_seq=result.session_seq)
-                distinct_key = event.distinct_id.encode()
-                if distinct_key == key:
-                    # Same key, same partition: the person-of table is right here, no re-keying hop needed.
-                    await emit(enriched, key, stamped_json(out, person_of.get(key)))
-                else:
-                    await emit(sessioned, distinct_key, out.model_dump_json().encode())
-                changes = session_changes.setdefault(key, {})
-                for merge in result.merges:
-                    changes[f"merge:{merge.absorbed_session_id}"] = merge.model_dump_json().encode()
-                for update in result.updates:
-                    changes[update.session_id] = update.model_dump_json().encode()
-                # "seen" at every session start (not only a device's first): cheap, and it survives a lost send.
-                for command in commands_for(event, first_sighting=state is None or result.session_seq == 1 or result.duplicate):
-                    await emit(identity_commands, (command.distinct_id or command.user_id or "").encode(), command.model_dump_json().encode())
+                    if result.duplicate:
+                        # Counted once already. Re-sent downstream as the first copy was (its event time, its session's
+                        # update): after a crash the state may hold an event whose outputs never left.
+                        metrics.DUPLICATES.inc()
+                    elif result.late:
+                        metrics.LATE_EVENTS.inc()
+                    out = EnrichedEvent.model_construct(**{**event.__dict__, "timestamp": result.event_time},
+                                                   session_id=result.session_id, session_seq=result.session_seq)
+                    distinct_key = event.distinct_id.encode()
+                    if distinct_key == key:
+                        # Same key, same partition: the person-of table is right here, no re-keying hop needed.
+                        await emit(enriched, key, stamped_json(out, person_of.get(key)))
+                    else:
+                        await emit(sessioned, distinct_key, out.model_dump_json().encode())
+                    changes = session_changes.setdefault(key, {})
+                    for merge in result.merges:
+                        changes[f"merge:{merge.absorbed_session_id}"] = merge.model_dump_json().encode()
+                    for update in result.updates:
+                        changes[update.session_id] = update.model_dump_json().encode()
+                    # "seen" at every session start (not only a device's first): cheap, and it survives a lost send.
+                    for command in commands_for(event, first_sighting=state is None or result.session_seq == 1 or result.duplicate):
+                        await emit(identity_commands, command_key_of(command), command.model_dump_json().encode())
             for key, state in states.items():
                 if state is not None:
                     with handling(last_event_of[key]):
@@ -393,19 +420,16 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         resolver = IdentityResolver(identity_state)
         async for handed in stream.events():
             await verify_contiguous(handed)
-            key, value = handed.key, handed.value
-            command = await decode_or_dead_letter(IdentityCommand, key, value)
-            if command is None:
-                continue
-            resolution = resolver.apply(command)
-            for mapping in resolution.mappings:
-                await emit(identities, mapping.distinct_id.encode(), mapping.model_dump_json().encode())
-            for message in (*resolution.merges, *resolution.persons):
-                person = getattr(message, "into_person", None) or message.person_id
-                await emit(persons, person.encode(), message.model_dump_json().encode())
-            for warning in resolution.warnings:
-                metrics.IDENTITY_WARNINGS.labels(field=warning.field).inc()
-                await emit(dead_letter, key, identity_warning("processor", value, warning))
+            for keyed in await events_of(handed, IdentityCommand, command_key_of, topics.identity_commands.partitions):
+                resolution = resolver.apply(keyed.event)
+                for mapping in resolution.mappings:
+                    await emit(identities, mapping.distinct_id.encode(), mapping.model_dump_json().encode())
+                for message in (*resolution.merges, *resolution.persons):
+                    person = getattr(message, "into_person", None) or message.person_id
+                    await emit(persons, person.encode(), message.model_dump_json().encode())
+                for warning in resolution.warnings:
+                    metrics.IDENTITY_WARNINGS.labels(field=warning.field).inc()
+                    await emit(dead_letter, keyed.key, identity_warning("processor", keyed.payload, warning))
             await hand_over_changelog()
 
     @app.agent(identities)
@@ -430,8 +454,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         """Attach the person known now; queries resolve later merges through the mapping tables."""
         async for handed in stream.events():
             await verify_contiguous(handed)
-            key, value = handed.key, handed.value
-            if (event := await decode_or_dead_letter(EnrichedEvent, key, value)) is not None:
-                await emit(enriched, key, stamped_json(event, person_of.get(key)))
+            for keyed in await events_of(handed, EnrichedEvent, distinct_key_of, topics.sessioned.partitions):
+                await emit(enriched, keyed.key, stamped_json(keyed.event, person_of.get(keyed.key)))
 
     return app

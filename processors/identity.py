@@ -353,7 +353,7 @@ class _Change:
         for key in email_claim_keys(email):
             owner = self.store.get(_EMAIL + key)
             if owner is not None and owner != person_id and not self.record(owner).get("deleted"):
-                self.out.warnings.append(Problem(field="email", reason=f"already claimed by person {owner}; not claimed again"))
+                self.out.warnings.append(Problem(field="email", reason=f"already claimed by person {owner}; not claimed again", rule="merge_refused"))
                 return
             self.store[_EMAIL + key] = person_id
             record.setdefault("emails", [])
@@ -486,7 +486,7 @@ class IdentityResolver:
             if owner is None:
                 change.attach(command.user_id, person)
             elif owner != person:
-                change.out.warnings.append(Problem(field="user_id", reason=f"already belongs to person {owner}; not claimed"))
+                change.out.warnings.append(Problem(field="user_id", reason=f"already belongs to person {owner}; not claimed", rule="merge_refused"))
         if command.email:
             change.claim_email(person, command.email)
 
@@ -498,8 +498,7 @@ class IdentityResolver:
             person_id = record["merged_into"]
             record = change.store.get(_PERSON + person_id)
         if record is None or record.get("deleted"):
-            change.out.warnings.append(Problem(field="person_id", reason=f"{command.person_id!r} is not a live person; nothing to forget"))
-            return
+            return  # deleted already (or never founded): nothing to forget
         assert person_id is not None  # a record was found under it
         change.forget(person_id)
 

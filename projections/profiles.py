@@ -25,6 +25,9 @@ Rules (SCHEMA.md copies them):
   Server-side calls have no web context and say nothing about where the person came from.
 - Last device: the latest event with a user agent; browser and OS are ua-parser's families, the device
   type follows the sessionizer's rule (desktop, mobile, tablet, bot, unknown).
+- Location: `context.geo` (country, region, city: the collector's GeoIP lookup, ingest/geo.py) of the
+  earliest event that has one is the initial location, of the latest the last location; each taken whole
+  from its one event, so a city never pairs with another event's country.
 - Order independence and idempotence: every part of the state keeps a minimum or maximum (by stamp or
   time), so fold is a join: any order of events and any redelivery give the same state.
 - merge(into, absorbed), for two persons that turned out to be one: first_seen is the earlier,
@@ -87,6 +90,8 @@ class ProfileState:
     once: Mapping[str, Mark] = field(default_factory=dict)  # earliest $set_once per key
     touch: Mark | None = None  # earliest event with web context; value: {"referrer"?, "source"?, ...}
     device: Mark | None = None  # latest event with a user agent; value: the user agent
+    first_geo: Mark | None = None  # earliest event with a location; value: {"country"?, "region"?, "city"?}
+    last_geo: Mark | None = None  # latest event with a location
     status: Mark | None = None  # latest status command; value: "active" or "disabled"
     tags: Mapping[str, Mark] = field(default_factory=dict)  # latest add (value True) or remove (REMOVED) per tag
 
@@ -98,6 +103,8 @@ class ProfileState:
             "once": {key: list(m) for key, m in self.once.items()},
             "touch": self.touch and list(self.touch),
             "device": self.device and list(self.device),
+            "first_geo": self.first_geo and list(self.first_geo),
+            "last_geo": self.last_geo and list(self.last_geo),
             "status": self.status and list(self.status),
             "tags": {tag: [m.at, m.message_id] if m.value is REMOVED else list(m) for tag, m in self.tags.items()},
         }
@@ -114,6 +121,8 @@ class ProfileState:
             once={key: Mark(*m) for key, m in state.get("once", {}).items()},
             touch=_mark(state.get("touch")),
             device=_mark(state.get("device")),
+            first_geo=_mark(state.get("first_geo")),
+            last_geo=_mark(state.get("last_geo")),
             status=_mark(state.get("status")),
             tags={tag: Mark(m[0], m[1], m[2] if len(m) == 3 else REMOVED) for tag, m in state.get("tags", {}).items()},
         )
@@ -171,6 +180,8 @@ def _join(state: ProfileState, other: ProfileState) -> ProfileState:
         once=_per_key(state.once, other.once, _earlier),
         touch=_earlier(state.touch, other.touch),
         device=_later(state.device, other.device),
+        first_geo=_earlier(state.first_geo, other.first_geo),
+        last_geo=_later(state.last_geo, other.last_geo),
         status=_later(state.status, other.status),
         tags=_per_key(state.tags, other.tags, _later),
     )
@@ -196,6 +207,18 @@ def _touch_of(event: EnrichedEvent) -> dict[str, str] | None:
     return touch
 
 
+GEO_FIELDS = ("country", "region", "city")
+
+
+def _geo_of(event: EnrichedEvent) -> dict[str, str] | None:
+    """The event's location (context.geo): its non-empty text fields among country, region and city."""
+    geo = event.context.get("geo")
+    if not isinstance(geo, dict):
+        return None
+    found = {key: value for key in GEO_FIELDS if (value := _text(geo.get(key)))}
+    return found or None
+
+
 def _writes(event: EnrichedEvent) -> dict[str, Any]:
     """The property writes of one call, in their order: traits (identify), then $set, then $unset."""
     writes = dict(event.traits) if event.type == "identify" else {}
@@ -210,6 +233,8 @@ def _of_event(event: EnrichedEvent) -> ProfileState:
     at, message_id = epoch_ms(event.timestamp), event.message_id
     touch = _touch_of(event)
     user_agent = _text(event.user_agent)
+    geo = _geo_of(event)
+    geo_mark = None if geo is None else Mark(at, message_id, geo)
     return ProfileState(
         first_seen=at,
         last_seen=at,
@@ -217,6 +242,8 @@ def _of_event(event: EnrichedEvent) -> ProfileState:
         once={key: Mark(at, message_id, value) for key, value in _object(event.properties.get("$set_once")).items()},
         touch=None if touch is None else Mark(at, message_id, touch),
         device=Mark(at, message_id, user_agent) if user_agent else None,
+        first_geo=geo_mark,
+        last_geo=geo_mark,
     )
 
 
@@ -241,6 +268,8 @@ def fold_all(state: ProfileState, events: list[EnrichedEvent]) -> ProfileState:
             once[key] = _earlier(once.get(key), Mark(at, message_id, value))
     touch = next((Mark(at, m, t) for at, m, e in stamped if (t := _touch_of(e)) is not None), None)
     device = next((Mark(at, m, ua) for at, m, e in reversed(stamped) if (ua := _text(e.user_agent))), None)
+    first_geo = next((Mark(at, m, g) for at, m, e in stamped if (g := _geo_of(e)) is not None), None)
+    last_geo = next((Mark(at, m, g) for at, m, e in reversed(stamped) if (g := _geo_of(e)) is not None), None)
     return ProfileState(
         first_seen=_extreme(min, state.first_seen, stamped[0][0]),
         last_seen=_extreme(max, state.last_seen, stamped[-1][0]),
@@ -248,6 +277,8 @@ def fold_all(state: ProfileState, events: list[EnrichedEvent]) -> ProfileState:
         once=once,
         touch=_earlier(state.touch, touch),
         device=_later(state.device, device),
+        first_geo=_earlier(state.first_geo, first_geo),
+        last_geo=_later(state.last_geo, last_geo),
         status=state.status,
         tags=state.tags,
     )
@@ -345,6 +376,12 @@ PERSONS = TableSpec(
         ("last_browser", "LowCardinality(String)"),
         ("last_os", "LowCardinality(String)"),
         ("last_device_type", "LowCardinality(String)"),
+        ("initial_country", "LowCardinality(String)"),
+        ("initial_region", "String"),
+        ("initial_city", "String"),
+        ("last_country", "LowCardinality(String)"),
+        ("last_region", "String"),
+        ("last_city", "String"),
         ("session_count", "UInt32"),
         ("event_count", "UInt64"),
         ("status", "LowCardinality(String)"),
@@ -388,6 +425,8 @@ def person_row(
     is_free = domain in FREE_EMAIL_DOMAINS
     touch = state.touch.value if state.touch else {}
     device = describe_user_agent(state.device.value if state.device else None)
+    first_geo = state.first_geo.value if state.first_geo else {}
+    last_geo = state.last_geo.value if state.last_geo else {}
     return [
         person_id,
         identity.visitor_number if identity else 0,
@@ -410,6 +449,8 @@ def person_row(
         device.browser or "",
         device.os or "",
         device.device_type,
+        *(first_geo.get(key, "") for key in GEO_FIELDS),
+        *(last_geo.get(key, "") for key in GEO_FIELDS),
         session_count,
         event_count,
         status,

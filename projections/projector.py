@@ -14,6 +14,9 @@ Batches are bounded by rows and seconds. Offsets are committed only once ClickHo
 batch, so a crash replays it; every table's replacing key (or uniqExact state) makes the replay collapse
 into the rows already there: exactly once in effect. A batch ClickHouse refuses is retried with backoff
 while nothing more is consumed: nothing is dropped and memory stays bounded by one batch.
+
+A record may be an envelope of many events (schemas.envelope) or a single event (every record before
+envelopes): each event is decoded on its own, so one unreadable event goes to the dead-letter topic alone.
 """
 
 from __future__ import annotations
@@ -36,13 +39,18 @@ from projections import metrics, rows
 from projections.directory import Directory
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profiles import person_properties_record
+from projections.property_rules import screen, violation_bad_row
 from projections.removals import remove_person_rows
 from projections.rows import Overrides, TableSpec, epoch_ms
 from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
+from schemas.compacted import CompactedFollower, end_offset
 from schemas.config import FootfallSettings
+from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
+from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
+from schemas.topics import Topics
 from schemas.user_commands import UserCommand
 
 log = logging.getLogger(__name__)
@@ -58,13 +66,20 @@ class Batch:
     persons: PersonChanges = field(default_factory=PersonChanges)
     removals: list[UserCommand] = field(default_factory=list)  # deletes and erasures, applied after the inserts
     started: float = field(default_factory=time.monotonic)
-    size: int = 0
+    size: int = 0  # events (the batch's bound is on rows)
+    records: int = 0
 
-    def track(self, message: Message) -> None:
+    def track(self, message: Message, events: int) -> None:
         position = (message.topic(), message.partition())
         self.first_offsets.setdefault(position, message.offset())
         self.next_offsets[position] = message.offset() + 1
-        self.size += 1
+        self.size += events
+        self.records += 1
+
+    def records_wanted(self, max_rows: int, at_most: int = 5_000) -> int:
+        """How many more records to ask for: the rows still wanted, over the events per record seen so far."""
+        per_record = max(1, self.size // self.records) if self.records else 1
+        return max(1, min(max_rows - self.size, at_most) // per_record)
 
     def dedup_token(self, table: str) -> str:
         """Same offsets, same token: ClickHouse drops an identical retried insert."""
@@ -72,30 +87,23 @@ class Batch:
         return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
 
-def _end_offset(consumer: Consumer, partition: TopicPartition, timeout_s: float) -> int:
-    """The partition's end, asked again while it has no leader yet (a topic just created, a broker restarting)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return consumer.get_watermark_offsets(partition, timeout=10)[1]
-        except KafkaException:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.5)
-
-
 def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> list[UserCommand]:
     """Every command on the user-commands topic up to its end now (none when the topic does not exist yet)."""
     topic = settings.topics.user_commands.name
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"{settings.topic_prefix}-directory",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"{settings.topic_prefix}-directory",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
         if metadata is None or metadata.error is not None:
             return []
         ends = {}
         for partition in metadata.partitions:
-            end = _end_offset(consumer, TopicPartition(topic, partition), timeout_s)
+            end = end_offset(consumer, TopicPartition(topic, partition))
             if end > 0:
                 ends[partition] = end
         consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])
@@ -116,13 +124,19 @@ def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> lis
         consumer.close()
 
 
-class Projector:
-    def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None):
-        self.settings = settings
-        self.client = client
-        self.database = settings.database
-        topics = settings.topics
-        self.handlers: dict[str, Callable[[Batch, Message], None]] = {
+class RecordDecoder:
+    """Records into a batch's rows, one small step per topic (no I/O: what it needs is handed in). Every event of an
+    envelope is decoded on its own, so where the events were split into records changes nothing but their offsets."""
+
+    def __init__(
+        self, topics: Topics, session_overrides: Overrides, person_overrides: Overrides, directory: Directory, replaying: bool = False
+    ):
+        self.session_overrides = session_overrides
+        self.person_overrides = person_overrides
+        self.directory = directory
+        self.replaying = replaying
+        self.rules: dict[str, PropertyDefinition] = dict(BUILT_IN)  # the property definitions in force
+        self.handlers: dict[str, Callable[[Batch, bytes, Message], None]] = {
             topics.enriched.name: self._on_event,
             topics.sessions.name: self._on_session_message,
             topics.identities.name: self._on_mapping,
@@ -130,10 +144,110 @@ class Projector:
             topics.dead_letter.name: self._on_bad_row,
             topics.user_commands.name: self._on_user_command,
         }
+
+    def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
+        event = EnrichedEvent.model_validate_json(value)
+        received = epoch_ms(event.received_at)
+        person = self.person_overrides.live.get(event.person_id or "", event.person_id)
+        if self.directory.drops((event.distinct_id, event.anonymous_id, event.user_id), received, person):
+            return  # deleted or erased through the management API
+        if self.directory.status_at(person, received) == "disabled":
+            event = event.model_copy(update={"flags": [*event.flags, "user_disabled"]})
+        batch.rows[rows.EVENTS.name].append(rows.event_row(event, message.partition(), message.offset()))
+        # The event is kept as it came; its profile writes that break a property definition are not.
+        screened, violations = screen(event, self.rules)
+        batch.persons.events.append(screened)
+        if not self.replaying:
+            batch.bad_rows += [violation_bad_row(event, violation, origin_of(message)) for violation in violations]
+
+    def _on_session_message(self, batch: Batch, value: bytes, message: Message) -> None:
+        update = session_message.validate_json(value)
+        if isinstance(update, SessionUpdate) and self.directory.drops((update.device_key, update.distinct_id), epoch_ms(update.start)):
+            return
+        if isinstance(update, SessionUpdate):
+            batch.rows[rows.SESSIONS.name].append(rows.session_row(update))
+            # Recount the person's sessions on every update, "ended" included: it may be the first update of a
+            # session to arrive (one whose earlier updates a killed worker re-sent later, or never).
+            batch.persons.session_keys.add(update.device_key)
+        elif isinstance(update, SessionMerge):
+            for absorbed, survivor in self.session_overrides.merge(update.absorbed_session_id, update.survivor_session_id):
+                batch.rows[rows.SESSION_OVERRIDES.name].append(rows.session_override_row(absorbed, survivor, update.version))
+
+    def _on_mapping(self, batch: Batch, value: bytes, message: Message) -> None:
+        mapping = DistinctIdMapping.model_validate_json(value)
+        if self.directory.erased(mapping.distinct_id):
+            return  # an erased id is kept nowhere, not even as a deleted mapping
+        batch.rows[rows.PERSON_DISTINCT_IDS.name].append(rows.mapping_row(mapping))
+        batch.persons.distinct_ids.add(mapping.distinct_id)
+
+    def _on_person_message(self, batch: Batch, value: bytes, message: Message) -> None:
+        person = person_message.validate_json(value)
+        if isinstance(person, PersonMerge) and (
+            self.directory.is_deleted(person.into_person) or self.directory.is_deleted(person.from_person)
+        ):
+            return
+        if isinstance(person, PersonMerge):
+            for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
+                batch.rows[rows.PERSON_OVERRIDES.name].append(
+                    rows.person_override_row(absorbed, survivor, person.timestamp, person.version)
+                )
+            batch.persons.merges.append(person)
+        elif isinstance(person, PersonIdentity):
+            batch.persons.identities.append(person)
+
+    def _on_bad_row(self, batch: Batch, value: bytes, message: Message) -> None:
+        """Never sent back to the dead-letter topic it came from: an unreadable one is recorded as it is."""
+        try:
+            row = read_bad_row(value or b"")
+        except ValueError as exc:  # pydantic's ValidationError is one
+            problem = Problem(field="message", reason=f"not a bad row: {exc}"[:500], rule="unreadable_message")
+            row = stream_bad_row("poison_message", "projector", value, problem, origin_of(message))
+        batch.rows[rows.BAD_ROWS.name].append(rows.bad_row_row(row, message.partition(), message.offset()))
+
+    def _on_user_command(self, batch: Batch, value: bytes, message: Message) -> None:
+        command = UserCommand.model_validate_json(value)
+        self.directory.apply(command)
+        batch.rows[rows.USER_COMMANDS.name].append(rows.user_command_row(command, time.time_ns() // 1_000_000))
+        if command.kind in ("delete", "erase"):
+            batch.removals.append(command)
+        else:
+            batch.persons.commands.append(command)
+        if command.kind == "erase":
+            batch.rows[rows.ERASURES.name].append(rows.erasure_row(command))
+
+    def add(self, batch: Batch, message: Message) -> None:
+        """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
+        topic = message.topic()
+        try:
+            events = unpack(message.value(), message.headers())
+        except EnvelopeError as exc:
+            batch.track(message, 1)
+            reason = f"unreadable envelope on {topic}: {exc.reason}"
+            batch.bad_rows.append(poison_message("projector", message.value(), exc.rule, reason, origin_of(message)))
+            return
+        batch.track(message, len(events))
+        handler = self.handlers[topic]
+        for value in events:
+            try:
+                handler(batch, value, message)
+            except (ValidationError, ValueError) as exc:
+                batch.bad_rows.append(poison_message("projector", value, "message", f"unreadable on {topic}: {exc}", origin_of(message)))
+
+
+class Projector:
+    def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None, replaying: bool = False):
+        """`replaying`: a rebuild (projections/replay.py); the live projector already kept the bad rows it finds."""
+        self.settings = settings
+        self.replaying = replaying
+        self.client = client
+        self.database = settings.database
+        topics = settings.topics
         self.stopping = threading.Event()
         self.committed: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset, once in ClickHouse
         self.batch = Batch()
         self.refusals = 0  # times ClickHouse refused a write (each one retried)
+        self.assigned = threading.Event()  # the group has given this projector its share of the partitions
+        self.refused_now = False  # a write is being retried because ClickHouse refused it
         self.persons = PersonsProjection(client, settings.database)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
@@ -150,90 +264,33 @@ class Projector:
                 "session.timeout.ms": int(settings.consumer_session_timeout_seconds * 1000),
             }
         )
-        self.producer = Producer(
-            {"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True}
+        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True})
+        # Property definitions: the whole compacted topic, followed by every projector (no group).
+        self.definitions = CompactedFollower(
+            settings.kafka_bootstrap_servers, topics.property_definitions.name, PropertyDefinition.model_validate_json
         )
         self.directory = Directory().apply_all(read_user_commands(settings))
+        self.decoder = RecordDecoder(topics, self.session_overrides, self.person_overrides, self.directory, replaying)
+        self.handlers = self.decoder.handlers  # the topics it reads
 
     def _load_overrides(self, table: str, absorbed: str, survivor: str) -> dict[str, str]:
         result = self.client.query(f"SELECT {absorbed}, {survivor} FROM {self.database}.{table} FINAL")
         return dict(result.result_rows)
 
-    # -- decoding: one small step per topic ---------------------------------------------------------------
-
-    def _on_event(self, batch: Batch, message: Message) -> None:
-        event = EnrichedEvent.model_validate_json(message.value())
-        received = epoch_ms(event.received_at)
-        person = self.person_overrides.live.get(event.person_id or "", event.person_id)
-        if self.directory.drops((event.distinct_id, event.anonymous_id, event.user_id), received, person):
-            return  # deleted or erased through the management API
-        if self.directory.status_at(person, received) == "disabled":
-            event = event.model_copy(update={"flags": [*event.flags, "user_disabled"]})
-        batch.rows[rows.EVENTS.name].append(rows.event_row(event, message.partition(), message.offset()))
-        batch.persons.events.append(event)
-
-    def _on_session_message(self, batch: Batch, message: Message) -> None:
-        update = session_message.validate_json(message.value())
-        if isinstance(update, SessionUpdate) and self.directory.drops((update.device_key, update.distinct_id), epoch_ms(update.start)):
-            return
-        if isinstance(update, SessionUpdate):
-            batch.rows[rows.SESSIONS.name].append(rows.session_row(update))
-            # Recount the person's sessions on every update, "ended" included: it may be the first update of a
-            # session to arrive (one whose earlier updates a killed worker re-sent later, or never).
-            batch.persons.session_keys.add(update.device_key)
-        elif isinstance(update, SessionMerge):
-            for absorbed, survivor in self.session_overrides.merge(update.absorbed_session_id, update.survivor_session_id):
-                batch.rows[rows.SESSION_OVERRIDES.name].append(rows.session_override_row(absorbed, survivor, update.version))
-
-    def _on_mapping(self, batch: Batch, message: Message) -> None:
-        mapping = DistinctIdMapping.model_validate_json(message.value())
-        if self.directory.erased(mapping.distinct_id):
-            return  # an erased id is kept nowhere, not even as a deleted mapping
-        batch.rows[rows.PERSON_DISTINCT_IDS.name].append(rows.mapping_row(mapping))
-        batch.persons.distinct_ids.add(mapping.distinct_id)
-
-    def _on_person_message(self, batch: Batch, message: Message) -> None:
-        person = person_message.validate_json(message.value())
-        if isinstance(person, PersonMerge) and (self.directory.is_deleted(person.into_person) or self.directory.is_deleted(person.from_person)):
-            return
-        if isinstance(person, PersonMerge):
-            for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
-                batch.rows[rows.PERSON_OVERRIDES.name].append(rows.person_override_row(absorbed, survivor, person.timestamp, person.version))
-            batch.persons.merges.append(person)
-        elif isinstance(person, PersonIdentity):
-            batch.persons.identities.append(person)
-
-    def _on_bad_row(self, batch: Batch, message: Message) -> None:
-        """Never sent back to the dead-letter topic it came from: an unreadable one is recorded as it is."""
-        try:
-            row = read_bad_row(message.value() or b"")
-        except ValueError as exc:  # pydantic's ValidationError is one
-            problem = Problem(field="message", reason=f"not a bad row: {exc}"[:500], rule="unreadable_message")
-            row = stream_bad_row("poison_message", "projector", message.value(), problem, origin_of(message))
-        batch.rows[rows.BAD_ROWS.name].append(rows.bad_row_row(row, message.partition(), message.offset()))
-
-    def _on_user_command(self, batch: Batch, message: Message) -> None:
-        command = UserCommand.model_validate_json(message.value())
-        self.directory.apply(command)
-        batch.rows[rows.USER_COMMANDS.name].append(rows.user_command_row(command, time.time_ns() // 1_000_000))
-        if command.kind in ("delete", "erase"):
-            batch.removals.append(command)
-        else:
-            batch.persons.commands.append(command)
-        if command.kind == "erase":
-            batch.rows[rows.ERASURES.name].append(rows.erasure_row(command))
-
-    def add(self, batch: Batch, message: Message) -> None:
-        batch.track(message)
-        try:
-            self.handlers[message.topic()](batch, message)
-        except (ValidationError, ValueError) as exc:
-            batch.bad_rows.append(poison_message("projector", message.value(), "message", f"unreadable on {message.topic()}: {exc}", origin_of(message)))
-
     # -- the loop -----------------------------------------------------------------------------------------
 
+    def follow_definitions(self, catch_up: bool = False) -> None:
+        """The property definitions in force: all of them before the first batch, then what changed."""
+        try:
+            changed = self.definitions.catch_up() if catch_up else self.definitions.poll()
+        except LookupError:  # no definitions topic yet: the built-ins only
+            return
+        if catch_up or changed:
+            self.decoder.rules = effective(self.definitions.values.values())
+
     def run(self) -> None:
-        self.consumer.subscribe(list(self.handlers), on_revoke=self._on_revoke)
+        self.follow_definitions(catch_up=True)
+        self.consumer.subscribe(list(self.handlers), on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self.stopping.is_set():
                 self.fill(self.batch)
@@ -241,6 +298,7 @@ class Projector:
             self.flush()
         finally:
             self.consumer.close()
+            self.definitions.close()
             self.producer.flush(10)
 
     def stop(self) -> None:
@@ -249,29 +307,43 @@ class Projector:
     def flush(self) -> None:
         """Write the batch in progress, then commit its offsets."""
         batch, self.batch = self.batch, Batch()
-        if batch.size:
+        if batch.records:
             self.write(batch)
             self.commit(batch)
             metrics.BATCH_MESSAGES.observe(batch.size)
 
+    def _on_assign(self, _consumer, _partitions) -> None:
+        self.assigned.set()
+
     def _on_revoke(self, _consumer, _partitions) -> None:
+        self.assigned.clear()
         # Finish what was read from the partitions leaving us, so the next owner starts after it.
         self.flush()
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """What an operator watches (GET /readyz on the read API): can an event move through this projector now?"""
+        ready = self.assigned.is_set() and not self.refused_now and not self.stopping.is_set()
+        return ready, {
+            "consumer_group": "assigned" if self.assigned.is_set() else "joining",
+            "clickhouse": "refusing writes" if self.refused_now else "accepting",
+            "projector": "stopping" if self.stopping.is_set() else "running",
+        }
 
     def fill(self, batch: Batch) -> None:
         """Consume into the batch until it holds enough rows or is old enough."""
         deadline = batch.started + self.settings.batch_max_seconds
+        self.follow_definitions()
         while not self.stopping.is_set() and batch is self.batch and batch.size < self.settings.batch_max_rows:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            wanted = min(self.settings.batch_max_rows - batch.size, 5_000)
+            wanted = batch.records_wanted(self.settings.batch_max_rows)
             for message in self.consumer.consume(wanted, timeout=min(remaining, 0.2)):
                 if message.error():
                     if message.error().code() != KafkaError._PARTITION_EOF:
                         log.warning("consumer: %s", message.error().str())
                     continue
-                self.add(self.batch, message)
+                self.decoder.add(self.batch, message)
 
     def write(self, batch: Batch) -> None:
         """Insert every table's rows; retry until ClickHouse accepts (backpressure, no drops)."""
@@ -289,7 +361,9 @@ class Projector:
             self._insert(PERSONS, person_rows, batch.dedup_token(PERSONS.name))
             self.publish_person_properties(person_rows)
         for command in batch.removals:
-            self._retrying(lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}")
+            self._retrying(
+                lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}"
+            )
         self.publish_removed_persons(batch.removals)
         # The command log last: a command found there is readable (what ?wait=true waits for).
         for table in (rows.ERASURES, rows.USER_COMMANDS):
@@ -337,11 +411,14 @@ class Projector:
         delay = 0.5
         while True:
             try:
-                return work()
+                result = work()
+                self.refused_now = False
+                return result
             except ClickHouseError as exc:
                 if self.stopping.is_set():
                     raise
                 self.refusals += 1
+                self.refused_now = True
                 metrics.REFUSED_WRITES.inc()
                 log.warning("ClickHouse refused %s (%s); retrying in %.1fs", what, exc, delay)
                 self.stopping.wait(delay)  # librdkafka keeps the group membership alive meanwhile

@@ -7,6 +7,7 @@ for everyone else. Every request needs the admin secret (never the public write 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -49,7 +50,9 @@ def run_query(client: Client, sql: str, readonly: bool = True, parameters: dict[
     }
 
 
-def create_read_app(client: Client, admin_key: str) -> Starlette:
+def create_read_app(client: Client, admin_key: str, readiness: Callable[[], tuple[bool, dict[str, str]]] | None = None) -> Starlette:
+    """The read API; with `readiness` (the projector's), GET /readyz says whether an event can move through it."""
+
     def authorized(request: Request) -> bool:
         supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         return hmac.compare_digest(supplied.encode(), admin_key.encode())
@@ -63,7 +66,9 @@ def create_read_app(client: Client, admin_key: str) -> Starlette:
             if not isinstance(query, str) or not isinstance(parameters, dict):
                 raise TypeError
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            return Response(dumps({"error": "body must be {\"query\": \"SELECT ...\", \"parameters\": {...}}"}), 400, media_type="application/json")
+            return Response(
+                dumps({"error": 'body must be {"query": "SELECT ...", "parameters": {...}}'}), 400, media_type="application/json"
+            )
         try:
             result = await run_in_threadpool(run_query, client, query, True, parameters)
         except ClickHouseError as exc:
@@ -73,8 +78,13 @@ def create_read_app(client: Client, admin_key: str) -> Starlette:
     async def healthz(_request: Request) -> Response:
         return Response(b'{"status":"alive"}', media_type="application/json")
 
+    async def readyz(_request: Request) -> Response:
+        ready, checks = readiness() if readiness else (True, {})
+        return Response(dumps({"ready": ready, **checks}), 200 if ready else 503, media_type="application/json")
+
     async def prometheus(_request: Request) -> Response:
         """The projector's metrics (projections/metrics.py); like the collector's, no key needed."""
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[Route("/sql", sql, methods=["POST"]), Route("/healthz", healthz), Route("/metrics", prometheus)])
+    routes = [Route("/sql", sql, methods=["POST"]), Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus)]
+    return Starlette(routes=routes)

@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.envelope import DEFAULT_MAX_BYTES, DEFAULT_MAX_EVENTS, EnvelopeLimits
 from schemas.topics import Topics
 
 
@@ -28,9 +29,7 @@ class FootfallSettings(BaseSettings):
 
     # ClickHouse: a server URL (http://user:pass@host:8123) or a chdb:///abs/path DSN; unset means the
     # embedded engine in <data_dir>/clickhouse.
-    clickhouse_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("CLICKHOUSE_URL", "FOOTFALL_CLICKHOUSE_URL")
-    )
+    clickhouse_url: str | None = Field(default=None, validation_alias=AliasChoices("CLICKHOUSE_URL", "FOOTFALL_CLICKHOUSE_URL"))
     data_dir: Path = Path(".footfall")
     database: str = "footfall"
     # A ClickHouse cluster name (remote_servers): migrations then run ON CLUSTER with Replicated engines, and
@@ -41,6 +40,13 @@ class FootfallSettings(BaseSettings):
     collector_host: str = "127.0.0.1"
     collector_port: int = 8080
     collector_workers: int = Field(default=1, ge=1, le=64)
+    # Accepted events wait this long for others bound for the same raw partition, then go as one envelope
+    # (schemas.envelope); what it adds to a request's answer is in BENCHMARKS.md. 0: only the requests being
+    # handled at the same moment share.
+    collector_flush_seconds: float = Field(default=0.005, ge=0, le=1)
+    # An envelope's limits, whichever comes first (below Kafka's default 1 MiB record size with room to spare).
+    envelope_max_events: int = Field(default=DEFAULT_MAX_EVENTS, ge=1, le=100_000)
+    envelope_max_bytes: int = Field(default=DEFAULT_MAX_BYTES, ge=1024, le=DEFAULT_MAX_BYTES)
 
     # Projector / read API (owns the embedded ClickHouse in `footfall run`)
     read_api_host: str = "127.0.0.1"
@@ -70,12 +76,20 @@ class FootfallSettings(BaseSettings):
     processor_stall_seconds: float = Field(default=60.0, ge=5)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
 
+    # Front-end assets installed from npm by `make web` (web/package.json): the console's CSS and scripts, and
+    # analytics-next's standalone bundle that the collector serves to sites.
+    web_assets_dir: Path = Path(__file__).resolve().parents[1] / "web" / "node_modules"
+
     # Python's cyclic garbage collector runs after this many net allocations (CPython's default: 700).
     gc_threshold: int = Field(default=50_000, ge=700)
 
     @property
     def topics(self) -> Topics:
         return Topics(prefix=self.topic_prefix, partitions=self.partitions)
+
+    @property
+    def envelope_limits(self) -> EnvelopeLimits:
+        return EnvelopeLimits(max_events=self.envelope_max_events, max_bytes=self.envelope_max_bytes)
 
     @property
     def clickhouse_dsn(self) -> str:

@@ -80,6 +80,11 @@ class Topics:
         return self._spec("dead-letter", "source id", "schemas.bad_rows.BadRow")
 
     @property
+    def property_definitions(self) -> TopicSpec:
+        """Custom property definitions, versioned (schemas/properties.py); compacted to the latest per name."""
+        return self._spec("property-definitions", "property name", "schemas.properties.PropertyDefinition", partitions=1, compacted=True)
+
+    @property
     def configs(self) -> TopicSpec:
         """Every version of every dynamic config (management API → collectors, API); one partition, kept
         forever: the history. Readers replay it from the start and keep the highest version per key."""
@@ -115,4 +120,5 @@ class Topics:
             self.person_properties,
             self.user_commands,
             self.erasures,
+            self.property_definitions,
         ]

@@ -6,10 +6,16 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from projections.clickhouse import connect, migrate
 from schemas.config import FootfallSettings
 from tests.infra import LocalBroker, clickhouse, kafka_broker
+
+# Property tests check properties, not speed: on a shared 2-core machine, generation and run times are noise.
+hypothesis_settings.register_profile("shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("shared-machine")
 
 
 @pytest.fixture(scope="session")

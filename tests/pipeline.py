@@ -83,11 +83,11 @@ def tail(path: Path, lines: int = 40) -> str:
 
 
 @contextlib.contextmanager
-def collector(settings: FootfallSettings, log_dir: Path, workers: int = 1) -> Iterator[str]:
+def collector(settings: FootfallSettings, log_dir: Path, workers: int = 1, **env: str) -> Iterator[str]:
     """A `footfall collector` process; yields its base URL once /readyz says Kafka is reachable."""
     settings = settings.model_copy(update={"collector_port": free_port()})
     url = f"http://127.0.0.1:{settings.collector_port}"
-    extra = {"FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=test-source", "FOOTFALL_COLLECTOR_WORKERS": str(workers)}
+    extra = {"FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=test-source", "FOOTFALL_COLLECTOR_WORKERS": str(workers), **env}
     with footfall_process("collector", settings, log_dir, **extra) as proc:
 
         def ready() -> bool:

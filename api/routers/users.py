@@ -16,7 +16,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from api.bodies import StrictJSONRoute
 from api.commands import Record
+from api.definitions import check_unique
 from api.errors import ApiError, FieldError, JSONAnswer
 from api.jobs import BulkEdit, Jobs
 from api.people import People
@@ -37,9 +39,9 @@ from api.user_query import Kind, ListQuery, clickhouse_time, decode_cursor, enco
 from schemas.identity import PERSON_NAMESPACE
 from schemas.user_commands import IDENTIFIERS, command_id_for
 
-router = APIRouter(tags=["users"])
-jobs_router = APIRouter(tags=["jobs"])
-commands_router = APIRouter(tags=["commands"])
+router = APIRouter(tags=["users"], route_class=StrictJSONRoute)
+jobs_router = APIRouter(tags=["jobs"], route_class=StrictJSONRoute)
+commands_router = APIRouter(tags=["commands"], route_class=StrictJSONRoute)
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255, description="a retried write with the same key is a no-op")]
 Wait = Annotated[bool, Query(description="answer once the change is readable (bounded by the server's wait timeout)")]
@@ -87,14 +89,15 @@ async def _applied(request: Request, command_id: str) -> bool:
     return bool(rows)
 
 
-async def _wait_for(probe, timeout_s: float) -> bool:
+async def _wait_for(probe, timeout_s: float) -> Any:
+    """The probe's first truthy answer, or None once the timeout passed."""
     deadline = time.monotonic() + timeout_s
     delay = 0.05
     while True:
-        if await probe():
-            return True
+        if found := await probe():
+            return found
         if time.monotonic() >= deadline:
-            return False
+            return None
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.5)
 
@@ -119,14 +122,14 @@ async def _check_free(people: People, identifiers: dict[str, Any], person_id: st
         raise ApiError(409, errors)
 
 
-def _validate_custom(request: Request, properties: dict[str, Any], *, partial: bool) -> None:
-    """The property definitions' rules (types and constraints), when a validator is installed."""
+def _validate_custom(request: Request, properties: dict[str, Any], *, partial: bool, unset: list[str] | None = None) -> None:
+    """The property definitions' rules (types and constraints: api/definitions.py), when a validator is installed."""
     validator = getattr(_state(request), "property_validator", None)
     if validator is None:
         return
-    errors = validator(properties, partial=partial)
+    errors = validator(properties, partial=partial, unset=unset or ())
     if errors:
-        raise ApiError(422, [FieldError(e.field, e.rule, e.message) for e in errors])
+        raise ApiError(422, list(errors))
 
 
 # -- create -----------------------------------------------------------------------------------------------
@@ -142,6 +145,7 @@ async def create_user(request: Request, body: UserCreate, wait: Wait = False, id
     _validate_custom(request, properties, partial=False)
     people = _people(request)
     await _check_free(people, properties)
+    await check_unique(_state(request).definitions, _state(request).reader, properties, skip=IDENTIFIERS)
     person_id = str(uuid.uuid5(PERSON_NAMESPACE, f"command:{command_id}"))
     at = datetime.now(UTC)
     await _send(request, create_records(_state(request).settings.topics, properties, body, person_id, command_id, at))
@@ -149,16 +153,24 @@ async def create_user(request: Request, body: UserCreate, wait: Wait = False, id
     if wait:
         primary = primary_distinct_id(properties)
         readable = await _wait_for(
-            lambda: _both(_applied(request, command_id), _mapped(people, primary, person_id)), _state(request).config.wait_timeout_s
+            lambda: _created_profile(request, command_id, people, primary, person_id), _state(request).config.wait_timeout_s
         )
         if readable:
-            answer.update(readable=True, user=await people.profile(person_id))
+            answer.update(readable=True, user=readable)
             return _answer(request, command_id, raw, idempotency_key, 201, answer)
     return _answer(request, command_id, raw, idempotency_key, 202, answer)
 
 
-async def _both(first, second) -> bool:
-    return await first and await second
+async def _created_profile(
+    request: Request, command_id: str, people: People, distinct_id: str, person_id: str
+) -> dict[str, Any] | None:
+    """The new user's profile once it is whole: the projector applied the command, the distinct id maps to the
+    new person, and the identity facts (visitor number, identified) arrived. The mapping and the facts come on
+    separate topics, so either may land first; each is asked only after the one before it held."""
+    if not (await _applied(request, command_id) and await _mapped(people, distinct_id, person_id)):
+        return None
+    profile = await people.profile(person_id)
+    return profile if profile and profile.get("visitor_number") else None
 
 
 async def _mapped(people: People, distinct_id: str, person_id: str) -> bool:
@@ -213,10 +225,11 @@ async def update_user(request: Request, ref: str, body: UserPatch, wait: Wait = 
     if replay is not None:
         return replay
     body = validate_patch(body)
-    _validate_custom(request, body.set, partial=True)
+    _validate_custom(request, body.set, partial=True, unset=body.unset)
     people = _people(request)
     person_id = await people.require(parse_ref(ref), ref)
     await _check_free(people, body.set, person_id)
+    await check_unique(_state(request).definitions, _state(request).reader, body.set, person_id, skip=IDENTIFIERS)
     distinct_ids = await people.distinct_ids(person_id)
     known_id = distinct_ids[0] if distinct_ids else None
     records = update_records(_state(request).settings.topics, body, person_id, known_id, command_id, datetime.now(UTC))
@@ -328,13 +341,25 @@ async def user_event_counts(
 # -- bulk edits -------------------------------------------------------------------------------------------
 
 
+class BulkFilter(BaseModel):
+    """The users GET /api/v1/users would list with these parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    q: Annotated[str, Field(max_length=256)] | None = None
+    status: Literal["active", "disabled"] | None = None
+    tag: Annotated[str, Field(max_length=64)] | None = None
+    kind: Kind | None = None
+    properties: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict)
+
+
 class BulkRequest(BaseModel):
     """Which users (refs, or a filter as GET /users takes it) and what to do to each of them."""
 
     model_config = ConfigDict(extra="forbid")
 
     refs: list[Annotated[str, Field(max_length=1024)]] | None = Field(default=None, max_length=10_000)
-    filter: dict[str, Any] | None = Field(default=None, description="q, status, tag, kind, properties: as GET /users")
+    filter: BulkFilter | None = None
     action: Literal["update", "delete"] = "update"
     update: UserPatch | None = None
 
@@ -357,13 +382,7 @@ async def bulk_edit(request: Request, body: BulkRequest, idempotency_key: Idempo
             raise ApiError(422, [FieldError(f"update.set.{name}", "unique", f"{name} identifies one user; it cannot be set in bulk") for name in errors])
     query = None
     if body.filter is not None:
-        allowed = {"q", "status", "tag", "kind", "properties"}
-        if unknown := set(body.filter) - allowed:
-            raise ApiError(422, [FieldError(f"filter.{name}", "unknown", f"filter by {', '.join(sorted(allowed))}") for name in sorted(unknown)])
-        try:
-            query = ListQuery(**body.filter, limit=1000).check()
-        except TypeError as exc:
-            raise ApiError.of(422, "filter", "invalid", str(exc)) from None
+        query = ListQuery(**body.filter.model_dump(), sort="visitor_number", limit=1000).check()
     for ref in body.refs or []:
         parse_ref(ref)
     jobs: Jobs = _state(request).jobs

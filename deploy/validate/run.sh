@@ -35,7 +35,8 @@ render_and_validate "fixed replicas, no api" --set collector.autoscaling.enabled
   --set processor.autoscaling.enabled=false --set projector.autoscaling.enabled=false --set api.enabled=false
 
 step "helm template refuses maxReplicaCount above the partition count"
-if out="$("$bin/helm" template footfall "$chart" -f "$chart/ci/test-values.yaml" --set kafka.partitions=4 2>&1)"; then
+if out="$("$bin/helm" template footfall "$chart" -f "$chart/ci/test-values.yaml" --kube-version "$kubernetes_version" \
+    --set kafka.partitions=4 2>&1)"; then
   echo "expected a failure: processor.autoscaling.maxReplicaCount 12 > kafka.partitions 4" >&2; exit 1
 fi
 grep -q "must not exceed kafka.partitions" <<<"$out" || { echo "$out" >&2; exit 1; }

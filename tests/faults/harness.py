@@ -299,8 +299,11 @@ class Snapshot:
 
 
 def topic_records(settings: FootfallSettings, topic: str, timeout_s: float = 60) -> list[tuple[int, int, int, bytes]]:
-    """(partition, offset, append time in ms, value) of every message on `topic`, for diagnostics."""
-    return [(r.partition(), r.offset(), r.timestamp()[1], r.value()) for r in read_topic(settings, topic, timeout_s)]
+    """(partition, offset, append time in ms, value) of every event on `topic` (envelopes unpacked), for diagnostics."""
+    from schemas.envelope import unpack
+
+    records = read_topic(settings, topic, timeout_s)
+    return [(r.partition(), r.offset(), r.timestamp()[1], value) for r in records for value in unpack(r.value(), r.headers())]
 
 
 def missing_ranges(pipeline: Pipeline, ids: set[str]) -> dict[str, Any]:

@@ -94,8 +94,8 @@ def test_delete_and_erase_hold_through_replay(kafka_bootstrap, clickhouse_dsn, c
         # Later tracking: the deleted user's id starts a fresh, visible user; the erased user's is dropped.
         sdk.identify(anonymous_id=f"new-device-{tag}", user_id=deleted, traits={"plan": "returning"})
         sdk.track(user_id=erased, event="Came Back", properties={"note": "must not be kept"})
-        fresh = stack.wait(lambda: (r := api.get(f"/api/v1/users/user_id:{deleted}", headers=auth)).status_code == 200 and r.json(),
-                           "the fresh user of the deleted id")
+        fresh = stack.wait(lambda: (r := api.get(f"/api/v1/users/user_id:{deleted}", headers=auth)).status_code == 200
+                           and r.json()["properties"] and r.json(), "the fresh user of the deleted id, with its traits")
         assert fresh["person_id"] != people[deleted] and fresh["properties"] == {"plan": "returning"}
         dropped = stack.wait(lambda: [b for b in map(orjson.loads, topic_values(settings, settings.topics.dead_letter.name))
                                       if "erased" in b["problems"][0]["reason"]], "the erased user's call recorded as dropped")

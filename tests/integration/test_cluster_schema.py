@@ -43,7 +43,7 @@ def format_query(client, statement: str) -> str:
 
 def test_chdb_parses_every_cluster_statement(clickhouse_client):
     formatted = [format_query(clickhouse_client, statement) for statement in cluster_ddl("footfall")]
-    ddl = [f for f in formatted if f.startswith(("CREATE TABLE", "CREATE MATERIALIZED VIEW", "CREATE VIEW", "DROP", "CREATE DATABASE"))]
+    ddl = [f for f in formatted if f.startswith(("CREATE TABLE", "CREATE MATERIALIZED VIEW", "CREATE VIEW", "DROP", "CREATE DATABASE", "ALTER TABLE"))]
     assert ddl == formatted
     assert all(f" ON CLUSTER {CLUSTER}" in f for f in formatted)
     engines = [m for f in formatted if (m := re.search(r"ENGINE = (\w+)", f))]

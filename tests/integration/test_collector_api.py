@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import hashlib
 from collections import Counter
 from datetime import datetime
 
+import httpx
 import orjson
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
@@ -21,6 +23,7 @@ from tests.integration.test_collector_support import (
     NO_TESTCLIENT_WARNING,
     WRITE_KEY,
     bad_rows,
+    collector_app,
     raw_events,
     running_collector,
 )
@@ -69,6 +72,24 @@ def test_keys_land_on_the_partition_javas_partitioner_picks(collector_settings, 
         expected_key = message.value["anonymous_id"] or message.value["user_id"]
         assert message.key == expected_key
         assert message.partition == DefaultPartitioner()(expected_key.encode(), partitions, partitions)
+
+
+def test_single_event_requests_from_many_clients_share_envelopes_and_each_is_answered_once_kafka_has_it(collector_settings, tmp_path):
+    """200 concurrent single-event requests in one event loop: each 200 only once its envelope is acknowledged
+    (its event is then readable), and far fewer records than events, each on its devices' partition."""
+    settings = collector_settings.model_copy(update={"collector_flush_seconds": 0.05})
+    app = collector_app(settings, tmp_path)
+
+    async def send() -> list[httpx.Response]:
+        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://collector") as client:
+            return await asyncio.gather(*(client.post("/v1/track", json=call("track", n), auth=AUTH) for n in range(200)))
+
+    answers = asyncio.run(send())
+    assert [(r.status_code, r.json()) for r in answers] == [(200, {"success": True})] * 200
+    events = raw_events(settings)  # read_all checks each event's partition against its device key
+    assert sorted(e.value["message_id"] for e in events) == sorted(f"m-track-{n}" for n in range(200))
+    records = {(e.partition, e.offset) for e in events}
+    assert len(records) < 50
 
 
 def test_browser_and_sdk_ways_of_sending_are_accepted(collector_settings, tmp_path):

@@ -189,3 +189,21 @@ def test_a_definition_change_reaches_every_worker_within_seconds(settings, tmp_p
 
         wait_until(all_on_v2, 30, interval_s=0.05, what="every worker serving v2")
         assert probes[-1] - changed < 5, f"the change took {probes[-1] - changed:.1f}s to reach every worker"
+
+
+def test_a_rollout_increase_keeps_everyone_already_in(collector_settings, tmp_path):
+    settings = collector_settings
+    flag = {"key": "new-search", "rules": [{"rollout_percent": 10}]}
+    publish(settings, flag, 1)
+    with running_collector(settings, tmp_path) as client:
+        wait_for_version(client, "new-search", 1)
+
+        def members() -> set[str]:
+            return {f"d{n}" for n in range(600) if served(client, {"anonymousId": f"d{n}", "keys": ["new-search"]})["new-search"]["value"] is True}
+
+        at_10 = members()
+        assert 30 <= len(at_10) <= 95  # 10 % of 600 within ~4 standard deviations
+        publish(settings, {**flag, "rules": [{"rollout_percent": 20}]}, 2)
+        wait_for_version(client, "new-search", 2)
+        at_20 = members()
+        assert at_10 < at_20 and 85 <= len(at_20) <= 155

@@ -48,12 +48,33 @@ def test_a_body_without_content_type_is_read_as_json():
 
 
 @pytest.mark.parametrize(
-    ("headers", "field"),
-    [({"content-type": "application/x-www-form-urlencoded"}, "content-type"), ({"content-type": "application/json", "content-encoding": "br"}, "content-encoding")],
+    "content_type", ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8", "application/octet-stream", "multipart/form-data"]
 )
-def test_unsupported_types_and_encodings_are_415(headers, field):
-    error = refusal(b"{}", headers)
-    assert (error.status, error.field) == (415, field)
+def test_a_json_body_is_read_as_json_whatever_content_type_it_declares(content_type):
+    """Server SDKs (and RudderStack's gateway, which reads them) send JSON declared as a form, often gzipped."""
+    body = orjson.dumps({"batch": [{"type": "track", "event": "e", "userId": "u"}]})
+    assert read(body, {"content-type": content_type}) == orjson.loads(body)
+    assert read(gzip.compress(body), {"content-type": content_type, "content-encoding": "gzip"}) == orjson.loads(body)
+    assert read(gzip.compress(body), {"content-encoding": "gzip"}) == orjson.loads(body)
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "multipart/form-data", "application/xml"])
+def test_a_body_that_is_not_json_under_another_content_type_is_415_and_kept(content_type):
+    error = refusal(b"a=1&b=2", {"content-type": content_type})
+    assert (error.status, error.field, error.raw) == (415, "content-type", b"a=1&b=2")
+    assert content_type in error.reason
+
+
+@pytest.mark.parametrize("headers", [{"content-type": "application/json"}, {"content-type": "text/plain"}, {}])
+def test_a_body_that_claims_to_be_json_but_is_not_is_400_invalid_json(headers):
+    error = refusal(b"a=1", headers)
+    assert (error.status, error.field) == (400, "body")
+    assert "invalid JSON" in error.reason
+
+
+def test_an_unsupported_encoding_is_415():
+    error = refusal(b"{}", {"content-type": "application/json", "content-encoding": "br"})
+    assert (error.status, error.field) == (415, "content-encoding")
 
 
 def test_a_declared_length_over_the_limit_is_refused_before_reading():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.envelope import (
@@ -14,6 +14,7 @@ from schemas.envelope import (
     EnvelopeLimits,
     is_envelope,
     pack,
+    pack_by_partition,
     partition_for,
     unpack,
 )
@@ -86,3 +87,38 @@ def test_an_event_with_a_raw_newline_cannot_be_packed():
 def test_partition_for_spreads_keys_over_every_partition_and_stays_in_range():
     keys = [f"device-{i}".encode() for i in range(200)] + ["ünïcode".encode()]
     assert {partition_for(key, 4) for key in keys} == {0, 1, 2, 3}
+
+
+@given(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"device-7", b"\xc3\xbc"]), st.integers(0, 99)), max_size=40),
+       st.integers(1, 5), limits)
+def test_packed_by_partition_every_event_lands_on_its_keys_partition_in_order(keyed, partitions, bounds):
+    records = [(key, orjson.dumps({"k": key.decode(), "n": n})) for key, n in keyed]
+    landed: dict[int, list[bytes]] = {}
+    for partition, envelope in pack_by_partition(records, partitions, bounds):
+        landed.setdefault(partition, []).extend(unpack(envelope.value, envelope.headers))
+    expected: dict[int, list[bytes]] = {}
+    for key, event in records:
+        expected.setdefault(partition_for(key, partitions), []).append(event)
+    assert landed == expected
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=200))
+def test_murmur2_is_kafkas_murmur2_for_any_key(key):
+    """The fast murmur2 agrees with aiokafka's (Java's port) on every key length and byte."""
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+    from schemas.envelope import murmur2
+
+    assert murmur2(key) & 0x7FFFFFFF == aiokafka_murmur2(key) & 0x7FFFFFFF
+    assert 0 <= murmur2(key) <= 0xFFFFFFFF
+
+
+def test_murmur2_matches_javas_known_values():
+    """Values from Kafka's own partitioner test (Utils.murmur2 of these strings, as signed Java ints)."""
+    from schemas.envelope import murmur2
+
+    known = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
+             b"a-little-bit-longer-string": -1486304829, b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+             b"abc": 479470107}
+    assert {key: murmur2(key) - (1 << 32) if murmur2(key) >= 1 << 31 else murmur2(key) for key in known} == known

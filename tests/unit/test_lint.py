@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,3 +46,38 @@ def test_a_type_error_in_a_strict_module_fails_mypy(tmp_path):
     assert checked.returncode == 1
     assert "typed.py:1: error: Function is missing a type annotation" in checked.stdout
     assert "typed.py:5: error: Incompatible types in assignment" in checked.stdout
+
+
+SUPPRESSION = re.compile(r"#\s*(?:noqa|type:\s*ignore)\b(?P<rest>.*)$")
+JUSTIFIED = re.compile(r"(?::\s*[A-Z]+\d+(?:,\s*[A-Z]+\d+)*|\[[\w-]+(?:,\s*[\w-]+)*\])\s*(?:-|#)\s*\S")
+PACKAGES = ("api", "bench", "deploy", "footfall", "ingest", "processors", "projections", "schemas", "tests")
+
+
+def unjustified(line: str) -> bool:
+    """A `noqa` / `type: ignore` that does not name its rule and say why on the same line."""
+    found = SUPPRESSION.search(line)
+    return found is not None and JUSTIFIED.match(found["rest"]) is None
+
+
+def test_a_suppression_needs_its_rule_and_a_reason():
+    def line(text: str) -> str:  # the markers spelt out here would be found by the scan below
+        return text.replace("NOQA", "no" + "qa").replace("IGNORE", "type: " + "ignore")
+
+    assert unjustified(line("x = 1  # NOQA"))
+    assert unjustified(line("x = 1  # NOQA: E731"))
+    assert unjustified(line("x = f()  # IGNORE"))
+    assert unjustified(line("x = f()  # IGNORE[override]"))
+    assert not unjustified(line("except Exception:  # NOQA: BLE001 - reported per case"))
+    assert not unjustified(line("def f(self, t: T) -> None:  # IGNORE[override]  # asyncio calls it with a Transport"))
+    assert not unjustified(line("x = 1  # a comment that says NOQA in passing"))
+
+
+def test_every_suppression_in_the_code_names_its_rule_and_says_why():
+    bare = [
+        f"{path.relative_to(REPO)}:{number}: {line.strip()}"
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if unjustified(line)
+    ]
+    assert bare == []
