@@ -254,6 +254,7 @@ async def _remove(request: Request, ref: str, kind: Literal["delete", "erase"], 
     person_id = await people.require(parse_ref(ref), ref)
     profile = await people.profile(person_id) or {}
     identifiers = identifiers_of(profile.get("distinct_ids", []), profile.get("email") or None)
+    await request.app.state.configs.remove_overrides_of(_state(request).bus, {person_id, *profile.get("distinct_ids", [])})
     records = delete_records(_state(request).settings.topics, kind, person_id, identifiers, command_id, datetime.now(UTC))
     await _send(request, records)
     answer: dict[str, Any] = {"command_id": command_id, "person_id": person_id, "readable": False}
