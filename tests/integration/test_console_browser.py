@@ -25,6 +25,7 @@ from starlette.routing import Route
 from api.console.app import ConsoleConfig
 from projections.clickhouse import migrate
 from schemas.config import FootfallSettings
+from schemas.identity import person_id_for
 from tests.console import ADMIN_KEY, chromium_path, console_app, served
 from tests.pipeline import WRITE_KEY, collector, processor, projector, wait_until
 
@@ -320,6 +321,15 @@ def test_the_configs_tab_shows_what_would_be_served_and_sets_and_removes_an_over
     expect(page.get_by_role("status").filter(has_text=f"{key}: override removed")).to_be_visible()
     expect(page.locator(f"#config-{key}").get_by_role("button", name=f"Override {key}")).to_be_visible()
     assert api(stack, "GET", f"/configs/{key}").json()["overrides"] == []
+
+    # Identity: a device that browsed anonymously, then logged in as this user, is listed as merged in.
+    device = f"device-{run}"
+    for call, body in (("track", {"event": "Viewed Pricing"}), ("identify", {"userId": f"cfg-{run}"})):
+        sent = httpx.post(f"{stack['collector']}/v1/{call}", json={"anonymousId": device, **body}, auth=(WRITE_KEY, ""), timeout=30)
+        assert sent.status_code == 200, sent.text
+    page.get_by_role("link", name="Identity").click()
+    reload_until(page, lambda: page.locator("#merges").filter(has_text=person_id_for(device)).count() == 1, "the device's person merged in")
+    expect(page.locator("#distinct-ids")).to_contain_text(device)
 
 
 def test_admin_configs_create_with_an_error_at_its_field_edit_rollout_disable_and_delete(page: Page, stack):
