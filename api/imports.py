@@ -27,6 +27,7 @@ import orjson
 from api.commands import Record
 from api.errors import ApiError
 from api.import_rows import ERRORS_HEADER, ImportOptions, ImportRefused, ImportRow, RowError, plan_columns, read_row
+from api.reads import live_persons_where
 from api.user_model import UserCreate, UserPatch, create_records, update_records
 from schemas.identity import PERSON_NAMESPACE
 from schemas.properties import PropertyDefinition, unique_values
@@ -113,31 +114,31 @@ class Lookups:
             unmapped = [key for key in keys if key not in owners]
             if unmapped:
                 created = await self.rows(
-                    "SELECT JSONExtractString(properties, 'user_id') AS k, person_id FROM {db}.persons FINAL "
-                    "WHERE JSONExtractString(properties, 'user_id') IN {keys:Array(String)} ORDER BY last_seen",
+                    "SELECT JSONExtractString(properties, 'user_id') AS k, person_id FROM "
+                    + live_persons_where("JSONExtractString(properties, 'user_id') IN {keys:Array(String)}") + " ORDER BY last_seen",
                     {"keys": unmapped},
                 )
                 owners.update((r["k"], r["person_id"]) for r in created)
             return owners
         if dedupe == "email":
-            sql = ("SELECT lower(email) AS k, person_id FROM {db}.persons FINAL WHERE lower(email) IN {keys:Array(String)} "
-                   "ORDER BY is_identified, last_seen")
+            sql = ("SELECT lower(email) AS k, person_id FROM " + live_persons_where("lower(email) IN {keys:Array(String)}")
+                   + " ORDER BY is_identified, last_seen")
         else:
-            sql = ("SELECT JSONExtractString(properties, 'customer_id') AS k, person_id FROM {db}.persons FINAL "
-                   "WHERE JSONExtractString(properties, 'customer_id') IN {keys:Array(String)} ORDER BY last_seen")
+            sql = ("SELECT JSONExtractString(properties, 'customer_id') AS k, person_id FROM "
+                   + live_persons_where("JSONExtractString(properties, 'customer_id') IN {keys:Array(String)}") + " ORDER BY last_seen")
         return {r["k"]: r["person_id"] for r in await self.rows(sql, {"keys": keys})}  # the last row per key wins
 
     async def holders(self, name: str, values: list[Any]) -> dict[str, str]:
         """JSON text of a value → the person holding it, for one unique property (email: its own column)."""
         if name == "email":
             found = await self.rows(
-                "SELECT email AS v, person_id FROM {db}.persons FINAL WHERE email IN {vals:Array(String)}",
+                "SELECT email AS v, person_id FROM " + live_persons_where("email IN {vals:Array(String)}"),
                 {"vals": [v for v in values if isinstance(v, str)]},
             )
             return {orjson.dumps(r["v"]).decode(): r["person_id"] for r in found}
         found = await self.rows(
-            "SELECT JSONExtractRaw(properties, {k:String}) AS v, person_id FROM {db}.persons FINAL "
-            "WHERE JSONExtractRaw(properties, {k:String}) IN {vals:Array(String)}",
+            "SELECT JSONExtractRaw(properties, {k:String}) AS v, person_id FROM "
+            + live_persons_where("JSONExtractRaw(properties, {k:String}) IN {vals:Array(String)}"),
             {"k": name, "vals": [orjson.dumps(v).decode() for v in values]},
         )
         return {r["v"]: r["person_id"] for r in found}
