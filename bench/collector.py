@@ -133,7 +133,46 @@ def geoip_lookups(addresses: Path) -> dict:
         for address in found:
             geo.locate(address)
     cached = 10 * len(found) / (time.perf_counter() - started)
-    return {"addresses": len(found), "located": located, "cold_lookups_per_s": cold, "cached_lookups_per_s": cached}
+    stalls = {way: loop_stalls(found[:2_000], way) for way in ("on_loop", "off_loop")}
+    return {"addresses": len(found), "located": located, "cold_lookups_per_s": cold, "cached_lookups_per_s": cached,
+            "loop_stall_ms": stalls}
+
+
+def loop_stalls(addresses: list[str], way: str) -> dict:
+    """How long the event loop goes without serving anything while requests locate addresses never seen
+    (cold cache): a 1 ms ticker's wake-up gaps (p50, p99, max) while 8 request-like tasks each locate
+    their share of the addresses, `on_loop` (ingest.geo.locate called on the loop, as the collector did)
+    or `off_loop` (ingest.geo.locate_off_loop, as it does)."""
+    import asyncio
+
+    from ingest import geo
+
+    async def run() -> dict:
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        async def requests(share: list[str]) -> None:
+            for address in share:
+                geo.locate(address) if way == "on_loop" else await geo.locate_off_loop(address)
+                await asyncio.sleep(0)  # the next request
+
+        geo.locate.cache_clear()
+        tick = asyncio.create_task(ticker())
+        await asyncio.gather(*(requests(addresses[i::8]) for i in range(8)))
+        done.set()
+        await tick
+        ordered = sorted(gaps)
+        return {"p50": ordered[len(ordered) // 2] * 1000, "p99": ordered[int(len(ordered) * 0.99)] * 1000, "max": ordered[-1] * 1000}
+
+    return asyncio.run(run())
 
 
 def write_sources(directory: Path, geoip: bool) -> Path:

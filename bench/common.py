@@ -58,9 +58,14 @@ def machine() -> dict:
     }
 
 
+# The load average when this benchmark process started: with the one at write_result, what else ran meanwhile.
+LOAD_AT_START = os.getloadavg()
+
+
 def write_result(name: str, result: dict) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    payload = {"benchmark": name, "measured_at": datetime.now(UTC).isoformat(), "machine": machine(), **result}
+    load = {"load_average": {"before": LOAD_AT_START, "after": os.getloadavg()}}
+    payload = {"benchmark": name, "measured_at": datetime.now(UTC).isoformat(), "machine": machine(), **load, **result}
     path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
     return path

@@ -134,6 +134,25 @@ def geoip_lines(r: dict) -> list[str]:
         f"The lookup alone, in one process: {lookups['cold_lookups_per_s']:,.0f} lookups/s for addresses seen for the first time, "
         f"{lookups['cached_lookups_per_s']:,.0f}/s from the per-address cache ({lookups['located']:,} of {lookups['addresses']:,} "
         "random public addresses located). A visitor sends many events from one address, so most lookups are cache hits.",
+        *loop_stall_lines(lookups),
+    ]
+
+
+def loop_stall_lines(lookups: dict) -> list[str]:
+    """What a cache miss costs the event loop: a 1 ms ticker's wake-up gaps while requests locate new addresses."""
+    stalls = lookups.get("loop_stall_ms")
+    if not stalls:
+        return []
+    on, off = stalls["on_loop"], stalls["off_loop"]
+    return [
+        "",
+        "A miss used to block the collector's event loop; it is now looked up on a `geoip` thread. A 1 ms ticker on the loop, while",
+        "8 request-like tasks locate 2,000 new addresses (cold cache), wakes up late by:",
+        "",
+        "| lookup | ticker gap p50 | p99 | max |",
+        "| --- | ---: | ---: | ---: |",
+        f"| on the loop (before) | {on['p50']:.2f} ms | {on['p99']:.2f} ms | {on['max']:.2f} ms |",
+        f"| off the loop (`locate_off_loop`) | {off['p50']:.2f} ms | {off['p99']:.2f} ms | {off['max']:.2f} ms |",
     ]
 
 
@@ -328,6 +347,7 @@ def imports_section(r: dict) -> list[str]:
         "",
         f"Measured {r['measured_at'][:16]} UTC. A {r['rows']:,}-row file ({r['file_bytes'] / 1e6:.1f} MB, {r['broken_rows']:,} rows broken on purpose), "
         f"median of {r['rounds']} interleaved rounds. The baseline is `csv.reader` over the same file in the same run.",
+        *load_lines(r),
         "",
         "| scenario | rows/s | ratio to a plain csv read |",
         "| --- | --- | --- |",
@@ -378,6 +398,7 @@ def api_section(r: dict) -> list[str]:
         "",
         f"Measured {r['measured_at'][:16]} UTC, one process (the API on uvicorn, the projector and the load share it: Python's",
         f"GIL is part of the figure), embedded ClickHouse, {r['concurrency']} connections.",
+        *load_lines(r),
         "",
         "| what | figure | floor (same run) | ratio |",
         "| --- | ---: | ---: | ---: |",

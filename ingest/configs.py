@@ -194,7 +194,7 @@ class ConfigServing:
         fresh = self.exposures.new(person, served)
         if not fresh:
             return
-        edge = edge_of(request, source)
+        edge = await edge_of(request, source)
         calls = [exposure_call(subject, item) for item in fresh]
         outcome = normalize_all(calls, edge, NOTHING_INHERITED)
         self.tracking.drop_erased(outcome, edge)  # an erased user's exposures are not written, not even as bad rows
