@@ -134,8 +134,13 @@ def geoip_lookups(addresses: Path) -> dict:
             geo.locate(address)
     cached = 10 * len(found) / (time.perf_counter() - started)
     stalls = {way: loop_stalls(found[:2_000], way) for way in ("on_loop", "off_loop")}
-    return {"addresses": len(found), "located": located, "cold_lookups_per_s": cold, "cached_lookups_per_s": cached,
-            "loop_stall_ms": stalls}
+    return {
+        "addresses": len(found),
+        "located": located,
+        "cold_lookups_per_s": cold,
+        "cached_lookups_per_s": cached,
+        "loop_stall_ms": stalls,
+    }
 
 
 def loop_stalls(addresses: list[str], way: str) -> dict:
