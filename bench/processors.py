@@ -49,19 +49,12 @@ def raw_events(count: int, devices: int, seed: int = 1) -> list[RawEvent]:
     events = []
     for n, d in enumerate(picks):
         clock[d] += timedelta(seconds=rng.choice([5, 30, 120, 600, 2400]))
-        events.append(
-            RawEvent(
-                message_id=str(uuid.UUID(int=rng.getrandbits(128))),
-                type="page" if n % 3 else "track",
-                event="Clicked",
-                anonymous_id=f"device-{d}",
-                timestamp=min(clock[d], datetime.now(UTC)),
-                received_at=datetime.now(UTC),
-                properties={"url": f"https://shop.example/p/{n % 50}?utm_source=bench"},
-                source_id="bench",
-                user_agent="Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
-            )
-        )
+        events.append(RawEvent(
+            message_id=str(uuid.UUID(int=rng.getrandbits(128))), type="page" if n % 3 else "track", event="Clicked",
+            anonymous_id=f"device-{d}", timestamp=min(clock[d], datetime.now(UTC)), received_at=datetime.now(UTC),
+            properties={"url": f"https://shop.example/p/{n % 50}?utm_source=bench"}, source_id="bench",
+            user_agent="Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+        ))
     return events
 
 
@@ -84,9 +77,8 @@ def messages_in(bootstrap: str, topic: str) -> int:
 
 async def bare_loop(bootstrap: str, source: str, sink: str, expected: int) -> float:
     """The ceiling: consume every message and produce it again, nothing else. Returns events/s."""
-    consumer = AIOKafkaConsumer(
-        source, bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4()}", auto_offset_reset="earliest", enable_auto_commit=False
-    )
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4()}",
+                                auto_offset_reset="earliest", enable_auto_commit=False)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await consumer.start()
     await producer.start()
@@ -143,13 +135,8 @@ def faust_floor_rate(bootstrap: str, topic: str, events: list[RawEvent], data_di
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FAUST_FLOOR_GROUP": group, "FAUST_FLOOR_DATA_DIR": f"{data_dir}/floor"}
     done_file = Path(data_dir) / "floor-done"
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "bench.faust_floor", topic, str(len(events) + 1), str(done_file)],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = subprocess.Popen([sys.executable, "-m", "bench.faust_floor", topic, str(len(events) + 1), str(done_file)],
+                              env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         produce(bootstrap, topic, raw_events(1, 1, seed=99))
         wait_for_commits(bootstrap, group, topic, 1, 120)  # joined and consuming
@@ -182,9 +169,7 @@ def main() -> None:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS)
         admin = AdminClient({"bootstrap.servers": bootstrap})
-        for future in admin.create_topics(
-            [NewTopic(f"{prefix}.bare-in", PARTITIONS, 1), NewTopic(f"{prefix}.bare-out", PARTITIONS, 1)]
-        ).values():
+        for future in admin.create_topics([NewTopic(f"{prefix}.bare-in", PARTITIONS, 1), NewTopic(f"{prefix}.bare-out", PARTITIONS, 1)]).values():
             future.result()
 
         produce(bootstrap, f"{prefix}.bare-in", events)
@@ -194,17 +179,10 @@ def main() -> None:
         floor = faust_floor_rate(bootstrap, f"{prefix}.floor-in", events, data_dir)
         print(f"faust agent doing nothing: {floor:,.0f} events/s")
 
-        env = {
-            **os.environ,
-            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "FOOTFALL_TOPIC_PREFIX": prefix,
-            "FOOTFALL_PARTITIONS": str(PARTITIONS),
-            "FOOTFALL_DATA_DIR": data_dir,
-            "FOOTFALL_PROCESSOR_METRICS_PORT": "0",
-        }
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "footfall", "processor"], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix, "FOOTFALL_PARTITIONS": str(PARTITIONS),
+               "FOOTFALL_DATA_DIR": data_dir, "FOOTFALL_PROCESSOR_METRICS_PORT": "0"}
+        worker = subprocess.Popen([sys.executable, "-m", "footfall", "processor"], env=env, cwd=REPO,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             warmup = raw_events(1, 1, seed=99)
             produce(bootstrap, settings.topics.raw.name, warmup)
@@ -221,10 +199,7 @@ def main() -> None:
     with_identity = len(events) / (enriched_done - started)
     result = {
         "command": "make bench-processors",
-        "events": len(events),
-        "devices": args.devices,
-        "partitions": PARTITIONS,
-        "workers": 1,
+        "events": len(events), "devices": args.devices, "partitions": PARTITIONS, "workers": 1,
         "bare_loop_events_per_s": round(bare),
         "faust_floor_events_per_s": round(floor),
         "faust_floor_ratio_to_bare": round(floor / bare, 3),

@@ -85,28 +85,12 @@ def wait_http(url: str, timeout_s: float) -> None:
 @contextlib.contextmanager
 def pipeline(bootstrap: str, data_dir: str, processors: int = 1) -> Iterator[Pipeline]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    settings = FootfallSettings(
-        kafka_bootstrap_servers=bootstrap,
-        topic_prefix=prefix,
-        partitions=PARTITIONS,
-        data_dir=Path(data_dir),
-        database=prefix.replace("-", "_"),
-        collector_port=free_port(),
-        read_api_port=free_port(),
-    )
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "FOOTFALL_TOPIC_PREFIX": prefix,
-        "FOOTFALL_PARTITIONS": str(PARTITIONS),
-        "FOOTFALL_DATA_DIR": data_dir,
-        "FOOTFALL_DATABASE": settings.database,
-        "FOOTFALL_COLLECTOR_PORT": str(settings.collector_port),
-        "FOOTFALL_READ_API_PORT": str(settings.read_api_port),
-        "FOOTFALL_PROCESSOR_METRICS_PORT": "0",
-        "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench",
-        "FOOTFALL_DEVICE_EVENTS_PER_SECOND": "100000",
-    }
+    settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS, data_dir=Path(data_dir),
+                                database=prefix.replace("-", "_"), collector_port=free_port(), read_api_port=free_port())
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix, "FOOTFALL_PARTITIONS": str(PARTITIONS),
+           "FOOTFALL_DATA_DIR": data_dir, "FOOTFALL_DATABASE": settings.database, "FOOTFALL_COLLECTOR_PORT": str(settings.collector_port),
+           "FOOTFALL_READ_API_PORT": str(settings.read_api_port), "FOOTFALL_PROCESSOR_METRICS_PORT": "0",
+           "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench", "FOOTFALL_DEVICE_EVENTS_PER_SECOND": "100000"}
     ensure_topics(bootstrap, settings.topics.all())
     run = Pipeline(settings, env, f"http://127.0.0.1:{settings.collector_port}")
     try:
@@ -167,16 +151,8 @@ class Watcher(threading.Thread):
                 last_lag = time.monotonic()
                 with contextlib.suppress(Exception):
                     topics = settings.topics
-                    processing = sum(
-                        p.lag
-                        for p in consumer_lag(settings.kafka_bootstrap_servers, f"{settings.topic_prefix}-processor", [topics.raw.name])
-                    )
-                    projecting = sum(
-                        p.lag
-                        for p in consumer_lag(
-                            settings.kafka_bootstrap_servers, f"{settings.topic_prefix}-projector", [topics.enriched.name]
-                        )
-                    )
+                    processing = sum(p.lag for p in consumer_lag(settings.kafka_bootstrap_servers, f"{settings.topic_prefix}-processor", [topics.raw.name]))
+                    projecting = sum(p.lag for p in consumer_lag(settings.kafka_bootstrap_servers, f"{settings.topic_prefix}-projector", [topics.enriched.name]))
                     self.lag.append((time.time(), processing, projecting))
             self.stopping.wait(self.interval_s)
 
@@ -206,25 +182,15 @@ def step(run: Pipeline, watcher: Watcher, seed: int, rate: float, seconds: float
         time.sleep(0.5)
     freshness = [watcher.first_seen[m] - at for m, at in acked.items() if m in watcher.first_seen]
     result = {
-        "offered_per_s": rate,
-        "acknowledged_per_s": round(report.achieved_rate),
-        "acknowledged": report.acknowledged,
-        "queryable": len(freshness),
-        "freshness_p50_s": quantile(freshness, 0.5),
-        "freshness_p95_s": quantile(freshness, 0.95),
-        "freshness_p99_s": quantile(freshness, 0.99),
-        "usage": watcher.take_usage(),
+        "offered_per_s": rate, "acknowledged_per_s": round(report.achieved_rate), "acknowledged": report.acknowledged,
+        "queryable": len(freshness), "freshness_p50_s": quantile(freshness, 0.5), "freshness_p95_s": quantile(freshness, 0.95),
+        "freshness_p99_s": quantile(freshness, 0.99), "usage": watcher.take_usage(),
         "timeline": sorted((at, watcher.first_seen[m] - at) for m, at in acked.items() if m in watcher.first_seen)[::20],
     }
-    result["absorbed"] = (
-        report.acknowledged >= 0.95 * rate * seconds
-        and len(freshness) == report.acknowledged
-        and (result["freshness_p99_s"] or 99) <= FRESHNESS_TARGET_S
-    )
-    print(
-        f"offered {rate:>6,.0f}/s: acked {result['acknowledged_per_s']:>6,}/s, queryable {len(freshness)}/{report.acknowledged}, "
-        f"freshness p50 {result['freshness_p50_s']}, p99 {result['freshness_p99_s']} s, {result['usage']}"
-    )
+    result["absorbed"] = (report.acknowledged >= 0.95 * rate * seconds and len(freshness) == report.acknowledged
+                          and (result["freshness_p99_s"] or 99) <= FRESHNESS_TARGET_S)
+    print(f"offered {rate:>6,.0f}/s: acked {result['acknowledged_per_s']:>6,}/s, queryable {len(freshness)}/{report.acknowledged}, "
+          f"freshness p50 {result['freshness_p50_s']}, p99 {result['freshness_p99_s']} s, {result['usage']}")
     return result
 
 
@@ -261,11 +227,8 @@ def drain(bootstrap: str, events: int, workers: int, join_and_leave: bool = Fals
             rebalances faust can skip records, and the processors' continuity guard then restarts the worker."""
             worker_dir = Path(data_dir) / f"worker-{n}"
             env = settings_env(settings.model_copy(update={"data_dir": worker_dir}))
-            procs.append(
-                supervisor.start(
-                    Child("processor", footfall_command("processor"), env=env, log_dir=worker_dir / "logs", policy=RESTART_A_FAILED_WORKER)
-                )
-            )
+            procs.append(supervisor.start(Child("processor", footfall_command("processor"), env=env, log_dir=worker_dir / "logs",
+                                                policy=RESTART_A_FAILED_WORKER)))
 
         try:
             for n in range(workers):
@@ -296,24 +259,16 @@ def drain(bootstrap: str, events: int, workers: int, join_and_leave: bool = Fals
 
             enriched = topic_message_ids(settings, settings.topics.enriched.name)
             expected = {e.message_id for e in backlog}
-            result = {
-                "workers": workers,
-                "events": events,
-                "events_per_s": round(events / elapsed),
-                "restarts": sum(p.restarts for p in procs),
-                "lost": len(expected - set(enriched)),
-                "extra_copies": len([m for m in enriched if m in expected]) - len(expected),
-            }
+            result = {"workers": workers, "events": events, "events_per_s": round(events / elapsed), "restarts": sum(p.restarts for p in procs),
+                      "lost": len(expected - set(enriched)), "extra_copies": len([m for m in enriched if m in expected]) - len(expected)}
             if join_and_leave:
                 result["marks"] = marks
                 result["progress"] = progress
                 for name, at in marks.items():
                     window = [(t, d) for t, d in progress if at - 1 <= t <= at + 60]
                     result[f"pause_on_{name}_s"] = round(_longest_stall(window), 2)
-            print(
-                f"drain with {workers} worker(s){' (join+leave)' if join_and_leave else ''}: {result['events_per_s']:,} events/s, "
-                f"lost {result['lost']}, extra copies {result['extra_copies']}, worker restarts {result['restarts']}"
-            )
+            print(f"drain with {workers} worker(s){' (join+leave)' if join_and_leave else ''}: {result['events_per_s']:,} events/s, "
+                  f"lost {result['lost']}, extra copies {result['extra_copies']}, worker restarts {result['restarts']}")
             return result
         finally:
             supervisor.stop()
@@ -342,9 +297,7 @@ def plots(result: dict) -> list[str]:
     figure, axis = plt.subplots(figsize=(8, 4))
     start = min(t for s in steps for t, _ in s["timeline"]) if any(s["timeline"] for s in steps) else 0
     for s in steps:
-        axis.scatter(
-            [t - start for t, _ in s["timeline"]], [f for _, f in s["timeline"]], s=3, label=f"{s['offered_per_s']:,.0f}/s offered"
-        )
+        axis.scatter([t - start for t, _ in s["timeline"]], [f for _, f in s["timeline"]], s=3, label=f"{s['offered_per_s']:,.0f}/s offered")
     axis.axhline(FRESHNESS_TARGET_S, color="red", linestyle="--", linewidth=1, label="2 s target")
     axis.set(xlabel="seconds into the run", ylabel="freshness (s): ack → queryable", title="Freshness over time, by offered rate")
     axis.legend(fontsize=7)
@@ -353,12 +306,7 @@ def plots(result: dict) -> list[str]:
     figure, axis = plt.subplots(figsize=(6, 4))
     offered = [s["offered_per_s"] for s in steps]
     axis.plot(offered, [s["acknowledged_per_s"] for s in steps], marker="o", label="acknowledged")
-    axis.plot(
-        offered,
-        [s["queryable"] / max(s["acknowledged"], 1) * s["acknowledged_per_s"] for s in steps],
-        marker="x",
-        label="queryable within 60 s",
-    )
+    axis.plot(offered, [s["queryable"] / max(s["acknowledged"], 1) * s["acknowledged_per_s"] for s in steps], marker="x", label="queryable within 60 s")
     axis.plot(offered, offered, linestyle=":", color="grey", label="offered")
     axis.set(xlabel="offered events/s", ylabel="events/s", title="Throughput against offered rate")
     axis.legend(fontsize=7)
@@ -370,9 +318,7 @@ def plots(result: dict) -> list[str]:
     done = [d for _, d in rebalance["progress"]]
     axis.plot(times, [rebalance["events"] - d for d in done], label="processor lag (raw events not yet committed)")
     for name, at in rebalance["marks"].items():
-        axis.axvline(
-            at, color="red" if name == "leave" else "green", linestyle="--", label=f"worker {'joins' if name == 'join' else 'leaves'}"
-        )
+        axis.axvline(at, color="red" if name == "leave" else "green", linestyle="--", label=f"worker {'joins' if name == 'join' else 'leaves'}")
     axis.set(xlabel="seconds", ylabel="events", title="Lag while a worker joins and leaves")
     axis.legend(fontsize=7)
     written.append(_save(figure, "system-rebalance-lag.png"))
@@ -393,18 +339,11 @@ def main() -> None:
     parser.add_argument("--drain-events", type=int, default=20_000)
     args = parser.parse_args()
     with broker() as bootstrap:
-        result = {
-            "command": "make bench-system",
-            "sustained": sustained(bootstrap, [float(r) for r in args.rates.split(",")], args.step_seconds),
-        }
+        result = {"command": "make bench-system", "sustained": sustained(bootstrap, [float(r) for r in args.rates.split(",")], args.step_seconds)}
         one = drain(bootstrap, args.drain_events, workers=1)
         two = drain(bootstrap, args.drain_events, workers=2)
-        result["scaling"] = {
-            "one_worker": one,
-            "two_workers": two,
-            "gain": round(two["events_per_s"] / one["events_per_s"], 2),
-            "join_and_leave": drain(bootstrap, args.drain_events, workers=1, join_and_leave=True),
-        }
+        result["scaling"] = {"one_worker": one, "two_workers": two, "gain": round(two["events_per_s"] / one["events_per_s"], 2),
+                             "join_and_leave": drain(bootstrap, args.drain_events, workers=1, join_and_leave=True)}
     result["plots"] = plots(result)
     for part in result["sustained"]["steps"]:
         part.pop("timeline")  # plotted; too long for the JSON
