@@ -275,7 +275,13 @@ class Projector:
         # Partitioned profiles: this process also owns a share of the person-changes partitions. A replay is
         # one projector, and folds its own batches.
         self.folder = PersonFolder(settings, self.persons, self.directory, self) if settings.persons_partitioned and not replaying else None
+        # With several projectors each owns some user-commands partitions; routing and owners need every
+        # delete and status change: follow the whole topic too (Directory.apply is idempotent).
+        self.commands = CompactedFollower(settings.kafka_bootstrap_servers, topics.user_commands.name, self._learn_command) if self.folder else None
         self.handlers = self.decoder.handlers  # the topics it reads
+
+    def _learn_command(self, value: bytes) -> None:
+        self.directory.apply(UserCommand.model_validate_json(value))  # a ValidationError is a ValueError: skipped
 
     def _load_overrides(self, table: str, absorbed: str, survivor: str) -> dict[str, str]:
         result = self.client.query(f"SELECT {absorbed}, {survivor} FROM {self.database}.{table} FINAL")
@@ -292,6 +298,11 @@ class Projector:
         if catch_up or changed:
             self.decoder.rules = effective(self.definitions.values.values())
 
+    def follow_commands(self) -> None:
+        if self.commands:
+            with contextlib.suppress(LookupError):  # no user-commands topic yet
+                self.commands.poll()
+
     def run(self) -> None:
         self.follow_definitions(catch_up=True)
         self.consumer.subscribe(list(self.handlers), on_assign=self._on_assign, on_revoke=self._on_revoke)
@@ -299,6 +310,7 @@ class Projector:
             self.folder.subscribe()
         try:
             while not self.stopping.is_set():
+                self.follow_commands()
                 self.fill(self.batch)
                 self.flush()
                 if self.folder:
@@ -308,6 +320,8 @@ class Projector:
             self.consumer.close()
             if self.folder:
                 self.folder.close()
+            if self.commands:
+                self.commands.close()
             self.definitions.close()
             self.producer.flush(10)
 
