@@ -241,3 +241,32 @@ def test_bulk_edit_by_refs_and_by_filter_is_a_job_to_follow(stack):
     assert sorted(u["person_id"] for u in gold) == sorted(people)
     assert stack.api.get("/api/v1/jobs/nope", headers=stack.auth).status_code == 404
     assert stack.api.post("/api/v1/users/bulk", json={"refs": ["x"]}, headers=stack.auth).status_code == 422
+
+
+# -- metrics ---------------------------------------------------------------------------------------------------
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus text (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_count_requests_commands_and_waits(stack):
+    before = stack.api.get("/metrics")
+    assert before.status_code == 200 and before.headers["content-type"].startswith("text/plain")
+    create(stack, user_id=unique("u"))
+    stack.api.get("/api/v1/users/user_id:nobody-at-all", headers=stack.auth)
+    after = stack.api.get("/metrics").text
+    assert _sample(after, "footfall_api_commands_published_total", topic="user-commands") > _sample(
+        before.text, "footfall_api_commands_published_total", topic="user-commands")
+    assert _sample(after, "footfall_api_waits_total", outcome="readable") >= 1
+    assert _sample(after, "footfall_api_write_to_readable_seconds_count") >= 1
+    assert _sample(after, "footfall_api_http_requests_total", handler="/api/v1/users", method="POST", status="2xx") >= 1
+    assert _sample(after, "footfall_api_http_requests_total", handler="/api/v1/users/{ref}", method="GET", status="4xx") >= 1
+    assert "/metrics" not in stack.api.get("/api/v1/openapi.json").json()["paths"]

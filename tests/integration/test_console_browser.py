@@ -281,7 +281,7 @@ def test_edit_in_place_columns_bulk_edit_export_and_erase(page: Page, stack):
     page.get_by_label("email", exact=True).fill("not-an-email")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#prop-email .field-error")).to_be_visible()
-    page.reload()
+    page.goto(f"/people/{refs[0]}")
     expect(page.locator("#prop-city .value")).to_have_text("Oslo")
     expect(page.locator("#prop-email .value")).to_have_text(f"flo.{run}@example.com")
 
@@ -294,6 +294,32 @@ def test_edit_in_place_columns_bulk_edit_export_and_erase(page: Page, stack):
     page.get_by_role("button", name=f"Yes, erase Flo {run} for good").click()
     expect(page.get_by_role("status").filter(has_text="erased")).to_be_visible()
     assert api(stack, "GET", f"/users/{refs[0]}").status_code == 404
+
+
+def test_the_configs_tab_shows_what_would_be_served_and_sets_and_removes_an_override(page: Page, stack):
+    run = uuid.uuid4().hex[:6]
+    key = f"layout-{run}"
+    spec = {"key": key, "type": "string", "variants": [{"key": "classic", "weight": 50}, {"key": "compact", "weight": 50}],
+            "rules": [{"rollout_percent": 100}], "default": "classic"}
+    assert api(stack, "POST", "/configs", json=spec).status_code == 201
+    created = api(stack, "POST", "/users", params={"wait": "true"}, json={"user_id": f"cfg-{run}", "first_name": "Ida"})
+    assert created.status_code in (201, 202), created.text
+    person_id = created.json()["person_id"]
+    wait_until(lambda: api(stack, "GET", f"/users/{person_id}").status_code == 200, 90, what="the user readable", watch=stack["watch"])
+    sign_in(page)
+    page.goto(f"/people/{person_id}?tab=configs")
+    row = page.locator(f"#config-{key}")
+    expect(row).to_contain_text("never served")
+    expect(row).to_contain_text("rule_match rule 0")
+    row.get_by_label("Variant").select_option("compact")
+    row.get_by_role("button", name=f"Override {key}").click()
+    expect(page.get_by_role("status").filter(has_text=f"{key}: compact served to this user")).to_be_visible()
+    expect(page.locator(f"#config-{key}")).to_contain_text("compact (v2, override)")
+    assert api(stack, "GET", f"/configs/{key}").json()["overrides"][0]["ref"] == f"cfg-{run}"
+    page.locator(f"#config-{key}").get_by_role("button", name=f"Remove the override of {key}").click()
+    expect(page.get_by_role("status").filter(has_text=f"{key}: override removed")).to_be_visible()
+    expect(page.locator(f"#config-{key}").get_by_role("button", name=f"Override {key}")).to_be_visible()
+    assert api(stack, "GET", f"/configs/{key}").json()["overrides"] == []
 
 
 def test_import_a_csv_with_a_bad_row_and_download_the_errors(page: Page, stack, tmp_path):
