@@ -246,15 +246,6 @@ def test_a_second_worker_joins_mid_load(settings, tmp_path, tmp_path_factory, re
                  plan=Plan(("join1",), processors=2), **CI_TRAFFIC)
 
 
-@pytest.mark.faults  # ~4 minutes more than the CI subset's shared clean run: in `make test-faults`
-@pytest.mark.timeout(600)
-def test_kill_the_projector_with_partitioned_profiles(settings, tmp_path, tmp_path_factory, request):
-    """kill -9 of a projector that also owns the person-changes partitions: the profiles equal a clean run's,
-    folded by one projector inline."""
-    run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="ci",
-                 plan=Plan(("projector",), persons_partitioned=True), **CI_TRAFFIC)
-
-
 # -- the full suite: several seeds, every fault, two workers (`make test-faults`, marker faults) ---------------
 
 FULL_SEEDS = (1, 2, 3, 4, 5)
@@ -269,3 +260,12 @@ def test_every_fault_at_seeded_moments(settings, tmp_path, tmp_path_factory, req
     store = "rocksdb://" if seed % 2 == 0 else "memory://"
     run_scenario(settings, tmp_path, tmp_path_factory, request, seed=seed, suite="full",
                  plan=Plan(EVERY_FAULT, processors=2, store=store), **FULL_TRAFFIC)
+
+
+@pytest.mark.faults  # ~4 minutes more than the CI subset's shared clean run: in `make test-faults`
+@pytest.mark.timeout(600)
+def test_kill_the_projector_with_partitioned_profiles(settings, tmp_path, tmp_path_factory, request):
+    """kill -9 of a projector that also owns the person-changes partitions: the profiles equal a clean run's,
+    folded by one projector inline."""
+    run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="full",
+                 plan=Plan(("projector",), persons_partitioned=True), **CI_TRAFFIC)
