@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 from pydantic import ValidationError
 
 from projections.directory import Directory
-from projections.person_owners import VERSION_BASE, by_person, fold_owned
+from projections.person_owners import VERSION_BASE, by_person, fold_owned, records_of
 from projections.persons import PERSONS, PersonsProjection
 from projections.rows import TableSpec
 from schemas.bad_rows import poison_message
@@ -25,6 +25,7 @@ from schemas.config import FootfallSettings
 from schemas.person_changes import PersonChange
 
 log = logging.getLogger(__name__)
+MAX_RECORD_BYTES = 512 * 1024  # well under Kafka's default message.max.bytes (1 MiB)
 
 
 class Writer(Protocol):
@@ -64,7 +65,8 @@ class PersonFolder:
         """Records for persons' owners, keyed by person id; acknowledged before the caller commits."""
         producer = self.writer.producer
         for change in changes:
-            producer.produce(self.topic, change.model_dump_json().encode(), change.person_id.encode())
+            for value in records_of(change, MAX_RECORD_BYTES):
+                producer.produce(self.topic, value, change.person_id.encode())
         if changes and producer.flush(30) > 0:
             raise RuntimeError("the person-changes topic did not acknowledge the projector's records")
 

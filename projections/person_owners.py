@@ -62,6 +62,26 @@ def route(changes, live_of: dict[str, str], overrides: dict[str, str], directory
     return routed
 
 
+def records_of(change: PersonChange, max_bytes: int) -> list[bytes]:
+    """The change as record values under max_bytes each (a busy person's batch can exceed Kafka's message size):
+    its events, then its commands, split over several records for the same person, the rest in the last one,
+    so the owner folds them in the order one record would have. One event or command too big stays whole."""
+    value = change.model_dump_json().encode()
+    if len(value) <= max_bytes:
+        return [value]
+    for part in ("events", "commands"):
+        items = getattr(change, part)
+        if len(items) > 1:
+            half = len(items) // 2
+            head = PersonChange(person_id=change.person_id, **{part: items[:half]})
+            rest = change.model_copy(update={part: items[half:]})
+            return records_of(head, max_bytes) + records_of(rest, max_bytes)
+    if change.events and change.commands:
+        head = PersonChange(person_id=change.person_id, events=change.events)
+        return records_of(head, max_bytes) + records_of(change.model_copy(update={"events": []}), max_bytes)
+    return [value]
+
+
 @dataclass
 class Owned:
     """One person as its owner holds it: what ClickHouse has, plus this batch."""

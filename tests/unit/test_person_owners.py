@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from projections.directory import Directory
-from projections.person_owners import VERSION_BASE, Owned, by_person, fold_owned, route
+from projections.person_owners import VERSION_BASE, Owned, by_person, fold_owned, records_of, route
 from projections.profiles import EMPTY, fold_all, properties_of
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity, PersonMerge, person_id_for
@@ -185,3 +185,18 @@ def test_routing_sends_each_event_to_its_live_person_and_disabled_ones_to_a_reco
     assert routed[person_id_for("dev-2")].stand_in_for == ["p2"]  # what an earlier batch stamped goes there too
     assert routed["p-disabled"].events == [] and routed["p-disabled"].recount
     assert routed["p2"].recount
+
+
+@settings(max_examples=40, deadline=None)
+@given(histories(), st.integers(300, 5000))
+def test_a_busy_persons_change_splits_into_records_that_fold_to_the_same_profile(history, max_bytes):
+    events, _ = history
+    mine = [e.model_copy(update={"person_id": "a"}) for e in events]
+    merge = PersonMerge(from_person="a", into_person="b", version=1, reason="alias", timestamp=T0)
+    change = PersonChange(person_id="a", events=mine, merges=[merge], recount=True)
+    values = records_of(change, max_bytes)
+    assert all(len(v) <= max_bytes for v in values if len(PersonChange.model_validate_json(v).events) > 1)
+    records = [PersonChange.model_validate_json(v) for v in values]
+    assert sum(len(r.events) for r in records) == len(mine) and all(r.person_id == "a" for r in records)
+    whole, split = fold_owned({"a": [change]}, {}, Directory()), fold_owned({"a": records}, {}, Directory())
+    assert whole.people == split.people and whole.forwards == split.forwards
