@@ -327,6 +327,14 @@ async def user_sessions(request: Request, ref: str, limit: Annotated[int, Query(
     return {"sessions": await people.sessions(person_id, limit)}
 
 
+@router.get("/users/{ref}/merges")
+async def user_merges(request: Request, ref: str) -> dict[str, Any]:
+    """The persons merged into this user (an identify or alias joining two profiles), newest first."""
+    people = _people(request)
+    person_id = await people.require(parse_ref(ref), ref)
+    return {"person_id": person_id, "merges": await people.merges(person_id)}
+
+
 @router.get("/users/{ref}/event-counts")
 async def user_event_counts(
     request: Request,

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from segment import analytics
 
+from schemas.identity import person_id_for
 from tests.api_support import ADMIN_KEY, api_stack, stack_settings
 from tests.pipeline import WRITE_KEY
 
@@ -188,6 +189,10 @@ def test_an_api_created_user_later_identified_by_the_segment_sdk_is_one_person(s
     events = stack.api.get(f"/api/v1/users/{by_user_id}/events", headers=stack.auth).json()["events"]
     assert sorted(e["type"] for e in events) == ["identify", "track"]
     assert [e["timestamp"] for e in events] == sorted((e["timestamp"] for e in events), reverse=True)  # newest first
+    # the device's anonymous person was merged into the API's user: the merges list says so
+    merged = stack.wait(lambda: (m := stack.api.get(f"/api/v1/users/user_id:{user_id}/merges", headers=stack.auth).json()["merges"]) and m,
+                        "the device's person listed as merged in")
+    assert [m["from_person"] for m in merged] == [person_id_for(device)] and merged[0]["merged_at"]
 
 
 def test_a_disabled_users_events_are_stored_flagged_and_do_not_change_the_profile(stack):

@@ -50,7 +50,8 @@ async def profile(request: Request) -> Response:
     elif tab == "configs":
         context.update(await _configs_tab(request, person_id))
     elif tab == "identity":
-        context["merges"] = None  # shown once an API lists a person's merges
+        answer = await c.api.get(f"/users/{person_id}/merges")
+        context["merges"] = answer.body.get("merges", []) if answer.ok else []
     return await c.render_page(
         request, "profile.html", section="people", user=user, props=user.get("properties") or {}, name=view.display_name(user),
         kind=view.kind_of(user), tab=tab, tabs=TABS, tab_label=dict(TABS)[tab], labels=DEFAULT_LABELS,
