@@ -8,6 +8,8 @@ In one run, one broker, one embedded ClickHouse:
                 with orjson (no schema check), build the same rows, insert 10,000 at a time, commit; no
                 profiles, sessions or mappings
   projector     the same events pre-produced to `enriched`: rows/s until every offset is committed
+  partitioned   the same with FOOTFALL_PERSONS_PARTITIONED (one projector): until its persons' owner has also
+                folded every person-changes record (the price of projectors that scale out, on one)
   freshness     the whole pipeline (collector, one processor, projector) at a steady offered rate:
                 time from the collector's 200 to the row being queryable, p50/p95/p99
 Floor and projector are timed from the first message consumed (joining the consumer group is not throughput).
@@ -134,12 +136,17 @@ def projector_rate(settings: FootfallSettings, client, events: list[EnrichedEven
     produce_enriched(settings, events)
     worker = Projector(settings, client)
     finish = end_offsets(settings, [settings.topics.enriched.name])
+    if worker.folder is not None:  # partitioned profiles: done when the owner folded everything routed to it
+        changes = settings.topics.person_changes.name
+        owned = lambda: all(worker.folder.committed.get(p, 0) >= end for (_, p), end in end_offsets(settings, [changes]).items())  # noqa: E731
+    else:
+        owned = lambda: True  # noqa: E731
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     while not worker.batch.size and not worker.committed:
         time.sleep(0.001)
     started = time.perf_counter()  # from the first message consumed, as for the floor
-    while any(worker.committed.get(p, 0) < end for p, end in finish.items()):
+    while any(worker.committed.get(p, 0) < end for p, end in finish.items()) or not owned():
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
     worker.stop()
@@ -250,6 +257,8 @@ def main() -> None:
         print(f"floor (consume, decode, insert, commit): {floor:,.0f} rows/s")
         projected = projector_rate(fresh("projector"), client, events)
         print(f"projector: {projected:,.0f} rows/s")
+        partitioned = projector_rate(fresh("partitioned").model_copy(update={"persons_partitioned": True}), client, events)
+        print(f"projector, partitioned profiles: {partitioned:,.0f} rows/s")
         fresh_result = freshness(fresh("freshness"), client, args.rate, args.seconds)
         print(f"freshness: {fresh_result}")
     result = {
@@ -260,6 +269,7 @@ def main() -> None:
         "floor_ratio_to_bulk_insert": round(floor / bulk, 3),
         "projector_rows_per_s": round(projected),
         "projector_ratio_to_bulk_insert": round(projected / bulk, 3),
+        "partitioned_rows_per_s": round(partitioned), "partitioned_ratio_to_projector": round(partitioned / projected, 3),
         "freshness": fresh_result,
     }
     print(f"wrote {write_result('projector', result)}")

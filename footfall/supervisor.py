@@ -62,6 +62,8 @@ def settings_env(settings: FootfallSettings, **extra: str) -> dict[str, str]:
     )
     if settings.clickhouse_url:
         env["CLICKHOUSE_URL"] = settings.clickhouse_url
+    if settings.persons_partitioned:
+        env["FOOTFALL_PERSONS_PARTITIONED"] = "true"
     return env
 
 

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from clickhouse_connect.driver.client import Client
 
 from projections.directory import Directory
+from projections.person_owners import Folded, Owned, route
 from projections.profiles import EMPTY, PERSONS, ProfileState, apply_command, fold_all, merge, person_row
 from projections.rows import epoch_ms
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity, PersonMerge, person_id_for
+from schemas.person_changes import PersonChange
 from schemas.user_commands import UserCommand
 
 
@@ -127,6 +129,39 @@ class PersonsProjection:
                 merged_into=person.deleted_into or (person.identity.merged_into if person.identity else None),
             )
             for person_id, person in people.items()
+        ]
+
+    def route(self, changes: PersonChanges, overrides: dict[str, str], directory: Directory) -> dict[str, PersonChange]:
+        """What this batch says about each person, for its owner (projections/person_owners.py); run after the
+        batch's mappings are written."""
+        return route(changes, self._live_persons({e.distinct_id for e in changes.events} | changes.distinct_ids | changes.session_keys),
+                     overrides, directory)
+
+    def load_owned(self, person_ids: set[str]) -> dict[str, Owned]:
+        """The persons as their latest rows have them, merged-away ones included (their owner forwards for them)."""
+        found = self._query(
+            f"SELECT person_id, argMax(_state, version), argMax(visitor_number, version), argMax(is_identified, version), "
+            f"argMax(is_contact, version), argMax(merged_into, version) FROM {self.db}.persons "
+            "WHERE person_id IN {ids:Array(String)} GROUP BY person_id",
+            person_ids,
+        )
+        return {
+            person_id: Owned(
+                ProfileState.from_json(state),
+                PersonIdentity(person_id=person_id, visitor_number=number, identified=identified, is_contact=contact, version=0) if number else None,
+                merged_into or None,
+                stored=True,
+            )
+            for person_id, state, number, identified, contact, merged_into in found
+        }
+
+    def owned_rows(self, folded: Folded, versions: dict[str, int]) -> list[list]:
+        """The owner's rows: each person's state with its exact counts, at its version."""
+        counts = self._counts(set(folded.people)) if folded.people else {}
+        return [
+            person_row(person_id, owned.state, owned.identity, *counts.get(person_id, (0, 0)), versions[person_id],
+                       is_deleted=owned.merged_into is not None, merged_into=owned.merged_into)
+            for person_id, owned in folded.people.items()
         ]
 
     def _live_persons(self, distinct_ids: set[str]) -> dict[str, str]:

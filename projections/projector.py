@@ -37,6 +37,7 @@ from pydantic import ValidationError
 
 from projections import metrics, rows
 from projections.directory import Directory
+from projections.person_folder import PersonFolder
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profiles import person_properties_record
 from projections.property_rules import screen, violation_bad_row
@@ -271,7 +272,16 @@ class Projector:
         )
         self.directory = Directory().apply_all(read_user_commands(settings))
         self.decoder = RecordDecoder(topics, self.session_overrides, self.person_overrides, self.directory, replaying)
+        # Partitioned profiles: this process also owns a share of the person-changes partitions. A replay is
+        # one projector, and folds its own batches.
+        self.folder = PersonFolder(settings, self.persons, self.directory, self) if settings.persons_partitioned and not replaying else None
+        # With several projectors each owns some user-commands partitions; routing and owners need every
+        # delete and status change: follow the whole topic too (Directory.apply is idempotent).
+        self.commands = CompactedFollower(settings.kafka_bootstrap_servers, topics.user_commands.name, self._learn_command) if self.folder else None
         self.handlers = self.decoder.handlers  # the topics it reads
+
+    def _learn_command(self, value: bytes) -> None:
+        self.directory.apply(UserCommand.model_validate_json(value))  # a ValidationError is a ValueError: skipped
 
     def _load_overrides(self, table: str, absorbed: str, survivor: str) -> dict[str, str]:
         result = self.client.query(f"SELECT {absorbed}, {survivor} FROM {self.database}.{table} FINAL")
@@ -288,16 +298,30 @@ class Projector:
         if catch_up or changed:
             self.decoder.rules = effective(self.definitions.values.values())
 
+    def follow_commands(self) -> None:
+        if self.commands:
+            with contextlib.suppress(LookupError):  # no user-commands topic yet
+                self.commands.poll()
+
     def run(self) -> None:
         self.follow_definitions(catch_up=True)
         self.consumer.subscribe(list(self.handlers), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        if self.folder:
+            self.folder.subscribe()
         try:
             while not self.stopping.is_set():
+                self.follow_commands()
                 self.fill(self.batch)
                 self.flush()
+                if self.folder:
+                    self.folder.step()
             self.flush()
         finally:
             self.consumer.close()
+            if self.folder:
+                self.folder.close()
+            if self.commands:
+                self.commands.close()
             self.definitions.close()
             self.producer.flush(10)
 
@@ -355,7 +379,11 @@ class Projector:
         for table in order:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
-        if batch.persons:
+        if batch.persons and self.folder:
+            # To the persons' owners, after the rows they count are written and before the offsets commit.
+            routed = self._retrying(lambda: self.persons.route(batch.persons, self.person_overrides.live, self.directory))
+            self.folder.publish(list(routed.values()))
+        elif batch.persons:
             # Profiles last: they read the mappings, events and sessions written just above.
             person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live, self.directory))
             self._insert(PERSONS, person_rows, batch.dedup_token(PERSONS.name))

@@ -53,6 +53,10 @@ class FootfallSettings(BaseSettings):
     read_api_port: int = 8090
     batch_max_rows: int = Field(default=10_000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0)
+    # Profiles folded by the owners of the person-changes partitions (projections/person_owners.py), so any
+    # number of projectors may run in one group; off: each projector folds its own batch's persons, which
+    # is right for one projector only (the embedded engine, replays). docs/operations.md, "The projector".
+    persons_partitioned: bool = False
 
     # Management API (`footfall api`)
     api_host: str = "127.0.0.1"

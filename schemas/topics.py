@@ -75,6 +75,13 @@ class Topics:
         return self._spec("persons", "person id", "schemas.identity.PersonMerge | PersonIdentity")
 
     @property
+    def person_changes(self) -> TopicSpec:
+        """The profile work, repartitioned by person id (projector → the persons' owners, and owner → owner for
+        merges): one owner per partition folds each person, so projectors scale out. Its partition count is
+        fixed for the life of the data (a person's row versions are its offsets there)."""
+        return self._spec("person-changes", "person id", "schemas.person_changes.PersonChange", retention_ms=WEEK_MS)
+
+    @property
     def dead_letter(self) -> TopicSpec:
         """Bad rows from every stage, with their reason; kept forever so they can be fixed and replayed."""
         return self._spec("dead-letter", "source id", "schemas.bad_rows.BadRow")
@@ -115,6 +122,7 @@ class Topics:
             self.identity_commands,
             self.identities,
             self.persons,
+            self.person_changes,
             self.dead_letter,
             self.configs,
             self.person_properties,

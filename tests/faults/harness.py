@@ -230,6 +230,7 @@ class Pipeline:
         groups = {
             f"{prefix}-processor": [topics.raw.name, topics.sessioned.name, topics.identity_commands.name, topics.identities.name],
             f"{prefix}-projector": [topics.enriched.name, topics.sessions.name, topics.identities.name, topics.persons.name],
+            f"{prefix}-persons": [topics.person_changes.name],  # the profiles' owners, when partitioned
         }
         return {group: {f"{row.topic.removeprefix(prefix + '.')}/{row.partition}": row.lag
                         for row in consumer_lag(self.settings.kafka_bootstrap_servers, group, names) if row.lag}
@@ -362,6 +363,7 @@ class Plan:
 
     processors: int = 1
     store: str = "memory://"
+    persons_partitioned: bool = False  # profiles folded by the person-changes owners (the clean run folds inline)
 
     def schedule(self, seed: int, load_s: float) -> list[FaultRecord]:
         rng = random.Random(f"faults-plan-{seed}-{','.join(self.kinds)}")

@@ -131,7 +131,8 @@ def run_scenario(settings, tmp_path, tmp_path_factory, request, *, seed: int, pl
                 raise
             plan = replace(plan, kinds=tuple(k for k in plan.kinds if k != "broker"))
     load_s = len(traffic.calls) / rate
-    pipeline = Pipeline(scenario_settings(settings, "faulty", plan.store), tmp_path / "faulty", clickhouse_server(settings), plan.processors)
+    faulty = scenario_settings(settings, "faulty", plan.store).model_copy(update={"persons_partitioned": plan.persons_partitioned})
+    pipeline = Pipeline(faulty, tmp_path / "faulty", clickhouse_server(settings), plan.processors)
     faults = plan.schedule(seed, load_s)
     try:
         with running(pipeline, plan.joining):
@@ -259,3 +260,12 @@ def test_every_fault_at_seeded_moments(settings, tmp_path, tmp_path_factory, req
     store = "rocksdb://" if seed % 2 == 0 else "memory://"
     run_scenario(settings, tmp_path, tmp_path_factory, request, seed=seed, suite="full",
                  plan=Plan(EVERY_FAULT, processors=2, store=store), **FULL_TRAFFIC)
+
+
+@pytest.mark.faults  # ~4 minutes more than the CI subset's shared clean run: in `make test-faults`
+@pytest.mark.timeout(600)
+def test_kill_the_projector_with_partitioned_profiles(settings, tmp_path, tmp_path_factory, request):
+    """kill -9 of a projector that also owns the person-changes partitions: the profiles equal a clean run's,
+    folded by one projector inline."""
+    run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="full",
+                 plan=Plan(("projector",), persons_partitioned=True), **CI_TRAFFIC)
