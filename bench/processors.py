@@ -1,15 +1,19 @@
 """Stream-processor throughput against a bare consume-and-produce loop on the same transport (aiokafka).
 
-    make bench-processors        (or: .venv/bin/python bench/processors.py [--events 30000])
+    make bench-processors        (or: .venv/bin/python -m bench.processors [--events 60000] [--per-envelope 100])
 
-One run, one broker, the same pre-produced raw events for every scenario:
-  bare loop       aiokafka consumer → aiokafka producer, one message out per message in (the ceiling)
+One run, one broker, the same pre-produced raw records for every scenario: envelopes of --per-envelope events
+per raw partition, as the collector writes them (schemas/envelope.py; 0: one event per record, as before):
+  bare loop       aiokafka consumer → aiokafka producer, each record out as it came in (the ceiling)
   faust floor     a faust worker whose agent takes the same batches and does nothing (bench/faust_floor.py):
-                  faust's own per-message cost, which every faust agent pays before any work of its own
-  sessionizer     a `footfall processor` worker: events/s until it has committed every raw event (a batch is
+                  faust's own per-record cost, which every faust agent pays before any work of its own
+  sessionizer     a `footfall processor` worker: events/s until it has committed every raw record (a batch is
                   committed only after its enriched events, session updates and state went out)
   + identity      the same worker: events/s until `enriched` holds every event, stamped with its person
                   (identity commands through the sequencer, the `person-of` table, re-keying where needed)
+  per-event work  the sessionize step in-process on the same records (CPU µs per event: reading the records,
+                  sessionizing, identity commands, serialising and enveloping every output), beside what
+                  validating each event with pydantic alone costs (the collector did; the processors no longer do)
 Also reports bytes of sessionizer state per active device key. Writes bench/results/processors.json.
 """
 
@@ -32,11 +36,16 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench.common import REPO, broker, write_result
+from processors import steps
+from processors.events import read_event
+from processors.records import read_record
 from processors.sessionizer import SessionizerConfig, assign
 from schemas.config import FootfallSettings
+from schemas.envelope import COUNT_HEADER, EnvelopeLimits, header, pack_by_partition
 from schemas.events import RawEvent
 
 PARTITIONS = 4
+Record = tuple[int | None, bytes | None, bytes, list | None]  # partition (None: by key), key, value, headers
 
 
 def raw_events(count: int, devices: int, seed: int = 1) -> list[RawEvent]:
@@ -58,25 +67,67 @@ def raw_events(count: int, devices: int, seed: int = 1) -> list[RawEvent]:
     return events
 
 
-def produce(bootstrap: str, topic: str, events: list[RawEvent]) -> None:
+def records_of(events: list[RawEvent], per_envelope: int) -> list[Record]:
+    """Envelopes of `per_envelope` events per raw partition, in order, as the collector writes them; or (0) one
+    keyed event per record, as before envelopes."""
+    keyed = [(event.device_key.encode(), event.model_dump_json().encode()) for event in events]
+    if per_envelope == 0:
+        return [(None, key, value, None) for key, value in keyed]
+    return [(partition, None, envelope.value, envelope.headers)
+            for partition, envelope in pack_by_partition(keyed, PARTITIONS, EnvelopeLimits(max_events=per_envelope))]
+
+
+def produce(bootstrap: str, topic: str, records: list[Record]) -> None:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "compression.type": "lz4", "partitioner": "murmur2_random"})
-    for event in events:
-        producer.produce(topic, event.model_dump_json().encode(), event.device_key.encode())
+    for partition, key, value, headers in records:
+        if partition is None:
+            producer.produce(topic, value, key)
+        else:
+            producer.produce(topic, value, key, partition=partition, headers=headers)
         producer.poll(0)
     assert producer.flush(60) == 0
 
 
-def messages_in(bootstrap: str, topic: str) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-count-{uuid.uuid4()}"})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in metadata.partitions)
-    finally:
-        consumer.close()
+def events_in_record(headers) -> int:
+    count = header(headers, COUNT_HEADER)
+    return int(count) if count is not None else 1
+
+
+class EventCounter:
+    """Counts the events (not records) on a topic from its beginning, reading on from where it left off."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-count-{uuid.uuid4()}", "enable.auto.commit": False})
+        self.topic, self.events, self.assigned = topic, 0, False
+
+    def wait_for(self, count: int, timeout_s: float) -> float:
+        """perf_counter() once the topic holds `count` events."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.assigned:
+                try:
+                    partitions = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic].partitions
+                except (KafkaException, KeyError):
+                    partitions = {}
+                if not partitions:
+                    time.sleep(0.2)
+                    continue
+                self.consumer.assign([TopicPartition(self.topic, p, 0) for p in partitions])
+                self.assigned = True
+            for message in self.consumer.consume(num_messages=1000, timeout=0.1):
+                if message.error() is None:
+                    self.events += events_in_record(message.headers())
+            if self.events >= count:
+                return time.perf_counter()
+        raise TimeoutError(f"{self.topic} did not reach {count} events in {timeout_s}s (saw {self.events})")
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 async def bare_loop(bootstrap: str, source: str, sink: str, expected: int) -> float:
-    """The ceiling: consume every message and produce it again, nothing else. Returns events/s."""
+    """The ceiling: consume every record and produce it again as it came (an envelope stays one record), nothing
+    else. Returns events/s."""
     consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4()}",
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
@@ -89,26 +140,14 @@ async def bare_loop(bootstrap: str, source: str, sink: str, expected: int) -> fl
             for records in batches.values():
                 for record in records:
                     started = started or time.perf_counter()
-                    await producer.send(sink, record.value, key=record.key)
-                    seen += 1
+                    await producer.send(sink, record.value, key=record.key, partition=record.partition, headers=list(record.headers))
+                    seen += events_in_record(record.headers)
             await consumer.commit()
         await producer.flush()
         return expected / (time.perf_counter() - started)
     finally:
         await consumer.stop()
         await producer.stop()
-
-
-def wait_for(bootstrap: str, topic: str, count: int, timeout_s: float) -> float:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if messages_in(bootstrap, topic) >= count:
-                return time.perf_counter()
-        except KafkaException:
-            pass  # the topic is still being created or has no leader yet
-        time.sleep(0.2)
-    raise TimeoutError(f"{topic} did not reach {count} messages in {timeout_s}s")
 
 
 def wait_for_commits(bootstrap: str, group: str, topic: str, count: int, timeout_s: float) -> float:
@@ -128,24 +167,24 @@ def wait_for_commits(bootstrap: str, group: str, topic: str, count: int, timeout
     raise TimeoutError(f"{group} did not commit {count} messages of {topic} in {timeout_s}s")
 
 
-def faust_floor_rate(bootstrap: str, topic: str, events: list[RawEvent], data_dir: str) -> float:
+def faust_floor_rate(bootstrap: str, topic: str, records: list[Record], events: int, data_dir: str) -> float:
     """Events/s of a faust agent that does nothing: from the first produce until it has taken every event."""
     group = f"bench-floor-{uuid.uuid4().hex[:6]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result()
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FAUST_FLOOR_GROUP": group, "FAUST_FLOOR_DATA_DIR": f"{data_dir}/floor"}
     done_file = Path(data_dir) / "floor-done"
-    worker = subprocess.Popen([sys.executable, "-m", "bench.faust_floor", topic, str(len(events) + 1), str(done_file)],
+    worker = subprocess.Popen([sys.executable, "-m", "bench.faust_floor", topic, str(events + 1), str(done_file)],
                               env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        produce(bootstrap, topic, raw_events(1, 1, seed=99))
+        produce(bootstrap, topic, records_of(raw_events(1, 1, seed=99), 0))
         wait_for_commits(bootstrap, group, topic, 1, 120)  # joined and consuming
         started = time.monotonic()
-        produce(bootstrap, topic, events)
+        produce(bootstrap, topic, records)
         deadline = started + 600
         while not done_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        return len(events) / (float(done_file.read_text()) - started)
+        return events / (float(done_file.read_text()) - started)
     finally:
         worker.terminate()
         worker.wait(30)
@@ -158,12 +197,51 @@ def state_bytes_per_key(events: list[RawEvent]) -> float:
     return sum(len(s.to_json()) for s in states.values()) / len(states)
 
 
+def per_event_work_us(records: list[Record], events: list[RawEvent], records_per_batch: int) -> dict:
+    """CPU µs per event of the sessionize step on the same records, in-process (no Kafka, no faust); and, as the
+    baseline in the same run, what validating each event with pydantic alone costs."""
+    table: dict[bytes, bytes] = {}
+    decoded = steps.DecodedStates(table)
+    watermarks: dict[int, datetime] = {}
+
+    def watermark(partition: int, at: datetime) -> datetime:
+        watermarks[partition] = max(at, watermarks.get(partition, at))
+        return watermarks[partition]
+
+    config, payloads = SessionizerConfig(), [event.model_dump_json().encode() for event in events]
+    assign(None, read_event(payloads[0]), events[0].timestamp, config)  # warm: the user-agent parser loads once
+    started = time.process_time()
+    for at in range(0, len(records), records_per_batch):
+        handed = []
+        for partition, key, value, headers in records[at:at + records_per_batch]:
+            partition = partition or 0
+            handed.append((None, partition, read_record(key, value, headers, partition, PARTITIONS, read_event, steps.device_key, "RawEvent").events))
+        out = steps.sessionize(handed, decoded.state_of, {}.get, watermark, config)
+        for key, (state, _) in out.states.items():
+            table[key] = stored = state.to_json()
+            decoded.wrote(key, stored, state)
+        for outputs in (out.enriched, out.sessioned, out.sessions, out.identity_commands):
+            list(pack_by_partition(outputs, PARTITIONS))
+    sessionize_us = (time.process_time() - started) / len(events) * 1e6
+    started = time.process_time()
+    for payload in payloads:
+        RawEvent.model_validate_json(payload)
+    validate_us = (time.process_time() - started) / len(events) * 1e6
+    return {"sessionize_step_us_per_event": round(sessionize_us, 1), "pydantic_validation_us_per_event": round(validate_us, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=30_000)
+    parser.add_argument("--events", type=int, default=60_000)
     parser.add_argument("--devices", type=int, default=2_000)
+    parser.add_argument("--per-envelope", type=int, default=100, help="events per raw record (0: one event per record)")
     args = parser.parse_args()
     events = raw_events(args.events, args.devices)
+    records = records_of(events, args.per_envelope)
+    settings = FootfallSettings()
+    work = per_event_work_us(records, events, max(1, settings.processor_batch_max // max(1, args.per_envelope)))
+    print(f"per-event work of the sessionize step: {work['sessionize_step_us_per_event']} µs CPU "
+          f"(pydantic validation alone: {work['pydantic_validation_us_per_event']} µs)")
 
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="footfall-bench-") as data_dir:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
@@ -172,26 +250,27 @@ def main() -> None:
         for future in admin.create_topics([NewTopic(f"{prefix}.bare-in", PARTITIONS, 1), NewTopic(f"{prefix}.bare-out", PARTITIONS, 1)]).values():
             future.result()
 
-        produce(bootstrap, f"{prefix}.bare-in", events)
+        produce(bootstrap, f"{prefix}.bare-in", records)
         bare = asyncio.run(bare_loop(bootstrap, f"{prefix}.bare-in", f"{prefix}.bare-out", len(events)))
         print(f"bare consume-and-produce loop: {bare:,.0f} events/s")
 
-        floor = faust_floor_rate(bootstrap, f"{prefix}.floor-in", events, data_dir)
+        floor = faust_floor_rate(bootstrap, f"{prefix}.floor-in", records, len(events), data_dir)
         print(f"faust agent doing nothing: {floor:,.0f} events/s")
 
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix, "FOOTFALL_PARTITIONS": str(PARTITIONS),
                "FOOTFALL_DATA_DIR": data_dir, "FOOTFALL_PROCESSOR_METRICS_PORT": "0"}
         worker = subprocess.Popen([sys.executable, "-m", "footfall", "processor"], env=env, cwd=REPO,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        enriched = EventCounter(bootstrap, settings.topics.enriched.name)
         try:
-            warmup = raw_events(1, 1, seed=99)
-            produce(bootstrap, settings.topics.raw.name, warmup)
-            wait_for(bootstrap, settings.topics.enriched.name, 1, 120)  # worker joined, tables recovered
+            produce(bootstrap, settings.topics.raw.name, records_of(raw_events(1, 1, seed=99), 0))
+            enriched.wait_for(1, 120)  # worker joined, tables recovered
             started = time.perf_counter()
-            produce(bootstrap, settings.topics.raw.name, events)
-            sessioned_done = wait_for_commits(bootstrap, f"{prefix}-processor", settings.topics.raw.name, len(events) + 1, 600)
-            enriched_done = wait_for(bootstrap, settings.topics.enriched.name, len(events) + 1, 600)
+            produce(bootstrap, settings.topics.raw.name, records)
+            sessioned_done = wait_for_commits(bootstrap, f"{prefix}-processor", settings.topics.raw.name, len(records) + 1, 600)
+            enriched_done = enriched.wait_for(len(events) + 1, 600)
         finally:
+            enriched.close()
             worker.terminate()
             worker.wait(30)
 
@@ -200,6 +279,7 @@ def main() -> None:
     result = {
         "command": "make bench-processors",
         "events": len(events), "devices": args.devices, "partitions": PARTITIONS, "workers": 1,
+        "events_per_record": args.per_envelope or 1, "records": len(records),
         "bare_loop_events_per_s": round(bare),
         "faust_floor_events_per_s": round(floor),
         "faust_floor_ratio_to_bare": round(floor / bare, 3),
@@ -207,6 +287,7 @@ def main() -> None:
         "sessionizer_and_identity_events_per_s": round(with_identity),
         "sessionizer_ratio_to_bare": round(sessionizer / bare, 3),
         "with_identity_ratio_to_bare": round(with_identity / bare, 3),
+        **work,
         "state_bytes_per_active_key": round(state_bytes_per_key(events)),
     }
     print(result)

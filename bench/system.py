@@ -2,13 +2,14 @@
 
     make bench-system        (or: .venv/bin/python -m bench.system [--step-seconds 15])
 
-1. Sustained rate: the offered rate steps up (loadgen batches of 50, seeded traffic); at each step it
+1. Sustained rate: the offered rate steps up (loadgen batches of --batch-size, 50 by default; 0: every call
+   on its own request, as single-event traffic), seeded traffic; at each step it
    reports the acknowledged rate, freshness (collector acknowledgement → the event is queryable in
    ClickHouse, seen by polling the read API every 0.2 s) as p50/p95/p99, CPU and memory per component,
    and consumer lag over time. Sustained = the highest step absorbed (≥ 95 % of the offered rate
    acknowledged, every event queryable) with freshness p99 ≤ 2 s.
-2. Scaling: a backlog of raw events drained by 1, then by 2 processor workers (4 partitions, so more
-   partitions than workers), as events/s. Across a worker joining and then leaving mid-drain: the longest
+2. Scaling: a backlog of raw events (envelopes of --per-envelope events, as the collector writes them) drained
+   by 1, then by 2 processor workers (4 partitions, so more partitions than workers), as events/s. Across a worker joining and then leaving mid-drain: the longest
    pause in the group's progress, and whether every event reached `enriched` (none lost) and how many
    extra copies the rebalance caused (collapsed downstream by the events table's key).
 Writes bench/results/system.json and PNG plots next to it; `make bench-report` puts them in BENCHMARKS.md.
@@ -34,7 +35,7 @@ import httpx
 import psutil
 
 from bench.common import REPO, RESULTS_DIR, broker, free_port, write_result
-from bench.processors import PARTITIONS, produce, raw_events, wait_for_commits
+from bench.processors import PARTITIONS, produce, raw_events, records_of, wait_for_commits
 from footfall import traffic
 from footfall.lag import consumer_lag
 from footfall.loadgen import run_load
@@ -180,9 +181,9 @@ def kafka_pid() -> int | None:
     return max(brokers, key=lambda p: p.info["create_time"]).pid if brokers else None
 
 
-def step(run: Pipeline, watcher: Watcher, seed: int, rate: float, seconds: float) -> dict:
+def step(run: Pipeline, watcher: Watcher, seed: int, rate: float, seconds: float, batch_size: int) -> dict:
     calls = traffic.calls(seed, visitors=20_000)
-    report = asyncio.run(run_load(run.url, WRITE_KEY, calls, rate=rate, batch_size=50, concurrency=8, duration=seconds))
+    report = asyncio.run(run_load(run.url, WRITE_KEY, calls, rate=rate, batch_size=batch_size, concurrency=8, duration=seconds))
     acked = dict(report.acks)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(m not in watcher.first_seen for m in acked):
@@ -201,27 +202,30 @@ def step(run: Pipeline, watcher: Watcher, seed: int, rate: float, seconds: float
     return result
 
 
-def sustained(bootstrap: str, rates: list[float], seconds: float) -> dict:
+def sustained(bootstrap: str, rates: list[float], seconds: float, batch_size: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="footfall-bench-system-") as data_dir, pipeline(bootstrap, data_dir) as run:
         watcher = Watcher(run, kafka_pid())
         watcher.start()
         steps = []
         try:
             for n, rate in enumerate(rates):
-                steps.append(step(run, watcher, seed=100 + n, rate=rate, seconds=seconds))
+                steps.append(step(run, watcher, seed=100 + n, rate=rate, seconds=seconds, batch_size=batch_size))
                 if not steps[-1]["absorbed"]:
                     break
         finally:
             watcher.stopping.set()
             watcher.join(5)
         best = max((s for s in steps if s["absorbed"]), key=lambda s: s["acknowledged_per_s"], default=None)
-        return {"steps": steps, "sustained_per_s": best and best["acknowledged_per_s"], "at_sustained": best, "lag": watcher.lag}
+        return {"steps": steps, "batch_size": batch_size, "sustained_per_s": best and best["acknowledged_per_s"], "at_sustained": best,
+                "lag": watcher.lag}
 
 
-def drain(bootstrap: str, events: int, workers: int, join_and_leave: bool = False) -> dict:
+def drain(bootstrap: str, events: int, workers: int, per_envelope: int, join_and_leave: bool = False) -> dict:
     """A raw backlog drained by `workers` processors; with join_and_leave, a second worker joins at a third
-    of the way and one leaves (SIGTERM) at two thirds. Progress is the group's committed raw offsets."""
+    of the way and one leaves (SIGTERM) at two thirds. Progress is the group's committed raw offsets, in
+    records (envelopes), reported as the share of the events they hold."""
     backlog = raw_events(events, devices=2_000, seed=7)
+    records = records_of(backlog, per_envelope)
     with tempfile.TemporaryDirectory(prefix="footfall-bench-drain-") as data_dir:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS)
@@ -239,16 +243,17 @@ def drain(bootstrap: str, events: int, workers: int, join_and_leave: bool = Fals
                 start_worker(n)
             # Warm-up: the group is formed. Workers that start together can sit idle on their partitions (faust) until
             # their stall watch restarts them (FOOTFALL_PROCESSOR_STALL_SECONDS), so this may take minutes.
-            produce(bootstrap, settings.topics.raw.name, raw_events(1, 1, seed=99))
+            produce(bootstrap, settings.topics.raw.name, records_of(raw_events(1, 1, seed=99), 0))
             wait_for_commits(bootstrap, f"{prefix}-processor", settings.topics.raw.name, 1, 480)
             started = time.perf_counter()
-            produce(bootstrap, settings.topics.raw.name, backlog)
+            produce(bootstrap, settings.topics.raw.name, records)
             progress, marks = [], {}
             group = f"{prefix}-processor"
             while True:
-                done = sum(max(p.committed, 0) for p in consumer_lag(bootstrap, group, [settings.topics.raw.name])) - 1
+                done_records = sum(max(p.committed, 0) for p in consumer_lag(bootstrap, group, [settings.topics.raw.name])) - 1
+                done = round(events * done_records / len(records))
                 progress.append((time.perf_counter() - started, done))
-                if done >= events:
+                if done_records >= len(records):
                     break
                 if join_and_leave and "join" not in marks and done >= events / 3:
                     marks["join"] = time.perf_counter() - started
@@ -263,7 +268,8 @@ def drain(bootstrap: str, events: int, workers: int, join_and_leave: bool = Fals
 
             enriched = topic_message_ids(settings, settings.topics.enriched.name)
             expected = {e.message_id for e in backlog}
-            result = {"workers": workers, "events": events, "events_per_s": round(events / elapsed), "restarts": sum(p.restarts for p in procs),
+            result = {"workers": workers, "events": events, "records": len(records), "events_per_s": round(events / elapsed),
+                      "restarts": sum(p.restarts for p in procs),
                       "lost": len(expected - set(enriched)), "extra_copies": len([m for m in enriched if m in expected]) - len(expected)}
             if join_and_leave:
                 result["marks"] = marks
@@ -317,6 +323,8 @@ def plots(result: dict) -> list[str]:
     axis.legend(fontsize=7)
     written.append(_save(figure, "system-throughput.png"))
 
+    if "scaling" not in result:
+        return written
     rebalance = result["scaling"]["join_and_leave"]
     figure, axis = plt.subplots(figsize=(8, 4))
     times = [t for t, _ in rebalance["progress"]]
@@ -341,19 +349,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rates", default="250,500,1000,2000,4000,8000")
     parser.add_argument("--step-seconds", type=float, default=15)
-    parser.add_argument("--drain-events", type=int, default=20_000)
+    parser.add_argument("--drain-events", type=int, default=60_000)
+    parser.add_argument("--batch-size", type=int, default=50, help="calls per loadgen request (0: single-event requests)")
+    parser.add_argument("--per-envelope", type=int, default=100, help="events per raw record in the drain backlog")
+    parser.add_argument("--skip-scaling", action="store_true", help="only the sustained steps (e.g. a --batch-size 0 run)")
     args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",")]
     with broker() as bootstrap:
-        result = {"command": "make bench-system", "sustained": sustained(bootstrap, [float(r) for r in args.rates.split(",")], args.step_seconds)}
-        one = drain(bootstrap, args.drain_events, workers=1)
-        two = drain(bootstrap, args.drain_events, workers=2)
-        result["scaling"] = {"one_worker": one, "two_workers": two, "gain": round(two["events_per_s"] / one["events_per_s"], 2),
-                             "join_and_leave": drain(bootstrap, args.drain_events, workers=1, join_and_leave=True)}
-    result["plots"] = plots(result)
+        result = {"command": f"make bench-system BENCH_ARGS='--batch-size {args.batch_size}'",
+                  "sustained": sustained(bootstrap, rates, args.step_seconds, args.batch_size)}
+        if not args.skip_scaling:
+            one = drain(bootstrap, args.drain_events, workers=1, per_envelope=args.per_envelope)
+            two = drain(bootstrap, args.drain_events, workers=2, per_envelope=args.per_envelope)
+            result["scaling"] = {"one_worker": one, "two_workers": two, "gain": round(two["events_per_s"] / one["events_per_s"], 2),
+                                 "join_and_leave": drain(bootstrap, args.drain_events, workers=1, per_envelope=args.per_envelope, join_and_leave=True)}
+    result["plots"] = plots(result) if args.batch_size else []  # the batched run's plots are the ones BENCHMARKS.md shows
     for part in result["sustained"]["steps"]:
         part.pop("timeline")  # plotted; too long for the JSON
-    result["scaling"]["join_and_leave"].pop("progress")
-    print(f"wrote {write_result('system', result)}")
+    if "scaling" in result:
+        result["scaling"]["join_and_leave"].pop("progress")
+    name = "system" if args.batch_size else "system-single-events"
+    print(f"wrote {write_result(name, result)}")
 
 
 if __name__ == "__main__":

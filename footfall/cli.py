@@ -90,6 +90,7 @@ def processor() -> None:
 
     from footfall.topics import ensure_topics
     from processors.app import create_app
+    from processors.runtime import use_uvloop
 
     from prometheus_client import start_http_server
 
@@ -98,6 +99,7 @@ def processor() -> None:
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     if settings.processor_metrics_port:
         start_http_server(settings.processor_metrics_port, addr="127.0.0.1")
+    use_uvloop()
     app = create_app(settings)
     tune_garbage_collector(settings)
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()

@@ -427,13 +427,6 @@ def commands_for(event: RawEvent, first_sighting: bool) -> list[IdentityCommand]
       It carries the contact traits, so an identify without both ids still teaches them.
     Each command's message id is the event's plus ":<kind>", so a redelivered event dedups.
     """
-    email = event.traits.get("email")
-    traits = {
-        "email": email if _usable(email) else None,
-        "contact_traits": [
-            kind for kind, keys in CONTACT_TRAITS.items() if any(_usable(event.traits.get(key)) for key in keys)
-        ],
-    }
     commands: list[IdentityCommand] = []
     linked: tuple[str | None, ...] = ()
     if event.type == "alias":
@@ -441,12 +434,26 @@ def commands_for(event: RawEvent, first_sighting: bool) -> list[IdentityCommand]
         commands.append(_command(event, "alias", previous_id=event.previous_id, user_id=event.user_id))
     elif event.anonymous_id and event.user_id:
         linked = (event.anonymous_id, event.user_id)
-        commands.append(_command(event, "identify", anonymous_id=event.anonymous_id, user_id=event.user_id, **traits))
+        commands.append(_command(event, "identify", anonymous_id=event.anonymous_id, user_id=event.user_id, **_contact_facts(event)))
     device = event.device_key
     if (first_sighting or event.type == "identify") and device not in linked:
         is_user_id = device == event.user_id
-        commands.append(_command(event, "seen", distinct_id=device, user_id=device if is_user_id else None, **traits))
+        commands.append(_command(event, "seen", distinct_id=device, user_id=device if is_user_id else None, **_contact_facts(event)))
     return commands
+
+
+def _contact_facts(event: RawEvent) -> dict[str, Any]:
+    """The email and the kinds of contact traits an event carries (worked out only for an event that sends a
+    command: most events send none)."""
+    if not event.traits:
+        return {"email": None, "contact_traits": []}
+    email = event.traits.get("email")
+    return {
+        "email": email if _usable(email) else None,
+        "contact_traits": [
+            kind for kind, keys in CONTACT_TRAITS.items() if any(_usable(event.traits.get(key)) for key in keys)
+        ],
+    }
 
 
 def _command(event: RawEvent, kind: CommandKind, **fields: Any) -> IdentityCommand:
