@@ -264,7 +264,7 @@ def main() -> None:
         enriched = EventCounter(bootstrap, settings.topics.enriched.name)
         try:
             produce(bootstrap, settings.topics.raw.name, records_of(raw_events(1, 1, seed=99), 0))
-            enriched.wait_for(1, 120)  # worker joined, tables recovered
+            enriched.wait_for(1, 600)  # worker joined, tables recovered (slow on a loaded machine)
             started = time.perf_counter()
             produce(bootstrap, settings.topics.raw.name, records)
             sessioned_done = wait_for_commits(bootstrap, f"{prefix}-processor", settings.topics.raw.name, len(records) + 1, 600)

@@ -310,6 +310,45 @@ def session_update(
     )
 
 
+def session_update_json(
+    device_key: str, session: Session, status: SessionStatus, absorbed_into: str | None = None
+) -> bytes:
+    """`session_update(...).model_dump_json()`, built straight from the session: building and validating the
+    pydantic model cost more than sessionizing an event, and every batch renders each changed session once."""
+    touch: Touch = session.first.value
+    entry_url = session.entry.value if session.entry else None
+    campaign = touch.campaign or campaign_from_url(entry_url)
+    return orjson.dumps({
+        "kind": "session",
+        "session_id": session.id,
+        "device_key": device_key,
+        "version": session.version,
+        "status": status,
+        "absorbed_into": absorbed_into,
+        "start": _datetime(session.start),
+        "end": _datetime(session.end),
+        "duration_seconds": (session.end - session.start) / 1_000_000,
+        "event_count": session.event_count,
+        "pageview_count": session.pageview_count,
+        "bounced": session.event_count == 1 and session.pageview_count == 1,
+        "entry_url": entry_url,
+        "exit_url": session.exit.value if session.exit else None,
+        "referrer": touch.referrer,
+        "referring_domain": referring_domain(touch.referrer),
+        "utm_source": campaign.get("source"),
+        "utm_medium": campaign.get("medium"),
+        "utm_campaign": campaign.get("campaign"),
+        "utm_term": campaign.get("term"),
+        "utm_content": campaign.get("content"),
+        "browser": touch.browser,
+        "os": touch.os,
+        "device_type": touch.device_type,
+        "distinct_id": session.last.value,
+        "person_id": None,
+        "late_event_count": session.late_event_count,
+    }, option=orjson.OPT_UTC_Z)
+
+
 def assign(state: DeviceState | None, event: RawEvent, watermark: datetime, config: SessionizerConfig) -> Assignment:
     """Put one event into its device's sessions; see the module docstring for the rules."""
     state = state or DeviceState(device_key=event.device_key)

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 from processors.events import EventView, json_time
 from processors.identity import IdentityResolver, commands_for
 from processors.records import Keyed
-from processors.sessionizer import DeviceState, Session, SessionizerConfig, assign, close_expired, session_update
+from processors.sessionizer import DeviceState, Session, SessionizerConfig, assign, close_expired, session_update_json
 from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
 from schemas.sessions import SessionMerge
 
@@ -143,7 +143,7 @@ def sessionize(
                 out.sessions.append((key, change.model_dump_json().encode()))
             else:
                 session, status, absorbed_into = change
-                out.sessions.append((key, session_update(device, session, status, absorbed_into).model_dump_json().encode()))
+                out.sessions.append((key, session_update_json(device, session, status, absorbed_into)))
     return out
 
 
