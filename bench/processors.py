@@ -230,6 +230,26 @@ def per_event_work_us(records: list[Record], events: list[RawEvent], records_per
     return {"sessionize_step_us_per_event": round(sessionize_us, 1), "pydantic_validation_us_per_event": round(validate_us, 1)}
 
 
+PROFILED_STEPS = {"assign": "assign", "read_record": "reading records (orjson, checks)", "stamped": "stamping enriched events",
+                  "session_update_json": "session JSON", "commands_for": "identity commands", "pack_by_partition": "enveloping",
+                  "to_json": "state JSON"}
+
+
+def where_the_time_goes(records: list[Record], events: list[RawEvent], records_per_batch: int) -> str:
+    """The sessionize step under cProfile: the share of its time in each named part (profiling inflates Python
+    code more than C, so shares, not µs)."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.runcall(per_event_work_us, records, events, records_per_batch)
+    stats = pstats.Stats(profile).stats
+    cumulative = lambda fn: sum(ct for (path, _, name), (_, _, _, ct, _) in stats.items()  # noqa: E731
+                                if name == fn and "site-packages" not in path)
+    total = cumulative("per_event_work_us") - cumulative("model_validate_json")  # the step, not the baseline
+    return ", ".join(f"{label} {cumulative(fn) / total:.0%}" for fn, label in PROFILED_STEPS.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=60_000)
@@ -240,8 +260,9 @@ def main() -> None:
     records = records_of(events, args.per_envelope)
     settings = FootfallSettings()
     work = per_event_work_us(records, events, max(1, settings.processor_batch_max // max(1, args.per_envelope)))
+    work["where_the_time_goes"] = where_the_time_goes(records, events, max(1, settings.processor_batch_max // max(1, args.per_envelope)))
     print(f"per-event work of the sessionize step: {work['sessionize_step_us_per_event']} µs CPU "
-          f"(pydantic validation alone: {work['pydantic_validation_us_per_event']} µs)")
+          f"(pydantic validation alone: {work['pydantic_validation_us_per_event']} µs); {work['where_the_time_goes']}")
 
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="footfall-bench-") as data_dir:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
@@ -289,6 +310,7 @@ def main() -> None:
         "with_identity_ratio_to_bare": round(with_identity / bare, 3),
         **work,
         "state_bytes_per_active_key": round(state_bytes_per_key(events)),
+        "load_average_at_end": round(os.getloadavg()[0], 1),  # the machine is shared: how busy it was
     }
     print(result)
     print(f"wrote {write_result('processors', result)}")

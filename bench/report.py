@@ -102,6 +102,12 @@ def processors_section(r: dict) -> list[str]:
             f"alone, which the processors no longer do (the collector did), cost {r['pydantic_validation_us_per_event']} µs.",
             "",
         ]
+    if "load_average_at_end" in r:
+        lines += [f"Conditions: the 2-core machine was shared with other engineers' test runs; its 1-minute load average was "
+                  f"{r['load_average_at_end']} when this run ended, so absolute figures are far below what an idle machine gives "
+                  "and only the ratios within this run compare.", ""]
+    if "where_the_time_goes" in r:
+        lines += [f"Where the sessionize step's time goes (cProfile, same records): {r['where_the_time_goes']}.", ""]
     lines += [
         f"Sessionizer state: {r['state_bytes_per_active_key']:,} bytes per active device key (JSON, dedup memory capped at 256 message ids per session).",
         f"Target: {target:,} events/s per worker — {verdict(met)}.",
