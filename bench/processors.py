@@ -38,7 +38,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from bench.common import REPO, broker, write_result
 from processors import steps
 from processors.events import read_event
-from processors.records import read_record
+from processors.records import EventSlices, read_record
 from processors.sessionizer import SessionizerConfig, assign
 from schemas.config import FootfallSettings
 from schemas.envelope import COUNT_HEADER, EnvelopeLimits, header, pack_by_partition
@@ -197,9 +197,10 @@ def state_bytes_per_key(events: list[RawEvent]) -> float:
     return sum(len(s.to_json()) for s in states.values()) / len(states)
 
 
-def per_event_work_us(records: list[Record], events: list[RawEvent], records_per_batch: int) -> dict:
-    """CPU µs per event of the sessionize step on the same records, in-process (no Kafka, no faust); and, as the
-    baseline in the same run, what validating each event with pydantic alone costs."""
+def per_event_work_us(records: list[Record], events: list[RawEvent], records_per_batch: int, slice_events: int) -> dict:
+    """CPU µs per event of the sessionize step on the same records, in-process (no Kafka, no faust), in the
+    batches and slices a worker cuts; and, as the baseline in the same run, what validating each event with
+    pydantic alone costs."""
     table: dict[bytes, bytes] = {}
     decoded = steps.DecodedStates(table)
     watermarks: dict[int, datetime] = {}
@@ -212,16 +213,17 @@ def per_event_work_us(records: list[Record], events: list[RawEvent], records_per
     assign(None, read_event(payloads[0]), events[0].timestamp, config)  # warm: the user-agent parser loads once
     started = time.process_time()
     for at in range(0, len(records), records_per_batch):
-        handed = []
+        slices, full = EventSlices(slice_events), []
         for partition, key, value, headers in records[at:at + records_per_batch]:
             partition = partition or 0
-            handed.append((None, partition, read_record(key, value, headers, partition, PARTITIONS, read_event, steps.device_key, "RawEvent").events))
-        out = steps.sessionize(handed, decoded.state_of, {}.get, watermark, config)
-        for key, (state, _) in out.states.items():
-            table[key] = stored = state.to_json()
-            decoded.wrote(key, stored, state)
-        for outputs in (out.enriched, out.sessioned, out.sessions, out.identity_commands):
-            list(pack_by_partition(outputs, PARTITIONS))
+            full += slices.add(None, partition, read_record(key, value, headers, partition, PARTITIONS, read_event, steps.device_key, "RawEvent").events)
+        for handed in [*full, slices.rest()]:
+            out = steps.sessionize(handed, decoded.state_of, {}.get, watermark, config)
+            for key, (state, _) in out.states.items():
+                table[key] = stored = state.to_json()
+                decoded.wrote(key, stored, state)
+            for outputs in (out.enriched, out.sessioned, out.sessions, out.identity_commands):
+                list(pack_by_partition(outputs, PARTITIONS))
     sessionize_us = (time.process_time() - started) / len(events) * 1e6
     started = time.process_time()
     for payload in payloads:
@@ -235,14 +237,14 @@ PROFILED_STEPS = {"assign": "assign", "read_record": "reading records (orjson, c
                   "to_json": "state JSON"}
 
 
-def where_the_time_goes(records: list[Record], events: list[RawEvent], records_per_batch: int) -> str:
+def where_the_time_goes(records: list[Record], events: list[RawEvent], records_per_batch: int, slice_events: int) -> str:
     """The sessionize step under cProfile: the share of its time in each named part (profiling inflates Python
     code more than C, so shares, not µs)."""
     import cProfile
     import pstats
 
     profile = cProfile.Profile()
-    profile.runcall(per_event_work_us, records, events, records_per_batch)
+    profile.runcall(per_event_work_us, records, events, records_per_batch, slice_events)
     stats = pstats.Stats(profile).stats
     cumulative = lambda fn: sum(ct for (path, _, name), (_, _, _, ct, _) in stats.items()  # noqa: E731
                                 if name == fn and "site-packages" not in path)
@@ -259,8 +261,9 @@ def main() -> None:
     events = raw_events(args.events, args.devices)
     records = records_of(events, args.per_envelope)
     settings = FootfallSettings()
-    work = per_event_work_us(records, events, max(1, settings.processor_batch_max // max(1, args.per_envelope)))
-    work["where_the_time_goes"] = where_the_time_goes(records, events, max(1, settings.processor_batch_max // max(1, args.per_envelope)))
+    cuts = settings.processor_batch_max, settings.processor_slice_events  # as a worker takes and slices them
+    work = per_event_work_us(records, events, *cuts)
+    work["where_the_time_goes"] = where_the_time_goes(records, events, *cuts)
     print(f"per-event work of the sessionize step: {work['sessionize_step_us_per_event']} µs CPU "
           f"(pydantic validation alone: {work['pydantic_validation_us_per_event']} µs); {work['where_the_time_goes']}")
 

@@ -21,8 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -41,10 +39,15 @@ from footfall.lag import consumer_lag
 from footfall.loadgen import run_load
 from footfall.topics import ensure_topics
 from schemas.config import FootfallSettings
-from tests.pipeline import SupervisedProcess, topic_message_ids  # the supervisor and the diagnostic reader the tests use
+from footfall.supervisor import NEVER, Child, RestartPolicy, Supervisor, footfall_command, settings_env
+from footfall.topics import topic_message_ids
+from processors.app import EXIT_AGENT_FAILED
 
 WRITE_KEY = "bench-write-key"
 FRESHNESS_TARGET_S = 2.0
+
+
+RESTART_A_FAILED_WORKER = RestartPolicy(exit_codes=frozenset({EXIT_AGENT_FAILED}), max_restarts=None)
 
 
 def quantile(values: list[float], q: float) -> float | None:
@@ -57,13 +60,11 @@ class Pipeline:
     settings: FootfallSettings
     env: dict[str, str]
     url: str
-    procs: dict[str, list[subprocess.Popen]] = field(default_factory=dict)
+    supervisor: Supervisor = field(default_factory=Supervisor)
 
-    def start(self, stage: str) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "footfall", stage], env=self.env, cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.procs.setdefault(stage, []).append(proc)
-        return proc
+    def start(self, stage: str) -> Child:
+        """A stage, not restarted (a benchmark that needed restarts would measure them); output discarded."""
+        return self.supervisor.start(Child(stage, footfall_command(stage), env=self.env, cwd=REPO, policy=NEVER))
 
     def sql(self, query: str) -> list:
         url = f"http://127.0.0.1:{self.settings.read_api_port}/sql"
@@ -104,14 +105,7 @@ def pipeline(bootstrap: str, data_dir: str, processors: int = 1) -> Iterator[Pip
         warm_up(run)
         yield run
     finally:
-        for procs in run.procs.values():
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.terminate()
-        for procs in run.procs.values():
-            for proc in procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(30)
+        run.supervisor.stop()
 
 
 def warm_up(run: Pipeline, timeout_s: float = 120) -> None:
@@ -230,13 +224,16 @@ def drain(bootstrap: str, events: int, workers: int, per_envelope: int, join_and
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
         settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=PARTITIONS)
         ensure_topics(bootstrap, settings.topics.all())
-        procs: list[SupervisedProcess] = []
+        procs: list[Child] = []
+        supervisor = Supervisor()
 
         def start_worker(n: int) -> None:
             """A worker restarted when it stops itself (exit 70), as systemd or `footfall run` would: around
             rebalances faust can skip records, and the processors' continuity guard then restarts the worker."""
             worker_dir = Path(data_dir) / f"worker-{n}"
-            procs.append(SupervisedProcess("processor", settings.model_copy(update={"data_dir": worker_dir}), worker_dir / "logs"))
+            env = settings_env(settings.model_copy(update={"data_dir": worker_dir}))
+            procs.append(supervisor.start(Child("processor", footfall_command("processor"), env=env, log_dir=worker_dir / "logs",
+                                                policy=RESTART_A_FAILED_WORKER)))
 
         try:
             for n in range(workers):
@@ -281,8 +278,7 @@ def drain(bootstrap: str, events: int, workers: int, per_envelope: int, join_and
                   f"lost {result['lost']}, extra copies {result['extra_copies']}, worker restarts {result['restarts']}")
             return result
         finally:
-            for proc in procs:
-                proc.stop()
+            supervisor.stop()
 
 
 def _longest_stall(progress: list[tuple[float, int]]) -> float:

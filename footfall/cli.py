@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from footfall.supervisor import Child, RestartPolicy, Supervisor, footfall_command
 from schemas.config import FootfallSettings, tune_garbage_collector
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -88,21 +90,27 @@ def processor() -> None:
     """Run the stream processors (a faust worker)."""
     import faust
 
+    from footfall.probes import serve_probes
     from footfall.topics import ensure_topics
+    from processors import metrics
     from processors.app import create_app
+    from processors.readiness import ProcessorReadiness
     from processors.runtime import use_uvloop
 
-    from prometheus_client import start_http_server
-
     settings = _settings()
-    (settings.data_dir / "processor").mkdir(parents=True, exist_ok=True)
+    state_dir = settings.data_dir / "processor"
+    state_dir.mkdir(parents=True, exist_ok=True)
+    metrics.record_start(state_dir)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
-    if settings.processor_metrics_port:
-        start_http_server(settings.processor_metrics_port, addr="127.0.0.1")
     use_uvloop()
     app = create_app(settings)
+    if settings.processor_metrics_port:  # /metrics, and /readyz once the worker joined its group and recovered its tables
+        serve_probes(settings.processor_metrics_port, ProcessorReadiness(app), host=settings.processor_metrics_host)
     tune_garbage_collector(settings)
-    faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    try:
+        faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
+    finally:  # a clean stop (SIGTERM, Ctrl-C); stop_worker's exit skips this and leaves its own cause
+        metrics.record_exit("stopped")
 
 
 @cli.command()
@@ -114,11 +122,11 @@ def migrate() -> None:
 
     settings = _settings()
     try:
-        client = connect(settings.clickhouse_dsn)
+        client = connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster)
     except ProgrammingError as exc:  # the embedded engine's directory is owned by a running projector
         console.print(f"[red]cannot open {settings.clickhouse_dsn}: {exc}[/red]\nA running projector applies migrations at start.")
         raise typer.Exit(1) from exc
-    applied = apply(client, settings.database)
+    applied = apply(client, settings.database, settings.clickhouse_cluster)
     console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
 
 
@@ -134,12 +142,12 @@ def projector() -> None:
 
     settings = _settings()
     _logging()
-    apply(connect(settings.clickhouse_dsn), settings.database)
-    worker = Projector(settings, connect(settings.clickhouse_dsn))
+    apply(connect(settings.clickhouse_dsn), settings.database, settings.clickhouse_cluster)
+    worker = Projector(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster))
     tune_garbage_collector(settings)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_read_app(connect(settings.clickhouse_dsn), admin_key(settings)),
+            create_read_app(connect(settings.clickhouse_dsn), admin_key(settings), worker.readiness),
             host=settings.read_api_host,
             port=settings.read_api_port,
             log_level="warning",
@@ -165,6 +173,126 @@ def projector() -> None:
         raise typer.Exit(1)
 
 
+def _api_reader(settings: FootfallSettings, key: str):
+    """How the API side reads ClickHouse: through the projector's read API when it owns the embedded engine."""
+    from api.reads import ClickHouseReader, ReadApiReader
+
+    if settings.embedded_clickhouse:
+        return ReadApiReader(f"http://{settings.read_api_host}:{settings.read_api_port}", key, settings.database)
+    from projections.clickhouse import connect
+
+    return ClickHouseReader(connect(settings.clickhouse_dsn), settings.database)
+
+
+@cli.command("import")
+def import_users(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="the CSV file; its first line names the columns")],
+    mapping: Annotated[list[str] | None, typer.Option("--mapping", help="<column>=<property>, repeatable")] = None,
+    dedupe: Annotated[str, typer.Option(help="the column that says who a row is: user_id, email or customer_id")] = "user_id",
+    include_unknown: Annotated[bool, typer.Option(help="columns that name no defined property become custom properties")] = False,
+    dry_run: Annotated[bool, typer.Option(help="check every row and report; send nothing")] = False,
+    errors: Annotated[Path | None, typer.Option(help="where refused rows go [<file>.errors.csv]")] = None,
+) -> None:
+    """Import users from a CSV file: each row becomes the create or update command the API sends.
+
+    Re-running a file changes nothing; a changed row updates its user. Needs the projector running (it
+    reads which users exist) and Kafka."""
+    import asyncio
+    import uuid as uuid_
+
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from api.commands import CommandBus
+    from api.import_rows import DEDUPE_KEYS, ImportOptions, ImportRefused
+    from api.imports import CsvImport, ImportReport
+    from api.routers.imports import parse_mapping
+    from footfall.secrets import admin_key
+    from footfall.topics import ensure_topics
+    from schemas.compacted import CompactedFollower
+    from schemas.properties import PropertyDefinition, effective
+
+    settings = _settings()
+    _logging("WARNING")
+    if dedupe not in DEDUPE_KEYS:
+        console.print(f"[red]--dedupe must be one of {', '.join(DEDUPE_KEYS)}[/red]")
+        raise typer.Exit(2)
+    try:
+        options = ImportOptions(dedupe=dedupe, mapping=parse_mapping(mapping or []), include_unknown=include_unknown, dry_run=dry_run)
+    except ImportRefused as refused:
+        console.print(f"[red]{refused.field}: {refused.message}[/red]")
+        raise typer.Exit(2) from None
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    follower = CompactedFollower(settings.kafka_bootstrap_servers, settings.topics.property_definitions.name, PropertyDefinition.model_validate_json)
+    follower.catch_up()
+    definitions = effective(follower.values.values())
+    follower.close()
+    errors_path = errors or path.with_name(path.name + ".errors.csv")
+    report = ImportReport(str(uuid_.uuid4()), dry_run=dry_run)
+    size = path.stat().st_size
+
+    async def run(progress: Progress, task) -> None:
+        reader = _api_reader(settings, admin_key(settings))
+        bus = None if dry_run else CommandBus(settings.kafka_bootstrap_servers)
+        job = CsvImport(report, options, definitions, reader.rows, bus.send if bus else None, settings.topics, errors_path,
+                        on_progress=lambda r: progress.update(task, completed=r.bytes_read, rows=r.rows_read, rejected=r.rejected))
+        try:
+            with open(path, "rb") as binary:
+                await job.run(binary)
+        finally:
+            if bus is not None:
+                bus.close()
+            if hasattr(reader, "close"):
+                await reader.close()
+
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rows]:,} rows, {task.fields[rejected]:,} refused"), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("checking" if dry_run else "importing", total=size, rows=0, rejected=0)
+            asyncio.run(run(progress, task))
+    except ImportRefused as refused:
+        console.print(f"[red]{refused.field}: {refused.message}[/red]")
+        raise typer.Exit(2) from None
+    except Exception as exc:  # noqa: BLE001 - the report says what happened; the exit code says it failed
+        console.print(f"[red]import failed: {exc}[/red]")
+        raise typer.Exit(1) from None
+    summary = Table(title="dry run: nothing sent" if dry_run else "import done")
+    for name in ("rows_read", "accepted", "rejected", "created", "updated", "unchanged"):
+        summary.add_column(name.replace("_", " "), justify="right")
+    summary.add_row(*(f"{getattr(report, name):,}" for name in ("rows_read", "accepted", "rejected", "created", "updated", "unchanged")))
+    console.print(summary)
+    if report.ignored_columns:
+        console.print(f"ignored columns (no such property; --include-unknown takes them): {', '.join(report.ignored_columns)}")
+    if report.rejected:
+        console.print(f"refused rows: {errors_path}")
+
+
+@cli.command()
+def api(port: Annotated[int | None, typer.Option(help="HTTP port [FOOTFALL_API_PORT]")] = None) -> None:
+    """Run the management API (/api/v1/: users, commands on Kafka; docs at /api/v1/docs)."""
+    import uvicorn
+
+    from api.app import ApiConfig, create_app
+    from api.console import mount_console
+    from footfall.secrets import admin_key
+    from footfall.topics import ensure_topics
+    from ingest.config import CollectorConfig
+
+    settings = _settings(api_port=port)
+    _logging()
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    key = admin_key(settings)
+    write_keys = {entry.partition("=")[0].strip() for entry in CollectorConfig().write_keys.split(",")}
+    if key in write_keys:
+        console.print("[red]the admin key is also a write key; give FOOTFALL_ADMIN_KEY a secret of its own[/red]")
+        raise typer.Exit(1)
+    reader = _api_reader(settings, key)
+    app = create_app(settings, key, reader, config=ApiConfig(wait_timeout_s=settings.api_wait_timeout_seconds))
+    sources = [(source.id, source.write_key) for source in CollectorConfig().sources().all()]
+    mount_console(app, key, settings, sources=sources)
+    # No access log: paths carry user refs (emails), which are personal data.
+    uvicorn.run(app, host=settings.api_host, port=settings.api_port, log_level="warning", access_log=False)
+
+
 @cli.command()
 def replay(
     switch: Annotated[bool, typer.Option(help="rename the rebuilt database into place when done")] = True,
@@ -177,11 +305,47 @@ def replay(
 
     settings = _settings()
     _logging()
-    report = rebuild(settings, connect(settings.clickhouse_dsn), switch=switch)
+    report = rebuild(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster), switch=switch)
     console.print(
         f"replayed {report.messages} messages in {report.seconds:.1f}s into {report.database}"
         + (f"; the previous tables are kept in {report.previous}" if report.previous else "")
     )
+
+
+@cli.command()
+def recover(
+    kind: Annotated[list[str], typer.Option("--kind", help="bad-row kind(s) to recover, e.g. schema_violation")],
+    fix: Annotated[Path, typer.Option("--fix", exists=True, dir_okay=False, help="a Python file defining fix(payload, row)")],
+    since: Annotated[datetime | None, typer.Option(help="only rows received since then (UTC unless it says otherwise)")] = None,
+    source: Annotated[str | None, typer.Option(help="only rows of this source id")] = None,
+    dry_run: Annotated[bool, typer.Option(help="fix and validate, but write nothing")] = False,
+    json_lines: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """Fix refused calls from the dead-letter topic and send them again through the collector's validation.
+
+    Reports fixed (written to the raw topic), still bad (refused again; written nowhere) and skipped. Safe to
+    run twice: a recovered event keeps its messageId and its time, so it is counted once (ingest/recovery.py)."""
+    from ingest.config import CollectorConfig
+    from ingest.recovery import load_fix
+    from ingest.recovery import recover as recover_rows
+    from schemas.bad_rows import BAD_ROW_KINDS
+
+    unknown = set(kind) - set(BAD_ROW_KINDS)
+    if unknown:
+        raise typer.BadParameter(f"unknown kind(s) {', '.join(sorted(unknown))}; one of {', '.join(BAD_ROW_KINDS)}", param_hint="--kind")
+    settings = _settings()
+    when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    report = recover_rows(settings, CollectorConfig().sources(), load_fix(fix), kinds=set(kind), since=when, source_id=source, dry_run=dry_run)
+    summary = report.as_json()
+    if json_lines:
+        print(orjson.dumps(summary).decode())
+        return
+    verb = "would be re-sent" if dry_run else "re-sent"
+    console.print(f"fixed: {summary['fixed']} ({verb}), still bad: {summary['still_bad']}, skipped: {summary['skipped']}")
+    for reason, count in report.skipped.items():
+        console.print(f"  skipped {count}: {reason}")
+    for still in report.still_bad[:20]:
+        console.print(f"  still bad at {still.position}[{still.index}]: " + "; ".join(f"{p.field}: {p.reason} ({p.rule})" for p in still.problems))
 
 
 @cli.command()
@@ -369,12 +533,12 @@ def loadgen(
 # -- footfall run ----------------------------------------------------------------------------------------
 
 
-def _wait_for(url: str, timeout_s: float, procs: dict[str, subprocess.Popen]) -> None:
+def _wait_for(url: str, timeout_s: float, supervisor: Supervisor) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode} while starting")
+        for child in supervisor.children:
+            if child.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with code {child.returncode} while starting")
         try:
             if httpx.get(url, timeout=1).status_code == 200:
                 return
@@ -384,18 +548,21 @@ def _wait_for(url: str, timeout_s: float, procs: dict[str, subprocess.Popen]) ->
     raise RuntimeError(f"{url} did not answer within {timeout_s}s")
 
 
-def _stop_all(procs: dict[str, subprocess.Popen], timeout_s: float = 30) -> None:
-    """Stop stages downstream-last (collector, processor, projector), so each drains what it was given."""
-    for name, proc in reversed(procs.items()):
-        if proc.poll() is not None:
-            continue
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            console.print(f"{name} did not stop within {timeout_s:.0f}s; killing it")
-            proc.kill()
-            proc.wait()
+def _readiness_urls(settings: FootfallSettings) -> dict[str, str]:
+    """Each stage's readiness check, downstream first: the projector (group assigned, ClickHouse accepting), the
+    processor (group joined, tables recovered), the collector (Kafka reachable) and the management API (reads)."""
+    urls = {"projector": f"http://{settings.read_api_host}:{settings.read_api_port}/readyz"}
+    if settings.processor_metrics_port:
+        host = "127.0.0.1" if settings.processor_metrics_host in ("0.0.0.0", "") else settings.processor_metrics_host
+        urls["processor"] = f"http://{host}:{settings.processor_metrics_port}/readyz"
+    urls["collector"] = f"http://{settings.collector_host}:{settings.collector_port}/readyz"
+    urls["api"] = f"http://{settings.api_host}:{settings.api_port}/readyz"  # the management API reads what the projector wrote
+    return urls
+
+
+# A stage that stops on an error has committed nothing it did not finish: restart it, as a service manager would,
+# unless it keeps failing.
+RESTART_UNLESS_FAILING = RestartPolicy(max_restarts=5, window_s=60)
 
 
 @cli.command()
@@ -408,7 +575,7 @@ def run(
 
     settings = _settings()
     start_broker = broker and not os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    procs: dict[str, subprocess.Popen] = {}
+    supervisor = Supervisor(interval_s=0.5)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -416,29 +583,27 @@ def run(
             subprocess.run([str(KAFKA_SCRIPT), "start"], check=True)
         ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
         admin_key(settings)  # created once, before the projector and `footfall sql` need it
-        def start(stage: str) -> subprocess.Popen:
+        for stage in ("projector", "processor", "collector", "api"):  # stopped the other way round, each draining what it was given
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
-            return subprocess.Popen([sys.executable, "-m", "footfall", stage], start_new_session=True)
-
-        for stage in ("projector", "processor", "collector"):
-            procs[stage] = start(stage)
-        _wait_for(f"http://{settings.read_api_host}:{settings.read_api_port}/healthz", 120, procs)
-        _wait_for(f"http://{settings.collector_host}:{settings.collector_port}/readyz", 60, procs)
+            supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))
+        # Running means an event sent now moves through: every stage ready, not just started (each /readyz
+        # stays up for operators to watch).
+        for stage, url in _readiness_urls(settings).items():
+            _wait_for(url, 180, supervisor)
+            console.print(f"{stage} ready ({url})")
         console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
+        console.print(f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)")
+        console.print(f"Web console:    http://{settings.api_host}:{settings.api_port}/   (sign in with the admin key)")
         console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
-        restarts: dict[str, list[float]] = {stage: [] for stage in procs}
+        reported = 0
         while not stop.is_set():
-            for name, proc in procs.items():
-                if proc.poll() is None:
-                    continue
-                # A stage that stops on an error has committed nothing it did not finish: restart it, as a
-                # service manager would, unless it keeps failing.
-                recent = [t for t in restarts[name] if time.monotonic() - t < 60] + [time.monotonic()]
-                if len(recent) > 5:
-                    raise RuntimeError(f"{name} exited with code {proc.returncode}, the 6th time within a minute")
-                restarts[name] = recent
-                console.print(f"[yellow]{name} exited with code {proc.returncode}; restarting it[/yellow]")
-                procs[name] = start(name)
+            exits = [(child.name, e["code"]) for child in supervisor.children for e in child.exits]
+            for name, code in exits[reported:]:
+                console.print(f"[yellow]{name} exited with code {code}; restarted it[/yellow]")
+            reported = len(exits)
+            if failing := supervisor.given_up():
+                child = failing[0]
+                raise RuntimeError(f"{child.name} exited with code {child.returncode}, the 6th time within a minute")
             stop.wait(0.5)
     except KeyboardInterrupt:
         pass
@@ -447,7 +612,7 @@ def run(
         raise typer.Exit(1) from exc
     finally:
         console.print("stopping…")
-        _stop_all(procs)
+        supervisor.stop()
         if start_broker:
             subprocess.run([str(KAFKA_SCRIPT), "stop"], check=False)
 

@@ -17,15 +17,19 @@ from starlette.responses import Response
 from starlette.routing import Route
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from ingest import metrics
+from ingest import geo, metrics
 from ingest.cdn_settings import CACHE_CONTROL, api_host_of, settings_document
 from ingest.config import CollectorConfig
+from ingest.configs import ConfigServing, ConfigState
 from ingest.cors import SourceCORS
+from ingest.sdk_bundle import sdk_bundle_routes
 from ingest.guard import LastResortGuard
 from ingest.kafka_writer import EnvelopeWindow, KafkaWriter
 from ingest.responses import Refusal, json_response
+from ingest.suppression import Suppressions
 from ingest.tracking import TrackingAPI
 from schemas.config import FootfallSettings, tune_garbage_collector
+from schemas.tail import TopicTail
 from schemas.tracking import CALL_TYPES
 
 # POST /v1/<call>: the call type each name stands for (None: a batch), long and short forms alike.
@@ -44,17 +48,25 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     config = config or CollectorConfig()
     sources = config.sources()
     api = TrackingAPI(config, sources, settings.topics)
+    config_state = ConfigState(settings.topics)
+    configs = ConfigServing(api, config_state, config.config_exposure_window_s)
 
     @asynccontextmanager
     async def lifespan(_app):
         tune_garbage_collector(settings)
+        geo.warm()  # open the GeoIP data before the first request, not during it
         window = EnvelopeWindow(settings.topics.raw.name, settings.collector_flush_seconds, settings.envelope_limits)
         api.writer = KafkaWriter(settings.kafka_bootstrap_servers, window, ack_timeout_s=config.collector_ack_timeout_s)
         await api.writer.broker_reachable()  # the raw topic's partitions, before the first request if Kafka is up
+        tail = TopicTail(settings.kafka_bootstrap_servers, list(config_state.handlers), config_state.on_record, "collector-configs")
+        configs.loaded = tail.start().ready
+        api.suppressions = Suppressions(settings.kafka_bootstrap_servers, settings.topics.erasures.name).start()
         try:
             yield
         finally:
+            tail.stop()
             api.writer.close()
+            api.suppressions.close()
 
     async def post_call(request: Request) -> Response:
         name = request.path_params.get("call", "b")  # the bare /b route is a batch
@@ -81,7 +93,8 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     async def prometheus(_request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    routes = [Route("/v1/{call}", post_call, methods=["POST"]), Route("/b", post_call, methods=["POST"])]
+    routes = [Route("/v1/configs", configs.post, methods=["POST"]), Route("/v1/configs", configs.get, methods=["GET"])]
+    routes += [Route("/v1/{call}", post_call, methods=["POST"]), Route("/b", post_call, methods=["POST"])]
     routes += [Route(path, api.pixel, methods=["GET"]) for path in PIXEL_ROUTES]
     routes += [
         Route("/v1/projects/{writeKey}/settings", project_settings, methods=["GET"]),
@@ -89,6 +102,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
         Route("/readyz", readyz),
         Route("/metrics", prometheus),
     ]
+    routes += sdk_bundle_routes(settings.web_assets_dir)
     middleware = [
         Middleware(SourceCORS, sources=sources),
         Middleware(metrics.RequestMetrics),

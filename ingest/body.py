@@ -28,11 +28,12 @@ BODY_MIN_BYTES_PER_S = 1024
 class BodyError(Exception):
     """A request body that cannot be read; carries the HTTP status and a reason naming the problem."""
 
-    def __init__(self, status: int, field: str, reason: str, raw: bytes = b""):
+    def __init__(self, status: int, field: str, reason: str, raw: bytes = b"", *, rule: str):
         super().__init__(reason)
         self.status = status
         self.field = field
         self.reason = reason
+        self.rule = rule  # machine-readable, for the bad row (schemas.bad_rows)
         self.raw = raw  # what was read of the body, for the dead-letter topic
 
 
@@ -45,7 +46,7 @@ async def read_limited(request: Request, limit: int = MAX_WIRE_BYTES, timeout_s:
     has not arrived within `timeout_s` plus a second per BODY_MIN_BYTES_PER_S bytes received (408)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyError(413, "body", f"request body is {declared} bytes; the limit is {limit}")
+        raise BodyError(413, "body", f"request body is {declared} bytes; the limit is {limit}", rule="body_too_large")
     chunks: list[bytes] = []
     size = 0
     started = asyncio.get_running_loop().time()
@@ -54,13 +55,13 @@ async def read_limited(request: Request, limit: int = MAX_WIRE_BYTES, timeout_s:
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise BodyError(413, "body", f"request body exceeds the limit of {limit} bytes")
+                    raise BodyError(413, "body", f"request body exceeds the limit of {limit} bytes", rule="body_too_large")
                 chunks.append(chunk)
                 if timeout_s:
                     deadline.reschedule(started + timeout_s + size / BODY_MIN_BYTES_PER_S)
     except TimeoutError as exc:
         reason = f"timed out reading the request body: {size} bytes arrived, too slowly"
-        raise BodyError(408, "body", reason, b"".join(chunks)) from exc
+        raise BodyError(408, "body", reason, b"".join(chunks), rule="body_timeout") from exc
     return b"".join(chunks)
 
 
@@ -70,13 +71,13 @@ def gunzip_limited(data: bytes, limit: int = MAX_BATCH_BYTES) -> bytes:
     try:
         out = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
-        raise BodyError(400, "body", f"Content-Encoding is gzip but the body is not valid gzip ({exc})") from exc
+        raise BodyError(400, "body", f"Content-Encoding is gzip but the body is not valid gzip ({exc})", rule="invalid_gzip") from exc
     if len(out) > limit or inflater.unconsumed_tail:
-        raise BodyError(413, "body", f"gzip body inflates past the limit of {limit} bytes")
+        raise BodyError(413, "body", f"gzip body inflates past the limit of {limit} bytes", rule="body_too_large")
     if not inflater.eof:
-        raise BodyError(400, "body", "gzip body is truncated")
+        raise BodyError(400, "body", "gzip body is truncated", rule="invalid_gzip")
     if inflater.unused_data:
-        raise BodyError(400, "body", "data after the end of the gzip stream; send one gzip member")
+        raise BodyError(400, "body", "data after the end of the gzip stream; send one gzip member", rule="invalid_gzip")
     return out
 
 
@@ -95,16 +96,16 @@ def _parse(data: bytes, content_encoding: str, content_type: str) -> Any:
     if encoding == "gzip":
         data = gunzip_limited(data)
     elif encoding not in ("", "identity"):
-        raise BodyError(415, "content-encoding", f"unsupported content encoding {encoding!r}; send gzip or none")
+        raise BodyError(415, "content-encoding", f"unsupported content encoding {encoding!r}; send gzip or none", rule="unsupported_content_encoding")
     if len(data) > MAX_BATCH_BYTES:
-        raise BodyError(413, "body", f"body is {len(data)} bytes; the limit is {MAX_BATCH_BYTES}")
+        raise BodyError(413, "body", f"body is {len(data)} bytes; the limit is {MAX_BATCH_BYTES}", rule="body_too_large")
     declared_json = content_type in JSON_CONTENT_TYPES
     if not data.strip():
-        raise BodyError(400, "body", "empty body; send a JSON object")
+        raise BodyError(400, "body", "empty body; send a JSON object", rule="empty_body")
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         if not declared_json:
             reason = f"the body, declared {content_type!r}, is not JSON ({exc}); send a JSON body (application/json or text/plain)"
-            raise BodyError(415, "content-type", reason) from exc
-        raise BodyError(400, "body", f"invalid JSON: {exc}") from exc
+            raise BodyError(415, "content-type", reason, rule="unsupported_content_type") from exc
+        raise BodyError(400, "body", f"invalid JSON: {exc}", rule="invalid_json") from exc

@@ -35,6 +35,10 @@ class CollectorConfig(BaseSettings):
     device_events_per_second: float = Field(default=200, gt=0)
     device_burst: int = Field(default=2_500, ge=1)
 
+    # Dynamic configs: a repeated exposure of the same (person, config, variant, version) is written once per
+    # this many seconds per worker (ingest.configs).
+    config_exposure_window_s: float = Field(default=3600.0, gt=0)
+
     # The host analytics.js is told to send to (settings endpoint), e.g. "collector.example.com/v1".
     public_api_host: str | None = None
 

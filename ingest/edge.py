@@ -4,6 +4,7 @@ The address is the connection's peer, or the client named in X-Forwarded-For whe
 trusted proxy (FOOTFALL_TRUSTED_PROXIES; uvicorn's ProxyHeadersMiddleware does that rewrite before
 the app sees the request). A source may ask for truncated addresses, a common legal requirement, and
 for hashed email addresses (`hash_emails`: the edge carries the wish to ingest.normalize, see ingest.privacy).
+Its location (ingest.geo) is looked up from the full address, before any truncation.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from functools import lru_cache
 
 from starlette.requests import Request
 
+from ingest.geo import locate
 from ingest.normalize import Edge
 from ingest.sources import Source
 
@@ -39,10 +41,12 @@ def recorded_ip(host: str | None, truncate: bool) -> str | None:
 
 
 def edge_of(request: Request, source: Source) -> Edge:
+    host = request.client.host if request.client else None
     return Edge(
         source_id=source.id,
         received_at=datetime.now(UTC),
-        ip=recorded_ip(request.client.host if request.client else None, source.truncate_ip),
+        ip=recorded_ip(host, source.truncate_ip),
         user_agent=request.headers.get("user-agent"),
         hash_emails=source.hash_emails,
+        geo=locate(recorded_ip(host, False)) if source.geoip else None,  # the full address: truncation would move the city
     )

@@ -107,6 +107,7 @@ class KafkaWriter:
         self.brokers_down = False
         self.window = window
         self._raw_partitions: int | None = None  # until the cluster's metadata tells
+        self._metadata_request: asyncio.Task | None = None
         self._flush_window: FlushWindow[_PendingWrite] | None = None
         self._window_end: asyncio.Handle | None = None
         config = {
@@ -145,7 +146,7 @@ class KafkaWriter:
         if self.brokers_down:
             raise KafkaUnavailable("no Kafka broker is reachable")
         if events and self._raw_partitions is None:
-            raise KafkaUnavailable(f"the partitions of {self.window.topic} are not known yet")
+            await self._ask_partitions()
         pending = _PendingWrite(self._loop.create_future(), len(records) + len(events), self._loop.time() + self.ack_timeout_s)
         self._pending.append(pending)
         self._produce(records, pending)
@@ -204,10 +205,28 @@ class KafkaWriter:
             log.debug("the producer refused an envelope: %s", exc)
             delivery(KafkaError(KafkaError._QUEUE_FULL))
 
+    async def _ask_partitions(self) -> None:
+        """Wait for the raw topic's partition count (one metadata request shared by every request waiting)."""
+        if self._metadata_request is None or self._metadata_request.done():
+            self._metadata_request = self._loop.create_task(self._wait_for_partitions())
+        await asyncio.shield(self._metadata_request)
+        if self._raw_partitions is None:
+            raise KafkaUnavailable(f"the partitions of {self.window.topic} are not known (is Kafka up, does the topic exist?)")
+
+    async def _wait_for_partitions(self) -> None:
+        """Ask until the metadata names the raw topic's partitions: a topic just created takes a moment to
+        appear in every broker's metadata. Gives up when no broker answers, or after the ack timeout."""
+        deadline = self._loop.time() + self.ack_timeout_s
+        while self._raw_partitions is None and (remaining := deadline - self._loop.time()) > 0:
+            if not await self.broker_reachable(timeout_s=remaining):
+                return
+            if self._raw_partitions is None:
+                await asyncio.sleep(0.1)
+
     def _learn_partitions(self, metadata) -> None:
         """The raw topic's partition count from cluster metadata; a new count takes effect at the next window."""
         topic = metadata.topics.get(self.window.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
+        if topic is None or not topic.partitions:  # (a topic just created may still report a leader election)
             return
         self._raw_partitions = len(topic.partitions)
 

@@ -22,6 +22,7 @@ from schemas.tracking import (
     MAX_EVENT_BYTES,
     MAX_NESTING_DEPTH,
     MAX_STRING_LENGTH,
+    FLOAT_ID,
     BatchEnvelope,
     TrackingCall,
     shape_problem,
@@ -43,6 +44,7 @@ class Edge:
     ip: str | None
     user_agent: str | None
     hash_emails: bool = False  # the source's: see ingest.privacy
+    geo: dict[str, str] | None = None  # where the full client address is (ingest.geo), before any truncation
 
 
 class Normalized(NamedTuple):
@@ -81,8 +83,17 @@ def problems_from(error: ValidationError) -> list[Problem]:
         message = str(item["msg"]).removeprefix("Value error, ")
         if ": " in message and not item["loc"]:
             field_name, message = message.split(": ", 1)
-        problems.append(Problem(field=field_name, reason=message))
+        problems.append(Problem(field=field_name, reason=message, rule=rule_of(item["type"], message)))
     return problems
+
+
+def rule_of(error_type: str, message: str) -> str:
+    """pydantic's error type is the rule, but for our own model-level checks (all `value_error`)."""
+    if error_type != "value_error":
+        return error_type
+    if message == FLOAT_ID:
+        return "integer_id"
+    return "required" if "required" in message else error_type
 
 
 def event_time(client_time: datetime | None, sent_at: datetime | None, received_at: datetime) -> tuple[datetime, list[str]]:
@@ -117,8 +128,8 @@ def anonymous_id_of(call: TrackingCall) -> tuple[str | None, str | None]:
     if call.userId and not is_illegal_id(call.userId):
         return None, PLACEHOLDER_ANONYMOUS_ID if anonymous_id else None
     sent = (("anonymousId", anonymous_id), ("userId", call.userId))
-    raise Rejected([Problem(field=name, reason=PLACEHOLDER) for name, value in sent if value and is_illegal_id(value)]
-                   or [Problem(field="userId or anonymousId", reason="one of them is required")])
+    raise Rejected([Problem(field=name, reason=PLACEHOLDER, rule="placeholder_id") for name, value in sent if value and is_illegal_id(value)]
+                   or [Problem(field="userId or anonymousId", reason="one of them is required", rule="required")])
 
 
 def bounds_problem(value: bytes, record: dict[str, Any]) -> Problem | None:
@@ -129,7 +140,7 @@ def bounds_problem(value: bytes, record: dict[str, Any]) -> Problem | None:
     brackets than that in the whole record (the record itself is one level). Only other events are walked.
     """
     if len(value) > MAX_EVENT_BYTES:
-        return Problem(field="event", reason=f"{len(value)} bytes as written; the limit is {MAX_EVENT_BYTES}")
+        return Problem(field="event", reason=f"{len(value)} bytes as written; the limit is {MAX_EVENT_BYTES}", rule="event_too_large")
     if len(value) <= MAX_STRING_LENGTH and value.count(b"{") + value.count(b"[") <= MAX_NESTING_DEPTH + 1:
         return None
     return shape_of(record)
@@ -138,14 +149,14 @@ def bounds_problem(value: bytes, record: dict[str, Any]) -> Problem | None:
 def shape_of(record: dict[str, Any]) -> Problem | None:
     for name in ("properties", "traits", "context"):
         if found := shape_problem(record[name], name):
-            return Problem(field=found[0], reason=found[1])
+            return Problem(field=found[0], rule=found[1], reason=found[2])
     return None
 
 
 def normalize(item: Any, edge: Edge, inherited: BatchEnvelope = NOTHING_INHERITED) -> Normalized:
     """Validate one call and turn it into the raw event the collector writes to Kafka."""
     if not isinstance(item, dict):
-        raise Rejected([Problem(field="event", reason=f"expected a JSON object, got {type(item).__name__}")])
+        raise Rejected([Problem(field="event", reason=f"expected a JSON object, got {type(item).__name__}", rule="object_type")])
     try:
         call = TrackingCall.model_validate(item)
     except ValidationError as exc:
@@ -153,6 +164,8 @@ def normalize(item: Any, edge: Edge, inherited: BatchEnvelope = NOTHING_INHERITE
 
     anonymous_id, id_flag = anonymous_id_of(call)
     context = {**inherited.context, **call.context} if inherited.context else call.context
+    if edge.geo:
+        context = {**context, "geo": edge.geo}  # the collector's lookup wins over a client's context.geo
     sent_at = call.sentAt or inherited.sentAt
     timestamp, flags = event_time(call.client_time, sent_at, edge.received_at)
     if id_flag:
@@ -193,7 +206,7 @@ def encode(record: dict[str, Any]) -> bytes:
     try:
         return orjson.dumps(record)
     except orjson.JSONEncodeError as exc:
-        problem = shape_of(record) or Problem(field="event", reason=f"cannot be written as JSON: {exc}")
+        problem = shape_of(record) or Problem(field="event", reason=f"cannot be written as JSON: {exc}", rule="unencodable")
         raise Rejected([problem]) from exc
 
 

@@ -31,11 +31,11 @@ def decoded_data(data: str) -> Any:
         standard = data.replace(" ", "+").replace("-", "+").replace("_", "/")  # "+" arrives as " " when not URL-encoded
         raw = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise BodyError(400, "data", "not base64 (standard or URL-safe)", data.encode()) from exc
+        raise BodyError(400, "data", "not base64 (standard or URL-safe)", data.encode(), rule="not_base64") from exc
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BodyError(400, "data", f"not base64 of JSON: {exc}", raw) from exc
+        raise BodyError(400, "data", f"not base64 of JSON: {exc}", raw, rule="invalid_json") from exc
 
 
 def plain_call(params: QueryParams) -> dict[str, Any]:
@@ -49,7 +49,7 @@ def plain_call(params: QueryParams) -> dict[str, Any]:
         elif head in OBJECT_FIELDS:
             _put(call.setdefault(head, {}), rest.split("."), value, name)
         else:
-            raise BodyError(400, name, f"only {', '.join(OBJECT_FIELDS)} take dotted parameters")
+            raise BodyError(400, name, f"only {', '.join(OBJECT_FIELDS)} take dotted parameters", rule="dotted_parameter")
     return call
 
 
@@ -59,5 +59,5 @@ def _put(target: Any, path: list[str], value: str, name: str) -> None:
             break
         target = target.setdefault(part, {})
     if not isinstance(target, dict) or not all(path):
-        raise BodyError(400, name, "conflicts with another parameter or has an empty part")
+        raise BodyError(400, name, "conflicts with another parameter or has an empty part", rule="conflicting_parameter")
     target[path[-1]] = value

@@ -29,13 +29,15 @@ class RateLimit(BaseModel):
 class Source(BaseModel):
     """A write key and what the collector does with its events.
 
-    Personal data, per source (both off by default; neither touches what was already written):
+    Personal data, per source (truncation and hashing off by default; none touches what was already written):
     - `truncate_ip`: the client's address is stored with its last IPv4 octet / last 80 IPv6 bits zeroed.
     - `hash_emails`: email addresses are replaced by `sha256:<hex>` (SHA-256 of the trimmed, lower-cased
       address, unkeyed) before the event is written to Kafka: `traits.email`, `context.traits.email`,
       `properties.email`, any other value in traits/context.traits/properties that is an address as a
       whole, and ids that are addresses; refused calls on the dead-letter topic too. The same address
       still links the same person downstream; profiles lose its domain. Details: ingest.privacy.
+    - `geoip` (on by default): the full client address's country, region and city go into `context.geo`
+      (ingest.geo), looked up before any truncation; off, nothing is located.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -49,6 +51,8 @@ class Source(BaseModel):
     truncate_ip: bool = False
     # Replace email addresses by "sha256:<hex>" before the event is written (ingest.privacy).
     hash_emails: bool = False
+    # Locate the client address (country, region, city) into context.geo (ingest.geo).
+    geoip: bool = True
     # Per write key and per device key; None means the collector's defaults (FOOTFALL_*_EVENTS_PER_SECOND).
     rate_limit: RateLimit | None = None
     device_rate_limit: RateLimit | None = None
@@ -70,6 +74,7 @@ def _digest(write_key: str) -> bytes:
 class SourceRegistry:
     def __init__(self, sources: list[Source]):
         self._by_digest = {_digest(source.write_key): source for source in sources}
+        self._by_id = {source.id: source for source in sources}
 
     @classmethod
     def from_file(cls, path: Path) -> SourceRegistry:
@@ -84,10 +89,18 @@ class SourceRegistry:
             sources.append(Source(id=source_id or "default", write_key=key))
         return cls(sources)
 
+    def all(self) -> list[Source]:
+        """Every source (the console's Sources page lists them with their snippets)."""
+        return list(self._by_digest.values())
+
     def find(self, write_key: str) -> Source | None:
         """The only comparison is between SHA-256 digests, so how long it takes says nothing about how
         close a guess is to a real key (the constant-time property that matters), in O(1) for any number of keys."""
         return self._by_digest.get(_digest(write_key))
+
+    def find_by_id(self, source_id: str) -> Source | None:
+        """A source by its id (of several listed with one id, the last)."""
+        return self._by_id.get(source_id)
 
 
 def write_key_of(request: Request, body: object = None) -> str | None:

@@ -28,7 +28,7 @@ from processors.events import read_event
 from processors.identity import IdentityResolver
 from processors.runtime import EXIT_AGENT_FAILED, Runtime, Watermarks, handling, stop_worker_on_failure
 from processors.sessionizer import SessionizerConfig
-from schemas.bad_rows import stream_bad_row
+from schemas.bad_rows import identity_warning
 from schemas.config import FootfallSettings
 from schemas.envelope import partition_for
 from schemas.identity import DistinctIdMapping, IdentityCommand
@@ -59,6 +59,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         # A worker that dies is noticed within seconds, so its partitions move on quickly.
         broker_session_timeout=settings.consumer_session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.consumer_session_timeout_seconds / 4),
+        consumer_group_instance_id=settings.processor_instance_id,
     )
 
     def topic(spec):
@@ -81,19 +82,18 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     async def sessionize(stream):
         """Raw events → sessions; a batch is acknowledged after its sends and state, so a crash replays it."""
         async for batch in stream.take_events(settings.processor_batch_max, within=settings.processor_batch_seconds):
-            handed = [(record, record.message.partition, await run.events_of(record, t.raw, read_event, steps.device_key, "RawEvent"))
-                      for record in batch]
-            out = steps.sessionize(handed, decoded.state_of, person_of.get, watermarks.observe, sessionizer)
-            for key, (state, record) in out.states.items():
-                with handling(record):
-                    device_sessions[key] = stored = state.to_json()
-                decoded.wrote(key, stored, state)
-            for spec, records in ((t.enriched, out.enriched), (t.sessioned, out.sessioned), (t.sessions, out.sessions),
-                                  (t.identity_commands, out.identity_commands)):
-                await run.send_enveloped(spec, records)
-            metrics.DUPLICATES.inc(out.duplicates)
-            metrics.LATE_EVENTS.inc(out.late)
-            await run.hand_over_changelog()
+            async for handed in run.read_in_slices(batch, t.raw, read_event, steps.device_key, "RawEvent"):
+                out = steps.sessionize(handed, decoded.state_of, person_of.get, watermarks.observe, sessionizer)
+                for key, (state, record) in out.states.items():
+                    with handling(record):
+                        device_sessions[key] = stored = state.to_json()
+                    decoded.wrote(key, stored, state)
+                for spec, records in ((t.enriched, out.enriched), (t.sessioned, out.sessioned), (t.sessions, out.sessions),
+                                      (t.identity_commands, out.identity_commands)):
+                    await run.send_enveloped(spec, records)
+                metrics.DUPLICATES.inc(out.duplicates)
+                metrics.LATE_EVENTS.inc(out.late)
+                await run.hand_over_changelog()
 
     @app.timer(interval=settings.session_tick_seconds)
     async def tick() -> None:
@@ -107,13 +107,17 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     async def close_idle_sessions(stream):
         async for tick_event in stream.events():
             partition = tick_event.message.partition
-            held = [(k, device_sessions[k]) for k in list(device_sessions.keys()) if partition_for(k, t.raw.partitions) == partition]
-            out = steps.end_idle_sessions(held, watermarks.current(partition), sessionizer)
-            for key, state in out.states.items():
-                steps.apply_state(device_sessions, key, state)  # bounded memory: idle devices leave the table
-            metrics.SESSIONS_ENDED.inc(out.count)
-            await run.send_enveloped(t.sessions, out.sessions)
-            await run.hand_over_changelog()
+            keys = [k for k in list(device_sessions.keys()) if partition_for(k, t.raw.partitions) == partition]
+            for start in range(0, len(keys), settings.processor_slice_events):
+                held = [(k, stored) for k in keys[start:start + settings.processor_slice_events]
+                        if (stored := device_sessions.get(k)) is not None]
+                out = steps.end_idle_sessions(held, watermarks.current(partition), sessionizer)
+                for key, state in out.states.items():
+                    steps.apply_state(device_sessions, key, state)  # bounded memory: idle devices leave the table
+                metrics.SESSIONS_ENDED.inc(out.count)
+                await run.send_enveloped(t.sessions, out.sessions)
+                await run.hand_over_changelog()
+                await run.let_others_run()
 
     @app.agent(identity_commands)
     @stop_worker_on_failure
@@ -121,16 +125,17 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         """The identity sequencer: one partition, one order for every merge decision."""
         resolver = IdentityResolver(identity_state)
         async for record in stream.events():
-            commands = await run.events_of(record, t.identity_commands, IdentityCommand.model_validate_json, steps.command_key, "IdentityCommand")
-            out = steps.resolve_identities(commands, resolver)
-            for key, value in out.identities:  # compacted: one record per distinct id
-                await run.send(t.identities.name, key, value)
-            for key, value in out.persons:
-                await run.send(t.persons.name, key, value)
-            for command, field, reason in out.warnings:
-                metrics.IDENTITY_WARNINGS.labels(field=field).inc()
-                await run.send(t.dead_letter.name, command.key, stream_bad_row("processor", command.payload, field, reason))
-            await run.hand_over_changelog()
+            async for handed in run.read_in_slices([record], t.identity_commands, IdentityCommand.model_validate_json,
+                                                   steps.command_key, "IdentityCommand"):
+                out = steps.resolve_identities(steps.events_in(handed), resolver)
+                for key, value in out.identities:  # compacted: one record per distinct id
+                    await run.send(t.identities.name, key, value)
+                for key, value in out.persons:
+                    await run.send(t.persons.name, key, value)
+                for command, warning in out.warnings:
+                    metrics.IDENTITY_WARNINGS.labels(field=warning.field).inc()
+                    await run.send(t.dead_letter.name, command.key, identity_warning("processor", command.payload, warning))
+                await run.hand_over_changelog()
 
     @app.agent(identities)
     @stop_worker_on_failure
@@ -138,8 +143,8 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         """Keep distinct id → person id where the events of that distinct id are stamped."""
         async for record in stream.events():
             for mapping in await run.events_of(record, t.identities, DistinctIdMapping.model_validate_json, steps.mapping_key, "DistinctIdMapping"):
-                if (learned := steps.learn_person(mapping.event, person_of.get(mapping.key))) is not None:
-                    person_of[mapping.key] = learned
+                if (change := steps.learn_person(mapping.event, person_of.get(mapping.key))) is not None:
+                    steps.apply_state(person_of, mapping.key, change.entry)  # None: a deleted person's id is forgotten
                     await run.hand_over_changelog()
 
     @app.agent(sessioned)
@@ -147,7 +152,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     async def stamp_person(stream):
         """Attach the person known now; queries resolve later merges through the mapping tables."""
         async for record in stream.events():
-            events = await run.events_of(record, t.sessioned, read_event, steps.distinct_key, "EnrichedEvent")
-            await run.send_enveloped(t.enriched, steps.stamp_persons(events, person_of.get))
+            async for handed in run.read_in_slices([record], t.sessioned, read_event, steps.distinct_key, "EnrichedEvent"):
+                await run.send_enveloped(t.enriched, steps.stamp_persons(steps.events_in(handed), person_of.get))
 
     return app

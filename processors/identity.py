@@ -19,6 +19,13 @@ JSON-serialisable value per key, so the changelog carries only what a command ch
     "recent:<slot>"     -> the message id in ring slot <slot> (count modulo recent_messages)
     "message:<mid>"     -> True while <mid> is among the last recent_messages commands
     "journal"           -> the last command's writes and outputs, written before them (see below)
+    "email:<address>"   -> the person the management API created (or updated) with this email: tracking
+                           that identifies a new user id with that email joins the person (`claim`)
+
+Management API commands: `claim` founds the person (with the id the API chose) or finds it by its
+distinct id, attaches a user id and claims an email; `forget` deletes a person: its ids and emails are
+free again, its record stays as a tombstone ("deleted"), so a later sighting of the same id founds a
+fresh person under another id (uuid5 of "<id>#<n>"): a deleted person id never comes back.
 
 The identify guard (PostHog #5527, #11873) protects accounts: identify never joins two persons that
 both have a user id. A second user logging in on a shared device gets a person of their own; a
@@ -44,6 +51,7 @@ never arrived.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -61,11 +69,10 @@ from schemas.identity import (  # is_illegal_id lives in schemas/: events decide
     person_id_for,
 )
 
-# Fixed forever: person ids derive from it, so a replay reproduces them.
+# How many recent commands' message ids the ring remembers, to recognise a redelivery. Changing it re-slots the
+# ring of a stored state (a slot is the command count modulo this). Person ids derive from
+# schemas.identity.PERSON_NAMESPACE, and placeholder ids are schemas.identity.ILLEGAL_IDS.
 RECENT_MESSAGES = 100_000
-
-# Placeholders that buggy integrations send as ids (PostHog's list, made case-insensitive, plus a few
-# more). Compared stripped and lower-cased, also when wrapped in single or double quotes.
 
 # Key identifying attributes: a person holding any of them can be contacted. Each kind is listed in
 # IdentityCommand.contact_traits under the name on the left when one of the trait keys on the right
@@ -88,6 +95,7 @@ _VERSION = "counter:version"
 _VISITOR = "counter:visitor"
 _APPLIED = "counter:message"
 _JOURNAL = "journal"
+_EMAIL = "email:"
 
 
 @dataclass
@@ -202,24 +210,39 @@ class _Change:
         for name, value in ids.items():
             if is_illegal_id(value):
                 reason = "missing" if value is None else f"{value!r} is a placeholder, not a distinct id; refused"
-                self.out.warnings.append(Problem(field=name, reason=reason))
+                self.out.warnings.append(Problem(field=name, reason=reason, rule="required" if value is None else "placeholder_id"))
         return not any(is_illegal_id(value) for value in ids.values())
 
-    def ensure(self, distinct_id: str, facts: _Facts = _Facts()) -> str:
-        """The live person of distinct_id, founding one if the id is new."""
+    def fresh_person_id(self, distinct_id: str) -> str:
+        """person_id_for(distinct_id), unless a deleted person had it: then the first free uuid5 of "<id>#<n>"."""
+        person_id, generation = person_id_for(distinct_id), 0
+        while self.store.get(_PERSON + person_id) is not None:
+            generation += 1
+            person_id = person_id_for(f"{distinct_id}#{generation}")
+        return person_id
+
+    def is_free(self, person_id: str | None) -> bool:
+        return person_id is not None and self.store.get(_PERSON + person_id) is None and person_id not in self.records
+
+    def found(self, person_id: str) -> None:
+        """A new person record, with the next visitor number and no distinct ids yet."""
+        self.records[person_id] = {
+            "visitor_number": _next(self.store, _VISITOR),
+            "identified": False,
+            "is_contact": False,
+            "has_user_id": False,
+            "version": 0,
+            "merged_into": None,
+            "distinct_ids": [],
+        }
+        self.changed[person_id] = None
+
+    def ensure(self, distinct_id: str, facts: _Facts = _Facts(), founded_as: str | None = None) -> str:
+        """The live person of distinct_id, founding one if the id is new (as `founded_as` when that id is free)."""
         person_id = self.resolve(distinct_id)
         if person_id is None:
-            person_id = person_id_for(distinct_id)
-            self.records[person_id] = {
-                "visitor_number": _next(self.store, _VISITOR),
-                "identified": False,
-                "is_contact": False,
-                "has_user_id": False,
-                "version": 0,
-                "merged_into": None,
-                "distinct_ids": [],
-            }
-            self.changed[person_id] = None
+            person_id = founded_as if self.is_free(founded_as) else self.fresh_person_id(distinct_id)
+            self.found(person_id)
             self.attach(distinct_id, person_id)
         self.learn(person_id, facts)
         return person_id
@@ -272,6 +295,7 @@ class _Change:
                 field="user_id",
                 reason=f"{source!r} already belongs to person {source_person}, which has another user id; "
                 f"identify never fuses two accounts ({outcome})",
+                rule="merge_refused",
             )
         )
 
@@ -295,6 +319,44 @@ class _Change:
             _Facts(absorbed["identified"], absorbed["is_contact"], absorbed.get("has_user_id", False)),
         )
 
+    def claimed_person(self, email: str | None) -> str | None:
+        """The live person the API gave this email, if it has no user id yet (else identify's guard applies)."""
+        for key in email_claim_keys(email):
+            person_id = self.store.get(_EMAIL + key)
+            while person_id is not None and self.record(person_id).get("merged_into"):
+                person_id = self.record(person_id)["merged_into"]
+            if person_id is not None and not self.record(person_id).get("has_user_id") and not self.record(person_id).get("deleted"):
+                return person_id
+        return None
+
+    def claim_email(self, person_id: str, email: str) -> None:
+        record = self.record(person_id)
+        for key in email_claim_keys(email):
+            owner = self.store.get(_EMAIL + key)
+            if owner is not None and owner != person_id and not self.record(owner).get("deleted"):
+                self.out.warnings.append(Problem(field="email", reason=f"already claimed by person {owner}; not claimed again", rule="merge_refused"))
+                return
+            self.store[_EMAIL + key] = person_id
+            record.setdefault("emails", [])
+            if key not in record["emails"]:
+                record["emails"] = [*record["emails"], key]
+        self.changed[person_id] = None
+
+    def forget(self, person_id: str) -> None:
+        """Delete a person: every distinct id unmapped (an is_deleted mapping each), emails unclaimed."""
+        record = self.record(person_id)
+        for distinct_id in record["distinct_ids"]:
+            del self.store[_ID + distinct_id]
+            if self.store.get(_MAPPING_VERSION + distinct_id) is not None:
+                del self.store[_MAPPING_VERSION + distinct_id]
+            version = _next(self.store, _VERSION)
+            self.out.mappings.append(DistinctIdMapping(distinct_id=distinct_id, person_id=person_id, version=version, is_deleted=True))
+        for key in record.get("emails", []):
+            if self.store.get(_EMAIL + key) == person_id:
+                del self.store[_EMAIL + key]
+        record.update(distinct_ids=[], emails=[], deleted=True)
+        self.changed[person_id] = None
+
     def finish(self) -> Resolution:
         for person_id in self.changed:
             record = self.records[person_id]
@@ -312,6 +374,7 @@ def _identity(person_id: str, record: dict[str, Any]) -> PersonIdentity:
         is_contact=record["is_contact"],
         version=record["version"],
         merged_into=record["merged_into"],
+        deleted=record.get("deleted", False),
     )
 
 
@@ -339,6 +402,10 @@ class IdentityResolver:
         change = _Change(staged, command.timestamp)
         if command.kind == "seen":
             self._seen(change, command)
+        elif command.kind == "claim":
+            self._claim(change, command)
+        elif command.kind == "forget":
+            self._forget(change, command)
         elif command.kind == "identify":
             self._link(change, command, "anonymous_id", command.anonymous_id, "identify", guarded=True)
         else:
@@ -377,7 +444,40 @@ class IdentityResolver:
     def _seen(change: _Change, command: IdentityCommand) -> None:
         if change.legal(distinct_id=command.distinct_id):
             is_user_id = command.user_id == command.distinct_id
+            if is_user_id and change.resolve(command.distinct_id) is None and (claimed := change.claimed_person(command.email)):
+                change.attach(command.distinct_id, claimed)  # the API's user with this email logs in
             change.ensure(command.distinct_id, _Facts.of(command, names_user_id=is_user_id))
+
+    @staticmethod
+    def _claim(change: _Change, command: IdentityCommand) -> None:
+        """The API's create (person_id: the id it chose) or an identifier set by an update."""
+        if not change.legal(distinct_id=command.distinct_id):
+            return
+        has_user_id = command.user_id is not None
+        person = change.ensure(command.distinct_id, _Facts.of(command, names_user_id=has_user_id), founded_as=command.person_id)
+        if person != command.person_id and change.is_free(command.person_id):
+            # The id was taken between the API's check and now: the API's person folds into its holder.
+            change.found(command.person_id)
+            change.merge(command.person_id, person, "alias")
+        if has_user_id and command.user_id != command.distinct_id and change.legal(user_id=command.user_id):
+            owner = change.resolve(command.user_id)
+            if owner is None:
+                change.attach(command.user_id, person)
+            elif owner != person:
+                change.out.warnings.append(Problem(field="user_id", reason=f"already belongs to person {owner}; not claimed", rule="merge_refused"))
+        if command.email:
+            change.claim_email(person, command.email)
+
+    @staticmethod
+    def _forget(change: _Change, command: IdentityCommand) -> None:
+        person_id = command.person_id
+        record = change.store.get(_PERSON + person_id) if person_id else None
+        while record is not None and record.get("merged_into"):  # merged since the API looked: the live person goes
+            person_id = record["merged_into"]
+            record = change.store.get(_PERSON + person_id)
+        if record is None or record.get("deleted"):
+            return  # deleted already (or never founded): nothing to forget
+        change.forget(person_id)
 
     @staticmethod
     def _link(
@@ -394,6 +494,8 @@ class IdentityResolver:
         events have one; the traits are dropped, since it is unclear whose they are."""
         user_id = command.user_id
         if change.legal(**{source_field: source, "user_id": user_id}):
+            if guarded and change.resolve(user_id) is None and (claimed := change.claimed_person(command.email)):
+                change.attach(user_id, claimed)  # the API's user with this email: the new user id joins them
             person = change.link(source, user_id, reason, guarded)
             if person is not None:
                 change.learn(person, _Facts.of(command, names_user_id=True))
@@ -409,6 +511,17 @@ class IdentityResolver:
             del store[_MESSAGE + evicted]
         store[slot] = message_id
         store[_MESSAGE + message_id] = True
+
+
+def email_claim_keys(email: str | None) -> list[str]:
+    """An email as claims store it: trimmed and lower-cased, and as a source with hash_emails sends it
+    (`sha256:<hex>` of that form, ingest/privacy.py), so either form of the address finds the claim."""
+    if not isinstance(email, str) or not email.strip():
+        return []
+    address = email.strip().lower()
+    if address.startswith("sha256:"):
+        return [address]
+    return [address, "sha256:" + hashlib.sha256(address.encode()).hexdigest()]
 
 
 def _usable(value: Any) -> bool:

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
@@ -32,8 +32,8 @@ from faust.streams import _current_event as _handled_event  # the ContextVar fau
 
 from processors import metrics
 from processors.continuity import OffsetContinuity, StallWatch, resume_offset
-from processors.records import Keyed, Refusal, read_record
-from schemas.bad_rows import stream_bad_row
+from processors.records import EventSlices, Handed, Keyed, Refusal, read_record
+from schemas.bad_rows import partition_mismatch, poison_message
 from schemas.config import FootfallSettings
 from schemas.envelope import pack_by_partition
 from schemas.topics import TopicSpec
@@ -66,9 +66,11 @@ def handling(event: faust.types.EventT) -> Iterator[None]:
         _handled_event.reset(token)
 
 
-def stop_worker(reason: str, *args) -> None:
-    """Exit at once with EXIT_AGENT_FAILED: nothing more is acknowledged or committed (see stop_worker_on_failure)."""
+def stop_worker(reason: str, *args, cause: str = "agent-failed") -> None:
+    """Exit at once with EXIT_AGENT_FAILED: nothing more is acknowledged or committed (see stop_worker_on_failure).
+    `cause` is what the next run counts in footfall_processor_restarts_total."""
     log.critical(reason, *args)
+    metrics.record_exit(cause)
     logging.shutdown()
     os._exit(EXIT_AGENT_FAILED)
 
@@ -97,7 +99,7 @@ def stop_on_failed_delivery(delivery: asyncio.Future) -> None:
     runs first."""
     if delivery.cancelled() or delivery.exception() is not None:
         reason = "cancelled" if delivery.cancelled() else type(delivery.exception()).__name__
-        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", reason)
+        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", reason, cause="send-failed")
 
 
 class StopOnSendError(faust.Sensor):
@@ -106,7 +108,8 @@ class StopOnSendError(faust.Sensor):
     message's callbacks run before the commit's flush resumes); the restarted worker redoes the work."""
 
     def on_send_error(self, producer, exc: BaseException, state) -> None:
-        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", type(exc).__name__)
+        stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", type(exc).__name__,
+                    cause="send-failed")
 
 
 class Watermarks:
@@ -199,13 +202,33 @@ class Runtime:
         message = handed.message
         read = read_record(handed.key, handed.value, message.headers, message.partition, spec.partitions,
                            decode, key_of, schema)
-        await self.dead_letter(read.refusals, schema)
+        await self.dead_letter(read.refusals, schema, origin=f"{message.topic}[{message.partition}]@{message.offset}")
         return read.events
 
-    async def dead_letter(self, refusals: Sequence[Refusal], schema: str) -> None:
+    async def read_in_slices(self, records: Sequence[faust.types.EventT], spec: TopicSpec, decode: Callable[[bytes], T],
+                             key_of: Callable[[T], bytes], schema: str) -> AsyncIterator[list[Handed[faust.types.EventT]]]:
+        """The events of `records` (events_of each) in slices of at most processor_slice_events, whatever the
+        records hold, with the event loop free between slices; the caller acknowledges the records after the last."""
+        slices: EventSlices[faust.types.EventT] = EventSlices(self.settings.processor_slice_events)
+        for record in records:
+            for handed in slices.add(record, record.message.partition, await self.events_of(record, spec, decode, key_of, schema)):
+                yield handed
+                await self.let_others_run()
+        if rest := slices.rest():
+            yield rest
+
+    @staticmethod
+    async def let_others_run() -> None:
+        """Give the event loop to heartbeats, timers and the other agents between two slices of work."""
+        await asyncio.sleep(0)
+
+    async def dead_letter(self, refusals: Sequence[Refusal], schema: str, origin: str) -> None:
+        """Each refused event alone, as a typed bad row: partition_mismatch for an event whose key belongs to
+        another partition, poison_message for one that cannot be read."""
         for refusal in refusals:
+            bad_row = partition_mismatch if refusal.field == "envelope_partition" else poison_message
             await self.send(self.settings.topics.dead_letter.name, refusal.key,
-                            stream_bad_row("processor", refusal.payload, refusal.field, refusal.reason))
+                            bad_row("processor", refusal.payload, refusal.field, refusal.reason, origin))
             metrics.POISON_MESSAGES.labels(schema=schema).inc()
 
     async def verify_contiguous(self, event: faust.types.EventT) -> None:
@@ -216,10 +239,12 @@ class Runtime:
             try:
                 resume_at = await asyncio.wait_for(self.offsets.resume_at(message.tp), OFFSET_LOOKUP_TIMEOUT_S)
             except Exception as exc:  # noqa: BLE001 - unverifiable is treated as unsafe
-                stop_worker("cannot tell where %s resumes (%s: %s); stopping the worker without committing", message.tp, type(exc).__name__, exc)
+                stop_worker("cannot tell where %s resumes (%s: %s); stopping the worker without committing", message.tp, type(exc).__name__, exc,
+                            cause="continuity")
             log.info("%s: generation %s starts at offset %s (resumes at %s)", message.tp, message.generation_id, message.offset, resume_at)
         if skip := self.continuity.observe(message.tp, message.generation_id, message.offset, resume_at):
-            stop_worker("%s; stopping the worker without committing, so that its successor resumes from the last commit", skip)
+            stop_worker("%s; stopping the worker without committing, so that its successor resumes from the last commit", skip,
+                        cause="continuity")
 
     async def watch_for_stalls(self) -> None:
         """Restart a worker that owns waiting records and handles none of them (continuity.StallWatch)."""
@@ -237,10 +262,11 @@ class Runtime:
         if app.rebalancing or generation != app.consumer_generation_id:
             return
         positions = {tp: self.continuity.position(tp, generation) or committed.get(tp, 0) for tp in owned}
+        metrics.set_consumer_lag(positions, ends)
         if stalled := self.stall_watch.check(generation, positions, ends):
             stop_worker("records wait in %s but this worker has handled none of them for %.0f s; stopping it so that "
                         "it rejoins", ", ".join(f"{tp.topic}[{tp.partition}]@{positions[tp]}" for tp in stalled),
-                        self.settings.processor_stall_seconds / 2)
+                        self.settings.processor_stall_seconds / 2, cause="stall")
 
     # -- writing ------------------------------------------------------------------------------------------
 

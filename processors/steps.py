@@ -8,19 +8,21 @@ records or batches gives the same sessions and persons (tests/unit/test_steps_pr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from processors.events import EventView, json_time
 from processors.identity import IdentityResolver, commands_for
 from processors.records import Keyed
 from processors.sessionizer import DeviceState, Session, SessionizerConfig, assign, close_expired, session_update_json
+from schemas.bad_rows import Problem
 from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
 from schemas.sessions import SessionMerge
 
+T = TypeVar("T")
 S = TypeVar("S")  # what a state write is made "as" (faust: the record whose partition its changelog takes)
 Record = tuple[bytes, bytes]  # key, value
 PersonOf = Callable[[bytes], Mapping[str, Any] | None]  # distinct id → {"person_id", "version"} known now
@@ -174,7 +176,7 @@ def end_idle_sessions(held: Iterable[tuple[bytes, bytes]], watermark: datetime, 
 class Resolved:
     identities: list[Record] = field(default_factory=list)  # compacted: one record per key, never enveloped
     persons: list[Record] = field(default_factory=list)
-    warnings: list[tuple[Keyed[IdentityCommand], str, str]] = field(default_factory=list)  # command, field, reason
+    warnings: list[tuple[Keyed[IdentityCommand], Problem]] = field(default_factory=list)  # each with its command
 
 
 def resolve_identities(commands: Iterable[Keyed[IdentityCommand]], resolver: IdentityResolver) -> Resolved:
@@ -186,8 +188,14 @@ def resolve_identities(commands: Iterable[Keyed[IdentityCommand]], resolver: Ide
         for message in (*resolution.merges, *resolution.persons):
             person = getattr(message, "into_person", None) or message.person_id
             out.persons.append((person.encode(), message.model_dump_json().encode()))
-        out.warnings += [(keyed, warning.field, warning.reason) for warning in resolution.warnings]
+        out.warnings += [(keyed, warning) for warning in resolution.warnings]
     return out
+
+
+def events_in(handed: Iterable[tuple[Any, int, Iterable[Keyed[T]]]]) -> Iterator[Keyed[T]]:
+    """The events of a slice (records.EventSlices), in order, whatever records they came in."""
+    for _source, _partition, events in handed:
+        yield from events
 
 
 def stamp_persons(events: Iterable[Keyed[EventView]], person_of: PersonOf) -> list[Record]:
@@ -195,11 +203,17 @@ def stamp_persons(events: Iterable[Keyed[EventView]], person_of: PersonOf) -> li
     return [(keyed.key, stamped(keyed.event, keyed.key, person_of)) for keyed in events]
 
 
-def learn_person(mapping: DistinctIdMapping, known: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The person-of entry to store for a mapping, or None when what is known is as new or newer."""
-    if known is None or known["version"] < mapping.version:
-        return {"person_id": mapping.person_id, "version": mapping.version}
-    return None
+class PersonOfChange(NamedTuple):
+    entry: dict[str, Any] | None  # None: forget the distinct id (its person was deleted)
+
+
+def learn_person(mapping: DistinctIdMapping, known: Mapping[str, Any] | None) -> PersonOfChange | None:
+    """The change a mapping makes to a distinct id's person-of entry, or None when what is known is as new or
+    newer. A deleted person's id is forgotten: its later events get a stand-in until the id's fresh mapping."""
+    newer = known is None or known["version"] < mapping.version
+    if mapping.is_deleted:
+        return PersonOfChange(None) if known is not None and newer else None
+    return PersonOfChange({"person_id": mapping.person_id, "version": mapping.version}) if newer else None
 
 
 def apply_state(table: MutableMapping[bytes, Any], key: bytes, value: Any) -> None:

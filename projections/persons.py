@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 
 from clickhouse_connect.driver.client import Client
 
-from projections.profiles import EMPTY, PERSONS, ProfileState, fold_all, merge, person_row
+from projections.directory import Directory
+from projections.profiles import EMPTY, PERSONS, ProfileState, apply_command, fold_all, merge, person_row
+from projections.rows import epoch_ms
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity, PersonMerge, person_id_for
+from schemas.user_commands import UserCommand
 
 
 @dataclass
@@ -30,9 +33,10 @@ class PersonChanges:
     identities: list[PersonIdentity] = field(default_factory=list)
     distinct_ids: set[str] = field(default_factory=set)  # whose mapping changed
     session_keys: set[str] = field(default_factory=set)  # device keys whose sessions began or merged: recount
+    commands: list[UserCommand] = field(default_factory=list)  # the management API's creates and updates
 
     def __bool__(self) -> bool:
-        return bool(self.events or self.merges or self.identities or self.distinct_ids or self.session_keys)
+        return bool(self.events or self.merges or self.identities or self.distinct_ids or self.session_keys or self.commands)
 
 
 @dataclass
@@ -43,13 +47,9 @@ class _Person:
     stored: bool = False  # has a row in ClickHouse already
 
 
-def _in(values: set[str]) -> str:
-    return "[" + ",".join("'" + v.replace("\\", "\\\\").replace("'", "\\'") + "'" for v in sorted(values)) + "]"
-
-
-# A batch touches thousands of persons; their ids go into IN lists longer than ClickHouse's default
-# 256 KiB query limit.
-_LONG_QUERIES = {"max_query_size": 64 * 1024 * 1024}
+# A batch touches thousands of persons. Their ids are client-controlled, so they travel as server-side
+# parameters (`{ids:Array(String)}`), never inside the SQL; a server client sends them in the request body
+# (projections.clickhouse.connect), so no URL limit applies either.
 
 
 class PersonsProjection:
@@ -57,32 +57,55 @@ class PersonsProjection:
         self.client = client
         self.db = database
 
-    def _query(self, sql: str) -> list[tuple]:
-        return self.client.query(sql, settings=_LONG_QUERIES).result_rows
+    def _query(self, sql: str, ids: set[str]) -> list[tuple]:
+        return self.client.query(sql, parameters={"ids": sorted(ids)}).result_rows
 
-    def rows(self, changes: PersonChanges, overrides: dict[str, str]) -> list[list]:
-        """The new persons rows for everything this batch touched."""
+    def rows(self, changes: PersonChanges, overrides: dict[str, str], directory: Directory | None = None) -> list[list]:
+        """The new persons rows for everything this batch touched. Deleted persons get none (their rows are
+        removed by the projector); events received while their person was disabled do not change it."""
+        directory = directory or Directory()
         live_of = self._live_persons({e.distinct_id for e in changes.events} | changes.distinct_ids | changes.session_keys)
         touched: dict[str, list[EnrichedEvent]] = defaultdict(list)
         for event in changes.events:
             person = live_of.get(event.distinct_id) or overrides.get(event.person_id or "", event.person_id)
-            touched[overrides.get(person, person)].append(event)
+            person = overrides.get(person, person)
+            if directory.is_deleted(person):  # received after the delete (else dropped): tracking's fresh person
+                person = person_id_for(event.distinct_id)
+            if directory.status_at(person, epoch_ms(event.received_at)) == "disabled":
+                touched[person]  # noqa: B018 - recounted, not folded
+            else:
+                touched[person].append(event)
+        commands: dict[str, list[UserCommand]] = defaultdict(list)
+        for command in changes.commands:
+            if command.kind in ("create", "update"):
+                commands[overrides.get(command.person_id, command.person_id)].append(command)
         # An event stamped before its distinct id's mapping existed carries the id that distinct id would
         # found; when the mapping says otherwise, that stand-in profile folds into the real person.
         stand_ins = {person_id_for(d): live_of[d] for d in changes.distinct_ids if d in live_of and person_id_for(d) != live_of[d]}
-        ids = set(touched) | set(live_of.values()) | {i.person_id for i in changes.identities} | set(stand_ins)
+        stand_ins = {s: p for s, p in stand_ins.items() if not directory.is_deleted(s) and not directory.is_deleted(p)}
+        ids = set(touched) | set(live_of.values()) | {i.person_id for i in changes.identities} | set(stand_ins) | set(commands)
         ids |= {m.from_person for m in changes.merges} | {m.into_person for m in changes.merges}
-        ids.discard("")
+        deleted = {i.person_id for i in changes.identities if i.deleted}
+        ids = {i for i in ids if i and i not in deleted and not directory.is_deleted(i)}
         if not ids:
             return []
         people = self._load(ids)
         for identity in changes.identities:
+            if identity.person_id not in ids:
+                continue
             current = people[identity.person_id].identity
             if current is None or current.version < identity.version:
                 people[identity.person_id].identity = identity
         for person_id, events in touched.items():
-            people[person_id].state = fold_all(people[person_id].state, events)
+            if person_id in ids:
+                people[person_id].state = fold_all(people[person_id].state, events)
+        for person_id, applied in commands.items():
+            if person_id in ids:
+                for command in applied:
+                    people[person_id].state = apply_command(people[person_id].state, command)
         for m in sorted(changes.merges, key=lambda m: m.version):
+            if m.from_person not in ids or m.into_person not in ids:
+                continue
             people[m.into_person].state = merge(people[m.into_person].state, people[m.from_person].state)
             people[m.from_person].deleted_into = m.into_person
         for stand_in, person_id in stand_ins.items():
@@ -107,13 +130,15 @@ class PersonsProjection:
             return {}
         return dict(self._query(
             f"SELECT distinct_id, argMax(person_id, version) FROM {self.db}.person_distinct_ids "
-            f"WHERE distinct_id IN {_in(distinct_ids)} GROUP BY distinct_id"
+            "WHERE distinct_id IN {ids:Array(String)} GROUP BY distinct_id",
+            distinct_ids,
         ))
 
     def _load(self, person_ids: set[str]) -> dict[str, _Person]:
         found = self._query(
             f"SELECT person_id, _state, visitor_number, is_identified, is_contact FROM {self.db}.persons FINAL "
-            f"WHERE person_id IN {_in(person_ids)}"
+            "WHERE person_id IN {ids:Array(String)}",
+            person_ids,
         )
         people: dict[str, _Person] = defaultdict(_Person)
         for person_id, state, number, identified, contact in found:
@@ -127,16 +152,18 @@ class PersonsProjection:
         """Exact event and session counts per live person, over all of its distinct ids."""
         mapping = (
             f"SELECT distinct_id, argMax(person_id, version) AS person_id FROM {self.db}.person_distinct_ids "
-            f"WHERE distinct_id IN (SELECT distinct_id FROM {self.db}.person_distinct_ids WHERE person_id IN {_in(person_ids)}) "
-            f"GROUP BY distinct_id HAVING person_id IN {_in(person_ids)}"
+            f"WHERE distinct_id IN (SELECT distinct_id FROM {self.db}.person_distinct_ids WHERE person_id IN {{ids:Array(String)}}) "
+            "GROUP BY distinct_id HAVING person_id IN {ids:Array(String)}"
         )
         events = self._query(
             f"SELECT m.person_id, uniqExactMerge(c.events) FROM {self.db}.event_counts_daily_by_distinct_id AS c "
-            f"INNER JOIN ({mapping}) AS m ON c.distinct_id = m.distinct_id GROUP BY m.person_id"
+            f"INNER JOIN ({mapping}) AS m ON c.distinct_id = m.distinct_id GROUP BY m.person_id",
+            person_ids,
         )
         sessions = self._query(
             f"SELECT m.person_id, count() FROM {self.db}.sessions AS s FINAL "
-            f"INNER JOIN ({mapping}) AS m ON s.device_key = m.distinct_id GROUP BY m.person_id"
+            f"INNER JOIN ({mapping}) AS m ON s.device_key = m.distinct_id GROUP BY m.person_id",
+            person_ids,
         )
         session_counts = dict(sessions)
         counts = {person: (count, session_counts.get(person, 0)) for person, count in events}

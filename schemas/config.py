@@ -34,6 +34,9 @@ class FootfallSettings(BaseSettings):
     )
     data_dir: Path = Path(".footfall")
     database: str = "footfall"
+    # A ClickHouse cluster name (remote_servers): migrations then run ON CLUSTER with Replicated engines, and
+    # events and sessions are sharded behind Distributed tables. Unset: one node (docs/operations.md).
+    clickhouse_cluster: str | None = None
 
     # Collector
     collector_host: str = "127.0.0.1"
@@ -53,18 +56,34 @@ class FootfallSettings(BaseSettings):
     batch_max_rows: int = Field(default=10_000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0)
 
+    # Management API (`footfall api`)
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_wait_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
     # Processor
     processor_store: str = "memory://"  # or "rocksdb://" (rocksdict) for state larger than memory
     processor_metrics_port: int = 9101
+    processor_metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a container, for Prometheus to scrape
+    # Kafka static group membership (group.instance.id, e.g. a StatefulSet pod's name): a worker that restarts
+    # within the session timeout gets its partitions back without a rebalance of the whole group.
+    processor_instance_id: str | None = None
     session_gap_seconds: float = Field(default=30 * 60, gt=0)
     allowed_lateness_seconds: float = Field(default=2 * 3600, ge=0)
     session_tick_seconds: float = Field(default=10.0, gt=0)
-    # The sessionizer takes raw events in batches of up to this many, or whatever came within this time.
+    # The sessionizer takes raw records (envelopes or single events) in batches of up to this many, or whatever
+    # came within this time; every agent handles a batch's events in slices of at most processor_slice_events,
+    # yielding to the event loop between slices, so a batch of full envelopes never holds the loop for seconds.
     processor_batch_max: int = Field(default=1000, ge=1)
     processor_batch_seconds: float = Field(default=0.05, gt=0)
+    processor_slice_events: int = Field(default=2000, ge=1)
     # A worker whose owned partitions hold waiting records it has not moved on for this long restarts itself.
     processor_stall_seconds: float = Field(default=60.0, ge=5)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
+
+    # Front-end assets installed from npm by `make web` (web/package.json): the console's CSS and scripts, and
+    # analytics-next's standalone bundle that the collector serves to sites.
+    web_assets_dir: Path = Path(__file__).resolve().parents[1] / "web" / "node_modules"
 
     # Python's cyclic garbage collector runs after this many net allocations (CPython's default: 700).
     gc_threshold: int = Field(default=50_000, ge=700)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-CommandKind = Literal["seen", "identify", "alias"]
+CommandKind = Literal["seen", "identify", "alias", "claim", "forget"]
 PERSON_NAMESPACE = uuid.UUID("a8e07382-ab05-4da0-9125-908ea05d2bb3")
 
 
@@ -41,7 +41,9 @@ class IdentityCommand(BaseModel):
     """What the event path tells the resolver: a distinct id was seen, or two ids were linked.
 
     `seen`: distinct_id appeared (first event of a device, or a user id); `identify`: anonymous_id and
-    user_id belong together; `alias`: previous_id merges into user_id.
+    user_id belong together; `alias`: previous_id merges into user_id. From the management API: `claim`:
+    distinct_id's person (founded if new) takes user_id and claims email, so tracking that later identifies
+    with either joins it; `forget`: person_id is deleted, its ids are free for a fresh person.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -55,6 +57,7 @@ class IdentityCommand(BaseModel):
     previous_id: str | None = None  # alias
     email: str | None = None  # identify traits.email: makes a person identified and a contact
     contact_traits: list[str] = []  # which key identifying traits were present (email, phone, ...)
+    person_id: str | None = None  # forget
 
 
 class DistinctIdMapping(BaseModel):
@@ -93,6 +96,7 @@ class PersonIdentity(BaseModel):
     is_contact: bool
     version: int
     merged_into: str | None = None
+    deleted: bool = False  # deleted through the management API: never a live profile again
 
 
 PersonMessage = Annotated[PersonMerge | PersonIdentity, Field(discriminator="kind")]

@@ -77,6 +77,33 @@ class Topics:
         """Bad rows from every stage, with their reason; kept forever so they can be fixed and replayed."""
         return self._spec("dead-letter", "source id", "schemas.bad_rows.BadRow")
 
+    @property
+    def property_definitions(self) -> TopicSpec:
+        """Custom property definitions, versioned (schemas/properties.py); compacted to the latest per name."""
+        return self._spec("property-definitions", "property name", "schemas.properties.PropertyDefinition", partitions=1, compacted=True)
+
+    @property
+    def configs(self) -> TopicSpec:
+        """Every version of every dynamic config (management API → collectors, API); one partition, kept
+        forever: the history. Readers replay it from the start and keep the highest version per key."""
+        return self._spec("configs", "config key", "schemas.configs.ConfigVersion", partitions=1)
+
+    @property
+    def person_properties(self) -> TopicSpec:
+        """The latest properties of each person (projector → collectors' config targeting); compacted,
+        a tombstone when the person is merged away or deleted."""
+        return self._spec("person-properties", "person id", "schemas.person_properties.PersonProperties", compacted=True)
+
+    @property
+    def user_commands(self) -> TopicSpec:
+        """The management API's changes to users (create, update, delete, erase): applied by the projector."""
+        return self._spec("user-commands", "person id", "schemas.user_commands.UserCommand")
+
+    @property
+    def erasures(self) -> TopicSpec:
+        """Erased identifiers (SHA-256 digests): the collector drops their calls, the projector their events."""
+        return self._spec("erasures", "id digest", "schemas.user_commands.Erasure", partitions=1, compacted=True)
+
     def all(self) -> list[TopicSpec]:
         return [
             self.raw,
@@ -87,4 +114,9 @@ class Topics:
             self.identities,
             self.persons,
             self.dead_letter,
+            self.configs,
+            self.person_properties,
+            self.user_commands,
+            self.erasures,
+            self.property_definitions,
         ]

@@ -101,18 +101,18 @@ class BatchEnvelope(BaseModel):
     sentAt: AwareDatetime | None = None
 
 
-def shape_problem(value: Any, path: str, depth: int = 1) -> tuple[str, str] | None:
+def shape_problem(value: Any, path: str, depth: int = 1) -> tuple[str, str, str] | None:
     """The first place where `value` nests deeper than MAX_NESTING_DEPTH or holds a string (or key)
-    longer than MAX_STRING_LENGTH, as (field path, reason); None when it is within bounds."""
+    longer than MAX_STRING_LENGTH, as (field path, rule, reason); None when it is within bounds."""
     if depth > MAX_NESTING_DEPTH:
-        return path, f"nested deeper than {MAX_NESTING_DEPTH} levels"
+        return path, "nesting_over_limit", f"nested deeper than {MAX_NESTING_DEPTH} levels"
     if isinstance(value, str):
         if len(value) > MAX_STRING_LENGTH:
-            return path, f"string longer than {MAX_STRING_LENGTH} characters"
+            return path, "string_over_limit", f"string longer than {MAX_STRING_LENGTH} characters"
     elif isinstance(value, dict):
         for key, item in value.items():
             if len(key) > MAX_STRING_LENGTH:
-                return path, f"key longer than {MAX_STRING_LENGTH} characters"
+                return path, "key_over_limit", f"key longer than {MAX_STRING_LENGTH} characters"
             if problem := shape_problem(item, f"{path}.{key}", depth + 1):
                 return problem
     elif isinstance(value, list):

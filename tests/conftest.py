@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from projections.clickhouse import connect, migrate
 from schemas.config import FootfallSettings
 from tests.infra import LocalBroker, clickhouse, kafka_broker
+
+# Property tests check properties, not speed: on a shared 2-core machine, generation and run times are noise.
+hypothesis_settings.register_profile("shared-machine", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("shared-machine")
 
 
 @pytest.fixture(scope="session")
@@ -68,28 +73,3 @@ def settings(kafka_bootstrap, clickhouse_dsn, clickhouse_client, tmp_path) -> It
     migrate(clickhouse_client, settings.database)
     yield settings
     clickhouse_client.command(f"DROP DATABASE IF EXISTS {settings.database}")
-
-
-def settings_env(settings: FootfallSettings, **extra: str) -> dict[str, str]:
-    """The environment that makes a `footfall` subprocess use exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FOOTFALL_")}
-    env.update(
-        {
-            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
-            "FOOTFALL_TOPIC_PREFIX": settings.topic_prefix,
-            "FOOTFALL_PARTITIONS": str(settings.partitions),
-            "FOOTFALL_DATABASE": settings.database,
-            "FOOTFALL_DATA_DIR": str(settings.data_dir),
-            "FOOTFALL_COLLECTOR_PORT": str(settings.collector_port),
-            "FOOTFALL_READ_API_PORT": str(settings.read_api_port),
-            "FOOTFALL_PROCESSOR_METRICS_PORT": "0",
-            "FOOTFALL_PROCESSOR_STORE": settings.processor_store,
-            "FOOTFALL_SESSION_GAP_SECONDS": str(settings.session_gap_seconds),
-            "FOOTFALL_ALLOWED_LATENESS_SECONDS": str(settings.allowed_lateness_seconds),
-            "FOOTFALL_SESSION_TICK_SECONDS": str(settings.session_tick_seconds),
-            **extra,
-        }
-    )
-    if settings.clickhouse_url:
-        env["CLICKHOUSE_URL"] = settings.clickhouse_url
-    return env

@@ -14,9 +14,7 @@ import asyncio
 import json
 import random
 import secrets
-import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,8 +34,8 @@ from footfall.loadgen import LoadReport, run_load
 from footfall.topics import ensure_topics
 from footfall.traffic import calls as model_calls
 from schemas.config import FootfallSettings
-from tests.conftest import settings_env
 from tests.infra import REPO_ROOT, LocalBroker, free_port
+from footfall.supervisor import Child, RestartPolicy, Supervisor, footfall_command, settings_env
 from tests.pipeline import WRITE_KEY, final_sessions, read_topic, tail, topic_values, wait_until
 
 RESULTS = REPO_ROOT / "bench" / "results" / "faults.jsonl"
@@ -118,66 +116,15 @@ def make_traffic(seed: int, events: int, visitors: int, batch_size: int = 20, ba
 # -- stages -------------------------------------------------------------------------------------------------
 
 
-class Stage:
-    """One `footfall <stage>` process and its successors (each incarnation logs to a file of its own)."""
+class Stage(Child):
+    """One `footfall <stage>` process and its successors, each incarnation logging to <name>[-n].log. Restarted
+    whenever it exits without being asked to (as a service manager would), but not within 2 s of its start."""
 
     def __init__(self, name: str, command: str, env: dict[str, str], log_dir: Path):
-        self.name = name
-        self.command = command
-        self.env = env
-        self.log_dir = log_dir
-        self.proc: subprocess.Popen | None = None
-        self.incarnation = 0
-        self.lock = threading.RLock()
-        self.held = False  # down on purpose (a fault in progress, or shutting down): the supervisor keeps off
-        self.exits: list[dict[str, Any]] = []  # exits nobody asked for: (at, code, log)
-        self.last_start = 0.0
+        super().__init__(name, footfall_command(command), env=env, log_dir=log_dir, policy=RESTART_ALWAYS)
 
-    @property
-    def log_path(self) -> Path:
-        return self.log_dir / f"{self.name}-{self.incarnation}.log"
 
-    def start(self) -> None:
-        with self.lock:
-            self.incarnation += 1
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.log_path, "wb") as log:
-                self.proc = subprocess.Popen([sys.executable, "-m", "footfall", self.command], env=self.env,
-                                             stdout=log, stderr=subprocess.STDOUT)
-            self.last_start = time.monotonic()
-            self.held = False
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill9(self) -> None:
-        with self.lock:
-            self.held = True
-            if self.alive():
-                self.proc.send_signal(signal.SIGKILL)
-                self.proc.wait()
-
-    def stop(self, timeout_s: float = 30) -> None:
-        with self.lock:
-            self.held = True
-            if self.alive():
-                self.proc.terminate()
-                try:
-                    self.proc.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait()
-
-    def supervise(self, started: float) -> None:
-        """Restart the stage when it exited without being asked to (as a service manager would)."""
-        with self.lock:
-            if self.held or self.proc is None or self.proc.poll() is None:
-                return
-            if time.monotonic() - self.last_start < 2:  # a stage failing at start (broker away): not in a tight loop
-                return
-            self.exits.append({"at_s": round(time.monotonic() - started, 1), "code": self.proc.returncode,
-                               "incarnation": self.incarnation, "log_tail": tail(self.log_path, 6)})
-            self.start()
+RESTART_ALWAYS = RestartPolicy(exit_codes=None, max_restarts=None, min_uptime_s=2)
 
 
 @dataclass
@@ -215,8 +162,7 @@ class Pipeline:
         ]
         self.projector = Stage("projector", "projector", settings_env(self.settings, **base, FOOTFALL_ADMIN_KEY=self.admin_key), logs)
         self.started = time.monotonic()
-        self._stop = threading.Event()
-        self._supervisor: threading.Thread | None = None
+        self.supervisor = Supervisor(interval_s=0.5)
 
     @property
     def stages(self) -> list[Stage]:
@@ -227,12 +173,12 @@ class Pipeline:
     def start(self, later: tuple[str, ...] = ()) -> None:
         """Start every stage but those in `later` (a worker that joins during the load: a scale-out)."""
         ensure_topics(self.settings.kafka_bootstrap_servers, self.settings.topics.all())
-        for stage in (self.projector, *self.processors, self.collector):
+        for stage in (self.projector, *self.processors, self.collector):  # stopped the other way round
             if stage.name not in later:
                 stage.start()
         self.wait_ready()
-        self._supervisor = threading.Thread(target=self._supervise, name="supervisor", daemon=True)
-        self._supervisor.start()
+        for stage in (self.projector, *self.processors, self.collector):
+            self.supervisor.watch(stage)
 
     def wait_ready(self, timeout_s: float = 120) -> None:
         def ready() -> bool:
@@ -247,20 +193,13 @@ class Pipeline:
 
         wait_until(ready, timeout_s, what="the collector and the projector's read API")
 
-    def _supervise(self) -> None:
-        while not self._stop.wait(0.5):
-            for stage in self.stages:
-                stage.supervise(self.started)
-
     def shutdown(self) -> None:
-        self._stop.set()
-        if self._supervisor:
-            self._supervisor.join(5)
-        for stage in self.stages:  # collector first, projector last: each drains what it was given
-            stage.stop()
+        self.supervisor.stop()  # collector first, projector last: each drains what it was given
 
     def exits(self) -> list[dict[str, Any]]:
-        return [{"stage": s.name, **e} for s in self.stages for e in s.exits]
+        """The stages' exits nobody asked for: when (from the start), the code and the end of that incarnation's log."""
+        return [{"stage": s.name, "at_s": round(e["at"] - self.started, 1), "code": e["code"], "incarnation": e["incarnation"],
+                 "log_tail": tail(s.log_of(e["incarnation"]), 6)} for s in self.stages for e in s.exits]
 
     # -- reading what it stored -----------------------------------------------------------------------------
 

@@ -186,7 +186,7 @@ def run_scenario(settings, tmp_path, tmp_path_factory, request, *, seed: int, pl
 def last_log_lines(stage, lines: int = 12) -> str:
     """The end of the stage's latest incarnation that wrote anything."""
     for incarnation in range(stage.incarnation, 0, -1):
-        path = stage.log_dir / f"{stage.name}-{incarnation}.log"
+        path = stage.log_of(incarnation)
         if path.exists() and path.stat().st_size:
             return f"({path.name})\n{tail(path, lines)}"
     return "(no log)"

@@ -11,8 +11,9 @@ What each request leaves on the dead-letter topic (`bad_rows`), as ingest/tracki
 - a body that cannot be read (content type or encoding, size, gzip, JSON, a batch envelope that is not
   one): one bad row without an index, even before the write key is known (source_id None);
 - each refused call, alone or in a batch: one bad row with its index and the source's id;
-- nothing for whole-request refusals that are about the sender, not the data: 401/403 (write key,
-  origin), 429, 404/405 (path, method).
+- nothing for whole-request refusals that are about the sender, not the data: 401/403 (write key),
+  429, 404/405 (path, method);
+- one `auth` bad row without an index for a valid source's call from an origin it does not list (403).
 A row is `marked` when its payload carries the case's marker ("~<name>~"), so the test can tell whose it is;
 compressed, empty and unwritable (too deeply nested) payloads cannot carry it.
 """
@@ -695,15 +696,15 @@ def write_keys() -> list[Case]:
     for label, query, status in [("none", "", 401), ("wrong", "&writeKey=wk-nope", 401), ("disabled", f"&writeKey={DISABLED_KEY}", 403)]:
         name = f"key-pixel-{label}"
         cases.append(Case(name, "write-key", f"/v1/pixel/track?event=E&userId=u{query}", method="GET", headers=(), status=status))
-    # Origins: a source that lists its origins refuses every other browser (403), before reading the body.
+    # Origins: a source that lists its origins refuses every other browser (403) and keeps the call as an `auth` bad row.
     for label, origin in {"evil": "https://evil.example", "null": "null", "suffix": "https://shop.example.evil.example", "trailing-slash": SHOP_ORIGIN + "/",
                           "http": "http://shop.example"}.items():
         name = f"origin-{label}"
         headers = (("content-type", "application/json"), ("x-write-key", SHOP_KEY), ("origin", origin))
-        cases.append(sender_refused(name, "origin", "/v1/track", 403, "origin", headers=headers))
+        cases.append(whole_body(name, "origin", dumps(valid("track", name)), 403, "origin", row_word="origin", path="/v1/track", headers=headers))
     name = "origin-evil-body-key"
-    cases.append(sender_refused(name, "origin", "/v1/t", 403, "origin", body=dumps({**valid("track", name), "writeKey": SHOP_KEY}),
-                                headers=(("content-type", "text/plain"), ("origin", "https://evil.example"))))
+    cases.append(whole_body(name, "origin", dumps({**valid("track", name), "writeKey": SHOP_KEY}), 403, "origin", row_word="origin", path="/v1/t",
+                            headers=(("content-type", "text/plain"), ("origin", "https://evil.example"))))
     return cases
 
 

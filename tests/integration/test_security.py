@@ -270,6 +270,9 @@ def test_rate_limits_answer_429_with_retry_after(collector_settings, tmp_path):
     assert by_key_pixel.status_code == 429 and by_key_pixel.content == PIXEL_GIF and int(by_key_pixel.headers["retry-after"]) >= 1
     assert other_device.status_code == 200
     assert sorted(e.value["message_id"] for e in raw_events(collector_settings)) == ["sec-1", "sec-2", "sec-5", "sec-6"]
+    # An SDK retries a 429, a pixel never does: only the pixel's call is kept, as dropped.
+    [dropped] = [m.value for m in bad_rows(collector_settings)]
+    assert (dropped["kind"], dropped["message_id"], dropped["problems"][0]["rule"]) == ("rate_limited_dropped", "sec-4", "rate_limit")
 
 
 def test_cors_is_restricted_per_source(collector_settings, tmp_path):
@@ -307,4 +310,8 @@ def test_cors_is_restricted_per_source(collector_settings, tmp_path):
     assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == SHOP_ORIGIN
     assert server_side.status_code == 200 and open_source.status_code == 200  # no Origin: a server; a source without a list: any origin
     assert sorted(e.value["message_id"] for e in raw_events(collector_settings)) == ["sec-ok", "sec-open", "sec-server"]
-    assert bad_rows(collector_settings) == []
+    # Each refused call is kept as an `auth` bad row of its source (real visitors' events lost to the allow-list).
+    kept = [m.value for m in bad_rows(collector_settings)]
+    assert len(kept) == len(refused)
+    assert {(row["kind"], row["source_id"], row["problems"][0]["field"], row["problems"][0]["rule"]) for row in kept} == {("auth", "shop", "origin", "origin_not_allowed")}
+    assert sorted(row["message_id"] for row in kept) == sorted(["sec-q", "sec-h", "sec-b", "sec-y", "sec-n", "sec-l", "sec-pixel"])

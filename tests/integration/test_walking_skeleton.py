@@ -5,13 +5,26 @@ from __future__ import annotations
 import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
 
+from projections.read_api import create_read_app
 from tests.pipeline import WRITE_KEY, collector, processor, projector, wait_until
 
 pytestmark = pytest.mark.integration
 
 
+def scrape(page: TestClient) -> dict[tuple[str, tuple], float]:
+    """The projector's /metrics (its read API) as {(sample name, labels): value}."""
+    answer = page.get("/metrics")
+    assert answer.status_code == 200
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(answer.text) for s in family.samples}
+
+
 def test_track_identify_and_page_arrive_in_clickhouse(settings, clickhouse_client, tmp_path):
+    metrics_page = TestClient(create_read_app(clickhouse_client, "admin-key"))
+    before = scrape(metrics_page)
     with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings) as projection:
         auth = (WRITE_KEY, "")
         calls = [
@@ -31,6 +44,19 @@ def test_track_identify_and_page_arrive_in_clickhouse(settings, clickhouse_clien
             ).result_rows
 
         found = wait_until(lambda: len(rows()) == 3 and rows(), timeout_s=90, what="3 rows in events", watch=(worker, projection))
+
+    after = scrape(metrics_page)
+
+    def grew(name: str, **labels) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    # the projector's metrics counted the rows, the batches, the inserts and each event's freshness
+    assert grew("footfall_projector_rows_written_total", table="events") >= 3
+    assert grew("footfall_projector_freshness_seconds_count") >= 3
+    assert grew("footfall_projector_freshness_seconds_bucket", le="900.0") == grew("footfall_projector_freshness_seconds_count")
+    assert grew("footfall_projector_insert_seconds_count", table="events") >= 1
+    assert grew("footfall_projector_batch_messages_sum") >= 3
 
     by_id = {row[0]: row for row in found}
     assert by_id["m-track"][1:6] == ("track", "Signed Up", "anon-1", "anon-1", "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.envelope import (
@@ -100,3 +100,25 @@ def test_packed_by_partition_every_event_lands_on_its_keys_partition_in_order(ke
     for key, event in records:
         expected.setdefault(partition_for(key, partitions), []).append(event)
     assert landed == expected
+
+
+@settings(deadline=None)
+@given(st.binary(max_size=200))
+def test_murmur2_is_kafkas_murmur2_for_any_key(key):
+    """The fast murmur2 agrees with aiokafka's (Java's port) on every key length and byte."""
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+    from schemas.envelope import murmur2
+
+    assert murmur2(key) & 0x7FFFFFFF == aiokafka_murmur2(key) & 0x7FFFFFFF
+    assert 0 <= murmur2(key) <= 0xFFFFFFFF
+
+
+def test_murmur2_matches_javas_known_values():
+    """Values from Kafka's own partitioner test (Utils.murmur2 of these strings, as signed Java ints)."""
+    from schemas.envelope import murmur2
+
+    known = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
+             b"a-little-bit-longer-string": -1486304829, b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+             b"abc": 479470107}
+    assert {key: murmur2(key) - (1 << 32) if murmur2(key) >= 1 << 31 else murmur2(key) for key in known} == known

@@ -39,3 +39,18 @@ def test_a_stand_in_profile_folds_into_the_real_person_when_the_mapping_arrives(
         f"SELECT person_id, visitor_alias, JSONExtractString(properties, 'plan'), event_count FROM {database}.persons FINAL"
     ).result_rows
     assert profiles == [(real, "Visitor 7", "pro", 1)]  # the stand-in is gone, its event counted once, in the real person
+
+
+def test_ids_that_look_like_sql_are_only_ever_values(clickhouse_client, database):
+    """Distinct ids are client-controlled; they reach ClickHouse as server-side parameters, never inside the SQL."""
+    projection = PersonsProjection(clickhouse_client, database)
+    hostile = "it's \\' OR 1=1) --"
+    person = person_id_for("device-x")
+    insert(clickhouse_client, database, PERSON_DISTINCT_IDS, [mapping_row(DistinctIdMapping(distinct_id=hostile, person_id=person, version=1))])
+    event = EnrichedEvent(message_id="m-x", type="track", event="E", user_id=hostile, anonymous_id="device-x",
+                          timestamp=datetime(2026, 1, 1, tzinfo=UTC), received_at=datetime(2026, 1, 1, tzinfo=UTC), source_id="web",
+                          person_id=person)
+    insert(clickhouse_client, database, EVENTS, [event_row(event, 0, 0)])
+    rows = projection.rows(PersonChanges(events=[event], distinct_ids={hostile}), {})
+    assert [row[0] for row in rows] == [person]
+    assert rows[0][PERSONS.column_names.index("event_count")] == 1

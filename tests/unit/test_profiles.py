@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from functools import reduce
 from typing import Any
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 from projections.profiles import (
+    Mark,
     EMPTY,
     PERSONS,
     REMOVED,
@@ -301,7 +303,8 @@ def test_state_json_round_trip_is_lossless_and_compact():
 
 def test_person_row_flags_and_alias_come_from_the_identity():
     identity = PersonIdentity(person_id="p1", visitor_number=451, identified=True, is_contact=True, version=3)
-    row = row_of(run(ev("m1", 0)), identity, merged_into="p0", status="disabled", is_deleted=True)
+    disabled = dataclasses.replace(run(ev("m1", 0)), status=Mark(0, "c1", "disabled"))
+    row = row_of(disabled, identity, merged_into="p0", is_deleted=True)
     flags = ("visitor_number", "visitor_alias", "is_identified", "is_contact", "merged_into", "status", "is_deleted")
     assert [row[column] for column in flags] == [451, "Visitor 451", True, True, "p0", "disabled", 1]
     assert (row["event_count"], row["session_count"]) == (3, 1)
@@ -311,7 +314,7 @@ def test_person_row_flags_and_alias_come_from_the_identity():
 
 def test_person_row_refuses_an_unknown_status():
     with pytest.raises(ValueError):
-        row_of(EMPTY, status="merged")
+        row_of(dataclasses.replace(EMPTY, status=Mark(0, "c1", "merged")))
 
 
 # -- the persons table -----------------------------------------------------------------------------------------
@@ -348,3 +351,33 @@ def test_person_rows_round_trip_and_the_latest_version_wins(clickhouse_client, d
     assert orjson.loads(back["properties"]) == {"email": "ann@acme.com", "name": "Ann"}
     found = clickhouse_client.query(f"SELECT person_id FROM {table} FINAL WHERE email = 'ann@acme.com'").result_rows
     assert found == [("p1",)]
+
+
+def located(message_id: str, seconds: float, **geo: str) -> EnrichedEvent:
+    return ev(message_id, seconds, context={"geo": geo})
+
+
+def test_initial_and_last_location_come_whole_from_the_earliest_and_latest_located_event():
+    state = both_orders(
+        located("a", 10, country="DE", region="Berlin", city="Berlin"),
+        ev("b", 5),  # no location: says nothing
+        located("c", 30, country="FR", city="Paris"),  # no region: the last location has none either
+        located("d", 20, country="US", region="California", city="Mountain View"),
+        ev("e", 40, context={"geo": "Paris"}),  # not an object: ignored
+    )
+    row = row_of(state)
+    assert (row["initial_country"], row["initial_region"], row["initial_city"]) == ("DE", "Berlin", "Berlin")
+    assert (row["last_country"], row["last_region"], row["last_city"]) == ("FR", "", "Paris")
+    assert ProfileState.from_json(state.to_json()) == state
+
+
+def test_a_person_without_located_events_has_no_location():
+    row = row_of(run(ev("a", 1), ev("b", 2, context={"geo": {"country": "", "city": 3}})))
+    assert [row[f"{when}_{key}"] for when in ("initial", "last") for key in ("country", "region", "city")] == [""] * 6
+
+
+def test_merge_keeps_the_earliest_initial_and_the_latest_last_location():
+    into = run(located("a", 10, country="DE"))
+    absorbed = run(located("b", 5, country="FR"), located("c", 50, country="IT"))
+    row = row_of(merge(into, absorbed))
+    assert (row["initial_country"], row["last_country"]) == ("FR", "IT")

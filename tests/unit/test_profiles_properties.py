@@ -23,6 +23,9 @@ contexts = st.fixed_dictionaries(  # web context: a page and/or a campaign, or n
     optional={
         "page": st.fixed_dictionaries({"referrer": st.sampled_from(["", "https://www.google.com/", "https://n.ex/"])}),
         "campaign": st.fixed_dictionaries({"source": st.sampled_from(["ads", "mail"])}),
+        "geo": st.fixed_dictionaries(  # the collector's GeoIP lookup (ingest/geo.py), or a client's
+            {"country": st.sampled_from(["DE", "FR", ""])}, optional={"city": st.sampled_from(["Berlin", "Paris"])}
+        ),
     },
 )
 shapes = st.fixed_dictionaries(
@@ -106,6 +109,7 @@ def test_merge_takes_the_extremes_of_seen_touch_and_device(into_events, absorbed
     assert merged.first_seen == min(into.first_seen, absorbed.first_seen)
     assert merged.last_seen == max(into.last_seen, absorbed.last_seen)
     assert (merged.touch, merged.device) == (everything.touch, everything.device)
+    assert (merged.first_geo, merged.last_geo) == (everything.first_geo, everything.last_geo)
 
 
 @examples

@@ -15,7 +15,7 @@ from processors.identity import IdentityResolver
 from processors.records import Keyed
 from processors.sessionizer import DeviceState, SessionizerConfig
 from schemas.events import EnrichedEvent, RawEvent
-from schemas.identity import IdentityCommand, person_id_for
+from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
 
 CONFIG = SessionizerConfig()
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
@@ -106,15 +106,23 @@ def test_the_sequencer_step_publishes_mappings_persons_and_warnings():
                 IdentityCommand(kind="identify", message_id="m2:identify", timestamp=T0, anonymous_id="anon-1", user_id="null")]
     out = steps.resolve_identities([Keyed(steps.command_key(c), c, c.model_dump_json().encode()) for c in commands], resolver)
     assert [key for key, _ in out.identities] == [b"anon-1"]
-    assert out.persons and [(k.key, field) for k, field, _ in out.warnings] == [(b"null", "user_id")]
+    assert out.persons and [(k.key, w.field, w.rule) for k, w in out.warnings] == [(b"null", "user_id", "placeholder_id")]
 
 
 def test_a_newer_mapping_is_learned_an_older_one_is_not():
-    from schemas.identity import DistinctIdMapping
-
     mapping = DistinctIdMapping(distinct_id="u", person_id="p2", version=5)
-    assert steps.learn_person(mapping, None) == {"person_id": "p2", "version": 5}
+    assert steps.learn_person(mapping, None) == steps.PersonOfChange({"person_id": "p2", "version": 5})
     assert steps.learn_person(mapping, {"person_id": "p1", "version": 7}) is None
+
+
+def test_a_deleted_persons_id_is_forgotten_unless_a_newer_mapping_is_known():
+    deleted = DistinctIdMapping(distinct_id="u", person_id="p2", version=5, is_deleted=True)
+    assert steps.learn_person(deleted, {"person_id": "p2", "version": 4}) == steps.PersonOfChange(None)
+    assert steps.learn_person(deleted, {"person_id": "p3", "version": 6}) is None  # the id's fresh person, learned first
+    assert steps.learn_person(deleted, None) is None
+    table = {b"u": {"person_id": "p2", "version": 4}}
+    steps.apply_state(table, b"u", steps.learn_person(deleted, table[b"u"]).entry)
+    assert table == {}
 
 
 def test_a_decoded_state_is_reused_only_while_the_table_holds_the_bytes_it_came_from():

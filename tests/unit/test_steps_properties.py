@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from processors import steps
 from processors.events import read_event
 from processors.identity import IdentityResolver
-from processors.records import read_record
+from processors.records import EventSlices, read_record
 from processors.sessionizer import SessionizerConfig
 from schemas.envelope import EnvelopeLimits, pack, pack_by_partition, partition_for
 from schemas.events import RawEvent
@@ -65,27 +65,36 @@ class Pipeline:
         self.watermarks[partition] = max(at, self.watermarks.get(partition, at))
         return self.watermarks[partition]
 
-    def run(self, batches: list[list[tuple[int, Any]]]) -> None:
-        """Each batch: records (partition, envelope) of raw; then everything downstream of them."""
+    def run(self, batches: list[list[tuple[int, Any]]], slice_events: int = 10**9) -> None:
+        """Each batch: records (partition, envelope) of raw, handled in slices of at most `slice_events` events
+        as the runtime cuts them (records.EventSlices); then everything downstream of them."""
         decoded = steps.DecodedStates(self.device_sessions)
         for batch in batches:
-            handed = [(partition, partition, read(envelope, partition, steps.device_key)) for partition, envelope in batch]
-            out = steps.sessionize(handed, decoded.state_of, self.person_of.get, self.watermark, CONFIG)
-            for key, (state, _) in out.states.items():
-                self.device_sessions[key] = stored = state.to_json()
-                decoded.wrote(key, stored, state)
-            self.enriched += [value for _, value in out.enriched]
-            self.sessions += [value for _, value in out.sessions]
-            self.sessioned += list(pack_by_partition(out.sessioned, PARTITIONS))
-            self.commands += [envelope for _, envelope in pack_by_partition(out.identity_commands, 1)]
+            slices = EventSlices(slice_events)
+            full = [h for partition, envelope in batch for h in slices.add(partition, partition, read(envelope, partition, steps.device_key))]
+            for handed in [*full, slices.rest()]:
+                self.sessionize(decoded, handed)
+        self.downstream()
+
+    def sessionize(self, decoded: steps.DecodedStates, handed: list) -> None:
+        out = steps.sessionize(handed, decoded.state_of, self.person_of.get, self.watermark, CONFIG)
+        for key, (state, _) in out.states.items():
+            self.device_sessions[key] = stored = state.to_json()
+            decoded.wrote(key, stored, state)
+        self.enriched += [value for _, value in out.enriched]
+        self.sessions += [value for _, value in out.sessions]
+        self.sessioned += list(pack_by_partition(out.sessioned, PARTITIONS))
+        self.commands += [envelope for _, envelope in pack_by_partition(out.identity_commands, 1)]
+
+    def downstream(self) -> None:
         resolver = IdentityResolver(self.identity_state)
         for envelope in self.commands:
             commands = read_record(None, envelope.value, envelope.headers, 0, 1, IdentityCommand.model_validate_json,
                                    steps.command_key, "IdentityCommand").events
             for key, value in steps.resolve_identities(commands, resolver).identities:
-                learned = steps.learn_person(DistinctIdMapping.model_validate_json(value), self.person_of.get(key))
-                if learned is not None:
-                    self.person_of[key] = learned
+                change = steps.learn_person(DistinctIdMapping.model_validate_json(value), self.person_of.get(key))
+                if change is not None:
+                    steps.apply_state(self.person_of, key, change.entry)
         for partition, envelope in self.sessioned:
             self.enriched += [value for _, value in steps.stamp_persons(read(envelope, partition, steps.distinct_key), self.person_of.get)]
 
@@ -150,9 +159,10 @@ def split(events: list[bytes], sizes: list[int], per_batch: list[int]) -> list[l
 
 
 @settings(max_examples=150, deadline=None)
-@given(streams(), st.lists(st.integers(1, 8), min_size=1, max_size=5), st.lists(st.integers(1, 4), min_size=1, max_size=5))
-def test_any_split_into_envelopes_and_batches_gives_what_one_event_per_record_gives(events, sizes, per_batch):
+@given(streams(), st.lists(st.integers(1, 8), min_size=1, max_size=5), st.lists(st.integers(1, 4), min_size=1, max_size=5),
+       st.integers(1, 30))
+def test_any_split_into_envelopes_batches_and_slices_gives_what_one_event_per_record_gives(events, sizes, per_batch, slice_events):
     reference, enveloped = Pipeline(), Pipeline()
     reference.run(one_event_per_record(events))
-    enveloped.run(split(events, sizes, per_batch))
+    enveloped.run(split(events, sizes, per_batch), slice_events)
     assert enveloped.outcome() == reference.outcome()

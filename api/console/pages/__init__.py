@@ -1,0 +1,16 @@
+"""The console's pages, one module per area; each lists its routes in ROUTES."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from api.console.pages import admin, imports, people, profile
+
+
+def page_routes() -> list:
+    return [*people.ROUTES, *profile.ROUTES, *admin.ROUTES, *imports.ROUTES]
+
+
+async def admin_nav(request: Request) -> list[dict[str, str]]:
+    """Admin pages in the main navigation (only those whose APIs answer: admin.OPTIONAL_SECTIONS)."""
+    return await admin.nav_items(request)

@@ -1,0 +1,141 @@
+"""The API's side of property definitions: the definitions in force, followed from Kafka, and the checks a
+user write goes through (types and constraints: 422; unique values another user holds: 409).
+
+The source of truth is the compacted `property-definitions` topic. Each API process follows it whole in a
+background thread (schemas/compacted.py), so a definition written by any process applies everywhere within
+a poll interval, and a process that wrote one reads it back before answering (`wait_for_version`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+
+from api.errors import ApiError, FieldError
+from api.reads import Reader
+from schemas.compacted import CompactedFollower
+from schemas.properties import BUILT_IN, PropertyDefinition, PropertyError, check_values, effective, unique_values
+
+POLL_INTERVAL_S = 0.2
+
+
+class Definitions:
+    """The property definitions in force in this process, kept current by a follower thread."""
+
+    def __init__(self, bootstrap_servers: str, topic: str):
+        self.topic = topic
+        self._follower = CompactedFollower(bootstrap_servers, topic, PropertyDefinition.model_validate_json)
+        self._lock = threading.Lock()
+        self._current: dict[str, PropertyDefinition] = dict(BUILT_IN)
+        self._records: dict[str, PropertyDefinition] = {}  # latest record per name, deleted ones included
+        self._stopping = threading.Event()
+        self._started = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._follow, name="property-definitions", daemon=True)
+            self._thread.start()
+
+    def _follow(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._follower.catch_up(timeout_s=30)
+                    break
+                except (LookupError, TimeoutError):  # the topic is not there yet, or Kafka is slow: try again
+                    self._stopping.wait(1)
+            self._apply()
+            self._started.set()
+            while not self._stopping.is_set():
+                if self._follower.poll(timeout_s=POLL_INTERVAL_S):
+                    self._apply()
+        except BaseException as exc:  # noqa: BLE001 - kept: readers answer 503 rather than stale rules forever
+            self.failure = exc
+            self._started.set()
+        finally:
+            self._follower.close()
+
+    def _apply(self) -> None:
+        records = dict(self._follower.values)
+        with self._lock:
+            self._records = records
+            self._current = effective(records.values())
+
+    async def ready(self, timeout_s: float = 10.0) -> None:
+        self.start()
+        await run_in_threadpool(self._started.wait, timeout_s)
+        self.require_loaded()
+
+    def require_loaded(self) -> None:
+        """503 until the whole topic was read: checking a write against the built-ins alone would let it through."""
+        if not self._started.is_set() or self.failure is not None:
+            raise ApiError(503, [FieldError("property_definitions", "available", "the property definitions are not loaded yet; retry")],
+                           headers={"Retry-After": "1"})
+
+    @property
+    def current(self) -> dict[str, PropertyDefinition]:
+        with self._lock:
+            return self._current
+
+    def record(self, name: str) -> PropertyDefinition | None:
+        """The latest record of a name (a deleted one too), or its built-in default."""
+        with self._lock:
+            return self._records.get(name) or BUILT_IN.get(name)
+
+    async def wait_for_version(self, name: str, version: int, timeout_s: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            found = self.record(name)
+            if found is not None and found.version >= version and not (found.built_in and name not in self._records):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+def field_errors(errors: Iterable[PropertyError], prefix: str = "") -> list[FieldError]:
+    """The validator's errors as the API answers them: the property, the rule, and the value's type."""
+    return [FieldError(f"{prefix}{e.property}", e.rule, f"{e.property} {e.reason}", {"value_type": e.value_type}) for e in errors]
+
+
+class PropertyValidator:
+    """The hook api/routers/users.py calls on create (partial=False) and PATCH (partial=True): 422 errors."""
+
+    def __init__(self, definitions: Definitions):
+        self.definitions = definitions
+
+    def __call__(self, properties: dict[str, Any], partial: bool, unset: Iterable[str] = ()) -> list[FieldError]:
+        self.definitions.require_loaded()
+        checked = check_values(self.definitions.current, properties, unset, creating=not partial)
+        return field_errors(checked.errors)
+
+
+async def check_unique(definitions: Definitions, reader: Reader, values: dict[str, Any], person_id: str | None = None,
+                       skip: Iterable[str] = ()) -> None:
+    """409 when another user holds a value of a unique property, naming that user (`skip`: checked elsewhere)."""
+    errors = []
+    for name, value in unique_values(definitions.current, values).items():
+        if name in skip:
+            continue
+        rows = await reader.rows(
+            "SELECT person_id FROM {db}.persons FINAL WHERE JSONExtractRaw(properties, {k:String}) = {v:String} "
+            "AND person_id != {p:String} LIMIT 1",
+            {"k": name, "v": orjson.dumps(value).decode(), "p": person_id or ""},
+        )
+        if rows:
+            owner = rows[0]["person_id"]
+            errors.append(FieldError(name, "unique", f"{name} {value!r} already belongs to user {owner}", {"person_id": owner}))
+    if errors:
+        raise ApiError(409, errors)

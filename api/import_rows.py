@@ -1,0 +1,159 @@
+"""CSV import, the pure part: which column writes which property, and what one row becomes. No I/O.
+
+Columns map to properties by header (the property's name, or the header lower-cased with spaces and
+dashes as underscores: "First Name" → first_name), or by an explicit mapping (`col=prop`, which wins).
+A column that names no defined property is ignored, unless the import is asked to take unknown columns
+(`include_unknown`): then it becomes a custom property of that (normalised) name.
+
+A row is checked like an API write (schemas/properties.py, from text: "42" is an integer, "yes" a
+boolean): an empty cell changes nothing, except in a required property's column, where it is refused. The
+dedupe key (user_id, email or customer_id) must be in every row: it says which user the row is. Each
+broken rule is one error (row, column, value, rule) for errors.csv.
+
+A row's command id derives from the dedupe key and the row's content (its checked properties, sorted):
+importing the same row again is the same command, which the projector has already applied; a changed
+row is a new command that updates the user.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from api.user_model import check_identifier_values
+from schemas.properties import PropertyDefinition, check_values
+from schemas.user_commands import IDENTIFIERS, email_key
+
+DedupeKey = Literal["user_id", "email", "customer_id"]
+DEDUPE_KEYS: tuple[DedupeKey, ...] = ("user_id", "email", "customer_id")
+IMPORT_NAMESPACE = uuid.UUID("0b7d3f52-6c1e-4a43-8f0e-5d2b9b7e3c61")
+PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")
+MAX_KEPT_VALUE = 1000  # characters of a refused value kept in errors.csv
+
+
+class ImportRefused(Exception):
+    """The whole file cannot be imported (a mapping names no column, no dedupe column): 422 before any row."""
+
+    def __init__(self, field: str, rule: str, message: str):
+        super().__init__(message)
+        self.field, self.rule, self.message = field, rule, message
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    dedupe: DedupeKey = "user_id"
+    mapping: Mapping[str, str] = field(default_factory=dict)  # column header → property name
+    include_unknown: bool = False
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    header: tuple[str, ...]
+    properties: tuple[str | None, ...]  # per column: the property it writes, None when ignored
+
+    @property
+    def ignored(self) -> list[str]:
+        return [name for name, prop in zip(self.header, self.properties) if prop is None]
+
+    def column_of(self, prop: str) -> str:
+        return next((name for name, p in zip(self.header, self.properties) if p == prop), prop)
+
+
+@dataclass(frozen=True)
+class RowError:
+    row: int  # the line of the file, the header being line 1 (as a spreadsheet numbers it)
+    column: str
+    value: str
+    rule: str
+    reason: str
+
+    def as_row(self) -> list[str]:
+        return [str(self.row), self.column, self.value[:MAX_KEPT_VALUE], self.rule, self.reason]
+
+
+ERRORS_HEADER = ["row", "column", "value", "rule", "reason"]
+
+
+@dataclass(frozen=True)
+class ImportRow:
+    row: int
+    key: str  # the dedupe key's value
+    properties: dict[str, Any]  # checked and typed
+    command_id: str
+
+
+def normalised_header(name: str) -> str:
+    return re.sub(r"[\s\-]+", "_", name.strip().lower())
+
+
+def plan_columns(header: Sequence[str], options: ImportOptions, definitions: Mapping[str, PropertyDefinition]) -> ColumnPlan:
+    """Which property each column writes; ImportRefused when the mapping or the dedupe column does not fit."""
+    names = [h.strip() for h in header]
+    if len(set(names)) != len(names):
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        raise ImportRefused("header", "unique", f"columns named more than once: {', '.join(duplicated)}")
+    for column, prop in options.mapping.items():
+        if column not in names:
+            raise ImportRefused(f"mapping.{column}", "column", f"the file has no column {column!r} (it has {', '.join(names)})")
+        if not PROPERTY_NAME.match(prop):
+            raise ImportRefused(f"mapping.{column}", "property_name", f"{prop!r} is not a property name")
+    properties: list[str | None] = []
+    for name in names:
+        if name in options.mapping:
+            properties.append(options.mapping[name])
+        elif name in definitions:
+            properties.append(name)
+        elif (normal := normalised_header(name)) in definitions:
+            properties.append(normal)
+        elif options.include_unknown and PROPERTY_NAME.match(normal):
+            properties.append(normal)
+        else:
+            properties.append(None)
+    targets = [p for p in properties if p is not None]
+    if len(set(targets)) != len(targets):
+        duplicated = sorted({p for p in targets if targets.count(p) > 1})
+        raise ImportRefused("mapping", "unique", f"more than one column writes {', '.join(duplicated)}")
+    if options.dedupe not in targets:
+        raise ImportRefused("dedupe", "column", f"no column holds the dedupe key {options.dedupe}; map one with --mapping <column>={options.dedupe}")
+    return ColumnPlan(tuple(names), tuple(properties))
+
+
+def command_id_of(dedupe: str, key: str, properties: Mapping[str, Any]) -> str:
+    content = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS).decode()
+    return str(uuid.uuid5(IMPORT_NAMESPACE, f"{dedupe}\x00{key}\x00{content}"))
+
+
+def read_row(number: int, cells: Sequence[str], plan: ColumnPlan, options: ImportOptions,
+             definitions: Mapping[str, PropertyDefinition]) -> ImportRow | list[RowError]:
+    """One data row: the checked row, or every rule it breaks."""
+    if len(cells) != len(plan.header):
+        return [RowError(number, "", ",".join(cells), "columns", f"{len(cells)} cells; the header has {len(plan.header)}")]
+    errors: list[RowError] = []
+    written: dict[str, str] = {}
+    for column, prop, cell in zip(plan.header, plan.properties, cells):
+        if prop is None:
+            continue
+        if cell.strip():
+            written[prop] = cell.strip()
+        elif (d := definitions.get(prop)) is not None and d.required and not d.deleted:
+            errors.append(RowError(number, column, cell, "required", f"{prop} is required and cannot be empty"))
+    checked = check_values(definitions, written, from_text=True)
+    errors += [RowError(number, plan.column_of(e.property), written.get(e.property, ""), e.rule, f"{e.property} {e.reason}")
+               for e in checked.errors]
+    properties = checked.values
+    if "email" in properties and isinstance(properties["email"], str):
+        properties["email"] = email_key(properties["email"])
+    errors += [RowError(number, plan.column_of(e.field), str(properties.get(e.field, "")), e.rule, e.message)
+               for e in check_identifier_values({k: v for k, v in properties.items() if k in IDENTIFIERS})]
+    key = properties.get(options.dedupe)
+    if not errors and not key:
+        errors.append(RowError(number, plan.column_of(options.dedupe), "", "required", f"the dedupe key {options.dedupe} is empty"))
+    if errors:
+        return errors
+    return ImportRow(number, str(key), properties, command_id_of(options.dedupe, str(key), properties))

@@ -1,0 +1,314 @@
+"""The segment condition language: AND/OR groups, nestable, over typed conditions (docs/conditions.md).
+
+A condition is JSON, shared by every feature that selects users: configs' targeting rules (issue 19) and
+segments, lists and stage rules (issue 17). Each condition kind has a `kind` discriminator; this module
+holds the kinds and a pure evaluator for the kinds that can be decided from one person's facts in memory
+(`property` and `group` today). Kinds decided in ClickHouse (behaviour, segment membership) join the
+`Condition` union and compile to SQL; `evaluate` refuses them with `NotEvaluableHere`, and a feature that
+evaluates in memory (configs) validates up front that its conditions only use `IN_MEMORY_KINDS`.
+
+Semantics, the same in memory and in SQL:
+- a missing or null property makes every operator false except `is_not_set` (so `not_equals x` means
+  "is set and is not x");
+- string comparisons are case-insensitive; a property is compared as text by the text operators;
+- number operators compare numbers; a property that is a numeric string counts as that number, booleans
+  and other values never match;
+- date operators compare instants: ISO 8601 text (no zone means UTC) or epoch milliseconds;
+- `in`/`not_in` take a list and apply `equals` to each member.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+MAX_DEPTH = 6
+MAX_CONDITIONS = 200
+
+TEXT_OPERATORS = ("contains", "not_contains", "starts_with", "ends_with")
+NUMBER_OPERATORS = ("gt", "gte", "lt", "lte")
+DATE_OPERATORS = ("before", "after")
+EQUALITY_OPERATORS = ("equals", "not_equals")
+LIST_OPERATORS = ("in", "not_in")
+PRESENCE_OPERATORS = ("is_set", "is_not_set")
+Operator = Literal[
+    "equals", "not_equals", "in", "not_in", "contains", "not_contains", "starts_with", "ends_with",
+    "gt", "gte", "lt", "lte", "before", "after", "is_set", "is_not_set",
+]  # fmt: skip
+Scalar = str | int | float | bool
+
+
+class NotEvaluableHere(ValueError):
+    """A condition kind that needs ClickHouse (behaviour, segment membership) asked of the in-memory evaluator."""
+
+
+class PropertyCondition(BaseModel):
+    """A person property compared with a value. `property` names a top-level key of the profile's properties."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["property"] = "property"
+    property: str = Field(min_length=1, max_length=200)
+    operator: Operator
+    value: Scalar | list[Scalar] | None = None
+
+    @model_validator(mode="after")
+    def _value_fits_operator(self) -> PropertyCondition:
+        op, value = self.operator, self.value
+        if op in PRESENCE_OPERATORS:
+            if value is not None:
+                raise ValueError(f"'{op}' takes no value")
+        elif op in LIST_OPERATORS:
+            if not isinstance(value, list) or not value:
+                raise ValueError(f"'{op}' takes a non-empty list of values")
+        elif isinstance(value, list) or value is None:
+            raise ValueError(f"'{op}' takes one value, not {'a list' if value is not None else 'none'}")
+        elif op in TEXT_OPERATORS and not isinstance(value, str):
+            raise ValueError(f"'{op}' compares text: the value must be a string")
+        elif op in NUMBER_OPERATORS and (isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)):
+            raise ValueError(f"'{op}' compares numbers: the value must be a finite number")
+        elif op in DATE_OPERATORS and instant(value) is None:
+            raise ValueError(f"'{op}' compares dates: the value must be an ISO 8601 date-time or epoch milliseconds")
+        return self
+
+
+class ConditionGroup(BaseModel):
+    """All (AND) or any (OR) of its conditions; an empty `all` matches everyone, an empty `any` no one."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["group"] = "group"
+    match: Literal["all", "any"] = "all"
+    conditions: list[Condition] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _bounded(self) -> ConditionGroup:
+        depth, count = _shape(self)
+        if depth > MAX_DEPTH:
+            raise ValueError(f"groups nest at most {MAX_DEPTH} deep")
+        if count > MAX_CONDITIONS:
+            raise ValueError(f"at most {MAX_CONDITIONS} conditions in all")
+        return self
+
+
+# Issue 17 adds its kinds here (tag, list, stage, status, identity, behaviour, segment).
+Condition = Annotated[ConditionGroup | PropertyCondition, Field(discriminator="kind")]
+ConditionGroup.model_rebuild()
+condition_adapter: TypeAdapter[Condition] = TypeAdapter(Condition)
+
+IN_MEMORY_KINDS = frozenset({"group", "property"})
+
+
+def _shape(condition: BaseModel) -> tuple[int, int]:
+    """(nesting depth, number of leaf conditions)."""
+    if isinstance(condition, ConditionGroup):
+        shapes = [_shape(c) for c in condition.conditions]
+        return 1 + max((d for d, _ in shapes), default=0), sum(n for _, n in shapes)
+    return 0, 1
+
+
+def walk(condition: BaseModel) -> Iterator[BaseModel]:
+    """Every condition in the tree, groups included, depth first."""
+    yield condition
+    if isinstance(condition, ConditionGroup):
+        for child in condition.conditions:
+            yield from walk(child)
+
+
+def kinds_used(condition: BaseModel) -> set[str]:
+    return {c.kind for c in walk(condition)}
+
+
+def properties_used(condition: BaseModel) -> set[str]:
+    return {c.property for c in walk(condition) if isinstance(c, PropertyCondition)}
+
+
+# -- the in-memory evaluator ---------------------------------------------------------------------------
+
+
+def evaluate(condition: BaseModel, properties: Mapping[str, Any]) -> bool:
+    """Whether a person with these properties meets the condition (pure; see the module's semantics)."""
+    if isinstance(condition, ConditionGroup):
+        results = (evaluate(c, properties) for c in condition.conditions)
+        return all(results) if condition.match == "all" else any(results)
+    if isinstance(condition, PropertyCondition):
+        return property_matches(condition, properties.get(condition.property))
+    raise NotEvaluableHere(f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is evaluated in ClickHouse, not in memory")
+
+
+def property_matches(condition: PropertyCondition, actual: Any) -> bool:
+    op, expected = condition.operator, condition.value
+    if actual is None:
+        return op == "is_not_set"
+    if op in PRESENCE_OPERATORS:
+        return op == "is_set"
+    if op in LIST_OPERATORS:
+        hit = any(equals(actual, member) for member in expected)
+        return hit if op == "in" else not hit
+    return _OPERATIONS[op](actual, expected)
+
+
+def text(value: Any) -> str | None:
+    """A property as the text operators see it: strings and numbers; booleans as true/false; not objects."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return str(int(value)) if value.is_integer() else repr(value)
+    return None
+
+
+def number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            parsed = float(value.strip())
+        except ValueError:
+            return None
+        return parsed if math.isfinite(parsed) else None
+    return None
+
+
+def instant(value: Any) -> float | None:
+    """Epoch milliseconds of an ISO 8601 date-time (naive means UTC) or of a number of milliseconds."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp() * 1000
+    return None
+
+
+def equals(actual: Any, expected: Scalar) -> bool:
+    """Typed by the expected value: a boolean matches true/"true", a number matches numerically, text
+    matches case-insensitively."""
+    if isinstance(expected, bool):
+        return isinstance(actual, bool | str) and text(actual).strip().casefold() == ("true" if expected else "false")
+    if isinstance(expected, int | float):
+        found = number(actual)
+        return found is not None and found == float(expected)
+    found_text = text(actual)
+    return found_text is not None and found_text.casefold() == expected.casefold()
+
+
+def _text_op(test: Callable[[str, str], bool]) -> Callable[[Any, Any], bool]:
+    def operation(actual: Any, expected: str) -> bool:
+        found = text(actual)
+        return found is not None and test(found.casefold(), expected.casefold())
+
+    return operation
+
+
+def _compare(read: Callable[[Any], float | None], test: Callable[[float, float], bool]) -> Callable[[Any, Any], bool]:
+    def operation(actual: Any, expected: Any) -> bool:
+        found, wanted = read(actual), read(expected)
+        return found is not None and wanted is not None and test(found, wanted)
+
+    return operation
+
+
+_OPERATIONS: dict[str, Callable[[Any, Any], bool]] = {
+    "equals": equals,
+    "not_equals": lambda actual, expected: not equals(actual, expected),
+    "contains": _text_op(lambda found, wanted: wanted in found),
+    "not_contains": _text_op(lambda found, wanted: wanted not in found),
+    "starts_with": _text_op(str.startswith),
+    "ends_with": _text_op(str.endswith),
+    "gt": _compare(number, float.__gt__),
+    "gte": _compare(number, float.__ge__),
+    "lt": _compare(number, float.__lt__),
+    "lte": _compare(number, float.__le__),
+    "before": _compare(instant, float.__lt__),
+    "after": _compare(instant, float.__gt__),
+}
+
+
+# -- compiled matchers: the same semantics, decided once per definition instead of once per request ---------
+
+Matcher = Callable[[Mapping[str, Any]], bool]
+
+
+def compile_condition(condition: BaseModel) -> Matcher:
+    """A function equal to `evaluate(condition, ·)` (property-tested), with the expected values prepared once:
+    what a collector runs for every request against every config."""
+    if isinstance(condition, ConditionGroup):
+        children = [compile_condition(c) for c in condition.conditions]
+        if condition.match == "all":
+            return lambda properties: all(child(properties) for child in children)
+        return lambda properties: any(child(properties) for child in children)
+    if isinstance(condition, PropertyCondition):
+        return _compile_property(condition)
+    raise NotEvaluableHere(f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is evaluated in ClickHouse, not in memory")
+
+
+def _compile_property(condition: PropertyCondition) -> Matcher:
+    name, op, expected = condition.property, condition.operator, condition.value
+    if op in PRESENCE_OPERATORS:
+        wanted = op == "is_set"
+        return lambda properties: (properties.get(name) is not None) == wanted
+    if op in ("equals", "not_equals", "in", "not_in"):
+        members = expected if isinstance(expected, list) else [expected]
+        test = _compile_membership(members)
+        negate = op in ("not_equals", "not_in")
+
+        def membership(properties: Mapping[str, Any]) -> bool:
+            actual = properties.get(name)
+            return actual is not None and test(actual) != negate
+
+        return membership
+    if op in TEXT_OPERATORS:
+        folded = expected.casefold()
+        check = {"contains": lambda s: folded in s, "not_contains": lambda s: folded not in s,
+                 "starts_with": lambda s: s.startswith(folded), "ends_with": lambda s: s.endswith(folded)}[op]  # fmt: skip
+
+        def text_match(properties: Mapping[str, Any]) -> bool:
+            found = text(properties.get(name))
+            return found is not None and check(found.casefold())
+
+        return text_match
+    read = number if op in NUMBER_OPERATORS else instant
+    bound = read(expected)
+    compare = {"gt": float.__gt__, "gte": float.__ge__, "lt": float.__lt__, "lte": float.__le__, "before": float.__lt__, "after": float.__gt__}[op]
+
+    def ordered(properties: Mapping[str, Any]) -> bool:
+        actual = properties.get(name)
+        if actual is None:
+            return False
+        found = read(actual)
+        return found is not None and compare(found, bound)
+
+    return ordered
+
+
+def _compile_membership(members: list[Scalar]) -> Callable[[Any], bool]:
+    """Whether a (present) value equals any member, as `equals` decides, with the members prepared once:
+    booleans, numbers and case-folded text in sets."""
+    booleans = {("true" if m else "false") for m in members if isinstance(m, bool)}
+    numbers = {float(m) for m in members if isinstance(m, int | float) and not isinstance(m, bool)}
+    texts = {m.casefold() for m in members if isinstance(m, str)}
+
+    def test(actual: Any) -> bool:
+        if booleans and isinstance(actual, bool | str) and text(actual).strip().casefold() in booleans:
+            return True
+        if numbers and (found := number(actual)) is not None and found in numbers:
+            return True
+        return bool(texts) and (found_text := text(actual)) is not None and found_text.casefold() in texts
+
+    return test
