@@ -31,6 +31,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -125,26 +126,29 @@ class EventCounter:
         self.consumer.close()
 
 
-async def bare_loop(bootstrap: str, source: str, sink: str, expected: int) -> float:
+async def bare_loop(bootstrap: str, source: str, sink: str, expected: int) -> tuple[float, float]:
     """The ceiling: consume every record and produce it again as it came (an envelope stays one record), nothing
-    else. Returns events/s."""
+    else. Returns events/s, and events per CPU second of this process (what one dedicated core would give)."""
     consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=f"bench-bare-{uuid.uuid4()}",
                                 auto_offset_reset="earliest", enable_auto_commit=False)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    # The worker's producer settings (processors/app.py): an envelope is larger than aiokafka's default 16 KB batch,
+    # which would send every record in a request of its own.
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024)
     await consumer.start()
     await producer.start()
     try:
-        seen, started = 0, None
+        seen, started, cpu_started = 0, None, None
         while seen < expected:
             batches = await consumer.getmany(timeout_ms=500, max_records=2000)
             for records in batches.values():
                 for record in records:
-                    started = started or time.perf_counter()
+                    if started is None:
+                        started, cpu_started = time.perf_counter(), time.process_time()
                     await producer.send(sink, record.value, key=record.key, partition=record.partition, headers=list(record.headers))
                     seen += events_in_record(record.headers)
             await consumer.commit()
         await producer.flush()
-        return expected / (time.perf_counter() - started)
+        return expected / (time.perf_counter() - started), expected / (time.process_time() - cpu_started)
     finally:
         await consumer.stop()
         await producer.stop()
@@ -167,8 +171,14 @@ def wait_for_commits(bootstrap: str, group: str, topic: str, count: int, timeout
     raise TimeoutError(f"{group} did not commit {count} messages of {topic} in {timeout_s}s")
 
 
-def faust_floor_rate(bootstrap: str, topic: str, records: list[Record], events: int, data_dir: str) -> float:
-    """Events/s of a faust agent that does nothing: from the first produce until it has taken every event."""
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+def faust_floor_rate(bootstrap: str, topic: str, records: list[Record], events: int, data_dir: str) -> tuple[float, float]:
+    """Events/s of a faust agent that does nothing, from the first produce until it has taken every event; and
+    events per CPU second of its process over the same span."""
     group = f"bench-floor-{uuid.uuid4().hex[:6]}"
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, PARTITIONS, 1)])[topic].result()
@@ -179,12 +189,13 @@ def faust_floor_rate(bootstrap: str, topic: str, records: list[Record], events: 
     try:
         produce(bootstrap, topic, records_of(raw_events(1, 1, seed=99), 0))
         wait_for_commits(bootstrap, group, topic, 1, 120)  # joined and consuming
-        started = time.monotonic()
+        cpu_started, started = cpu_seconds(psutil.Process(worker.pid)), time.monotonic()
         produce(bootstrap, topic, records)
         deadline = started + 600
         while not done_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
-        return events / (float(done_file.read_text()) - started)
+        cpu = cpu_seconds(psutil.Process(worker.pid)) - cpu_started
+        return events / (float(done_file.read_text()) - started), events / cpu
     finally:
         worker.terminate()
         worker.wait(30)
@@ -258,6 +269,7 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=2_000)
     parser.add_argument("--per-envelope", type=int, default=100, help="events per raw record (0: one event per record)")
     args = parser.parse_args()
+    load_at_start = round(os.getloadavg()[0], 1)
     events = raw_events(args.events, args.devices)
     records = records_of(events, args.per_envelope)
     settings = FootfallSettings()
@@ -275,24 +287,32 @@ def main() -> None:
             future.result()
 
         produce(bootstrap, f"{prefix}.bare-in", records)
-        bare = asyncio.run(bare_loop(bootstrap, f"{prefix}.bare-in", f"{prefix}.bare-out", len(events)))
-        print(f"bare consume-and-produce loop: {bare:,.0f} events/s")
+        bare, bare_per_cpu = asyncio.run(bare_loop(bootstrap, f"{prefix}.bare-in", f"{prefix}.bare-out", len(events)))
+        print(f"bare consume-and-produce loop: {bare:,.0f} events/s ({bare_per_cpu:,.0f} per CPU second)")
 
-        floor = faust_floor_rate(bootstrap, f"{prefix}.floor-in", records, len(events), data_dir)
-        print(f"faust agent doing nothing: {floor:,.0f} events/s")
+        floor, floor_per_cpu = faust_floor_rate(bootstrap, f"{prefix}.floor-in", records, len(events), data_dir)
+        print(f"faust agent doing nothing: {floor:,.0f} events/s ({floor_per_cpu:,.0f} per CPU second)")
 
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix, "FOOTFALL_PARTITIONS": str(PARTITIONS),
                "FOOTFALL_DATA_DIR": data_dir, "FOOTFALL_PROCESSOR_METRICS_PORT": "0"}
-        worker = subprocess.Popen([sys.executable, "-m", "footfall", "processor"], env=env, cwd=REPO,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker_log = Path(data_dir) / "worker.log"
+        with worker_log.open("wb") as log:
+            worker = subprocess.Popen([sys.executable, "-m", "footfall", "processor"], env=env, cwd=REPO, stdout=log, stderr=log)
         enriched = EventCounter(bootstrap, settings.topics.enriched.name)
         try:
             produce(bootstrap, settings.topics.raw.name, records_of(raw_events(1, 1, seed=99), 0))
             enriched.wait_for(1, 600)  # worker joined, tables recovered (slow on a loaded machine)
-            started = time.perf_counter()
+            process = psutil.Process(worker.pid)
+            cpu_started, started = cpu_seconds(process), time.perf_counter()
             produce(bootstrap, settings.topics.raw.name, records)
             sessioned_done = wait_for_commits(bootstrap, f"{prefix}-processor", settings.topics.raw.name, len(records) + 1, 600)
+            sessioned_cpu = cpu_seconds(process) - cpu_started
             enriched_done = enriched.wait_for(len(events) + 1, 600)
+            enriched_cpu = cpu_seconds(process) - cpu_started
+        except BaseException:
+            print(f"the worker (exit status {worker.poll()}) logged last:", *worker_log.read_text(errors="replace").splitlines()[-40:],
+                  sep="\n", file=sys.stderr)
+            raise
         finally:
             enriched.close()
             worker.terminate()
@@ -304,6 +324,7 @@ def main() -> None:
         "command": "make bench-processors",
         "events": len(events), "devices": args.devices, "partitions": PARTITIONS, "workers": 1,
         "events_per_record": args.per_envelope or 1, "records": len(records),
+        "batch_max_records": cuts[0], "slice_events": cuts[1],
         "bare_loop_events_per_s": round(bare),
         "faust_floor_events_per_s": round(floor),
         "faust_floor_ratio_to_bare": round(floor / bare, 3),
@@ -311,9 +332,14 @@ def main() -> None:
         "sessionizer_and_identity_events_per_s": round(with_identity),
         "sessionizer_ratio_to_bare": round(sessionizer / bare, 3),
         "with_identity_ratio_to_bare": round(with_identity / bare, 3),
+        # Per CPU second of the process (user + system): what one dedicated core gives, whatever else the shared
+        # machine runs; the broker's CPU is not counted in any row.
+        "per_cpu_second": {"bare_loop": round(bare_per_cpu), "faust_floor": round(floor_per_cpu),
+                           "sessionizer": round(len(events) / sessioned_cpu), "sessionizer_and_identity": round(len(events) / enriched_cpu)},
         **work,
         "state_bytes_per_active_key": round(state_bytes_per_key(events)),
-        "load_average_at_end": round(os.getloadavg()[0], 1),  # the machine is shared: how busy it was
+        "load_average_at_start": load_at_start,  # the machine is shared: how busy it was
+        "load_average_at_end": round(os.getloadavg()[0], 1),
     }
     print(result)
     print(f"wrote {write_result('processors', result)}")

@@ -351,6 +351,7 @@ def main() -> None:
     parser.add_argument("--skip-scaling", action="store_true", help="only the sustained steps (e.g. a --batch-size 0 run)")
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",")]
+    load_before = os.getloadavg()
     with broker() as bootstrap:
         result = {"command": f"make bench-system BENCH_ARGS='--batch-size {args.batch_size}'",
                   "sustained": sustained(bootstrap, rates, args.step_seconds, args.batch_size)}
@@ -359,6 +360,8 @@ def main() -> None:
             two = drain(bootstrap, args.drain_events, workers=2, per_envelope=args.per_envelope)
             result["scaling"] = {"one_worker": one, "two_workers": two, "gain": round(two["events_per_s"] / one["events_per_s"], 2),
                                  "join_and_leave": drain(bootstrap, args.drain_events, workers=1, per_envelope=args.per_envelope, join_and_leave=True)}
+    # (1, 5, 15 min) before and after: the machine is shared, and other work on it lowers every absolute figure
+    result["load_average"] = {"before": [round(v, 1) for v in load_before], "after": [round(v, 1) for v in os.getloadavg()]}
     result["plots"] = plots(result) if args.batch_size else []  # the batched run's plots are the ones BENCHMARKS.md shows
     for part in result["sustained"]["steps"]:
         part.pop("timeline")  # plotted; too long for the JSON

@@ -75,6 +75,8 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     person_of = app.Table("person-of", partitions=t.identities.partitions, key_type=bytes)
     identity_state = app.Table("identity-state", partitions=1)
     run = Runtime(app, settings, guarded_topics={t.raw.name, t.sessioned.name, t.identity_commands.name})
+    # Tables are written through DirectWrites: the runtime sends their changelog records itself (runtime.py).
+    states, persons_known, identity_store = run.direct_writes(device_sessions), run.direct_writes(person_of), run.direct_writes(identity_state)
     watermarks, decoded = Watermarks(), steps.DecodedStates(device_sessions)
 
     @app.agent(raw)
@@ -86,14 +88,14 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                 out = steps.sessionize(handed, decoded.state_of, person_of.get, watermarks.observe, sessionizer)
                 for key, (state, record) in out.states.items():
                     with handling(record):
-                        device_sessions[key] = stored = state.to_json()
+                        states[key] = stored = state.to_json()
                     decoded.wrote(key, stored, state)
+                await run.send_changelog(states)
                 for spec, records in ((t.enriched, out.enriched), (t.sessioned, out.sessioned), (t.sessions, out.sessions),
                                       (t.identity_commands, out.identity_commands)):
                     await run.send_enveloped(spec, records)
                 metrics.DUPLICATES.inc(out.duplicates)
                 metrics.LATE_EVENTS.inc(out.late)
-                await run.hand_over_changelog()
 
     @app.timer(interval=settings.session_tick_seconds)
     async def tick() -> None:
@@ -112,22 +114,25 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                 held = [(k, stored) for k in keys[start:start + settings.processor_slice_events]
                         if (stored := device_sessions.get(k)) is not None]
                 out = steps.end_idle_sessions(held, watermarks.current(partition), sessionizer)
-                for key, state in out.states.items():
-                    steps.apply_state(device_sessions, key, state)  # bounded memory: idle devices leave the table
+                with handling(tick_event):
+                    for key, state in out.states.items():
+                        steps.apply_state(states, key, state)  # bounded memory: idle devices leave the table
+                await run.send_changelog(states)
                 metrics.SESSIONS_ENDED.inc(out.count)
                 await run.send_enveloped(t.sessions, out.sessions)
-                await run.hand_over_changelog()
                 await run.let_others_run()
 
     @app.agent(identity_commands)
     @stop_worker_on_failure
     async def resolve_identities(stream):
         """The identity sequencer: one partition, one order for every merge decision."""
-        resolver = IdentityResolver(identity_state)
+        resolver = IdentityResolver(identity_store)
         async for record in stream.events():
             async for handed in run.read_in_slices([record], t.identity_commands, IdentityCommand.model_validate_json,
                                                    steps.command_key, "IdentityCommand"):
-                out = steps.resolve_identities(steps.events_in(handed), resolver)
+                with handling(record):
+                    out = steps.resolve_identities(steps.events_in(handed), resolver)
+                await run.send_changelog(identity_store)  # before the outputs: a command's state, then what it decided
                 for key, value in out.identities:  # compacted: one record per distinct id
                     await run.send(t.identities.name, key, value)
                 for key, value in out.persons:
@@ -135,7 +140,6 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                 for command, warning in out.warnings:
                     metrics.IDENTITY_WARNINGS.labels(field=warning.field).inc()
                     await run.send(t.dead_letter.name, command.key, identity_warning("processor", command.payload, warning))
-                await run.hand_over_changelog()
 
     @app.agent(identities)
     @stop_worker_on_failure
@@ -144,8 +148,9 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         async for record in stream.events():
             for mapping in await run.events_of(record, t.identities, DistinctIdMapping.model_validate_json, steps.mapping_key, "DistinctIdMapping"):
                 if (change := steps.learn_person(mapping.event, person_of.get(mapping.key))) is not None:
-                    steps.apply_state(person_of, mapping.key, change.entry)  # None: a deleted person's id is forgotten
-                    await run.hand_over_changelog()
+                    with handling(record):
+                        steps.apply_state(persons_known, mapping.key, change.entry)  # None: a deleted person's id is forgotten
+            await run.send_changelog(persons_known)
 
     @app.agent(sessioned)
     @stop_worker_on_failure

@@ -4,7 +4,7 @@
 - the continuity guard and the stall watch (continuity.py), per record;
 - sends straight to faust's producer, enveloped per destination partition per batch (schemas/envelope.py),
   with a failed delivery stopping the worker before a commit covers it;
-- the changelog hand-over before an acknowledgement, and the current event a table writes by;
+- table writes whose changelog records it sends itself (DirectWrites), and the current event a table writes by;
 - offset lookups with clients of its own;
 - reading a record into its events, refusals to the dead-letter topic.
 
@@ -20,11 +20,12 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import faust
+from faust.serializers import codecs
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
@@ -283,12 +284,70 @@ class Runtime:
         for partition, envelope in pack_by_partition(records, spec.partitions, self.limits):
             await self.send(spec.name, None, envelope.value, partition, envelope.headers)
 
-    async def hand_over_changelog(self) -> None:
-        """Wait until every table write so far has reached the Kafka producer.
+    def direct_writes(self, table: faust.Table) -> DirectWrites:
+        """`table` as a plain mapping whose changelog records this runtime sends itself (see DirectWrites)."""
+        return DirectWrites(table)
 
-        faust queues changelog records in a buffer, and its flush before an offset commit gives up after
-        0.1 s without progress, so a commit could overtake the state it depends on. Agents call this
-        before a message is acknowledged; the commit's producer flush then covers the changelog too."""
-        buffer = self.app.producer.buffer
-        while buffer.size:
-            await buffer.flush_atmost(buffer.size)
+    async def send_changelog(self, writes: DirectWrites) -> None:
+        """Hand the changelog records of `writes` straight to the producer, in order, as `send` hands an output:
+        the commit's flush covers them, a failed delivery stops the worker, and the store keeps its persisted
+        offset once Kafka has a record, as faust's Collection._on_changelog_sent keeps it."""
+        table, pending = writes.table, writes.take_pending()
+        topic = table.changelog_topic.get_topic_name()
+        for partition, key, value in pending:
+            raw_key = codecs.dumps(table.key_serializer, key)
+            raw_value = None if value is None else codecs.dumps(table.value_serializer, value)
+            delivery = await self.app.producer.send(topic, raw_key, raw_value, partition, None, None)
+            delivery.add_done_callback(stop_on_failed_delivery)
+            delivery.add_done_callback(functools.partial(_keep_persisted_offset, table))
+
+
+class DirectWrites(MutableMapping):
+    """A faust table as a plain mapping for the pure steps: reads and writes go to its store at once, and each
+    write's changelog record waits in order until Runtime.send_changelog hands it to the producer.
+
+    faust's own table writes queue their changelog records in a buffer that hands them over one per turn of the
+    event loop, and stops every stream while it holds more than 100: a slice's device states or an identity
+    command's keys (hundreds to thousands) took seconds there on a loaded machine. A write takes the partition
+    of the event being handled (`handling`), as faust's does, and the store is written as faust writes it."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self.table = table
+        self._pending: list[tuple[int, Any, Any]] = []
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.table.data[key]
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.table.data[key] = value
+        self._pending.append((_handled_partition(), key, value))
+
+    def __delitem__(self, key: Any) -> None:
+        del self.table.data[key]
+        self._pending.append((_handled_partition(), key, None))
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.table.data)
+
+    def __len__(self) -> int:
+        return len(self.table.data)
+
+    def take_pending(self) -> list[tuple[int, Any, Any]]:
+        pending, self._pending = self._pending, []
+        return pending
+
+
+def _handled_partition() -> int:
+    event = _handled_event.get(None)
+    event = event() if event is not None else None
+    if event is None:
+        raise RuntimeError("a table is written only while an event is handled (see `handling`)")
+    return event.message.partition
+
+
+def _keep_persisted_offset(table: faust.Table, delivery: asyncio.Future) -> None:
+    """What faust's Collection._on_changelog_sent does outside transactions: the store (RocksDB) remembers the
+    changelog offset it holds data up to, so recovery reads only what came after."""
+    if not delivery.cancelled() and delivery.exception() is None:
+        sent = delivery.result()
+        table.data.set_persisted_offset(sent.topic_partition, sent.offset)
