@@ -21,6 +21,7 @@ from api.configs import ConfigCatalog
 from api.errors import ApiError, FieldError, install_error_handlers
 from api.idempotency import IdempotencyCache
 from api.jobs import Jobs
+from api.metrics import ApiMetrics
 from api.reads import Reader, ReadUnavailable
 from api.routers import API_ROUTERS, PUBLIC_ROUTERS
 from schemas.config import FootfallSettings
@@ -50,6 +51,7 @@ def create_app(
         own_bus = app.state.bus is None
         if own_bus:
             app.state.bus = CommandBus(settings.kafka_bootstrap_servers)
+        app.state.bus.acknowledged = app.state.metrics.count_published
         app.state.definitions.start()
         app.state.configs = ConfigCatalog(settings).start()
         try:
@@ -78,6 +80,8 @@ def create_app(
     app.state.config = config or ApiConfig()
     app.state.idempotency = IdempotencyCache()
     app.state.jobs = Jobs()
+    app.state.metrics = ApiMetrics()
+    app.state.metrics.instrument(app)
     app.state.definitions = Definitions(settings.kafka_bootstrap_servers, settings.topics.property_definitions.name)
     app.state.property_validator = PropertyValidator(app.state.definitions)
     install_error_handlers(app)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -38,6 +38,7 @@ class CommandBus:
                 "message.timeout.ms": int(ack_timeout_s * 1000 * 3),
             }
         )
+        self.acknowledged: Callable[[list[str]], None] | None = None  # told the topics of every acknowledged send
         self._stopping = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="command-bus", daemon=True)
         self._poller.start()
@@ -73,6 +74,8 @@ class CommandBus:
             raise CommandsUnavailable(f"Kafka did not acknowledge within {self.ack_timeout_s}s") from exc
         if errors:
             raise CommandsUnavailable(f"Kafka refused the command: {errors[0].str()}")
+        if self.acknowledged is not None:
+            self.acknowledged([record.topic for record in records])
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._stopping.set()

@@ -72,6 +72,19 @@ class ConfigCatalog:
             await self._read_back(record, timeout_s)
         return record
 
+    async def remove_overrides_of(self, bus: CommandBus, refs: set[str]) -> list[ConfigVersion]:
+        """A deleted or erased user keeps no override: each live config that has one for any of `refs` (the
+        person id and its distinct ids) gets a new version without it. Run before the delete itself, so a
+        retried delete finds nothing left to remove."""
+        await self.loaded()
+        written = []
+        for key, current in list(self.registry.latest.items()):
+            if current.deleted or not any(o.ref in refs for o in current.spec.overrides):
+                continue
+            spec = current.spec.model_copy(update={"overrides": [o for o in current.spec.overrides if o.ref not in refs]})
+            written.append(await self.write(bus, spec, "override_removed", expected=current.version))
+        return written
+
     async def _read_back(self, record: ConfigVersion, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while (kept := self.registry.history.get(record.key, {}).get(record.version)) is None:

@@ -130,6 +130,14 @@ class People:
             {"person": person_id, "limit": limit},
         )
 
+    async def merges(self, person_id: str) -> list[dict[str, Any]]:
+        """The persons merged into this one (flattened: a chain of merges ends here), newest first."""
+        return await self.reader.rows(
+            "SELECT from_person, merged_at FROM {db}.person_overrides FINAL WHERE into_person = {person:String} "
+            "ORDER BY merged_at DESC, from_person LIMIT 1000",
+            {"person": person_id},
+        )
+
     async def event_counts(self, person_id: str, days: int, event: str | None, today: date) -> list[dict[str, Any]]:
         parameters: dict[str, Any] = {"person": person_id, "since": date.fromordinal(today.toordinal() - days + 1).isoformat()}
         event_filter = ""

@@ -22,6 +22,7 @@ from ingest.cdn_settings import CACHE_CONTROL, api_host_of, settings_document
 from ingest.config import CollectorConfig
 from ingest.configs import ConfigServing, ConfigState
 from ingest.cors import SourceCORS
+from ingest.openapi import collector_openapi
 from ingest.sdk_bundle import sdk_bundle_routes
 from ingest.guard import LastResortGuard
 from ingest.kafka_writer import EnvelopeWindow, KafkaWriter
@@ -71,7 +72,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     async def post_call(request: Request) -> Response:
         name = request.path_params.get("call", "b")  # the bare /b route is a batch
         if name not in CALLS:
-            return Refusal.of(404, "path", f"no such call; POST to /v1/{{{', '.join(CALLS)}}}").response()
+            return Refusal.of(404, "path", "unknown_call", f"no such call; POST to /v1/{{{', '.join(CALLS)}}}").response()
         return await api.post(request, CALLS[name])
 
     async def project_settings(request: Request) -> Response:
@@ -93,6 +94,9 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     async def prometheus(_request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    async def openapi_document(_request: Request) -> Response:
+        return json_response(200, collector_openapi())
+
     routes = [Route("/v1/configs", configs.post, methods=["POST"]), Route("/v1/configs", configs.get, methods=["GET"])]
     routes += [Route("/v1/{call}", post_call, methods=["POST"]), Route("/b", post_call, methods=["POST"])]
     routes += [Route(path, api.pixel, methods=["GET"]) for path in PIXEL_ROUTES]
@@ -101,6 +105,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", prometheus),
+        Route("/openapi.json", openapi_document),
     ]
     routes += sdk_bundle_routes(settings.web_assets_dir)
     middleware = [
@@ -117,4 +122,4 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
 async def http_error(_request: Request, exc: HTTPException) -> Response:
     """Unknown paths and wrong methods answer JSON with a reason too."""
     field = "method" if exc.status_code == 405 else "path"
-    return Refusal.of(exc.status_code, field, exc.detail, exc.headers).response()
+    return Refusal.of(exc.status_code, field, "not_allowed" if exc.status_code == 405 else "not_found", exc.detail, exc.headers).response()

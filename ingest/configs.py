@@ -164,7 +164,7 @@ class ConfigServing:
                 body["properties"] = orjson.loads(query["properties"])
             return await self.answer(request, body)
         except orjson.JSONDecodeError:
-            return Refusal.of(400, "properties", "must be a JSON object").response()
+            return Refusal.of(400, "properties", "object_type", "must be a JSON object").response()
         except Refusal as refusal:
             CONFIG_REQUESTS.labels(f"refused_{refusal.status}").inc()
             return refusal.response()
@@ -175,7 +175,7 @@ class ConfigServing:
         if not source.allows_origin(origin):  # a read, not an event: nothing to keep as a bad row
             raise Refusal(403, [Problem(field="origin", reason=f"{origin} may not ask this source's configs", rule="origin_not_allowed")])
         if self.loaded is None or not self.loaded.is_set():
-            raise Refusal.of(503, "configs", "this worker is still loading the configs; retry", self.tracking.retry_after)
+            raise Refusal.of(503, "configs", "loading", "this worker is still loading the configs; retry", self.tracking.retry_after)
         ask = parse_request(body)
         started = time.perf_counter()
         subject = self.state.subject(ask.anonymousId, ask.userId, ask.properties)
@@ -209,7 +209,7 @@ class ConfigServing:
 
 def parse_request(body: Any) -> ConfigRequest:
     if not isinstance(body, dict):
-        raise Refusal.of(400, "body", "must be a JSON object with anonymousId and/or userId")
+        raise Refusal.of(400, "body", "object_type", "must be a JSON object with anonymousId and/or userId")
     try:
         return ConfigRequest.model_validate(body)
     except ValidationError as exc:

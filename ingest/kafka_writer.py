@@ -135,6 +135,7 @@ class KafkaWriter:
         # Every write has the same timeout, so the oldest pending write is always the first to expire.
         self._pending: deque[_PendingWrite] = deque()
         self._probing = False
+        self._probe_task: asyncio.Task | None = None  # cancelled by close(): it would ask a closed producer
         self._metadata_due = 0.0  # ask at once: the raw topic's partition count
         self._schedule_poll(IDLE_POLL_S)
 
@@ -247,7 +248,7 @@ class KafkaWriter:
         metrics.QUEUE_DEPTH.set(len(self._producer))
         if not self._probing and (self.brokers_down or self._raw_partitions is None or self._loop.time() >= self._metadata_due):
             self._probing = True
-            self._loop.create_task(self._probe())
+            self._probe_task = self._loop.create_task(self._probe())
         self._schedule_poll(BUSY_POLL_S if len(self._producer) else IDLE_POLL_S)
 
     def _expire_pending(self) -> None:
@@ -287,6 +288,8 @@ class KafkaWriter:
     def close(self, timeout_s: float = 10.0) -> None:
         if self._next_poll is not None:
             self._next_poll.cancel()
+        if self._probe_task is not None:
+            self._probe_task.cancel()
         if self._window_end is not None:
             self._window_end.cancel()
             self._end_window()

@@ -105,4 +105,4 @@ class Limits:
 
 
 def _too_many(field: str, reason: str, wait_s: float) -> Refusal:
-    return Refusal.of(429, field, reason, {"Retry-After": str(max(1, math.ceil(wait_s)))})
+    return Refusal.of(429, field, "rate_limited", reason, {"Retry-After": str(max(1, math.ceil(wait_s)))})

@@ -26,8 +26,8 @@ class Refusal(Exception):
         self.headers = headers
 
     @classmethod
-    def of(cls, status: int, field: str, reason: str, headers: dict[str, str] | None = None) -> Refusal:
-        return cls(status, [Problem(field=field, reason=reason)], headers)
+    def of(cls, status: int, field: str, rule: str, reason: str, headers: dict[str, str] | None = None) -> Refusal:
+        return cls(status, [Problem(field=field, rule=rule, reason=reason)], headers)
 
     def response(self) -> Response:
         return error_response(self.status, self.problems, self.headers)
@@ -38,7 +38,7 @@ def json_response(status: int, body: dict[str, Any], headers: dict[str, str] | N
 
 
 def problem_list(problems: list[Problem]) -> list[dict[str, str]]:
-    return [{"field": p.field, "reason": p.reason} for p in problems]
+    return [{"field": p.field, "reason": p.reason, "rule": p.rule} for p in problems]
 
 
 def error_response(status: int, problems: list[Problem], headers: dict[str, str] | None = None) -> Response:

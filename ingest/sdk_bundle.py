@@ -31,7 +31,7 @@ def sdk_bundle_routes(web_assets_dir: Path) -> list:
     async def standalone(_request: Request) -> Response:
         path = directory / "standalone.js"
         if not path.is_file():
-            return Refusal.of(404, "path", "analytics-next is not installed here; run `make web`").response()
+            return Refusal.of(404, "path", "not_installed", "analytics-next is not installed here; run `make web`").response()
         return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": CACHE_CONTROL})
 
     routes: list = [Route("/analytics.js/v1/{writeKey}/analytics.min.js", standalone, methods=["GET", "HEAD"])]

@@ -125,12 +125,12 @@ class TrackingAPI:
 
     def source_of(self, key: str | None) -> Source:
         if not key:
-            raise Refusal.of(401, "writeKey", "missing; send it as the Basic auth user, X-Write-Key, ?writeKey= or in the body")
+            raise Refusal.of(401, "writeKey", "required", "missing; send it as the Basic auth user, X-Write-Key, ?writeKey= or in the body")
         source = self.sources.find(key)
         if source is None:
-            raise Refusal.of(401, "writeKey", "unknown write key")
+            raise Refusal.of(401, "writeKey", "unknown_key", "unknown write key")
         if not source.enabled:
-            raise Refusal.of(403, "writeKey", "this source is disabled")
+            raise Refusal.of(403, "writeKey", "source_disabled", "this source is disabled")
         return source
 
     async def calls_of(self, body: Any, call_type: str | None, batch: bool, edge: Edge) -> tuple[list[Any], BatchEnvelope]:
@@ -162,13 +162,13 @@ class TrackingAPI:
     async def deliver(self, records: list[Record], events: list[Event] | None = None) -> None:
         """Bad rows as records of their own; accepted events into the flush window's envelopes (ingest.kafka_writer)."""
         if self.writer is None:
-            raise Refusal.of(503, "kafka", "the collector is starting; retry", self.retry_after)
+            raise Refusal.of(503, "kafka", "starting", "the collector is starting; retry", self.retry_after)
         started = time.perf_counter()
         try:
             await self.writer.write(records, events or ())
         except KafkaUnavailable as exc:
             log.debug("answering 503: %s", exc)
-            raise Refusal.of(503, "kafka", "temporarily unavailable; retry", self.retry_after) from exc
+            raise Refusal.of(503, "kafka", "unavailable", "temporarily unavailable; retry", self.retry_after) from exc
         metrics.PRODUCE_SECONDS.observe(time.perf_counter() - started)
 
     # -- the dead-letter topic ------------------------------------------------------------------------
@@ -276,5 +276,5 @@ def answer(outcome: Normalization, single: bool) -> Response:
         return json_response(200, {"success": True})
     if outcome.accepted or not rejected:
         return json_response(200, {"success": True, "accepted": len(outcome.accepted), "rejected": rejected})
-    errors = [{"field": "batch", "reason": "every call was rejected; see rejected"}]
+    errors = [{"field": "batch", "reason": "every call was rejected; see rejected", "rule": "all_rejected"}]
     return json_response(400, {"success": False, "errors": errors, "accepted": 0, "rejected": rejected})

@@ -90,14 +90,17 @@ async def _applied(request: Request, command_id: str) -> bool:
     return bool(rows)
 
 
-async def _wait_for(probe, timeout_s: float) -> Any:
-    """The probe's first truthy answer, or None once the timeout passed."""
-    deadline = time.monotonic() + timeout_s
+async def _wait_for(request: Request, probe) -> Any:
+    """The probe's first truthy answer, or None once the server's wait timeout passed (both counted)."""
+    started = time.monotonic()
+    deadline = started + _state(request).config.wait_timeout_s
     delay = 0.05
     while True:
         if found := await probe():
+            _state(request).metrics.observe_wait(True, time.monotonic() - started)
             return found
         if time.monotonic() >= deadline:
+            _state(request).metrics.observe_wait(False, time.monotonic() - started)
             return None
         await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 1.5, 0.5)
@@ -153,9 +156,7 @@ async def create_user(request: Request, body: UserCreate, wait: Wait = False, id
     answer: dict[str, Any] = {"command_id": command_id, "person_id": person_id, "readable": False}
     if wait:
         primary = primary_distinct_id(properties)
-        readable = await _wait_for(
-            lambda: _created_profile(request, command_id, people, primary, person_id), _state(request).config.wait_timeout_s
-        )
+        readable = await _wait_for(request, lambda: _created_profile(request, command_id, people, primary, person_id))
         if readable:
             answer.update(readable=True, user=readable)
             return _answer(request, command_id, raw, idempotency_key, 201, answer)
@@ -236,7 +237,7 @@ async def update_user(request: Request, ref: str, body: UserPatch, wait: Wait = 
     records = update_records(_state(request).settings.topics, body, person_id, known_id, command_id, datetime.now(UTC))
     await _send(request, records)
     answer: dict[str, Any] = {"command_id": command_id, "person_id": person_id, "readable": False}
-    if wait and await _wait_for(lambda: _applied(request, command_id), _state(request).config.wait_timeout_s):
+    if wait and await _wait_for(request, lambda: _applied(request, command_id)):
         answer.update(readable=True, user=await people.profile(person_id))
         return _answer(request, command_id, raw, idempotency_key, 200, answer)
     return _answer(request, command_id, raw, idempotency_key, 202, answer)
@@ -253,12 +254,13 @@ async def _remove(request: Request, ref: str, kind: Literal["delete", "erase"], 
     person_id = await people.require(parse_ref(ref), ref)
     profile = await people.profile(person_id) or {}
     identifiers = identifiers_of(profile.get("distinct_ids", []), profile.get("email") or None)
+    await request.app.state.configs.remove_overrides_of(_state(request).bus, {person_id, *profile.get("distinct_ids", [])})
     records = delete_records(_state(request).settings.topics, kind, person_id, identifiers, command_id, datetime.now(UTC))
     await _send(request, records)
     answer: dict[str, Any] = {"command_id": command_id, "person_id": person_id, "readable": False}
     if kind == "erase":
         answer["erasure_id"] = command_id
-    if wait and await _wait_for(lambda: _applied(request, command_id), _state(request).config.wait_timeout_s):
+    if wait and await _wait_for(request, lambda: _applied(request, command_id)):
         answer["readable"] = True
         return _answer(request, command_id, raw, idempotency_key, 200, answer)
     return _answer(request, command_id, raw, idempotency_key, 202, answer)
@@ -323,6 +325,14 @@ async def user_sessions(request: Request, ref: str, limit: Annotated[int, Query(
     people = _people(request)
     person_id = await people.require(parse_ref(ref), ref)
     return {"sessions": await people.sessions(person_id, limit)}
+
+
+@router.get("/users/{ref}/merges")
+async def user_merges(request: Request, ref: str) -> dict[str, Any]:
+    """The persons merged into this user (an identify or alias joining two profiles), newest first."""
+    people = _people(request)
+    person_id = await people.require(parse_ref(ref), ref)
+    return {"person_id": person_id, "merges": await people.merges(person_id)}
 
 
 @router.get("/users/{ref}/event-counts")

@@ -103,6 +103,17 @@ def build() -> dashboard.Dashboard:
         .with_panel(graph("Batch size", "short",
                           query("sum(rate(footfall_projector_batch_messages_sum[5m])) / sum(rate(footfall_projector_batch_messages_count[5m]))", "messages per batch"),
                           query("sum(rate(footfall_projector_refused_writes_total[5m]))", "refused writes / s")))
+        .with_row(row("Management API"))
+        .with_panel(graph("Requests by status", "reqps",
+                          query("sum by (status) (rate(footfall_api_http_requests_total[5m]))", "{{status}}")))
+        .with_panel(graph("Latency p99 by route", "s",
+                          query("histogram_quantile(0.99, sum by (le, handler) (rate(footfall_api_http_request_duration_seconds_bucket[5m])))",
+                                "{{handler}}")))
+        .with_panel(graph("Commands published by topic", "reqps",
+                          query("sum by (topic) (rate(footfall_api_commands_published_total[5m]))", "{{topic}}")))
+        .with_panel(graph("Write to readable (?wait=true)", "s",
+                          query("histogram_quantile(0.99, sum by (le) (rate(footfall_api_write_to_readable_seconds_bucket[5m])))", "p99"),
+                          query('sum(rate(footfall_api_waits_total{outcome="timed_out"}[5m]))', "timed out / s")))
     )
 
 

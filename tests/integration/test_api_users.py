@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from segment import analytics
 
+from schemas.identity import person_id_for
 from tests.api_support import ADMIN_KEY, api_stack, stack_settings
 from tests.pipeline import WRITE_KEY
 
@@ -188,6 +189,10 @@ def test_an_api_created_user_later_identified_by_the_segment_sdk_is_one_person(s
     events = stack.api.get(f"/api/v1/users/{by_user_id}/events", headers=stack.auth).json()["events"]
     assert sorted(e["type"] for e in events) == ["identify", "track"]
     assert [e["timestamp"] for e in events] == sorted((e["timestamp"] for e in events), reverse=True)  # newest first
+    # the device's anonymous person was merged into the API's user: the merges list says so
+    merged = stack.wait(lambda: (m := stack.api.get(f"/api/v1/users/user_id:{user_id}/merges", headers=stack.auth).json()["merges"]) and m,
+                        "the device's person listed as merged in")
+    assert [m["from_person"] for m in merged] == [person_id_for(device)] and merged[0]["merged_at"]
 
 
 def test_a_disabled_users_events_are_stored_flagged_and_do_not_change_the_profile(stack):
@@ -241,3 +246,32 @@ def test_bulk_edit_by_refs_and_by_filter_is_a_job_to_follow(stack):
     assert sorted(u["person_id"] for u in gold) == sorted(people)
     assert stack.api.get("/api/v1/jobs/nope", headers=stack.auth).status_code == 404
     assert stack.api.post("/api/v1/users/bulk", json={"refs": ["x"]}, headers=stack.auth).status_code == 422
+
+
+# -- metrics ---------------------------------------------------------------------------------------------------
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from Prometheus text (0 when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
+
+
+def test_metrics_count_requests_commands_and_waits(stack):
+    before = stack.api.get("/metrics")
+    assert before.status_code == 200 and before.headers["content-type"].startswith("text/plain")
+    create(stack, user_id=unique("u"))
+    stack.api.get("/api/v1/users/user_id:nobody-at-all", headers=stack.auth)
+    after = stack.api.get("/metrics").text
+    assert _sample(after, "footfall_api_commands_published_total", topic="user-commands") > _sample(
+        before.text, "footfall_api_commands_published_total", topic="user-commands")
+    assert _sample(after, "footfall_api_waits_total", outcome="readable") >= 1
+    assert _sample(after, "footfall_api_write_to_readable_seconds_count") >= 1
+    assert _sample(after, "footfall_api_http_requests_total", handler="/api/v1/users", method="POST", status="2xx") >= 1
+    assert _sample(after, "footfall_api_http_requests_total", handler="/api/v1/users/{ref}", method="GET", status="4xx") >= 1
+    assert "/metrics" not in stack.api.get("/api/v1/openapi.json").json()["paths"]

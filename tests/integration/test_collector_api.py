@@ -118,8 +118,8 @@ def test_a_batch_keeps_valid_calls_and_dead_letters_each_invalid_one_with_its_re
         "success": True,
         "accepted": 2,
         "rejected": [
-            {"index": 1, "errors": [{"field": "event", "reason": "required for track"}]},
-            {"index": 2, "errors": [{"field": "event", "reason": "expected a JSON object, got str"}]},
+            {"index": 1, "errors": [{"field": "event", "reason": "required for track", "rule": "required"}]},
+            {"index": 2, "errors": [{"field": "event", "reason": "expected a JSON object, got str", "rule": "object_type"}]},
         ],
     }
     contexts = {e.value["type"]: e.value["context"] for e in raw_events(collector_settings)}
@@ -320,7 +320,7 @@ def test_an_unexpected_failure_is_a_503_with_a_reason_and_unknown_routes_answer_
         missing, no_such_call, wrong_method = client.get("/nothing"), client.post("/v1/nothing", json={}, auth=AUTH), client.get("/v1/track")
         recovered = client.post("/v1/track", json=call("track"), auth=AUTH)
     assert failed.status_code == 503 and failed.headers["retry-after"]
-    assert failed.json()["errors"] == [{"field": "collector", "reason": "unexpected internal error; retry later"}]
+    assert failed.json()["errors"] == [{"field": "collector", "reason": "unexpected internal error; retry later", "rule": "internal_error"}]
     assert (missing.status_code, missing.json()["errors"][0]["field"]) == (404, "path")
     assert (no_such_call.status_code, no_such_call.json()["errors"][0]["field"]) == (404, "path")
     assert (wrong_method.status_code, wrong_method.json()["errors"][0]["field"]) == (405, "method")

@@ -112,3 +112,11 @@ def test_served_on_stored_properties_and_the_users_configs_view(api, settings, t
         assert api.delete("/api/v1/users/user_id:ann/configs/layout/override", headers=AS_ADMIN).status_code == 200
         wait_until(lambda: (s := serving()) and s["reason"] == "rule_match", 20, what="the override removed")
         assert api.get("/api/v1/users/user_id:nobody/configs", headers=AS_ADMIN).status_code == 404
+        # an erased user keeps no override: erasing writes a version without it, and the collector stops serving it
+        assert api.put("/api/v1/users/user_id:ann/configs/layout/override", json={"variant": "pro"}, headers=AS_ADMIN).status_code == 200
+        api.put("/api/v1/configs/layout/overrides/someone-else", json={"variant": "compact"}, headers=AS_ADMIN)
+        wait_until(lambda: (s := serving()) and s["reason"] == "override", 20, what="the override served again")
+        assert api.post("/api/v1/users/user_id:ann/erase", headers=AS_ADMIN).status_code in (200, 202)
+        latest = api.get("/api/v1/configs/layout", headers=AS_ADMIN).json()
+        assert latest["change"] == "override_removed" and [o["ref"] for o in latest["overrides"]] == ["someone-else"]
+        wait_until(lambda: (s := serving()) and s["reason"] != "override", 20, what="the erased user's override gone from the collector")

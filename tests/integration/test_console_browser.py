@@ -25,6 +25,7 @@ from starlette.routing import Route
 from api.console.app import ConsoleConfig
 from projections.clickhouse import migrate
 from schemas.config import FootfallSettings
+from schemas.identity import person_id_for
 from tests.console import ADMIN_KEY, chromium_path, console_app, served
 from tests.pipeline import WRITE_KEY, collector, processor, projector, wait_until
 
@@ -281,7 +282,7 @@ def test_edit_in_place_columns_bulk_edit_export_and_erase(page: Page, stack):
     page.get_by_label("email", exact=True).fill("not-an-email")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#prop-email .field-error")).to_be_visible()
-    page.reload()
+    page.goto(f"/people/{refs[0]}")
     expect(page.locator("#prop-city .value")).to_have_text("Oslo")
     expect(page.locator("#prop-email .value")).to_have_text(f"flo.{run}@example.com")
 
@@ -294,6 +295,85 @@ def test_edit_in_place_columns_bulk_edit_export_and_erase(page: Page, stack):
     page.get_by_role("button", name=f"Yes, erase Flo {run} for good").click()
     expect(page.get_by_role("status").filter(has_text="erased")).to_be_visible()
     assert api(stack, "GET", f"/users/{refs[0]}").status_code == 404
+
+
+def test_the_configs_tab_shows_what_would_be_served_and_sets_and_removes_an_override(page: Page, stack):
+    run = uuid.uuid4().hex[:6]
+    key = f"layout-{run}"
+    spec = {"key": key, "type": "string", "variants": [{"key": "classic", "weight": 50}, {"key": "compact", "weight": 50}],
+            "rules": [{"rollout_percent": 100}], "default": "classic"}
+    assert api(stack, "POST", "/configs", json=spec).status_code == 201
+    created = api(stack, "POST", "/users", params={"wait": "true"}, json={"user_id": f"cfg-{run}", "first_name": "Ida"})
+    assert created.status_code in (201, 202), created.text
+    person_id = created.json()["person_id"]
+    wait_until(lambda: api(stack, "GET", f"/users/{person_id}").status_code == 200, 90, what="the user readable", watch=stack["watch"])
+    sign_in(page)
+    page.goto(f"/people/{person_id}?tab=configs")
+    row = page.locator(f"#config-{key}")
+    expect(row).to_contain_text("never served")
+    expect(row).to_contain_text("rule_match rule 0")
+    row.get_by_label("Variant").select_option("compact")
+    row.get_by_role("button", name=f"Override {key}").click()
+    expect(page.get_by_role("status").filter(has_text=f"{key}: compact served to this user")).to_be_visible()
+    expect(page.locator(f"#config-{key}")).to_contain_text("compact (v2, override)")
+    assert api(stack, "GET", f"/configs/{key}").json()["overrides"][0]["ref"] == f"cfg-{run}"
+    page.locator(f"#config-{key}").get_by_role("button", name=f"Remove the override of {key}").click()
+    expect(page.get_by_role("status").filter(has_text=f"{key}: override removed")).to_be_visible()
+    expect(page.locator(f"#config-{key}").get_by_role("button", name=f"Override {key}")).to_be_visible()
+    assert api(stack, "GET", f"/configs/{key}").json()["overrides"] == []
+
+    # Identity: a device that browsed anonymously, then logged in as this user, is listed as merged in.
+    device = f"device-{run}"
+    for call, body in (("track", {"event": "Viewed Pricing"}), ("identify", {"userId": f"cfg-{run}"})):
+        sent = httpx.post(f"{stack['collector']}/v1/{call}", json={"anonymousId": device, **body}, auth=(WRITE_KEY, ""), timeout=30)
+        assert sent.status_code == 200, sent.text
+    page.get_by_role("link", name="Identity").click()
+    reload_until(page, lambda: page.locator("#merges").filter(has_text=person_id_for(device)).count() == 1, "the device's person merged in")
+    expect(page.locator("#distinct-ids")).to_contain_text(device)
+
+
+def test_admin_configs_create_with_an_error_at_its_field_edit_rollout_disable_and_delete(page: Page, stack):
+    key = f"checkout-{uuid.uuid4().hex[:6]}"
+    sign_in(page)
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Configs").click()
+    page.get_by_role("button", name="New config").click()
+    page.get_by_label("Key", exact=True).fill(key)
+    page.get_by_label("Type", exact=True).select_option("string")
+    page.get_by_label("Default variant").fill("classic")
+    for i, variant in enumerate(("classic", "compact")):
+        page.get_by_label(f"Variant {i} key").fill(variant)
+        page.get_by_label(f"Variant {i} weight").fill("50")
+    page.get_by_label("Rule 0 condition").fill('{"kind": "property", "property": "plan", "operator": "equals", "value": "pro"}')
+    page.get_by_label("Rule 0 rollout").fill("25")
+    page.get_by_label("Rule 0 variant").fill("fancy")  # not a variant: the API refuses it, at this field
+    page.get_by_role("button", name="Create config").click()
+    expect(page.locator("#rule_variant_0-error")).to_contain_text("not one of the variants")
+    page.get_by_label("Rule 0 variant").fill("compact")
+    page.get_by_role("button", name="Create config").click()
+    expect(page.get_by_role("status").filter(has_text=f"Config {key} saved (version 1)")).to_be_visible()
+    row = page.locator(f"#cfg-{key}")
+    expect(row).to_contain_text('plan equals "pro" → 25% get compact')
+    expect(row).to_contain_text("classic 50, compact 50")
+
+    # Edit: the rollout goes to 50%, a new version; the history lists both.
+    row.get_by_role("link", name=f"Edit {key}").click()
+    page.get_by_label("Rule 0 rollout").fill("50")
+    page.get_by_role("button", name=f"Save {key}").click()
+    expect(page.get_by_role("status").filter(has_text=f"Config {key} saved (version 2)")).to_be_visible()
+    expect(page.locator(f"#cfg-{key}")).to_contain_text("→ 50% get compact")
+    page.locator(f"#cfg-{key}").get_by_role("link", name=f"Edit {key}").click()
+    expect(page.get_by_role("table", name="Versions").locator("tbody tr")).to_have_count(2)
+    page.get_by_role("link", name="Cancel").click()
+
+    # Disable, then delete with a confirmation: the API says what the console did.
+    page.locator(f"#cfg-{key}").get_by_role("button", name=f"Disable {key}").click()
+    expect(page.get_by_role("status").filter(has_text=f"{key} disabled")).to_be_visible()
+    assert api(stack, "GET", f"/configs/{key}").json()["enabled"] is False
+    page.locator(f"#cfg-{key}").get_by_role("link", name=f"Delete {key}").click()
+    page.get_by_role("button", name="Yes, delete").click()
+    expect(page.get_by_role("status").filter(has_text=f"Config {key} deleted")).to_be_visible()
+    expect(page.locator(f"#cfg-{key}")).to_have_count(0)
+    assert api(stack, "GET", f"/configs/{key}").status_code == 404
 
 
 def test_import_a_csv_with_a_bad_row_and_download_the_errors(page: Page, stack, tmp_path):

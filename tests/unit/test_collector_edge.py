@@ -172,7 +172,7 @@ def test_an_unexpected_exception_becomes_a_503_with_a_reason_and_no_payload_in_t
     start, body = sent
     assert start["status"] == 503
     assert (b"retry-after", b"7") in start["headers"]
-    assert orjson.loads(body["body"])["errors"] == [{"field": "collector", "reason": "unexpected internal error; retry later"}]
+    assert orjson.loads(body["body"])["errors"] == [{"field": "collector", "reason": "unexpected internal error; retry later", "rule": "internal_error"}]
     assert "KeyError" in caplog.text and secret not in caplog.text
 
 

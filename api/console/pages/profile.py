@@ -1,5 +1,5 @@
 """A user's profile: header, tabs (Properties with edit in place, Events with the daily graph, Sessions,
-Identity) and the actions (disable/activate, tags, delete, erase with a second confirmation)."""
+Configs with overrides, Identity) and the actions (disable/activate, tags, delete, erase with a second confirmation)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from api.console.app import console, flash, login_required
 from api.console.forms import DEFAULT_LABELS, DEFAULT_PROPERTIES, field_spec, typed_value
 from api.console.pages.people import definitions
 
-TABS = (("properties", "Properties"), ("events", "Events"), ("sessions", "Sessions"), ("identity", "Identity"))
+TABS = (("properties", "Properties"), ("events", "Events"), ("sessions", "Sessions"), ("configs", "Configs"), ("identity", "Identity"))
 GRAPH_DAYS = (7, 30, 90)
 TIMELINE_PAGE = 50
 
@@ -47,8 +47,11 @@ async def profile(request: Request) -> Response:
     elif tab == "sessions":
         answer = await c.api.get(f"/users/{person_id}/sessions", limit=100)
         context["sessions"] = [view.session_row(s) for s in (answer.body.get("sessions", []) if answer.ok else [])]
+    elif tab == "configs":
+        context.update(await _configs_tab(request, person_id))
     elif tab == "identity":
-        context["merges"] = None  # shown once an API lists a person's merges
+        answer = await c.api.get(f"/users/{person_id}/merges")
+        context["merges"] = answer.body.get("merges", []) if answer.ok else []
     return await c.render_page(
         request, "profile.html", section="people", user=user, props=user.get("properties") or {}, name=view.display_name(user),
         kind=view.kind_of(user), tab=tab, tabs=TABS, tab_label=dict(TABS)[tab], labels=DEFAULT_LABELS,
@@ -73,6 +76,37 @@ async def _events_tab(request: Request, person_id: str) -> dict[str, Any]:
         "next_cursor": timeline.body.get("next_cursor") if timeline.ok else None,
         "series_json": orjson.dumps(series).decode(), "total": sum(int(d.get("count", 0)) for d in series),
     }
+
+
+async def _configs_tab(request: Request, person_id: str) -> dict[str, Any]:
+    """Each config: what was last served (from the exposures), what would be served now and why, the
+    user's override; the variants come from the configs themselves, for the override form."""
+    api = console(request).api
+    view_answer, configs = await api.get(f"/users/{person_id}/configs"), await api.get("/configs")
+    variants = {c["key"]: [v["key"] for v in c.get("variants", [])] for c in (configs.body.get("configs", []) if configs.ok else [])}
+    rows = view_answer.body.get("configs", []) if view_answer.ok else []
+    for row in rows:
+        row["variants"] = variants.get(row["key"], [])
+    return {"configs": rows, "configs_error": None if view_answer.ok else view_answer.message}
+
+
+@login_required
+async def profile_config_override(request: Request) -> Response:
+    """Set (variant, optional expiry) or remove (remove=1) this user's override of one config."""
+    person_id, key = request.path_params["person_id"], request.path_params["key"]
+    form = await request.form()
+    path = f"/users/{person_id}/configs/{key}/override"
+    if form.get("remove"):
+        answer = await console(request).api.call("DELETE", path)
+        done = f"{key}: override removed."
+    else:
+        body: dict[str, Any] = {"variant": str(form.get("variant") or "")}
+        if expires := str(form.get("expires_at") or "").strip():
+            body["expires_at"] = expires if expires.endswith("Z") or "+" in expires else f"{expires}:00Z"
+        answer = await console(request).api.call("PUT", path, json=body)
+        done = f"{key}: {body['variant']} served to this user{' until ' + body['expires_at'] if 'expires_at' in body else ''}."
+    flash(request, done if answer.ok else f"{key}: {next(iter(answer.field_errors().values()), answer.message)}", "info" if answer.ok else "error")
+    return _back(person_id, "configs")
 
 
 async def _patch(request: Request, person_id: str, body: dict[str, Any]):
@@ -208,6 +242,7 @@ ROUTES = [
     Route("/people/{person_id}", profile, name="profile"),
     Route("/people/{person_id}/properties", profile_property, methods=["POST"], name="profile_property"),
     Route("/people/{person_id}/properties/{name}", profile_property_row, name="profile_property_row"),
+    Route("/people/{person_id}/configs/{key}/override", profile_config_override, methods=["POST"], name="profile_config_override"),
     Route("/people/{person_id}/status", profile_status, methods=["POST"], name="profile_status"),
     Route("/people/{person_id}/tags", profile_tags, methods=["POST"], name="profile_tags"),
     Route("/people/{person_id}/delete", profile_delete, methods=["GET", "POST"], name="profile_delete"),
