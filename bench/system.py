@@ -61,10 +61,13 @@ class Pipeline:
     env: dict[str, str]
     url: str
     supervisor: Supervisor = field(default_factory=Supervisor)
+    procs: dict[str, list[Child]] = field(default_factory=dict)  # by stage, for the CPU and memory columns
 
     def start(self, stage: str) -> Child:
         """A stage, not restarted (a benchmark that needed restarts would measure them); output discarded."""
-        return self.supervisor.start(Child(stage, footfall_command(stage), env=self.env, cwd=REPO, policy=NEVER))
+        child = self.supervisor.start(Child(stage, footfall_command(stage), env=self.env, cwd=REPO, policy=NEVER))
+        self.procs.setdefault(stage, []).append(child)
+        return child
 
     def sql(self, query: str) -> list:
         url = f"http://127.0.0.1:{self.settings.read_api_port}/sql"
