@@ -76,7 +76,7 @@ class FootfallSettings(BaseSettings):
     # yielding to the event loop between slices, so a batch of full envelopes never holds the loop for seconds.
     processor_batch_max: int = Field(default=1000, ge=1)
     processor_batch_seconds: float = Field(default=0.05, gt=0)
-    processor_slice_events: int = Field(default=2000, ge=1)
+    processor_slice_events: int = Field(default=500, ge=1)
     # A worker whose owned partitions hold waiting records it has not moved on for this long restarts itself.
     processor_stall_seconds: float = Field(default=60.0, ge=5)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
