@@ -443,6 +443,9 @@ def render() -> str:
         f"confluent-kafka {machine.get('confluent-kafka')}, clickhouse-connect {machine.get('clickhouse-connect')}, chdb {machine.get('chdb')}.",
         "",
     ]
+    notes = RESULTS_DIR / "notes.md"  # dated remarks on runs that the JSON cannot carry (a run cut short, a busy machine)
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
     for name, section in sections.items():
         lines += section(results[name]) if results[name] else [f"## {name}", "", f"Not measured yet: run `make bench-{name}`.", ""]
     lines += [
