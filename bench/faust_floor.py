@@ -4,6 +4,7 @@ agent pays before it does anything; bench/processors.py reports it beside the ba
 
     python -m bench.faust_floor TOPIC EXPECTED DONE_FILE   (KAFKA_BOOTSTRAP_SERVERS, FAUST_FLOOR_GROUP, FAUST_FLOOR_DATA_DIR)
 
+It counts events, not records: an envelope (schemas/envelope.py) holds as many as its count header says.
 Once it has taken EXPECTED events it writes time.monotonic() (one clock for every process here) to DONE_FILE:
 faust commits only every few seconds, which would blur a run this short.
 """
@@ -17,12 +18,15 @@ from pathlib import Path
 
 import faust
 
+from processors.runtime import use_uvloop
 from schemas.config import FootfallSettings
+from schemas.envelope import COUNT_HEADER, header
 
 
 def main() -> None:
     topic_name, expected, done_file = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     settings = FootfallSettings()
+    use_uvloop()  # as `footfall processor` runs
     app = faust.App(
         os.environ["FAUST_FLOOR_GROUP"],
         broker=f"kafka://{settings.kafka_bootstrap_servers}",
@@ -38,7 +42,9 @@ def main() -> None:
     async def take_and_drop(stream):
         taken = 0
         async for batch in stream.take_events(settings.processor_batch_max, within=settings.processor_batch_seconds):
-            taken += len(batch)
+            for event in batch:
+                count = header(event.message.headers, COUNT_HEADER)
+                taken += int(count) if count is not None else 1
             if taken >= expected and not done_file.exists():
                 done_file.write_text(repr(time.monotonic()))
 

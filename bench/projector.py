@@ -269,7 +269,8 @@ def main() -> None:
         "floor_ratio_to_bulk_insert": round(floor / bulk, 3),
         "projector_rows_per_s": round(projected),
         "projector_ratio_to_bulk_insert": round(projected / bulk, 3),
-        "partitioned_rows_per_s": round(partitioned), "partitioned_ratio_to_projector": round(partitioned / projected, 3),
+        "partitioned_rows_per_s": round(partitioned),
+        "partitioned_ratio_to_projector": round(partitioned / projected, 3),
         "freshness": fresh_result,
     }
     print(f"wrote {write_result('projector', result)}")

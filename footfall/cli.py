@@ -95,12 +95,14 @@ def processor() -> None:
     from processors import metrics
     from processors.app import create_app
     from processors.readiness import ProcessorReadiness
+    from processors.runtime import use_uvloop
 
     settings = _settings()
     state_dir = settings.data_dir / "processor"
     state_dir.mkdir(parents=True, exist_ok=True)
     metrics.record_start(state_dir)
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    use_uvloop()
     app = create_app(settings)
     if settings.processor_metrics_port:  # /metrics, and /readyz once the worker joined its group and recovered its tables
         serve_probes(settings.processor_metrics_port, ProcessorReadiness(app), host=settings.processor_metrics_host)

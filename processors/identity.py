@@ -353,7 +353,9 @@ class _Change:
         for key in email_claim_keys(email):
             owner = self.store.get(_EMAIL + key)
             if owner is not None and owner != person_id and not self.record(owner).get("deleted"):
-                self.out.warnings.append(Problem(field="email", reason=f"already claimed by person {owner}; not claimed again", rule="merge_refused"))
+                self.out.warnings.append(
+                    Problem(field="email", reason=f"already claimed by person {owner}; not claimed again", rule="merge_refused")
+                )
                 return
             self.store[_EMAIL + key] = person_id
             record.setdefault("emails", [])
@@ -431,7 +433,11 @@ class IdentityResolver:
             self._link(change, command, "previous_id", command.previous_id, "alias", guarded=False)
         out = change.finish()
         self._remember(staged, command.message_id)  # last: its marker tells a complete command from a cut one
-        self._store[_JOURNAL] = {"message_id": command.message_id, "writes": [[key, value] for key, value in staged.writes.items()], "out": out.as_json()}
+        self._store[_JOURNAL] = {
+            "message_id": command.message_id,
+            "writes": [[key, value] for key, value in staged.writes.items()],
+            "out": out.as_json(),
+        }
         _write_through(self._store, staged.writes.items())
         return completed + out
 
@@ -486,7 +492,9 @@ class IdentityResolver:
             if owner is None:
                 change.attach(command.user_id, person)
             elif owner != person:
-                change.out.warnings.append(Problem(field="user_id", reason=f"already belongs to person {owner}; not claimed", rule="merge_refused"))
+                change.out.warnings.append(
+                    Problem(field="user_id", reason=f"already belongs to person {owner}; not claimed", rule="merge_refused")
+                )
         if command.email:
             change.claim_email(person, command.email)
 
@@ -564,13 +572,6 @@ def commands_for(event: RawEvent, first_sighting: bool) -> list[IdentityCommand]
       It carries the contact traits, so an identify without both ids still teaches them.
     Each command's message id is the event's plus ":<kind>", so a redelivered event dedups.
     """
-    email = event.traits.get("email")
-    traits = {
-        "email": email if _usable(email) else None,
-        "contact_traits": [
-            kind for kind, keys in CONTACT_TRAITS.items() if any(_usable(event.traits.get(key)) for key in keys)
-        ],
-    }
     commands: list[IdentityCommand] = []
     linked: tuple[str | None, ...] = ()
     if event.type == "alias":
@@ -578,12 +579,24 @@ def commands_for(event: RawEvent, first_sighting: bool) -> list[IdentityCommand]
         commands.append(_command(event, "alias", previous_id=event.previous_id, user_id=event.user_id))
     elif event.anonymous_id and event.user_id:
         linked = (event.anonymous_id, event.user_id)
-        commands.append(_command(event, "identify", anonymous_id=event.anonymous_id, user_id=event.user_id, **traits))
+        commands.append(_command(event, "identify", anonymous_id=event.anonymous_id, user_id=event.user_id, **_contact_facts(event)))
     device = event.device_key
     if (first_sighting or event.type == "identify") and device not in linked:
         is_user_id = device == event.user_id
-        commands.append(_command(event, "seen", distinct_id=device, user_id=device if is_user_id else None, **traits))
+        commands.append(_command(event, "seen", distinct_id=device, user_id=device if is_user_id else None, **_contact_facts(event)))
     return commands
+
+
+def _contact_facts(event: RawEvent) -> dict[str, Any]:
+    """The email and the kinds of contact traits an event carries (worked out only for an event that sends a
+    command: most events send none)."""
+    if not event.traits:
+        return {"email": None, "contact_traits": []}
+    email = event.traits.get("email")
+    return {
+        "email": email if _usable(email) else None,
+        "contact_traits": [kind for kind, keys in CONTACT_TRAITS.items() if any(_usable(event.traits.get(key)) for key in keys)],
+    }
 
 
 def _command(event: RawEvent, kind: CommandKind, **fields: Any) -> IdentityCommand:

@@ -39,10 +39,10 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from functools import reduce
 from typing import Any, overload
 
 import orjson
@@ -66,7 +66,7 @@ class SessionizerConfig:
     allowed_lateness: timedelta = timedelta(hours=2)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Mark:
     """A value with the event it came from: (at, message_id) orders events independently of arrival."""
 
@@ -75,9 +75,12 @@ class Mark:
     value: Any
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Session:
-    """A session not yet ended, reduced to what its SessionUpdate needs, plus its message ids for deduplication."""
+    """A session not yet ended, reduced to what its SessionUpdate needs, plus its message ids for deduplication.
+
+    Marks and sessions are never changed once in a state (a change builds new ones); they are not frozen
+    dataclasses only because building a frozen one costs several times more, once per event."""
 
     id: str
     version: int  # of the last SessionUpdate emitted for this session
@@ -137,6 +140,9 @@ def _session_from_dict(raw: dict[str, Any]) -> Session:
     )
 
 
+Change = tuple[Session, SessionStatus, str | None]  # a session whose state changed, its status, what absorbed it
+
+
 @dataclass
 class Assignment:
     state: DeviceState  # the new state for this device key
@@ -145,16 +151,31 @@ class Assignment:
     event_time: datetime  # the event's time; for a duplicate, the first copy's (so downstream keys collapse it)
     duplicate: bool
     late: bool
-    updates: list[SessionUpdate]  # every session whose state changed (incl. absorbed ones)
+    changes: list[Change]  # every session whose state changed (incl. absorbed ones), as `updates` renders them
     merges: list[SessionMerge]
+
+    @property
+    def updates(self) -> list[SessionUpdate]:
+        """The changed sessions as downstream sees them. Rendering one costs more than assigning an event, so a
+        caller that sends only a session's latest update per batch renders only that (session_update)."""
+        return [session_update(self.state.device_key, session, status, into) for session, status, into in self.changes]
 
 
 def session_id_for(device_key: str, first_message_id: str) -> str:
-    return str(uuid.uuid5(SESSION_NAMESPACE, f"{device_key}|{first_message_id}"))
+    return uuid5_text(SESSION_NAMESPACE, f"{device_key}|{first_message_id}")
 
 
 def _late_session_id(device_key: str, message_id: str) -> str:
-    return str(uuid.uuid5(SESSION_NAMESPACE, f"{device_key}|late|{message_id}"))
+    return uuid5_text(SESSION_NAMESPACE, f"{device_key}|late|{message_id}")
+
+
+def uuid5_text(namespace: uuid.UUID, name: str) -> str:
+    """str(uuid.uuid5(namespace, name)) without building the UUID object, which cost more than the hash."""
+    digest = bytearray(hashlib.sha1(namespace.bytes + name.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    hexed = digest.hex()
+    return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
 
 
 def _micros(moment: datetime) -> int:
@@ -165,16 +186,15 @@ def _datetime(micros: int) -> datetime:
     return _EPOCH + micros * _MICROSECOND
 
 
-def _event_order(mark: Mark) -> tuple[int, str]:
-    return mark.at, mark.message_id
-
-
 @overload
 def _earliest(a: Mark, b: Mark | None) -> Mark: ...
 @overload
 def _earliest(a: Mark | None, b: Mark | None) -> Mark | None: ...
 def _earliest(a: Mark | None, b: Mark | None) -> Mark | None:
-    return min((mark for mark in (a, b) if mark), key=_event_order, default=None)
+    """The earlier by event order; `a` on a tie."""
+    if a is None or b is None:
+        return a or b
+    return b if (b.at, b.message_id) < (a.at, a.message_id) else a
 
 
 @overload
@@ -182,18 +202,22 @@ def _latest(a: Mark, b: Mark | None) -> Mark: ...
 @overload
 def _latest(a: Mark | None, b: Mark | None) -> Mark | None: ...
 def _latest(a: Mark | None, b: Mark | None) -> Mark | None:
-    return max((mark for mark in (a, b) if mark), key=_event_order, default=None)
+    """The later by event order; `a` on a tie."""
+    if a is None or b is None:
+        return a or b
+    return b if (b.at, b.message_id) > (a.at, a.message_id) else a
 
 
-def _session_of_one(event: RawEvent, session_id: str, late: bool) -> Session:
-    at = _micros(event.timestamp)
+def _session_of_one(event: RawEvent, session_id: str, late: bool, at: int, version: int = 0) -> Session:
+    """A session of this event alone. Its first touch is left to fill in (`_with_touch`): it is needed only when
+    the event turns out to be its session's earliest, and working it out is most of an event's cost."""
     is_page_view = event.type in PAGE_VIEW_TYPES
     url = page_url(event) if is_page_view else None
     page_mark = Mark(at, event.message_id, url) if url else None
     return Session(
         id=session_id,
-        version=0,
-        first=Mark(at, event.message_id, touch_of(event)),
+        version=version,
+        first=Mark(at, event.message_id, None),
         last=Mark(at, event.message_id, event.distinct_id or None),
         entry=page_mark,
         exit=page_mark,
@@ -205,10 +229,47 @@ def _session_of_one(event: RawEvent, session_id: str, late: bool) -> Session:
     )
 
 
-def _combine(kept: Session, other: Session) -> Session:
-    """One session holding the events of both; it keeps the id and version of `kept`."""
-    return replace(
-        kept,
+def _with_touch(session: Session, event: RawEvent) -> Session:
+    """The session (just built, not yet in any state) with its first touch worked out, when `event` is its
+    earliest (see _session_of_one)."""
+    if session.first.value is None:
+        session.first = Mark(session.first.at, session.first.message_id, touch_of(event))
+    return session
+
+
+def _extend(kept: Session, event: RawEvent, late: bool, at: int, version: int) -> Session:
+    """`kept` with one more event: what `_combine` with the event's session of one gives, without building it
+    (the common case). A first mark left without its touch is filled in by `_with_touch`."""
+    message_id = event.message_id
+    is_page_view = event.type in PAGE_VIEW_TYPES
+    first, last, entry, exit_ = kept.first, kept.last, kept.entry, kept.exit
+    if (at, message_id) < (first.at, first.message_id):
+        first = Mark(at, message_id, None)
+    if (at, message_id) > (last.at, last.message_id):
+        last = Mark(at, message_id, event.distinct_id or None)
+    if is_page_view and (url := page_url(event)):
+        page_mark = Mark(at, message_id, url)
+        entry, exit_ = _earliest(entry, page_mark), _latest(exit_, page_mark)
+    return Session(
+        id=kept.id,
+        version=version,
+        first=first,
+        last=last,
+        entry=entry,
+        exit=exit_,
+        event_count=kept.event_count + 1,
+        pageview_count=kept.pageview_count + int(is_page_view),
+        late_event_count=kept.late_event_count + int(late),
+        message_ids=(kept.message_ids + (message_id,))[-REMEMBERED_MESSAGE_IDS:],
+        message_times=(kept.message_times + (at,))[-REMEMBERED_MESSAGE_IDS:],
+    )
+
+
+def _combine(kept: Session, other: Session, version: int | None = None) -> Session:
+    """One session holding the events of both; it keeps the id (and, unless given, the version) of `kept`."""
+    return Session(
+        id=kept.id,
+        version=kept.version if version is None else version,
         first=_earliest(kept.first, other.first),
         last=_latest(kept.last, other.last),
         entry=_earliest(kept.entry, other.entry),
@@ -221,9 +282,7 @@ def _combine(kept: Session, other: Session) -> Session:
     )
 
 
-def _update(
-    device_key: str, session: Session, status: SessionStatus, absorbed_into: str | None = None
-) -> SessionUpdate:
+def session_update(device_key: str, session: Session, status: SessionStatus, absorbed_into: str | None = None) -> SessionUpdate:
     """The whole session as downstream sees it; UTM fall back to the entry URL when the first event had no campaign."""
     touch: Touch = session.first.value
     entry_url = session.entry.value if session.entry else None
@@ -257,52 +316,96 @@ def _update(
     )
 
 
+def session_update_json(device_key: str, session: Session, status: SessionStatus, absorbed_into: str | None = None) -> bytes:
+    """`session_update(...).model_dump_json()`, built straight from the session: building and validating the
+    pydantic model cost more than sessionizing an event, and every batch renders each changed session once."""
+    touch: Touch = session.first.value
+    entry_url = session.entry.value if session.entry else None
+    campaign = touch.campaign or campaign_from_url(entry_url)
+    return orjson.dumps(
+        {
+            "kind": "session",
+            "session_id": session.id,
+            "device_key": device_key,
+            "version": session.version,
+            "status": status,
+            "absorbed_into": absorbed_into,
+            "start": _datetime(session.start),
+            "end": _datetime(session.end),
+            "duration_seconds": (session.end - session.start) / 1_000_000,
+            "event_count": session.event_count,
+            "pageview_count": session.pageview_count,
+            "bounced": session.event_count == 1 and session.pageview_count == 1,
+            "entry_url": entry_url,
+            "exit_url": session.exit.value if session.exit else None,
+            "referrer": touch.referrer,
+            "referring_domain": referring_domain(touch.referrer),
+            "utm_source": campaign.get("source"),
+            "utm_medium": campaign.get("medium"),
+            "utm_campaign": campaign.get("campaign"),
+            "utm_term": campaign.get("term"),
+            "utm_content": campaign.get("content"),
+            "browser": touch.browser,
+            "os": touch.os,
+            "device_type": touch.device_type,
+            "distinct_id": session.last.value,
+            "person_id": None,
+            "late_event_count": session.late_event_count,
+        },
+        option=orjson.OPT_UTC_Z,
+    )
+
+
 def assign(state: DeviceState | None, event: RawEvent, watermark: datetime, config: SessionizerConfig) -> Assignment:
     """Put one event into its device's sessions; see the module docstring for the rules."""
     state = state or DeviceState(device_key=event.device_key)
-    key = state.device_key
+    key, message_id = state.device_key, event.message_id
     for session in state.sessions:
-        if event.message_id in session.message_ids:
+        if message_id in session.message_ids:
             # Counted once already: re-sent as the first copy was, with its session's current update.
-            index = session.message_ids.index(event.message_id)
+            index = session.message_ids.index(message_id)
             seq = session.event_count - len(session.message_ids) + index + 1
             first_at = session.message_times[index]
             event_time = event.timestamp if first_at is None else _datetime(first_at)
-            current = _update(key, session, "open")
-            return Assignment(state, session.id, seq, event_time, duplicate=True, late=False, updates=[current], merges=[])
+            return Assignment(state, session.id, seq, event_time, duplicate=True, late=False, changes=[(session, "open", None)], merges=[])
 
     late = event.timestamp < watermark - config.allowed_lateness
     at, gap = _micros(event.timestamp), config.gap // _MICROSECOND
-    within_gap = [s for s in state.sessions if s.start - gap < at < s.end + gap]  # by start, as state keeps them
-    untouched = [s for s in state.sessions if s not in within_gap]
+    within_gap: list[Session] = []  # by start, as state keeps them
+    untouched: list[Session] = []
+    for session in state.sessions:
+        (within_gap if session.start - gap < at < session.end + gap else untouched).append(session)
 
     if within_gap:
         survivor, *absorbed = within_gap
-        session = reduce(_combine, [*absorbed, _session_of_one(event, survivor.id, late)], survivor)
+        version = max(s.version for s in within_gap) + 1
+        session = survivor
+        for other in absorbed:
+            session = _combine(session, other)
+        session = _extend(session, event, late, at, version)
     else:
-        absorbed = []
-        session = _session_of_one(event, (_late_session_id if late else session_id_for)(key, event.message_id), late)
-    version = max((s.version for s in within_gap), default=0) + 1
-    session = replace(session, version=version)
+        absorbed, version = [], 1
+        session_id = (_late_session_id if late else session_id_for)(key, message_id)
+        session = _session_of_one(event, session_id, late, at, version)
+    session = _with_touch(session, event)
 
-    updates = [_update(key, replace(s, version=version), "absorbed", absorbed_into=session.id) for s in absorbed]
-    updates.append(_update(key, session, "open"))
-    merges = [
-        SessionMerge(absorbed_session_id=s.id, survivor_session_id=session.id, device_key=key, version=version)
-        for s in absorbed
-    ]
-    new_state = DeviceState(key, tuple(sorted([*untouched, session], key=lambda s: s.start)))
-    return Assignment(new_state, session.id, session.event_count, event.timestamp, False, late, updates, merges)
+    changes: list[Change] = [(replace(s, version=version), "absorbed", session.id) for s in absorbed]
+    changes.append((session, "open", None))
+    merges = [SessionMerge(absorbed_session_id=s.id, survivor_session_id=session.id, device_key=key, version=version) for s in absorbed]
+    sessions = tuple(sorted([*untouched, session], key=_start)) if untouched else (session,)
+    return Assignment(DeviceState(key, sessions), session.id, session.event_count, event.timestamp, False, late, changes, merges)
 
 
-def close_expired(
-    state: DeviceState, watermark: datetime, config: SessionizerConfig
-) -> tuple[DeviceState | None, list[SessionUpdate]]:
+def _start(session: Session) -> int:
+    return session.first.at
+
+
+def close_expired(state: DeviceState, watermark: datetime, config: SessionizerConfig) -> tuple[DeviceState | None, list[SessionUpdate]]:
     """End the sessions no on-time event can reach any more; None when none is left, so the caller evicts the key."""
     horizon = _micros(watermark - config.gap - config.allowed_lateness)
     expired = [s for s in state.sessions if s.end < horizon]
     if not expired:
         return state, []
-    updates = [_update(state.device_key, replace(s, version=s.version + 1), "ended") for s in expired]
+    updates = [session_update(state.device_key, replace(s, version=s.version + 1), "ended") for s in expired]
     remaining = tuple(s for s in state.sessions if s.end >= horizon)
     return (DeviceState(state.device_key, remaining) if remaining else None), updates

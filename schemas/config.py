@@ -73,9 +73,12 @@ class FootfallSettings(BaseSettings):
     session_gap_seconds: float = Field(default=30 * 60, gt=0)
     allowed_lateness_seconds: float = Field(default=2 * 3600, ge=0)
     session_tick_seconds: float = Field(default=10.0, gt=0)
-    # The sessionizer takes raw events in batches of up to this many, or whatever came within this time.
+    # The sessionizer takes raw records (envelopes or single events) in batches of up to this many, or whatever
+    # came within this time; every agent handles a batch's events in slices of at most processor_slice_events,
+    # yielding to the event loop between slices, so a batch of full envelopes never holds the loop for seconds.
     processor_batch_max: int = Field(default=1000, ge=1)
     processor_batch_seconds: float = Field(default=0.05, gt=0)
+    processor_slice_events: int = Field(default=500, ge=1)
     # A worker whose owned partitions hold waiting records it has not moved on for this long restarts itself.
     processor_stall_seconds: float = Field(default=60.0, ge=5)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)

@@ -5,8 +5,8 @@ with the profiles one fold of everything gives."""
 from __future__ import annotations
 
 import zlib
-from datetime import UTC, datetime, timedelta
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 from hypothesis import given, settings

@@ -4,10 +4,11 @@ and the partition invariant."""
 from __future__ import annotations
 
 import orjson
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.records import read_record
+from processors.records import EventSlices, Keyed, read_record
 from schemas.envelope import COUNT_HEADER, VERSION_HEADER, EnvelopeLimits, pack, partition_for
 
 PARTITIONS = 4
@@ -95,3 +96,27 @@ def test_every_event_is_either_handled_on_its_own_partition_or_refused_never_bot
     assert sorted(handled + refused) == sorted(payloads)
     assert all(partition_for(decode(p)["id"].encode(), PARTITIONS) == partition for p in handled)
     assert all(partition_for(decode(p)["id"].encode(), PARTITIONS) != partition for p in refused)
+
+
+@given(st.lists(st.integers(0, 12), max_size=12), st.integers(1, 10))
+def test_slices_keep_every_event_in_order_and_hold_at_most_the_bound(record_sizes, max_events):
+    slices = EventSlices(max_events)
+    records = [[Keyed(b"k", (n, i), b"") for i in range(size)] for n, size in enumerate(record_sizes)]
+    full = [s for n, events in enumerate(records) for s in slices.add(f"record-{n}", n % 3, events)]
+    rest = slices.rest()
+    cut = [*full, rest]
+    assert [k.event for s in cut for _, _, events in s for k in events] == [k.event for events in records for k in events]
+    assert all(sum(len(events) for _, _, events in s) == max_events for s in full)
+    assert sum(len(events) for _, _, events in rest) < max_events or not rest
+    # every piece stays with the record (and partition) it came from
+    assert all((source, partition) == (f"record-{k.event[0]}", k.event[0] % 3) for s in cut for source, partition, events in s for k in events)
+
+
+def test_one_envelope_larger_than_a_slice_is_cut_inside_it():
+    slices = EventSlices(2)
+    events = [Keyed(b"k", i, b"") for i in range(5)]
+    full = slices.add("envelope", 0, events)
+    assert [[k.event for _, _, part in s for k in part] for s in full] == [[0, 1], [2, 3]]
+    assert [[k.event for k in part] for _, _, part in slices.rest()] == [[4]]
+    with pytest.raises(ValueError):
+        EventSlices(0)

@@ -253,7 +253,8 @@ def test_a_duplicate_changes_nothing_and_repeats_what_the_first_copy_produced():
     first = assign(None, event("m1", timedelta(0)), T0, CONFIG)
     retried = event("m1", timedelta(milliseconds=3), properties={"changed": True})
     again = assign(first.state, retried, T0, CONFIG)
-    assert again == Assignment(first.state, first.session_id, 1, T0, duplicate=True, late=False, updates=first.updates, merges=[])
+    assert again == Assignment(first.state, first.session_id, 1, T0, duplicate=True, late=False, changes=first.changes, merges=[])
+    assert again.updates == first.updates
 
 
 def test_a_duplicate_in_a_longer_session_repeats_the_sessions_latest_update():

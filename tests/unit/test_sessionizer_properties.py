@@ -147,3 +147,18 @@ def test_downstream_stays_consistent_with_late_events_and_closing(data):
         row = rows[session_id]
         assert row.event_count == len(members)
         assert (row.start, row.end) == (min(r.timestamp for r in members), max(r.timestamp for r in members))
+
+
+@thorough
+@given(st.lists(device_events(), min_size=1, max_size=3).map(lambda runs: [e for run in runs for e in run]))
+def test_a_session_rendered_straight_to_json_reads_back_as_the_model_renders_it(raws):
+    from processors.sessionizer import assign, session_update, session_update_json
+    from schemas.sessions import SessionUpdate
+
+    state = None
+    for raw in raws:
+        result = assign(state, raw, raw.timestamp, CONFIG)
+        state = result.state
+        for session, status, absorbed_into in result.changes:
+            expected = session_update(state.device_key, session, status, absorbed_into)
+            assert SessionUpdate.model_validate_json(session_update_json(state.device_key, session, status, absorbed_into)) == expected
