@@ -79,7 +79,7 @@ run: install
 FORMATTED := schemas footfall projections deploy bench ingest/recovery.py \
 	tests/integration/conftest.py tests/integration/test_bad_rows.py tests/integration/test_recovery.py \
 	tests/unit/test_bad_rows.py tests/unit/test_lint.py tests/unit/test_recovery.py tests/unit/test_supervisor.py tests/unit/test_tables.py
-FORMAT_PENDING := bench/processors.py bench/system.py
+FORMAT_PENDING :=
 
 lint: install
 	$(BIN)/ruff check .

@@ -280,11 +280,10 @@ def where_the_time_goes(records: list[Record], events: list[RawEvent], records_p
     profile = cProfile.Profile()
     profile.runcall(per_event_work_us, records, events, records_per_batch, slice_events)
     stats = pstats.Stats(profile).stats
-    cumulative = lambda fn: sum(
-        ct
-        for (path, _, name), (_, _, _, ct, _) in stats.items()  # noqa: E731
-        if name == fn and "site-packages" not in path
-    )
+
+    def cumulative(fn):
+        return sum(ct for (path, _, name), (_, _, _, ct, _) in stats.items() if name == fn and "site-packages" not in path)
+
     total = cumulative("per_event_work_us") - cumulative("model_validate_json")  # the step, not the baseline
     return ", ".join(f"{label} {cumulative(fn) / total:.0%}" for fn, label in PROFILED_STEPS.items())
 

@@ -46,14 +46,16 @@ class PersonFolder:
         self.directory = directory  # the projector's: the same deletes and statuses as its routing
         self.writer = writer
         self.committed: dict[int, int] = {}  # partition → next offset, once folded and written
-        self.consumer = Consumer({
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"{settings.topic_prefix}-persons",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "max.poll.interval.ms": 60_000,
-            "session.timeout.ms": int(settings.consumer_session_timeout_seconds * 1000),
-        })
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "group.id": f"{settings.topic_prefix}-persons",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "max.poll.interval.ms": 60_000,
+                "session.timeout.ms": int(settings.consumer_session_timeout_seconds * 1000),
+            }
+        )
 
     def subscribe(self) -> None:
         self.consumer.subscribe([self.topic])

@@ -134,8 +134,12 @@ class PersonsProjection:
     def route(self, changes: PersonChanges, overrides: dict[str, str], directory: Directory) -> dict[str, PersonChange]:
         """What this batch says about each person, for its owner (projections/person_owners.py); run after the
         batch's mappings are written."""
-        return route(changes, self._live_persons({e.distinct_id for e in changes.events} | changes.distinct_ids | changes.session_keys),
-                     overrides, directory)
+        return route(
+            changes,
+            self._live_persons({e.distinct_id for e in changes.events} | changes.distinct_ids | changes.session_keys),
+            overrides,
+            directory,
+        )
 
     def load_owned(self, person_ids: set[str]) -> dict[str, Owned]:
         """The persons as their latest rows have them, merged-away ones included (their owner forwards for them)."""
@@ -148,7 +152,9 @@ class PersonsProjection:
         return {
             person_id: Owned(
                 ProfileState.from_json(state),
-                PersonIdentity(person_id=person_id, visitor_number=number, identified=identified, is_contact=contact, version=0) if number else None,
+                PersonIdentity(person_id=person_id, visitor_number=number, identified=identified, is_contact=contact, version=0)
+                if number
+                else None,
                 merged_into or None,
                 stored=True,
             )
@@ -159,8 +165,15 @@ class PersonsProjection:
         """The owner's rows: each person's state with its exact counts, at its version."""
         counts = self._counts(set(folded.people)) if folded.people else {}
         return [
-            person_row(person_id, owned.state, owned.identity, *counts.get(person_id, (0, 0)), versions[person_id],
-                       is_deleted=owned.merged_into is not None, merged_into=owned.merged_into)
+            person_row(
+                person_id,
+                owned.state,
+                owned.identity,
+                *counts.get(person_id, (0, 0)),
+                versions[person_id],
+                is_deleted=owned.merged_into is not None,
+                merged_into=owned.merged_into,
+            )
             for person_id, owned in folded.people.items()
         ]
 

@@ -277,7 +277,9 @@ class Projector:
         self.folder = PersonFolder(settings, self.persons, self.directory, self) if settings.persons_partitioned and not replaying else None
         # With several projectors each owns some user-commands partitions; routing and owners need every
         # delete and status change: follow the whole topic too (Directory.apply is idempotent).
-        self.commands = CompactedFollower(settings.kafka_bootstrap_servers, topics.user_commands.name, self._learn_command) if self.folder else None
+        self.commands = (
+            CompactedFollower(settings.kafka_bootstrap_servers, topics.user_commands.name, self._learn_command) if self.folder else None
+        )
         self.handlers = self.decoder.handlers  # the topics it reads
 
     def _learn_command(self, value: bytes) -> None:
