@@ -136,11 +136,14 @@ def projector_rate(settings: FootfallSettings, client, events: list[EnrichedEven
     produce_enriched(settings, events)
     worker = Projector(settings, client)
     finish = end_offsets(settings, [settings.topics.enriched.name])
-    if worker.folder is not None:  # partitioned profiles: done when the owner folded everything routed to it
+
+    def owned() -> bool:
+        """Partitioned profiles: done when the owner folded everything routed to it (else nothing to wait for)."""
+        if worker.folder is None:
+            return True
         changes = settings.topics.person_changes.name
-        owned = lambda: all(worker.folder.committed.get(p, 0) >= end for (_, p), end in end_offsets(settings, [changes]).items())  # noqa: E731
-    else:
-        owned = lambda: True  # noqa: E731
+        return all(worker.folder.committed.get(p, 0) >= end for (_, p), end in end_offsets(settings, [changes]).items())
+
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     while not worker.batch.size and not worker.committed:

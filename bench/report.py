@@ -142,7 +142,10 @@ def budget_lines(r: dict) -> list[str]:
     rps = r["median_requests_per_s"]
     if "durable-single" not in rps or "durable-batch" not in rps:
         return []
-    us = lambda per_s: 1e6 / per_s  # noqa: E731
+
+    def us(per_s: float) -> float:
+        return 1e6 / per_s
+
     single_budget = us(0.6 * rps["null-single"]) - us(rps["durable-single"])
     single_spent = us(rps["collector-single"]) - us(rps["durable-single"])
     batch_budget = us(100_000) - us(r["durable_batch_floor_events_per_s"])
@@ -319,7 +322,10 @@ def step_rows(steps: list[dict]) -> list[str]:
     names = ("collector", "processor", "projector", "kafka")
     for step in steps:
         usage = step["usage"]
-        seconds = lambda v: f"{v:.2f} s" if v is not None else "—"  # noqa: E731
+
+        def seconds(v: float | None) -> str:
+            return f"{v:.2f} s" if v is not None else "—"
+
         rows.append(
             f"| {step['offered_per_s']:,.0f} | {step['acknowledged_per_s']:,} | {step['queryable']:,}/{step['acknowledged']:,} | "
             f"{seconds(step['freshness_p50_s'])} | {seconds(step['freshness_p95_s'])} | {seconds(step['freshness_p99_s'])} | "

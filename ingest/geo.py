@@ -53,7 +53,7 @@ async def locate_off_loop(address: str | None) -> dict[str, str] | None:
     with locate.cache_lock:
         known = locate.cache.get(locate.cache_key(address), _MISSING)
     if known is not _MISSING:
-        return known  # type: ignore[return-value]
+        return known
     return await asyncio.get_running_loop().run_in_executor(_LOOKUPS, locate, address)
 
 
