@@ -147,7 +147,7 @@ def walk_stages(writes: Iterable[StageWrite]) -> tuple[str, list[StageEntry]]:
     """The person's stage ("" when none was ever set) and every write, each marked whether it took effect."""
     current = ""
     entries = []
-    for write in sorted(set(writes)):
+    for write in sorted(set(writes), key=lambda w: (w.at, w.command_id, repr(w))):
         applies = (write.from_stage is None or write.from_stage == current) and write.stage != current
         entries.append(StageEntry(write, current, applies))
         if applies:
