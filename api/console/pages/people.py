@@ -16,6 +16,7 @@ from starlette.routing import Route
 from api.console import people_view as view
 from api.console.app import console, flash, login_required
 from api.console.forms import DEFAULT_PROPERTIES, create_body, create_form_fields, property_of_error_field
+from api.console.pages.groups import list_choices, stage_choices
 
 EXPORT_PAGE = 1000
 
@@ -41,6 +42,7 @@ async def people(request: Request) -> Response:
         error = answer.message
     columns = [view.COLUMNS[key] for key in view.chosen_columns(request.session.get("columns"))]
     property_names = sorted({*DEFAULT_PROPERTIES, *(d["name"] for d in await definitions(request))})
+    stages = await stage_choices(request)
     return await console(request).render_page(
         request, "people.html", section="people", users=users, columns=columns, params=params, error=error,
         query_string=view.page_query(params, cursor=None),
@@ -50,6 +52,7 @@ async def people(request: Request) -> Response:
         sort_link=lambda column: view.sort_link(params, column),
         property_filters=list(view.property_filters(params).items()), filter_rows=view.PROPERTY_FILTER_ROWS,
         property_names=property_names, statuses=view.STATUSES, kinds=view.KINDS,
+        stages=stages, stage_names={s["id"]: s["name"] for s in stages}, lists=await list_choices(request),
         display_name=view.display_name, cell=view.cell,
     )
 
