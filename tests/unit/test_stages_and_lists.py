@@ -242,3 +242,20 @@ def test_membership_periods_follow_the_writes_in_stamp_order(writes, random):
     periods, _ = memberships(writes)
     for period in periods:
         assert period.opened_by.added and (period.closed_by is None or (not period.closed_by.added and period.closed_by > period.opened_by))
+
+
+# -- CSV import: the stage column ------------------------------------------------------------------------------
+
+
+def test_an_import_row_carries_its_stage_checked_against_the_stages():
+    from api.import_rows import ImportOptions, RowError, plan_columns, read_row
+    from schemas.properties import BUILT_IN
+
+    options = ImportOptions(stages=frozenset(STAGES))
+    plan = plan_columns(["user_id", "Lifecycle Stage"], options, BUILT_IN)
+    row = read_row(2, ["u-1", "customer"], plan, options, BUILT_IN)
+    assert row.stage == "customer" and "stage" not in row.properties
+    unstaged = read_row(3, ["u-1", ""], plan, options, BUILT_IN)
+    assert unstaged.stage is None and unstaged.command_id != row.command_id  # a new stage is a new command
+    [error] = read_row(4, ["u-2", "astronaut"], plan, options, BUILT_IN)
+    assert isinstance(error, RowError) and (error.column, error.rule) == ("Lifecycle Stage", "one_of")
