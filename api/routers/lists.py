@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -24,10 +24,13 @@ from api.routers.users import BulkFilter
 from api.user_model import ListEdit, UserPatch, parse_ref
 from api.user_query import ListQuery, clickhouse_time, decode_cursor, encode_cursor
 from schemas.lists import ListDefinition
+from schemas.user_commands import command_id_for
 
 router = APIRouter(tags=["lists"], route_class=StrictJSONRoute)
 ListName = Annotated[str, Field(min_length=1, max_length=200)]
 Ref = Annotated[str, Field(max_length=1024)]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255,
+                                              description="a retried request with the same key starts no second job and sends the same commands")]
 
 
 class ListCreate(BaseModel):
@@ -167,15 +170,17 @@ async def list_members(
     return {"list_id": list_id, "members": page, "next_cursor": next_cursor}
 
 
-def _start(request: Request, edit: ListEdit, refs: list[str] | None, query: ListQuery | None) -> dict[str, Any]:
-    job_id = str(uuid.uuid4())
+def _start(request: Request, edit: ListEdit, refs: list[str] | None, query: ListQuery | None, key: str | None) -> dict[str, Any]:
+    """The job sending one command per user. With an Idempotency-Key, the job id (so each command's id) derives
+    from the key: a retry finds the job, or in another process sends the same commands, which apply once."""
+    job_id = command_id_for(key, f"{request.method} {request.url.path}") if key else str(uuid.uuid4())
     job = BulkEdit(job_id=job_id, refs=refs, query=query, action="update", update=UserPatch(lists=edit))
-    request.app.state.jobs.start(job, request.app)
+    job = request.app.state.jobs.start(job, request.app)
     return {"job_id": job_id, "state": job.state, "url": f"/api/v1/jobs/{job_id}"}
 
 
 @router.post("/lists/{list_id}/members", status_code=202, tags=["jobs"])
-async def add_members(request: Request, list_id: str, body: MembersAdd) -> dict[str, Any]:
+async def add_members(request: Request, list_id: str, body: MembersAdd, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     """Add users by ref, or everyone a filter matches now (a snapshot): a job to follow at GET /api/v1/jobs/{id}."""
     await _live(request, list_id)
     if (body.refs is None) == (body.filter is None):
@@ -184,13 +189,13 @@ async def add_members(request: Request, list_id: str, body: MembersAdd) -> dict[
         parse_ref(ref)
     query = ListQuery(**body.filter.model_dump(), sort="visitor_number", limit=1000).check() if body.filter else None
     by = body.by or ("snapshot" if body.filter else "api")
-    return _start(request, ListEdit(add=[list_id], by=by), body.refs, query)
+    return _start(request, ListEdit(add=[list_id], by=by), body.refs, query, idempotency_key)
 
 
 @router.post("/lists/{list_id}/members/remove", status_code=202, tags=["jobs"])
-async def remove_members(request: Request, list_id: str, body: MembersRemove) -> dict[str, Any]:
+async def remove_members(request: Request, list_id: str, body: MembersRemove, idempotency_key: IdempotencyKey = None) -> dict[str, Any]:
     """Remove users by ref: a job to follow at GET /api/v1/jobs/{id}."""
     await _live(request, list_id)
     for ref in body.refs:
         parse_ref(ref)
-    return _start(request, ListEdit(remove=[list_id], by=body.by or "api"), body.refs, None)
+    return _start(request, ListEdit(remove=[list_id], by=body.by or "api"), body.refs, None, idempotency_key)

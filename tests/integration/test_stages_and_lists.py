@@ -193,8 +193,11 @@ def test_lists_members_added_removed_and_snapshotted(stack):
     tag = unique("tag")
     tagged = [create(stack, user_id=unique("t"), tags=[tag])["person_id"] for _ in range(3)]
 
-    job = finish(stack, stack.api.post(f"/api/v1/lists/{list_id}/members", json={"refs": [ann["person_id"], f"user_id:{bob['user_id']}", "user_id:nobody"],
-                                                                             "by": "ann@example.com"}, headers=stack.auth))
+    adding = {"refs": [ann["person_id"], f"user_id:{bob['user_id']}", "user_id:nobody"], "by": "ann@example.com"}
+    retried = {**stack.auth, "Idempotency-Key": unique("key")}
+    first = stack.api.post(f"/api/v1/lists/{list_id}/members", json=adding, headers=retried)
+    job = finish(stack, stack.api.post(f"/api/v1/lists/{list_id}/members", json=adding, headers=retried))
+    assert job["job_id"] == first.json()["job_id"]  # the retry started no second job
     assert (job["matched"], job["applied"], job["not_found"]) == (2, 2, ["user_id:nobody"])
     before_removal = datetime.now(UTC)
     finish(stack, stack.api.post(f"/api/v1/lists/{list_id}/members/remove", json={"refs": [bob["person_id"]]}, headers=stack.auth))

@@ -259,3 +259,14 @@ def test_an_import_row_carries_its_stage_checked_against_the_stages():
     assert unstaged.stage is None and unstaged.command_id != row.command_id  # a new stage is a new command
     [error] = read_row(4, ["u-2", "astronaut"], plan, options, BUILT_IN)
     assert isinstance(error, RowError) and (error.column, error.rule) == ("Lifecycle Stage", "one_of")
+
+
+def test_the_peoples_bulk_edit_sets_stages_and_list_memberships():
+    from api.console.pages.people import _bulk_plan
+
+    body, summary, error = _bulk_plan({"action": "stage", "value": "customer"})
+    assert body == {"action": "update", "update": {"stage": "customer", "stage_reason": "bulk edit in the console"}} and not error
+    body, summary, _ = _bulk_plan({"action": "list", "name": "beta"})
+    assert body["update"]["lists"] == {"add": ["beta"], "by": "console"} and summary == "Add to list beta"
+    assert _bulk_plan({"action": "unlist", "name": "beta"})[0]["update"]["lists"] == {"remove": ["beta"], "by": "console"}
+    assert _bulk_plan({"action": "list", "name": ""})[2] == "Give the list id."

@@ -102,6 +102,15 @@ def _bulk_plan(form: Any) -> tuple[dict[str, Any] | None, str, str]:
         if value not in view.STATUSES:
             return None, "", "The status is active or disabled."
         return {"action": "update", "update": {"status": value}}, f"Set status to {value}", ""
+    if action == "stage":
+        if not value:
+            return None, "", "Give the stage id."
+        return {"action": "update", "update": {"stage": value, "stage_reason": "bulk edit in the console"}}, f"Set the stage to {value}", ""
+    if action in ("list", "unlist"):
+        if not name:
+            return None, "", "Give the list id."
+        edit = {"add": [name], "by": "console"} if action == "list" else {"remove": [name], "by": "console"}
+        return {"action": "update", "update": {"lists": edit}}, f"{'Add to' if action == 'list' else 'Remove from'} list {name}", ""
     if action == "delete":
         return {"action": "delete"}, "Delete", ""
     return None, "", "Choose an action."
