@@ -46,8 +46,11 @@ class Catalog(Generic[T]):
                 try:
                     self._follower.catch_up(timeout_s=30)
                     break
-                except (LookupError, TimeoutError):  # the topic is not there yet, or Kafka is slow: try again
-                    self._stopping.wait(1)
+                except LookupError:  # no topic yet, so no records: answer with none (the defaults) and look again
+                    self._started.set()
+                except TimeoutError:  # Kafka is slow: readers wait (503) rather than see a part of the table
+                    pass
+                self._stopping.wait(1)
             self._apply()
             self._started.set()
             while not self._stopping.is_set():
@@ -66,7 +69,8 @@ class Catalog(Generic[T]):
 
     async def ready(self, timeout_s: float = 10.0) -> None:
         self.start()
-        await run_in_threadpool(self._started.wait, timeout_s)
+        if not self._started.is_set():
+            await run_in_threadpool(self._started.wait, timeout_s)
         if not self._started.is_set() or self.failure is not None:
             raise ApiError(503, [FieldError(self.what, "available", f"the {self.what.replace('_', ' ')} are not loaded yet; retry")],
                            headers={"Retry-After": "1"})

@@ -263,3 +263,18 @@ def test_a_replay_rebuilds_stage_history_and_lists_equal(kafka_bootstrap, clickh
         assert after[name] == before[name], f"{name} differs after the replay"
     clickhouse_client.command(f"DROP DATABASE IF EXISTS {report.previous}")
     clickhouse_client.command(f"DROP DATABASE IF EXISTS {settings.database}")
+
+
+def test_before_the_topics_exist_there_are_no_lists_and_the_default_stages(kafka_bootstrap):
+    import asyncio
+
+    from api.groups import Lists, Stages
+
+    prefix = f"test-{uuid.uuid4().hex[:10]}"
+    lists, stages = Lists(kafka_bootstrap, f"{prefix}.lists"), Stages(kafka_bootstrap, f"{prefix}.lifecycle-stages")
+    try:
+        assert asyncio.run(lists.live()) == {}
+        assert [s.id for s in asyncio.run(stages.current())][:3] == ["visitor", "subscriber", "lead"]
+    finally:
+        lists.close()
+        stages.close()
