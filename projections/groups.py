@@ -102,8 +102,19 @@ def group_rows(person_rows: Iterable[list]) -> tuple[list[list], list[list]]:
             periods, idle = memberships(list_writes(lists))
             for period in periods:
                 opened, closed = period.opened_by, period.closed_by
-                members.append([period.list_id, person_id, opened.command_id, opened.at, opened.by,
-                                closed.at if closed else None, closed.by if closed else "", version, hidden])
+                members.append(
+                    [
+                        period.list_id,
+                        person_id,
+                        opened.command_id,
+                        opened.at,
+                        opened.by,
+                        closed.at if closed else None,
+                        closed.by if closed else "",
+                        version,
+                        hidden,
+                    ]
+                )
             # An add that opened nothing may have opened a period before a late write arrived: hide its row.
             members += [[w.list_id, person_id, w.command_id, w.at, w.by, None, "", version, 1] for w in idle]
     return history, members
@@ -124,8 +135,11 @@ def rule_commands(person_rows: Iterable[list], rules: StageRules, now: datetime)
         if move is None:
             continue
         command_id = str(uuid.uuid5(COMMAND_NAMESPACE, f"stage-rule\x00{person_id}\x00{move.rule}\x00{current}"))
-        commands.append(UserCommand(kind="update", command_id=command_id, person_id=person_id, at=now, stage=move.stage,
-                                    stage_by=move.rule, stage_from=current))
+        commands.append(
+            UserCommand(
+                kind="update", command_id=command_id, person_id=person_id, at=now, stage=move.stage, stage_by=move.rule, stage_from=current
+            )
+        )
     return commands
 
 
@@ -136,5 +150,11 @@ def lifecycle_stage_row(stage: StageDefinition) -> list:
 
 
 def list_row(definition: ListDefinition) -> list:
-    return [definition.id, definition.name, epoch_ms(definition.created_at), epoch_ms(definition.updated_at),
-            definition.version, int(definition.deleted)]
+    return [
+        definition.id,
+        definition.name,
+        epoch_ms(definition.created_at),
+        epoch_ms(definition.updated_at),
+        definition.version,
+        int(definition.deleted),
+    ]

@@ -44,7 +44,16 @@ from pydantic import ValidationError
 
 from projections import metrics, rows
 from projections.directory import Directory
-from projections.groups import LIFECYCLE_STAGES, LIST_MEMBERS, LISTS, STAGE_HISTORY, group_rows, lifecycle_stage_row, list_row, rule_commands
+from projections.groups import (
+    LIFECYCLE_STAGES,
+    LIST_MEMBERS,
+    LISTS,
+    STAGE_HISTORY,
+    group_rows,
+    lifecycle_stage_row,
+    list_row,
+    rule_commands,
+)
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profiles import person_properties_record
 from projections.property_rules import screen, violation_bad_row
@@ -56,8 +65,8 @@ from schemas.config import FootfallSettings
 from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
-from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.lists import ListDefinition
+from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
 from schemas.stages import StageDefinition, StageRules, effective_stages
 from schemas.topics import Topics
@@ -382,8 +391,16 @@ class Projector:
             self.producer.produce(self.settings.topics.dead_letter.name, bad)
         if batch.bad_rows and self.producer.flush(30) > 0:
             raise RuntimeError("the dead-letter topic did not acknowledge the projector's bad rows")
-        order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS, rows.BAD_ROWS,
-                 LIFECYCLE_STAGES, LISTS)
+        order = (
+            rows.PERSON_DISTINCT_IDS,
+            rows.PERSON_OVERRIDES,
+            rows.SESSION_OVERRIDES,
+            rows.EVENTS,
+            rows.SESSIONS,
+            rows.BAD_ROWS,
+            LIFECYCLE_STAGES,
+            LISTS,
+        )
         for table in order:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))

@@ -89,7 +89,9 @@ async def _live(request: Request, list_id: str) -> ListDefinition:
 
 
 async def _publish(request: Request, definition: ListDefinition) -> None:
-    applied = lambda found: found is not None and found.version >= definition.version  # noqa: E731
+    def applied(found: ListDefinition | None) -> bool:
+        return found is not None and found.version >= definition.version
+
     await _lists(request).publish(request.app.state.bus, [(definition.id, definition.model_dump_json().encode(), applied)])
 
 

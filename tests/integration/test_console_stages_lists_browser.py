@@ -17,7 +17,7 @@ from tests.pipeline import wait_until
 pytestmark = pytest.mark.integration
 
 
-def job_done(page: Page) -> None:
+def job_done(page: Page) -> None:  # noqa: F811 - the fixture's name
     expect(page.locator("#job-status dd[data-key=state]")).to_have_text("done", timeout=90_000)
 
 

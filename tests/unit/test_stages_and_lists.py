@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from projections.groups import group_rows, rule_commands
 from projections.profiles import EMPTY, ProfileState, apply_command, list_writes, merge, person_row, stage_writes
-from schemas.conditions import ConditionGroup, PropertyCondition
+from schemas.conditions import PropertyCondition
 from schemas.lists import ListWrite, current_lists, memberships
 from schemas.stages import (
     DEFAULT_STAGE_IDS,

@@ -139,7 +139,7 @@ async def list_add(request: Request) -> Response:
     answer = await c.api.call("POST", f"/lists/{list_id}/members", json={"refs": refs, "by": "console"})
     if answer.ok:
         flash(request, f"Adding {len(refs)} users.")
-        return RedirectResponse(c.path("job", job_id=answer.body["job_id"]) + f"?back=", status_code=303)
+        return RedirectResponse(c.path("job", job_id=answer.body["job_id"]) + "?back=", status_code=303)
     return _done(request, answer, "", c.path("list_members", list_id=list_id))
 
 
