@@ -19,6 +19,7 @@ from api.commands import CommandBus, CommandsUnavailable
 from api.configs import ConfigCatalog
 from api.definitions import Definitions, PropertyValidator
 from api.errors import ApiError, FieldError, install_error_handlers
+from api.groups import Lists, Stages
 from api.idempotency import IdempotencyCache
 from api.jobs import Jobs
 from api.metrics import ApiMetrics
@@ -53,12 +54,16 @@ def create_app(
             app.state.bus = CommandBus(settings.kafka_bootstrap_servers)
         app.state.bus.acknowledged = app.state.metrics.count_published
         app.state.definitions.start()
+        app.state.stages.start()
+        app.state.lists.start()
         app.state.configs = ConfigCatalog(settings).start()
         try:
             yield
         finally:
             app.state.configs.stop()
             app.state.definitions.close()
+            app.state.stages.close()
+            app.state.lists.close()
             if own_bus:
                 app.state.bus.close()
             if hasattr(reader, "close"):
@@ -84,6 +89,8 @@ def create_app(
     app.state.metrics.instrument(app)
     app.state.definitions = Definitions(settings.kafka_bootstrap_servers, settings.topics.property_definitions.name)
     app.state.property_validator = PropertyValidator(app.state.definitions)
+    app.state.stages = Stages(settings.kafka_bootstrap_servers, settings.topics.lifecycle_stages.name)
+    app.state.lists = Lists(settings.kafka_bootstrap_servers, settings.topics.lists.name)
     install_error_handlers(app)
 
     @app.exception_handler(CommandsUnavailable)

@@ -50,6 +50,7 @@ class ImportOptions:
     mapping: Mapping[str, str] = field(default_factory=dict)  # column header → property name
     include_unknown: bool = False
     dry_run: bool = False
+    stages: frozenset[str] | None = None  # the lifecycle stage ids a `stage` column may hold (None: not checked)
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,8 @@ class RowError:
 
 
 ERRORS_HEADER = ["row", "column", "value", "rule", "reason"]
+STAGE_COLUMN = "stage"  # not a property: the user's lifecycle stage (schemas/stages.py)
+STAGE_HEADERS = ("stage", "lifecycle_stage")
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,7 @@ class ImportRow:
     key: str  # the dedupe key's value
     properties: dict[str, Any]  # checked and typed
     command_id: str
+    stage: str | None = None  # the `stage` column: the lifecycle stage to set
 
 
 def normalised_header(name: str) -> str:
@@ -105,7 +109,9 @@ def plan_columns(header: Sequence[str], options: ImportOptions, definitions: Map
             raise ImportRefused(f"mapping.{column}", "property_name", f"{prop!r} is not a property name")
     properties: list[str | None] = []
     for name in names:
-        if name in options.mapping:
+        if name not in options.mapping and name not in definitions and normalised_header(name) in STAGE_HEADERS:
+            properties.append(STAGE_COLUMN)
+        elif name in options.mapping:
             properties.append(options.mapping[name])
         elif name in definitions:
             properties.append(name)
@@ -141,6 +147,9 @@ def read_row(number: int, cells: Sequence[str], plan: ColumnPlan, options: Impor
             written[prop] = cell.strip()
         elif (d := definitions.get(prop)) is not None and d.required and not d.deleted:
             errors.append(RowError(number, column, cell, "required", f"{prop} is required and cannot be empty"))
+    stage = written.pop(STAGE_COLUMN, None)
+    if stage is not None and options.stages is not None and stage not in options.stages:
+        errors.append(RowError(number, plan.column_of(STAGE_COLUMN), stage, "one_of", f"{stage!r} is not a lifecycle stage"))
     checked = check_values(definitions, written, from_text=True)
     errors += [RowError(number, plan.column_of(e.property), written.get(e.property, ""), e.rule, f"{e.property} {e.reason}")
                for e in checked.errors]
@@ -154,4 +163,5 @@ def read_row(number: int, cells: Sequence[str], plan: ColumnPlan, options: Impor
         errors.append(RowError(number, plan.column_of(options.dedupe), "", "required", f"the dedupe key {options.dedupe} is empty"))
     if errors:
         return errors
-    return ImportRow(number, str(key), properties, command_id_of(options.dedupe, str(key), properties))
+    content = {**properties, "$stage": stage} if stage else properties
+    return ImportRow(number, str(key), properties, command_id_of(options.dedupe, str(key), content), stage)

@@ -78,12 +78,12 @@ def records_for(row: ImportRow, owner: str | None, dedupe: str, topics: Topics, 
     """The commands the API sends: a create (and its claim) for a new user, an update for a known one."""
     if owner is not None:
         known_id = row.key if dedupe == "user_id" else None
-        return update_records(topics, UserPatch(set=row.properties), owner, known_id, row.command_id, at)
+        return update_records(topics, UserPatch(set=row.properties, stage=row.stage), owner, known_id, row.command_id, at, by="import")
     defaults = {k: v for k, v in row.properties.items() if k in DEFAULT_PROPERTIES}
     custom = {k: v for k, v in row.properties.items() if k not in DEFAULT_PROPERTIES}
-    body = UserCreate(**{k: str(v) for k, v in defaults.items()}, properties=custom)
+    body = UserCreate(**{k: str(v) for k, v in defaults.items()}, properties=custom, stage=row.stage)
     person_id = str(uuid.uuid5(PERSON_NAMESPACE, f"command:{row.command_id}"))
-    return create_records(topics, row.properties, body, person_id, row.command_id, at)
+    return create_records(topics, row.properties, body, person_id, row.command_id, at, by="import")
 
 
 class Lookups:

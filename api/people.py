@@ -20,7 +20,7 @@ PROFILE_COLUMNS = (
     "person_id, visitor_number, visitor_alias, is_identified, is_contact, email, name, phone, email_domain, "
     "is_free_email, company_domain, properties, tags, status, first_seen, last_seen, initial_referrer, "
     "initial_referring_domain, initial_utm_source, initial_utm_medium, initial_utm_campaign, initial_utm_term, "
-    "initial_utm_content, last_browser, last_os, last_device_type, session_count, event_count"
+    "initial_utm_content, last_browser, last_os, last_device_type, session_count, event_count, stage, lists"
 )
 
 # The distinct ids that belong to a person now (latest mapping, not deleted).
@@ -36,6 +36,7 @@ def profile_json(row: dict[str, Any], distinct_ids: list[str] | None = None) -> 
     profile = dict(row)
     profile["properties"] = orjson.loads(row["properties"] or "{}")
     profile["user_id"] = profile["properties"].get("user_id")
+    profile["stage"] = row.get("stage") or None  # none set yet
     if distinct_ids is not None:
         profile["distinct_ids"] = sorted(distinct_ids)
     return profile
@@ -136,6 +137,22 @@ class People:
         return await self.reader.rows(
             "SELECT from_person, merged_at FROM {db}.person_overrides FINAL WHERE into_person = {person:String} "
             "ORDER BY merged_at DESC, from_person LIMIT 1000",
+            {"person": person_id},
+        )
+
+    async def stage_history(self, person_id: str) -> list[dict[str, Any]]:
+        """Every stage the person entered, oldest first: when, from which stage, by what (rule, API, import) and why."""
+        return await self.reader.rows(
+            "SELECT stage, from_stage, entered_at, by, reason, command_id FROM {db}.stage_history FINAL "
+            "WHERE person_id = {person:String} AND effective ORDER BY entered_at, command_id LIMIT 10000",
+            {"person": person_id},
+        )
+
+    async def list_memberships(self, person_id: str) -> list[dict[str, Any]]:
+        """Every membership period of the person, current ones (removed_at null) first, newest first."""
+        return await self.reader.rows(
+            "SELECT list_id, added_at, added_by, removed_at, removed_by FROM {db}.list_members FINAL "
+            "WHERE person_id = {person:String} ORDER BY isNull(removed_at) DESC, added_at DESC LIMIT 10000",
             {"person": person_id},
         )
 

@@ -37,6 +37,7 @@ PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1024)]
+ListId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
 class UserFields(BaseModel):
@@ -61,6 +62,8 @@ class UserCreate(UserFields):
     properties: dict[str, Any] = Field(default_factory=dict, description="custom properties")
     status: UserStatus = "active"
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    stage: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = Field(
+        None, description="the lifecycle stage (an id of GET /api/v1/lifecycle-stages)")
 
 
 class TagEdit(BaseModel):
@@ -70,9 +73,19 @@ class TagEdit(BaseModel):
     remove: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
 
 
+class ListEdit(BaseModel):
+    """List ids to add the user to and remove it from; `by`: who, kept with the membership."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    add: list[ListId] = Field(default_factory=list, max_length=MAX_TAGS)
+    remove: list[ListId] = Field(default_factory=list, max_length=MAX_TAGS)
+    by: Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)] = ""
+
+
 class UserPatch(BaseModel):
     """`set` writes default and custom properties alike; `unset` removes them; both compete by time with
-    tracking's `$set`/`$unset` (SCHEMA.md)."""
+    tracking's `$set`/`$unset` (SCHEMA.md). `stage` sets the lifecycle stage (backwards too), with its reason."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -80,6 +93,9 @@ class UserPatch(BaseModel):
     unset: list[str] = Field(default_factory=list, max_length=MAX_PROPERTIES)
     status: UserStatus | None = None
     tags: TagEdit | None = None
+    stage: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = None
+    stage_reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] = ""
+    lists: ListEdit | None = None
 
 
 # -- refs -----------------------------------------------------------------------------------------------
@@ -211,7 +227,7 @@ def _user(command: UserCommand, topics: Topics) -> Record:
 
 
 def create_records(
-    topics: Topics, properties: dict[str, Any], body: UserCreate, person_id: str, command_id: str, at: datetime
+    topics: Topics, properties: dict[str, Any], body: UserCreate, person_id: str, command_id: str, at: datetime, by: str = "api"
 ) -> list[Record]:
     claim = IdentityCommand(
         kind="claim",
@@ -225,21 +241,28 @@ def create_records(
     )
     create = UserCommand(
         kind="create", command_id=command_id, person_id=person_id, at=at, set=properties,
-        status=body.status, tags_add=list(dict.fromkeys(body.tags)),
+        status=body.status, tags_add=list(dict.fromkeys(body.tags)), stage=body.stage, stage_by=by if body.stage else None,
     )
     return [_identity(claim, topics), _user(create, topics)]
 
 
-def update_command(body: UserPatch, person_id: str, command_id: str, at: datetime, job_id: str | None = None) -> UserCommand:
-    tags = body.tags or TagEdit()
+def update_command(body: UserPatch, person_id: str, command_id: str, at: datetime, job_id: str | None = None,
+                   by: str = "api") -> UserCommand:
+    """`by`: what made the change, kept with a stage write ("api", "import") and, unless the body names
+    someone, with list memberships."""
+    tags, lists = body.tags or TagEdit(), body.lists or ListEdit()
     return UserCommand(
         kind="update", command_id=command_id, person_id=person_id, at=at, set=body.set, unset=list(dict.fromkeys(body.unset)),
         status=body.status, tags_add=list(dict.fromkeys(tags.add)), tags_remove=list(dict.fromkeys(tags.remove)), job_id=job_id,
+        stage=body.stage, stage_by=by if body.stage else None, stage_reason=body.stage_reason if body.stage else "",
+        lists_add=list(dict.fromkeys(lists.add)), lists_remove=list(dict.fromkeys(lists.remove)),
+        lists_by=(lists.by or by) if lists.add or lists.remove else "",
     )
 
 
 def update_records(
-    topics: Topics, body: UserPatch, person_id: str, known_id: str | None, command_id: str, at: datetime, job_id: str | None = None
+    topics: Topics, body: UserPatch, person_id: str, known_id: str | None, command_id: str, at: datetime, job_id: str | None = None,
+    by: str = "api",
 ) -> list[Record]:
     """The update, and a claim when it sets user_id or email (known_id: one of the person's distinct ids)."""
     records = []
@@ -251,7 +274,7 @@ def update_records(
             contact_traits=contact_traits(body.set),
         )
         records.append(_identity(claim, topics))
-    records.append(_user(update_command(body, person_id, command_id, at, job_id), topics))
+    records.append(_user(update_command(body, person_id, command_id, at, job_id, by), topics))
     return records
 
 

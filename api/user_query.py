@@ -1,6 +1,6 @@
 """The people list's query, cursors and the zero-filled daily series. Pure: no I/O.
 
-`GET /api/v1/users` filters by a search term, status, tag, kind and any property, sorts by one column and
+`GET /api/v1/users` filters by a search term, status, tag, kind, lifecycle stage, list and any property, sorts by one column and
 pages with a keyset cursor: (sort value, person id) of the last row, so a page never repeats or skips a
 person while others are added. The SQL is assembled from fixed fragments; every value is a server-side
 parameter.
@@ -31,6 +31,7 @@ SORTS = {
 Kind = Literal["identified", "anonymous", "contact"]
 KINDS = {"identified": "is_identified", "anonymous": "NOT is_identified", "contact": "is_contact"}
 MAX_LIMIT = 1000
+NO_STAGE = "none"  # stage=none: users no stage was ever set for
 MAX_PROPERTY_FILTERS = 20
 
 
@@ -68,6 +69,8 @@ class ListQuery:
     status: str | None = None
     tag: str | None = None
     kind: Kind | None = None
+    stage: str | None = None
+    list: str | None = None
     properties: dict[str, str] = field(default_factory=dict)
     sort: str = "-last_seen"
     limit: int = 50
@@ -112,6 +115,12 @@ class ListQuery:
             parameters["tag"] = self.tag
         if self.kind:
             conditions.append(KINDS[self.kind])
+        if self.stage is not None:
+            conditions.append("stage = {stage:String}")
+            parameters["stage"] = "" if self.stage == NO_STAGE else self.stage
+        if self.list:
+            conditions.append("has(lists, {list:String})")
+            parameters["list"] = self.list
         for index, (name, value) in enumerate(sorted(self.properties.items())):
             # A string matches its JSON-quoted form; a number or boolean matches its raw JSON.
             conditions.append(f"JSONExtractRaw(properties, {{pk{index}:String}}) IN ({{pv{index}:String}}, {{pj{index}:String}})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -212,6 +213,7 @@ def import_users(
     from footfall.topics import ensure_topics
     from schemas.compacted import CompactedFollower
     from schemas.properties import PropertyDefinition, effective
+    from schemas.stages import StageDefinition, effective_stages
 
     settings = _settings()
     _logging("WARNING")
@@ -230,6 +232,10 @@ def import_users(
     follower.catch_up()
     definitions = effective(follower.values.values())
     follower.close()
+    stages = CompactedFollower(settings.kafka_bootstrap_servers, settings.topics.lifecycle_stages.name, StageDefinition.model_validate_json)
+    stages.catch_up()
+    options = dataclasses.replace(options, stages=frozenset(s.id for s in effective_stages(stages.values.values())))
+    stages.close()
     errors_path = errors or path.with_name(path.name + ".errors.csv")
     report = ImportReport(str(uuid_.uuid4()), dry_run=dry_run)
     size = path.stat().st_size

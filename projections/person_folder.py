@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -18,8 +19,7 @@ from pydantic import ValidationError
 
 from projections.directory import Directory
 from projections.person_owners import VERSION_BASE, by_person, fold_owned, records_of
-from projections.persons import PERSONS, PersonsProjection
-from projections.rows import TableSpec
+from projections.persons import PersonsProjection
 from schemas.bad_rows import poison_message
 from schemas.config import FootfallSettings
 from schemas.person_changes import PersonChange
@@ -33,9 +33,8 @@ class Writer(Protocol):
 
     producer: Producer
 
-    def _insert(self, table: TableSpec, data: list[list], token: str) -> None: ...
     def _retrying(self, work, what: str = "a query"): ...
-    def publish_person_properties(self, person_rows: list[list]) -> None: ...
+    def write_persons(self, person_rows: list[list], token: Callable[[str], str]) -> None: ...
 
 
 class PersonFolder:
@@ -109,8 +108,7 @@ class PersonFolder:
         stored = self.writer._retrying(lambda: self.persons.load_owned(set(changes)), what="the persons to fold")
         folded = fold_owned(changes, stored, self.directory)
         person_rows = self.writer._retrying(lambda: self.persons.owned_rows(folded, versions), what="the persons' counts")
-        self.writer._insert(PERSONS, person_rows, f"persons|{token}")
-        self.writer.publish_person_properties(person_rows)
+        self.writer.write_persons(person_rows, lambda table: f"{table}|{token}")
         self.publish(folded.forwards)  # after the rows: a refold of a merged-away person re-sends it
 
     def commit(self, offsets: dict[int, int]) -> None:

@@ -41,6 +41,10 @@ Rules (SCHEMA.md copies them):
   command id): `set` and `unset` compete per key with traits and $set by that stamp; tags are one
   latest-wins write per tag (added or removed); the status (active, disabled) is the latest status
   write. A merge keeps into's status when it has one, and every tag either person holds.
+- Lifecycle stage and list membership: every stage write and every list write a command made is kept
+  (joined by command id, so any order and any redelivery give the same set); the stage and the current
+  lists are walks over them in stamp order (schemas/stages.py, schemas/lists.py). A merge keeps into's
+  stage writes when it has any (else absorbed's) and the list writes of both.
 - The state serialises to compact JSON (the persons table's `_state` column) and back without loss.
 """
 
@@ -58,7 +62,9 @@ from projections.rows import EPOCH, MILLISECOND, TableSpec, epoch_ms
 from schemas.attribution import UTM_FIELDS, campaign_from_context, describe_user_agent, referring_domain
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
+from schemas.lists import ListWrite, current_lists
 from schemas.person_properties import PersonProperties, targeting_properties
+from schemas.stages import StageWrite, walk_stages
 from schemas.user_commands import UserCommand
 
 
@@ -94,6 +100,9 @@ class ProfileState:
     last_geo: Mark | None = None  # latest event with a location
     status: Mark | None = None  # latest status command; value: "active" or "disabled"
     tags: Mapping[str, Mark] = field(default_factory=dict)  # latest add (value True) or remove (REMOVED) per tag
+    # Every stage and list write (schemas/stages.py, lists.py), by command id: walked in stamp order when read.
+    stages: Mapping[str, Mark] = field(default_factory=dict)  # value: [stage, by, reason, from_stage]
+    lists: Mapping[str, Mark] = field(default_factory=dict)  # key "<command id> <list id>"; value: [list id, added, by]
 
     def to_json(self) -> str:
         state: dict[str, Any] = {
@@ -107,6 +116,8 @@ class ProfileState:
             "last_geo": self.last_geo and list(self.last_geo),
             "status": self.status and list(self.status),
             "tags": {tag: [m.at, m.message_id] if m.value is REMOVED else list(m) for tag, m in self.tags.items()},
+            "stages": {key: list(m) for key, m in self.stages.items()},
+            "lists": {key: list(m) for key, m in self.lists.items()},
         }
         kept = {key: value for key, value in state.items() if value is not None and value != {}}
         return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode()
@@ -125,6 +136,8 @@ class ProfileState:
             last_geo=_mark(state.get("last_geo")),
             status=_mark(state.get("status")),
             tags={tag: Mark(m[0], m[1], m[2] if len(m) == 3 else REMOVED) for tag, m in state.get("tags", {}).items()},
+            stages={key: Mark(*m) for key, m in state.get("stages", {}).items()},
+            lists={key: Mark(*m) for key, m in state.get("lists", {}).items()},
         )
 
 
@@ -184,6 +197,8 @@ def _join(state: ProfileState, other: ProfileState) -> ProfileState:
         last_geo=_later(state.last_geo, other.last_geo),
         status=_later(state.status, other.status),
         tags=_per_key(state.tags, other.tags, _later),
+        stages=_per_key(state.stages, other.stages, _later),
+        lists=_per_key(state.lists, other.lists, _later),
     )
 
 
@@ -281,6 +296,8 @@ def fold_all(state: ProfileState, events: list[EnrichedEvent]) -> ProfileState:
         last_geo=_later(state.last_geo, last_geo),
         status=state.status,
         tags=state.tags,
+        stages=state.stages,
+        lists=state.lists,
     )
 
 
@@ -306,6 +323,7 @@ def merge(into: ProfileState, absorbed: ProfileState) -> ProfileState:
     return replace(
         _join(into, absorbed),
         status=_prefer(into.status, absorbed.status, newest=True),
+        stages=into.stages or absorbed.stages,  # into's stage history when it has one: one journey, not two interleaved
         props={key: mark for key, mark in props.items() if mark is not None},
         once={key: mark for key, mark in once.items() if mark is not None},
     )
@@ -319,7 +337,12 @@ def _of_command(command: UserCommand) -> ProfileState:
     tags = {tag: Mark(at, command_id, True) for tag in command.tags_add}
     tags.update((tag, Mark(at, command_id, REMOVED)) for tag in command.tags_remove)
     status = Mark(at, command_id, command.status) if command.status else None
-    return ProfileState(props=props, tags=tags, status=status)
+    stages = {}
+    if command.stage:
+        stages[command_id] = Mark(at, command_id, [command.stage, command.stage_by or "api", command.stage_reason, command.stage_from])
+    lists = {f"{command_id} {list_id}": Mark(at, command_id, [list_id, True, command.lists_by]) for list_id in command.lists_add}
+    lists.update((f"{command_id} {list_id}", Mark(at, command_id, [list_id, False, command.lists_by])) for list_id in command.lists_remove)
+    return ProfileState(props=props, tags=tags, status=status, stages=stages, lists=lists)
 
 
 def apply_command(state: ProfileState, command: UserCommand) -> ProfileState:
@@ -329,6 +352,15 @@ def apply_command(state: ProfileState, command: UserCommand) -> ProfileState:
 
 def tags_of(state: ProfileState) -> list[str]:
     return sorted(tag for tag, mark in state.tags.items() if mark.value is not REMOVED)
+
+
+def stage_writes(stages: Mapping[str, Any]) -> list[StageWrite]:
+    """The stage writes of a state's `stages` (Marks, or their stored [at, id, value] lists)."""
+    return [StageWrite(at, command_id, *value) for at, command_id, value in stages.values()]
+
+
+def list_writes(lists: Mapping[str, Any]) -> list[ListWrite]:
+    return [ListWrite(at, command_id, *value) for at, command_id, value in lists.values()]
 
 
 def status_of(state: ProfileState) -> str:
@@ -385,6 +417,8 @@ PERSONS = TableSpec(
         ("session_count", "UInt32"),
         ("event_count", "UInt64"),
         ("status", "LowCardinality(String)"),
+        ("stage", "LowCardinality(String)"),
+        ("lists", "Array(String)"),
         ("merged_into", "String"),
         ("_state", "String"),
         ("version", "UInt64"),
@@ -454,6 +488,8 @@ def person_row(
         session_count,
         event_count,
         status,
+        walk_stages(stage_writes(state.stages))[0],
+        current_lists(list_writes(state.lists)),
         merged_into or "",
         state.to_json(),
         version,

@@ -4,7 +4,13 @@
     sessions      ─► sessions, session_overrides
     identities    ─► person_distinct_ids
     persons       ─► person_overrides, persons (and each changed person on person-properties, for configs)
-    user-commands ─► persons (creates, updates), row removals (deletes, erasures), user_commands, erasures
+    user-commands ─► persons (creates, updates), row removals (deletes, erasures), user_commands, erasures,
+                     stage_history and list_members (with each persons row written)
+    lifecycle-stages, lists ─► lifecycle_stages, lists (the definitions)
+
+After each batch's persons rows, the lifecycle stages' rules (followed whole from lifecycle-stages) decide
+forward moves; each is a command on user-commands, applied like the API's (projections/groups.py). A replay
+does not decide again: the moves are in the command log already.
     dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 The management API's commands are read in full before anything else (projections/directory.py), so
@@ -29,6 +35,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -37,6 +44,16 @@ from pydantic import ValidationError
 
 from projections import metrics, rows
 from projections.directory import Directory
+from projections.groups import (
+    LIFECYCLE_STAGES,
+    LIST_MEMBERS,
+    LISTS,
+    STAGE_HISTORY,
+    group_rows,
+    lifecycle_stage_row,
+    list_row,
+    rule_commands,
+)
 from projections.person_folder import PersonFolder
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profiles import person_properties_record
@@ -49,8 +66,10 @@ from schemas.config import FootfallSettings
 from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
+from schemas.lists import ListDefinition
 from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
+from schemas.stages import StageDefinition, StageRules, effective_stages
 from schemas.topics import Topics
 from schemas.user_commands import UserCommand
 
@@ -144,6 +163,8 @@ class RecordDecoder:
             topics.persons.name: self._on_person_message,
             topics.dead_letter.name: self._on_bad_row,
             topics.user_commands.name: self._on_user_command,
+            topics.lifecycle_stages.name: self._on_stage_definition,
+            topics.lists.name: self._on_list_definition,
         }
 
     def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
@@ -216,6 +237,14 @@ class RecordDecoder:
         if command.kind == "erase":
             batch.rows[rows.ERASURES.name].append(rows.erasure_row(command))
 
+    def _on_stage_definition(self, batch: Batch, value: bytes, message: Message) -> None:
+        if value:  # a tombstone (compaction's) carries nothing to keep
+            batch.rows[LIFECYCLE_STAGES.name].append(lifecycle_stage_row(StageDefinition.model_validate_json(value)))
+
+    def _on_list_definition(self, batch: Batch, value: bytes, message: Message) -> None:
+        if value:
+            batch.rows[LISTS.name].append(list_row(ListDefinition.model_validate_json(value)))
+
     def add(self, batch: Batch, message: Message) -> None:
         """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
         topic = message.topic()
@@ -270,6 +299,9 @@ class Projector:
         self.definitions = CompactedFollower(
             settings.kafka_bootstrap_servers, topics.property_definitions.name, PropertyDefinition.model_validate_json
         )
+        # Lifecycle stages (their rules and order): the whole compacted topic, followed by every projector.
+        self.stages = CompactedFollower(settings.kafka_bootstrap_servers, topics.lifecycle_stages.name, StageDefinition.model_validate_json)
+        self.stage_rules = StageRules(effective_stages([]))
         self.directory = Directory().apply_all(read_user_commands(settings))
         self.decoder = RecordDecoder(topics, self.session_overrides, self.person_overrides, self.directory, replaying)
         # Partitioned profiles: this process also owns a share of the person-changes partitions. A replay is
@@ -292,13 +324,20 @@ class Projector:
     # -- the loop -----------------------------------------------------------------------------------------
 
     def follow_definitions(self, catch_up: bool = False) -> None:
-        """The property definitions in force: all of them before the first batch, then what changed."""
-        try:
-            changed = self.definitions.catch_up() if catch_up else self.definitions.poll()
-        except LookupError:  # no definitions topic yet: the built-ins only
-            return
-        if catch_up or changed:
+        """The property definitions and lifecycle stages in force: all of them before the first batch, then what changed."""
+        if self._follow(self.definitions, catch_up):
             self.decoder.rules = effective(self.definitions.values.values())
+        if self._follow(self.stages, catch_up):
+            self.stage_rules = StageRules(effective_stages(self.stages.values.values()))
+
+    @staticmethod
+    def _follow(follower: CompactedFollower, catch_up: bool) -> bool:
+        """Whether the followed table may have changed (a topic not created yet: the built-ins only)."""
+        try:
+            changed = follower.catch_up() if catch_up else follower.poll()
+        except LookupError:
+            return False
+        return bool(catch_up or changed)
 
     def follow_commands(self) -> None:
         if self.commands:
@@ -325,6 +364,7 @@ class Projector:
             if self.commands:
                 self.commands.close()
             self.definitions.close()
+            self.stages.close()
             self.producer.flush(10)
 
     def stop(self) -> None:
@@ -377,7 +417,16 @@ class Projector:
             self.producer.produce(self.settings.topics.dead_letter.name, bad)
         if batch.bad_rows and self.producer.flush(30) > 0:
             raise RuntimeError("the dead-letter topic did not acknowledge the projector's bad rows")
-        order = (rows.PERSON_DISTINCT_IDS, rows.PERSON_OVERRIDES, rows.SESSION_OVERRIDES, rows.EVENTS, rows.SESSIONS, rows.BAD_ROWS)
+        order = (
+            rows.PERSON_DISTINCT_IDS,
+            rows.PERSON_OVERRIDES,
+            rows.SESSION_OVERRIDES,
+            rows.EVENTS,
+            rows.SESSIONS,
+            rows.BAD_ROWS,
+            LIFECYCLE_STAGES,
+            LISTS,
+        )
         for table in order:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
@@ -388,8 +437,7 @@ class Projector:
         elif batch.persons:
             # Profiles last: they read the mappings, events and sessions written just above.
             person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live, self.directory))
-            self._insert(PERSONS, person_rows, batch.dedup_token(PERSONS.name))
-            self.publish_person_properties(person_rows)
+            self.write_persons(person_rows, batch.dedup_token)
         for command in batch.removals:
             self._retrying(
                 lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}"
@@ -400,11 +448,33 @@ class Projector:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
 
+    def write_persons(self, person_rows: list[list], token: Callable[[str], str]) -> None:
+        """Profile rows and what derives from them: the stage history and list memberships they carry, each
+        person's properties for configs, and the stage rules' moves (decided live only: a replay has them in
+        the command log). Used by this projector's own fold and by the persons' owner (partitioned profiles)."""
+        self._insert(PERSONS, person_rows, token(PERSONS.name))
+        history, members = group_rows(person_rows)
+        self._insert(STAGE_HISTORY, history, token(STAGE_HISTORY.name))
+        self._insert(LIST_MEMBERS, members, token(LIST_MEMBERS.name))
+        self.publish_person_properties(person_rows)
+        if not self.replaying:
+            self.publish_stage_moves(person_rows)
+
     def publish_person_properties(self, person_rows: list[list]) -> None:
         """Each changed person's properties on the compacted person-properties topic (configs' targeting
         reads them there, with no ClickHouse query), before the batch's offsets are committed: a crash
         re-sends them, and the highest version wins."""
         self._publish_properties([person_properties_record(row) for row in person_rows])
+
+    def publish_stage_moves(self, person_rows: list[list]) -> None:
+        """The stage rules' forward moves, as commands on user-commands (acknowledged before the batch's offsets
+        are committed: a crash decides them again, with the same command ids)."""
+        topic = self.settings.topics.user_commands.name
+        moves = rule_commands(person_rows, self.stage_rules, datetime.now(UTC))
+        for command in moves:
+            self.producer.produce(topic, command.model_dump_json().encode(), command.person_id)
+        if moves and self.producer.flush(30) > 0:
+            raise RuntimeError("the user-commands topic did not acknowledge the stage rules' moves")
 
     def publish_removed_persons(self, removals: list) -> None:
         """A deleted or erased person's properties leave the compacted topic too (a tombstone)."""

@@ -92,6 +92,16 @@ class Topics:
         return self._spec("property-definitions", "property name", "schemas.properties.PropertyDefinition", partitions=1, compacted=True)
 
     @property
+    def lifecycle_stages(self) -> TopicSpec:
+        """Lifecycle stage definitions, versioned (schemas/stages.py); compacted to the latest per stage id."""
+        return self._spec("lifecycle-stages", "stage id", "schemas.stages.StageDefinition", partitions=1, compacted=True)
+
+    @property
+    def lists(self) -> TopicSpec:
+        """Static list definitions, versioned (schemas/lists.py); compacted to the latest per list id."""
+        return self._spec("lists", "list id", "schemas.lists.ListDefinition", partitions=1, compacted=True)
+
+    @property
     def configs(self) -> TopicSpec:
         """Every version of every dynamic config (management API → collectors, API); one partition, kept
         forever: the history. Readers replay it from the start and keep the highest version per key."""
@@ -129,4 +139,6 @@ class Topics:
             self.user_commands,
             self.erasures,
             self.property_definitions,
+            self.lifecycle_stages,
+            self.lists,
         ]

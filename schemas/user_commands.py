@@ -47,7 +47,8 @@ class UserCommand(BaseModel):
     """One change to one person, applied by the profile projection.
 
     create/update: `set` writes properties (default and custom ones alike), `unset` removes them, `status`
-    sets active/disabled, `tags_add`/`tags_remove` edit the tag set; each write competes by `at`.
+    sets active/disabled, `tags_add`/`tags_remove` edit the tag set; each write competes by `at`. `stage`
+    and `lists_add`/`lists_remove` are kept as writes and walked in stamp order (schemas/stages.py, lists.py).
     delete: the person and every row of theirs that was received until `at` disappear; later tracking with
     the same ids starts a fresh person. erase: a delete that also drops every later event of those ids.
     """
@@ -64,6 +65,16 @@ class UserCommand(BaseModel):
     tags_add: list[str] = Field(default_factory=list)
     tags_remove: list[str] = Field(default_factory=list)
     id_digests: list[str] = Field(default_factory=list)  # delete, erase: id_digest of every identifier
+    # Lifecycle stage (schemas/stages.py): the stage set, by what ("api", "import", "rule:<stage id>"), why;
+    # a rule's write names the stage it moves the person from (applied only if the person is still there).
+    stage: str | None = None
+    stage_by: str | None = None
+    stage_reason: str = ""
+    stage_from: str | None = None
+    # Static lists (schemas/lists.py): list ids added and removed, and who did it.
+    lists_add: list[str] = Field(default_factory=list)
+    lists_remove: list[str] = Field(default_factory=list)
+    lists_by: str = ""
     job_id: str | None = None  # set when a bulk edit made this command
 
 

@@ -29,6 +29,7 @@ COLUMNS: dict[str, Column] = {c.key: c for c in (
     Column("last_name", "Last name"),
     Column("tags", "Tags"),
     Column("status", "Status"),
+    Column("stage", "Stage"),
     Column("kind", "Kind"),
     Column("last_seen", "Last seen", "last_seen"),
     Column("first_seen", "First seen", "first_seen"),
@@ -40,8 +41,8 @@ COLUMNS: dict[str, Column] = {c.key: c for c in (
     Column("city", "City"),
     Column("country", "Country"),
 )}
-DEFAULT_COLUMNS = ("display_name", "email", "user_id", "customer_id", "first_name", "last_name", "tags", "last_seen")
-FILTERS = ("q", "status", "tag", "kind")
+DEFAULT_COLUMNS = ("display_name", "email", "user_id", "customer_id", "first_name", "last_name", "tags", "stage", "last_seen")
+FILTERS = ("q", "status", "tag", "kind", "stage", "list")
 KINDS = ("identified", "anonymous", "contact")
 STATUSES = ("active", "disabled")
 PROPERTY_FILTER_ROWS = 3  # f<i>.name / f<i>.value pairs on the page (any number in a URL up to the API's limit)
@@ -80,7 +81,7 @@ def property_filters(params: Mapping[str, str] | Any) -> dict[str, str]:
 
 
 def api_filter(params: Mapping[str, str] | Any) -> dict[str, Any]:
-    """The filter as POST /users/bulk takes it: q, status, tag, kind, properties (empty ones left out)."""
+    """The filter as POST /users/bulk takes it: q, status, tag, kind, stage, list, properties (empty ones left out)."""
     chosen: dict[str, Any] = {name: params.get(name).strip() for name in FILTERS if (params.get(name) or "").strip()}
     if properties := property_filters(params):
         chosen["properties"] = properties

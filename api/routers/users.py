@@ -20,6 +20,7 @@ from api.bodies import StrictJSONRoute
 from api.commands import Record
 from api.definitions import check_unique
 from api.errors import ApiError, FieldError, JSONAnswer
+from api.groups import Lists, Stages, check_groups
 from api.jobs import BulkEdit, Jobs
 from api.people import People
 from api.user_model import (
@@ -146,6 +147,7 @@ async def create_user(request: Request, body: UserCreate, wait: Wait = False, id
         return replay
     properties = validate_create(body)
     _validate_custom(request, properties, partial=False)
+    await check_groups(_stages(request), _lists(request), body)
     people = _people(request)
     await _check_free(people, properties)
     await check_unique(_state(request).definitions, _state(request).reader, properties, skip=IDENTIFIERS)
@@ -188,6 +190,8 @@ async def list_users(
     status: Annotated[Literal["active", "disabled"] | None, Query()] = None,
     tag: Annotated[str | None, Query(max_length=64)] = None,
     kind: Annotated[Kind | None, Query(description="identified, anonymous or contact")] = None,
+    stage: Annotated[str | None, Query(max_length=64, description="a lifecycle stage id; `none`: no stage set")] = None,
+    list: Annotated[str | None, Query(max_length=64, alias="list", description="a list id: its current members")] = None,
     sort: Annotated[str, Query(description="last_seen, first_seen, email, name, event_count, session_count, visitor_number; '-' for descending")] = "-last_seen",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
@@ -198,11 +202,30 @@ async def list_users(
         for name, value in request.query_params.items()
         if name.startswith("properties.")
     }
-    query = ListQuery(q=q, status=status, tag=tag, kind=kind, properties=properties, sort=sort, limit=limit, cursor=cursor).check()
+    query = ListQuery(q=q, status=status, tag=tag, kind=kind, stage=stage, list=list, properties=properties, sort=sort,
+                      limit=limit, cursor=cursor).check()
     if cursor:
         query.cursor_position()
     users, next_cursor = await _people(request).search(query)
-    return {"users": users, "next_cursor": next_cursor}
+    names = await _list_names(request)
+    return {"users": [_with_list_names(user, names) for user in users], "next_cursor": next_cursor}
+
+
+async def _list_names(request: Request) -> dict[str, str]:
+    return {list_id: d.name for list_id, d in (await _lists(request).live()).items()}
+
+
+def _with_list_names(profile: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """`lists` as [{id, name}], the lists that still exist."""
+    return {**profile, "lists": [{"id": i, "name": names[i]} for i in profile.get("lists", []) if i in names]}
+
+
+def _stages(request: Request) -> Stages:
+    return _state(request).stages
+
+
+def _lists(request: Request) -> Lists:
+    return _state(request).lists
 
 
 @router.get("/users/{ref}")
@@ -213,7 +236,26 @@ async def get_user(request: Request, ref: str) -> dict[str, Any]:
     profile = await people.profile(person_id)
     if profile is None:
         raise ApiError.of(404, "ref", "exists", f"no user {ref!r}")
-    return profile
+    return _with_list_names(profile, await _list_names(request))
+
+
+@router.get("/users/{ref}/stage-history")
+async def user_stage_history(request: Request, ref: str) -> dict[str, Any]:
+    """Every lifecycle stage the user entered, oldest first: when, from which stage, by what (`rule:<stage id>`,
+    `api`, `import`) and the reason given."""
+    people = _people(request)
+    person_id = await people.require(parse_ref(ref), ref)
+    return {"person_id": person_id, "history": await people.stage_history(person_id)}
+
+
+@router.get("/users/{ref}/lists")
+async def user_lists(request: Request, ref: str) -> dict[str, Any]:
+    """The user's list memberships, past ones included: added when and by whom, removed when and by whom."""
+    people = _people(request)
+    person_id = await people.require(parse_ref(ref), ref)
+    names = {list_id: d.name for list_id, d in (await _lists(request).live()).items()}
+    rows = [{**row, "name": names[row["list_id"]]} for row in await people.list_memberships(person_id) if row["list_id"] in names]
+    return {"person_id": person_id, "memberships": rows}
 
 
 # -- update -----------------------------------------------------------------------------------------------
@@ -221,12 +263,14 @@ async def get_user(request: Request, ref: str) -> dict[str, Any]:
 
 @router.patch("/users/{ref}", status_code=202, response_model=Accepted)
 async def update_user(request: Request, ref: str, body: UserPatch, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> JSONAnswer:
-    """Set and unset properties, set the status (active/disabled), add and remove tags."""
+    """Set and unset properties, set the status (active/disabled), add and remove tags, set the lifecycle stage
+    (`stage`, with `stage_reason`; backwards too, recorded in the stage history), add to and remove from lists."""
     command_id, raw, replay = await _idempotent(request, idempotency_key, f"PATCH /users/{ref}")
     if replay is not None:
         return replay
     body = validate_patch(body)
     _validate_custom(request, body.set, partial=True, unset=body.unset)
+    await check_groups(_stages(request), _lists(request), body)
     people = _people(request)
     person_id = await people.require(parse_ref(ref), ref)
     await _check_free(people, body.set, person_id)
@@ -360,6 +404,8 @@ class BulkFilter(BaseModel):
     status: Literal["active", "disabled"] | None = None
     tag: Annotated[str, Field(max_length=64)] | None = None
     kind: Kind | None = None
+    stage: Annotated[str, Field(max_length=64)] | None = None
+    list: Annotated[str, Field(max_length=64)] | None = None
     properties: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict)
 
 
@@ -387,6 +433,7 @@ async def bulk_edit(request: Request, body: BulkRequest, idempotency_key: Idempo
         if body.update is None:
             raise ApiError.of(422, "update", "required", "action update needs an update (as PATCH /users/{ref} takes it)")
         validate_patch(body.update)
+        await check_groups(_stages(request), _lists(request), body.update)
         errors = [e for e in ("user_id", "email", "phone", "customer_id") if e in body.update.set]
         if errors:
             raise ApiError(422, [FieldError(f"update.set.{name}", "unique", f"{name} identifies one user; it cannot be set in bulk") for name in errors])

@@ -17,7 +17,9 @@ from api.console.snippet import browser_snippet, server_examples
 # API path → (console path, label, section): shown once GET on the API path answers 200.
 OPTIONAL_SECTIONS = (("/property-definitions", "/admin/properties", "Properties", "properties"),
                      ("/configs", "/admin/configs", "Configs", "configs"),
-                     ("/imports/-", "/admin/imports", "Imports", "imports"))
+                     ("/imports/-", "/admin/imports", "Imports", "imports"),
+                     ("/lifecycle-stages", "/admin/stages", "Lifecycle stages", "stages"),
+                     ("/lists", "/admin/lists", "Lists", "lists"))
 RECHECK_SECONDS = 60.0
 
 

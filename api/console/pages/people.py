@@ -16,6 +16,7 @@ from starlette.routing import Route
 from api.console import people_view as view
 from api.console.app import console, flash, login_required
 from api.console.forms import DEFAULT_PROPERTIES, create_body, create_form_fields, property_of_error_field
+from api.console.pages.groups import list_choices, stage_choices
 
 EXPORT_PAGE = 1000
 
@@ -41,6 +42,7 @@ async def people(request: Request) -> Response:
         error = answer.message
     columns = [view.COLUMNS[key] for key in view.chosen_columns(request.session.get("columns"))]
     property_names = sorted({*DEFAULT_PROPERTIES, *(d["name"] for d in await definitions(request))})
+    stages = await stage_choices(request)
     return await console(request).render_page(
         request, "people.html", section="people", users=users, columns=columns, params=params, error=error,
         query_string=view.page_query(params, cursor=None),
@@ -50,6 +52,7 @@ async def people(request: Request) -> Response:
         sort_link=lambda column: view.sort_link(params, column),
         property_filters=list(view.property_filters(params).items()), filter_rows=view.PROPERTY_FILTER_ROWS,
         property_names=property_names, statuses=view.STATUSES, kinds=view.KINDS,
+        stages=stages, stage_names={s["id"]: s["name"] for s in stages}, lists=await list_choices(request),
         display_name=view.display_name, cell=view.cell,
     )
 
@@ -99,6 +102,15 @@ def _bulk_plan(form: Any) -> tuple[dict[str, Any] | None, str, str]:
         if value not in view.STATUSES:
             return None, "", "The status is active or disabled."
         return {"action": "update", "update": {"status": value}}, f"Set status to {value}", ""
+    if action == "stage":
+        if not value:
+            return None, "", "Give the stage id."
+        return {"action": "update", "update": {"stage": value, "stage_reason": "bulk edit in the console"}}, f"Set the stage to {value}", ""
+    if action in ("list", "unlist"):
+        if not name:
+            return None, "", "Give the list id."
+        edit = {"add": [name], "by": "console"} if action == "list" else {"remove": [name], "by": "console"}
+        return {"action": "update", "update": {"lists": edit}}, f"{'Add to' if action == 'list' else 'Remove from'} list {name}", ""
     if action == "delete":
         return {"action": "delete"}, "Delete", ""
     return None, "", "Choose an action."

@@ -13,9 +13,11 @@ from starlette.routing import Route
 from api.console import people_view as view
 from api.console.app import console, flash, login_required
 from api.console.forms import DEFAULT_LABELS, DEFAULT_PROPERTIES, field_spec, typed_value
+from api.console.pages.groups import list_choices, stage_choices
 from api.console.pages.people import definitions
 
-TABS = (("properties", "Properties"), ("events", "Events"), ("sessions", "Sessions"), ("configs", "Configs"), ("identity", "Identity"))
+TABS = (("properties", "Properties"), ("events", "Events"), ("sessions", "Sessions"), ("stage", "Stage history"),
+        ("groups", "Segments & lists"), ("configs", "Configs"), ("identity", "Identity"))
 GRAPH_DAYS = (7, 30, 90)
 TIMELINE_PAGE = 50
 
@@ -49,11 +51,19 @@ async def profile(request: Request) -> Response:
         context["sessions"] = [view.session_row(s) for s in (answer.body.get("sessions", []) if answer.ok else [])]
     elif tab == "configs":
         context.update(await _configs_tab(request, person_id))
+    elif tab == "stage":
+        answer = await c.api.get(f"/users/{person_id}/stage-history")
+        context["stage_history"] = list(reversed(answer.body.get("history", []))) if answer.ok else []
+    elif tab == "groups":
+        answer = await c.api.get(f"/users/{person_id}/lists")
+        context["memberships"] = answer.body.get("memberships", []) if answer.ok else []
+        context["lists"] = await list_choices(request)
     elif tab == "identity":
         answer = await c.api.get(f"/users/{person_id}/merges")
         context["merges"] = answer.body.get("merges", []) if answer.ok else []
+    stages = await stage_choices(request)
     return await c.render_page(
-        request, "profile.html", section="people", user=user, props=user.get("properties") or {}, name=view.display_name(user),
+        request, "profile.html", section="people", user=user, stages=stages, stage_names={s["id"]: s["name"] for s in stages}, props=user.get("properties") or {}, name=view.display_name(user),
         kind=view.kind_of(user), tab=tab, tabs=TABS, tab_label=dict(TABS)[tab], labels=DEFAULT_LABELS,
         short_time=view.short_time, **context,
     )
