@@ -5,6 +5,7 @@
     identities    ─► person_distinct_ids
     persons       ─► person_overrides, persons (and each changed person on person-properties, for configs)
     user-commands ─► persons (creates, updates), row removals (deletes, erasures), user_commands, erasures
+    company-commands, group calls on enriched ─► companies, company_members (after persons), company_commands
     dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 The management API's commands are read in full before anything else (projections/directory.py), so
@@ -37,6 +38,8 @@ from pydantic import ValidationError
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from projections import metrics, rows
+from projections.companies import COMPANY_COMMANDS, company_command_row, is_group_call
+from projections.company_projection import CompaniesProjection, CompanyChanges
 from projections.directory import Directory
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profiles import person_properties_record
@@ -45,6 +48,7 @@ from projections.removals import remove_person_rows
 from projections.rows import Overrides, TableSpec, epoch_ms
 from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
 from schemas.compacted import CompactedFollower
+from schemas.companies import CompanyCommand
 from schemas.config import FootfallSettings
 from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
@@ -66,6 +70,7 @@ class Batch:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
     persons: PersonChanges = field(default_factory=PersonChanges)
     removals: list[UserCommand] = field(default_factory=list)  # deletes and erasures, applied after the inserts
+    companies: CompanyChanges = field(default_factory=CompanyChanges)
     started: float = field(default_factory=time.monotonic)
     size: int = 0  # events (the batch's bound is on rows)
     records: int = 0
@@ -145,6 +150,7 @@ class RecordDecoder:
             topics.persons.name: self._on_person_message,
             topics.dead_letter.name: self._on_bad_row,
             topics.user_commands.name: self._on_user_command,
+            topics.company_commands.name: self._on_company_command,
         }
 
     def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
@@ -152,6 +158,8 @@ class RecordDecoder:
         received = epoch_ms(event.received_at)
         person = self.person_overrides.live.get(event.person_id or "", event.person_id)
         if self.directory.drops((event.distinct_id, event.anonymous_id, event.user_id), received, person):
+            if is_group_call(event):  # its traits describe the company, which stays; the membership went with the user
+                batch.companies.company_writes.append(event)
             return  # deleted or erased through the management API
         if self.directory.status_at(person, received) == "disabled":
             event = event.model_copy(update={"flags": [*event.flags, "user_disabled"]})
@@ -159,6 +167,8 @@ class RecordDecoder:
         # The event is kept as it came; its profile writes that break a property definition are not.
         screened, violations = screen(event, self.rules)
         batch.persons.events.append(screened)
+        if is_group_call(event):
+            batch.companies.group_calls.append(event)
         if not self.replaying:
             batch.bad_rows += [violation_bad_row(event, violation, origin_of(message)) for violation in violations]
 
@@ -213,6 +223,11 @@ class RecordDecoder:
         if command.kind == "erase":
             batch.rows[rows.ERASURES.name].append(rows.erasure_row(command))
 
+    def _on_company_command(self, batch: Batch, value: bytes, message: Message) -> None:
+        command = CompanyCommand.model_validate_json(value)
+        batch.companies.commands.append(command)
+        batch.rows[COMPANY_COMMANDS.name].append(company_command_row(command, time.time_ns() // 1_000_000))
+
     def add(self, batch: Batch, message: Message) -> None:
         """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
         topic = message.topic()
@@ -247,6 +262,7 @@ class Projector:
         self.assigned = threading.Event()  # the group has given this projector its share of the partitions
         self.refused_now = False  # a write is being retried because ClickHouse refused it
         self.persons = PersonsProjection(client, settings.database)
+        self.companies = CompaniesProjection(client, settings.database, settings.company_domain_membership)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
         self.consumer = Consumer(
@@ -355,6 +371,7 @@ class Projector:
         for table in order:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
+        person_rows: list[list] = []
         if batch.persons:
             # Profiles last: they read the mappings, events and sessions written just above.
             person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live, self.directory))
@@ -363,8 +380,13 @@ class Projector:
         for command in batch.removals:
             self._retrying(lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}")
         self.publish_removed_persons(batch.removals)
-        # The command log last: a command found there is readable (what ?wait=true waits for).
-        for table in (rows.ERASURES, rows.USER_COMMANDS):
+        # Companies after persons and removals: derived links, member counts and last seen read the profiles.
+        self._retrying(lambda: self.companies.project(
+            batch.companies, person_rows, batch.persons.merges, batch.removals, self.person_overrides.live, self.directory,
+            lambda table, data: self._insert(table, data, batch.dedup_token(table.name)),
+        ), what="the companies")
+        # The command logs last: a command found there is readable (what ?wait=true waits for).
+        for table in (rows.ERASURES, rows.USER_COMMANDS, COMPANY_COMMANDS):
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
 

@@ -56,6 +56,10 @@ class FootfallSettings(BaseSettings):
     batch_max_rows: int = Field(default=10_000, ge=1)
     batch_max_seconds: float = Field(default=1.0, gt=0)
 
+    # Companies: link a user whose email domain is a company's domain (not free mail) to that company, flagged
+    # derived (projections/companies.py).
+    company_domain_membership: bool = False
+
     # Management API (`footfall api`)
     api_host: str = "127.0.0.1"
     api_port: int = 8000

@@ -9,6 +9,16 @@ import orjson
 import pytest
 
 from ingest.normalize import Edge, normalize
+from projections.companies import (
+    COMPANIES,
+    COMPANY_COMMANDS,
+    COMPANY_MEMBERS,
+    company_command_row,
+    company_of_command,
+    company_row,
+    member_row,
+    membership_of_command,
+)
 from projections.profiles import EMPTY, PERSONS, person_row
 from projections.rows import (
     ERASURES,
@@ -32,6 +42,7 @@ from projections.rows import (
     session_row,
 )
 from schemas.bad_rows import BadRow, Problem
+from schemas.companies import CompanyCommand
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity
 from schemas.sessions import SessionUpdate
@@ -54,6 +65,8 @@ SESSION = SessionUpdate(
 )
 BAD = BadRow(kind="schema_violation", stage="collector", problems=[Problem(field="event", reason="required for track", rule="required")],
              source_id="web", received_at=AT, payload='{"type":"track"}', payload_chars=16, index=2, message_id="m-2")
+COMPANY_UPSERT = CompanyCommand(kind="upsert", command_id="cc-1", company_id="acme", at=AT, set={"name": "Acme", "website": "https://www.acme.example/"})
+MEMBER_ADD = CompanyCommand(kind="member_add", command_id="cc-2", company_id="acme", at=AT, person_id="pp-1", role="buyer", primary=True)
 
 # Every table the code writes, with one row of it as the code builds it.
 WRITTEN: dict[str, tuple[TableSpec, list]] = {
@@ -66,6 +79,9 @@ WRITTEN: dict[str, tuple[TableSpec, list]] = {
     "bad_rows": (BAD_ROWS, bad_row_row(BAD, 0, 11)),
     "user_commands": (USER_COMMANDS, user_command_row(COMMAND, 1_700_000_000_123)),
     "erasures": (ERASURES, erasure_row(COMMAND.model_copy(update={"kind": "erase"}))),
+    "companies": (COMPANIES, company_row("acme", company_of_command(COMPANY_UPSERT), 2, epoch_ms(AT), 9)),
+    "company_members": (COMPANY_MEMBERS, member_row("acme", "pp-1", membership_of_command(MEMBER_ADD), None, False, 10)),
+    "company_commands": (COMPANY_COMMANDS, company_command_row(MEMBER_ADD, 1_700_000_000_456)),
 }
 # Written by a materialized view over events (views.sql), not by the code.
 WRITTEN_BY_VIEWS = {"event_counts_daily_by_distinct_id"}
