@@ -84,6 +84,7 @@ def create_app(
     app.state.metrics.instrument(app)
     app.state.definitions = Definitions(settings.kafka_bootstrap_servers, settings.topics.property_definitions.name)
     app.state.property_validator = PropertyValidator(app.state.definitions)
+    app.state.company_property_validator = PropertyValidator(app.state.definitions, "company")
     install_error_handlers(app)
 
     @app.exception_handler(CommandsUnavailable)

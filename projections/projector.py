@@ -43,7 +43,7 @@ from projections.company_projection import CompaniesProjection, CompanyChanges
 from projections.directory import Directory
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profiles import person_properties_record
-from projections.property_rules import screen, violation_bad_row
+from projections.property_rules import screen, screen_group_call, violation_bad_row
 from projections.removals import remove_person_rows
 from projections.rows import Overrides, TableSpec, epoch_ms
 from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
@@ -143,6 +143,7 @@ class RecordDecoder:
         self.directory = directory
         self.replaying = replaying
         self.rules: dict[str, PropertyDefinition] = dict(BUILT_IN)  # the property definitions in force
+        self.company_rules: dict[str, PropertyDefinition] = {}  # the company property definitions in force
         self.handlers: dict[str, Callable[[Batch, bytes, Message], None]] = {
             topics.enriched.name: self._on_event,
             topics.sessions.name: self._on_session_message,
@@ -157,9 +158,14 @@ class RecordDecoder:
         event = EnrichedEvent.model_validate_json(value)
         received = epoch_ms(event.received_at)
         person = self.person_overrides.live.get(event.person_id or "", event.person_id)
+        group_call = None
+        if is_group_call(event):
+            group_call, refused = screen_group_call(event, self.company_rules)
+            if not self.replaying:
+                batch.bad_rows += [violation_bad_row(event, violation, origin_of(message)) for violation in refused]
         if self.directory.drops((event.distinct_id, event.anonymous_id, event.user_id), received, person):
-            if is_group_call(event):  # its traits describe the company, which stays; the membership went with the user
-                batch.companies.company_writes.append(event)
+            if group_call is not None:  # its traits describe the company, which stays; the membership went with the user
+                batch.companies.company_writes.append(group_call)
             return  # deleted or erased through the management API
         if self.directory.status_at(person, received) == "disabled":
             event = event.model_copy(update={"flags": [*event.flags, "user_disabled"]})
@@ -167,8 +173,8 @@ class RecordDecoder:
         # The event is kept as it came; its profile writes that break a property definition are not.
         screened, violations = screen(event, self.rules)
         batch.persons.events.append(screened)
-        if is_group_call(event):
-            batch.companies.group_calls.append(event)
+        if group_call is not None:
+            batch.companies.group_calls.append(group_call)
         if not self.replaying:
             batch.bad_rows += [violation_bad_row(event, violation, origin_of(message)) for violation in violations]
 
@@ -303,6 +309,7 @@ class Projector:
             return
         if catch_up or changed:
             self.decoder.rules = effective(self.definitions.values.values())
+            self.decoder.company_rules = effective(self.definitions.values.values(), "company")
 
     def run(self) -> None:
         self.follow_definitions(catch_up=True)

@@ -3,6 +3,6 @@
 
 from api.routers import companies, configs, health, imports, property_definitions, users
 
-API_ROUTERS = [users.router, users.jobs_router, users.commands_router, property_definitions.router, imports.router,
+API_ROUTERS = [users.router, users.jobs_router, users.commands_router, property_definitions.router, property_definitions.company_router, imports.router,
                configs.router, configs.user_configs_router, companies.router, companies.user_companies_router]
 PUBLIC_ROUTERS = [health.router]

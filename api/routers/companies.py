@@ -30,6 +30,14 @@ def _companies(request: Request) -> Companies:
     return Companies(request.app.state.reader)
 
 
+async def _check_properties(request: Request, writes: dict[str, Any], partial: bool, unset: list[str] = ()) -> None:
+    """Names and the built-in shapes (api/companies.py), then the company property definitions: 422 per property."""
+    check_writes(writes, unset)
+    await request.app.state.definitions.ready()
+    if errors := request.app.state.company_property_validator(writes, partial=partial, unset=unset):
+        raise ApiError(422, list(errors))
+
+
 def _record(request: Request, command: CompanyCommand) -> Record:
     topic = request.app.state.settings.topics.company_commands.name
     return Record(topic, command.company_id, command.model_dump_json().encode())
@@ -66,7 +74,7 @@ async def create_company(request: Request, body: CompanyCreate, wait: Wait = Fal
     if replay is not None:
         return replay
     writes = body.writes()
-    check_writes(writes)
+    await _check_properties(request, writes, partial=False)
     companies = _companies(request)
     company_id = body.company_id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"footfall:company:{command_id}"))
     if body.company_id and await companies.get(company_id) is not None:
@@ -110,7 +118,7 @@ async def update_company(request: Request, company_id: str, body: CompanyPatch, 
     command_id, raw, replay = await _idempotent(request, idempotency_key, f"PATCH /companies/{company_id}")
     if replay is not None:
         return replay
-    check_writes(body.set, body.unset)
+    await _check_properties(request, body.set, partial=True, unset=body.unset)
     companies = _companies(request)
     await companies.require(company_id)
     command = CompanyCommand(kind="upsert", command_id=command_id, company_id=company_id, at=datetime.now(UTC), set=body.set,
