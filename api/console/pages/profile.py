@@ -1,5 +1,5 @@
 """A user's profile: header, tabs (Properties with edit in place, Events with the daily graph, Sessions,
-Configs with overrides, Identity) and the actions (disable/activate, tags, delete, erase with a second confirmation)."""
+Configs with overrides, Companies, Identity) and the actions (disable/activate, tags, delete, erase with a second confirmation)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from api.console.app import console, flash, login_required
 from api.console.forms import DEFAULT_LABELS, DEFAULT_PROPERTIES, field_spec, typed_value
 from api.console.pages.people import definitions
 
-TABS = (("properties", "Properties"), ("events", "Events"), ("sessions", "Sessions"), ("configs", "Configs"), ("identity", "Identity"))
+TABS = (("properties", "Properties"), ("events", "Events"), ("sessions", "Sessions"), ("configs", "Configs"), ("companies", "Companies"),
+        ("identity", "Identity"))
 GRAPH_DAYS = (7, 30, 90)
 TIMELINE_PAGE = 50
 
@@ -49,6 +50,9 @@ async def profile(request: Request) -> Response:
         context["sessions"] = [view.session_row(s) for s in (answer.body.get("sessions", []) if answer.ok else [])]
     elif tab == "configs":
         context.update(await _configs_tab(request, person_id))
+    elif tab == "companies":
+        answer = await c.api.get(f"/users/{person_id}/companies", include_ended="true")
+        context["companies"] = answer.body.get("companies", []) if answer.ok else []
     elif tab == "identity":
         answer = await c.api.get(f"/users/{person_id}/merges")
         context["merges"] = answer.body.get("merges", []) if answer.ok else []
