@@ -67,7 +67,7 @@ def create_app(
     app = FastAPI(
         title="footfall management API",
         version="1",
-        summary="Create, read, update, tag, disable, delete and erase users; every write is a command on Kafka.",
+        summary="Create, read, update, tag, disable, delete and erase users; companies and their members; every write is a command on Kafka.",
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,

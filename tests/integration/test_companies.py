@@ -113,6 +113,10 @@ def test_companies_from_group_calls_the_api_and_email_domains_hold_through_delet
         ids = [c["company_id"] for c in first["companies"] + second["companies"]]
         assert ids == sorted(ids) and len(set(ids)) == 3
         assert get("/companies/nope").status_code == 404
+        paths = api.get("/api/v1/openapi.json").json()["paths"]
+        assert {"/api/v1/companies", "/api/v1/companies/{company_id}", "/api/v1/companies/{company_id}/members",
+                "/api/v1/companies/{company_id}/members/{ref}/end", "/api/v1/users/{ref}/companies",
+                "/api/v1/company-property-definitions"} <= set(paths)
         assert api.post(f"/api/v1/companies/{acme}/members", json={"user": "user_id:nobody"}, headers=auth).status_code == 404
 
         # Delete bob and erase carol: their memberships go, the companies stay.
