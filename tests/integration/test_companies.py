@@ -119,6 +119,11 @@ def test_companies_from_group_calls_the_api_and_email_domains_hold_through_delet
                 "/api/v1/company-property-definitions"} <= set(paths)
         assert api.post(f"/api/v1/companies/{acme}/members", json={"user": "user_id:nobody"}, headers=auth).status_code == 404
 
+        # Delete a company: it and its memberships go, its (former) member stays.
+        assert api.delete(f"/api/v1/companies/initech-{tag}?wait=true", headers=auth).status_code == 200
+        assert get(f"/companies/initech-{tag}").status_code == 404
+        assert [c["company_id"] for c in get(f"/users/user_id:{dave}/companies?include_ended=true").json()["companies"]] == [acme]
+
         # Delete bob and erase carol: their memberships go, the companies stay.
         assert api.delete(f"/api/v1/users/user_id:{bob}?wait=true", headers=auth).status_code == 200
         assert api.post(f"/api/v1/users/user_id:{carol}/erase?wait=true", headers=auth).status_code == 200
@@ -133,7 +138,7 @@ def test_companies_from_group_calls_the_api_and_email_domains_hold_through_delet
         finish = end_offsets(settings, list(live.handlers))
         wait_until(lambda: all(live.committed.get(p, 0) >= end for p, end in finish.items()), 60, what="the projector caught up")
         before = company_snapshot(clickhouse_client, settings.database)
-        assert len(before["companies"]) == 3 and len(before["company_members"]) == 4  # ann (acme, globex), dave (acme derived, initech ended)
+        assert len(before["companies"]) == 2 and len(before["company_members"]) == 3  # ann (acme, globex), dave (acme, derived)
 
     replay(settings, connect(settings.clickhouse_dsn))
     after = company_snapshot(clickhouse_client, settings.database)
