@@ -16,8 +16,8 @@ from fastapi import Depends, FastAPI
 
 from api.auth import AdminKey, require_admin
 from api.commands import CommandBus, CommandsUnavailable
-from api.definitions import Definitions, PropertyValidator
 from api.configs import ConfigCatalog
+from api.definitions import Definitions, PropertyValidator
 from api.errors import ApiError, FieldError, install_error_handlers
 from api.idempotency import IdempotencyCache
 from api.jobs import Jobs

@@ -78,7 +78,7 @@ class ConfigCatalog:
         retried delete finds nothing left to remove."""
         await self.loaded()
         written = []
-        for key, current in list(self.registry.latest.items()):
+        for current in list(self.registry.latest.values()):
             if current.deleted or not any(o.ref in refs for o in current.spec.overrides):
                 continue
             spec = current.spec.model_copy(update={"overrides": [o for o in current.spec.overrides if o.ref not in refs]})

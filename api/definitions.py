@@ -18,7 +18,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import ApiError, FieldError
-from api.reads import Reader
+from api.reads import Reader, live_persons_where
 from schemas.compacted import CompactedFollower
 from schemas.properties import (
     BUILT_IN,
@@ -148,8 +148,8 @@ async def check_unique(definitions: Definitions, reader: Reader, values: dict[st
         if name in skip:
             continue
         rows = await reader.rows(
-            "SELECT person_id FROM {db}.persons FINAL WHERE JSONExtractRaw(properties, {k:String}) = {v:String} "
-            "AND person_id != {p:String} LIMIT 1",
+            "SELECT person_id FROM " + live_persons_where("JSONExtractRaw(properties, {k:String}) = {v:String}")
+            + " AND person_id != {p:String} LIMIT 1",
             {"k": name, "v": orjson.dumps(value).decode(), "p": person_id or ""},
         )
         if rows:

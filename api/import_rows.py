@@ -59,10 +59,10 @@ class ColumnPlan:
 
     @property
     def ignored(self) -> list[str]:
-        return [name for name, prop in zip(self.header, self.properties) if prop is None]
+        return [name for name, prop in zip(self.header, self.properties, strict=True) if prop is None]
 
     def column_of(self, prop: str) -> str:
-        return next((name for name, p in zip(self.header, self.properties) if p == prop), prop)
+        return next((name for name, p in zip(self.header, self.properties, strict=True) if p == prop), prop)
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,7 @@ def plan_columns(header: Sequence[str], options: ImportOptions, definitions: Map
             properties.append(options.mapping[name])
         elif name in definitions:
             properties.append(name)
-        elif (normal := normalised_header(name)) in definitions:
-            properties.append(normal)
-        elif options.include_unknown and PROPERTY_NAME.match(normal):
+        elif (normal := normalised_header(name)) in definitions or (options.include_unknown and PROPERTY_NAME.match(normal)):
             properties.append(normal)
         else:
             properties.append(None)
@@ -136,7 +134,7 @@ def read_row(number: int, cells: Sequence[str], plan: ColumnPlan, options: Impor
         return [RowError(number, "", ",".join(cells), "columns", f"{len(cells)} cells; the header has {len(plan.header)}")]
     errors: list[RowError] = []
     written: dict[str, str] = {}
-    for column, prop, cell in zip(plan.header, plan.properties, cells):
+    for column, prop, cell in zip(plan.header, plan.properties, cells, strict=True):
         if prop is None:
             continue
         if cell.strip():

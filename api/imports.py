@@ -27,6 +27,7 @@ import orjson
 from api.commands import Record
 from api.errors import ApiError
 from api.import_rows import ERRORS_HEADER, ImportOptions, ImportRefused, ImportRow, RowError, plan_columns, read_row
+from api.reads import live_persons_where
 from api.user_model import UserCreate, UserPatch, create_records, update_records
 from schemas.identity import PERSON_NAMESPACE
 from schemas.properties import PropertyDefinition, unique_values
@@ -98,29 +99,46 @@ class Lookups:
         return {r["command_id"] for r in found}
 
     async def owners(self, dedupe: str, keys: list[str]) -> dict[str, str]:
-        """key → the live person that has it."""
+        """key → the live person that has it.
+
+        A user id is mapped by the identity processor, which runs behind the profile projection: a user the
+        projector has already created from a command may have no mapping yet. Such a user is found by the
+        user_id property its create set, so a re-run or a changed row finds it instead of founding another."""
         if dedupe == "user_id":
-            sql = ("SELECT distinct_id AS k, argMax(person_id, version) AS person_id FROM {db}.person_distinct_ids "
-                   "WHERE distinct_id IN {keys:Array(String)} GROUP BY distinct_id HAVING argMax(is_deleted, version) = 0")
-        elif dedupe == "email":
-            sql = ("SELECT lower(email) AS k, person_id FROM {db}.persons FINAL WHERE lower(email) IN {keys:Array(String)} "
-                   "ORDER BY is_identified, last_seen")
+            mapped = await self.rows(
+                "SELECT distinct_id AS k, argMax(person_id, version) AS person_id FROM {db}.person_distinct_ids "
+                "WHERE distinct_id IN {keys:Array(String)} GROUP BY distinct_id HAVING argMax(is_deleted, version) = 0",
+                {"keys": keys},
+            )
+            owners = {r["k"]: r["person_id"] for r in mapped}
+            unmapped = [key for key in keys if key not in owners]
+            if unmapped:
+                created = await self.rows(
+                    "SELECT JSONExtractString(properties, 'user_id') AS k, person_id FROM "
+                    + live_persons_where("JSONExtractString(properties, 'user_id') IN {keys:Array(String)}") + " ORDER BY last_seen",
+                    {"keys": unmapped},
+                )
+                owners.update((r["k"], r["person_id"]) for r in created)
+            return owners
+        if dedupe == "email":
+            sql = ("SELECT lower(email) AS k, person_id FROM " + live_persons_where("lower(email) IN {keys:Array(String)}")
+                   + " ORDER BY is_identified, last_seen")
         else:
-            sql = ("SELECT JSONExtractString(properties, 'customer_id') AS k, person_id FROM {db}.persons FINAL "
-                   "WHERE JSONExtractString(properties, 'customer_id') IN {keys:Array(String)} ORDER BY last_seen")
+            sql = ("SELECT JSONExtractString(properties, 'customer_id') AS k, person_id FROM "
+                   + live_persons_where("JSONExtractString(properties, 'customer_id') IN {keys:Array(String)}") + " ORDER BY last_seen")
         return {r["k"]: r["person_id"] for r in await self.rows(sql, {"keys": keys})}  # the last row per key wins
 
     async def holders(self, name: str, values: list[Any]) -> dict[str, str]:
         """JSON text of a value → the person holding it, for one unique property (email: its own column)."""
         if name == "email":
             found = await self.rows(
-                "SELECT email AS v, person_id FROM {db}.persons FINAL WHERE email IN {vals:Array(String)}",
+                "SELECT email AS v, person_id FROM " + live_persons_where("email IN {vals:Array(String)}"),
                 {"vals": [v for v in values if isinstance(v, str)]},
             )
             return {orjson.dumps(r["v"]).decode(): r["person_id"] for r in found}
         found = await self.rows(
-            "SELECT JSONExtractRaw(properties, {k:String}) AS v, person_id FROM {db}.persons FINAL "
-            "WHERE JSONExtractRaw(properties, {k:String}) IN {vals:Array(String)}",
+            "SELECT JSONExtractRaw(properties, {k:String}) AS v, person_id FROM "
+            + live_persons_where("JSONExtractRaw(properties, {k:String}) IN {vals:Array(String)}"),
             {"k": name, "vals": [orjson.dumps(v).decode() for v in values]},
         )
         return {r["v"]: r["person_id"] for r in found}
@@ -195,18 +213,19 @@ class CsvImport:
         """Look the chunk's users up, refuse unique values held elsewhere, send the rest's commands."""
         report, dedupe = self.report, self.options.dedupe
         applied = await self.lookups.applied([row.command_id for row in chunk])
-        owners = await self.lookups.owners(dedupe, sorted({row.key for row in chunk}))
-        conflicts = await self._conflicts(chunk, owners, dedupe, column_of)
+        # A row whose command was applied sends nothing, so it can conflict with nobody: unchanged.
+        pending = [row for row in chunk if row.command_id not in applied]
+        report.accepted += len(chunk) - len(pending)
+        report.unchanged += len(chunk) - len(pending)
+        owners = await self.lookups.owners(dedupe, sorted({row.key for row in pending})) if pending else {}
+        conflicts = await self._conflicts(pending, owners, dedupe, column_of)
         records: list[Record] = []
         at = datetime.now(UTC)
-        for row in chunk:
+        for row in pending:
             if row.row in conflicts:
                 self._reject(errors, conflicts[row.row])
                 continue
             report.accepted += 1
-            if row.command_id in applied:
-                report.unchanged += 1
-                continue
             owner = owners.get(row.key)
             report.updated += owner is not None
             report.created += owner is None

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from api.errors import not_found
-from api.reads import Reader
+from api.reads import Reader, live_persons_where
 from api.user_model import Ref
 from api.user_query import ListQuery, daily_series
 
@@ -54,13 +54,14 @@ class People:
         elif ref.kind == "distinct_id":
             rows = await self.reader.rows(
                 "SELECT argMax(person_id, version) AS live FROM {db}.person_distinct_ids WHERE distinct_id = {d:String} "
-                "GROUP BY distinct_id HAVING argMax(is_deleted, version) = 0 AND live IN (SELECT person_id FROM {db}.persons FINAL)",
+                "GROUP BY distinct_id HAVING argMax(is_deleted, version) = 0 AND live IN (SELECT person_id FROM {db}.persons FINAL "
+                "WHERE person_id IN (SELECT argMax(person_id, version) FROM {db}.person_distinct_ids WHERE distinct_id = {d:String}))",
                 {"d": ref.value},
             )
             return rows[0]["live"] if rows else None
         else:
             rows = await self.reader.rows(
-                "SELECT person_id FROM {db}.persons FINAL WHERE lower(email) = {e:String} "
+                "SELECT person_id FROM " + live_persons_where("lower(email) = {e:String}") + " "
                 "ORDER BY is_identified DESC, last_seen DESC, person_id LIMIT 1",
                 {"e": ref.value},
             )
@@ -91,7 +92,7 @@ class People:
             ref = Ref("distinct_id", value)
         else:
             rows = await self.reader.rows(
-                "SELECT person_id FROM {db}.persons FINAL WHERE JSONExtractString(properties, {k:String}) = {v:String} LIMIT 1",
+                "SELECT person_id FROM " + live_persons_where("JSONExtractString(properties, {k:String}) = {v:String}") + " LIMIT 1",
                 {"k": identifier, "v": value},
             )
             return rows[0]["person_id"] if rows else None

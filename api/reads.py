@@ -23,6 +23,14 @@ from starlette.concurrency import run_in_threadpool
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def live_persons_where(condition: str) -> str:
+    """`{db}.persons FINAL WHERE <condition>`, without FINAL over every person: the condition is tried on the
+    stored rows first (a plain scan), then FINAL reads only the persons that ever matched, by primary key,
+    and the condition holds on their latest version. Over 1,000,000 persons an email or property lookup
+    takes tens of milliseconds this way, instead of a whole FINAL merge (seconds)."""
+    return f"{{db}}.persons FINAL WHERE person_id IN (SELECT person_id FROM {{db}}.persons WHERE {condition}) AND {condition}"
+
+
 class ReadUnavailable(Exception):
     """The read side did not answer (the projector is starting, ClickHouse is away): 503, retry."""
 
@@ -38,7 +46,7 @@ def _with_database(sql: str, database: str) -> str:
 
 
 def _as_json_rows(columns: list[str], rows: list[list]) -> list[dict[str, Any]]:
-    return [dict(zip(columns, row)) for row in rows]
+    return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
 class ClickHouseReader:

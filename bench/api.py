@@ -50,8 +50,11 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(latencies_s: list[float], elapsed_s: float | None = None) -> dict:
-    result = {"n": len(latencies_s), "p50_ms": round(percentile(latencies_s, 0.5) * 1000, 2),
-              "p99_ms": round(percentile(latencies_s, 0.99) * 1000, 2)}
+    result = {
+        "n": len(latencies_s),
+        "p50_ms": round(percentile(latencies_s, 0.5) * 1000, 2),
+        "p99_ms": round(percentile(latencies_s, 0.99) * 1000, 2),
+    }
     if elapsed_s:
         result["per_s"] = round(len(latencies_s) / elapsed_s, 1)
     return result
@@ -137,9 +140,14 @@ def main() -> None:
     args = parser.parse_args()
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="footfall-bench-api-") as data:
         run_id = uuid.uuid4().hex[:8]
-        settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, clickhouse_url=f"chdb://{Path(data, 'clickhouse')}",
-                                    topic_prefix=f"bench-api-{run_id}", database=f"bench_api_{run_id}", data_dir=Path(data),
-                                    batch_max_seconds=0.1)
+        settings = FootfallSettings(
+            kafka_bootstrap_servers=bootstrap,
+            clickhouse_url=f"chdb://{Path(data, 'clickhouse')}",
+            topic_prefix=f"bench-api-{run_id}",
+            database=f"bench_api_{run_id}",
+            data_dir=Path(data),
+            batch_max_seconds=0.1,
+        )
         ensure_topics(bootstrap, settings.topics.all())
         client = connect(settings.clickhouse_dsn)
         migrate(client, settings.database)
@@ -152,22 +160,44 @@ def main() -> None:
         projecting = threading.Thread(target=projector.run, name="projector", daemon=True)
         projecting.start()
         port = free_port()
-        result: dict = {"command": "make bench-api", "persons": args.persons, "concurrency": CONCURRENCY, "persons_load_s": round(load_s, 1)}
+        result: dict = {
+            "command": "make bench-api",
+            "persons": args.persons,
+            "concurrency": CONCURRENCY,
+            "persons_load_s": round(load_s, 1),
+        }
         with Server(app, port):
+
             async def run() -> None:
                 headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60,
-                                             limits=httpx.Limits(max_connections=CONCURRENCY)) as http:
+                async with httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60, limits=httpx.Limits(max_connections=CONCURRENCY)
+                ) as http:
                     floor, floor_s = await floor_sends(bus, settings, args.writes)
-                    creates = [("POST", "/api/v1/users", {"json": {"user_id": f"bench-{run_id}-{n}", "email": f"b{n}-{run_id}@bench.example",
-                                                                     "properties": {"plan": "pro"}}}) for n in range(args.writes)]
+                    creates = [
+                        (
+                            "POST",
+                            "/api/v1/users",
+                            {
+                                "json": {
+                                    "user_id": f"bench-{run_id}-{n}",
+                                    "email": f"b{n}-{run_id}@bench.example",
+                                    "properties": {"plan": "pro"},
+                                }
+                            },
+                        )
+                        for n in range(args.writes)
+                    ]
                     writes, writes_s = await timed_requests(http, creates, CONCURRENCY)
                     result["writes"] = {**summary(writes, writes_s), "floor": summary(floor, floor_s)}
                     result["writes"]["ratio_to_floor"] = round(result["writes"]["per_s"] / result["writes"]["floor"]["per_s"], 3)
                     print(f"writes: {result['writes']}")
 
                     target = (await http.get("/api/v1/users", params={"limit": 1})).json()["users"][0]["person_id"]
-                    patch = lambda n, wait: ("PATCH", f"/api/v1/users/{target}", {"json": {"set": {"n": n}}, "params": {"wait": "true"} if wait else {}})  # noqa: E731
+
+                    def patch(n: int, wait: bool, target: str = target) -> tuple[str, str, dict]:
+                        return "PATCH", f"/api/v1/users/{target}", {"json": {"set": {"n": n}}, "params": {"wait": "true"} if wait else {}}
+
                     unwaited, _ = await timed_requests(http, [patch(n, False) for n in range(args.readable)], 1)
                     waited, _ = await timed_requests(http, [patch(n, True) for n in range(args.readable)], 1)
                     result["readable"] = {**summary(waited), "floor": summary(unwaited)}
@@ -193,8 +223,11 @@ def main() -> None:
                             started = time.perf_counter()
                             await reader.rows(sql, parameters)
                             direct.append(time.perf_counter() - started)
-                        result["search"][kind] = {**summary(latencies), "floor": summary(direct),
-                                                  "p99_ratio_to_floor": round(percentile(latencies, 0.99) / percentile(direct, 0.99), 2)}
+                        result["search"][kind] = {
+                            **summary(latencies),
+                            "floor": summary(direct),
+                            "p99_ratio_to_floor": round(percentile(latencies, 0.99) / percentile(direct, 0.99), 2),
+                        }
                         print(f"search {kind}: {result['search'][kind]}")
 
             asyncio.run(run())

@@ -58,8 +58,20 @@ WRITE_KEY = "bench-write-key"
 BATCH_SIZE = 100
 SERVER_CPU, LOAD_CPU = "0", "1"
 LIGHT_CONNECTIONS = 8
-UVICORN_FLAGS = ["--workers", "1", "--loop", "uvloop", "--http", "httptools", "--log-level", "warning",
-                 "--no-access-log", "--no-proxy-headers", "--timeout-keep-alive", "30"]
+UVICORN_FLAGS = [
+    "--workers",
+    "1",
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--log-level",
+    "warning",
+    "--no-access-log",
+    "--no-proxy-headers",
+    "--timeout-keep-alive",
+    "30",
+]
 
 
 # -- load: realistic calls, each device key different (the per-device limit is on, as in production) -------
@@ -76,8 +88,13 @@ def browser_track(n: int, sent_at: datetime) -> dict:
         "context": {
             "library": {"name": "analytics.js", "version": "npm:next-1.70.0"},
             "locale": "en-US",
-            "page": {"path": "/products/monopoly", "referrer": "https://www.google.com/", "search": "",
-                     "title": "Monopoly – Shop", "url": "https://shop.example.com/products/monopoly"},
+            "page": {
+                "path": "/products/monopoly",
+                "referrer": "https://www.google.com/",
+                "search": "",
+                "title": "Monopoly – Shop",
+                "url": "https://shop.example.com/products/monopoly",
+            },
             "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36",
             "userAgentData": {"brands": [{"brand": "Chromium", "version": "124"}], "mobile": False, "platform": "Linux"},
         },
@@ -116,7 +133,51 @@ def geoip_lookups(addresses: Path) -> dict:
         for address in found:
             geo.locate(address)
     cached = 10 * len(found) / (time.perf_counter() - started)
-    return {"addresses": len(found), "located": located, "cold_lookups_per_s": cold, "cached_lookups_per_s": cached}
+    stalls = {way: loop_stalls(found[:2_000], way) for way in ("on_loop", "off_loop")}
+    return {
+        "addresses": len(found),
+        "located": located,
+        "cold_lookups_per_s": cold,
+        "cached_lookups_per_s": cached,
+        "loop_stall_ms": stalls,
+    }
+
+
+def loop_stalls(addresses: list[str], way: str) -> dict:
+    """How long the event loop goes without serving anything while requests locate addresses never seen
+    (cold cache): a 1 ms ticker's wake-up gaps (p50, p99, max) while 8 request-like tasks each locate
+    their share of the addresses, `on_loop` (ingest.geo.locate called on the loop, as the collector did)
+    or `off_loop` (ingest.geo.locate_off_loop, as it does)."""
+    import asyncio
+
+    from ingest import geo
+
+    async def run() -> dict:
+        gaps: list[float] = []
+        done = asyncio.Event()
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while not done.is_set():
+                await asyncio.sleep(0.001)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        async def requests(share: list[str]) -> None:
+            for address in share:
+                geo.locate(address) if way == "on_loop" else await geo.locate_off_loop(address)
+                await asyncio.sleep(0)  # the next request
+
+        geo.locate.cache_clear()
+        tick = asyncio.create_task(ticker())
+        await asyncio.gather(*(requests(addresses[i::8]) for i in range(8)))
+        done.set()
+        await tick
+        ordered = sorted(gaps)
+        return {"p50": ordered[len(ordered) // 2] * 1000, "p99": ordered[int(len(ordered) * 0.99)] * 1000, "max": ordered[-1] * 1000}
+
+    return asyncio.run(run())
 
 
 def write_sources(directory: Path, geoip: bool) -> Path:
@@ -170,8 +231,19 @@ def wrk(url: str, path: str, bodies: Path, seconds: int, connections: int, addre
     env = {**os.environ, "BENCH_PATH": path, "BENCH_BODIES": str(bodies), "BENCH_AUTH": auth}
     if addresses is not None:
         env["BENCH_FORWARDED_FOR"] = str(addresses)
-    command = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
-               "-s", str(BENCH / "collector_wrk.lua"), url + path]
+    command = [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(BENCH / "collector_wrk.lua"),
+        url + path,
+    ]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errors = re.search(r"Socket errors: (.*)", out)
@@ -233,8 +305,20 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="footfall-bench-"))
     singles, batches, single_bytes, batch_bytes = write_bodies(work)
     addresses = write_addresses(work)
-    names = ("null-single", "durable-single", "collector-single", "collector-single-no-window", "null-batch", "durable-batch",
-             "collector-batch", "xff-nogeo", "xff-geo", "light-null-single", "light-collector-single", "light-collector-single-no-window")
+    names = (
+        "null-single",
+        "durable-single",
+        "collector-single",
+        "collector-single-no-window",
+        "null-batch",
+        "durable-batch",
+        "collector-batch",
+        "xff-nogeo",
+        "xff-geo",
+        "light-null-single",
+        "light-collector-single",
+        "light-collector-single-no-window",
+    )
     samples: dict[str, list[dict]] = {name: [] for name in names}
     with broker() as bootstrap:
         prefix = f"bench-{uuid.uuid4().hex[:8]}"
@@ -243,11 +327,20 @@ def main() -> None:
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic(f"{prefix}.durable", settings.partitions, 1)])[f"{prefix}.durable"].result()
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("FOOTFALL_", "PROMETHEUS_"))}
-        collector_env = {**base_env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix,
-                         "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench"}
+        collector_env = {
+            **base_env,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "FOOTFALL_TOPIC_PREFIX": prefix,
+            "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench",
+        }
         no_window_env = {**collector_env, "FOOTFALL_COLLECTOR_FLUSH_SECONDS": "0"}
         null_env = {**base_env, "PYTHONPATH": str(BENCH)}
-        durable_env = {**null_env, "PYTHONPATH": f"{BENCH}:{REPO}", "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "BENCH_TOPIC": f"{prefix}.durable"}
+        durable_env = {
+            **null_env,
+            "PYTHONPATH": f"{BENCH}:{REPO}",
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "BENCH_TOPIC": f"{prefix}.durable",
+        }
         behind_proxy = {**collector_env, "FOOTFALL_TRUSTED_PROXIES": "127.0.0.1"}
         no_geo_env = {**behind_proxy, "FOOTFALL_SOURCES_FILE": str(write_sources(work, geoip=False))}
         geo_env = {**behind_proxy, "FOOTFALL_SOURCES_FILE": str(write_sources(work, geoip=True))}
@@ -273,8 +366,11 @@ def main() -> None:
                     wrk(url, path, bodies, 2, connections, forwarded)  # warm-up: connections, caches, producer
                     result = wrk(url, path, bodies, args.seconds, connections, forwarded)
                 samples[name].append(result)
-                print(f"round {round_number + 1} {name:17s} {result['requests_per_s']:10.0f} req/s  "
-                      f"p50 {result['p50_latency']:>8s}  p99 {result['p99_latency']:>8s}  non-2xx {result['non_2xx']}", flush=True)
+                print(
+                    f"round {round_number + 1} {name:17s} {result['requests_per_s']:10.0f} req/s  "
+                    f"p50 {result['p50_latency']:>8s}  p99 {result['p99_latency']:>8s}  non-2xx {result['non_2xx']}",
+                    flush=True,
+                )
         records, written = raw_events_written(bootstrap, settings.topics.raw.name)
     lookups = geoip_lookups(addresses)
     shutil.rmtree(work, ignore_errors=True)
@@ -288,19 +384,38 @@ def flush_window_cost(samples: dict[str, list[dict]]) -> dict:
     for load, prefix in (("full", ""), ("light", "light-")):
         with_window = {q: statistics.median(s[f"{q}_ms"] for s in samples[f"{prefix}collector-single"]) for q in ("p50", "p99")}
         without = {q: statistics.median(s[f"{q}_ms"] for s in samples[f"{prefix}collector-single-no-window"]) for q in ("p50", "p99")}
-        cost[load] = {"window_ms": with_window, "no_window_ms": without,
-                      "added_ms": {q: with_window[q] - without[q] for q in ("p50", "p99")}}
+        cost[load] = {
+            "window_ms": with_window,
+            "no_window_ms": without,
+            "added_ms": {q: with_window[q] - without[q] for q in ("p50", "p99")},
+        }
     return cost
 
 
-def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_bytes: int, batch_bytes: int, written: int,
-           lookups: dict, records: int, flush_seconds: float, load: dict | None = None) -> None:
+def report(
+    samples: dict[str, list[dict]],
+    args: argparse.Namespace,
+    single_bytes: int,
+    batch_bytes: int,
+    written: int,
+    lookups: dict,
+    records: int,
+    flush_seconds: float,
+    load: dict | None = None,
+) -> None:
     median = {name: statistics.median(s["requests_per_s"] for s in runs) for name, runs in samples.items()}
     results = {
         "command": "make bench-collector",
-        "setup": {"server": "uvicorn " + " ".join(UVICORN_FLAGS), "server_cpu": SERVER_CPU, "load_cpu": LOAD_CPU,
-                  "load_generator": f"wrk -t1 -c{args.connections} -d{args.seconds}s", "rounds": args.rounds,
-                  "single_body_bytes": single_bytes, "batch_events": BATCH_SIZE, "batch_body_bytes": batch_bytes},
+        "setup": {
+            "server": "uvicorn " + " ".join(UVICORN_FLAGS),
+            "server_cpu": SERVER_CPU,
+            "load_cpu": LOAD_CPU,
+            "load_generator": f"wrk -t1 -c{args.connections} -d{args.seconds}s",
+            "rounds": args.rounds,
+            "single_body_bytes": single_bytes,
+            "batch_events": BATCH_SIZE,
+            "batch_body_bytes": batch_bytes,
+        },
         "median_requests_per_s": median,
         "single_events_per_s_per_worker": median["collector-single"],
         "single_ratio_to_null": median["collector-single"] / median["null-single"],
@@ -315,27 +430,42 @@ def report(samples: dict[str, list[dict]], args: argparse.Namespace, single_byte
         "raw_events_in_kafka": written,
         "raw_records_in_kafka": records,
         "load_average": load,  # (1, 5, 15 min) before and after: other work on the machine, which the ratios assume equal
-        "flush_window": {"seconds": flush_seconds, "light_connections": LIGHT_CONNECTIONS, "full_connections": args.connections,
-                         **flush_window_cost(samples)},
+        "flush_window": {
+            "seconds": flush_seconds,
+            "light_connections": LIGHT_CONNECTIONS,
+            "full_connections": args.connections,
+            **flush_window_cost(samples),
+        },
         "non_2xx_answers": sum(s["non_2xx"] for name, runs in samples.items() for s in runs if "collector" in name),
         "samples": samples,
     }
     path = write_result("collector", results)
-    print(f"\nsingle events: {results['single_events_per_s_per_worker']:,.0f} req/s per worker "
-          f"= {results['single_ratio_to_null']:.2f}× the null app (target ≥ 0.6×)")
-    print(f"floor: the null app that waits for Kafka's acknowledgement: {results['durable_floor_requests_per_s']:,.0f} req/s "
-          f"= {results['durable_floor_ratio_to_null']:.2f}× the null app")
-    print(f"batches of {BATCH_SIZE}: {results['batch_events_per_s_per_worker']:,.0f} events/s per worker "
-          f"= {results['batch_ratio_to_null']:.2f}× the null app's batch requests/s (target ≥ 100,000 events/s)")
-    print(f"floor: batches split into calls, written in envelopes, nothing else: "
-          f"{results['durable_batch_floor_events_per_s']:,.0f} events/s")
-    print(f"GeoIP: {median['xff-geo']:,.0f} req/s with it, {median['xff-nogeo']:,.0f} without = {results['geoip_ratio']:.2f}×; "
-          f"lookups/s {lookups['cold_lookups_per_s']:,.0f} cold, {lookups['cached_lookups_per_s']:,.0f} cached "
-          f"({lookups['located']:,} of {lookups['addresses']:,} addresses located)")
+    print(
+        f"\nsingle events: {results['single_events_per_s_per_worker']:,.0f} req/s per worker "
+        f"= {results['single_ratio_to_null']:.2f}× the null app (target ≥ 0.6×)"
+    )
+    print(
+        f"floor: the null app that waits for Kafka's acknowledgement: {results['durable_floor_requests_per_s']:,.0f} req/s "
+        f"= {results['durable_floor_ratio_to_null']:.2f}× the null app"
+    )
+    print(
+        f"batches of {BATCH_SIZE}: {results['batch_events_per_s_per_worker']:,.0f} events/s per worker "
+        f"= {results['batch_ratio_to_null']:.2f}× the null app's batch requests/s (target ≥ 100,000 events/s)"
+    )
+    print(
+        f"floor: batches split into calls, written in envelopes, nothing else: {results['durable_batch_floor_events_per_s']:,.0f} events/s"
+    )
+    print(
+        f"GeoIP: {median['xff-geo']:,.0f} req/s with it, {median['xff-nogeo']:,.0f} without = {results['geoip_ratio']:.2f}×; "
+        f"lookups/s {lookups['cold_lookups_per_s']:,.0f} cold, {lookups['cached_lookups_per_s']:,.0f} cached "
+        f"({lookups['located']:,} of {lookups['addresses']:,} addresses located)"
+    )
     for load_kind in ("full", "light"):
         cost = results["flush_window"][load_kind]
-        print(f"flush window {flush_seconds * 1000:g} ms at {load_kind} load: p50 {cost['window_ms']['p50']:.2f} ms ({cost['added_ms']['p50']:+.2f}), "
-              f"p99 {cost['window_ms']['p99']:.2f} ms ({cost['added_ms']['p99']:+.2f}) against no window")
+        print(
+            f"flush window {flush_seconds * 1000:g} ms at {load_kind} load: p50 {cost['window_ms']['p50']:.2f} ms ({cost['added_ms']['p50']:+.2f}), "
+            f"p99 {cost['window_ms']['p99']:.2f} ms ({cost['added_ms']['p99']:+.2f}) against no window"
+        )
     print(f"non-2xx answers from the collector: {results['non_2xx_answers']}; raw events in Kafka: {written:,} in {records:,} records")
     print(f"wrote {path.relative_to(REPO)}")
 

@@ -8,11 +8,10 @@ anonymousId: the least a batch endpoint does (decode, re-encode each call).
     uvicorn collector_durable_app:app        (KAFKA_BOOTSTRAP_SERVERS, BENCH_TOPIC)
 """
 
+import itertools
 import os
 
 import orjson
-
-import itertools
 
 from ingest.kafka_writer import EnvelopeWindow, Event, KafkaWriter
 from schemas.config import FootfallSettings

@@ -43,15 +43,29 @@ def broker() -> Iterator[str]:
 
 def machine() -> dict:
     memory_kb = next((int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")), 0)
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), platform.processor())
+    model = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
     versions = {name: metadata.version(name) for name in ("faust-streaming", "aiokafka", "confluent-kafka", "clickhouse-connect", "chdb")}
-    return {"cores": os.cpu_count(), "memory_gib": round(memory_kb / 1024 / 1024, 1), "cpu": model,
-            "python": platform.python_version(), "kafka": "4.4.0", **versions}
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 1024 / 1024, 1),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kafka": "4.4.0",
+        **versions,
+    }
+
+
+# The load average when this benchmark process started: with the one at write_result, what else ran meanwhile.
+LOAD_AT_START = os.getloadavg()
 
 
 def write_result(name: str, result: dict) -> Path:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"{name}.json"
-    payload = {"benchmark": name, "measured_at": datetime.now(UTC).isoformat(), "machine": machine(), **result}
+    load = {"load_average": {"before": LOAD_AT_START, "after": os.getloadavg()}}
+    payload = {"benchmark": name, "measured_at": datetime.now(UTC).isoformat(), "machine": machine(), **load, **result}
     path.write_bytes(orjson.dumps(payload, option=orjson.OPT_INDENT_2))
     return path

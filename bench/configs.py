@@ -73,12 +73,20 @@ def config_spec(n: int) -> dict:
 
 def versions() -> list[ConfigVersion]:
     now = datetime.now(UTC)
-    return [ConfigVersion(spec=ConfigSpec.model_validate(config_spec(n)), version=1, change="created", changed_at=now) for n in range(CONFIGS)]
+    return [
+        ConfigVersion(spec=ConfigSpec.model_validate(config_spec(n)), version=1, change="created", changed_at=now) for n in range(CONFIGS)
+    ]
 
 
 def person_properties(i: int) -> dict:
-    return {"plan": PLANS[i % 4], "seats": i % 12, "country": ("FR", "US", "DE", "BR")[i % 4], "email": f"u{i}@example.com",
-            "signed_up": f"2026-{1 + i % 12:02d}-15T10:00:00Z", "$is_identified": i % 2 == 0}
+    return {
+        "plan": PLANS[i % 4],
+        "seats": i % 12,
+        "country": ("FR", "US", "DE", "BR")[i % 4],
+        "email": f"u{i}@example.com",
+        "signed_up": f"2026-{1 + i % 12:02d}-15T10:00:00Z",
+        "$is_identified": i % 2 == 0,
+    }
 
 
 def loaded_state(settings: FootfallSettings) -> ConfigState:
@@ -110,9 +118,19 @@ def evaluation(settings: FootfallSettings) -> dict:
         for item in served:
             reasons[item.reason] = reasons.get(item.reason, 0) + 1
     timings.sort()
-    pick = lambda q: timings[min(len(timings) - 1, int(q * len(timings)))] / 1000  # noqa: E731
-    return {"requests": REQUESTS, "configs_per_request": CONFIGS, "p50_us": pick(0.5), "p99_us": pick(0.99), "max_us": timings[-1] / 1000,
-            "per_config_p50_us": pick(0.5) / CONFIGS, "reasons": reasons}
+
+    def pick(q: float) -> float:
+        return timings[min(len(timings) - 1, int(q * len(timings)))] / 1000
+
+    return {
+        "requests": REQUESTS,
+        "configs_per_request": CONFIGS,
+        "p50_us": pick(0.5),
+        "p99_us": pick(0.99),
+        "max_us": timings[-1] / 1000,
+        "per_config_p50_us": pick(0.5) / CONFIGS,
+        "reasons": reasons,
+    }
 
 
 def config_asks(devices: range) -> list[bytes]:
@@ -182,7 +200,12 @@ def main() -> None:
         ensure_topics(bootstrap, settings.topics.all())
         publish_configs(bootstrap, settings)
         base_env = {k: v for k, v in os.environ.items() if not k.startswith(("FOOTFALL_", "PROMETHEUS_"))}
-        env = {**base_env, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "FOOTFALL_TOPIC_PREFIX": prefix, "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench"}
+        env = {
+            **base_env,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "FOOTFALL_TOPIC_PREFIX": prefix,
+            "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench",
+        }
         port = free_port()
         for round_number in range(args.rounds):
             scenarios = (("track", "/v1/track", tracks), ("configs-new", "/v1/configs", new), ("configs-repeat", "/v1/configs", repeat))
@@ -195,16 +218,24 @@ def main() -> None:
                     wrk(url, path, bodies, 2, args.connections)  # warm-up
                     result = wrk(url, path, bodies, args.seconds, args.connections)
                 samples[name].append(result)
-                print(f"round {round_number + 1} {name:8s} {result['requests_per_s']:9.0f} req/s  p50 {result['p50_latency']:>8s}  "
-                      f"p99 {result['p99_latency']:>8s}  non-2xx {result['non_2xx']}", flush=True)
+                print(
+                    f"round {round_number + 1} {name:8s} {result['requests_per_s']:9.0f} req/s  p50 {result['p50_latency']:>8s}  "
+                    f"p99 {result['p99_latency']:>8s}  non-2xx {result['non_2xx']}",
+                    flush=True,
+                )
         written = raw_events_written(bootstrap, settings.topics.raw.name)
     shutil.rmtree(work, ignore_errors=True)
     median = {name: statistics.median(s["requests_per_s"] for s in runs) for name, runs in samples.items()}
     results = {
         "command": "make bench-configs",
         "evaluation": pure,
-        "setup": {"server": "uvicorn, 1 worker pinned to CPU 0 (bench.collector's flags)", "load_generator": f"wrk -t1 -c{args.connections} -d{args.seconds}s",
-                  "rounds": args.rounds, "configs": CONFIGS, "distinct_devices": 10_000},
+        "setup": {
+            "server": "uvicorn, 1 worker pinned to CPU 0 (bench.collector's flags)",
+            "load_generator": f"wrk -t1 -c{args.connections} -d{args.seconds}s",
+            "rounds": args.rounds,
+            "configs": CONFIGS,
+            "distinct_devices": 10_000,
+        },
         "median_requests_per_s": median,
         "configs_repeat_ratio_to_track": median["configs-repeat"] / median["track"],
         "configs_new_ratio_to_track": median["configs-new"] / median["track"],
@@ -213,9 +244,13 @@ def main() -> None:
         "samples": samples,
     }
     path = write_result("configs", results)
-    print(f"\nPOST /v1/configs ({CONFIGS} configs), devices seen within the window: {median['configs-repeat']:,.0f} req/s = "
-          f"{results['configs_repeat_ratio_to_track']:.2f}× POST /v1/track ({median['track']:,.0f} req/s) on the same worker")
-    print(f"new devices (50 exposures written per request): {median['configs-new']:,.0f} req/s = {results['configs_new_ratio_to_track']:.2f}×")
+    print(
+        f"\nPOST /v1/configs ({CONFIGS} configs), devices seen within the window: {median['configs-repeat']:,.0f} req/s = "
+        f"{results['configs_repeat_ratio_to_track']:.2f}× POST /v1/track ({median['track']:,.0f} req/s) on the same worker"
+    )
+    print(
+        f"new devices (50 exposures written per request): {median['configs-new']:,.0f} req/s = {results['configs_new_ratio_to_track']:.2f}×"
+    )
     print(f"wrote {path.relative_to(REPO)}")
 
 

@@ -101,14 +101,20 @@ def main() -> None:
 
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="footfall-bench-console-") as data_dir:
         client = connect(f"chdb://{data_dir}/clickhouse")
-        settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, data_dir=data_dir, database="bench_console",
-                                    topic_prefix=f"bench-console-{uuid.uuid4().hex[:6]}")
+        settings = FootfallSettings(
+            kafka_bootstrap_servers=bootstrap,
+            data_dir=data_dir,
+            database="bench_console",
+            topic_prefix=f"bench-console-{uuid.uuid4().hex[:6]}",
+        )
         migrate(client, settings.database)
         ensure_topics(bootstrap, settings.topics.all())
         setup = fill(client, settings.database, args.persons, args.events)
         print(f"data: {args.persons:,} persons in {setup['persons']:.0f}s, {args.events:,} events in {setup['events']:.0f}s")
         heavy = client.query(f"SELECT person_id FROM {settings.database}.person_distinct_ids WHERE distinct_id = 'd0'").result_rows[0][0]
-        typical = client.query(f"SELECT person_id FROM {settings.database}.person_distinct_ids WHERE distinct_id = 'd4242'").result_rows[0][0]
+        typical = client.query(f"SELECT person_id FROM {settings.database}.person_distinct_ids WHERE distinct_id = 'd4242'").result_rows[0][
+            0
+        ]
         app = create_app(settings, ADMIN_KEY, ClickHouseReader(client, settings.database))
         mount_console(app, ADMIN_KEY, settings, sources=[("bench", "bench-write-key")])
         bearer = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -121,13 +127,18 @@ def main() -> None:
                 "People": ("/people", "/api/v1/users?limit=50"),
                 "People, search": ("/people?q=user4242", "/api/v1/users?limit=50&q=user4242"),
                 "People, sort by email": ("/people?sort=email", "/api/v1/users?limit=50&sort=email"),
-                "People, filter status+tag": ("/people?status=active&tag=newsletter", "/api/v1/users?limit=50&status=active&tag=newsletter"),
+                "People, filter status+tag": (
+                    "/people?status=active&tag=newsletter",
+                    "/api/v1/users?limit=50&status=active&tag=newsletter",
+                ),
                 "People, filter property": ("/people?f0.name=plan&f0.value=team", "/api/v1/users?limit=50&properties.plan=team"),
                 "Profile, Properties (typical person)": (f"/people/{typical}", f"/api/v1/users/{typical}"),
                 "Profile, Events (typical person)": (f"/people/{typical}?tab=events", f"/api/v1/users/{typical}/events?limit=50"),
                 "Profile, Events (heavy person)": (f"/people/{heavy}?tab=events", f"/api/v1/users/{heavy}/events?limit=50"),
-                "Profile, Events 90 days, one event": (f"/people/{heavy}?tab=events&days=90&event=Signed+Up",
-                                                        f"/api/v1/users/{heavy}/event-counts?days=90&event=Signed+Up"),
+                "Profile, Events 90 days, one event": (
+                    f"/people/{heavy}?tab=events&days=90&event=Signed+Up",
+                    f"/api/v1/users/{heavy}/event-counts?days=90&event=Signed+Up",
+                ),
                 "Profile, Sessions": (f"/people/{heavy}?tab=sessions", f"/api/v1/users/{heavy}/sessions"),
                 "Create user": ("/people/new", "/api/v1/property-definitions"),
                 "Property definitions": ("/admin/properties", "/api/v1/property-definitions"),
@@ -136,13 +147,27 @@ def main() -> None:
             for name, (page, api) in pages.items():
                 measured = timed(http, page, args.requests)
                 baseline = timed(http, api, args.requests, headers=bearer)
-                rows[name] = {"page": page, "api": api, **measured, "api_p50_ms": baseline["p50_ms"], "api_p99_ms": baseline["p99_ms"],
-                              "p99_ratio_to_api": round(measured["p99_ms"] / max(baseline["p99_ms"], 0.1), 2),
-                              "met": measured["p99_ms"] < TARGET_P99_MS}
-                print(f"{name:40} p50 {measured['p50_ms']:7.1f} ms  p99 {measured['p99_ms']:7.1f} ms   "
-                      f"(API p99 {baseline['p99_ms']:7.1f} ms, {rows[name]['p99_ratio_to_api']:.2f}x)")
-    result = {"command": "make bench-console", "persons": args.persons, "events": args.events, "target_p99_ms": TARGET_P99_MS,
-              "setup_seconds": {k: round(v, 1) for k, v in setup.items()}, "pages": rows}
+                rows[name] = {
+                    "page": page,
+                    "api": api,
+                    **measured,
+                    "api_p50_ms": baseline["p50_ms"],
+                    "api_p99_ms": baseline["p99_ms"],
+                    "p99_ratio_to_api": round(measured["p99_ms"] / max(baseline["p99_ms"], 0.1), 2),
+                    "met": measured["p99_ms"] < TARGET_P99_MS,
+                }
+                print(
+                    f"{name:40} p50 {measured['p50_ms']:7.1f} ms  p99 {measured['p99_ms']:7.1f} ms   "
+                    f"(API p99 {baseline['p99_ms']:7.1f} ms, {rows[name]['p99_ratio_to_api']:.2f}x)"
+                )
+    result = {
+        "command": "make bench-console",
+        "persons": args.persons,
+        "events": args.events,
+        "target_p99_ms": TARGET_P99_MS,
+        "setup_seconds": {k: round(v, 1) for k, v in setup.items()},
+        "pages": rows,
+    }
     print(f"wrote {write_result('console', result)}")
 
 

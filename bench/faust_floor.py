@@ -24,8 +24,12 @@ def main() -> None:
     topic_name, expected, done_file = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
     settings = FootfallSettings()
     app = faust.App(
-        os.environ["FAUST_FLOOR_GROUP"], broker=f"kafka://{settings.kafka_bootstrap_servers}", store="memory://",
-        processing_guarantee="at_least_once", consumer_auto_offset_reset="earliest", web_enabled=False,
+        os.environ["FAUST_FLOOR_GROUP"],
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        store="memory://",
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
         datadir=os.environ["FAUST_FLOOR_DATA_DIR"],
     )
     source = app.topic(topic_name, key_serializer="raw", value_serializer="raw")

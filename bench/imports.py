@@ -58,7 +58,9 @@ def write_file(path: Path, rows: int, seed: int = 16) -> int:
             if rng.random() < BAD_SHARE:
                 broken += 1
                 kind = rng.randrange(3)
-                email, plan, age = ("not-an-address", plan, age) if kind == 0 else (email, "gold", age) if kind == 1 else (email, plan, "12")
+                email, plan, age = (
+                    ("not-an-address", plan, age) if kind == 0 else (email, "gold", age) if kind == 1 else (email, plan, "12")
+                )
             writer.writerow([f"u-{n}", email, f"First{n % 500}", f"Last{n % 777}", f"Company {n % 97}", "Berlin", plan, age])
     return broken
 
@@ -72,7 +74,9 @@ def plain_read(path: Path) -> tuple[int, float]:
     return count, time.perf_counter() - started
 
 
-async def run_import(path: Path, settings: FootfallSettings, reader: ClickHouseReader, bus: CommandBus, errors: Path) -> tuple[ImportReport, float]:
+async def run_import(
+    path: Path, settings: FootfallSettings, reader: ClickHouseReader, bus: CommandBus, errors: Path
+) -> tuple[ImportReport, float]:
     report = ImportReport(str(uuid.uuid4()))
     job = CsvImport(report, ImportOptions(), DEFINITIONS, reader.rows, bus.send, settings.topics, errors)
     started = time.perf_counter()
@@ -88,10 +92,13 @@ def mark_applied(client, database: str, report_errors: Path, path: Path) -> int:
     with open(path, newline="") as text:
         reader = csv.reader(text)
         plan = plan_columns(next(reader), ImportOptions(), DEFINITIONS)
-        ids = [row.command_id for number, cells in enumerate(reader, start=2)
-               if not isinstance(row := read_row(number, cells, plan, ImportOptions(), DEFINITIONS), list)]
+        ids = [
+            row.command_id
+            for number, cells in enumerate(reader, start=2)
+            if not isinstance(row := read_row(number, cells, plan, ImportOptions(), DEFINITIONS), list)
+        ]
     for start in range(0, len(ids), 50_000):
-        client.insert(f"{database}.user_commands", [[i] for i in ids[start:start + 50_000]], column_names=["command_id"])
+        client.insert(f"{database}.user_commands", [[i] for i in ids[start : start + 50_000]], column_names=["command_id"])
     return len(ids)
 
 
@@ -109,8 +116,11 @@ def main() -> None:
     with broker() as bootstrap:
         client = connect(f"chdb://{work / 'clickhouse'}")
         for round_number in range(args.rounds):
-            settings = FootfallSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=f"bench-imports-{uuid.uuid4().hex[:8]}",
-                                        database=f"bench_import_{round_number}")
+            settings = FootfallSettings(
+                kafka_bootstrap_servers=bootstrap,
+                topic_prefix=f"bench-imports-{uuid.uuid4().hex[:8]}",
+                database=f"bench_import_{round_number}",
+            )
             ensure_topics(bootstrap, settings.topics.all())
             migrate(client, settings.database)
             reader = ClickHouseReader(client, settings.database)
@@ -126,9 +136,12 @@ def main() -> None:
             finally:
                 bus.close()
             reports.append({"first": report.as_json(), "again": again.as_json()})
-            print(f"round {round_number + 1}: csv read {samples['csv-read'][-1]:,.0f} rows/s, import {samples['import'][-1]:,.0f} rows/s "
-                  f"({report.accepted:,} accepted, {report.rejected:,} refused), re-import {samples['re-import'][-1]:,.0f} rows/s "
-                  f"({again.unchanged:,} unchanged, {again.created + again.updated} sent)", flush=True)
+            print(
+                f"round {round_number + 1}: csv read {samples['csv-read'][-1]:,.0f} rows/s, import {samples['import'][-1]:,.0f} rows/s "
+                f"({report.accepted:,} accepted, {report.rejected:,} refused), re-import {samples['re-import'][-1]:,.0f} rows/s "
+                f"({again.unchanged:,} unchanged, {again.created + again.updated} sent)",
+                flush=True,
+            )
     peak_growth_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     median = {name: statistics.median(values) for name, values in samples.items()}
     results = {
@@ -145,8 +158,10 @@ def main() -> None:
         "samples": samples,
     }
     out = write_result("imports", results)
-    print(f"import {median['import']:,.0f} rows/s = {results['import_ratio_to_csv_read']:.3f}× a plain csv read ({median['csv-read']:,.0f} rows/s); "
-          f"re-import {median['re-import']:,.0f} rows/s; peak RSS growth {peak_growth_mib:.0f} MiB; wrote {out}")
+    print(
+        f"import {median['import']:,.0f} rows/s = {results['import_ratio_to_csv_read']:.3f}× a plain csv read ({median['csv-read']:,.0f} rows/s); "
+        f"re-import {median['re-import']:,.0f} rows/s; peak RSS growth {peak_growth_mib:.0f} MiB; wrote {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -49,17 +49,24 @@ def percentile(values: list[float], q: float) -> float:
 
 def enriched(count: int) -> list[EnrichedEvent]:
     """Events of count/20 devices (Zipf-skewed), each device one person, as the processors emit them."""
-    return [EnrichedEvent(**e.model_dump(), session_id=str(uuid.uuid5(uuid.NAMESPACE_URL, e.device_key)), session_seq=1,
-                          person_id=str(uuid.uuid5(uuid.NAMESPACE_OID, e.device_key)))
-            for e in raw_events(count, max(count // 20, 10), seed=3)]
+    return [
+        EnrichedEvent(
+            **e.model_dump(),
+            session_id=str(uuid.uuid5(uuid.NAMESPACE_URL, e.device_key)),
+            session_seq=1,
+            person_id=str(uuid.uuid5(uuid.NAMESPACE_OID, e.device_key)),
+        )
+        for e in raw_events(count, max(count // 20, 10), seed=3)
+    ]
 
 
 def bulk_insert(client, database: str, events: list[EnrichedEvent]) -> float:
     rows = [event_row(e, 0, n) for n, e in enumerate(events)]
     started = time.perf_counter()
     for start in range(0, len(rows), 10_000):
-        client.insert(f"{database}.events", rows[start:start + 10_000], column_names=EVENTS.column_names,
-                      column_type_names=EVENTS.column_types)
+        client.insert(
+            f"{database}.events", rows[start : start + 10_000], column_names=EVENTS.column_names, column_type_names=EVENTS.column_types
+        )
     return len(rows) / (time.perf_counter() - started)
 
 
@@ -73,20 +80,40 @@ def produce_enriched(settings: FootfallSettings, events: list[EnrichedEvent]) ->
 
 def floor_row(event: dict, partition: int, offset: int) -> list:
     """event_row's columns straight from the decoded JSON, without the schema."""
-    return [event["message_id"], epoch_ms(datetime.fromisoformat(event["timestamp"])),
-            epoch_ms(datetime.fromisoformat(event["received_at"])), event["type"], event.get("event") or "",
-            event.get("user_id") or event.get("anonymous_id") or "", event.get("anonymous_id") or "",
-            event.get("user_id") or "", event.get("person_id") or "", event.get("session_id") or "",
-            orjson.dumps(event.get("properties")).decode(), orjson.dumps(event.get("traits")).decode(),
-            orjson.dumps(event.get("context")).decode(), event["source_id"], event.get("ip") or "",
-            event.get("user_agent") or "", event.get("flags") or [], partition, offset]
+    return [
+        event["message_id"],
+        epoch_ms(datetime.fromisoformat(event["timestamp"])),
+        epoch_ms(datetime.fromisoformat(event["received_at"])),
+        event["type"],
+        event.get("event") or "",
+        event.get("user_id") or event.get("anonymous_id") or "",
+        event.get("anonymous_id") or "",
+        event.get("user_id") or "",
+        event.get("person_id") or "",
+        event.get("session_id") or "",
+        orjson.dumps(event.get("properties")).decode(),
+        orjson.dumps(event.get("traits")).decode(),
+        orjson.dumps(event.get("context")).decode(),
+        event["source_id"],
+        event.get("ip") or "",
+        event.get("user_agent") or "",
+        event.get("flags") or [],
+        partition,
+        offset,
+    ]
 
 
 def floor_rate(settings: FootfallSettings, client, events: list[EnrichedEvent]) -> float:
     """Consume, decode, insert, commit: what is left of a projector with no profiles and no schema check."""
     produce_enriched(settings, events)
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"{settings.topic_prefix}-floor",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"{settings.topic_prefix}-floor",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([settings.topics.enriched.name])
     done, batch, started = 0, [], None
     while done < len(events):
@@ -122,12 +149,20 @@ def projector_rate(settings: FootfallSettings, client, events: list[EnrichedEven
 
 def freshness(settings: FootfallSettings, client, rate: float, seconds: float) -> dict:
     """Offer `rate` single-event requests per second; measure collector 200 → queryable in ClickHouse."""
-    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "FOOTFALL_TOPIC_PREFIX": settings.topic_prefix,
-           "FOOTFALL_PARTITIONS": str(settings.partitions), "FOOTFALL_DATA_DIR": str(settings.data_dir),
-           "FOOTFALL_COLLECTOR_PORT": str(settings.collector_port), "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench",
-           "FOOTFALL_PROCESSOR_METRICS_PORT": "0", "PATH": "/usr/bin:/bin"}
-    procs = [subprocess.Popen([sys.executable, "-m", "footfall", stage], env=env, cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for stage in ("processor", "collector")]
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "FOOTFALL_TOPIC_PREFIX": settings.topic_prefix,
+        "FOOTFALL_PARTITIONS": str(settings.partitions),
+        "FOOTFALL_DATA_DIR": str(settings.data_dir),
+        "FOOTFALL_COLLECTOR_PORT": str(settings.collector_port),
+        "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=bench",
+        "FOOTFALL_PROCESSOR_METRICS_PORT": "0",
+        "PATH": "/usr/bin:/bin",
+    }
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "footfall", stage], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for stage in ("processor", "collector")
+    ]
     worker = Projector(settings, client)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
@@ -165,7 +200,9 @@ def freshness(settings: FootfallSettings, client, rate: float, seconds: float) -
             for n in range(int(rate * seconds)):
                 time.sleep(max(0.0, started + n / rate - time.monotonic()))
                 message_id = f"fresh-{n}"
-                response = http.post(f"{url}/v1/track", json={"anonymousId": f"visitor-{n % 500}", "event": "Viewed", "messageId": message_id})
+                response = http.post(
+                    f"{url}/v1/track", json={"anonymousId": f"visitor-{n % 500}", "event": "Viewed", "messageId": message_id}
+                )
                 if response.status_code == 200:
                     acked[message_id] = time.monotonic()
             offered = len(acked) / (time.monotonic() - started)
@@ -179,9 +216,14 @@ def freshness(settings: FootfallSettings, client, rate: float, seconds: float) -
             proc.terminate()
             proc.wait(30)
     delays = [seen[m] - acked[m] for m in acked if m in seen]
-    return {"offered_events_per_s": round(offered, 1), "acknowledged": len(acked), "queryable": len(delays),
-            "freshness_p50_s": round(percentile(delays, 50), 3), "freshness_p95_s": round(percentile(delays, 95), 3),
-            "freshness_p99_s": round(percentile(delays, 99), 3)}
+    return {
+        "offered_events_per_s": round(offered, 1),
+        "acknowledged": len(acked),
+        "queryable": len(delays),
+        "freshness_p50_s": round(percentile(delays, 50), 3),
+        "freshness_p95_s": round(percentile(delays, 95), 3),
+        "freshness_p99_s": round(percentile(delays, 99), 3),
+    }
 
 
 def main() -> None:
@@ -211,9 +253,12 @@ def main() -> None:
         fresh_result = freshness(fresh("freshness"), client, args.rate, args.seconds)
         print(f"freshness: {fresh_result}")
     result = {
-        "command": "make bench-projector", "rows": len(events),
-        "bulk_insert_rows_per_s": round(bulk), "floor_rows_per_s": round(floor),
-        "floor_ratio_to_bulk_insert": round(floor / bulk, 3), "projector_rows_per_s": round(projected),
+        "command": "make bench-projector",
+        "rows": len(events),
+        "bulk_insert_rows_per_s": round(bulk),
+        "floor_rows_per_s": round(floor),
+        "floor_ratio_to_bulk_insert": round(floor / bulk, 3),
+        "projector_rows_per_s": round(projected),
         "projector_ratio_to_bulk_insert": round(projected / bulk, 3),
         "freshness": fresh_result,
     }

@@ -37,21 +37,36 @@ def collector_section(r: dict) -> list[str]:
         f"| batch (100 events) events/s per worker | {r['batch_events_per_s_per_worker']:,.0f} | "
         f"{rps['null-batch'] * r['setup']['batch_events']:,.0f} (requests × 100) | {r['batch_ratio_to_null']:.3f}× | "
         f"≥ 100,000 events/s ({verdict(r['batch_events_per_s_per_worker'] >= 100_000)}) |",
-        *([f"| floor: the null app + the collector's KafkaWriter, 200 after Kafka's ack (no parsing) | {rps['durable-single']:,.0f} | "
-           f"{rps['null-single']:,.0f} | {r['durable_floor_ratio_to_null']:.2f}× | — |"] if "durable-single" in rps else []),
-        *([f"| floor: batches split into calls, in envelopes, 200 after Kafka's ack (no validation) | "
-           f"{r['durable_batch_floor_events_per_s']:,.0f} events/s | {rps['null-batch'] * r['setup']['batch_events']:,.0f} | "
-           f"{rps['durable-batch'] / rps['null-batch']:.3f}× | — |"] if "durable-batch" in rps else []),
+        *(
+            [
+                f"| floor: the null app + the collector's KafkaWriter, 200 after Kafka's ack (no parsing) | {rps['durable-single']:,.0f} | "
+                f"{rps['null-single']:,.0f} | {r['durable_floor_ratio_to_null']:.2f}× | — |"
+            ]
+            if "durable-single" in rps
+            else []
+        ),
+        *(
+            [
+                f"| floor: batches split into calls, in envelopes, 200 after Kafka's ack (no validation) | "
+                f"{r['durable_batch_floor_events_per_s']:,.0f} events/s | {rps['null-batch'] * r['setup']['batch_events']:,.0f} | "
+                f"{rps['durable-batch'] / rps['null-batch']:.3f}× | — |"
+            ]
+            if "durable-batch" in rps
+            else []
+        ),
         "",
-        "The floor rows are what \"200 means durable\" costs before any of the collector's own work: the gap between them and the",
+        'The floor rows are what "200 means durable" costs before any of the collector\'s own work: the gap between them and the',
         "collector is parsing, validation, enrichment and routing, all Python.",
         *budget_lines(r),
         *geoip_lines(r),
         "",
         *flush_window_lines(r),
         f"Every collector answer was 2xx ({r['non_2xx_answers']} others); Kafka held {r['raw_events_in_kafka']:,} raw events after the run"
-        + (f" in {r['raw_records_in_kafka']:,} records (envelopes: {r['raw_events_in_kafka'] / r['raw_records_in_kafka']:.1f} events per record)"
-           if r.get("raw_records_in_kafka") else "")
+        + (
+            f" in {r['raw_records_in_kafka']:,} records (envelopes: {r['raw_events_in_kafka'] / r['raw_records_in_kafka']:.1f} events per record)"
+            if r.get("raw_records_in_kafka")
+            else ""
+        )
         + ", each acknowledged by the broker (acks=all) before its 200.",
         "",
     ]
@@ -63,7 +78,11 @@ def load_lines(r: dict) -> list[str]:
     if not load:
         return []
     before, after = (", ".join(f"{x:.1f}" for x in load[when]) for when in ("before", "after"))
-    note = " **The machine was busy with other work: absolute figures are far below a quiet run's; compare ratios.**" if max(load["after"]) > 4 else ""
+    note = (
+        " **The machine was busy with other work: absolute figures are far below a quiet run's; compare ratios.**"
+        if max(load["after"]) > 4
+        else ""
+    )
     return [f"Load average (1, 5, 15 min) before the run {before}, after {after}.{note}"]
 
 
@@ -115,6 +134,25 @@ def geoip_lines(r: dict) -> list[str]:
         f"The lookup alone, in one process: {lookups['cold_lookups_per_s']:,.0f} lookups/s for addresses seen for the first time, "
         f"{lookups['cached_lookups_per_s']:,.0f}/s from the per-address cache ({lookups['located']:,} of {lookups['addresses']:,} "
         "random public addresses located). A visitor sends many events from one address, so most lookups are cache hits.",
+        *loop_stall_lines(lookups),
+    ]
+
+
+def loop_stall_lines(lookups: dict) -> list[str]:
+    """What a cache miss costs the event loop: a 1 ms ticker's wake-up gaps while requests locate new addresses."""
+    stalls = lookups.get("loop_stall_ms")
+    if not stalls:
+        return []
+    on, off = stalls["on_loop"], stalls["off_loop"]
+    return [
+        "",
+        "A miss used to block the collector's event loop; it is now looked up on a `geoip` thread. A 1 ms ticker on the loop, while",
+        "8 request-like tasks locate 2,000 new addresses (cold cache), wakes up late by:",
+        "",
+        "| lookup | ticker gap p50 | p99 | max |",
+        "| --- | ---: | ---: | ---: |",
+        f"| on the loop (before) | {on['p50']:.2f} ms | {on['p99']:.2f} ms | {on['max']:.2f} ms |",
+        f"| off the loop (`locate_off_loop`) | {off['p50']:.2f} ms | {off['p99']:.2f} ms | {off['max']:.2f} ms |",
     ]
 
 
@@ -123,7 +161,10 @@ def budget_lines(r: dict) -> list[str]:
     rps = r["median_requests_per_s"]
     if "durable-single" not in rps or "durable-batch" not in rps:
         return []
-    us = lambda per_s: 1e6 / per_s  # noqa: E731
+
+    def us(per_s: float) -> float:
+        return 1e6 / per_s
+
     single_budget = us(0.6 * rps["null-single"]) - us(rps["durable-single"])
     single_spent = us(rps["collector-single"]) - us(rps["durable-single"])
     batch_budget = us(100_000) - us(r["durable_batch_floor_events_per_s"])
@@ -147,17 +188,27 @@ def processors_section(r: dict) -> list[str]:
         "| scenario | events/s per worker | ratio to the bare loop |",
         "| --- | --- | --- |",
         f"| bare consume-and-produce loop (baseline) | {r['bare_loop_events_per_s']:,} | 1.00× |",
-        *([f"| floor: a faust agent taking the same batches and doing nothing | {r['faust_floor_events_per_s']:,} | {r['faust_floor_ratio_to_bare']:.3f}× |"]
-          if "faust_floor_events_per_s" in r else []),
+        *(
+            [
+                f"| floor: a faust agent taking the same batches and doing nothing | {r['faust_floor_events_per_s']:,} | {r['faust_floor_ratio_to_bare']:.3f}× |"
+            ]
+            if "faust_floor_events_per_s" in r
+            else []
+        ),
         f"| sessionizer (until every raw event is committed, i.e. its outputs and state are out) | {r['sessionizer_events_per_s']:,} | {r['sessionizer_ratio_to_bare']:.3f}× |",
         f"| sessionizer + identity (until every event is stamped in `enriched`) | {r['sessionizer_and_identity_events_per_s']:,} | {r['with_identity_ratio_to_bare']:.3f}× |",
         "",
         f"Sessionizer state: {r['state_bytes_per_active_key']:,} bytes per active device key (JSON, dedup memory capped at 256 message ids per session).",
         f"Target: 20,000 events/s per worker or 0.5× the bare loop, whichever is lower — "
         f"{verdict(r['sessionizer_events_per_s'] >= min(20_000, 0.5 * r['bare_loop_events_per_s']))}.",
-        *([f"faust's own per-message work (the floor row: an agent that does nothing) already stands at {r['faust_floor_ratio_to_bare']:.2f}× the bare loop, "
-           "so no faust agent can meet this target on this transport, and faust-streaming is a fixed choice of the project."]
-          if "faust_floor_events_per_s" in r and r["faust_floor_ratio_to_bare"] < 0.5 else []),
+        *(
+            [
+                f"faust's own per-message work (the floor row: an agent that does nothing) already stands at {r['faust_floor_ratio_to_bare']:.2f}× the bare loop, "
+                "so no faust agent can meet this target on this transport, and faust-streaming is a fixed choice of the project."
+            ]
+            if "faust_floor_events_per_s" in r and r["faust_floor_ratio_to_bare"] < 0.5
+            else []
+        ),
         "",
     ]
 
@@ -173,8 +224,14 @@ def projector_section(r: dict) -> list[str]:
         "| scenario | rows/s | ratio to the bulk insert |",
         "| --- | --- | --- |",
         f"| bulk insert (baseline) | {r['bulk_insert_rows_per_s']:,} | 1.00× |",
-        *([f"| floor: consume, decode with orjson, build the same rows, insert, commit (no schema check, no profiles) | "
-           f"{r['floor_rows_per_s']:,} | {r['floor_ratio_to_bulk_insert']:.3f}× |"] if "floor_rows_per_s" in r else []),
+        *(
+            [
+                f"| floor: consume, decode with orjson, build the same rows, insert, commit (no schema check, no profiles) | "
+                f"{r['floor_rows_per_s']:,} | {r['floor_ratio_to_bulk_insert']:.3f}× |"
+            ]
+            if "floor_rows_per_s" in r
+            else []
+        ),
         f"| projector (events, daily counts, persons) | {r['projector_rows_per_s']:,} | {r['projector_ratio_to_bulk_insert']:.3f}× |",
         "",
         f"Freshness, collector 200 → queryable in `events`, whole pipeline at {f['offered_events_per_s']} events/s offered "
@@ -182,10 +239,15 @@ def projector_section(r: dict) -> list[str]:
         f"p50 {f['freshness_p50_s']} s, p95 {f['freshness_p95_s']} s, p99 {f['freshness_p99_s']} s (target p99 ≤ 2 s: {verdict(f['freshness_p99_s'] <= 2)}).",
         "Targets: 100,000 rows/s and 0.7× the bulk insert — "
         f"{verdict(r['projector_rows_per_s'] >= 100_000 and r['projector_ratio_to_bulk_insert'] >= 0.7)}.",
-        *(["The floor row is the least a projector that decodes each message in Python can do (the issue asks for column-typed",
-           "inserts, so the decoding is in Python). It is already below the targets, so no projector of this design can meet them",
-           "on this machine; the distance from the floor to the projector is the persons read-modify-write and the schema check."]
-          if "floor_rows_per_s" in r and (r["floor_rows_per_s"] < 100_000 or r["floor_ratio_to_bulk_insert"] < 0.7) else []),
+        *(
+            [
+                "The floor row is the least a projector that decodes each message in Python can do (the issue asks for column-typed",
+                "inserts, so the decoding is in Python). It is already below the targets, so no projector of this design can meet them",
+                "on this machine; the distance from the floor to the projector is the persons read-modify-write and the schema check.",
+            ]
+            if "floor_rows_per_s" in r and (r["floor_rows_per_s"] < 100_000 or r["floor_ratio_to_bulk_insert"] < 0.7)
+            else []
+        ),
         "",
     ]
 
@@ -205,7 +267,10 @@ def system_section(r: dict) -> list[str]:
     for step in sustained["steps"]:
         usage = step["usage"]
         names = ("collector", "processor", "projector", "kafka")
-        seconds = lambda v: f"{v:.2f} s" if v is not None else "—"  # noqa: E731
+
+        def seconds(v: float | None) -> str:
+            return f"{v:.2f} s" if v is not None else "—"
+
         lines.append(
             f"| {step['offered_per_s']:,.0f} | {step['acknowledged_per_s']:,} | {step['queryable']:,}/{step['acknowledged']:,} | "
             f"{seconds(step['freshness_p50_s'])} | {seconds(step['freshness_p95_s'])} | {seconds(step['freshness_p99_s'])} | "
@@ -240,8 +305,12 @@ def system_section(r: dict) -> list[str]:
         f"{rebalance['marks'].get('leave', 0):.1f} s. The group's committed progress stood still for at most "
         f"{rebalance.get('pause_on_join_s', 0)} s around the join and {rebalance.get('pause_on_leave_s', 0)} s around the leave. "
         f"Lost: {rebalance['lost']}; extra copies on `enriched`: {rebalance['extra_copies']} (collapsed by the events table's key)."
-        + (f" Workers restarted by their supervisor after stopping themselves (exit 70, e.g. the continuity guard catching faust "
-           f"skipping records after the rebalance): {rebalance['restarts']}." if "restarts" in rebalance else ""),
+        + (
+            f" Workers restarted by their supervisor after stopping themselves (exit 70, e.g. the continuity guard catching faust "
+            f"skipping records after the rebalance): {rebalance['restarts']}."
+            if "restarts" in rebalance
+            else ""
+        ),
         "",
         "![lag while a worker joins and leaves](bench/results/system-rebalance-lag.png)",
         "",
@@ -258,13 +327,15 @@ def console_section(r: dict) -> list[str]:
         f"Measured {r['measured_at'][:16]} UTC over {r['persons']:,} persons and {r['events']:,} events (embedded ClickHouse, generated",
         f"in place in {sum(r['setup_seconds'].values()):.0f} s). One request at a time, signed in, {next(iter(pages.values()))['requests']} per page after",
         "a warm-up. The baseline is the management API call each page is built on, timed in the same run: the ratio is",
-        "what rendering the page adds. Target: every page under "
-        f"{r['target_p99_ms']:.0f} ms p99 ({met} of {len(pages)} met).",
+        f"what rendering the page adds. Target: every page under {r['target_p99_ms']:.0f} ms p99 ({met} of {len(pages)} met).",
         "",
         "| page | p50 | p99 | API call p99 (baseline) | ratio | target |",
         "| --- | --- | --- | --- | --- | --- |",
-        *[f"| {name} (`{row['page']}`) | {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms | {row['api_p99_ms']:.1f} ms (`{row['api']}`) | "
-          f"{row['p99_ratio_to_api']:.2f}× | {verdict(row['met'])} |" for name, row in pages.items()],
+        *[
+            f"| {name} (`{row['page']}`) | {row['p50_ms']:.1f} ms | {row['p99_ms']:.1f} ms | {row['api_p99_ms']:.1f} ms (`{row['api']}`) | "
+            f"{row['p99_ratio_to_api']:.2f}× | {verdict(row['met'])} |"
+            for name, row in pages.items()
+        ],
         "",
     ]
 
@@ -276,6 +347,7 @@ def imports_section(r: dict) -> list[str]:
         "",
         f"Measured {r['measured_at'][:16]} UTC. A {r['rows']:,}-row file ({r['file_bytes'] / 1e6:.1f} MB, {r['broken_rows']:,} rows broken on purpose), "
         f"median of {r['rounds']} interleaved rounds. The baseline is `csv.reader` over the same file in the same run.",
+        *load_lines(r),
         "",
         "| scenario | rows/s | ratio to a plain csv read |",
         "| --- | --- | --- |",
@@ -307,9 +379,14 @@ def configs_section(r: dict) -> list[str]:
         f"| POST /v1/configs, new devices (+ {e['configs_per_request']} `$config_served` exposures written, 200 after Kafka's ack) | {rps['configs-new']:,.0f} | {r['configs_new_ratio_to_track']:.2f} |",
         "",
         f"Non-2xx answers: {r['non_2xx_answers']}. A request serves every config; ask for fewer with `keys` to pay for fewer.",
-        *(["A p99 more than ten times the p50 is the machine's other load preempting a single-threaded loop (the run shared",
-           "its cores); the p50 and the ratios to /v1/track, measured in the same rounds, are the figures to compare."]
-          if e["p99_us"] > 10 * e["p50_us"] else []),
+        *(
+            [
+                "A p99 more than ten times the p50 is the machine's other load preempting a single-threaded loop (the run shared",
+                "its cores); the p50 and the ratios to /v1/track, measured in the same rounds, are the figures to compare.",
+            ]
+            if e["p99_us"] > 10 * e["p50_us"]
+            else []
+        ),
         "",
     ]
 
@@ -321,6 +398,7 @@ def api_section(r: dict) -> list[str]:
         "",
         f"Measured {r['measured_at'][:16]} UTC, one process (the API on uvicorn, the projector and the load share it: Python's",
         f"GIL is part of the figure), embedded ClickHouse, {r['concurrency']} connections.",
+        *load_lines(r),
         "",
         "| what | figure | floor (same run) | ratio |",
         "| --- | ---: | ---: | ---: |",
@@ -330,14 +408,24 @@ def api_section(r: dict) -> list[str]:
         f"| the PATCH answered at Kafka's ack: p50 {rd['floor']['p50_ms']:,.0f} ms, p99 {rd['floor']['p99_ms']:,.0f} ms | |",
     ]
     for kind, s in r["search"].items():
-        lines.append(f"| GET /api/v1/users over {r['persons']:,} persons: {kind.replace('_', ' ')} | p50 {s['p50_ms']:,.0f} ms, p99 {s['p99_ms']:,.0f} ms "
-                     f"| the same SQL on the client: p99 {s['floor']['p99_ms']:,.0f} ms | {s['p99_ratio_to_floor']:.2f} |")
+        lines.append(
+            f"| GET /api/v1/users over {r['persons']:,} persons: {kind.replace('_', ' ')} | p50 {s['p50_ms']:,.0f} ms, p99 {s['p99_ms']:,.0f} ms "
+            f"| the same SQL on the client: p99 {s['floor']['p99_ms']:,.0f} ms | {s['p99_ratio_to_floor']:.2f} |"
+        )
     return lines + ["", r.get("note", ""), ""]
 
 
 def render() -> str:
-    sections = {"collector": collector_section, "processors": processors_section, "projector": projector_section, "system": system_section,
-                "imports": imports_section, "configs": configs_section, "console": console_section, "api": api_section}
+    sections = {
+        "collector": collector_section,
+        "processors": processors_section,
+        "projector": projector_section,
+        "system": system_section,
+        "imports": imports_section,
+        "configs": configs_section,
+        "console": console_section,
+        "api": api_section,
+    }
     results = {name: load(name) for name in sections}
     machine = next((r["machine"] for r in results.values() if r), {})
     lines = [

@@ -36,11 +36,10 @@ from bench.processors import PARTITIONS, produce, raw_events, wait_for_commits
 from footfall import traffic
 from footfall.lag import consumer_lag
 from footfall.loadgen import run_load
-from footfall.topics import ensure_topics
-from schemas.config import FootfallSettings
 from footfall.supervisor import NEVER, Child, RestartPolicy, Supervisor, footfall_command, settings_env
-from footfall.topics import topic_message_ids
+from footfall.topics import ensure_topics, topic_message_ids
 from processors.app import EXIT_AGENT_FAILED
+from schemas.config import FootfallSettings
 
 WRITE_KEY = "bench-write-key"
 FRESHNESS_TARGET_S = 2.0

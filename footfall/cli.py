@@ -114,9 +114,10 @@ def processor() -> None:
 @cli.command()
 def migrate() -> None:
     """Apply the ClickHouse migrations (also done by the projector at start)."""
-    from projections.clickhouse import connect, migrate as apply
-
     from clickhouse_connect.driver.exceptions import ProgrammingError
+
+    from projections.clickhouse import connect
+    from projections.clickhouse import migrate as apply
 
     settings = _settings()
     try:
@@ -134,7 +135,8 @@ def projector() -> None:
     import uvicorn
 
     from footfall.secrets import admin_key
-    from projections.clickhouse import connect, migrate as apply
+    from projections.clickhouse import connect
+    from projections.clickhouse import migrate as apply
     from projections.projector import Projector
     from projections.read_api import create_read_app
 
@@ -156,7 +158,7 @@ def projector() -> None:
     def project() -> None:
         try:
             worker.run()
-        except BaseException as exc:  # noqa: BLE001 - reported below, and the process exits non-zero
+        except BaseException as exc:  # reported below, and the process exits non-zero
             failure.append(exc)
             logging.getLogger("footfall.projector").exception("projector stopped")
         finally:
@@ -220,7 +222,9 @@ def import_users(
         console.print(f"[red]{refused.field}: {refused.message}[/red]")
         raise typer.Exit(2) from None
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
-    follower = CompactedFollower(settings.kafka_bootstrap_servers, settings.topics.property_definitions.name, PropertyDefinition.model_validate_json)
+    follower = CompactedFollower(
+        settings.kafka_bootstrap_servers, settings.topics.property_definitions.name, PropertyDefinition.model_validate_json
+    )
     follower.catch_up()
     definitions = effective(follower.values.values())
     follower.close()
@@ -231,8 +235,16 @@ def import_users(
     async def run(progress: Progress, task) -> None:
         reader = _api_reader(settings, admin_key(settings))
         bus = None if dry_run else CommandBus(settings.kafka_bootstrap_servers)
-        job = CsvImport(report, options, definitions, reader.rows, bus.send if bus else None, settings.topics, errors_path,
-                        on_progress=lambda r: progress.update(task, completed=r.bytes_read, rows=r.rows_read, rejected=r.rejected))
+        job = CsvImport(
+            report,
+            options,
+            definitions,
+            reader.rows,
+            bus.send if bus else None,
+            settings.topics,
+            errors_path,
+            on_progress=lambda r: progress.update(task, completed=r.bytes_read, rows=r.rows_read, rejected=r.rejected),
+        )
         try:
             with open(path, "rb") as binary:
                 await job.run(binary)
@@ -242,7 +254,13 @@ def import_users(
             if hasattr(reader, "close"):
                 await reader.close()
 
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TextColumn("{task.fields[rows]:,} rows, {task.fields[rejected]:,} refused"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TextColumn("{task.fields[rows]:,} rows, {task.fields[rejected]:,} refused"),
+        TimeRemainingColumn(),
+    )
     try:
         with Progress(*columns, console=console) as progress:
             task = progress.add_task("checking" if dry_run else "importing", total=size, rows=0, rejected=0)
@@ -333,7 +351,9 @@ def recover(
         raise typer.BadParameter(f"unknown kind(s) {', '.join(sorted(unknown))}; one of {', '.join(BAD_ROW_KINDS)}", param_hint="--kind")
     settings = _settings()
     when = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    report = recover_rows(settings, CollectorConfig().sources(), load_fix(fix), kinds=set(kind), since=when, source_id=source, dry_run=dry_run)
+    report = recover_rows(
+        settings, CollectorConfig().sources(), load_fix(fix), kinds=set(kind), since=when, source_id=source, dry_run=dry_run
+    )
     summary = report.as_json()
     if json_lines:
         print(orjson.dumps(summary).decode())
@@ -343,7 +363,9 @@ def recover(
     for reason, count in report.skipped.items():
         console.print(f"  skipped {count}: {reason}")
     for still in report.still_bad[:20]:
-        console.print(f"  still bad at {still.position}[{still.index}]: " + "; ".join(f"{p.field}: {p.reason} ({p.rule})" for p in still.problems))
+        console.print(
+            f"  still bad at {still.position}[{still.index}]: " + "; ".join(f"{p.field}: {p.reason} ({p.rule})" for p in still.problems)
+        )
 
 
 @cli.command()
@@ -354,7 +376,12 @@ def lag(json_lines: Annotated[bool, typer.Option("--json", help="print JSON line
     settings = _settings()
     topics = settings.topics
     groups = {
-        f"{settings.topic_prefix}-processor": [topics.raw.name, topics.sessioned.name, topics.identity_commands.name, topics.identities.name],
+        f"{settings.topic_prefix}-processor": [
+            topics.raw.name,
+            topics.sessioned.name,
+            topics.identity_commands.name,
+            topics.identities.name,
+        ],
         f"{settings.topic_prefix}-projector": [topics.enriched.name, topics.sessions.name, topics.identities.name, topics.persons.name],
     }
     rows = [row for group, names in groups.items() for row in consumer_lag(settings.kafka_bootstrap_servers, group, names)]
@@ -402,7 +429,7 @@ def _query_directly(settings: FootfallSettings, query: str) -> dict:
 
 @cli.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="a read-only query, e.g. \"SELECT count() FROM events\"")],
+    query: Annotated[str, typer.Argument(help='a read-only query, e.g. "SELECT count() FROM events"')],
     json_lines: Annotated[bool, typer.Option("--json", help="print JSON lines instead of a table")] = False,
 ) -> None:
     """Query the configured ClickHouse (the running pipeline's, or the embedded data directory)."""
@@ -416,7 +443,7 @@ def sql(
         result = _query_directly(settings, query)
     if json_lines:
         for row in result["rows"]:
-            sys.stdout.buffer.write(dumps(dict(zip(result["columns"], row))) + b"\n")
+            sys.stdout.buffer.write(dumps(dict(zip(result["columns"], row, strict=True))) + b"\n")
         return
     table = Table(*result["columns"])
     for row in result["rows"]:
@@ -436,21 +463,46 @@ def _default_write_key() -> str:
 
 @cli.command()
 def loadgen(
-    url: Annotated[str | None, typer.Option(help="collector base URL (default: http://$FOOTFALL_COLLECTOR_HOST:$FOOTFALL_COLLECTOR_PORT)", show_default=False)] = None,
-    write_key: Annotated[str | None, typer.Option(help="write key, sent as the Basic auth user (default: $FOOTFALL_WRITE_KEY, else the first key of $FOOTFALL_WRITE_KEYS)", show_default=False)] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(help="collector base URL (default: http://$FOOTFALL_COLLECTOR_HOST:$FOOTFALL_COLLECTOR_PORT)", show_default=False),
+    ] = None,
+    write_key: Annotated[
+        str | None,
+        typer.Option(
+            help="write key, sent as the Basic auth user (default: $FOOTFALL_WRITE_KEY, else the first key of $FOOTFALL_WRITE_KEYS)",
+            show_default=False,
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="traffic model seed: the same seed sends the same calls")] = 1,
-    events: Annotated[int | None, typer.Option(help="calls to send (or write); 10000 when neither this nor --duration is given", show_default=False)] = None,
-    duration: Annotated[str | None, typer.Option(help="send for this long, e.g. 30s, 2m, 1h (ends at --events if that comes first)", show_default=False)] = None,
+    events: Annotated[
+        int | None, typer.Option(help="calls to send (or write); 10000 when neither this nor --duration is given", show_default=False)
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="send for this long, e.g. 30s, 2m, 1h (ends at --events if that comes first)", show_default=False)
+    ] = None,
     rate: Annotated[float, typer.Option(help="target calls per second (token bucket); 0 = as fast as possible")] = 1000,
     batch_size: Annotated[int, typer.Option(help="0 = each call to /v1/<type>; N = /v1/batch requests of up to N calls")] = 0,
     concurrency: Annotated[int, typer.Option(help="concurrent requests (HTTP connections)")] = 16,
     visitors: Annotated[int, typer.Option(help="simulated visitors (fewer: more returns and sessions per visitor)")] = 10_000,
     skew: Annotated[float, typer.Option(help="Zipf exponent of visitor activity (0 = all alike; 1 = a few very hot visitors)")] = 1.0,
     start: Annotated[str, typer.Option(help="simulated time of the first visits (ISO 8601 with zone)")] = "2025-01-01T00:00:00Z",
-    write: Annotated[Path | None, typer.Option(help="write the generated calls to this JSONL file instead of sending them", show_default=False)] = None,
-    from_file: Annotated[Path | None, typer.Option("--from", help="send the calls of this JSONL file (from --write) instead of generating them", show_default=False)] = None,
-    acks: Annotated[Path | None, typer.Option(help="write each acknowledged messageId and its ack time (unix seconds) here: .csv, else JSON lines", show_default=False)] = None,
-    model_sent_at: Annotated[bool, typer.Option(help="send the model's sentAt instead of the wall clock at send (events then land at arrival time)")] = False,
+    write: Annotated[
+        Path | None, typer.Option(help="write the generated calls to this JSONL file instead of sending them", show_default=False)
+    ] = None,
+    from_file: Annotated[
+        Path | None,
+        typer.Option("--from", help="send the calls of this JSONL file (from --write) instead of generating them", show_default=False),
+    ] = None,
+    acks: Annotated[
+        Path | None,
+        typer.Option(
+            help="write each acknowledged messageId and its ack time (unix seconds) here: .csv, else JSON lines", show_default=False
+        ),
+    ] = None,
+    model_sent_at: Annotated[
+        bool, typer.Option(help="send the model's sentAt instead of the wall clock at send (events then land at arrival time)")
+    ] = False,
     max_retries: Annotated[int, typer.Option(help="retries of a request answered 429/5xx or failed in transport")] = 10,
     timeout: Annotated[float, typer.Option(help="seconds a request may take")] = 30.0,
     progress: Annotated[bool, typer.Option(help="show a live progress bar")] = True,
@@ -589,10 +641,16 @@ def run(
         for stage, url in _readiness_urls(settings).items():
             _wait_for(url, 180, supervisor)
             console.print(f"{stage} ready ({url})")
-        console.print(f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}")
-        console.print(f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)")
+        console.print(
+            f"[bold green]footfall is running.[/bold green] Collector: http://{settings.collector_host}:{settings.collector_port}"
+        )
+        console.print(
+            f"Management API: http://{settings.api_host}:{settings.api_port}   (docs: /api/v1/docs; Authorization: Bearer <admin key in {settings.data_dir / 'admin.key'} or FOOTFALL_ADMIN_KEY>)"
+        )
         console.print(f"Web console:    http://{settings.api_host}:{settings.api_port}/   (sign in with the admin key)")
-        console.print(f"Query it:  footfall sql \"SELECT type, event, distinct_id FROM {settings.database}.events\"   (Ctrl-C stops everything)")
+        console.print(
+            f'Query it:  footfall sql "SELECT type, event, distinct_id FROM {settings.database}.events"   (Ctrl-C stops everything)'
+        )
         reported = 0
         while not stop.is_set():
             exits = [(child.name, e["code"]) for child in supervisor.children for e in child.exits]

@@ -26,17 +26,20 @@ def consumer_lag(bootstrap_servers: str, group: str, topics: list[str], timeout_
     probe = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": f"{group}-lag-probe", "enable.auto.commit": False})
     try:
         partitions = [
-            TopicPartition(topic, p)
-            for topic in topics
-            for p in probe.list_topics(topic, timeout=timeout_s).topics[topic].partitions
+            TopicPartition(topic, p) for topic in topics for p in probe.list_topics(topic, timeout=timeout_s).topics[topic].partitions
         ]
         request = [ConsumerGroupTopicPartitions(group, partitions)]
         committed = admin.list_consumer_group_offsets(request)[group].result().topic_partitions
         # librdkafka says OFFSET_INVALID (-1001) where the group never committed; footfall says -1.
         by_position = {(tp.topic, tp.partition): tp.offset if tp.offset >= 0 else -1 for tp in committed}
         return [
-            PartitionLag(group, tp.topic, tp.partition, by_position.get((tp.topic, tp.partition), -1),
-                         probe.get_watermark_offsets(tp, timeout=timeout_s)[1])
+            PartitionLag(
+                group,
+                tp.topic,
+                tp.partition,
+                by_position.get((tp.topic, tp.partition), -1),
+                probe.get_watermark_offsets(tp, timeout=timeout_s)[1],
+            )
             for tp in partitions
         ]
     finally:

@@ -125,9 +125,16 @@ class LoadReport:
     def as_dict(self) -> dict[str, Any]:
         ordered = sorted(self.latencies_ms)
         return {
-            "sent": self.sent, "acknowledged": self.acknowledged, "rejected": dict(self.rejected), "errors": dict(self.errors),
-            "requests": self.requests, "retries": self.retries, "waited_s": round(self.waited_s, 3), "seconds": round(self.seconds, 3),
-            "target_rate": self.target_rate, "achieved_rate": round(self.achieved_rate, 1),
+            "sent": self.sent,
+            "acknowledged": self.acknowledged,
+            "rejected": dict(self.rejected),
+            "errors": dict(self.errors),
+            "requests": self.requests,
+            "retries": self.retries,
+            "waited_s": round(self.waited_s, 3),
+            "seconds": round(self.seconds, 3),
+            "target_rate": self.target_rate,
+            "achieved_rate": round(self.achieved_rate, 1),
             "latency_ms": {f"p{round(q * 100)}": _round(_quantile(ordered, q)) for q in (0.5, 0.95, 0.99)},
             "generated": self.summary.as_dict(),
         }
@@ -153,7 +160,9 @@ def report_table(report: LoadReport) -> Table:
     latency = " / ".join("-" if (v := _quantile(ordered, q)) is None else f"{v:.1f}" for q in (0.5, 0.95, 0.99))
     target = f"{report.target_rate:,.0f}/s" if report.target_rate else "as fast as possible"
     table = Table("loadgen", "", show_header=False, title="footfall loadgen")
-    table.add_row("sent", f"{report.sent:,} calls in {report.requests:,} requests ({report.retries:,} retries, {report.waited_s:.1f} s waited)")
+    table.add_row(
+        "sent", f"{report.sent:,} calls in {report.requests:,} requests ({report.retries:,} retries, {report.waited_s:.1f} s waited)"
+    )
     table.add_row("acknowledged", f"{report.acknowledged:,}")
     table.add_row("rejected (by status)", _counts(report.rejected))
     table.add_row("error answers (incl. retried)", _counts(report.errors))
@@ -260,8 +269,9 @@ def rejected_indexes(response: httpx.Response) -> set[int]:
 class _Sender:
     """What the workers share: the report, the acks file and how to send."""
 
-    def __init__(self, report: LoadReport, batch: bool, model_sent_at: bool, max_retries: int,
-                 acks_out: IO[bytes] | None, csv: bool, keep_acks: bool):
+    def __init__(
+        self, report: LoadReport, batch: bool, model_sent_at: bool, max_retries: int, acks_out: IO[bytes] | None, csv: bool, keep_acks: bool
+    ):
         self.report = report
         self.batch = batch
         self.model_sent_at = model_sent_at
@@ -315,7 +325,7 @@ class _Sender:
                 return
             report.retries += 1
             if wait is None:
-                wait = min(10.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random())  # noqa: S311 - jitter
+                wait = min(10.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random())  # jitter: no secret
             wait = min(wait, MAX_RETRY_WAIT_S)
             report.waited_s += wait
             await asyncio.sleep(wait)
@@ -404,13 +414,14 @@ async def run_load(
             while (chunk := await queue.get()) is not None:
                 await sender.send(client, chunk)
 
-    acks_out = open(acks_path, "wb") if acks_path else None  # noqa: SIM115 - closed below
-    if acks_out is not None and acks_path.suffix == ".csv":
-        acks_out.write(b"message_id,acked_at\n")
     progress = _LiveProgress(console, report, events, duration) if console is not None else None
-    try:
-        sender = _Sender(report, batch_size > 0, model_sent_at, max_retries, acks_out,
-                         acks_path is not None and acks_path.suffix == ".csv", keep_acks)
+    with contextlib.ExitStack() as closing:
+        acks_out = closing.enter_context(open(acks_path, "wb")) if acks_path else None
+        if acks_out is not None and acks_path.suffix == ".csv":
+            acks_out.write(b"message_id,acked_at\n")
+        sender = _Sender(
+            report, batch_size > 0, model_sent_at, max_retries, acks_out, acks_path is not None and acks_path.suffix == ".csv", keep_acks
+        )
         workers = [asyncio.create_task(work(sender)) for _ in range(concurrency)]
         ticker = asyncio.create_task(progress.run(sender, started)) if progress else None
         try:
@@ -429,9 +440,6 @@ async def run_load(
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
                 progress.finish(sender, started)
-    finally:
-        if acks_out is not None:
-            acks_out.close()
     return report
 
 
@@ -444,8 +452,13 @@ class _LiveProgress:
         self.report = report
         self.by_time = events is None and duration is not None
         self.progress = Progress(
-            TextColumn("[bold]loadgen"), BarColumn(bar_width=20), MofNCompleteColumn() if not self.by_time else TextColumn("{task.percentage:>3.0f}%"),
-            TimeElapsedColumn(), TextColumn("{task.fields[stats]}"), console=console, transient=False,
+            TextColumn("[bold]loadgen"),
+            BarColumn(bar_width=20),
+            MofNCompleteColumn() if not self.by_time else TextColumn("{task.percentage:>3.0f}%"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=console,
+            transient=False,
         )
         total = duration if self.by_time else events
         self.task: TaskID = self.progress.add_task("send", total=total, stats="")

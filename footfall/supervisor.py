@@ -74,8 +74,15 @@ class Child:
     its exit code once it stopped for good; `exits` records every exit nobody asked for."""
 
     def __init__(
-        self, name: str, args: list[str], *, env: dict[str, str] | None = None, log_dir: Path | None = None,
-        policy: RestartPolicy = NEVER, cwd: Path | None = None, own_session: bool = False,
+        self,
+        name: str,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        policy: RestartPolicy = NEVER,
+        cwd: Path | None = None,
+        own_session: bool = False,
     ) -> None:
         self.name, self.command, self.env, self.log_dir, self.policy = name, args, env, log_dir, policy
         self.cwd, self.own_session = cwd, own_session
@@ -102,18 +109,19 @@ class Child:
         with self._lock:
             self.incarnation += 1
             self.held = False
-            log: IO[bytes] | int = subprocess.DEVNULL
-            if self.log_dir is not None:
-                self.log_dir.mkdir(parents=True, exist_ok=True)
-                log = open(self.log_path, "wb")  # noqa: SIM115 - the child writes to it; closed below once it has it
-            try:
-                self.proc = subprocess.Popen(self.command, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                             start_new_session=self.own_session)
-            finally:
-                if not isinstance(log, int):
-                    log.close()
+            if self.log_path is None:
+                self.proc = self._spawn(subprocess.DEVNULL)
+            else:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.log_path, "wb") as log:  # the child has its own copy of the descriptor
+                    self.proc = self._spawn(log)
             self._started_at = time.monotonic()
         return self
+
+    def _spawn(self, log: IO[bytes] | int) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.command, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=self.own_session
+        )
 
     # -- watching ------------------------------------------------------------------------------------------
 

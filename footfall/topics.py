@@ -44,8 +44,9 @@ def read_topic(settings: FootfallSettings, topic: str, timeout_s: float = 30, co
     (partition, offset, timestamp and raw value: poison included). With `complete`, failing to reach the end
     in time is an error; otherwise (diagnostics) whatever was read comes back."""
     ends = end_offsets(settings, [topic])
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"diagnostic-{time.time_ns()}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"diagnostic-{time.time_ns()}", "enable.auto.commit": False}
+    )
     consumer.assign([TopicPartition(t, p, 0) for (t, p) in ends])
     records = []
     deadline = time.monotonic() + timeout_s

@@ -73,9 +73,16 @@ MOBILE_USER_AGENTS = (
     "Mozilla/5.0 (Linux; Android 13; SAMSUNG SM-S911B) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/24.0 Chrome/117.0.0.0 Mobile Safari/537.36",
     "Mozilla/5.0 (iPad; CPU OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
 )
-LOCALES = (("en-US", "America/New_York"), ("en-US", "America/Los_Angeles"), ("en-GB", "Europe/London"),
-           ("de-DE", "Europe/Berlin"), ("fr-FR", "Europe/Paris"), ("es-ES", "Europe/Madrid"),
-           ("pt-BR", "America/Sao_Paulo"), ("ja-JP", "Asia/Tokyo"))
+LOCALES = (
+    ("en-US", "America/New_York"),
+    ("en-US", "America/Los_Angeles"),
+    ("en-GB", "Europe/London"),
+    ("de-DE", "Europe/Berlin"),
+    ("fr-FR", "Europe/Paris"),
+    ("es-ES", "Europe/Madrid"),
+    ("pt-BR", "America/Sao_Paulo"),
+    ("ja-JP", "Asia/Tokyo"),
+)
 
 # Where a session comes from: (weight, referrer, campaign as context.campaign names it, or None).
 SOURCES: tuple[tuple[int, str, dict[str, str] | None], ...] = (
@@ -91,31 +98,80 @@ SOURCES: tuple[tuple[int, str, dict[str, str] | None], ...] = (
     (5, "https://news.ycombinator.com/", None),
     (4, "https://www.reddit.com/r/running/", None),
 )
-UTM_PARAMS = (("source", "utm_source"), ("medium", "utm_medium"), ("name", "utm_campaign"), ("term", "utm_term"), ("content", "utm_content"))
+UTM_PARAMS = (
+    ("source", "utm_source"),
+    ("medium", "utm_medium"),
+    ("name", "utm_campaign"),
+    ("term", "utm_term"),
+    ("content", "utm_content"),
+)
 
 PRODUCTS = (  # (sku, name, category, price)
-    ("sku-1001", "Trail Runner 3", "Shoes", 129.0), ("sku-1002", "Road Racer", "Shoes", 149.0),
-    ("sku-1003", "Merino Tee", "Apparel", 59.0), ("sku-1004", "Wind Shell", "Apparel", 119.0),
-    ("sku-1005", "Running Vest 12L", "Gear", 99.0), ("sku-1006", "Headlamp 400", "Gear", 45.0),
-    ("sku-1007", "Trail Socks (3 pack)", "Apparel", 24.0), ("sku-1008", "Soft Flask 500ml", "Gear", 29.0),
-    ("sku-1009", "Recovery Slides", "Shoes", 49.0), ("sku-1010", "GPS Watch S2", "Electronics", 299.0),
+    ("sku-1001", "Trail Runner 3", "Shoes", 129.0),
+    ("sku-1002", "Road Racer", "Shoes", 149.0),
+    ("sku-1003", "Merino Tee", "Apparel", 59.0),
+    ("sku-1004", "Wind Shell", "Apparel", 119.0),
+    ("sku-1005", "Running Vest 12L", "Gear", 99.0),
+    ("sku-1006", "Headlamp 400", "Gear", 45.0),
+    ("sku-1007", "Trail Socks (3 pack)", "Apparel", 24.0),
+    ("sku-1008", "Soft Flask 500ml", "Gear", 29.0),
+    ("sku-1009", "Recovery Slides", "Shoes", 49.0),
+    ("sku-1010", "GPS Watch S2", "Electronics", 299.0),
 )
 COLLECTIONS = ("shoes", "apparel", "gear", "electronics", "sale", "new-arrivals")
 POSTS = ("how-to-choose-trail-shoes", "ultra-training-plan", "spring-sale-2025", "headlamp-buying-guide", "our-story")
 SEARCHES = ("trail shoes", "rain jacket", "headlamp", "socks", "gps watch", "vest")
-BUTTONS = (("Add to wishlist", "product"), ("Size guide", "product"), ("Subscribe", "footer"), ("Chat with us", "header"),
-           ("Apply coupon", "cart"), ("Load more", "collection"))
+BUTTONS = (
+    ("Add to wishlist", "product"),
+    ("Size guide", "product"),
+    ("Subscribe", "footer"),
+    ("Chat with us", "header"),
+    ("Apply coupon", "cart"),
+    ("Load more", "collection"),
+)
 VIDEOS = (("vid-101", "Trail Runner 3 review", 184), ("vid-102", "How we test", 312), ("vid-103", "Spring collection", 95))
 FIRST_NAMES = ("Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Margaret", "Dennis", "Radia", "Linus")
-LAST_NAMES = ("Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Hamilton", "Ritchie", "Perlman", "Torvalds")
+LAST_NAMES = (
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Dijkstra",
+    "Liskov",
+    "Knuth",
+    "Allen",
+    "Thompson",
+    "Hamilton",
+    "Ritchie",
+    "Perlman",
+    "Torvalds",
+)
 FREE_EMAIL_DOMAINS = frozenset({"gmail.com", "outlook.com", "yahoo.com", "icloud.com", "proton.me"})
-EMAIL_DOMAINS = ("gmail.com", "gmail.com", "outlook.com", "yahoo.com", "icloud.com", "proton.me",
-                 "acme-corp.com", "initech.io", "globex.com", "hooli.xyz")
+EMAIL_DOMAINS = (
+    "gmail.com",
+    "gmail.com",
+    "outlook.com",
+    "yahoo.com",
+    "icloud.com",
+    "proton.me",
+    "acme-corp.com",
+    "initech.io",
+    "globex.com",
+    "hooli.xyz",
+)
 PLANS = ("free", "free", "plus", "pro")
 
 # What a visitor does next inside a session (after landing): (weight, action).
-ACTIONS = ((48, "page"), (12, "Product Viewed"), (6, "Product Added"), (5, "Products Searched"), (9, "Button Clicked"),
-           (4, "Video Played"), (3, "Checkout Started"), (2, "Order Completed"), (1, "Product Removed"))
+ACTIONS = (
+    (48, "page"),
+    (12, "Product Viewed"),
+    (6, "Product Added"),
+    (5, "Products Searched"),
+    (9, "Button Clicked"),
+    (4, "Video Played"),
+    (3, "Checkout Started"),
+    (2, "Order Completed"),
+    (1, "Product Removed"),
+)
 SOURCE_WEIGHTS = list(accumulate(s[0] for s in SOURCES))
 ACTION_WEIGHTS = list(accumulate(a[0] for a in ACTIONS))
 
@@ -182,9 +238,16 @@ class Summary:
         return len(self._users)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"calls": self.calls, "by_type": dict(sorted(self.by_type.items())), "track_events": dict(self.track_events.most_common()),
-                "devices": self.devices, "users": self.users, "sessions": self.sessions,
-                "first_timestamp": self.first_timestamp, "last_timestamp": self.last_timestamp}
+        return {
+            "calls": self.calls,
+            "by_type": dict(sorted(self.by_type.items())),
+            "track_events": dict(self.track_events.most_common()),
+            "devices": self.devices,
+            "users": self.users,
+            "sessions": self.sessions,
+            "first_timestamp": self.first_timestamp,
+            "last_timestamp": self.last_timestamp,
+        }
 
 
 def summarize(calls: Iterable[dict[str, Any]]) -> Summary:
@@ -201,7 +264,7 @@ class _Person:
         self.activity = activity
         self.session_mean = min(400.0, 2.0 + 4.0 * math.sqrt(activity))  # calls per session
         self.return_mean_ms = BASE_RETURN_MS / math.sqrt(activity)
-        self.pace = min(1.0, activity ** -0.4)  # hot visitors also click faster inside a session
+        self.pace = min(1.0, activity**-0.4)  # hot visitors also click faster inside a session
         self.signs_up = rng.random() < SIGN_UP_CHANCE
         self.sign_up_session = rng.randint(1, 3)
         self.user_id: str | None = None
@@ -228,8 +291,17 @@ class _Page:
 
     __slots__ = ("name", "path", "search", "title", "url", "referrer", "campaign", "product")
 
-    def __init__(self, name: str, path: str, title: str, site: str, referrer: str, search: str = "",
-                 campaign: dict[str, str] | None = None, product: tuple | None = None):
+    def __init__(
+        self,
+        name: str,
+        path: str,
+        title: str,
+        site: str,
+        referrer: str,
+        search: str = "",
+        campaign: dict[str, str] | None = None,
+        product: tuple | None = None,
+    ):
         self.name, self.path, self.title, self.search = name, path, title, search
         self.url = f"{site}{path}{search}"
         self.referrer = referrer
@@ -244,8 +316,7 @@ class Traffic:
     """The simulation; iterate it (once) for calls. `summary` covers the calls yielded so far; `sessions`
     counts the sessions the model started (it equals `summary.sessions` once those calls are out)."""
 
-    def __init__(self, seed: int, *, visitors: int = 10_000, skew: float = 1.0, start: datetime = DEFAULT_START,
-                 site: str = SITE):
+    def __init__(self, seed: int, *, visitors: int = 10_000, skew: float = 1.0, start: datetime = DEFAULT_START, site: str = SITE):
         if visitors < 1:
             raise ValueError("visitors must be at least 1")
         if skew < 0:
@@ -372,8 +443,14 @@ class Traffic:
             t += rng.randint(5, 50)
         yield t
         person.user_id = user_id
-        person.traits = {"email": f"{first}.{last}{rng.randint(1, 999)}@{domain}".lower(), "firstName": first,
-                         "lastName": last, "name": f"{first} {last}", "plan": plan, "createdAt": iso(t)}
+        person.traits = {
+            "email": f"{first}.{last}{rng.randint(1, 999)}@{domain}".lower(),
+            "firstName": first,
+            "lastName": last,
+            "name": f"{first} {last}",
+            "plan": plan,
+            "createdAt": iso(t),
+        }
         if domain not in FREE_EMAIL_DOMAINS:
             person.traits["company"] = {"name": domain.split(".")[0].replace("-", " ").title()}
         device.identified = True
@@ -394,7 +471,9 @@ class Traffic:
         self._out = self._call(device, t, "identify", page, traits={"email": person.traits["email"]})
         t += rng.randint(5, 50)
         yield t
-        self._out = self._call(device, t, "track", page, event="Signed In", properties={"method": rng.choice(("email", "google", "github"))})
+        self._out = self._call(
+            device, t, "track", page, event="Signed In", properties={"method": rng.choice(("email", "google", "github"))}
+        )
         return t
 
     # -- pacing ---------------------------------------------------------------------------------------------
@@ -416,8 +495,16 @@ class Traffic:
 
     # -- pages ----------------------------------------------------------------------------------------------
 
-    def _page(self, referrer: str, name: str, path: str, title: str, search: str = "",
-              campaign: dict[str, str] | None = None, product: tuple | None = None) -> _Page:
+    def _page(
+        self,
+        referrer: str,
+        name: str,
+        path: str,
+        title: str,
+        search: str = "",
+        campaign: dict[str, str] | None = None,
+        product: tuple | None = None,
+    ) -> _Page:
         return _Page(name, path, f"{title} – Trailhead Shop", self.site, referrer, search, campaign, product)
 
     def _landing(self, referrer: str, campaign: dict[str, str] | None) -> _Page:
@@ -429,7 +516,9 @@ class Traffic:
         return self._page_of(kind, referrer, search, campaign)
 
     def _next_page(self, referrer: str) -> _Page:
-        kind = self.rng.choices(("product", "collection", "home", "blog", "search", "cart", "about"), weights=(35, 16, 10, 10, 10, 14, 5))[0]
+        kind = self.rng.choices(("product", "collection", "home", "blog", "search", "cart", "about"), weights=(35, 16, 10, 10, 10, 14, 5))[
+            0
+        ]
         return self._page_of(kind, referrer)
 
     def _page_of(self, kind: str, referrer: str, search: str = "", campaign: dict[str, str] | None = None) -> _Page:
@@ -466,8 +555,13 @@ class Traffic:
         if device.identified:
             call["userId"] = device.person.user_id
         call.update(fields)
-        context: dict[str, Any] = {"library": LIBRARY, "locale": device.locale, "timezone": device.timezone,
-                                   "page": page.context(), "userAgent": device.user_agent}
+        context: dict[str, Any] = {
+            "library": LIBRARY,
+            "locale": device.locale,
+            "timezone": device.timezone,
+            "page": page.context(),
+            "userAgent": device.user_agent,
+        }
         if page.campaign:
             context["campaign"] = dict(page.campaign)
         call["context"] = context
@@ -501,7 +595,13 @@ class Traffic:
         elif action in ("Checkout Started", "Order Completed") and cart:
             lines = [{"product_id": p[0], "sku": p[0], "name": p[1], "price": p[3], "quantity": q} for p, q in cart]
             total = round(sum(p[3] * q for p, q in cart), 2)
-            properties = {"order_id": f"ord_{rng.getrandbits(40):010x}", "value": total, "revenue": total, "currency": "EUR", "products": lines}
+            properties = {
+                "order_id": f"ord_{rng.getrandbits(40):010x}",
+                "value": total,
+                "revenue": total,
+                "currency": "EUR",
+                "products": lines,
+            }
             if action == "Order Completed":
                 properties["shipping"] = 0.0 if total >= 100 else 4.95
                 cart.clear()
@@ -515,8 +615,9 @@ class Traffic:
         return self._call(device, t, "track", page, event=action, properties=properties)
 
 
-def calls(seed: int, *, events: int | None = None, visitors: int = 10_000, skew: float = 1.0,
-          start: datetime = DEFAULT_START, site: str = SITE) -> Iterator[dict[str, Any]]:
+def calls(
+    seed: int, *, events: int | None = None, visitors: int = 10_000, skew: float = 1.0, start: datetime = DEFAULT_START, site: str = SITE
+) -> Iterator[dict[str, Any]]:
     """Segment calls of the simulated site for `seed`: `events` of them, or without end."""
     traffic = Traffic(seed, visitors=visitors, skew=skew, start=start, site=site)
     return iter(traffic) if events is None else islice(traffic, events)

@@ -22,11 +22,11 @@ from ingest.cdn_settings import CACHE_CONTROL, api_host_of, settings_document
 from ingest.config import CollectorConfig
 from ingest.configs import ConfigServing, ConfigState
 from ingest.cors import SourceCORS
-from ingest.openapi import collector_openapi
-from ingest.sdk_bundle import sdk_bundle_routes
 from ingest.guard import LastResortGuard
 from ingest.kafka_writer import EnvelopeWindow, KafkaWriter
+from ingest.openapi import collector_openapi
 from ingest.responses import Refusal, json_response
+from ingest.sdk_bundle import sdk_bundle_routes
 from ingest.suppression import Suppressions
 from ingest.tracking import TrackingAPI
 from schemas.config import FootfallSettings, tune_garbage_collector
@@ -115,8 +115,7 @@ def create_app(settings: FootfallSettings | None = None, config: CollectorConfig
     ]
     if trusted := config.trusted_proxy_list:
         middleware.insert(0, Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted))
-    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: http_error})
-    return app
+    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={HTTPException: http_error})
 
 
 async def http_error(_request: Request, exc: HTTPException) -> Response:

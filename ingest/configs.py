@@ -29,8 +29,8 @@ from ingest.edge import edge_of
 from ingest.normalize import NOTHING_INHERITED, normalize_all, problems_from
 from ingest.responses import Refusal, json_response
 from ingest.tracking import TrackingAPI, events_of
-from schemas.configs import EXPOSURE_EVENT, ConfigRegistry, ConfigRequest, ConfigVersion, Served, Subject, serve
 from schemas.bad_rows import Problem
+from schemas.configs import EXPOSURE_EVENT, ConfigRegistry, ConfigRequest, ConfigVersion, Served, Subject, serve
 from schemas.identity import DistinctIdMapping
 from schemas.person_properties import PersonProperties
 from schemas.topics import Topics
@@ -194,7 +194,7 @@ class ConfigServing:
         fresh = self.exposures.new(person, served)
         if not fresh:
             return
-        edge = edge_of(request, source)
+        edge = await edge_of(request, source)
         calls = [exposure_call(subject, item) for item in fresh]
         outcome = normalize_all(calls, edge, NOTHING_INHERITED)
         self.tracking.drop_erased(outcome, edge)  # an erased user's exposures are not written, not even as bad rows

@@ -15,7 +15,7 @@ from functools import lru_cache
 
 from starlette.requests import Request
 
-from ingest.geo import locate
+from ingest.geo import locate_off_loop
 from ingest.normalize import Edge
 from ingest.sources import Source
 
@@ -40,7 +40,8 @@ def recorded_ip(host: str | None, truncate: bool) -> str | None:
     return str(ipaddress.ip_network(f"{address}/{kept}", strict=False).network_address)
 
 
-def edge_of(request: Request, source: Source) -> Edge:
+async def edge_of(request: Request, source: Source) -> Edge:
+    """The edge facts of a request; its location is looked up off the event loop (ingest.geo)."""
     host = request.client.host if request.client else None
     return Edge(
         source_id=source.id,
@@ -48,5 +49,5 @@ def edge_of(request: Request, source: Source) -> Edge:
         ip=recorded_ip(host, source.truncate_ip),
         user_agent=request.headers.get("user-agent"),
         hash_emails=source.hash_emails,
-        geo=locate(recorded_ip(host, False)) if source.geoip else None,  # the full address: truncation would move the city
+        geo=await locate_off_loop(recorded_ip(host, False)) if source.geoip else None,  # the full address: truncation would move the city
     )

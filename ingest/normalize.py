@@ -19,10 +19,10 @@ from ingest.privacy import mask_record
 from schemas.bad_rows import Problem
 from schemas.identity import is_illegal_id
 from schemas.tracking import (
+    FLOAT_ID,
     MAX_EVENT_BYTES,
     MAX_NESTING_DEPTH,
     MAX_STRING_LENGTH,
-    FLOAT_ID,
     BatchEnvelope,
     TrackingCall,
     shape_problem,

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from confluent_kafka import Consumer, TopicPartition
@@ -37,6 +37,7 @@ from ingest.kafka_writer import EnvelopeWindow, Event, KafkaWriter, Record
 from ingest.normalize import NOTHING_INHERITED, Edge, normalize_all
 from ingest.sources import SourceRegistry
 from schemas.bad_rows import BadRow, Problem, read_bad_row
+from schemas.compacted import end_offset
 from schemas.config import FootfallSettings
 from schemas.tracking import BatchEnvelope
 
@@ -66,7 +67,9 @@ class RecoveryReport:
             "still_bad": len(self.still_bad),
             "skipped": sum(self.skipped.values()),
             "skipped_because": dict(self.skipped),
-            "still_bad_rows": [{"position": s.position, "index": s.index, "problems": [p.model_dump() for p in s.problems]} for s in self.still_bad],
+            "still_bad_rows": [
+                {"position": s.position, "index": s.index, "problems": [p.model_dump() for p in s.problems]} for s in self.still_bad
+            ],
         }
 
 
@@ -75,18 +78,20 @@ def load_fix(path: Path) -> Fix:
     found = runpy.run_path(str(path)).get("fix")
     if not callable(found):
         raise ValueError(f"{path} defines no function fix(payload, row)")
-    return found  # type: ignore[no-any-return]  # runpy's namespace is untyped; callable() checked it
+    return cast(Fix, found)  # runpy's namespace is untyped; callable() checked it
 
 
 def read_dead_letters(settings: FootfallSettings, since: datetime | None, timeout_s: float = 60) -> Iterator[tuple[str, bytes]]:
     """(position, value) of every dead-letter record written since `since`, up to the end offsets taken now."""
     topic = settings.topics.dead_letter.name
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"recover-{uuid.uuid4()}", "enable.auto.commit": False})
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"recover-{uuid.uuid4()}", "enable.auto.commit": False}
+    )
     try:
         partitions = list(consumer.list_topics(topic, timeout=30).topics[topic].partitions)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in partitions}
+        ends = {p: end_offset(consumer, TopicPartition(topic, p), timeout_s) for p in partitions}
         if since is None:
-            starts = {p: 0 for p in partitions}
+            starts = dict.fromkeys(partitions, 0)
         else:
             at = int(since.timestamp() * 1000)
             found = consumer.offsets_for_times([TopicPartition(topic, p, at) for p in partitions], timeout=30)
@@ -133,8 +138,14 @@ def with_message_id(call: Any, position: str, index: int) -> Any:
 
 
 def recover_rows(
-    rows: Iterator[tuple[str, bytes]], fix: Fix, sources: SourceRegistry, raw_topic: str, *,
-    kinds: set[str], since: datetime | None = None, source_id: str | None = None,
+    rows: Iterator[tuple[str, bytes]],
+    fix: Fix,
+    sources: SourceRegistry,
+    raw_topic: str,
+    *,
+    kinds: set[str],
+    since: datetime | None = None,
+    source_id: str | None = None,
 ) -> tuple[RecoveryReport, list[Record]]:
     """Pure: the records to write and the report, for the dead-letter records given."""
     report, records = RecoveryReport(), []
@@ -155,10 +166,18 @@ def recover_rows(
         try:
             calls, inherited = calls_in(fixed)
         except ValidationError as exc:
-            report.still_bad.append(StillBad(position, 0, [Problem(field="batch", reason=str(exc.errors()[0]["msg"]), rule=exc.errors()[0]["type"])]))
+            report.still_bad.append(
+                StillBad(position, 0, [Problem(field="batch", reason=str(exc.errors()[0]["msg"]), rule=exc.errors()[0]["type"])])
+            )
             continue
         source = sources.find_by_id(row.source_id or "")
-        edge = Edge(source_id=row.source_id or "", received_at=row.received_at, ip=None, user_agent=None, hash_emails=bool(source and source.hash_emails))
+        edge = Edge(
+            source_id=row.source_id or "",
+            received_at=row.received_at,
+            ip=None,
+            user_agent=None,
+            hash_emails=bool(source and source.hash_emails),
+        )
         calls = [with_message_id(call, position, index) for index, call in enumerate(calls)]
         outcome = normalize_all(calls, edge, inherited)
         report.still_bad += [StillBad(position, index, problems) for index, _call, problems in outcome.rejected]
@@ -179,8 +198,14 @@ def unrecoverable(row: BadRow, sources: SourceRegistry) -> str | None:
 
 
 def recover(
-    settings: FootfallSettings, sources: SourceRegistry, fix: Fix, *, kinds: set[str], since: datetime | None = None,
-    source_id: str | None = None, dry_run: bool = False,
+    settings: FootfallSettings,
+    sources: SourceRegistry,
+    fix: Fix,
+    *,
+    kinds: set[str],
+    since: datetime | None = None,
+    source_id: str | None = None,
+    dry_run: bool = False,
 ) -> RecoveryReport:
     """Read, fix, validate and (unless `dry_run`) write: the report once Kafka acknowledged every record."""
     rows = read_dead_letters(settings, since)

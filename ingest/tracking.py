@@ -104,7 +104,7 @@ class TrackingAPI:
         A single call gets the route's type (`call_type`), when the route names one. `retried`: whether
         the client sends a refused request again (an SDK does, a pixel never)."""
         source = self.authenticate(request, body)
-        edge = edge_of(request, source)
+        edge = await edge_of(request, source)
         await self.check_origin_keeping(request, body, source, edge)
         calls, inherited = await self.calls_of(body, call_type, batch, edge)
         try:

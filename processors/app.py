@@ -78,7 +78,7 @@ def stop_worker_on_failure(agent):
     and then restarts the agent: the message's outputs never leave, yet its offset is committed. That is a
     lost event. So an unexpected error stops the worker at once, before anything else runs on the event
     loop (nothing acknowledged, nothing committed); the restarted worker takes the messages again.
-    Poison messages never get here: `readable` dead-letters them."""
+    Poison messages never get here: `decode_or_dead_letter` dead-letters them."""
 
     @functools.wraps(agent)
     async def guarded(stream):
@@ -91,8 +91,8 @@ def stop_worker_on_failure(agent):
     return guarded
 
 
-def with_person(event: EnrichedEvent, known: dict | None) -> bytes:
-    """The event stamped with the person known now (or the one its distinct id would found)."""
+def stamped_json(event: EnrichedEvent, known: dict | None) -> bytes:
+    """The event stamped with the person known now (or the one its distinct id would found), as the JSON sent on."""
     person_id = known["person_id"] if known else person_id_for(event.distinct_id)
     return EnrichedEvent.model_construct(**{**event.__dict__, "person_id": person_id}).model_dump_json().encode()
 
@@ -307,7 +307,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         while buffer.size:
             await buffer.flush_atmost(buffer.size)
 
-    async def readable(model, key: bytes | None, value: bytes | None):
+    async def decode_or_dead_letter(model, key: bytes | None, value: bytes | None):
         """The message as `model`, or None after it went to the dead-letter topic with its reason (a poison
         message is recorded and skipped, never retried forever)."""
         try:
@@ -367,7 +367,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                     distinct_key = event.distinct_id.encode()
                     if distinct_key == key:
                         # Same key, same partition: the person-of table is right here, no re-keying hop needed.
-                        await emit(enriched, key, with_person(out, person_of.get(key)))
+                        await emit(enriched, key, stamped_json(out, person_of.get(key)))
                     else:
                         await emit(sessioned, distinct_key, out.model_dump_json().encode())
                     changes = session_changes.setdefault(key, {})
@@ -437,7 +437,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     async def learn_persons(stream):
         """Keep distinct id → person id where the events of that distinct id are stamped."""
         async for key, value in stream.items():
-            mapping = await readable(DistinctIdMapping, key, value)
+            mapping = await decode_or_dead_letter(DistinctIdMapping, key, value)
             if mapping is None:
                 continue
             known = person_of.get(key)
@@ -455,6 +455,6 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         async for handed in stream.events():
             await verify_contiguous(handed)
             for keyed in await events_of(handed, EnrichedEvent, distinct_key_of, topics.sessioned.partitions):
-                await emit(enriched, keyed.key, with_person(keyed.event, person_of.get(keyed.key)))
+                await emit(enriched, keyed.key, stamped_json(keyed.event, person_of.get(keyed.key)))
 
     return app

@@ -52,10 +52,10 @@ never arrived.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeGuard, overload
 
 from schemas.bad_rows import Problem
 from schemas.events import RawEvent
@@ -107,18 +107,35 @@ class Resolution:
     persons: list[PersonIdentity] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, list[dict]]:
+    def as_json(self) -> dict[str, list[dict[str, Any]]]:
         return {name: [record.model_dump(mode="json") for record in getattr(self, name)] for name in _RESOLUTION_PARTS}
 
     @classmethod
-    def from_json(cls, data: dict[str, list[dict]]) -> Resolution:
-        return cls(**{name: [model.model_validate(r) for r in data[name]] for name, model in _RESOLUTION_PARTS.items()})
+    def from_json(cls, data: dict[str, list[dict[str, Any]]]) -> Resolution:
+        return cls(
+            mappings=[DistinctIdMapping.model_validate(r) for r in data["mappings"]],
+            merges=[PersonMerge.model_validate(r) for r in data["merges"]],
+            persons=[PersonIdentity.model_validate(r) for r in data["persons"]],
+            warnings=[Problem.model_validate(r) for r in data["warnings"]],
+        )
 
     def __add__(self, other: Resolution) -> Resolution:
         return Resolution(**{name: getattr(self, name) + getattr(other, name) for name in _RESOLUTION_PARTS})
 
 
-_RESOLUTION_PARTS = {"mappings": DistinctIdMapping, "merges": PersonMerge, "persons": PersonIdentity, "warnings": Problem}
+_RESOLUTION_PARTS = ("mappings", "merges", "persons", "warnings")
+
+
+class _Store(Protocol):
+    """What a command reads and writes: the store itself, or the store staged (_Staged)."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+    def __setitem__(self, key: str, value: Any, /) -> None: ...
+    def __delitem__(self, key: str, /) -> None: ...
+    @overload
+    def get(self, key: str, /) -> Any: ...
+    @overload
+    def get(self, key: str, default: Any, /) -> Any: ...
 
 
 class _Staged:
@@ -147,11 +164,11 @@ class _Staged:
         self.writes[key] = value
 
     def __delitem__(self, key: str) -> None:
-        self[key]  # noqa: B018 - a missing key raises, as a mapping's would
+        _ = self[key]  # a missing key raises KeyError, as a mapping's deletion does
         self[key] = None  # via __setitem__: a deletion counts as a change
 
 
-def _write_through(store: MutableMapping[str, Any], writes) -> None:
+def _write_through(store: MutableMapping[str, Any], writes: Iterable[tuple[str, Any]]) -> None:
     for key, value in writes:
         if value is not None:
             store[key] = value
@@ -176,8 +193,8 @@ class _Facts:
 _USER = _Facts(identified=True, is_contact=True, has_user_id=True)
 
 
-def _next(store: MutableMapping[str, Any], counter: str) -> int:
-    value = store.get(counter, 0) + 1
+def _next(store: _Store, counter: str) -> int:
+    value: int = store.get(counter, 0) + 1
     store[counter] = value
     return value
 
@@ -189,7 +206,7 @@ class _Change:
     person is emitted once with its final flags (and a faust table sees a real assignment).
     """
 
-    def __init__(self, store: MutableMapping[str, Any], timestamp: datetime) -> None:
+    def __init__(self, store: _Store, timestamp: datetime) -> None:
         self.store = store
         self.timestamp = timestamp
         self.out = Resolution()
@@ -197,7 +214,8 @@ class _Change:
         self.changed: dict[str, None] = {}  # an ordered set of person ids
 
     def resolve(self, distinct_id: str) -> str | None:
-        return self.store.get(_ID + distinct_id)
+        person_id: str | None = self.store.get(_ID + distinct_id)
+        return person_id
 
     def record(self, person_id: str) -> dict[str, Any]:
         if person_id not in self.records:
@@ -221,7 +239,7 @@ class _Change:
             person_id = person_id_for(f"{distinct_id}#{generation}")
         return person_id
 
-    def is_free(self, person_id: str | None) -> bool:
+    def is_free(self, person_id: str | None) -> TypeGuard[str]:
         return person_id is not None and self.store.get(_PERSON + person_id) is None and person_id not in self.records
 
     def found(self, person_id: str) -> None:
@@ -271,6 +289,7 @@ class _Change:
             self.ensure(source)  # the older id founds the person
         source_person, target_person = self.resolve(source), self.resolve(target)
         if target_person is None:
+            assert source_person is not None  # both unknown: ensure(source) founded it just above
             if guarded and self.record(source_person).get("has_user_id"):
                 # A second user logging in on a shared device: their account starts its own person.
                 self._refuse(source, target, source_person, "a new person for the new user id")
@@ -322,7 +341,7 @@ class _Change:
     def claimed_person(self, email: str | None) -> str | None:
         """The live person the API gave this email, if it has no user id yet (else identify's guard applies)."""
         for key in email_claim_keys(email):
-            person_id = self.store.get(_EMAIL + key)
+            person_id: str | None = self.store.get(_EMAIL + key)
             while person_id is not None and self.record(person_id).get("merged_into"):
                 person_id = self.record(person_id)["merged_into"]
             if person_id is not None and not self.record(person_id).get("has_user_id") and not self.record(person_id).get("deleted"):
@@ -443,6 +462,7 @@ class IdentityResolver:
     @staticmethod
     def _seen(change: _Change, command: IdentityCommand) -> None:
         if change.legal(distinct_id=command.distinct_id):
+            assert command.distinct_id is not None  # legal: not missing
             is_user_id = command.user_id == command.distinct_id
             if is_user_id and change.resolve(command.distinct_id) is None and (claimed := change.claimed_person(command.email)):
                 change.attach(command.distinct_id, claimed)  # the API's user with this email logs in
@@ -453,6 +473,7 @@ class IdentityResolver:
         """The API's create (person_id: the id it chose) or an identifier set by an update."""
         if not change.legal(distinct_id=command.distinct_id):
             return
+        assert command.distinct_id is not None  # legal: not missing
         has_user_id = command.user_id is not None
         person = change.ensure(command.distinct_id, _Facts.of(command, names_user_id=has_user_id), founded_as=command.person_id)
         if person != command.person_id and change.is_free(command.person_id):
@@ -460,6 +481,7 @@ class IdentityResolver:
             change.found(command.person_id)
             change.merge(command.person_id, person, "alias")
         if has_user_id and command.user_id != command.distinct_id and change.legal(user_id=command.user_id):
+            assert command.user_id is not None  # legal: not missing
             owner = change.resolve(command.user_id)
             if owner is None:
                 change.attach(command.user_id, person)
@@ -477,6 +499,7 @@ class IdentityResolver:
             record = change.store.get(_PERSON + person_id)
         if record is None or record.get("deleted"):
             return  # deleted already (or never founded): nothing to forget
+        assert person_id is not None  # a record was found under it
         change.forget(person_id)
 
     @staticmethod
@@ -494,14 +517,15 @@ class IdentityResolver:
         events have one; the traits are dropped, since it is unclear whose they are."""
         user_id = command.user_id
         if change.legal(**{source_field: source, "user_id": user_id}):
+            assert source is not None and user_id is not None  # legal: neither is missing
             if guarded and change.resolve(user_id) is None and (claimed := change.claimed_person(command.email)):
                 change.attach(user_id, claimed)  # the API's user with this email: the new user id joins them
             person = change.link(source, user_id, reason, guarded)
             if person is not None:
                 change.learn(person, _Facts.of(command, names_user_id=True))
-        elif not is_illegal_id(user_id):
+        elif user_id is not None and not is_illegal_id(user_id):
             change.ensure(user_id, _USER)
-        elif not is_illegal_id(source):
+        elif source is not None and not is_illegal_id(source):
             change.ensure(source)
 
     def _remember(self, store: _Staged, message_id: str) -> None:

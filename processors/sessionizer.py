@@ -43,7 +43,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import reduce
-from typing import Any
+from typing import Any, overload
 
 import orjson
 
@@ -169,10 +169,18 @@ def _event_order(mark: Mark) -> tuple[int, str]:
     return mark.at, mark.message_id
 
 
+@overload
+def _earliest(a: Mark, b: Mark | None) -> Mark: ...
+@overload
+def _earliest(a: Mark | None, b: Mark | None) -> Mark | None: ...
 def _earliest(a: Mark | None, b: Mark | None) -> Mark | None:
     return min((mark for mark in (a, b) if mark), key=_event_order, default=None)
 
 
+@overload
+def _latest(a: Mark, b: Mark | None) -> Mark: ...
+@overload
+def _latest(a: Mark | None, b: Mark | None) -> Mark | None: ...
 def _latest(a: Mark | None, b: Mark | None) -> Mark | None:
     return max((mark for mark in (a, b) if mark), key=_event_order, default=None)
 

@@ -73,9 +73,7 @@ class Directory:
             return False
         if person_id and received_ms <= self.deleted_persons.get(person_id, -1):
             return True
-        return any(
-            identifier and received_ms <= self.dropped_until.get(id_digest(identifier), -1) for identifier in set(identifiers)
-        )
+        return any(identifier and received_ms <= self.dropped_until.get(id_digest(identifier), -1) for identifier in set(identifiers))
 
     def erased(self, identifier: str) -> bool:
         return self.dropped_until.get(id_digest(identifier)) == FOREVER

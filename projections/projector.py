@@ -35,7 +35,6 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from pydantic import ValidationError
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from projections import metrics, rows
 from projections.companies import COMPANY_COMMANDS, company_command_row, is_group_call
@@ -47,7 +46,7 @@ from projections.property_rules import screen, screen_group_call, violation_bad_
 from projections.removals import remove_person_rows
 from projections.rows import Overrides, TableSpec, epoch_ms
 from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
-from schemas.compacted import CompactedFollower
+from schemas.compacted import CompactedFollower, end_offset
 from schemas.companies import CompanyCommand
 from schemas.config import FootfallSettings
 from schemas.envelope import EnvelopeError, unpack
@@ -93,25 +92,23 @@ class Batch:
         return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
 
-@retry(retry=retry_if_exception_type(KafkaException), stop=stop_after_delay(30), wait=wait_fixed(0.2), reraise=True)
-def _end_offset(consumer: Consumer, partition: TopicPartition) -> int:
-    """The partition's end, asked again while its leader is not known yet (a topic just created answers
-    NOT_LEADER_FOR_PARTITION for a moment)."""
-    return consumer.get_watermark_offsets(partition, timeout=30)[1]
-
-
 def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> list[UserCommand]:
     """Every command on the user-commands topic up to its end now (none when the topic does not exist yet)."""
     topic = settings.topics.user_commands.name
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"{settings.topic_prefix}-directory",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "group.id": f"{settings.topic_prefix}-directory",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
         if metadata is None or metadata.error is not None:
             return []
         ends = {}
         for partition in metadata.partitions:
-            end = _end_offset(consumer, TopicPartition(topic, partition))
+            end = end_offset(consumer, TopicPartition(topic, partition))
             if end > 0:
                 ends[partition] = end
         consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])
@@ -136,8 +133,9 @@ class RecordDecoder:
     """Records into a batch's rows, one small step per topic (no I/O: what it needs is handed in). Every event of an
     envelope is decoded on its own, so where the events were split into records changes nothing but their offsets."""
 
-    def __init__(self, topics: Topics, session_overrides: Overrides, person_overrides: Overrides, directory: Directory,
-                 replaying: bool = False):
+    def __init__(
+        self, topics: Topics, session_overrides: Overrides, person_overrides: Overrides, directory: Directory, replaying: bool = False
+    ):
         self.session_overrides = session_overrides
         self.person_overrides = person_overrides
         self.directory = directory
@@ -200,11 +198,15 @@ class RecordDecoder:
 
     def _on_person_message(self, batch: Batch, value: bytes, message: Message) -> None:
         person = person_message.validate_json(value)
-        if isinstance(person, PersonMerge) and (self.directory.is_deleted(person.into_person) or self.directory.is_deleted(person.from_person)):
+        if isinstance(person, PersonMerge) and (
+            self.directory.is_deleted(person.into_person) or self.directory.is_deleted(person.from_person)
+        ):
             return
         if isinstance(person, PersonMerge):
             for absorbed, survivor in self.person_overrides.merge(person.from_person, person.into_person):
-                batch.rows[rows.PERSON_OVERRIDES.name].append(rows.person_override_row(absorbed, survivor, person.timestamp, person.version))
+                batch.rows[rows.PERSON_OVERRIDES.name].append(
+                    rows.person_override_row(absorbed, survivor, person.timestamp, person.version)
+                )
             batch.persons.merges.append(person)
         elif isinstance(person, PersonIdentity):
             batch.persons.identities.append(person)
@@ -284,9 +286,7 @@ class Projector:
                 "session.timeout.ms": int(settings.consumer_session_timeout_seconds * 1000),
             }
         )
-        self.producer = Producer(
-            {"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True}
-        )
+        self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True})
         # Property definitions: the whole compacted topic, followed by every projector (no group).
         self.definitions = CompactedFollower(
             settings.kafka_bootstrap_servers, topics.property_definitions.name, PropertyDefinition.model_validate_json
@@ -385,7 +385,9 @@ class Projector:
             self._insert(PERSONS, person_rows, batch.dedup_token(PERSONS.name))
             self.publish_person_properties(person_rows)
         for command in batch.removals:
-            self._retrying(lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}")
+            self._retrying(
+                lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}"
+            )
         self.publish_removed_persons(batch.removals)
         # Companies after persons and removals: derived links, member counts and last seen read the profiles.
         self._retrying(lambda: self.companies.project(

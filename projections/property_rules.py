@@ -37,7 +37,8 @@ class Violation(NamedTuple):
 
 def _hashed_emails(definitions: Mapping[str, PropertyDefinition], writes: Mapping[str, Any]) -> set[str]:
     return {
-        name for name, value in writes.items()
+        name
+        for name, value in writes.items()
         if isinstance(value, str) and HASHED_EMAIL.fullmatch(value) and (d := definitions.get(name)) is not None and d.type == "email"
     }
 
@@ -53,8 +54,9 @@ def _spec_objects(writes: Mapping[str, Any], where: str) -> set[str]:
     return {name for name in SPEC_OBJECT_TRAITS if isinstance(writes.get(name), dict)}
 
 
-def _screened(definitions: Mapping[str, PropertyDefinition], writes: dict[str, Any], where: str,
-              violations: list[Violation]) -> dict[str, Any]:
+def _screened(
+    definitions: Mapping[str, PropertyDefinition], writes: dict[str, Any], where: str, violations: list[Violation]
+) -> dict[str, Any]:
     """writes without the values their definitions refuse (each refused one added to violations)."""
     passed = _hashed_emails(definitions, writes) | _spec_objects(writes, where)
     checked = check_values(definitions, {k: v for k, v in writes.items() if k not in passed})
@@ -116,5 +118,7 @@ def violation_bad_row(event: EnrichedEvent, violation: Violation, origin: str | 
         "value_type": error.value_type,
         "value": value[:MAX_KEPT_VALUE_CHARS],
     }
-    problem = Problem(field=f"{violation.where}.{error.property}", reason=f"({error.value_type}) {error.property} {error.reason}", rule=error.rule)
+    problem = Problem(
+        field=f"{violation.where}.{error.property}", reason=f"({error.value_type}) {error.property} {error.reason}", rule=error.rule
+    )
     return stream_bad_row("property_violation", "projector", orjson.dumps(payload), problem, origin, event.source_id).encode()

@@ -7,9 +7,9 @@ for everyone else. Every request needs the admin secret (never the public write 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
-from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -66,7 +66,9 @@ def create_read_app(client: Client, admin_key: str, readiness: Callable[[], tupl
             if not isinstance(query, str) or not isinstance(parameters, dict):
                 raise TypeError
         except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-            return Response(dumps({"error": "body must be {\"query\": \"SELECT ...\", \"parameters\": {...}}"}), 400, media_type="application/json")
+            return Response(
+                dumps({"error": 'body must be {"query": "SELECT ...", "parameters": {...}}'}), 400, media_type="application/json"
+            )
         try:
             result = await run_in_threadpool(run_query, client, query, True, parameters)
         except ClickHouseError as exc:

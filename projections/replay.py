@@ -54,7 +54,9 @@ def replay(settings: FootfallSettings, client: Client, switch: bool = True, time
     ddl(client, f"DROP DATABASE IF EXISTS {staging}", cluster)
     migrate(client, staging, cluster)
     projector = Projector(
-        settings.model_copy(update={"database": staging}), client, group_id=f"{settings.topic_prefix}-replay-{uuid.uuid4().hex[:8]}",
+        settings.model_copy(update={"database": staging}),
+        client,
+        group_id=f"{settings.topic_prefix}-replay-{uuid.uuid4().hex[:8]}",
         replaying=True,
     )
     finish = end_offsets(settings, list(projector.handlers))
@@ -73,7 +75,9 @@ def replay(settings: FootfallSettings, client: Client, switch: bool = True, time
     previous = None
     if switch:
         previous = f"{settings.database}__before_replay_{datetime.now(UTC):%Y%m%dT%H%M%S}"
-        if client.query("SELECT count() FROM system.databases WHERE name = {name:String}", parameters={"name": settings.database}).result_rows[0][0]:
+        if client.query(
+            "SELECT count() FROM system.databases WHERE name = {name:String}", parameters={"name": settings.database}
+        ).result_rows[0][0]:
             ddl(client, f"RENAME DATABASE {settings.database} TO {previous}", cluster)
             create_views(client, previous, cluster)
         else:

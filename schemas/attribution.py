@@ -19,14 +19,26 @@ from schemas.events import RawEvent
 
 UTM_FIELDS = ("source", "medium", "campaign", "term", "content")
 # Segment's context.campaign calls the campaign "name"; the other keys already match the UTM names.
-_CONTEXT_CAMPAIGN_KEYS = {
-    "source": "source", "medium": "medium", "name": "campaign", "term": "term", "content": "content"
-}
+_CONTEXT_CAMPAIGN_KEYS = {"source": "source", "medium": "medium", "name": "campaign", "term": "term", "content": "content"}
 
 # ua-parser's OS families (uap-core regexes) that run on phones; tablets are told apart by device first.
 _MOBILE_OS_FAMILIES = frozenset(
-    {"iOS", "Android", "Windows Phone", "Windows Mobile", "BlackBerry OS", "KaiOS", "Firefox OS", "Symbian OS",
-     "Symbian^3", "Symbian^3 Anna", "Symbian^3 Belle", "Nokia Series 40", "Nokia Series 30 Plus", "webOS"}
+    {
+        "iOS",
+        "Android",
+        "Windows Phone",
+        "Windows Mobile",
+        "BlackBerry OS",
+        "KaiOS",
+        "Firefox OS",
+        "Symbian OS",
+        "Symbian^3",
+        "Symbian^3 Anna",
+        "Symbian^3 Belle",
+        "Nokia Series 40",
+        "Nokia Series 30 Plus",
+        "webOS",
+    }
 )
 _DESKTOP_OS_FAMILIES = frozenset(
     {"Windows", "Mac OS X", "Mac OS", "Linux", "Chrome OS", "Debian", "Red Hat", "Gentoo", "FreeBSD", "Solaris"}

@@ -38,9 +38,7 @@ BAD_ROW_KINDS: tuple[str, ...] = get_args(BadRowKind)
 
 # Rules the collector's own checks name (pydantic's error types name the rest: missing, string_too_long, ...).
 INVALID_JSON_RULES = frozenset({"invalid_json", "empty_body", "not_base64"})
-SIZE_RULES = frozenset(
-    {"body_too_large", "batch_too_long", "event_too_large", "string_over_limit", "key_over_limit", "nesting_over_limit"}
-)
+SIZE_RULES = frozenset({"body_too_large", "batch_too_long", "event_too_large", "string_over_limit", "key_over_limit", "nesting_over_limit"})
 UNREADABLE_BODY_RULES = frozenset({"unsupported_content_type", "unsupported_content_encoding", "invalid_gzip", "body_timeout"})
 
 
@@ -174,7 +172,9 @@ def stream_bad_row(
 
 def poison_message(stage: Stage, payload: bytes | None, field: str, reason: str, origin: str | None = None) -> bytes:
     """A message its consumer could not read: recorded and skipped, never retried forever."""
-    return stream_bad_row("poison_message", stage, payload, Problem(field=field, reason=reason[:500], rule="unreadable_message"), origin).encode()
+    return stream_bad_row(
+        "poison_message", stage, payload, Problem(field=field, reason=reason[:500], rule="unreadable_message"), origin
+    ).encode()
 
 
 def identity_warning(stage: Stage, payload: bytes | None, problem: Problem) -> bytes:
@@ -188,7 +188,9 @@ def identity_warning(stage: Stage, payload: bytes | None, problem: Problem) -> b
 
 def partition_mismatch(stage: Stage, payload: bytes | None, field: str, reason: str, origin: str | None = None) -> bytes:
     """An event on a partition its key does not hash to: its state would land in another partition's store."""
-    return stream_bad_row("partition_mismatch", stage, payload, Problem(field=field, reason=reason, rule="partition_of_key"), origin).encode()
+    return stream_bad_row(
+        "partition_mismatch", stage, payload, Problem(field=field, reason=reason, rule="partition_of_key"), origin
+    ).encode()
 
 
 def property_violation(stage: Stage, payload: bytes | None, problems: list[Problem], source_id: str | None = None) -> bytes:

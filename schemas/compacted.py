@@ -17,8 +17,17 @@ from collections.abc import Callable
 from typing import Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_fixed
 
 T = TypeVar("T")
+
+
+def end_offset(consumer: Consumer, partition: TopicPartition, timeout_s: float = 30) -> int:
+    """The partition's end, asked again while its leader is not known yet (a topic just created, a broker
+    restarting: NOT_LEADER_FOR_PARTITION for a moment). Every reader that reads a topic to its end uses it."""
+    retrying = Retrying(retry=retry_if_exception_type(KafkaException), stop=stop_after_delay(timeout_s), wait=wait_fixed(0.2), reraise=True)
+    ends: tuple[int, int] = retrying(consumer.get_watermark_offsets, partition, timeout=min(10.0, timeout_s))
+    return ends[1]
 
 
 class CompactedFollower(Generic[T]):
@@ -60,14 +69,10 @@ class CompactedFollower(Generic[T]):
             self.poll(timeout_s=0.2)
 
     def _end_offset(self, partition: int, deadline: float) -> int:
-        """The partition's end; a topic created a moment ago may still be electing its leader: wait for it."""
-        while True:
-            try:
-                return self._consumer.get_watermark_offsets(TopicPartition(self.topic, partition), timeout=max(0.1, deadline - time.monotonic()))[1]
-            except KafkaException as exc:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.topic}: no end offset for partition {partition}: {exc}") from exc
-                time.sleep(0.2)
+        try:
+            return end_offset(self._consumer, TopicPartition(self.topic, partition), timeout_s=max(0.1, deadline - time.monotonic()))
+        except KafkaException as exc:
+            raise TimeoutError(f"{self.topic}: no end offset for partition {partition}: {exc}") from exc
 
     def poll(self, timeout_s: float = 0.0, max_messages: int = 1000) -> int:
         """Apply what has arrived; the number of records read."""
@@ -75,17 +80,19 @@ class CompactedFollower(Generic[T]):
             self._assign(10)
         messages = self._consumer.consume(max_messages, timeout=timeout_s)
         for message in messages:
-            if message.error():
-                if message.error().code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(f"{self.topic}: {message.error().str()}")
+            if (error := message.error()) is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"{self.topic}: {error.str()}")
                 continue
-            self.positions[message.partition()] = message.offset() + 1
+            partition, offset, value = message.partition(), message.offset(), message.value()
+            assert partition is not None and offset is not None  # a consumed record has both
+            self.positions[partition] = offset + 1
             key = (message.key() or b"").decode("utf-8", "replace")
-            if message.value() is None:
+            if value is None:
                 self.values.pop(key, None)
                 continue
             try:
-                self.values[key] = self.decode(message.value())
+                self.values[key] = self.decode(value)
             except ValueError:
                 self.unreadable += 1
         return len(messages)

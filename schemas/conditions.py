@@ -120,7 +120,7 @@ def walk(condition: BaseModel) -> Iterator[BaseModel]:
 
 
 def kinds_used(condition: BaseModel) -> set[str]:
-    return {c.kind for c in walk(condition)}
+    return {str(getattr(c, "kind", type(c).__name__)) for c in walk(condition)}
 
 
 def properties_used(condition: BaseModel) -> set[str]:
@@ -137,7 +137,9 @@ def evaluate(condition: BaseModel, properties: Mapping[str, Any]) -> bool:
         return all(results) if condition.match == "all" else any(results)
     if isinstance(condition, PropertyCondition):
         return property_matches(condition, properties.get(condition.property))
-    raise NotEvaluableHere(f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is evaluated in ClickHouse, not in memory")
+    raise NotEvaluableHere(
+        f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is evaluated in ClickHouse, not in memory"
+    )
 
 
 def property_matches(condition: PropertyCondition, actual: Any) -> bool:
@@ -147,7 +149,7 @@ def property_matches(condition: PropertyCondition, actual: Any) -> bool:
     if op in PRESENCE_OPERATORS:
         return op == "is_set"
     if op in LIST_OPERATORS:
-        hit = any(equals(actual, member) for member in expected)
+        hit = isinstance(expected, list) and any(equals(actual, member) for member in expected)
         return hit if op == "in" else not hit
     return _OPERATIONS[op](actual, expected)
 
@@ -200,7 +202,7 @@ def equals(actual: Any, expected: Scalar) -> bool:
     """Typed by the expected value: a boolean matches true/"true", a number matches numerically, text
     matches case-insensitively."""
     if isinstance(expected, bool):
-        return isinstance(actual, bool | str) and text(actual).strip().casefold() == ("true" if expected else "false")
+        return isinstance(actual, bool | str) and (text(actual) or "").strip().casefold() == ("true" if expected else "false")
     if isinstance(expected, int | float):
         found = number(actual)
         return found is not None and found == float(expected)
@@ -255,7 +257,9 @@ def compile_condition(condition: BaseModel) -> Matcher:
         return lambda properties: any(child(properties) for child in children)
     if isinstance(condition, PropertyCondition):
         return _compile_property(condition)
-    raise NotEvaluableHere(f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is evaluated in ClickHouse, not in memory")
+    raise NotEvaluableHere(
+        f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is evaluated in ClickHouse, not in memory"
+    )
 
 
 def _compile_property(condition: PropertyCondition) -> Matcher:
@@ -264,7 +268,7 @@ def _compile_property(condition: PropertyCondition) -> Matcher:
         wanted = op == "is_set"
         return lambda properties: (properties.get(name) is not None) == wanted
     if op in ("equals", "not_equals", "in", "not_in"):
-        members = expected if isinstance(expected, list) else [expected]
+        members: list[Scalar] = expected if isinstance(expected, list) else [] if expected is None else [expected]
         test = _compile_membership(members)
         negate = op in ("not_equals", "not_in")
 
@@ -274,8 +278,8 @@ def _compile_property(condition: PropertyCondition) -> Matcher:
 
         return membership
     if op in TEXT_OPERATORS:
-        folded = expected.casefold()
-        check = {"contains": lambda s: folded in s, "not_contains": lambda s: folded not in s,
+        folded = str(expected).casefold()  # the model's validator: text operators compare with a string
+        check: Callable[[str], bool] = {"contains": lambda s: folded in s, "not_contains": lambda s: folded not in s,
                  "starts_with": lambda s: s.startswith(folded), "ends_with": lambda s: s.endswith(folded)}[op]  # fmt: skip
 
         def text_match(properties: Mapping[str, Any]) -> bool:
@@ -285,7 +289,16 @@ def _compile_property(condition: PropertyCondition) -> Matcher:
         return text_match
     read = number if op in NUMBER_OPERATORS else instant
     bound = read(expected)
-    compare = {"gt": float.__gt__, "gte": float.__ge__, "lt": float.__lt__, "lte": float.__le__, "before": float.__lt__, "after": float.__gt__}[op]
+    if bound is None:  # as `evaluate`: nothing is ordered against a value that is no number or date
+        return lambda properties: False
+    compare = {
+        "gt": float.__gt__,
+        "gte": float.__ge__,
+        "lt": float.__lt__,
+        "lte": float.__le__,
+        "before": float.__lt__,
+        "after": float.__gt__,
+    }[op]
 
     def ordered(properties: Mapping[str, Any]) -> bool:
         actual = properties.get(name)
@@ -305,7 +318,7 @@ def _compile_membership(members: list[Scalar]) -> Callable[[Any], bool]:
     texts = {m.casefold() for m in members if isinstance(m, str)}
 
     def test(actual: Any) -> bool:
-        if booleans and isinstance(actual, bool | str) and text(actual).strip().casefold() in booleans:
+        if booleans and isinstance(actual, bool | str) and (text(actual) or "").strip().casefold() in booleans:
             return True
         if numbers and (found := number(actual)) is not None and found in numbers:
             return True

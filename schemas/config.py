@@ -29,9 +29,7 @@ class FootfallSettings(BaseSettings):
 
     # ClickHouse: a server URL (http://user:pass@host:8123) or a chdb:///abs/path DSN; unset means the
     # embedded engine in <data_dir>/clickhouse.
-    clickhouse_url: str | None = Field(
-        default=None, validation_alias=AliasChoices("CLICKHOUSE_URL", "FOOTFALL_CLICKHOUSE_URL")
-    )
+    clickhouse_url: str | None = Field(default=None, validation_alias=AliasChoices("CLICKHOUSE_URL", "FOOTFALL_CLICKHOUSE_URL"))
     data_dir: Path = Path(".footfall")
     database: str = "footfall"
     # A ClickHouse cluster name (remote_servers): migrations then run ON CLUSTER with Replicated engines, and

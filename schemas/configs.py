@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
@@ -27,6 +27,7 @@ EXPOSURE_EVENT = "$config_served"
 
 
 # -- bucketing ----------------------------------------------------------------------------------------
+
 
 def bucket(config_key: str, salt: str, bucketing_id: str) -> float:
     """A number in [0, 1), the same for the same inputs in every language: SHA-256 over the UTF-8 bytes of
@@ -63,6 +64,7 @@ def split(variants: list[Variant], config_key: str, salt: str, bucketing_id: str
 
 # -- definitions ---------------------------------------------------------------------------------------
 
+
 class Variant(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -85,7 +87,7 @@ class Rule(BaseModel):
 
     @field_validator("condition")
     @classmethod
-    def _evaluable_in_memory(cls, condition):
+    def _evaluable_in_memory(cls, condition: Condition | None) -> Condition | None:
         if condition is not None and (outside := kinds_used(condition) - IN_MEMORY_KINDS):
             raise ValueError(f"condition kinds {sorted(outside)} cannot target configs yet (only {sorted(IN_MEMORY_KINDS)})")
         return condition
@@ -162,6 +164,13 @@ class ConfigSpec(BaseModel):
             if override.variant not in keys:
                 raise ValueError(f"overrides[{override.ref}].variant: '{override.variant}' is not one of the variants {keys}")
         return self
+
+    @property
+    def default_variant(self) -> str:
+        """The variant served when no rule matches (`_consistent` refuses a spec without one)."""
+        if self.default is None:
+            raise ValueError("default: name the variant served when no rule matches")
+        return self.default
 
     @cached_property
     def overrides_by_ref(self) -> dict[str, Override]:
@@ -240,6 +249,7 @@ class ConfigRegistry:
 
 # -- evaluation ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Subject:
     """Who asks: the ids the caller sent, the person they resolve to and the properties rules read."""
@@ -283,7 +293,20 @@ class CompiledConfig:
     """One config version prepared for serving: matchers with their values parsed, the hash inputs' fixed
     parts encoded, cumulative weights summed and the answers that do not depend on the subject built."""
 
-    __slots__ = ("key", "version", "enabled", "overrides", "rules", "rollout_prefix", "variant_prefix", "cumulative", "total", "answers", "default", "salt")
+    __slots__ = (
+        "key",
+        "version",
+        "enabled",
+        "overrides",
+        "rules",
+        "rollout_prefix",
+        "variant_prefix",
+        "cumulative",
+        "total",
+        "answers",
+        "default",
+        "salt",
+    )
 
     def __init__(self, config: ConfigVersion):
         spec = config.spec
@@ -302,7 +325,7 @@ class CompiledConfig:
                 self.cumulative.append((running, variant.key))
         self.total = running
         self.answers = {v.key: spec.value_of(v.key) for v in spec.variants}
-        self.default = spec.default
+        self.default = spec.default_variant
 
     def _bucket(self, prefix: bytes, bucketing_id: str) -> float:
         return (int.from_bytes(hashlib.sha256(prefix + bucketing_id.encode()).digest()[:8], "big") >> 11) / 9007199254740992.0
@@ -352,7 +375,7 @@ def serve_reference(config: ConfigVersion, subject: Subject, now: datetime) -> S
         return Served(spec.key, variant, spec.value_of(variant), config.version, reason, rule)
 
     if not spec.enabled:
-        return served(spec.default, "disabled")
+        return served(spec.default_variant, "disabled")
     for ref in (subject.user_id, subject.anonymous_id, subject.person_id):  # the userId's override first
         override = next((o for o in spec.overrides if o.ref == ref), None) if ref else None
         if override is not None and override.active(now):
@@ -367,11 +390,12 @@ def serve_reference(config: ConfigVersion, subject: Subject, now: datetime) -> S
             continue
         return served(rule.variant or split(spec.variants, spec.key, spec.salt, bucketing_id), "rule_match", index)
     if excluded_by is not None:
-        return served(spec.default, "rollout_excluded", excluded_by)
-    return served(spec.default, "default")
+        return served(spec.default_variant, "rollout_excluded", excluded_by)
+    return served(spec.default_variant, "default")
 
 
 # -- the serving request (SDK → collector) -------------------------------------------------------------
+
 
 class ConfigRequest(BaseModel):
     """`POST /v1/configs` (or the GET form's query): who asks, properties that take precedence over the

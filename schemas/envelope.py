@@ -164,4 +164,5 @@ def murmur2(key: bytes) -> int:
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner (Java's murmur2, also aiokafka's and librdkafka's `murmur2_random` for a
     non-empty key): the partition a keyed record lands on. Cached: device keys repeat."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions

@@ -36,7 +36,6 @@ def is_illegal_id(value: str | None) -> bool:
     return bare in ILLEGAL_IDS
 
 
-
 class IdentityCommand(BaseModel):
     """What the event path tells the resolver: a distinct id was seen, or two ids were linked.
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 # The persons columns carried as `$<column>` beside the traits: what config targeting may test besides the
 # properties themselves (the projector writes them; the API shows the same facts when it previews).
 DERIVED_FOR_TARGETING = (

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import phonenumbers
 import re2
@@ -41,9 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter, Validat
 
 ObjectType = Literal["user", "company"]  # what a definition types: a user's properties or a company's
 PropertyType = Literal["string", "number", "integer", "boolean", "datetime", "enum", "email", "phone", "url"]
-Rule = Literal[
-    "type", "required", "minimum", "maximum", "min_length", "max_length", "pattern", "options", "unique", "built_in"
-]
+Rule = Literal["type", "required", "minimum", "maximum", "min_length", "max_length", "pattern", "options", "unique", "built_in"]
 TEXT_TYPES = frozenset({"string", "email", "phone", "url", "enum"})
 PATTERN_TYPES = frozenset({"string", "email", "phone", "url"})
 NUMBER_TYPES = frozenset({"number", "integer"})
@@ -128,10 +126,17 @@ def pattern_error(pattern: str) -> str | None:
     return None
 
 
+class _Pattern(Protocol):
+    """What a compiled RE2 pattern offers here (google-re2 ships no type information)."""
+
+    def search(self, text: str) -> object | None: ...
+
+
 @lru_cache(maxsize=1024)
-def _compiled(pattern: str):
+def _compiled(pattern: str) -> _Pattern:
     """RE2: matching time is linear in the value, whatever the pattern (no catastrophic backtracking)."""
-    return re2.compile(pattern)
+    compiled: _Pattern = re2.compile(pattern)
+    return compiled
 
 
 def _built_in(name: str, type_: PropertyType, label: str, **constraints: Any) -> PropertyDefinition:

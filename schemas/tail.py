@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +69,19 @@ class TopicTail:
                     self._stopping.wait(0.2)
                     continue
                 for message in self._consumer.consume(500, timeout=0.2):
-                    if message.error():
-                        if message.error().code() != KafkaError._PARTITION_EOF:
-                            log.warning("%s: %s", self.name, message.error().str())
+                    if (error := message.error()) is not None:
+                        if error.code() != KafkaError._PARTITION_EOF:
+                            log.warning("%s: %s", self.name, error.str())
                         continue
                     self._apply(message)
                 self._check_ready()
         finally:
             self._consumer.close()
 
-    def _apply(self, message) -> None:
+    def _apply(self, message: Message) -> None:
         try:
-            self.on_record(message.topic(), message.key(), message.value())
-        except Exception:  # noqa: BLE001 - one unreadable record must not stop the copy; it is logged
+            self.on_record(message.topic() or "", message.key(), message.value())  # a consumed record always has its topic
+        except Exception:
             log.exception("%s: skipped an unreadable record at %s/%d@%d", self.name, message.topic(), message.partition(), message.offset())
         self.records += 1
 

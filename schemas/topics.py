@@ -34,8 +34,10 @@ class Topics:
     prefix: str = "footfall"
     partitions: int = 4
 
-    def _spec(self, name: str, key: str, schema: str, partitions: int | None = None, **options) -> TopicSpec:
-        return TopicSpec(f"{self.prefix}.{name}", partitions or self.partitions, key, schema, **options)
+    def _spec(
+        self, name: str, key: str, schema: str, partitions: int | None = None, retention_ms: int = FOREVER, compacted: bool = False
+    ) -> TopicSpec:
+        return TopicSpec(f"{self.prefix}.{name}", partitions or self.partitions, key, schema, retention_ms, compacted)
 
     @property
     def raw(self) -> TopicSpec:

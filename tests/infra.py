@@ -63,16 +63,7 @@ class LocalBroker:
 
     def wait_for_leaders(self, timeout_s: float = 60) -> None:
         """After a restart the broker answers before every partition has its leader back; wait for them."""
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            topics = admin.list_topics(timeout=10).topics.values()
-            if all(t.error is None and all(p.leader >= 0 and p.error is None for p in t.partitions.values()) for t in topics):
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"partitions still without a leader after {timeout_s}s")
+        wait_for_leaders(self.bootstrap_servers, timeout_s)
 
     def stop(self) -> None:
         subprocess.run([str(KAFKA_SCRIPT), "stop"], env=self.env, check=True)
@@ -109,3 +100,17 @@ def clickhouse(tmp_dir: Path) -> Iterator[str]:
             yield container.get_connection_url().replace("clickhouse://", "http://").rsplit("/", 1)[0]
         return
     yield f"chdb://{(tmp_dir / 'clickhouse').resolve()}"
+
+
+def wait_for_leaders(bootstrap_servers: str, timeout_s: float = 60) -> None:
+    """Until every partition has a leader: after a restart, or just after topics were created on a busy machine."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        topics = admin.list_topics(timeout=10).topics.values()
+        if all(t.error is None and all(p.leader >= 0 and p.error is None for p in t.partitions.values()) for t in topics):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"partitions still without a leader after {timeout_s}s")

@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -116,12 +116,20 @@ def processor(settings: FootfallSettings, log_dir: Path, restart_on_failure: boo
         yield supervisor.start(Child("processor", footfall_command("processor"), env=settings_env(settings), log_dir=log_dir, policy=policy))
 
 
+class WatchedProjector(Projector):
+    """The projector of a test: `failure` holds what stopped its thread (wait_until(watch=...) looks there)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failure: list[BaseException] = []
+
+
 @contextlib.contextmanager
 def projector(settings: FootfallSettings) -> Iterator[Projector]:
     """The projector in this process: with the embedded engine, the test process owns the chdb path."""
-    worker = Projector(settings, connect(settings.clickhouse_dsn))
-    failure: list[BaseException] = []
-    worker.failure = failure  # type: ignore[attr-defined] - wait_until(watch=...) looks here
+    worker = WatchedProjector(settings, connect(settings.clickhouse_dsn))
+    failure = worker.failure
+
     def run() -> None:
         try:
             worker.run()

@@ -197,22 +197,22 @@ class MultipartNeedsCsrfHeader:
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS", "TRACE"):
             headers = dict(scope.get("headers") or [])
-            if headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower() == b"multipart/form-data":
-                if not self._header_matches_cookie(headers):
-                    response = Response("multipart posts need the x-csrftoken header", status_code=403, media_type="text/plain")
-                    await response(scope, receive, send)
-                    return
+            multipart = headers.get(b"content-type", b"").split(b";", 1)[0].strip().lower() == b"multipart/form-data"
+            if multipart and not self._header_matches_cookie(headers):
+                response = Response("multipart posts need the x-csrftoken header", status_code=403, media_type="text/plain")
+                await response(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
     def _header_matches_cookie(self, headers: dict[bytes, bytes]) -> bool:
-        from http.cookies import SimpleCookie
+        from http.cookies import CookieError, SimpleCookie
 
         from itsdangerous import BadSignature
 
         cookie = SimpleCookie()
         try:
             cookie.load(headers.get(b"cookie", b"").decode("latin-1"))
-        except Exception:  # noqa: BLE001 - an unreadable Cookie header is no token
+        except CookieError:  # an unreadable Cookie header is no token
             return False
         token = cookie["csrftoken"].value if "csrftoken" in cookie else ""
         supplied = headers.get(b"x-csrftoken", b"").decode("latin-1")

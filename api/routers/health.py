@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from api.errors import JSONAnswer
 
+from api.errors import JSONAnswer
 from api.reads import ReadUnavailable
 
 router = APIRouter(tags=["health"])

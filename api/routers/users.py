@@ -14,13 +14,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request
-from api.errors import JSONAnswer
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.bodies import StrictJSONRoute
 from api.commands import Record
 from api.definitions import check_unique
-from api.errors import ApiError, FieldError
+from api.errors import ApiError, FieldError, JSONAnswer
 from api.jobs import BulkEdit, Jobs
 from api.people import People
 from api.user_model import (

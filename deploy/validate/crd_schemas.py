@@ -17,7 +17,7 @@ import yaml
 
 def strict(schema: dict) -> dict:
     """The schema with additionalProperties: false wherever an object names its properties."""
-    result = {key: value for key, value in schema.items()}
+    result = dict(schema)
     if "properties" in result:
         result["properties"] = {name: strict(sub) for name, sub in result["properties"].items()}
         if not result.get("x-kubernetes-preserve-unknown-fields") and "additionalProperties" not in result:

@@ -24,7 +24,7 @@ def definition(ref) -> str | None:
     if isinstance(ref, str):
         for prefix in PREFIXES:
             if ref.startswith(prefix):
-                return ref[len(prefix):]
+                return ref[len(prefix) :]
     return None
 
 
@@ -43,8 +43,10 @@ def references(node) -> set[str]:
 
 def localised(node):
     if isinstance(node, dict):
-        return {key: ("#/definitions/" + definition(value) if key == "$ref" and definition(value) is not None else localised(value))
-                for key, value in node.items()}
+        return {
+            key: ("#/definitions/" + definition(value) if key == "$ref" and definition(value) is not None else localised(value))
+            for key, value in node.items()
+        }
     if isinstance(node, list):
         return [localised(value) for value in node]
     return node

@@ -31,11 +31,11 @@ import orjson
 
 from footfall.lag import consumer_lag
 from footfall.loadgen import LoadReport, run_load
+from footfall.supervisor import Child, RestartPolicy, Supervisor, footfall_command, settings_env
 from footfall.topics import ensure_topics
 from footfall.traffic import calls as model_calls
 from schemas.config import FootfallSettings
 from tests.infra import REPO_ROOT, LocalBroker, free_port
-from footfall.supervisor import Child, RestartPolicy, Supervisor, footfall_command, settings_env
 from tests.pipeline import WRITE_KEY, final_sessions, read_topic, tail, topic_values, wait_until
 
 RESULTS = REPO_ROOT / "bench" / "results" / "faults.jsonl"
@@ -311,7 +311,10 @@ def missing_ranges(pipeline: Pipeline, ids: set[str]) -> dict[str, Any]:
     append times), whether they reached `enriched`, and the processor group's committed offsets on raw."""
     settings = pipeline.settings
     enriched = {orjson.loads(v)["message_id"] for _, _, _, v in topic_records(settings, settings.topics.enriched.name)}
-    clock = lambda ms: datetime.fromtimestamp(ms / 1000).strftime("%H:%M:%S.%f")[:-3]  # noqa: E731
+
+    def clock(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000).strftime("%H:%M:%S.%f")[:-3]
+
     ranges: dict[str, list] = {}
     raw = topic_records(settings, settings.topics.raw.name)
     for partition in range(settings.topics.raw.partitions):

@@ -105,7 +105,7 @@ def update_cases() -> list[Case]:
 
 
 def read_cases() -> list[Case]:
-    cases = [
+    return [
         Case("get: unknown person", "GET", f"/api/v1/users/{UNKNOWN_PERSON}", None, 404, "ref"),
         Case("get: not a ref", "GET", "/api/v1/users/%00%ff", None, 422, "format"),
         Case("get: an email with a path in it", "GET", "/api/v1/users/email:a%2F..%2F..%40x.io", None, 404, "exists"),
@@ -129,7 +129,6 @@ def read_cases() -> list[Case]:
         Case("a path that is none", "GET", "/api/v1/nothing-here", None, 404, "path"),
         Case("a method that is none", "PUT", "/api/v1/users", body({}), 405, "method"),
     ]
-    return cases
 
 
 CORPUS = create_cases() + update_cases() + read_cases()

@@ -210,7 +210,7 @@ def gzip_of_repeats(byte: bytes, megabytes: int) -> bytes:
 
 
 def invalid_json() -> list[Case]:
-    head = b'{"hostileCase":"%s","type":"track","anonymousId":"a","event":"E"' 
+    head = b'{"hostileCase":"%s","type":"track","anonymousId":"a","event":"E"'
     bodies = {
         "truncated": b',"properties":{"a":',
         "trailing-comma": b',}',
@@ -468,7 +468,9 @@ def gzip_mismatches() -> list[Case]:
         row_word = "content-encoding" if status == 415 else "body"
         cases.append(whole_body(name, "gzip", body, status, word, row_word=row_word, marked=marked, headers=headers, chunked=chunked, note=note))
 
-    call = lambda name: dumps({"hostileCase": marker(name), "batch": [valid("track", name)]})  # noqa: E731
+    def call(name: str) -> bytes:
+        return dumps({"hostileCase": marker(name), "batch": [valid("track", name)]})
+
     bomb_1gb = gzip_of_repeats(b"\0", 1024)
     refused("gzip-bomb-1GB-zeros", bomb_1gb, 413, "limit", note=f"1 GB of zeros in {len(bomb_1gb)} bytes: refused by its Content-Length")
     refused("gzip-bomb-1GB-zeros-chunked", bomb_1gb, 413, "limit", chunked=True, note="read until past the wire limit")
@@ -544,7 +546,10 @@ def ids() -> list[Case]:
     # resolver refuses to link it (and dead-letters a warning). "" is no id at all.
     placeholder = "a placeholder, not an id"
     dropped = "a placeholder anonymousId is dropped and flagged; the userId is the Kafka key"
-    label = lambda value: value.strip().strip(chr(34)).replace(" ", "_").replace("[", "").replace("]", "")  # noqa: E731
+
+    def label(value: str) -> str:
+        return value.strip().strip(chr(34)).replace(" ", "_").replace("[", "").replace("]", "")
+
     for value in sorted(ILLEGAL_IDS - {""}):
         name = f"id-illegal-anonymousId-{label(value)}"
         cases.append(one_call(name, "illegal-id", valid("track", name, anonymousId=value, userId=DROP), f"anonymousId {placeholder}"))
@@ -656,7 +661,10 @@ def content_types() -> list[Case]:
 
 def write_keys() -> list[Case]:
     cases = []
-    basic = lambda user, password="": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()  # noqa: E731
+
+    def basic(user: str, password: str = "") -> str:
+        return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
     for label, headers, status, word in [
         ("none", JSON_NO_KEY, 401, "missing"),
         ("wrong-header", (("content-type", "application/json"), ("x-write-key", "wk-nope")), 401, "unknown"),

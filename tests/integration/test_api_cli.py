@@ -10,8 +10,8 @@ import sys
 import httpx
 import pytest
 
-from footfall.topics import ensure_topics
 from footfall.supervisor import settings_env
+from footfall.topics import ensure_topics
 from tests.infra import free_port
 from tests.pipeline import footfall_process, tail, wait_until
 

@@ -10,6 +10,7 @@ from confluent_kafka import Producer
 
 from footfall.topics import ensure_topics
 from schemas.bad_rows import BAD_ROW_KINDS
+from tests.infra import wait_for_leaders
 from tests.integration.test_collector_support import NO_TESTCLIENT_WARNING, running_collector
 from tests.pipeline import processor, projector, wait_until
 
@@ -50,39 +51,61 @@ def refuse_one_of_each(client) -> None:
         client.post("/v1/batch", content=b'{"batch": [', headers={**auth, "Content-Type": "application/json"}),
         client.post("/v1/batch", content=b"not gzip", headers={**auth, "Content-Type": "application/json", "Content-Encoding": "gzip"}),
         client.post("/v1/track", json={"anonymousId": "a-1", "messageId": "bad-schema"}, headers=auth),
-        client.post("/v1/track", json={"anonymousId": "a-1", "event": "E", "messageId": "bad-size", "properties": {"note": "x" * 9000}}, headers=auth),
-        client.post("/v1/track", json={"anonymousId": "a-1", "event": "E", "messageId": "bad-origin"},
-                    headers={"X-Write-Key": SHOP_KEY, "Origin": "https://evil.example"}),
+        client.post(
+            "/v1/track",
+            json={"anonymousId": "a-1", "event": "E", "messageId": "bad-size", "properties": {"note": "x" * 9000}},
+            headers=auth,
+        ),
+        client.post(
+            "/v1/track",
+            json={"anonymousId": "a-1", "event": "E", "messageId": "bad-origin"},
+            headers={"X-Write-Key": SHOP_KEY, "Origin": "https://evil.example"},
+        ),
         client.get(f"/v1/pixel/track?writeKey={LIMITED_KEY}&event=Open&userId=u-1&messageId=bad-limited-1"),
         client.get(f"/v1/pixel/track?writeKey={LIMITED_KEY}&event=Open&userId=u-1&messageId=bad-limited-2"),
         client.post("/v1/track", json={"anonymousId": "undefined", "event": "E", "messageId": "bad-placeholder"}, headers=auth),
         # Two users on one device: the second identify would fuse two accounts; the resolver refuses it.
-        client.post("/v1/identify", json={"anonymousId": "shared-device", "userId": "first-user", "messageId": "bad-first-user"}, headers=auth),
+        client.post(
+            "/v1/identify", json={"anonymousId": "shared-device", "userId": "first-user", "messageId": "bad-first-user"}, headers=auth
+        ),
     ]
     assert [a.status_code for a in answers] == [400, 400, 400, 400, 403, 200, 429, 400, 200]
 
 
 def test_every_refusal_lands_in_bad_rows_with_its_kind_and_rule(settings, clickhouse_client, tmp_path):
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    wait_for_leaders(settings.kafka_bootstrap_servers)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     producer.produce(settings.topics.raw.name, b"{not json", b"poison-key")  # the processor's poison
     producer.produce(settings.topics.enriched.name, b"{not json", b"poison-key")  # the projector's
     producer.produce(settings.topics.dead_letter.name, gzip.compress(b"not a bad row"), b"x")  # not even a bad row
-    assert producer.flush(10) == 0
+    assert producer.flush(60) == 0  # new topics' leaders can take a while on a busy machine
 
     def table() -> list[tuple]:
         return clickhouse_client.query(
             f"SELECT kind, stage, rule, message_id, field, source_id, payload_truncated FROM {settings.database}.bad_rows FINAL"
         ).result_rows
 
-    with running_collector(settings, tmp_path, SOURCES) as client, processor(settings, tmp_path / "logs") as worker, projector(settings) as live:
+    with (
+        running_collector(settings, tmp_path, SOURCES) as client,
+        processor(settings, tmp_path / "logs") as worker,
+        projector(settings) as live,
+    ):
         refuse_one_of_each(client)
         # After the first identify is resolved, so the second one meets a person with a user id.
-        wait_until(lambda: clickhouse_client.query(
-            f"SELECT count() FROM {settings.database}.person_distinct_ids FINAL WHERE distinct_id = 'first-user'").result_rows[0][0],
-            90, what="the first user's mapping", watch=(worker, live))
-        second = client.post("/v1/identify", json={"anonymousId": "shared-device", "userId": "second-user", "messageId": "bad-second-user"},
-                             headers={"X-Write-Key": KEY})
+        wait_until(
+            lambda: clickhouse_client.query(
+                f"SELECT count() FROM {settings.database}.person_distinct_ids FINAL WHERE distinct_id = 'first-user'"
+            ).result_rows[0][0],
+            90,
+            what="the first user's mapping",
+            watch=(worker, live),
+        )
+        second = client.post(
+            "/v1/identify",
+            json={"anonymousId": "shared-device", "userId": "second-user", "messageId": "bad-second-user"},
+            headers={"X-Write-Key": KEY},
+        )
         assert second.status_code == 200
 
         def all_kinds() -> list[tuple] | None:

@@ -24,7 +24,6 @@ from tests.integration.test_collector_support import (
     WRITE_KEY,
     bad_rows,
     collector_app,
-    collector_settings,  # noqa: F401 - a fixture
     raw_events,
     running_collector,
 )
@@ -305,7 +304,7 @@ def test_a_source_that_hashes_emails_never_writes_an_address_to_kafka(collector_
     rows = {(r.value["source_id"], r.value["index"]): r.value for r in bad_rows(collector_settings)}
     assert set(rows) == {("web", 2), ("eu", 2), (None, None)}
     assert orjson.loads(rows["eu", 2]["payload"])["traits"] == {"email": hashed} and address not in rows["eu", 2]["payload"]
-    assert rows[None, None]["payload"] == '{"batch": [{"traits": {"email": "%s"}' % hashed
+    assert rows[None, None]["payload"] == f'{{"batch": [{{"traits": {{"email": "{hashed}"}}'
     assert address in rows["web", 2]["payload"]
 
 

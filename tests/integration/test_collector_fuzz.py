@@ -18,7 +18,6 @@ from schemas.tracking import CALL_TYPES, TrackingCall
 from tests.integration.test_collector_support import (
     NO_TESTCLIENT_WARNING,
     WRITE_KEY,
-    collector_settings,  # noqa: F401 - a fixture
     running_collector,
 )
 

@@ -12,14 +12,13 @@ from openapi_core.testing import MockRequest, MockResponse
 from starlette.routing import Mount, Route
 
 from ingest.openapi import collector_openapi
-from tests.pipeline import wait_until
 from tests.integration.test_collector_support import (
     NO_TESTCLIENT_WARNING,
     WRITE_KEY,
     collector_app,
-    collector_settings,  # noqa: F401 - a fixture
     running_collector,
 )
+from tests.pipeline import wait_until
 
 pytestmark = [pytest.mark.integration, NO_TESTCLIENT_WARNING]
 HOST = "http://testserver"

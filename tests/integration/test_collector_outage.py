@@ -10,7 +10,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from segment import analytics
 
-from tests.integration.test_collector_support import collector_settings, raw_events  # noqa: F401 - a fixture
+from tests.integration.test_collector_support import raw_events
 from tests.pipeline import WRITE_KEY, collector, wait_until
 
 pytestmark = pytest.mark.integration

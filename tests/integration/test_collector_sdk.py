@@ -11,7 +11,7 @@ import time_machine
 from segment import analytics
 from segment.analytics.version import VERSION as SDK_VERSION
 
-from tests.integration.test_collector_support import collector_settings, raw_events  # noqa: F401 - a fixture
+from tests.integration.test_collector_support import raw_events
 from tests.pipeline import WRITE_KEY, collector
 
 pytestmark = pytest.mark.integration

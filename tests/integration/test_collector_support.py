@@ -1,5 +1,5 @@
-"""Shared by the collector's integration tests (no tests here): isolated topics on the real broker, the app
-with its lifespan, and reading back everything Kafka acknowledged."""
+"""Shared by the collector's integration tests (no tests here): the app with its lifespan, and reading back
+everything Kafka acknowledged. Their isolated topics are the `collector_settings` fixture (tests/integration/conftest.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from footfall.topics import ensure_topics
 from ingest.app import create_app
 from ingest.config import CollectorConfig
 from schemas.config import FootfallSettings
@@ -32,14 +31,6 @@ class Message(NamedTuple):
     value: dict[str, Any]
     partition: int
     offset: int = 0  # the record's: events of one envelope share it
-
-
-@pytest.fixture
-def collector_settings(kafka_bootstrap) -> FootfallSettings:
-    """Settings with their own topics (no ClickHouse: the collector never touches it)."""
-    settings = FootfallSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"test-collector-{uuid.uuid4().hex[:10]}", partitions=3)
-    ensure_topics(kafka_bootstrap, settings.topics.all())
-    return settings
 
 
 @contextlib.contextmanager

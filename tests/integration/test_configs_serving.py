@@ -12,10 +12,10 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from schemas.configs import EXPOSURE_EVENT, ConfigSpec, ConfigVersion
 from schemas.config import FootfallSettings
+from schemas.configs import EXPOSURE_EVENT, ConfigSpec, ConfigVersion
 from schemas.person_properties import PersonProperties
-from tests.integration.test_collector_support import NO_TESTCLIENT_WARNING, WRITE_KEY, collector_settings, read_all, running_collector  # noqa: F401
+from tests.integration.test_collector_support import NO_TESTCLIENT_WARNING, WRITE_KEY, read_all, running_collector
 from tests.pipeline import WRITE_KEY as PIPELINE_KEY
 from tests.pipeline import collector, wait_until
 

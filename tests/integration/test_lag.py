@@ -15,7 +15,7 @@ def test_lag_is_the_end_minus_the_committed_offset(settings):
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     topic = settings.topics.raw.name
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
-    for n in range(5):
+    for _ in range(5):
         producer.produce(topic, b"x", partition=0)
     assert producer.flush(10) == 0
     group = f"{settings.topic_prefix}-lag-test"

@@ -42,8 +42,10 @@ def test_a_refused_send_stops_the_worker_and_nothing_is_lost(settings, clickhous
 
         set_max_message_bytes(settings, enriched, None)
         with processor(settings, tmp_path / "logs-2") as worker, projector(settings) as live:
-            stored = lambda: clickhouse_client.query(  # noqa: E731
-                f"SELECT count(), uniqExact(message_id) FROM {settings.database}.events FINAL").result_rows[0]
+
+            def stored() -> tuple:
+                return clickhouse_client.query(f"SELECT count(), uniqExact(message_id) FROM {settings.database}.events FINAL").result_rows[0]
+
             wait_until(lambda: stored() == (len(calls), len(calls)), 120, what="every event once in ClickHouse", watch=(worker, live))
     log = (tmp_path / "logs-1" / "processor.log").read_text()
     assert "stopping the worker without committing" in log

@@ -80,8 +80,10 @@ def test_sessions_survive_a_killed_processor(settings, clickhouse_client, tmp_pa
                 wait_until(lambda: events_stored() == len(calls), 120, what=f"all {len(calls)} events in ClickHouse", watch=(second, projection))
             except AssertionError as exc:
                 raise AssertionError(where_missing_events_stopped(settings, clickhouse_client, calls)) from exc
-            stored = lambda: set(clickhouse_client.query(  # noqa: E731
-                f"SELECT session_id, event_count FROM {db}.sessions FINAL").result_rows)
+
+            def stored() -> set:
+                return set(clickhouse_client.query(f"SELECT session_id, event_count FROM {db}.sessions FINAL").result_rows)
+
             wait_until(lambda: stored() == expected_sessions(calls), 60, what="sessions equal to a run without the kill", watch=(second, projection))
             # A worker that finds records skipped around its rebalance stops and is restarted (continuity.py).
             print(f"second worker restarted {second.restarts} times after stopping itself")

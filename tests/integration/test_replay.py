@@ -39,7 +39,10 @@ def test_replayed_tables_equal_the_live_ones(settings, clickhouse_client, tmp_pa
         with processor(settings, tmp_path / "logs") as worker:
             response = httpx.post(f"{url}/v1/batch", json={"batch": calls}, auth=(WRITE_KEY, ""), timeout=30)
             assert response.status_code == 200 and response.json()["accepted"] == len(calls)
-            count = lambda: clickhouse_client.query(f"SELECT count() FROM {settings.database}.events FINAL").result_rows[0][0]  # noqa: E731
+
+            def count() -> int:
+                return clickhouse_client.query(f"SELECT count() FROM {settings.database}.events FINAL").result_rows[0][0]
+
             wait_until(lambda: count() == len(calls), 90, what="every event projected", watch=(worker, live))
             wait_until(
                 lambda: clickhouse_client.query(f"SELECT count() FROM {settings.database}.person_overrides FINAL").result_rows[0][0] == 2,

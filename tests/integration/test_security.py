@@ -23,7 +23,6 @@ from tests.integration.test_collector_support import (
     NO_TESTCLIENT_WARNING,
     WRITE_KEY,
     bad_rows,
-    collector_settings,  # noqa: F401 - a fixture
     raw_events,
     running_collector,
 )

@@ -30,7 +30,10 @@ V1_ROWS = [
     ({"stage": "collector", "problems": [{"field": "type", "reason": "Input should be 'track', 'identify'"}]}, "schema_violation"),
     ({"stage": "collector", "problems": [{"field": "body", "reason": "gzip body is truncated"}]}, "unreadable_body"),
     ({"stage": "processor", "problems": [{"field": "RawEvent", "reason": "not a RawEvent: Invalid JSON"}]}, "poison_message"),
-    ({"stage": "processor", "problems": [{"field": "user_id", "reason": "'null' is a placeholder, not a distinct id; refused"}]}, "placeholder_id"),
+    (
+        {"stage": "processor", "problems": [{"field": "user_id", "reason": "'null' is a placeholder, not a distinct id; refused"}]},
+        "placeholder_id",
+    ),
     ({"stage": "projector", "problems": [{"field": "message", "reason": "unreadable on enriched"}]}, "poison_message"),
 ]
 

@@ -38,7 +38,7 @@ def client_ip(trusted_proxies: str, peer: str, forwarded_for: str | None, trunca
     recorded = []
 
     async def app(scope, _receive, _send):
-        recorded.append(edge_of(Request(scope), SOURCE.model_copy(update={"truncate_ip": truncate})).ip)
+        recorded.append((await edge_of(Request(scope), SOURCE.model_copy(update={"truncate_ip": truncate}))).ip)
 
     trusted = CollectorConfig(trusted_proxies=trusted_proxies).trusted_proxy_list
     headers = [(b"x-forwarded-for", forwarded_for.encode())] if forwarded_for else []
@@ -145,8 +145,8 @@ def test_sources_come_from_a_file_with_their_options(tmp_path):
 
 def test_the_edge_carries_the_sources_wish_to_hash_emails():
     request = Request({"type": "http", "method": "POST", "path": "/v1/t", "query_string": b"", "headers": [], "client": ("203.0.113.9", 1)})
-    assert edge_of(request, SOURCE).hash_emails is False
-    assert edge_of(request, SOURCE.model_copy(update={"hash_emails": True})).hash_emails is True
+    assert asyncio.run(edge_of(request, SOURCE)).hash_emails is False
+    assert asyncio.run(edge_of(request, SOURCE.model_copy(update={"hash_emails": True}))).hash_emails is True
 
 
 def test_sources_come_from_a_key_list():

@@ -75,7 +75,7 @@ def test_state_follows_the_topics_whatever_the_order():
 
 
 def test_the_projector_publishes_properties_with_the_derived_facts():
-    columns = {name: "" for name in PERSONS.column_names}
+    columns = dict.fromkeys(PERSONS.column_names, "")
     columns.update(person_id="p1", properties=orjson.dumps({"plan": "pro"}).decode(), is_identified=True, email_domain="example.com",
                    version=7, is_deleted=0, visitor_number=4)  # fmt: skip
     key, value = person_properties_record([columns[name] for name in PERSONS.column_names])

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from schemas.configs import ConfigRegistry, ConfigSpec, ConfigVersion, Override, Subject, bucket, in_rollout, serve
+from tests.unit.test_conditions import any_tree, dated_people
 from tests.vectors.make_config_bucketing import PATH, vectors
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -168,8 +169,6 @@ def test_registry_keeps_the_highest_version_whatever_the_order(order):
 
 # -- the compiled evaluator equals the reference one --------------------------------------------------------
 
-from tests.unit.test_conditions import any_tree, dated_people  # noqa: E402
-
 refs = st.sampled_from(["u1", "u2", "d1", "p1"])
 
 
@@ -189,7 +188,7 @@ def configs(draw):
         "expires_at": st.none() | st.sampled_from([(NOW - timedelta(days=1)).isoformat(), (NOW + timedelta(days=1)).isoformat()]),
     }), max_size=3, unique_by=lambda o: o["ref"]))  # fmt: skip
     spec = {"key": draw(st.sampled_from(["k", "new-checkout"])), "type": "string", "salt": draw(st.sampled_from(["", "s"])),
-            "variants": [{"key": k, "weight": w} for k, w in zip(keys, weights)], "rules": rules,
+            "variants": [{"key": k, "weight": w} for k, w in zip(keys, weights, strict=True)], "rules": rules,
             "default": draw(st.sampled_from(keys)), "enabled": draw(st.booleans()), "overrides": overrides}  # fmt: skip
     return version_of(spec, version=draw(st.integers(1, 9)))
 

@@ -47,7 +47,7 @@ def test_an_envelope_keeps_within_both_limits_unless_one_event_alone_is_larger(i
 def test_packing_fills_envelopes_greedily(items, bounds):
     """No envelope could have taken the next one's first event: as few records as the limits allow."""
     envelopes = list(pack(items, bounds))
-    for current, following in zip(envelopes, envelopes[1:]):
+    for current, following in zip(envelopes, envelopes[1:], strict=False):
         first = unpack(following.value, following.headers)[0]
         assert current.count == bounds.max_events or len(current.value) + 1 + len(first) > bounds.max_bytes
 

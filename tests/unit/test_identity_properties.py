@@ -200,7 +200,9 @@ def test_a_worker_killed_part_way_through_a_command_converges_after_the_restart(
     after = IdentityResolver(store := restored(changelog.log[:start + cut]))
     delivered += [after.apply(c) for c in commands[killed_at:]]
 
-    facts = lambda s: {k: v for k, v in s.items() if k.startswith(("distinct_id:", "person:", "mapping_version:", "counter:version", "counter:visitor"))}  # noqa: E731
+    def facts(s: dict) -> dict:
+        return {k: v for k, v in s.items() if k.startswith(("distinct_id:", "person:", "mapping_version:", "counter:version", "counter:visitor"))}
+
     assert facts(store) == facts(reference_store)
     latest: dict[str, tuple[int, str]] = {}
     for result in delivered:

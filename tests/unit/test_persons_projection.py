@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.rows import EVENTS, PERSON_DISTINCT_IDS, event_row, mapping_row
 from schemas.events import EnrichedEvent

@@ -11,10 +11,10 @@ import orjson
 import pytest
 
 from projections.profiles import (
-    Mark,
     EMPTY,
     PERSONS,
     REMOVED,
+    Mark,
     ProfileState,
     fold,
     merge,

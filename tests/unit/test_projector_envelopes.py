@@ -3,6 +3,7 @@ records gives the same rows as one event per record, and an unreadable event is 
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -93,7 +94,7 @@ def split(topic: str, events: list[bytes], cuts: list[int], plain: set[int]) -> 
     """The events in envelopes cut at `cuts`; an envelope of one whose index is in `plain` goes as a plain record."""
     bounds = sorted({0, len(events), *(c % (len(events) + 1) for c in cuts)})
     records = []
-    for n, (start, end) in enumerate(zip(bounds, bounds[1:])):
+    for n, (start, end) in enumerate(itertools.pairwise(bounds)):
         part = events[start:end]
         if len(part) == 1 and n in plain:
             records.append(Record(topic, len(records), part[0], None))

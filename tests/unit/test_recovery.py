@@ -17,8 +17,15 @@ PROBLEM = Problem(field="event", reason="required for track", rule="required")
 
 def row(payload: object, **changes: object) -> bytes:
     text = payload if isinstance(payload, str) else orjson.dumps(payload).decode()
-    fields = {"kind": "schema_violation", "stage": "collector", "problems": [PROBLEM], "source_id": "web", "received_at": AT,
-              "payload": text, "payload_chars": len(text)}
+    fields = {
+        "kind": "schema_violation",
+        "stage": "collector",
+        "problems": [PROBLEM],
+        "source_id": "web",
+        "received_at": AT,
+        "payload": text,
+        "payload_chars": len(text),
+    }
     return BadRow(**{**fields, **changes}).encode()
 
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from processors.sessionizer import SessionizerConfig
 from schemas.events import RawEvent
-from tests.unit.test_sessionizer import CONFIG, T0, Downstream, event
+from tests.unit.test_sessionizer import CONFIG, Downstream, event
 
 thorough = settings(max_examples=200, deadline=None)  # per test, not a global profile: other suites keep theirs
 
@@ -54,7 +54,7 @@ def runs_by_gap(raws: list[RawEvent], gap: timedelta) -> set[frozenset[str]]:
     """The reference: time-sorted events split wherever consecutive events are `gap` or more apart."""
     ordered = sorted(raws, key=lambda raw: raw.timestamp)
     runs, current = [], [ordered[0]]
-    for previous, following in zip(ordered, ordered[1:]):
+    for previous, following in zip(ordered, ordered[1:], strict=False):
         if following.timestamp - previous.timestamp >= gap:
             runs.append(current)
             current = []

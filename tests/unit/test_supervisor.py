@@ -26,7 +26,9 @@ def settle(child: Child, timeout_s: float = 20) -> int:
 
 def test_an_exit_the_policy_names_is_restarted_up_to_its_limit_and_then_reported(tmp_path):
     with Supervisor(interval_s=0.02) as supervisor:
-        child = supervisor.start(Child("w", exits_with(70), log_dir=tmp_path, policy=RestartPolicy(exit_codes=frozenset({70}), max_restarts=3)))
+        child = supervisor.start(
+            Child("w", exits_with(70), log_dir=tmp_path, policy=RestartPolicy(exit_codes=frozenset({70}), max_restarts=3))
+        )
         assert settle(child) == 70
         assert supervisor.given_up() == [child]
     assert child.restarts == 3 and child.incarnation == 4

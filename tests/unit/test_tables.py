@@ -21,25 +21,25 @@ from projections.companies import (
 )
 from projections.profiles import EMPTY, PERSONS, person_row
 from projections.rows import (
-    ERASURES,
-    USER_COMMANDS,
-    erasure_row,
-    user_command_row,
     BAD_ROWS,
+    ERASURES,
     EVENT_FIELDS_NOT_STORED,
     EVENTS,
     PERSON_DISTINCT_IDS,
     PERSON_OVERRIDES,
     SESSION_OVERRIDES,
     SESSIONS,
+    USER_COMMANDS,
     TableSpec,
     bad_row_row,
     epoch_ms,
+    erasure_row,
     event_row,
     mapping_row,
     person_override_row,
     session_override_row,
     session_row,
+    user_command_row,
 )
 from schemas.bad_rows import BadRow, Problem
 from schemas.companies import CompanyCommand
@@ -52,20 +52,68 @@ from schemas.user_commands import UserCommand
 AT = datetime(2026, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)
 COMMAND = UserCommand(kind="delete", command_id="c-1", person_id="pp-1", at=AT, id_digests=["sha256:ab"], job_id="j-1")
 EVENT = EnrichedEvent(
-    message_id="m-1", type="track", event="Bought", anonymous_id="a-1", user_id="u-1", previous_id="p-1", group_id="g-1",
-    timestamp=AT, received_at=AT, sent_at=AT, original_timestamp=AT, properties={"plan": "pro"}, traits={"name": "Ann"},
-    context={"page": {"url": "https://shop.example/"}}, source_id="web", ip="192.0.2.1", user_agent="curl/8",
-    flags=["future_timestamp_clamped"], session_id="s-1", session_seq=3, person_id="pp-1",
+    message_id="m-1",
+    type="track",
+    event="Bought",
+    anonymous_id="a-1",
+    user_id="u-1",
+    previous_id="p-1",
+    group_id="g-1",
+    timestamp=AT,
+    received_at=AT,
+    sent_at=AT,
+    original_timestamp=AT,
+    properties={"plan": "pro"},
+    traits={"name": "Ann"},
+    context={"page": {"url": "https://shop.example/"}},
+    source_id="web",
+    ip="192.0.2.1",
+    user_agent="curl/8",
+    flags=["future_timestamp_clamped"],
+    session_id="s-1",
+    session_seq=3,
+    person_id="pp-1",
 )
 SESSION = SessionUpdate(
-    session_id="s-1", device_key="a-1", version=4, status="open", start=AT, end=AT, duration_seconds=12.5, event_count=3,
-    pageview_count=2, bounced=False, entry_url="https://shop.example/", exit_url="https://shop.example/cart", referrer="https://r.example/",
-    referring_domain="r.example", utm_source="news", utm_medium="email", utm_campaign="spring", utm_term="t", utm_content="c",
-    browser="Firefox", os="Linux", device_type="Desktop", distinct_id="u-1", late_event_count=1,
+    session_id="s-1",
+    device_key="a-1",
+    version=4,
+    status="open",
+    start=AT,
+    end=AT,
+    duration_seconds=12.5,
+    event_count=3,
+    pageview_count=2,
+    bounced=False,
+    entry_url="https://shop.example/",
+    exit_url="https://shop.example/cart",
+    referrer="https://r.example/",
+    referring_domain="r.example",
+    utm_source="news",
+    utm_medium="email",
+    utm_campaign="spring",
+    utm_term="t",
+    utm_content="c",
+    browser="Firefox",
+    os="Linux",
+    device_type="Desktop",
+    distinct_id="u-1",
+    late_event_count=1,
 )
-BAD = BadRow(kind="schema_violation", stage="collector", problems=[Problem(field="event", reason="required for track", rule="required")],
-             source_id="web", received_at=AT, payload='{"type":"track"}', payload_chars=16, index=2, message_id="m-2")
-COMPANY_UPSERT = CompanyCommand(kind="upsert", command_id="cc-1", company_id="acme", at=AT, set={"name": "Acme", "website": "https://www.acme.example/"})
+BAD = BadRow(
+    kind="schema_violation",
+    stage="collector",
+    problems=[Problem(field="event", reason="required for track", rule="required")],
+    source_id="web",
+    received_at=AT,
+    payload='{"type":"track"}',
+    payload_chars=16,
+    index=2,
+    message_id="m-2",
+)
+COMPANY_UPSERT = CompanyCommand(
+    kind="upsert", command_id="cc-1", company_id="acme", at=AT, set={"name": "Acme", "website": "https://www.acme.example/"}
+)
 MEMBER_ADD = CompanyCommand(kind="member_add", command_id="cc-2", company_id="acme", at=AT, person_id="pp-1", role="buyer", primary=True)
 
 # Every table the code writes, with one row of it as the code builds it.
@@ -75,7 +123,12 @@ WRITTEN: dict[str, tuple[TableSpec, list]] = {
     "session_overrides": (SESSION_OVERRIDES, session_override_row("s-0", "s-1", 5)),
     "person_distinct_ids": (PERSON_DISTINCT_IDS, mapping_row(DistinctIdMapping(distinct_id="a-1", person_id="pp-1", version=6))),
     "person_overrides": (PERSON_OVERRIDES, person_override_row("pp-0", "pp-1", AT, 7)),
-    "persons": (PERSONS, person_row("pp-1", EMPTY, PersonIdentity(person_id="pp-1", visitor_number=9, identified=True, is_contact=False, version=8), 3, 1, 8)),
+    "persons": (
+        PERSONS,
+        person_row(
+            "pp-1", EMPTY, PersonIdentity(person_id="pp-1", visitor_number=9, identified=True, is_contact=False, version=8), 3, 1, 8
+        ),
+    ),
     "bad_rows": (BAD_ROWS, bad_row_row(BAD, 0, 11)),
     "user_commands": (USER_COMMANDS, user_command_row(COMMAND, 1_700_000_000_123)),
     "erasures": (ERASURES, erasure_row(COMMAND.model_copy(update={"kind": "erase"}))),
@@ -123,25 +176,50 @@ def test_every_event_field_is_a_column_or_said_not_to_be():
 
 def test_the_collectors_record_is_the_raw_event_field_for_field():
     """normalize writes the raw topic's JSON by hand (speed): it must be exactly RawEvent, nothing dropped or added."""
-    call = {"type": "track", "event": "Bought", "anonymousId": "a-1", "userId": "u-1", "previousId": "p-1", "groupId": "g-1",
-            "messageId": "m-1", "properties": {"plan": "pro"}, "traits": {"name": "Ann"}, "context": {"userAgent": "curl/8"},
-            "timestamp": "2026-03-04T05:06:07Z", "sentAt": "2026-03-04T05:06:08Z"}
+    call = {
+        "type": "track",
+        "event": "Bought",
+        "anonymousId": "a-1",
+        "userId": "u-1",
+        "previousId": "p-1",
+        "groupId": "g-1",
+        "messageId": "m-1",
+        "properties": {"plan": "pro"},
+        "traits": {"name": "Ann"},
+        "context": {"userAgent": "curl/8"},
+        "timestamp": "2026-03-04T05:06:07Z",
+        "sentAt": "2026-03-04T05:06:08Z",
+    }
     value = normalize(call, Edge(source_id="web", received_at=AT, ip="192.0.2.1", user_agent=None)).value
     record = orjson.loads(value)
     assert set(record) == set(RawEvent.model_fields)
     assert RawEvent.model_validate_json(value).model_dump(mode="json") == RawEvent.model_validate(record).model_dump(mode="json")
     assert orjson.loads(RawEvent.model_validate_json(value).model_dump_json()) == {
-        **record, "timestamp": record["timestamp"].replace("+00:00", "Z"), "received_at": record["received_at"].replace("+00:00", "Z"),
-        "sent_at": record["sent_at"].replace("+00:00", "Z"), "original_timestamp": record["original_timestamp"].replace("+00:00", "Z"),
+        **record,
+        "timestamp": record["timestamp"].replace("+00:00", "Z"),
+        "received_at": record["received_at"].replace("+00:00", "Z"),
+        "sent_at": record["sent_at"].replace("+00:00", "Z"),
+        "original_timestamp": record["original_timestamp"].replace("+00:00", "Z"),
     }
 
 
 def test_every_field_of_a_call_reaches_the_record_or_is_said_not_to():
     """The tracking call's fields, by the record field each becomes (None: not kept)."""
     becomes = {
-        "type": "type", "messageId": "message_id", "anonymousId": "anonymous_id", "userId": "user_id", "previousId": "previous_id",
-        "groupId": "group_id", "event": "event", "name": "event", "properties": "properties", "traits": "traits", "context": "context",
-        "timestamp": "original_timestamp", "originalTimestamp": "original_timestamp", "sentAt": "sent_at",
+        "type": "type",
+        "messageId": "message_id",
+        "anonymousId": "anonymous_id",
+        "userId": "user_id",
+        "previousId": "previous_id",
+        "groupId": "group_id",
+        "event": "event",
+        "name": "event",
+        "properties": "properties",
+        "traits": "traits",
+        "context": "context",
+        "timestamp": "original_timestamp",
+        "originalTimestamp": "original_timestamp",
+        "sentAt": "sent_at",
         "category": None,  # Segment's page category: not kept
         "integrations": None,  # destinations' switches for Segment's own forwarding: nothing to forward here
     }

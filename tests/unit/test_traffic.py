@@ -150,13 +150,13 @@ def test_timestamps_never_go_back_on_a_device_and_devices_interleave(generated):
         stamps = [parse_iso(c["timestamp"]) for c in history]
         assert stamps == sorted(stamps)
         assert all(parse_iso(c["sentAt"]) >= parse_iso(c["timestamp"]) for c in history)
-    switches = sum(a["anonymousId"] != b["anonymousId"] for a, b in zip(generated, generated[1:]))
+    switches = sum(a["anonymousId"] != b["anonymousId"] for a, b in zip(generated, generated[1:], strict=False))
     assert switches > EVENTS / 2
 
 
 def test_sessions_are_separated_by_gaps_some_under_30_minutes_some_over(traffic, generated):
     gaps = [parse_iso(b["timestamp"]) - parse_iso(a["timestamp"])
-            for history in per_device(generated).values() for a, b in zip(history, history[1:])]
+            for history in per_device(generated).values() for a, b in zip(history, history[1:], strict=False)]
     minute = 60_000
     assert sum(5 * minute <= g < SESSION_GAP_MS for g in gaps) > 50  # pauses inside a session
     assert sum(g >= SESSION_GAP_MS for g in gaps) > 500  # a new session
