@@ -184,7 +184,7 @@ class Companies:
     async def of_person(self, person_id: str, include_ended: bool) -> list[dict[str, Any]]:
         """A user's companies with their membership, primary first, then by name."""
         active = "" if include_ended else " AND m.is_active"
-        rows = await self.reader.rows(
+        return await self.reader.rows(
             f"SELECT {MEMBER_COLUMNS}, c.name AS name, c.domain AS domain, c.member_count AS member_count, c.last_seen AS company_last_seen "
             "FROM {db}.company_members AS m FINAL INNER JOIN (SELECT company_id, name, domain, member_count, last_seen FROM {db}.companies FINAL "
             "WHERE company_id IN (SELECT company_id FROM {db}.company_members FINAL WHERE person_id = {p:String})) AS c "
@@ -192,7 +192,6 @@ class Companies:
             "ORDER BY m.is_primary DESC, m.is_active DESC, c.name, m.company_id LIMIT 1000",
             {"p": person_id},
         )
-        return rows
 
     async def applied(self, command_id: str) -> bool:
         rows = await self.reader.rows("SELECT 1 AS applied FROM {db}.company_commands WHERE command_id = {c:String} LIMIT 1", {"c": command_id})

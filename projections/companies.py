@@ -71,7 +71,9 @@ class CompanyState:
     @classmethod
     def from_json(cls, s: str) -> CompanyState:
         state = orjson.loads(s or "{}")
-        return cls(_marks_from_json(state.get("props", {})), _mark(state.get("first")), _mark(state.get("latest")), _mark(state.get("deleted")))
+        return cls(
+            _marks_from_json(state.get("props", {})), _mark(state.get("first")), _mark(state.get("latest")), _mark(state.get("deleted"))
+        )
 
 
 def join_companies(a: CompanyState, b: CompanyState) -> CompanyState:
@@ -92,8 +94,13 @@ class MemberState:
     source: Mark | None = None  # the earliest write; value "group" or "api"
 
     def to_json(self) -> str:
-        state = {"started": self.started, **{name: mark and list(mark) for name, mark in
-                                              (("active", self.active), ("role", self.role), ("primary", self.primary), ("source", self.source))}}
+        state = {
+            "started": self.started,
+            **{
+                name: mark and list(mark)
+                for name, mark in (("active", self.active), ("role", self.role), ("primary", self.primary), ("source", self.source))
+            },
+        }
         return orjson.dumps({k: v for k, v in state.items() if v is not None}, option=orjson.OPT_SORT_KEYS).decode()
 
     @classmethod
@@ -104,7 +111,9 @@ class MemberState:
 
 def join_members(a: MemberState, b: MemberState) -> MemberState:
     started = b.started if a.started is None else a.started if b.started is None else min(a.started, b.started)
-    return MemberState(started, _later(a.active, b.active), _later(a.role, b.role), _later(a.primary, b.primary), _earlier(a.source, b.source))
+    return MemberState(
+        started, _later(a.active, b.active), _later(a.role, b.role), _later(a.primary, b.primary), _earlier(a.source, b.source)
+    )
 
 
 EMPTY_COMPANY = CompanyState()
@@ -259,22 +268,48 @@ def company_row(company_id: str, state: CompanyState, member_count: int, last_se
     ]
 
 
-def member_row(company_id: str, person_id: str, state: MemberState, company_deleted: Mark | None, derived: bool,
-               version: int, derived_since_ms: int = 0) -> list:
+def member_row(
+    company_id: str,
+    person_id: str,
+    state: MemberState,
+    company_deleted: Mark | None,
+    derived: bool,
+    version: int,
+    derived_since_ms: int = 0,
+) -> list:
     """One row of {db}.company_members. An explicit membership decides; without one, a derived link (by email
     domain) is an active membership with source 'domain'; with neither the row deletes the pair."""
     explicit = membership_present(state, company_deleted)
     if explicit:
         ended = state.active.value if state.active else None
         return [
-            company_id, person_id,
+            company_id,
+            person_id,
             state.role.value if state.role and isinstance(state.role.value, str) else "",
             bool(state.primary.value) if state.primary else False,
-            state.started or 0, ended, ended is None, False,
+            state.started or 0,
+            ended,
+            ended is None,
+            False,
             state.source.value if state.source else "api",
-            state.to_json(), version, 0,
+            state.to_json(),
+            version,
+            0,
         ]
-    return [company_id, person_id, "", False, derived_since_ms, None, derived, derived, "domain", state.to_json(), version, int(not derived)]
+    return [
+        company_id,
+        person_id,
+        "",
+        False,
+        derived_since_ms,
+        None,
+        derived,
+        derived,
+        "domain",
+        state.to_json(),
+        version,
+        int(not derived),
+    ]
 
 
 def company_command_row(command: CompanyCommand, applied_at_ms: int) -> list:

@@ -83,8 +83,16 @@ class CompaniesProjection:
 
     # -- the batch ----------------------------------------------------------------------------------------
 
-    def project(self, changes: CompanyChanges, person_rows: list[list], merges: Iterable[PersonMerge],
-                removals: Iterable[UserCommand], overrides: dict[str, str], directory: Directory, insert: Insert) -> None:
+    def project(
+        self,
+        changes: CompanyChanges,
+        person_rows: list[list],
+        merges: Iterable[PersonMerge],
+        removals: Iterable[UserCommand],
+        overrides: dict[str, str],
+        directory: Directory,
+        insert: Insert,
+    ) -> None:
         merges, removals = list(merges), list(removals)
         if not changes and not self.any_companies:
             return  # no company was ever written: no membership to keep up
@@ -118,8 +126,12 @@ class CompaniesProjection:
             company = companies[company_id]
             person = persons.get(person_id)
             derived = bool(
-                self.derive_by_domain and person is not None and person.alive and person.company_domain
-                and company_exists(company) and person.company_domain == domain_of(company_properties(company))
+                self.derive_by_domain
+                and person is not None
+                and person.alive
+                and person.company_domain
+                and company_exists(company)
+                and person.company_domain == domain_of(company_properties(company))
             )
             state = EMPTY_MEMBER if (company_id, person_id) in emptied else members.get((company_id, person_id), EMPTY_MEMBER)
             rows.append(member_row(company_id, person_id, state, company.deleted, derived, version, person.first_seen_ms if derived else 0))
@@ -131,13 +143,18 @@ class CompaniesProjection:
             recount |= self._remove_memberships(command.person_id)
         companies.update(self._load_companies(recount - set(companies)))
         counts = self._counts(recount)
-        insert(COMPANIES, [company_row(c, companies[c], *counts.get(c, (0, 0)), version) for c in sorted(recount) if companies[c] is not EMPTY_COMPANY])
+        insert(
+            COMPANIES,
+            [company_row(c, companies[c], *counts.get(c, (0, 0)), version) for c in sorted(recount) if companies[c] is not EMPTY_COMPANY],
+        )
         self.any_companies = self.any_companies or bool(recount)
 
     # -- steps ----------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _writes(changes: CompanyChanges, overrides: dict[str, str], directory: Directory) -> tuple[dict[str, CompanyState], dict[Pair, MemberState]]:
+    def _writes(
+        changes: CompanyChanges, overrides: dict[str, str], directory: Directory
+    ) -> tuple[dict[str, CompanyState], dict[Pair, MemberState]]:
         """The batch's writes per company and per membership (the live person of each, as persons.py finds it)."""
         companies: dict[str, CompanyState] = defaultdict(lambda: EMPTY_COMPANY)
         members: dict[Pair, MemberState] = defaultdict(lambda: EMPTY_MEMBER)
@@ -199,11 +216,13 @@ class CompaniesProjection:
             )
             pairs |= {(c, p) for p, domain in found for c in changed if domain_of(company_properties(companies[c])) == domain}
         if persons or changed:
-            pairs |= set(self._rows(
-                f"SELECT company_id, person_id FROM {self.db}.company_members FINAL WHERE derived "
-                "AND (person_id IN {p:Array(String)} OR company_id IN {c:Array(String)})",
-                {"p": sorted(persons), "c": sorted(changed)},
-            ))
+            pairs |= set(
+                self._rows(
+                    f"SELECT company_id, person_id FROM {self.db}.company_members FINAL WHERE derived "
+                    "AND (person_id IN {p:Array(String)} OR company_id IN {c:Array(String)})",
+                    {"p": sorted(persons), "c": sorted(changed)},
+                )
+            )
         return pairs
 
     def _pairs_of_companies(self, company_ids: set[str]) -> list[Pair]:
@@ -217,23 +236,29 @@ class CompaniesProjection:
     def _companies_of_persons(self, person_ids: set[str]) -> set[str]:
         if not person_ids:
             return set()
-        return {c for (c,) in self._rows(
-            f"SELECT DISTINCT company_id FROM {self.db}.company_members FINAL WHERE person_id IN {{p:Array(String)}} AND is_active",
-            {"p": sorted(person_ids)},
-        )}
+        return {
+            c
+            for (c,) in self._rows(
+                f"SELECT DISTINCT company_id FROM {self.db}.company_members FINAL WHERE person_id IN {{p:Array(String)}} AND is_active",
+                {"p": sorted(person_ids)},
+            )
+        }
 
     def _remove_memberships(self, person_id: str) -> set[str]:
         """A deleted or erased user leaves every company (the companies stay); returns those companies."""
-        companies = {c for (c,) in self._rows(
-            f"SELECT DISTINCT company_id FROM {self.db}.company_members WHERE person_id = {{p:String}}", {"p": person_id}
-        )}
+        companies = {
+            c
+            for (c,) in self._rows(
+                f"SELECT DISTINCT company_id FROM {self.db}.company_members WHERE person_id = {{p:String}}", {"p": person_id}
+            )
+        }
         if companies:
             self.client.command(f"DELETE FROM {self.db}.company_members WHERE person_id = {{p:String}}", parameters={"p": person_id})
         return companies
 
     def _load_companies(self, company_ids: set[str]) -> dict[str, CompanyState]:
         """The latest state of each company, deleted ones included (their delete mark must keep holding)."""
-        states: dict[str, CompanyState] = {c: EMPTY_COMPANY for c in company_ids}
+        states: dict[str, CompanyState] = dict.fromkeys(company_ids, EMPTY_COMPANY)
         if company_ids:
             for company_id, state in self._rows(
                 f"SELECT company_id, argMax(_state, version) FROM {self.db}.companies WHERE company_id IN {{c:Array(String)}} GROUP BY company_id",

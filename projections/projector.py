@@ -390,10 +390,18 @@ class Projector:
             )
         self.publish_removed_persons(batch.removals)
         # Companies after persons and removals: derived links, member counts and last seen read the profiles.
-        self._retrying(lambda: self.companies.project(
-            batch.companies, person_rows, batch.persons.merges, batch.removals, self.person_overrides.live, self.directory,
-            lambda table, data: self._insert(table, data, batch.dedup_token(table.name)),
-        ), what="the companies")
+        self._retrying(
+            lambda: self.companies.project(
+                batch.companies,
+                person_rows,
+                batch.persons.merges,
+                batch.removals,
+                self.person_overrides.live,
+                self.directory,
+                lambda table, data: self._insert(table, data, batch.dedup_token(table.name)),
+            ),
+            what="the companies",
+        )
         # The command logs last: a command found there is readable (what ?wait=true waits for).
         for table in (rows.ERASURES, rows.USER_COMMANDS, COMPANY_COMMANDS):
             if batch.rows.get(table.name):

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Query, Request
 
 from api.bodies import StrictJSONRoute
 from api.commands import Record
-from api.companies import Companies, CompanyCreate, CompanyQuery, CompanyPatch, MemberAdd, MemberEnd, check_writes
+from api.companies import Companies, CompanyCreate, CompanyPatch, CompanyQuery, MemberAdd, MemberEnd, check_writes
 from api.errors import ApiError, JSONAnswer
 from api.routers.users import Accepted, IdempotencyKey, Wait, _answer, _idempotent, _people, _send, _wait_for
 from api.user_model import parse_ref

@@ -92,14 +92,14 @@ def definitions_router(path: str, object_type: ObjectType, tag: str) -> APIRoute
             raise ApiError.of(404, "name", "exists", f"no property definition {name!r}")
         return found
 
-    
+
     @router.get(path)
     async def list_definitions(request: Request) -> dict[str, Any]:
         """Every property definition in force: the built-in defaults and the custom ones."""
         definitions = await _current(request)
         return {"definitions": [_as_json(d) for d in sorted(definitions.current_of(object_type).values(), key=lambda d: (not d.built_in, d.name))]}
 
-    
+
     @router.post(path, status_code=201)
     async def create_definition(request: Request, body: DefinitionBody) -> ORJSONResponse:
         """Define a custom property (409 when the name is taken, a default property's included)."""
@@ -113,12 +113,12 @@ def definitions_router(path: str, object_type: ObjectType, tag: str) -> APIRoute
         await _publish(request, definition)
         return ORJSONResponse(_as_json(definition), 201)
 
-    
+
     @router.get(f"{path}/{{name}}")
     async def get_definition(request: Request, name: str) -> dict[str, Any]:
         return _as_json(await _in_force(request, name))
 
-    
+
     @router.put(f"{path}/{{name}}")
     async def replace_definition(request: Request, name: str, body: DefinitionBody) -> dict[str, Any]:
         """Create or replace a definition: the next version. A default property keeps its type."""
@@ -135,7 +135,7 @@ def definitions_router(path: str, object_type: ObjectType, tag: str) -> APIRoute
         await _publish(request, definition)
         return _as_json(definition)
 
-    
+
     @router.delete(f"{path}/{{name}}")
     async def delete_definition(request: Request, name: str) -> dict[str, Any]:
         """Remove a custom property's definition (its values stay in profiles, unchecked from now on)."""

@@ -39,7 +39,7 @@ def test_companies_from_group_calls_the_api_and_email_domains_hold_through_delet
     now = datetime.now(UTC)
     with api_stack(settings, clickhouse_client, tmp_path / "logs") as stack:
         api, auth = stack.api, stack.auth
-        get = lambda path: api.get(f"/api/v1{path}", headers=auth)  # noqa: E731
+        get = lambda path: api.get(f"/api/v1{path}", headers=auth)  # noqa: E731 - a one-line reader for this test
         # Company properties are typed by their own definitions; a user definition of the same name does not apply.
         defined = api.post("/api/v1/company-property-definitions", json={"name": "employees", "type": "integer", "minimum": 1}, headers=auth)
         assert defined.status_code == 201 and defined.json()["object_type"] == "company", defined.text
