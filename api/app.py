@@ -72,7 +72,7 @@ def create_app(
     app = FastAPI(
         title="footfall management API",
         version="1",
-        summary="Create, read, update, tag, disable, delete and erase users; every write is a command on Kafka.",
+        summary="Create, read, update, tag, disable, delete and erase users; companies and their members; every write is a command on Kafka.",
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
@@ -91,6 +91,7 @@ def create_app(
     app.state.property_validator = PropertyValidator(app.state.definitions)
     app.state.stages = Stages(settings.kafka_bootstrap_servers, settings.topics.lifecycle_stages.name)
     app.state.lists = Lists(settings.kafka_bootstrap_servers, settings.topics.lists.name)
+    app.state.company_property_validator = PropertyValidator(app.state.definitions, "company")
     install_error_handlers(app)
 
     @app.exception_handler(CommandsUnavailable)

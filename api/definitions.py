@@ -20,7 +20,16 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import ApiError, FieldError
 from api.reads import Reader, live_persons_where
 from schemas.compacted import CompactedFollower
-from schemas.properties import BUILT_IN, PropertyDefinition, PropertyError, check_values, effective, unique_values
+from schemas.properties import (
+    BUILT_IN,
+    ObjectType,
+    PropertyDefinition,
+    PropertyError,
+    check_values,
+    definition_key,
+    effective,
+    unique_values,
+)
 
 POLL_INTERVAL_S = 0.2
 
@@ -33,7 +42,8 @@ class Definitions:
         self._follower = CompactedFollower(bootstrap_servers, topic, PropertyDefinition.model_validate_json)
         self._lock = threading.Lock()
         self._current: dict[str, PropertyDefinition] = dict(BUILT_IN)
-        self._records: dict[str, PropertyDefinition] = {}  # latest record per name, deleted ones included
+        self._companies: dict[str, PropertyDefinition] = {}
+        self._records: dict[str, PropertyDefinition] = {}  # latest record per key, deleted ones included
         self._stopping = threading.Event()
         self._started = threading.Event()
         self._thread: threading.Thread | None = None
@@ -68,6 +78,7 @@ class Definitions:
         with self._lock:
             self._records = records
             self._current = effective(records.values())
+            self._companies = effective(records.values(), "company")
 
     async def ready(self, timeout_s: float = 10.0) -> None:
         self.start()
@@ -85,16 +96,21 @@ class Definitions:
         with self._lock:
             return self._current
 
-    def record(self, name: str) -> PropertyDefinition | None:
+    def current_of(self, object_type: ObjectType) -> dict[str, PropertyDefinition]:
+        with self._lock:
+            return self._current if object_type == "user" else self._companies
+
+    def record(self, name: str, object_type: ObjectType = "user") -> PropertyDefinition | None:
         """The latest record of a name (a deleted one too), or its built-in default."""
         with self._lock:
-            return self._records.get(name) or BUILT_IN.get(name)
+            return self._records.get(definition_key(object_type, name)) or (BUILT_IN.get(name) if object_type == "user" else None)
 
-    async def wait_for_version(self, name: str, version: int, timeout_s: float = 10.0) -> bool:
+    async def wait_for_version(self, name: str, version: int, timeout_s: float = 10.0, object_type: ObjectType = "user") -> bool:
         deadline = time.monotonic() + timeout_s
+        key = definition_key(object_type, name)
         while time.monotonic() < deadline:
-            found = self.record(name)
-            if found is not None and found.version >= version and not (found.built_in and name not in self._records):
+            found = self.record(name, object_type)
+            if found is not None and found.version >= version and not (found.built_in and key not in self._records):
                 return True
             await asyncio.sleep(0.05)
         return False
@@ -111,14 +127,16 @@ def field_errors(errors: Iterable[PropertyError], prefix: str = "") -> list[Fiel
 
 
 class PropertyValidator:
-    """The hook api/routers/users.py calls on create (partial=False) and PATCH (partial=True): 422 errors."""
+    """The hook api/routers/users.py (and companies.py, for company properties) calls on create (partial=False)
+    and PATCH (partial=True): 422 errors."""
 
-    def __init__(self, definitions: Definitions):
+    def __init__(self, definitions: Definitions, object_type: ObjectType = "user"):
         self.definitions = definitions
+        self.object_type = object_type
 
     def __call__(self, properties: dict[str, Any], partial: bool, unset: Iterable[str] = ()) -> list[FieldError]:
         self.definitions.require_loaded()
-        checked = check_values(self.definitions.current, properties, unset, creating=not partial)
+        checked = check_values(self.definitions.current_of(self.object_type), properties, unset, creating=not partial)
         return field_errors(checked.errors)
 
 

@@ -7,11 +7,12 @@
     user-commands ─► persons (creates, updates), row removals (deletes, erasures), user_commands, erasures,
                      stage_history and list_members (with each persons row written)
     lifecycle-stages, lists ─► lifecycle_stages, lists (the definitions)
+    company-commands, group calls on enriched ─► companies, company_members (after persons), company_commands
+    dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 After each batch's persons rows, the lifecycle stages' rules (followed whole from lifecycle-stages) decide
 forward moves; each is a command on user-commands, applied like the API's (projections/groups.py). A replay
 does not decide again: the moves are in the command log already.
-    dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 The management API's commands are read in full before anything else (projections/directory.py), so
 deletes, erasures and disabled users are known before the events they concern, live and in a replay.
@@ -43,6 +44,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from pydantic import ValidationError
 
 from projections import metrics, rows
+from projections.companies import COMPANY_COMMANDS, company_command_row, is_group_call
+from projections.company_projection import CompaniesProjection, CompanyChanges
 from projections.directory import Directory
 from projections.groups import (
     LIFECYCLE_STAGES,
@@ -57,11 +60,12 @@ from projections.groups import (
 from projections.person_folder import PersonFolder
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profiles import person_properties_record
-from projections.property_rules import screen, violation_bad_row
+from projections.property_rules import screen, screen_group_call, violation_bad_row
 from projections.removals import remove_person_rows
 from projections.rows import Overrides, TableSpec, epoch_ms
 from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
 from schemas.compacted import CompactedFollower, end_offset
+from schemas.companies import CompanyCommand
 from schemas.config import FootfallSettings
 from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
@@ -85,6 +89,7 @@ class Batch:
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # what to commit
     persons: PersonChanges = field(default_factory=PersonChanges)
     removals: list[UserCommand] = field(default_factory=list)  # deletes and erasures, applied after the inserts
+    companies: CompanyChanges = field(default_factory=CompanyChanges)
     started: float = field(default_factory=time.monotonic)
     size: int = 0  # events (the batch's bound is on rows)
     records: int = 0
@@ -156,6 +161,7 @@ class RecordDecoder:
         self.directory = directory
         self.replaying = replaying
         self.rules: dict[str, PropertyDefinition] = dict(BUILT_IN)  # the property definitions in force
+        self.company_rules: dict[str, PropertyDefinition] = {}  # the company property definitions in force
         self.handlers: dict[str, Callable[[Batch, bytes, Message], None]] = {
             topics.enriched.name: self._on_event,
             topics.sessions.name: self._on_session_message,
@@ -165,13 +171,21 @@ class RecordDecoder:
             topics.user_commands.name: self._on_user_command,
             topics.lifecycle_stages.name: self._on_stage_definition,
             topics.lists.name: self._on_list_definition,
+            topics.company_commands.name: self._on_company_command,
         }
 
     def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
         event = EnrichedEvent.model_validate_json(value)
         received = epoch_ms(event.received_at)
         person = self.person_overrides.live.get(event.person_id or "", event.person_id)
+        group_call = None
+        if is_group_call(event):
+            group_call, refused = screen_group_call(event, self.company_rules)
+            if not self.replaying:
+                batch.bad_rows += [violation_bad_row(event, violation, origin_of(message)) for violation in refused]
         if self.directory.drops((event.distinct_id, event.anonymous_id, event.user_id), received, person):
+            if group_call is not None:  # its traits describe the company, which stays; the membership went with the user
+                batch.companies.company_writes.append(group_call)
             return  # deleted or erased through the management API
         if self.directory.status_at(person, received) == "disabled":
             event = event.model_copy(update={"flags": [*event.flags, "user_disabled"]})
@@ -179,6 +193,8 @@ class RecordDecoder:
         # The event is kept as it came; its profile writes that break a property definition are not.
         screened, violations = screen(event, self.rules)
         batch.persons.events.append(screened)
+        if group_call is not None:
+            batch.companies.group_calls.append(group_call)
         if not self.replaying:
             batch.bad_rows += [violation_bad_row(event, violation, origin_of(message)) for violation in violations]
 
@@ -245,6 +261,11 @@ class RecordDecoder:
         if value:
             batch.rows[LISTS.name].append(list_row(ListDefinition.model_validate_json(value)))
 
+    def _on_company_command(self, batch: Batch, value: bytes, message: Message) -> None:
+        command = CompanyCommand.model_validate_json(value)
+        batch.companies.commands.append(command)
+        batch.rows[COMPANY_COMMANDS.name].append(company_command_row(command, time.time_ns() // 1_000_000))
+
     def add(self, batch: Batch, message: Message) -> None:
         """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
         topic = message.topic()
@@ -279,6 +300,7 @@ class Projector:
         self.assigned = threading.Event()  # the group has given this projector its share of the partitions
         self.refused_now = False  # a write is being retried because ClickHouse refused it
         self.persons = PersonsProjection(client, settings.database)
+        self.companies = CompaniesProjection(client, settings.database, settings.company_domain_membership)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
         self.consumer = Consumer(
@@ -327,6 +349,7 @@ class Projector:
         """The property definitions and lifecycle stages in force: all of them before the first batch, then what changed."""
         if self._follow(self.definitions, catch_up):
             self.decoder.rules = effective(self.definitions.values.values())
+            self.decoder.company_rules = effective(self.definitions.values.values(), "company")
         if self._follow(self.stages, catch_up):
             self.stage_rules = StageRules(effective_stages(self.stages.values.values()))
 
@@ -430,6 +453,7 @@ class Projector:
         for table in order:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
+        person_rows: list[list] = []  # what companies derive from (empty when the persons' owners fold them)
         if batch.persons and self.folder:
             # To the persons' owners, after the rows they count are written and before the offsets commit.
             routed = self._retrying(lambda: self.persons.route(batch.persons, self.person_overrides.live, self.directory))
@@ -443,8 +467,21 @@ class Projector:
                 lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}"
             )
         self.publish_removed_persons(batch.removals)
-        # The command log last: a command found there is readable (what ?wait=true waits for).
-        for table in (rows.ERASURES, rows.USER_COMMANDS):
+        # Companies after persons and removals: derived links, member counts and last seen read the profiles.
+        self._retrying(
+            lambda: self.companies.project(
+                batch.companies,
+                person_rows,
+                batch.persons.merges,
+                batch.removals,
+                self.person_overrides.live,
+                self.directory,
+                lambda table, data: self._insert(table, data, batch.dedup_token(table.name)),
+            ),
+            what="the companies",
+        )
+        # The command logs last: a command found there is readable (what ?wait=true waits for).
+        for table in (rows.ERASURES, rows.USER_COMMANDS, COMPANY_COMMANDS):
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
 

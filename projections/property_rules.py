@@ -92,6 +92,16 @@ def screen(event: EnrichedEvent, definitions: Mapping[str, PropertyDefinition]) 
     return event.model_copy(update={"traits": new_traits, "properties": new_properties}), violations
 
 
+def screen_group_call(event: EnrichedEvent, definitions: Mapping[str, PropertyDefinition]) -> tuple[EnrichedEvent, list[Violation]]:
+    """A group call as its company should see it: its traits (the company's properties) checked against the
+    company property definitions; the refused ones taken out, each a violation."""
+    if not definitions or not event.traits:
+        return event, []
+    violations: list[Violation] = []
+    traits = _screened(definitions, event.traits, "traits", violations)
+    return (event.model_copy(update={"traits": traits}), violations) if violations else (event, [])
+
+
 def violation_bad_row(event: EnrichedEvent, violation: Violation, origin: str | None = None) -> bytes:
     """The dead-letter record of one refused property value (the event itself was kept): kind
     `property_violation`, problems[0] = field `<where>.<property>`, rule the definition's rule (type, options,

@@ -124,7 +124,7 @@ BAD_ROWS = TableSpec(
 # (tests/unit/test_tables.py holds the event, this list, EVENTS and the DDL to each other).
 EVENT_FIELDS_NOT_STORED = {
     "previous_id": "alias calls only; the identity resolver turns them into person_overrides",
-    "group_id": "group calls only; not modelled yet (companies)",
+    "group_id": "group calls only; the company they name is projected into companies and company_members",
     "sent_at": "the client's send time; only used to correct timestamp",
     "original_timestamp": "the client's event time; timestamp is it corrected for the client's clock",
     "session_seq": "the event's position in its session; used by the processors only",

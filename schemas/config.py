@@ -58,6 +58,10 @@ class FootfallSettings(BaseSettings):
     # is right for one projector only (the embedded engine, replays). docs/operations.md, "The projector".
     persons_partitioned: bool = False
 
+    # Companies: link a user whose email domain is a company's domain (not free mail) to that company, flagged
+    # derived (projections/companies.py).
+    company_domain_membership: bool = False
+
     # Management API (`footfall api`)
     api_host: str = "127.0.0.1"
     api_port: int = 8000

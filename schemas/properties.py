@@ -39,6 +39,7 @@ import re2
 from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, TypeAdapter, ValidationError, model_validator
 
+ObjectType = Literal["user", "company"]  # what a definition types: a user's properties or a company's
 PropertyType = Literal["string", "number", "integer", "boolean", "datetime", "enum", "email", "phone", "url"]
 Rule = Literal["type", "required", "minimum", "maximum", "min_length", "max_length", "pattern", "options", "unique", "built_in"]
 TEXT_TYPES = frozenset({"string", "email", "phone", "url", "enum"})
@@ -71,6 +72,11 @@ class PropertyDefinition(BaseModel):
     version: int = Field(1, ge=1)
     deleted: bool = False
     updated_at: datetime | None = None
+    object_type: ObjectType = "user"
+
+    @property
+    def key(self) -> str:
+        return definition_key(self.object_type, self.name)
 
     @model_validator(mode="after")
     def _constraints_fit_the_type(self) -> PropertyDefinition:
@@ -78,6 +84,11 @@ class PropertyDefinition(BaseModel):
         if problems:
             raise ValueError("; ".join(f"{rule}: {reason}" for rule, reason in problems))
         return self
+
+
+def definition_key(object_type: ObjectType, name: str) -> str:
+    """The record's key on the definitions topic: a user property's name as it always was, `company:<name>` else."""
+    return name if object_type == "user" else f"{object_type}:{name}"
 
 
 def definition_problems(definition: PropertyDefinition) -> list[tuple[str, str]]:
@@ -377,14 +388,16 @@ def change_problems(current: PropertyDefinition | None, new: PropertyDefinition)
     return []
 
 
-def effective(records: Iterable[PropertyDefinition]) -> dict[str, PropertyDefinition]:
-    """The definitions in force: the built-ins, then each name's newest record (deleted ones dropped,
-    a deleted built-in falls back to its default)."""
+def effective(records: Iterable[PropertyDefinition], object_type: ObjectType = "user") -> dict[str, PropertyDefinition]:
+    """The definitions in force for one object type: the built-ins (users'), then each name's newest record
+    (deleted ones dropped, a deleted built-in falls back to its default)."""
     latest: dict[str, PropertyDefinition] = {}
     for record in records:
+        if record.object_type != object_type:
+            continue
         if record.name not in latest or record.version >= latest[record.name].version:
             latest[record.name] = record
-    current = dict(BUILT_IN)
+    current = dict(BUILT_IN) if object_type == "user" else {}
     for name, record in latest.items():
         if record.deleted:
             if name not in BUILT_IN:

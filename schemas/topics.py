@@ -119,6 +119,11 @@ class Topics:
         return self._spec("user-commands", "person id", "schemas.user_commands.UserCommand")
 
     @property
+    def company_commands(self) -> TopicSpec:
+        """The management API's changes to companies and memberships: applied by the projector."""
+        return self._spec("company-commands", "company id", "schemas.companies.CompanyCommand")
+
+    @property
     def erasures(self) -> TopicSpec:
         """Erased identifiers (SHA-256 digests): the collector drops their calls, the projector their events."""
         return self._spec("erasures", "id digest", "schemas.user_commands.Erasure", partitions=1, compacted=True)
@@ -137,6 +142,7 @@ class Topics:
             self.configs,
             self.person_properties,
             self.user_commands,
+            self.company_commands,
             self.erasures,
             self.property_definitions,
             self.lifecycle_stages,

@@ -9,6 +9,16 @@ import orjson
 import pytest
 
 from ingest.normalize import Edge, normalize
+from projections.companies import (
+    COMPANIES,
+    COMPANY_COMMANDS,
+    COMPANY_MEMBERS,
+    company_command_row,
+    company_of_command,
+    company_row,
+    member_row,
+    membership_of_command,
+)
 from projections.groups import LIFECYCLE_STAGES, LIST_MEMBERS, LISTS, STAGE_HISTORY, group_rows, lifecycle_stage_row, list_row
 from projections.profiles import EMPTY, PERSONS, apply_command, person_row
 from projections.rows import (
@@ -33,6 +43,7 @@ from projections.rows import (
     user_command_row,
 )
 from schemas.bad_rows import BadRow, Problem
+from schemas.companies import CompanyCommand
 from schemas.conditions import ConditionGroup, PropertyCondition
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity
@@ -104,6 +115,10 @@ BAD = BadRow(
     index=2,
     message_id="m-2",
 )
+COMPANY_UPSERT = CompanyCommand(
+    kind="upsert", command_id="cc-1", company_id="acme", at=AT, set={"name": "Acme", "website": "https://www.acme.example/"}
+)
+MEMBER_ADD = CompanyCommand(kind="member_add", command_id="cc-2", company_id="acme", at=AT, person_id="pp-1", role="buyer", primary=True)
 
 GROUPED = apply_command(
     apply_command(
@@ -149,6 +164,9 @@ WRITTEN: dict[str, tuple[TableSpec, list]] = {
         LIFECYCLE_STAGES,
         lifecycle_stage_row(StageDefinition(id="lead", name="Lead", order=20, rule=RULE, version=3, updated_at=AT)),
     ),
+    "companies": (COMPANIES, company_row("acme", company_of_command(COMPANY_UPSERT), 2, epoch_ms(AT), 9)),
+    "company_members": (COMPANY_MEMBERS, member_row("acme", "pp-1", membership_of_command(MEMBER_ADD), None, False, 10)),
+    "company_commands": (COMPANY_COMMANDS, company_command_row(MEMBER_ADD, 1_700_000_000_456)),
 }
 # Written by a materialized view over events (views.sql), not by the code.
 WRITTEN_BY_VIEWS = {"event_counts_daily_by_distinct_id"}

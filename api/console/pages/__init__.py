@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from api.console.pages import admin, configs, groups, imports, people, profile
+from api.console.pages import admin, companies, configs, groups, imports, people, profile
 
 
 def page_routes() -> list:
-    return [*people.ROUTES, *profile.ROUTES, *admin.ROUTES, *configs.ROUTES, *imports.ROUTES, *groups.ROUTES]
+    return [*people.ROUTES, *profile.ROUTES, *companies.ROUTES, *admin.ROUTES, *configs.ROUTES, *imports.ROUTES, *groups.ROUTES]
 
 
 async def admin_nav(request: Request) -> list[dict[str, str]]:

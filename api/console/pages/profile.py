@@ -1,5 +1,5 @@
 """A user's profile: header, tabs (Properties with edit in place, Events with the daily graph, Sessions,
-Configs with overrides, Identity) and the actions (disable/activate, tags, delete, erase with a second confirmation)."""
+Configs with overrides, Companies, Identity) and the actions (disable/activate, tags, delete, erase with a second confirmation)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from api.console.pages.groups import list_choices, stage_choices
 from api.console.pages.people import definitions
 
 TABS = (("properties", "Properties"), ("events", "Events"), ("sessions", "Sessions"), ("stage", "Stage history"),
-        ("groups", "Segments & lists"), ("configs", "Configs"), ("identity", "Identity"))
+        ("groups", "Segments & lists"), ("configs", "Configs"), ("companies", "Companies"), ("identity", "Identity"))
 GRAPH_DAYS = (7, 30, 90)
 TIMELINE_PAGE = 50
 
@@ -58,6 +58,9 @@ async def profile(request: Request) -> Response:
         answer = await c.api.get(f"/users/{person_id}/lists")
         context["memberships"] = answer.body.get("memberships", []) if answer.ok else []
         context["lists"] = await list_choices(request)
+    elif tab == "companies":
+        answer = await c.api.get(f"/users/{person_id}/companies", include_ended="true")
+        context["companies"] = answer.body.get("companies", []) if answer.ok else []
     elif tab == "identity":
         answer = await c.api.get(f"/users/{person_id}/merges")
         context["merges"] = answer.body.get("merges", []) if answer.ok else []
