@@ -73,17 +73,10 @@ kafka:
 run: install
 	$(BIN)/footfall run
 
-# Lint and types, before every test run: `make test` fails on a lint, format or type error. The format check
-# covers FORMATTED less FORMAT_PENDING: the directories and files formatted so far, until the rest of the tree
-# (api/, ingest/, processors/, tests/) is formatted in one commit; then FORMATTED is `.` and nothing is pending.
-FORMATTED := schemas footfall projections deploy bench ingest/recovery.py \
-	tests/integration/conftest.py tests/integration/test_bad_rows.py tests/integration/test_recovery.py \
-	tests/unit/test_bad_rows.py tests/unit/test_lint.py tests/unit/test_recovery.py tests/unit/test_supervisor.py tests/unit/test_tables.py
-FORMAT_PENDING :=
-
+# Lint and types, before every test run: `make test` fails on a lint, format or type error.
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check $(FORMATTED) $(addprefix --exclude ,$(FORMAT_PENDING))
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: install lint browser validate-deploy

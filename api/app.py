@@ -96,7 +96,9 @@ def create_app(
 
     @app.exception_handler(CommandsUnavailable)
     async def kafka_unavailable(request, _exc: CommandsUnavailable):
-        error = ApiError(503, [FieldError("kafka", "available", "Kafka did not acknowledge the command; retry")], headers={"Retry-After": "1"})
+        error = ApiError(
+            503, [FieldError("kafka", "available", "Kafka did not acknowledge the command; retry")], headers={"Retry-After": "1"}
+        )
         return await app.exception_handlers[ApiError](request, error)
 
     @app.exception_handler(ReadUnavailable)

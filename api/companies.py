@@ -54,7 +54,9 @@ class MemberAdd(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user: Annotated[str, Field(min_length=1, max_length=1024, description="a user ref: person id, user_id:<id>, email:<address>, distinct_id:<id>")]
+    user: Annotated[
+        str, Field(min_length=1, max_length=1024, description="a user ref: person id, user_id:<id>, email:<address>, distinct_id:<id>")
+    ]
     role: Annotated[str, Field(max_length=200)] | None = None
     primary: bool | None = None
     started_at: datetime | None = None
@@ -67,8 +69,13 @@ class MemberEnd(BaseModel):
 
 
 COMPANY_COLUMNS = "company_id, name, domain, properties, member_count, last_seen, created_at, updated_at"
-SORTS = {"name": "String", "last_seen": "DateTime64(3, 'UTC')", "member_count": "UInt32", "created_at": "DateTime64(3, 'UTC')",
-         "company_id": "String"}
+SORTS = {
+    "name": "String",
+    "last_seen": "DateTime64(3, 'UTC')",
+    "member_count": "UInt32",
+    "created_at": "DateTime64(3, 'UTC')",
+    "company_id": "String",
+}
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,10 @@ class CompanyQuery:
     def sql(self) -> tuple[str, dict[str, Any]]:
         conditions, parameters = ["1"], {"limit": self.limit + 1}
         if self.q:
-            conditions.append("(positionCaseInsensitiveUTF8(name, {q:String}) > 0 OR startsWith(domain, lower({q:String})) "
-                              "OR startsWith(company_id, {q:String}))")
+            conditions.append(
+                "(positionCaseInsensitiveUTF8(name, {q:String}) > 0 OR startsWith(domain, lower({q:String})) "
+                "OR startsWith(company_id, {q:String}))"
+            )
             parameters["q"] = self.q
         if self.domain:
             conditions.append("domain = lower({domain:String})")
@@ -100,11 +109,15 @@ class CompanyQuery:
         descending = self.sort.startswith("-")
         if self.cursor:
             value, company_id = self.cursor_position()
-            conditions.append(f"({self.column}, company_id) {'<' if descending else '>'} ({{after:{SORTS[self.column]}}}, {{after_id:String}})")
+            conditions.append(
+                f"({self.column}, company_id) {'<' if descending else '>'} ({{after:{SORTS[self.column]}}}, {{after_id:String}})"
+            )
             parameters["after"], parameters["after_id"] = value, company_id
         order = "DESC" if descending else "ASC"
-        return (f"SELECT {COMPANY_COLUMNS} FROM {{db}}.companies FINAL WHERE {' AND '.join(conditions)} "
-                f"ORDER BY {self.column} {order}, company_id {order} LIMIT {{limit:UInt32}}"), parameters
+        return (
+            f"SELECT {COMPANY_COLUMNS} FROM {{db}}.companies FINAL WHERE {' AND '.join(conditions)} "
+            f"ORDER BY {self.column} {order}, company_id {order} LIMIT {{limit:UInt32}}"
+        ), parameters
 
     def cursor_position(self) -> tuple[Any, str]:
         column, value, company_id = decode_cursor(self.cursor or "", 3)
@@ -133,8 +146,10 @@ def company_json(row: dict[str, Any]) -> dict[str, Any]:
     return company
 
 
-MEMBER_COLUMNS = ("m.company_id AS company_id, m.person_id AS person_id, m.role AS role, m.is_primary AS is_primary, "
-                  "m.started_at AS started_at, m.ended_at AS ended_at, m.is_active AS is_active, m.derived AS derived, m.source AS source")
+MEMBER_COLUMNS = (
+    "m.company_id AS company_id, m.person_id AS person_id, m.role AS role, m.is_primary AS is_primary, "
+    "m.started_at AS started_at, m.ended_at AS ended_at, m.is_active AS is_active, m.derived AS derived, m.source AS source"
+)
 
 
 class Companies:
@@ -142,7 +157,9 @@ class Companies:
         self.reader = reader
 
     async def get(self, company_id: str) -> dict[str, Any] | None:
-        rows = await self.reader.rows(f"SELECT {COMPANY_COLUMNS} FROM {{db}}.companies FINAL WHERE company_id = {{c:String}}", {"c": company_id})
+        rows = await self.reader.rows(
+            f"SELECT {COMPANY_COLUMNS} FROM {{db}}.companies FINAL WHERE company_id = {{c:String}}", {"c": company_id}
+        )
         return company_json(rows[0]) if rows else None
 
     async def require(self, company_id: str) -> dict[str, Any]:
@@ -194,14 +211,19 @@ class Companies:
         )
 
     async def applied(self, command_id: str) -> bool:
-        rows = await self.reader.rows("SELECT 1 AS applied FROM {db}.company_commands WHERE command_id = {c:String} LIMIT 1", {"c": command_id})
+        rows = await self.reader.rows(
+            "SELECT 1 AS applied FROM {db}.company_commands WHERE command_id = {c:String} LIMIT 1", {"c": command_id}
+        )
         return bool(rows)
 
 
 def check_writes(writes: dict[str, Any], unset: list[str] = ()) -> None:
     """Property names are plain (as user property names are); the name and domain, when written, are text."""
-    errors = [FieldError(f"properties.{name}", "name", "a property name is 1-100 letters, digits, _ . - and starts with a letter or _")
-              for name in [*writes, *unset] if not _NAME.match(name)]
+    errors = [
+        FieldError(f"properties.{name}", "name", "a property name is 1-100 letters, digits, _ . - and starts with a letter or _")
+        for name in [*writes, *unset]
+        if not _NAME.match(name)
+    ]
     for name in ("name", "domain", "website"):
         if name in writes and writes[name] is not None and not isinstance(writes[name], str):
             errors.append(FieldError(f"properties.{name}", "type", f"{name} is text"))

@@ -43,7 +43,12 @@ class ConfigCatalog:
     async def loaded(self, timeout_s: float = 10.0) -> None:
         """503 until the copy has read the topic up to where it stood when the process started."""
         if not await asyncio.to_thread(self.tail.ready.wait, timeout_s):
-            raise ApiError.of(503, "configs", "loaded", "the API is still reading the configs topic; retry", )
+            raise ApiError.of(
+                503,
+                "configs",
+                "loaded",
+                "the API is still reading the configs topic; retry",
+            )
 
     async def current(self, key: str) -> ConfigVersion:
         """The latest version of a live config, or 404."""
@@ -54,7 +59,13 @@ class ConfigCatalog:
         return found
 
     async def write(
-        self, bus: CommandBus, spec: ConfigSpec, change: ChangeKind, *, expected: int | None = None, deleted: bool = False,
+        self,
+        bus: CommandBus,
+        spec: ConfigSpec,
+        change: ChangeKind,
+        *,
+        expected: int | None = None,
+        deleted: bool = False,
         timeout_s: float = 10.0,
     ) -> ConfigVersion:
         """Append the next version of `spec.key` and wait until it is read back as the latest. `expected`
@@ -63,10 +74,16 @@ class ConfigCatalog:
         async with self._lock:  # one writer per process; across processes the topic's order decides
             current = self.registry.latest.get(spec.key)
             if expected is not None and (current.version if current else 0) != expected:
-                raise ApiError.of(412, "If-Match", "current_version", f"the config is at version {current.version if current else 0}, not {expected}")
+                raise ApiError.of(
+                    412, "If-Match", "current_version", f"the config is at version {current.version if current else 0}, not {expected}"
+                )
             record = ConfigVersion(
-                spec=spec, version=self.registry.next_version(spec.key), change=change, changed_at=datetime.now(UTC),
-                deleted=deleted, change_id=str(uuid.uuid4()),
+                spec=spec,
+                version=self.registry.next_version(spec.key),
+                change=change,
+                changed_at=datetime.now(UTC),
+                deleted=deleted,
+                change_id=str(uuid.uuid4()),
             )
             await bus.send([Record(self.topic, spec.key, record.model_dump_json().encode())])
             await self._read_back(record, timeout_s)
@@ -89,7 +106,9 @@ class ConfigCatalog:
         deadline = time.monotonic() + timeout_s
         while (kept := self.registry.history.get(record.key, {}).get(record.version)) is None:
             if time.monotonic() > deadline:
-                raise ApiError.of(503, "configs", "read_back", "the change was written but not read back in time; check its version before retrying")
+                raise ApiError.of(
+                    503, "configs", "read_back", "the change was written but not read back in time; check its version before retrying"
+                )
             await asyncio.sleep(0.01)
         if kept.change_id != record.change_id:
             raise ApiError.of(409, "version", "unique", f"another change took version {record.version} of {record.key!r}; retry")

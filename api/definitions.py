@@ -88,8 +88,11 @@ class Definitions:
     def require_loaded(self) -> None:
         """503 until the whole topic was read: checking a write against the built-ins alone would let it through."""
         if not self._started.is_set() or self.failure is not None:
-            raise ApiError(503, [FieldError("property_definitions", "available", "the property definitions are not loaded yet; retry")],
-                           headers={"Retry-After": "1"})
+            raise ApiError(
+                503,
+                [FieldError("property_definitions", "available", "the property definitions are not loaded yet; retry")],
+                headers={"Retry-After": "1"},
+            )
 
     @property
     def current(self) -> dict[str, PropertyDefinition]:
@@ -140,15 +143,17 @@ class PropertyValidator:
         return field_errors(checked.errors)
 
 
-async def check_unique(definitions: Definitions, reader: Reader, values: dict[str, Any], person_id: str | None = None,
-                       skip: Iterable[str] = ()) -> None:
+async def check_unique(
+    definitions: Definitions, reader: Reader, values: dict[str, Any], person_id: str | None = None, skip: Iterable[str] = ()
+) -> None:
     """409 when another user holds a value of a unique property, naming that user (`skip`: checked elsewhere)."""
     errors = []
     for name, value in unique_values(definitions.current, values).items():
         if name in skip:
             continue
         rows = await reader.rows(
-            "SELECT person_id FROM " + live_persons_where("JSONExtractRaw(properties, {k:String}) = {v:String}")
+            "SELECT person_id FROM "
+            + live_persons_where("JSONExtractRaw(properties, {k:String}) = {v:String}")
             + " AND person_id != {p:String} LIMIT 1",
             {"k": name, "v": orjson.dumps(value).decode(), "p": person_id or ""},
         )

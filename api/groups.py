@@ -45,7 +45,11 @@ async def check_groups(stages: Stages, lists: Lists, body: UserPatch | UserCreat
     edit = getattr(body, "lists", None)
     if edit is not None and (edit.add or edit.remove):
         known = await lists.live()
-        errors += [FieldError(f"lists.{part}", "exists", f"no list {list_id!r}")
-                   for part, ids in (("add", edit.add), ("remove", edit.remove)) for list_id in ids if list_id not in known]
+        errors += [
+            FieldError(f"lists.{part}", "exists", f"no list {list_id!r}")
+            for part, ids in (("add", edit.add), ("remove", edit.remove))
+            for list_id in ids
+            if list_id not in known
+        ]
     if errors:
         raise ApiError(422, errors)

@@ -124,7 +124,9 @@ def plan_columns(header: Sequence[str], options: ImportOptions, definitions: Map
         duplicated = sorted({p for p in targets if targets.count(p) > 1})
         raise ImportRefused("mapping", "unique", f"more than one column writes {', '.join(duplicated)}")
     if options.dedupe not in targets:
-        raise ImportRefused("dedupe", "column", f"no column holds the dedupe key {options.dedupe}; map one with --mapping <column>={options.dedupe}")
+        raise ImportRefused(
+            "dedupe", "column", f"no column holds the dedupe key {options.dedupe}; map one with --mapping <column>={options.dedupe}"
+        )
     return ColumnPlan(tuple(names), tuple(properties))
 
 
@@ -133,8 +135,9 @@ def command_id_of(dedupe: str, key: str, properties: Mapping[str, Any]) -> str:
     return str(uuid.uuid5(IMPORT_NAMESPACE, f"{dedupe}\x00{key}\x00{content}"))
 
 
-def read_row(number: int, cells: Sequence[str], plan: ColumnPlan, options: ImportOptions,
-             definitions: Mapping[str, PropertyDefinition]) -> ImportRow | list[RowError]:
+def read_row(
+    number: int, cells: Sequence[str], plan: ColumnPlan, options: ImportOptions, definitions: Mapping[str, PropertyDefinition]
+) -> ImportRow | list[RowError]:
     """One data row: the checked row, or every rule it breaks."""
     if len(cells) != len(plan.header):
         return [RowError(number, "", ",".join(cells), "columns", f"{len(cells)} cells; the header has {len(plan.header)}")]
@@ -151,13 +154,17 @@ def read_row(number: int, cells: Sequence[str], plan: ColumnPlan, options: Impor
     if stage is not None and options.stages is not None and stage not in options.stages:
         errors.append(RowError(number, plan.column_of(STAGE_COLUMN), stage, "one_of", f"{stage!r} is not a lifecycle stage"))
     checked = check_values(definitions, written, from_text=True)
-    errors += [RowError(number, plan.column_of(e.property), written.get(e.property, ""), e.rule, f"{e.property} {e.reason}")
-               for e in checked.errors]
+    errors += [
+        RowError(number, plan.column_of(e.property), written.get(e.property, ""), e.rule, f"{e.property} {e.reason}")
+        for e in checked.errors
+    ]
     properties = checked.values
     if "email" in properties and isinstance(properties["email"], str):
         properties["email"] = email_key(properties["email"])
-    errors += [RowError(number, plan.column_of(e.field), str(properties.get(e.field, "")), e.rule, e.message)
-               for e in check_identifier_values({k: v for k, v in properties.items() if k in IDENTIFIERS})]
+    errors += [
+        RowError(number, plan.column_of(e.field), str(properties.get(e.field, "")), e.rule, e.message)
+        for e in check_identifier_values({k: v for k, v in properties.items() if k in IDENTIFIERS})
+    ]
     key = properties.get(options.dedupe)
     if not errors and not key:
         errors.append(RowError(number, plan.column_of(options.dedupe), "", "required", f"the dedupe key {options.dedupe} is empty"))

@@ -93,9 +93,7 @@ class Lookups:
         self.rows = rows
 
     async def applied(self, command_ids: list[str]) -> set[str]:
-        found = await self.rows(
-            "SELECT command_id FROM {db}.user_commands WHERE command_id IN {ids:Array(String)}", {"ids": command_ids}
-        )
+        found = await self.rows("SELECT command_id FROM {db}.user_commands WHERE command_id IN {ids:Array(String)}", {"ids": command_ids})
         return {r["command_id"] for r in found}
 
     async def owners(self, dedupe: str, keys: list[str]) -> dict[str, str]:
@@ -115,17 +113,24 @@ class Lookups:
             if unmapped:
                 created = await self.rows(
                     "SELECT JSONExtractString(properties, 'user_id') AS k, person_id FROM "
-                    + live_persons_where("JSONExtractString(properties, 'user_id') IN {keys:Array(String)}") + " ORDER BY last_seen",
+                    + live_persons_where("JSONExtractString(properties, 'user_id') IN {keys:Array(String)}")
+                    + " ORDER BY last_seen",
                     {"keys": unmapped},
                 )
                 owners.update((r["k"], r["person_id"]) for r in created)
             return owners
         if dedupe == "email":
-            sql = ("SELECT lower(email) AS k, person_id FROM " + live_persons_where("lower(email) IN {keys:Array(String)}")
-                   + " ORDER BY is_identified, last_seen")
+            sql = (
+                "SELECT lower(email) AS k, person_id FROM "
+                + live_persons_where("lower(email) IN {keys:Array(String)}")
+                + " ORDER BY is_identified, last_seen"
+            )
         else:
-            sql = ("SELECT JSONExtractString(properties, 'customer_id') AS k, person_id FROM "
-                   + live_persons_where("JSONExtractString(properties, 'customer_id') IN {keys:Array(String)}") + " ORDER BY last_seen")
+            sql = (
+                "SELECT JSONExtractString(properties, 'customer_id') AS k, person_id FROM "
+                + live_persons_where("JSONExtractString(properties, 'customer_id') IN {keys:Array(String)}")
+                + " ORDER BY last_seen"
+            )
         return {r["k"]: r["person_id"] for r in await self.rows(sql, {"keys": keys})}  # the last row per key wins
 
     async def holders(self, name: str, values: list[Any]) -> dict[str, str]:
@@ -147,9 +152,17 @@ class Lookups:
 class CsvImport:
     """One import run. `send` is None for a dry run (everything is checked, nothing sent)."""
 
-    def __init__(self, report: ImportReport, options: ImportOptions, definitions: Mapping[str, PropertyDefinition],
-                 rows: Rows, send: Send | None, topics: Topics, errors_path: Path,
-                 on_progress: Callable[[ImportReport], None] | None = None):
+    def __init__(
+        self,
+        report: ImportReport,
+        options: ImportOptions,
+        definitions: Mapping[str, PropertyDefinition],
+        rows: Rows,
+        send: Send | None,
+        topics: Topics,
+        errors_path: Path,
+        on_progress: Callable[[ImportReport], None] | None = None,
+    ):
         self.report = report
         self.options = options
         self.definitions = definitions
@@ -235,8 +248,9 @@ class CsvImport:
         self.on_progress(report)
         await asyncio.sleep(0)  # let an API process serve requests between chunks
 
-    async def _conflicts(self, chunk: list[ImportRow], owners: dict[str, str], dedupe: str,
-                         column_of: Callable[[str], str]) -> dict[int, list[RowError]]:
+    async def _conflicts(
+        self, chunk: list[ImportRow], owners: dict[str, str], dedupe: str, column_of: Callable[[str], str]
+    ) -> dict[int, list[RowError]]:
         """Rows setting a unique property's value that another user holds (the API's 409), per row."""
         wanted: dict[str, list[Any]] = {}
         for row in chunk:
@@ -253,7 +267,8 @@ class CsvImport:
                 holder = holders.get(orjson.dumps(value).decode()) if value is not None else None
                 if holder is not None and holder != owners.get(row.key):
                     conflicts.setdefault(row.row, []).append(
-                        RowError(row.row, column_of(name), str(value), "unique", f"{name} {value!r} already belongs to user {holder}"))
+                        RowError(row.row, column_of(name), str(value), "unique", f"{name} {value!r} already belongs to user {holder}")
+                    )
         return conflicts
 
 

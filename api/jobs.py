@@ -42,8 +42,15 @@ class BulkEdit:
     def as_json(self, applied: int) -> dict[str, Any]:
         state = "done" if self.state == "sent" and applied >= self.sent else self.state
         return {
-            "job_id": self.job_id, "state": state, "action": self.action, "matched": self.matched, "sent": self.sent,
-            "applied": applied, "not_found": self.not_found[:1000], "error": self.error, "started_at": self.started_at.isoformat(),
+            "job_id": self.job_id,
+            "state": state,
+            "action": self.action,
+            "matched": self.matched,
+            "sent": self.sent,
+            "applied": applied,
+            "not_found": self.not_found[:1000],
+            "error": self.error,
+            "started_at": self.started_at.isoformat(),
         }
 
 
@@ -92,7 +99,7 @@ class Jobs:
         if job.refs is not None:
             for start in range(0, len(job.refs), CHUNK):
                 found = []
-                for ref in job.refs[start:start + CHUNK]:
+                for ref in job.refs[start : start + CHUNK]:
                     try:
                         person_id = await people.person_id_of(parse_ref(ref))
                     except ApiError:

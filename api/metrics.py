@@ -19,15 +19,22 @@ class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.published = Counter(
-            "footfall_api_commands_published_total", "Records the API published (acknowledged by Kafka), by topic",
-            ["topic"], registry=self.registry,
+            "footfall_api_commands_published_total",
+            "Records the API published (acknowledged by Kafka), by topic",
+            ["topic"],
+            registry=self.registry,
         )
         self.waits = Counter(
-            "footfall_api_waits_total", "?wait=true requests, by outcome (readable, timed_out)", ["outcome"], registry=self.registry,
+            "footfall_api_waits_total",
+            "?wait=true requests, by outcome (readable, timed_out)",
+            ["outcome"],
+            registry=self.registry,
         )
         self.readable_seconds = Histogram(
-            "footfall_api_write_to_readable_seconds", "From a write's acknowledgement to the change being readable (?wait=true)",
-            buckets=READABLE_BUCKETS, registry=self.registry,
+            "footfall_api_write_to_readable_seconds",
+            "From a write's acknowledgement to the change being readable (?wait=true)",
+            buckets=READABLE_BUCKETS,
+            registry=self.registry,
         )
 
     def instrument(self, app: Starlette) -> None:

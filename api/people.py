@@ -49,9 +49,7 @@ class People:
     async def person_id_of(self, ref: Ref) -> str | None:
         """The live person a ref names, or None."""
         if ref.kind == "person_id":
-            rows = await self.reader.rows(
-                "SELECT person_id FROM {db}.persons FINAL WHERE person_id = {p:String} LIMIT 1", {"p": ref.value}
-            )
+            rows = await self.reader.rows("SELECT person_id FROM {db}.persons FINAL WHERE person_id = {p:String} LIMIT 1", {"p": ref.value})
         elif ref.kind == "distinct_id":
             rows = await self.reader.rows(
                 "SELECT argMax(person_id, version) AS live FROM {db}.person_distinct_ids WHERE distinct_id = {d:String} "

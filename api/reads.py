@@ -65,7 +65,9 @@ class ClickHouseReader:
         except ClickHouseError as exc:
             raise ReadUnavailable(str(exc)) from exc
         # The same JSON values the read API would send, so both readers answer alike.
-        return orjson.loads(orjson.dumps(_as_json_rows(list(result.column_names), [list(r) for r in result.result_rows]), default=_json_default))
+        return orjson.loads(
+            orjson.dumps(_as_json_rows(list(result.column_names), [list(r) for r in result.result_rows]), default=_json_default)
+        )
 
 
 class ReadApiReader:

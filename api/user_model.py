@@ -63,7 +63,8 @@ class UserCreate(UserFields):
     status: UserStatus = "active"
     tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
     stage: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] | None = Field(
-        None, description="the lifecycle stage (an id of GET /api/v1/lifecycle-stages)")
+        None, description="the lifecycle stage (an id of GET /api/v1/lifecycle-stages)"
+    )
 
 
 class TagEdit(BaseModel):
@@ -133,8 +134,11 @@ def parse_ref(ref: str) -> Ref:
 
 def check_property_names(names: list[str] | set[str], where: str) -> list[FieldError]:
     return [
-        FieldError(f"{where}.{name}" if where else name, "property_name",
-                   "a property name is 1-128 letters, digits, '_', '.' or '-', starting with a letter or '_'")
+        FieldError(
+            f"{where}.{name}" if where else name,
+            "property_name",
+            "a property name is 1-128 letters, digits, '_', '.' or '-', starting with a letter or '_'",
+        )
         for name in names
         if not PROPERTY_NAME.match(name)
     ]
@@ -188,8 +192,11 @@ def validate_patch(body: UserPatch) -> UserPatch:
     if len(body.set) > MAX_PROPERTIES:
         errors.append(FieldError("set", "max_properties", f"at most {MAX_PROPERTIES} properties"))
     errors += [FieldError(f"set.{e.field}", e.rule, e.message) for e in check_identifier_values(body.set)]
-    errors += [FieldError(f"unset.{name}", "identifier_kept", "user_id links tracking to this user and cannot be unset")
-               for name in body.unset if name == "user_id"]
+    errors += [
+        FieldError(f"unset.{name}", "identifier_kept", "user_id links tracking to this user and cannot be unset")
+        for name in body.unset
+        if name == "user_id"
+    ]
     errors += [FieldError(f"unset.{name}", "conflict", f"{name} is both set and unset") for name in body.unset if name in body.set]
     if errors:
         raise ApiError(422, errors)
@@ -240,28 +247,53 @@ def create_records(
         contact_traits=contact_traits(properties),
     )
     create = UserCommand(
-        kind="create", command_id=command_id, person_id=person_id, at=at, set=properties,
-        status=body.status, tags_add=list(dict.fromkeys(body.tags)), stage=body.stage, stage_by=by if body.stage else None,
+        kind="create",
+        command_id=command_id,
+        person_id=person_id,
+        at=at,
+        set=properties,
+        status=body.status,
+        tags_add=list(dict.fromkeys(body.tags)),
+        stage=body.stage,
+        stage_by=by if body.stage else None,
     )
     return [_identity(claim, topics), _user(create, topics)]
 
 
-def update_command(body: UserPatch, person_id: str, command_id: str, at: datetime, job_id: str | None = None,
-                   by: str = "api") -> UserCommand:
+def update_command(
+    body: UserPatch, person_id: str, command_id: str, at: datetime, job_id: str | None = None, by: str = "api"
+) -> UserCommand:
     """`by`: what made the change, kept with a stage write ("api", "import") and, unless the body names
     someone, with list memberships."""
     tags, lists = body.tags or TagEdit(), body.lists or ListEdit()
     return UserCommand(
-        kind="update", command_id=command_id, person_id=person_id, at=at, set=body.set, unset=list(dict.fromkeys(body.unset)),
-        status=body.status, tags_add=list(dict.fromkeys(tags.add)), tags_remove=list(dict.fromkeys(tags.remove)), job_id=job_id,
-        stage=body.stage, stage_by=by if body.stage else None, stage_reason=body.stage_reason if body.stage else "",
-        lists_add=list(dict.fromkeys(lists.add)), lists_remove=list(dict.fromkeys(lists.remove)),
+        kind="update",
+        command_id=command_id,
+        person_id=person_id,
+        at=at,
+        set=body.set,
+        unset=list(dict.fromkeys(body.unset)),
+        status=body.status,
+        tags_add=list(dict.fromkeys(tags.add)),
+        tags_remove=list(dict.fromkeys(tags.remove)),
+        job_id=job_id,
+        stage=body.stage,
+        stage_by=by if body.stage else None,
+        stage_reason=body.stage_reason if body.stage else "",
+        lists_add=list(dict.fromkeys(lists.add)),
+        lists_remove=list(dict.fromkeys(lists.remove)),
         lists_by=(lists.by or by) if lists.add or lists.remove else "",
     )
 
 
 def update_records(
-    topics: Topics, body: UserPatch, person_id: str, known_id: str | None, command_id: str, at: datetime, job_id: str | None = None,
+    topics: Topics,
+    body: UserPatch,
+    person_id: str,
+    known_id: str | None,
+    command_id: str,
+    at: datetime,
+    job_id: str | None = None,
     by: str = "api",
 ) -> list[Record]:
     """The update, and a claim when it sets user_id or email (known_id: one of the person's distinct ids)."""
@@ -269,8 +301,12 @@ def update_records(
     user_id, email = body.set.get("user_id"), body.set.get("email")
     if known_id and (isinstance(user_id, str) or isinstance(email, str)):
         claim = IdentityCommand(
-            kind="claim", message_id=f"{command_id}:claim", timestamp=at, distinct_id=known_id,
-            user_id=user_id if isinstance(user_id, str) else None, email=email if isinstance(email, str) else None,
+            kind="claim",
+            message_id=f"{command_id}:claim",
+            timestamp=at,
+            distinct_id=known_id,
+            user_id=user_id if isinstance(user_id, str) else None,
+            email=email if isinstance(email, str) else None,
             contact_traits=contact_traits(body.set),
         )
         records.append(_identity(claim, topics))
@@ -283,7 +319,13 @@ def identifiers_of(distinct_ids: list[str], email: str | None) -> list[str]:
 
 
 def delete_records(
-    topics: Topics, kind: Literal["delete", "erase"], person_id: str, identifiers: list[str], command_id: str, at: datetime, job_id: str | None = None
+    topics: Topics,
+    kind: Literal["delete", "erase"],
+    person_id: str,
+    identifiers: list[str],
+    command_id: str,
+    at: datetime,
+    job_id: str | None = None,
 ) -> list[Record]:
     """delete: forget at the sequencer + the delete command. erase: the same, and each id suppressed."""
     digests = sorted({id_digest(i) for i in identifiers})
@@ -292,7 +334,11 @@ def delete_records(
     records = [_user(command, topics), _identity(forget, topics)]
     if kind == "erase":
         records += [
-            Record(topics.erasures.name, digest, Erasure(id_digest=digest, erasure_id=command_id, person_id=person_id, erased_at=at).model_dump_json().encode())
+            Record(
+                topics.erasures.name,
+                digest,
+                Erasure(id_digest=digest, erasure_id=command_id, person_id=person_id, erased_at=at).model_dump_json().encode(),
+            )
             for digest in digests
         ]
     return records

@@ -96,7 +96,9 @@ def _parse(data: bytes, content_encoding: str, content_type: str) -> Any:
     if encoding == "gzip":
         data = gunzip_limited(data)
     elif encoding not in ("", "identity"):
-        raise BodyError(415, "content-encoding", f"unsupported content encoding {encoding!r}; send gzip or none", rule="unsupported_content_encoding")
+        raise BodyError(
+            415, "content-encoding", f"unsupported content encoding {encoding!r}; send gzip or none", rule="unsupported_content_encoding"
+        )
     if len(data) > MAX_BATCH_BYTES:
         raise BodyError(413, "body", f"body is {len(data)} bytes; the limit is {MAX_BATCH_BYTES}", rule="body_too_large")
     declared_json = content_type in JSON_CONTENT_TYPES

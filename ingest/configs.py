@@ -184,7 +184,9 @@ class ConfigServing:
         EVALUATION_SECONDS.observe(time.perf_counter() - started)
         await self.record(request, source, subject, served)
         CONFIG_REQUESTS.labels("served").inc()
-        return json_response(200, {"configs": {s.key: s.answer() for s in served}, "person_id": subject.person_id}, {"Cache-Control": "no-store"})
+        return json_response(
+            200, {"configs": {s.key: s.answer() for s in served}, "person_id": subject.person_id}, {"Cache-Control": "no-store"}
+        )
 
     async def record(self, request: Request, source, subject: Subject, served: list[Served]) -> None:
         """Write each exposure new within the window as a `$config_served` track call of this subject,

@@ -45,5 +45,7 @@ class LastResortGuard:
             )
             if started:
                 raise
-            refusal = Refusal.of(503, "collector", "internal_error", "unexpected internal error; retry later", {"Retry-After": self.retry_after})
+            refusal = Refusal.of(
+                503, "collector", "internal_error", "unexpected internal error; retry later", {"Retry-After": self.retry_after}
+            )
             await refusal.response()(scope, receive, send)

@@ -100,9 +100,7 @@ class _EnvelopeDelivery:
 
 
 class KafkaWriter:
-    def __init__(
-        self, bootstrap_servers: str, window: EnvelopeWindow, *, ack_timeout_s: float = 10.0, extra: dict | None = None
-    ):
+    def __init__(self, bootstrap_servers: str, window: EnvelopeWindow, *, ack_timeout_s: float = 10.0, extra: dict | None = None):
         self.ack_timeout_s = ack_timeout_s
         self.brokers_down = False
         self.window = window

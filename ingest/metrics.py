@@ -25,9 +25,7 @@ ENVELOPE_EVENTS = Histogram(
     "Events per envelope written to the raw topic (requests of one flush window share envelopes)",
     buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000),
 )
-QUEUE_DEPTH = Gauge(
-    "footfall_collector_producer_queue_depth", "Records waiting in the producer's queue", multiprocess_mode="livesum"
-)
+QUEUE_DEPTH = Gauge("footfall_collector_producer_queue_depth", "Records waiting in the producer's queue", multiprocess_mode="livesum")
 
 
 @functools.cache

@@ -128,8 +128,10 @@ def anonymous_id_of(call: TrackingCall) -> tuple[str | None, str | None]:
     if call.userId and not is_illegal_id(call.userId):
         return None, PLACEHOLDER_ANONYMOUS_ID if anonymous_id else None
     sent = (("anonymousId", anonymous_id), ("userId", call.userId))
-    raise Rejected([Problem(field=name, reason=PLACEHOLDER, rule="placeholder_id") for name, value in sent if value and is_illegal_id(value)]
-                   or [Problem(field="userId or anonymousId", reason="one of them is required", rule="required")])
+    raise Rejected(
+        [Problem(field=name, reason=PLACEHOLDER, rule="placeholder_id") for name, value in sent if value and is_illegal_id(value)]
+        or [Problem(field="userId or anonymousId", reason="one of them is required", rule="required")]
+    )
 
 
 def bounds_problem(value: bytes, record: dict[str, Any]) -> Problem | None:

@@ -70,7 +70,14 @@ class Readiness(BaseModel):
 
 
 MODELS: tuple[type[BaseModel], ...] = (
-    TrackingCall, BatchEnvelope, ConfigRequest, Accepted, Refused, ConfigsAnswer, Health, Readiness,
+    TrackingCall,
+    BatchEnvelope,
+    ConfigRequest,
+    Accepted,
+    Refused,
+    ConfigsAnswer,
+    Health,
+    Readiness,
 )
 
 WRITE_KEY = [{"writeKey": []}, {"writeKeyHeader": []}, {"writeKeyQuery": []}, {}]  # {}: the key in the body
@@ -121,9 +128,14 @@ def _gif(description: str) -> dict[str, Any]:
 
 def _pixel_route(path_param: bool) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = [
-        {"name": "data", "in": "query", "required": False, "schema": {"type": "string"},
-         "description": "the call as base64 (standard or URL-safe) JSON; or send its fields as query parameters, "
-                        "objects dotted (`properties.plan=pro`)"},
+        {
+            "name": "data",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "the call as base64 (standard or URL-safe) JSON; or send its fields as query parameters, "
+            "objects dotted (`properties.plan=pro`)",
+        },
     ]
     if path_param:
         parameters.append({"name": "call_type", "in": "path", "required": True, "schema": {"enum": list(CALL_TYPES)}})
@@ -180,8 +192,11 @@ def collector_openapi() -> dict[str, Any]:
             "summary": "analytics.js's project settings (the CDN's settings call, answered by the collector)",
             "tags": ["sdk"],
             "parameters": [{"name": "writeKey", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "settings", "content": {"application/json": {"schema": settings}}},
-                          "401": REFUSALS["401"], "403": REFUSALS["403"]},
+            "responses": {
+                "200": {"description": "settings", "content": {"application/json": {"schema": settings}}},
+                "401": REFUSALS["401"],
+                "403": REFUSALS["403"],
+            },
         }
     }
     script = {"description": "the script", "content": {"text/javascript": {"schema": {"type": "string"}}}}
@@ -204,7 +219,7 @@ def collector_openapi() -> dict[str, Any]:
             "title": "footfall collector",
             "version": "1",
             "description": "Segment's tracking API (unchanged Segment and RudderStack SDKs work), a pixel, and "
-                           "dynamic configs. A write key only writes events; every route but the operational ones needs one.",
+            "dynamic configs. A write key only writes events; every route but the operational ones needs one.",
         },
         "paths": paths,
         "components": {

@@ -30,8 +30,13 @@ class Suppressions:
         self.digests: set[str] = set()
         self._stopping = threading.Event()
         self._consumer = Consumer(
-            {"bootstrap.servers": bootstrap_servers, "group.id": "footfall-collector-erasures", "enable.auto.commit": False,
-             "auto.offset.reset": "earliest", "enable.partition.eof": False}
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": "footfall-collector-erasures",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+            }
         )
         self._thread = threading.Thread(target=self._follow, name="erasures", daemon=True)
 
@@ -60,8 +65,11 @@ class Suppressions:
             return None
         record = orjson.loads(value)
         email = (record.get("traits") or {}).get("email")
-        candidates = (("anonymousId", record.get("anonymous_id")), ("userId", record.get("user_id")),
-                      ("traits.email", email_key(email) if isinstance(email, str) else None))
+        candidates = (
+            ("anonymousId", record.get("anonymous_id")),
+            ("userId", record.get("user_id")),
+            ("traits.email", email_key(email) if isinstance(email, str) else None),
+        )
         for field, identifier in candidates:
             if isinstance(identifier, str) and identifier and id_digest(identifier) in self.digests:
                 return field

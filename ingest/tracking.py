@@ -39,7 +39,16 @@ log = logging.getLogger(__name__)
 # Pixel calls refused by a rate limit are kept (a pixel is never retried), up to this many a second per source:
 # past it a flood would reach Kafka after all, so the rest are only counted.
 DROPPED_PIXELS_KEPT = RateLimit(events_per_second=50, burst=500)
-LABELLED_FIELDS = {*TrackingCall.model_fields, "event", "userId or anonymousId", "body", "batch", "content-type", "content-encoding", "data"}
+LABELLED_FIELDS = {
+    *TrackingCall.model_fields,
+    "event",
+    "userId or anonymousId",
+    "body",
+    "batch",
+    "content-type",
+    "content-encoding",
+    "data",
+}
 
 
 class TrackingAPI:
@@ -91,7 +100,9 @@ class TrackingAPI:
         try:
             return await read_json_body(request, self.body_timeout_s)
         except BodyError as error:
-            raise await self.dead_letter_unusable_body(error, error.raw.decode("utf-8", "backslashreplace"), None, hashes_emails(known)) from error
+            raise await self.dead_letter_unusable_body(
+                error, error.raw.decode("utf-8", "backslashreplace"), None, hashes_emails(known)
+            ) from error
 
     async def pixel_call(self, request: Request, known: Source | None) -> Any:
         try:
@@ -150,7 +161,14 @@ class TrackingAPI:
         kept, dropped = [], []
         for event in outcome.accepted:
             if field := self.suppressions.erased_field(event.value):
-                dropped.append(self.bad_row("(not kept: an erased user's call)", [Problem(field=field, reason="an erased identifier; dropped", rule="erased_identifier")], edge, kind="erased_identifier"))
+                dropped.append(
+                    self.bad_row(
+                        "(not kept: an erased user's call)",
+                        [Problem(field=field, reason="an erased identifier; dropped", rule="erased_identifier")],
+                        edge,
+                        kind="erased_identifier",
+                    )
+                )
             else:
                 kept.append(event)
         outcome.accepted = kept
@@ -202,8 +220,14 @@ class TrackingAPI:
         return Refusal(error.status, [problem], {"Connection": "close"} if error.status == 408 else None)
 
     def bad_row(
-        self, payload: Any, problems: list[Problem], edge: Edge | None, index: int | None = None, *,
-        hash_emails: bool = False, kind: BadRowKind | None = None,
+        self,
+        payload: Any,
+        problems: list[Problem],
+        edge: Edge | None,
+        index: int | None = None,
+        *,
+        hash_emails: bool = False,
+        kind: BadRowKind | None = None,
     ) -> Record:
         """A refused payload as the dead-letter topic keeps it: masked first when its source hashes emails
         (before the cut to MAX_PAYLOAD_CHARS, which could leave half an address unrecognisable). The kind
@@ -240,7 +264,9 @@ def batch_envelope(body: Any) -> BatchEnvelope:
     except ValidationError as exc:
         too_long = any(e["type"] == "too_long" and e["loc"] == ("batch",) for e in exc.errors())
         problem = problems_from(exc)[0]
-        raise BodyError(413 if too_long else 400, problem.field, problem.reason, rule="batch_too_long" if too_long else problem.rule) from exc
+        raise BodyError(
+            413 if too_long else 400, problem.field, problem.reason, rule="batch_too_long" if too_long else problem.rule
+        ) from exc
 
 
 def payload_text(payload: Any) -> str:

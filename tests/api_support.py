@@ -50,8 +50,13 @@ class Stack:
 def stack_settings(kafka_bootstrap: str, clickhouse_dsn: str, data_dir: Path) -> FootfallSettings:
     run_id = uuid.uuid4().hex[:10]
     return FootfallSettings(
-        kafka_bootstrap_servers=kafka_bootstrap, clickhouse_url=clickhouse_dsn, topic_prefix=f"test-{run_id}",
-        database=f"test_{run_id}", data_dir=data_dir, partitions=3, batch_max_seconds=0.3,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        clickhouse_url=clickhouse_dsn,
+        topic_prefix=f"test-{run_id}",
+        database=f"test_{run_id}",
+        data_dir=data_dir,
+        partitions=3,
+        batch_max_seconds=0.3,
     )
 
 
@@ -63,7 +68,12 @@ def api_stack(settings: FootfallSettings, clickhouse_client, log_dir: Path) -> I
     reader = ClickHouseReader(connect(settings.clickhouse_dsn), settings.database)
     app = create_app(settings, ADMIN_KEY, reader, bus=bus, config=ApiConfig(wait_timeout_s=60))
     try:
-        with collector(settings, log_dir) as url, processor(settings, log_dir) as worker, projector(settings) as live, TestClient(app) as client:
+        with (
+            collector(settings, log_dir) as url,
+            processor(settings, log_dir) as worker,
+            projector(settings) as live,
+            TestClient(app) as client,
+        ):
             yield Stack(settings, client, url, clickhouse_client, live, worker)
     finally:
         bus.close()

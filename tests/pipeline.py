@@ -113,7 +113,9 @@ def processor(settings: FootfallSettings, log_dir: Path, restart_on_failure: boo
     """A processor worker; by default restarted when it stops itself on a failure."""
     policy = RESTART_A_FAILED_WORKER if restart_on_failure else NEVER
     with Supervisor() as supervisor:
-        yield supervisor.start(Child("processor", footfall_command("processor"), env=settings_env(settings), log_dir=log_dir, policy=policy))
+        yield supervisor.start(
+            Child("processor", footfall_command("processor"), env=settings_env(settings), log_dir=log_dir, policy=policy)
+        )
 
 
 class WatchedProjector(Projector):
@@ -147,5 +149,16 @@ def projector(settings: FootfallSettings) -> Iterator[Projector]:
         raise failure[0]
 
 
-__all__ = ["WRITE_KEY", "collector", "final_sessions", "footfall_process", "processor", "projector", "read_topic", "tail",
-           "topic_message_ids", "topic_values", "wait_until"]
+__all__ = [
+    "WRITE_KEY",
+    "collector",
+    "final_sessions",
+    "footfall_process",
+    "processor",
+    "projector",
+    "read_topic",
+    "tail",
+    "topic_message_ids",
+    "topic_values",
+    "wait_until",
+]

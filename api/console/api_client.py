@@ -49,8 +49,16 @@ class ConsoleApi:
             timeout=60,
         )
 
-    async def call(self, method: str, path: str, *, params: Any = None, json: Any = None,
-                   content: bytes | None = None, headers: dict[str, str] | None = None) -> ApiAnswer:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Any = None,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> ApiAnswer:
         response = await self._client.request(method, path, params=params, json=json, content=content, headers=headers)
         kind = response.headers.get("content-type", "")
         body: Any = response.json() if kind.startswith("application/json") else response.content

@@ -143,8 +143,14 @@ async def login_page(request: Request) -> Response:
 def _login_form(request: Request, error: str | None = None, next_url: str | None = None, status_code: int = 200) -> Response:
     c = console(request)
     hint = str(Path(c.settings.data_dir) / "admin.key") if c.settings is not None else "admin.key"
-    return c.render(request, "login.html", status_code=status_code, error=error,
-                    next_url=next_url or request.query_params.get("next", ""), key_hint=hint)
+    return c.render(
+        request,
+        "login.html",
+        status_code=status_code,
+        error=error,
+        next_url=next_url or request.query_params.get("next", ""),
+        key_hint=hint,
+    )
 
 
 async def login(request: Request) -> Response:
@@ -176,8 +182,9 @@ async def not_found(request: Request, exc: Exception) -> Response:
         return ORJSONResponse(error_body(404, [FieldError("path", "exists", "Not Found")], "Not Found"), 404)
     if not signed_in(request):
         return RedirectResponse("/login", status_code=303)
-    return await console(request).render_page(request, "message.html", status_code=404, heading="Not found",
-                                   lines=["There is no such page."], back="/people")
+    return await console(request).render_page(
+        request, "message.html", status_code=404, heading="Not found", lines=["There is no such page."], back="/people"
+    )
 
 
 class MultipartNeedsCsrfHeader:
@@ -225,8 +232,9 @@ class MultipartNeedsCsrfHeader:
         return True
 
 
-def create_console_app(admin_key: str, settings: Any = None, config: ConsoleConfig | None = None,
-                       sources: list[tuple[str, str]] | None = None) -> tuple[Starlette, Console]:
+def create_console_app(
+    admin_key: str, settings: Any = None, config: ConsoleConfig | None = None, sources: list[tuple[str, str]] | None = None
+) -> tuple[Starlette, Console]:
     """The console as an ASGI app (to mount at `/`), wrapped in CSRF protection, and its shared state."""
     from api.console.pages import page_routes
 
@@ -239,8 +247,10 @@ def create_console_app(admin_key: str, settings: Any = None, config: ConsoleConf
         Route("/login", login, methods=["POST"], name="login_post"),
         Route("/logout", logout, methods=["POST"], name="logout"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-        *[Mount(f"/assets/{name}", StaticFiles(directory=assets_root / path, check_dir=False), name=name)
-          for name, path in ASSET_DIRS.items()],
+        *[
+            Mount(f"/assets/{name}", StaticFiles(directory=assets_root / path, check_dir=False), name=name)
+            for name, path in ASSET_DIRS.items()
+        ],
         *page_routes(),
     ]
     middleware = [
@@ -268,8 +278,9 @@ def create_console_app(admin_key: str, settings: Any = None, config: ConsoleConf
     return MultipartNeedsCsrfHeader(protected, derived_secret(admin_key, "csrf")), state
 
 
-def mount_console(app: Any, admin_key: str, settings: Any = None, config: ConsoleConfig | None = None,
-                  sources: list[tuple[str, str]] | None = None) -> None:
+def mount_console(
+    app: Any, admin_key: str, settings: Any = None, config: ConsoleConfig | None = None, sources: list[tuple[str, str]] | None = None
+) -> None:
     """Serve the console at `/` of `app` (after its own routes, so /api/v1 keeps answering first)."""
     console_app, state = create_console_app(admin_key, settings, config, sources)
     state.bind(app)

@@ -106,28 +106,41 @@ def form_field_of(api_field: str, variant_rows: list[int], rule_rows: list[int])
 def form_values(config: Mapping[str, Any]) -> dict[str, str]:
     """The form's fields for an existing config (and its blank rows)."""
     values = {
-        "key": config["key"], "description": config.get("description") or "", "type": config.get("type", "boolean"),
-        "default": config.get("default") or "", "salt": config.get("salt") or "", "enabled": "on" if config.get("enabled", True) else "",
+        "key": config["key"],
+        "description": config.get("description") or "",
+        "type": config.get("type", "boolean"),
+        "default": config.get("default") or "",
+        "salt": config.get("salt") or "",
+        "enabled": "on" if config.get("enabled", True) else "",
     }
     variants = [] if values["type"] == "boolean" else list(config.get("variants") or [])
     for i, variant in enumerate(variants):
         value = variant.get("value")
         shown = "" if value is None else (orjson.dumps(value).decode() if values["type"] == "json" else str(value))
-        values |= {f"variant_key_{i}": variant["key"], f"variant_weight_{i}": str(variant.get("weight", 0)),
-                   f"variant_value_{i}": shown, f"variant_description_{i}": variant.get("description") or ""}
+        values |= {
+            f"variant_key_{i}": variant["key"],
+            f"variant_weight_{i}": str(variant.get("weight", 0)),
+            f"variant_value_{i}": shown,
+            f"variant_description_{i}": variant.get("description") or "",
+        }
     for i, rule in enumerate(config.get("rules") or []):
         condition = rule.get("condition")
-        values |= {f"rule_condition_{i}": orjson.dumps(condition).decode() if condition else "",
-                   f"rule_rollout_{i}": _percent(rule.get("rollout_percent", 100)), f"rule_variant_{i}": rule.get("variant") or "",
-                   f"rule_description_{i}": rule.get("description") or ""}
+        values |= {
+            f"rule_condition_{i}": orjson.dumps(condition).decode() if condition else "",
+            f"rule_rollout_{i}": _percent(rule.get("rollout_percent", 100)),
+            f"rule_variant_{i}": rule.get("variant") or "",
+            f"rule_description_{i}": rule.get("description") or "",
+        }
     return values
 
 
 def row_counts(values: Mapping[str, str]) -> tuple[int, int]:
     """How many variant and rule rows the form shows: every filled one, plus blank ones to add with."""
+
     def highest(prefix: str) -> int:
         found = [int(m.group(1)) for name in values if (m := re.fullmatch(rf"{prefix}_[a-z]+_(\d+)", name))]
         return max(found, default=-1) + 1
+
     return highest("variant") + BLANK_VARIANTS, highest("rule") + BLANK_RULES
 
 

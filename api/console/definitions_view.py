@@ -36,18 +36,18 @@ def definition_body(form: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, 
     errors: dict[str, str] = {}
     body: dict[str, Any] = {"type": (form.get("type") or "string").strip()}
     for key in ("label", "description", "pattern"):
-        if (value := (form.get(key) or "").strip()):
+        if value := (form.get(key) or "").strip():
             body[key] = value
     for key in ("required", "unique"):
         body[key] = (form.get(key) or "") in ("on", "true", "1")
     for key in NUMBERS:
-        if (text := (form.get(key) or "").strip()):
+        if text := (form.get(key) or "").strip():
             try:
                 body[key] = float(text)
             except ValueError:
                 errors[key] = f"{key} must be a number"
     for key in LENGTHS:
-        if (text := (form.get(key) or "").strip()):
+        if text := (form.get(key) or "").strip():
             if text.isdigit():
                 body[key] = int(text)
             else:

@@ -15,14 +15,40 @@ from typing import Any
 
 IDENTIFIERS = ("user_id", "email", "phone", "customer_id")
 DEFAULT_PROPERTIES = (
-    "user_id", "email", "phone", "customer_id", "first_name", "last_name", "name", "company", "city", "country", "timezone",
+    "user_id",
+    "email",
+    "phone",
+    "customer_id",
+    "first_name",
+    "last_name",
+    "name",
+    "company",
+    "city",
+    "country",
+    "timezone",
 )
 DEFAULT_LABELS = {
-    "user_id": "User id", "email": "Email", "phone": "Phone", "customer_id": "Customer id", "first_name": "First name",
-    "last_name": "Last name", "name": "Name", "company": "Company", "city": "City", "country": "Country", "timezone": "Time zone",
+    "user_id": "User id",
+    "email": "Email",
+    "phone": "Phone",
+    "customer_id": "Customer id",
+    "first_name": "First name",
+    "last_name": "Last name",
+    "name": "Name",
+    "company": "Company",
+    "city": "City",
+    "country": "Country",
+    "timezone": "Time zone",
 }
-INPUT_TYPES = {"email": "email", "url": "url", "number": "number", "integer": "number", "datetime": "datetime-local",
-               "phone": "tel", "boolean": "checkbox"}
+INPUT_TYPES = {
+    "email": "email",
+    "url": "url",
+    "number": "number",
+    "integer": "number",
+    "datetime": "datetime-local",
+    "phone": "tel",
+    "boolean": "checkbox",
+}
 PREFIX = "prop."  # input names: prop.<property>, so no property collides with the form's own fields
 
 
@@ -90,10 +116,13 @@ def field_spec(definition: Mapping[str, Any], custom: bool) -> FieldSpec:
 def create_form_fields(definitions: list[Mapping[str, Any]]) -> list[FieldSpec]:
     """Default properties first (in their usual order, with their definitions' constraints), then custom ones."""
     by_name = {str(d["name"]): d for d in definitions if not d.get("deleted")}
-    fields = [field_spec(by_name.get(name, {"name": name, "type": "email" if name == "email" else "string"}), custom=False)
-              for name in DEFAULT_PROPERTIES]
-    custom = sorted((d for name, d in by_name.items() if name not in DEFAULT_PROPERTIES and not d.get("built_in")),
-                    key=lambda d: str(d["name"]))
+    fields = [
+        field_spec(by_name.get(name, {"name": name, "type": "email" if name == "email" else "string"}), custom=False)
+        for name in DEFAULT_PROPERTIES
+    ]
+    custom = sorted(
+        (d for name, d in by_name.items() if name not in DEFAULT_PROPERTIES and not d.get("built_in")), key=lambda d: str(d["name"])
+    )
     return fields + [field_spec(d, custom=True) for d in custom]
 
 
@@ -148,5 +177,5 @@ def property_of_error_field(api_field: str) -> str:
     """The property an API error names: 'properties.plan', 'set.plan', 'update.set.plan' and 'plan' are all 'plan'."""
     for prefix in ("update.set.", "properties.", "set.", "unset."):
         if api_field.startswith(prefix):
-            return api_field[len(prefix):]
+            return api_field[len(prefix) :]
     return api_field

@@ -20,27 +20,30 @@ class Column:
     sort: str | None = None  # the API's sort key, when the list can be sorted on it
 
 
-COLUMNS: dict[str, Column] = {c.key: c for c in (
-    Column("display_name", "Name", "name"),
-    Column("email", "Email", "email"),
-    Column("user_id", "User id"),
-    Column("customer_id", "Customer id"),
-    Column("first_name", "First name"),
-    Column("last_name", "Last name"),
-    Column("tags", "Tags"),
-    Column("status", "Status"),
-    Column("stage", "Stage"),
-    Column("kind", "Kind"),
-    Column("last_seen", "Last seen", "last_seen"),
-    Column("first_seen", "First seen", "first_seen"),
-    Column("event_count", "Events", "event_count"),
-    Column("session_count", "Sessions", "session_count"),
-    Column("visitor_number", "Visitor #", "visitor_number"),
-    Column("phone", "Phone"),
-    Column("company", "Company"),
-    Column("city", "City"),
-    Column("country", "Country"),
-)}
+COLUMNS: dict[str, Column] = {
+    c.key: c
+    for c in (
+        Column("display_name", "Name", "name"),
+        Column("email", "Email", "email"),
+        Column("user_id", "User id"),
+        Column("customer_id", "Customer id"),
+        Column("first_name", "First name"),
+        Column("last_name", "Last name"),
+        Column("tags", "Tags"),
+        Column("status", "Status"),
+        Column("stage", "Stage"),
+        Column("kind", "Kind"),
+        Column("last_seen", "Last seen", "last_seen"),
+        Column("first_seen", "First seen", "first_seen"),
+        Column("event_count", "Events", "event_count"),
+        Column("session_count", "Sessions", "session_count"),
+        Column("visitor_number", "Visitor #", "visitor_number"),
+        Column("phone", "Phone"),
+        Column("company", "Company"),
+        Column("city", "City"),
+        Column("country", "Country"),
+    )
+}
 DEFAULT_COLUMNS = ("display_name", "email", "user_id", "customer_id", "first_name", "last_name", "tags", "stage", "last_seen")
 FILTERS = ("q", "status", "tag", "kind", "stage", "list")
 KINDS = ("identified", "anonymous", "contact")
@@ -165,12 +168,39 @@ def short_time(value: Any) -> str:
 
 
 DERIVED = (
-    "email_domain", "is_free_email", "company_domain", "initial_referrer", "initial_referring_domain", "initial_utm_source",
-    "initial_utm_medium", "initial_utm_campaign", "initial_utm_term", "initial_utm_content", "last_browser", "last_os",
-    "last_device_type", "session_count", "event_count", "first_seen", "last_seen", "visitor_number",
+    "email_domain",
+    "is_free_email",
+    "company_domain",
+    "initial_referrer",
+    "initial_referring_domain",
+    "initial_utm_source",
+    "initial_utm_medium",
+    "initial_utm_campaign",
+    "initial_utm_term",
+    "initial_utm_content",
+    "last_browser",
+    "last_os",
+    "last_device_type",
+    "session_count",
+    "event_count",
+    "first_seen",
+    "last_seen",
+    "visitor_number",
 )
-NOT_PROPERTIES = {"person_id", "properties", "tags", "status", "distinct_ids", "visitor_alias", "is_identified", "is_contact",
-                  "user_id", "email", "name", "phone"}
+NOT_PROPERTIES = {
+    "person_id",
+    "properties",
+    "tags",
+    "status",
+    "distinct_ids",
+    "visitor_alias",
+    "is_identified",
+    "is_contact",
+    "user_id",
+    "email",
+    "name",
+    "phone",
+}
 
 
 def property_groups(user: Mapping[str, Any], defaults: tuple[str, ...]) -> list[tuple[str, list[tuple[str, Any]]]]:
@@ -179,7 +209,8 @@ def property_groups(user: Mapping[str, Any], defaults: tuple[str, ...]) -> list[
     default_rows = [(name, properties.get(name, user.get(name))) for name in defaults]
     custom_rows = sorted((k, v) for k, v in properties.items() if k not in defaults)
     derived_keys = [k for k in DERIVED if k in user] + sorted(
-        k for k in user if k not in DERIVED and k not in NOT_PROPERTIES and k not in defaults)
+        k for k in user if k not in DERIVED and k not in NOT_PROPERTIES and k not in defaults
+    )
     derived_rows = [(k, user[k]) for k in derived_keys if user[k] not in (None, "")]
     return [("Default", default_rows), ("Custom", custom_rows), ("Derived", derived_rows)]
 

@@ -39,16 +39,22 @@ def server_examples(collector_url: str, write_key: str) -> list[tuple[str, str]]
     """(title, code) for the server-side SDKs and plain HTTP."""
     url = collector_url.rstrip("/")
     return [
-        ("Python (segment-analytics-python)",
-         f"import segment.analytics as analytics\n\nanalytics.write_key = {write_key!r}\nanalytics.host = {url!r}\n"
-         "analytics.identify('user-42', {'email': 'ann@example.com', 'plan': 'pro'})\n"
-         "analytics.track('user-42', 'Order Completed', {'revenue': 42.5})\nanalytics.flush()"),
-        ("Node.js (@segment/analytics-node)",
-         f"import {{ Analytics }} from '@segment/analytics-node'\n\n"
-         f"const analytics = new Analytics({{ writeKey: {json.dumps(write_key)}, host: {json.dumps(url)} }})\n"
-         "analytics.identify({ userId: 'user-42', traits: { email: 'ann@example.com' } })\n"
-         "analytics.track({ userId: 'user-42', event: 'Order Completed', properties: { revenue: 42.5 } })"),
-        ("HTTP (curl)",
-         f"curl -u {write_key}: -H 'Content-Type: application/json' {url}/v1/track \\\n"
-         "  -d '{\"userId\": \"user-42\", \"event\": \"Order Completed\", \"properties\": {\"revenue\": 42.5}}'"),
+        (
+            "Python (segment-analytics-python)",
+            f"import segment.analytics as analytics\n\nanalytics.write_key = {write_key!r}\nanalytics.host = {url!r}\n"
+            "analytics.identify('user-42', {'email': 'ann@example.com', 'plan': 'pro'})\n"
+            "analytics.track('user-42', 'Order Completed', {'revenue': 42.5})\nanalytics.flush()",
+        ),
+        (
+            "Node.js (@segment/analytics-node)",
+            f"import {{ Analytics }} from '@segment/analytics-node'\n\n"
+            f"const analytics = new Analytics({{ writeKey: {json.dumps(write_key)}, host: {json.dumps(url)} }})\n"
+            "analytics.identify({ userId: 'user-42', traits: { email: 'ann@example.com' } })\n"
+            "analytics.track({ userId: 'user-42', event: 'Order Completed', properties: { revenue: 42.5 } })",
+        ),
+        (
+            "HTTP (curl)",
+            f"curl -u {write_key}: -H 'Content-Type: application/json' {url}/v1/track \\\n"
+            '  -d \'{"userId": "user-42", "event": "Order Completed", "properties": {"revenue": 42.5}}\'',
+        ),
     ]

@@ -3,6 +3,18 @@
 
 from api.routers import companies, configs, health, imports, lifecycle_stages, lists, property_definitions, users
 
-API_ROUTERS = [users.router, users.jobs_router, users.commands_router, property_definitions.router, property_definitions.company_router, imports.router,
-               configs.router, configs.user_configs_router, lifecycle_stages.router, lists.router, companies.router, companies.user_companies_router]
+API_ROUTERS = [
+    users.router,
+    users.jobs_router,
+    users.commands_router,
+    property_definitions.router,
+    property_definitions.company_router,
+    imports.router,
+    configs.router,
+    configs.user_configs_router,
+    lifecycle_stages.router,
+    lists.router,
+    companies.router,
+    companies.user_companies_router,
+]
 PUBLIC_ROUTERS = [health.router]

@@ -112,8 +112,9 @@ async def get_company(request: Request, company_id: str) -> dict[str, Any]:
 
 
 @router.patch("/companies/{company_id}", status_code=202, response_model=Accepted)
-async def update_company(request: Request, company_id: str, body: CompanyPatch, wait: Wait = False,
-                         idempotency_key: IdempotencyKey = None) -> JSONAnswer:
+async def update_company(
+    request: Request, company_id: str, body: CompanyPatch, wait: Wait = False, idempotency_key: IdempotencyKey = None
+) -> JSONAnswer:
     """Set and unset properties (latest write wins per property, group calls' traits included)."""
     command_id, raw, replay = await _idempotent(request, idempotency_key, f"PATCH /companies/{company_id}")
     if replay is not None:
@@ -121,8 +122,14 @@ async def update_company(request: Request, company_id: str, body: CompanyPatch, 
     await _check_properties(request, body.set, partial=True, unset=body.unset)
     companies = _companies(request)
     await companies.require(company_id)
-    command = CompanyCommand(kind="upsert", command_id=command_id, company_id=company_id, at=datetime.now(UTC), set=body.set,
-                             unset=list(dict.fromkeys(body.unset)))
+    command = CompanyCommand(
+        kind="upsert",
+        command_id=command_id,
+        company_id=company_id,
+        at=datetime.now(UTC),
+        set=body.set,
+        unset=list(dict.fromkeys(body.unset)),
+    )
     return await _publish(request, command, wait, idempotency_key, raw, lambda: _as(companies.get(company_id), "company"))
 
 
@@ -167,7 +174,9 @@ async def list_members(
 
 
 @router.post("/companies/{company_id}/members", status_code=202, response_model=Accepted)
-async def add_member(request: Request, company_id: str, body: MemberAdd, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> JSONAnswer:
+async def add_member(
+    request: Request, company_id: str, body: MemberAdd, wait: Wait = False, idempotency_key: IdempotencyKey = None
+) -> JSONAnswer:
     """Make a user a member, or change their role or primary flag (a membership that ended starts again)."""
     command_id, raw, replay = await _idempotent(request, idempotency_key, f"POST /companies/{company_id}/members")
     if replay is not None:
@@ -175,14 +184,25 @@ async def add_member(request: Request, company_id: str, body: MemberAdd, wait: W
     companies = _companies(request)
     await companies.require(company_id)
     person_id = await _people(request).require(parse_ref(body.user), body.user)
-    command = CompanyCommand(kind="member_add", command_id=command_id, company_id=company_id, at=datetime.now(UTC), person_id=person_id,
-                             role=body.role, primary=body.primary, started_at=body.started_at)
-    return await _publish(request, command, wait, idempotency_key, raw, lambda: _as(companies.membership(company_id, person_id), "membership"))
+    command = CompanyCommand(
+        kind="member_add",
+        command_id=command_id,
+        company_id=company_id,
+        at=datetime.now(UTC),
+        person_id=person_id,
+        role=body.role,
+        primary=body.primary,
+        started_at=body.started_at,
+    )
+    return await _publish(
+        request, command, wait, idempotency_key, raw, lambda: _as(companies.membership(company_id, person_id), "membership")
+    )
 
 
 @router.post("/companies/{company_id}/members/{ref}/end", status_code=202, response_model=Accepted)
-async def end_member(request: Request, company_id: str, ref: str, body: MemberEnd | None = None, wait: Wait = False,
-                     idempotency_key: IdempotencyKey = None) -> JSONAnswer:
+async def end_member(
+    request: Request, company_id: str, ref: str, body: MemberEnd | None = None, wait: Wait = False, idempotency_key: IdempotencyKey = None
+) -> JSONAnswer:
     """End a membership (now, or at `ended_at`); it stays listed with `include_ended=true`."""
     command_id, raw, replay = await _idempotent(request, idempotency_key, f"END /companies/{company_id}/members/{ref}")
     if replay is not None:
@@ -192,9 +212,17 @@ async def end_member(request: Request, company_id: str, ref: str, body: MemberEn
     person_id = await _people(request).require(parse_ref(ref), ref)
     if await companies.membership(company_id, person_id) is None:
         raise ApiError.of(404, "ref", "member", f"user {ref!r} is not a member of {company_id!r}")
-    command = CompanyCommand(kind="member_end", command_id=command_id, company_id=company_id, at=datetime.now(UTC), person_id=person_id,
-                             ended_at=body.ended_at if body else None)
-    return await _publish(request, command, wait, idempotency_key, raw, lambda: _as(companies.membership(company_id, person_id), "membership"))
+    command = CompanyCommand(
+        kind="member_end",
+        command_id=command_id,
+        company_id=company_id,
+        at=datetime.now(UTC),
+        person_id=person_id,
+        ended_at=body.ended_at if body else None,
+    )
+    return await _publish(
+        request, command, wait, idempotency_key, raw, lambda: _as(companies.membership(company_id, person_id), "membership")
+    )
 
 
 @user_companies_router.get("/users/{ref}/companies")

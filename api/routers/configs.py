@@ -23,7 +23,9 @@ from schemas.person_properties import targeting_properties
 router = APIRouter(tags=["configs"])
 user_configs_router = APIRouter(tags=["users"])
 
-IfMatch = Annotated[int | None, Header(alias="If-Match", description="the version this change was made against (412 when it is no longer current)")]
+IfMatch = Annotated[
+    int | None, Header(alias="If-Match", description="the version this change was made against (412 when it is no longer current)")
+]
 
 
 class OverrideBody(BaseModel):
@@ -108,7 +110,9 @@ async def replace_config(request: Request, key: str, spec: Annotated[ConfigSpec,
 
 
 @router.patch("/configs/{key}")
-async def update_config(request: Request, key: str, changes: Annotated[dict[str, Any], Body(examples=[{"enabled": False}])], if_match: IfMatch = None) -> dict[str, Any]:
+async def update_config(
+    request: Request, key: str, changes: Annotated[dict[str, Any], Body(examples=[{"enabled": False}])], if_match: IfMatch = None
+) -> dict[str, Any]:
     """Change some fields (e.g. `{"enabled": false}`, a new rollout in `rules`): a new version."""
     current = await _catalog(request).current(key)
     if "key" in changes and changes["key"] != key:
@@ -150,7 +154,12 @@ async def set_override(request: Request, key: str, ref: str, body: OverrideBody,
     """Serve `ref` (a userId, anonymousId or person id) one variant whatever the rules say, until `expires_at`."""
     current = await _catalog(request).current(key)
     override = Override(ref=ref, variant=body.variant, expires_at=body.expires_at, reason=body.reason)
-    spec = _spec({**current.spec.model_dump(), "overrides": [*(o.model_dump() for o in current.spec.overrides if o.ref != ref), override.model_dump()]})
+    spec = _spec(
+        {
+            **current.spec.model_dump(),
+            "overrides": [*(o.model_dump() for o in current.spec.overrides if o.ref != ref), override.model_dump()],
+        }
+    )
     return await _write(request, spec, "override_set", if_match)
 
 
@@ -188,7 +197,9 @@ async def _last_served(request: Request, distinct_ids: list[str]) -> dict[str, d
 async def user_configs(
     request: Request,
     ref: str,
-    anonymous_id: Annotated[str | None, Query(max_length=400, description="evaluate for this device (default: the one last served each config)")] = None,
+    anonymous_id: Annotated[
+        str | None, Query(max_length=400, description="evaluate for this device (default: the one last served each config)")
+    ] = None,
 ) -> dict[str, Any]:
     """Per config: what was last served to this user (variant, version, when, how many recorded exposures;
     repeats within the collectors' window count once) and what would be served now (variant, rule,
@@ -217,7 +228,9 @@ async def user_configs(
                 "now": would.answer(),
                 "differs": served_before is not None and served_before["variant"] != would.variant,
                 "version_changed": served_before is not None and served_before["version"] != would.version,
-                "override": next((o.model_dump(mode="json") for o in config.spec.overrides if o.ref in {person_id, user_id, *distinct_ids}), None),
+                "override": next(
+                    (o.model_dump(mode="json") for o in config.spec.overrides if o.ref in {person_id, user_id, *distinct_ids}), None
+                ),
             }
         )
     return {"person_id": person_id, "configs": configs}

@@ -90,8 +90,13 @@ async def start_import(
     source = folder / "upload.csv"
     await _stream_to(request, source)
     try:
-        options = ImportOptions(dedupe=dedupe, mapping=parse_mapping(mapping), include_unknown=include_unknown, dry_run=dry_run,
-                                stages=await request.app.state.stages.ids())
+        options = ImportOptions(
+            dedupe=dedupe,
+            mapping=parse_mapping(mapping),
+            include_unknown=include_unknown,
+            dry_run=dry_run,
+            stages=await request.app.state.stages.ids(),
+        )
         rules = definitions.current
         plan_columns(_header(source), options, rules)
     except ImportRefused as refused:

@@ -62,9 +62,15 @@ def _stages(request: Request) -> Stages:
 
 def _as_json(stage: StageDefinition, position: int, users: dict[str, int]) -> dict[str, Any]:
     return {
-        "id": stage.id, "name": stage.name, "order": stage.order, "position": position, "built_in": stage.built_in,
-        "rule": stage.rule.model_dump(mode="json") if stage.rule is not None else None, "rule_id": f"rule:{stage.id}",
-        "version": stage.version, "users": users.get(stage.id, 0),
+        "id": stage.id,
+        "name": stage.name,
+        "order": stage.order,
+        "position": position,
+        "built_in": stage.built_in,
+        "rule": stage.rule.model_dump(mode="json") if stage.rule is not None else None,
+        "rule_id": f"rule:{stage.id}",
+        "version": stage.version,
+        "users": users.get(stage.id, 0),
     }
 
 
@@ -115,8 +121,14 @@ async def create_stage(request: Request, body: StageCreate) -> ORJSONResponse:
         raise ApiError.of(409, "id", "unique", f"there is a stage {body.id!r} already")
     previous = (await _stages(request).latest()).get(body.id)
     order = body.order if body.order is not None else (current[-1].order + 10 if current else 0)
-    stage = StageDefinition(id=body.id, name=body.name, order=order, rule=body.rule, version=(previous.version + 1) if previous else 1,
-                            updated_at=datetime.now(UTC))
+    stage = StageDefinition(
+        id=body.id,
+        name=body.name,
+        order=order,
+        rule=body.rule,
+        version=(previous.version + 1) if previous else 1,
+        updated_at=datetime.now(UTC),
+    )
     await _publish(request, [stage])
     current = await _stages(request).current()
     return ORJSONResponse(_as_json(stage, next(i for i, s in enumerate(current) if s.id == stage.id), {}), 201)
@@ -148,28 +160,46 @@ async def reorder_stages(request: Request, body: StageOrder) -> dict[str, Any]:
         raise ApiError.of(422, "ids", "every_stage", f"list every stage exactly once: {', '.join(s.id for s in current)}") from None
     by_id = {s.id: s for s in current}
     now = datetime.now(UTC)
-    await _publish(request, [by_id[i].model_copy(update={"order": o, "version": by_id[i].version + 1, "built_in": False, "updated_at": now})
-                             for i, o in changes])
+    await _publish(
+        request,
+        [
+            by_id[i].model_copy(update={"order": o, "version": by_id[i].version + 1, "built_in": False, "updated_at": now})
+            for i, o in changes
+        ],
+    )
     return await list_stages(request)
 
 
 @router.delete("/lifecycle-stages/{stage_id}")
 async def delete_stage(
-    request: Request, stage_id: str,
+    request: Request,
+    stage_id: str,
     move_to: Annotated[str | None, Query(max_length=64, description="the stage its users move to (required when it has users)")] = None,
 ) -> dict[str, Any]:
     """Delete a stage. Users in it move to `move_to`: one stage command per user, sent by a job."""
     current, found = await _in_force(request, stage_id)
     users = (await _user_counts(request)).get(stage_id, 0)
     if move_to is not None and (move_to == stage_id or all(s.id != move_to for s in current)):
-        raise ApiError.of(422, "move_to", "one_of", f"move_to names another stage: one of {', '.join(s.id for s in current if s.id != stage_id)}")
+        raise ApiError.of(
+            422, "move_to", "one_of", f"move_to names another stage: one of {', '.join(s.id for s in current if s.id != stage_id)}"
+        )
     if users and move_to is None:
-        raise ApiError(409, [FieldError("move_to", "required", f"{users} users are in {stage_id}: name the stage they move to (?move_to=<stage id>)",
-                                        {"users": users})])
+        raise ApiError(
+            409,
+            [
+                FieldError(
+                    "move_to",
+                    "required",
+                    f"{users} users are in {stage_id}: name the stage they move to (?move_to=<stage id>)",
+                    {"users": users},
+                )
+            ],
+        )
     if len(current) == 1:
         raise ApiError.of(422, "id", "last_stage", "the last stage cannot be deleted")
-    gone = found.model_copy(update={"deleted": True, "moved_to": move_to, "version": found.version + 1, "built_in": False,
-                                    "updated_at": datetime.now(UTC)})
+    gone = found.model_copy(
+        update={"deleted": True, "moved_to": move_to, "version": found.version + 1, "built_in": False, "updated_at": datetime.now(UTC)}
+    )
     await _publish(request, [gone])
     answer: dict[str, Any] = {"id": stage_id, "deleted": True, "moved_to": move_to, "users": users, "job_id": None}
     if move_to is not None:

@@ -29,8 +29,14 @@ from schemas.user_commands import command_id_for
 router = APIRouter(tags=["lists"], route_class=StrictJSONRoute)
 ListName = Annotated[str, Field(min_length=1, max_length=200)]
 Ref = Annotated[str, Field(max_length=1024)]
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255,
-                                              description="a retried request with the same key starts no second job and sends the same commands")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=255,
+        description="a retried request with the same key starts no second job and sends the same commands",
+    ),
+]
 
 
 class ListCreate(BaseModel):
@@ -111,7 +117,9 @@ async def create_list(request: Request, body: ListCreate) -> ORJSONResponse:
     if previous is not None and not previous.deleted:
         raise ApiError.of(409, "id", "unique", f"there is a list {list_id!r} already")
     now = datetime.now(UTC)
-    definition = ListDefinition(id=list_id, name=body.name, version=(previous.version + 1) if previous else 1, created_at=now, updated_at=now)
+    definition = ListDefinition(
+        id=list_id, name=body.name, version=(previous.version + 1) if previous else 1, created_at=now, updated_at=now
+    )
     await _publish(request, definition)
     return ORJSONResponse(_as_json(definition, 0), 201)
 
@@ -141,7 +149,8 @@ async def delete_list(request: Request, list_id: str) -> dict[str, Any]:
 
 @router.get("/lists/{list_id}/members")
 async def list_members(
-    request: Request, list_id: str,
+    request: Request,
+    list_id: str,
     at: Annotated[datetime | None, Query(description="members at this past time (ISO 8601); default: now")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,

@@ -57,7 +57,9 @@ def _as_json(definition: PropertyDefinition) -> dict[str, Any]:
 def _built(name: str, body: DefinitionBody, version: int, built_in: bool, object_type: ObjectType) -> PropertyDefinition:
     fields = body.model_dump(exclude={"name", "version"})
     try:
-        return PropertyDefinition(name=name, version=version, built_in=built_in, updated_at=datetime.now(UTC), object_type=object_type, **fields)
+        return PropertyDefinition(
+            name=name, version=version, built_in=built_in, updated_at=datetime.now(UTC), object_type=object_type, **fields
+        )
     except ValidationError as exc:
         errors = []
         for error in exc.errors(include_url=False):
@@ -92,13 +94,15 @@ def definitions_router(path: str, object_type: ObjectType, tag: str) -> APIRoute
             raise ApiError.of(404, "name", "exists", f"no property definition {name!r}")
         return found
 
-
     @router.get(path)
     async def list_definitions(request: Request) -> dict[str, Any]:
         """Every property definition in force: the built-in defaults and the custom ones."""
         definitions = await _current(request)
-        return {"definitions": [_as_json(d) for d in sorted(definitions.current_of(object_type).values(), key=lambda d: (not d.built_in, d.name))]}
-
+        return {
+            "definitions": [
+                _as_json(d) for d in sorted(definitions.current_of(object_type).values(), key=lambda d: (not d.built_in, d.name))
+            ]
+        }
 
     @router.post(path, status_code=201)
     async def create_definition(request: Request, body: DefinitionBody) -> ORJSONResponse:
@@ -113,11 +117,9 @@ def definitions_router(path: str, object_type: ObjectType, tag: str) -> APIRoute
         await _publish(request, definition)
         return ORJSONResponse(_as_json(definition), 201)
 
-
     @router.get(f"{path}/{{name}}")
     async def get_definition(request: Request, name: str) -> dict[str, Any]:
         return _as_json(await _in_force(request, name))
-
 
     @router.put(f"{path}/{{name}}")
     async def replace_definition(request: Request, name: str, body: DefinitionBody) -> dict[str, Any]:
@@ -128,13 +130,16 @@ def definitions_router(path: str, object_type: ObjectType, tag: str) -> APIRoute
         record = definitions.record(name, object_type)
         current = None if record is None or record.deleted else record
         if body.version is not None and (current is None or current.version != body.version):
-            raise ApiError.of(409, "version", "current", f"version {body.version} is not the current one ({current.version if current else 'none'})")
-        definition = _built(name, body, (record.version + 1) if record else 1, built_in=bool(current and current.built_in), object_type=object_type)
+            raise ApiError.of(
+                409, "version", "current", f"version {body.version} is not the current one ({current.version if current else 'none'})"
+            )
+        definition = _built(
+            name, body, (record.version + 1) if record else 1, built_in=bool(current and current.built_in), object_type=object_type
+        )
         if problems := change_problems(current, definition):
             raise ApiError(422, [FieldError(rule, rule, reason) for rule, reason in problems])
         await _publish(request, definition)
         return _as_json(definition)
-
 
     @router.delete(f"{path}/{{name}}")
     async def delete_definition(request: Request, name: str) -> dict[str, Any]:

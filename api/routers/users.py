@@ -44,7 +44,9 @@ router = APIRouter(tags=["users"], route_class=StrictJSONRoute)
 jobs_router = APIRouter(tags=["jobs"], route_class=StrictJSONRoute)
 commands_router = APIRouter(tags=["commands"], route_class=StrictJSONRoute)
 
-IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255, description="a retried write with the same key is a no-op")]
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", max_length=255, description="a retried write with the same key is a no-op")
+]
 Wait = Annotated[bool, Query(description="answer once the change is readable (bounded by the server's wait timeout)")]
 
 
@@ -164,9 +166,7 @@ async def create_user(request: Request, body: UserCreate, wait: Wait = False, id
     return _answer(request, command_id, raw, idempotency_key, 202, answer)
 
 
-async def _created_profile(
-    request: Request, command_id: str, people: People, distinct_id: str, person_id: str
-) -> dict[str, Any] | None:
+async def _created_profile(request: Request, command_id: str, people: People, distinct_id: str, person_id: str) -> dict[str, Any] | None:
     """The new user's profile once it is whole: the projector applied the command, the distinct id maps to the
     new person, and the identity facts (visitor number, identified) arrived. The mapping and the facts come on
     separate topics, so either may land first; each is asked only after the one before it held."""
@@ -192,18 +192,17 @@ async def list_users(
     kind: Annotated[Kind | None, Query(description="identified, anonymous or contact")] = None,
     stage: Annotated[str | None, Query(max_length=64, description="a lifecycle stage id; `none`: no stage set")] = None,
     list: Annotated[str | None, Query(max_length=64, alias="list", description="a list id: its current members")] = None,
-    sort: Annotated[str, Query(description="last_seen, first_seen, email, name, event_count, session_count, visitor_number; '-' for descending")] = "-last_seen",
+    sort: Annotated[
+        str, Query(description="last_seen, first_seen, email, name, event_count, session_count, visitor_number; '-' for descending")
+    ] = "-last_seen",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
     """List and search users. Filter on any property with `properties.<name>=<value>` (repeatable names)."""
-    properties = {
-        name.removeprefix("properties."): value
-        for name, value in request.query_params.items()
-        if name.startswith("properties.")
-    }
-    query = ListQuery(q=q, status=status, tag=tag, kind=kind, stage=stage, list=list, properties=properties, sort=sort,
-                      limit=limit, cursor=cursor).check()
+    properties = {name.removeprefix("properties."): value for name, value in request.query_params.items() if name.startswith("properties.")}
+    query = ListQuery(
+        q=q, status=status, tag=tag, kind=kind, stage=stage, list=list, properties=properties, sort=sort, limit=limit, cursor=cursor
+    ).check()
     if cursor:
         query.cursor_position()
     users, next_cursor = await _people(request).search(query)
@@ -262,7 +261,9 @@ async def user_lists(request: Request, ref: str) -> dict[str, Any]:
 
 
 @router.patch("/users/{ref}", status_code=202, response_model=Accepted)
-async def update_user(request: Request, ref: str, body: UserPatch, wait: Wait = False, idempotency_key: IdempotencyKey = None) -> JSONAnswer:
+async def update_user(
+    request: Request, ref: str, body: UserPatch, wait: Wait = False, idempotency_key: IdempotencyKey = None
+) -> JSONAnswer:
     """Set and unset properties, set the status (active/disabled), add and remove tags, set the lifecycle stage
     (`stage`, with `stage_reason`; backwards too, recorded in the stage history), add to and remove from lists."""
     command_id, raw, replay = await _idempotent(request, idempotency_key, f"PATCH /users/{ref}")
@@ -436,7 +437,10 @@ async def bulk_edit(request: Request, body: BulkRequest, idempotency_key: Idempo
         await check_groups(_stages(request), _lists(request), body.update)
         errors = [e for e in ("user_id", "email", "phone", "customer_id") if e in body.update.set]
         if errors:
-            raise ApiError(422, [FieldError(f"update.set.{name}", "unique", f"{name} identifies one user; it cannot be set in bulk") for name in errors])
+            raise ApiError(
+                422,
+                [FieldError(f"update.set.{name}", "unique", f"{name} identifies one user; it cannot be set in bulk") for name in errors],
+            )
     query = None
     if body.filter is not None:
         query = ListQuery(**body.filter.model_dump(), sort="visitor_number", limit=1000).check()
@@ -470,5 +474,3 @@ async def get_command(request: Request, command_id: str) -> dict[str, Any]:
     if not rows:
         raise ApiError.of(404, "command_id", "exists", f"command {command_id!r} is not applied (yet), or unknown")
     return {**rows[0], "applied": True}
-
-

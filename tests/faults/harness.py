@@ -108,7 +108,7 @@ def make_traffic(seed: int, events: int, visitors: int, batch_size: int = 20, ba
         out.append(call)
     # A batch holds at most one invalid call, and never only invalid ones.
     for start in range(0, len(out), batch_size):
-        chunk = out[start:start + batch_size]
+        chunk = out[start : start + batch_size]
         assert sum(c["messageId"] in bad for c in chunk) <= 1 and any(c["messageId"] not in bad for c in chunk)
     return Traffic(seed, tuple(out), batch_size, frozenset(bad))
 
@@ -145,17 +145,23 @@ class Pipeline:
         self.workdir = workdir
         self.admin_key = secrets.token_urlsafe(24)
         self.server = clickhouse_server
-        self.settings = settings.model_copy(update={
-            "collector_port": free_port(),
-            "read_api_port": free_port(),
-            "data_dir": workdir / "data",
-            "clickhouse_url": clickhouse_server or f"chdb://{(workdir / 'clickhouse').resolve()}",
-        })
+        self.settings = settings.model_copy(
+            update={
+                "collector_port": free_port(),
+                "read_api_port": free_port(),
+                "data_dir": workdir / "data",
+                "clickhouse_url": clickhouse_server or f"chdb://{(workdir / 'clickhouse').resolve()}",
+            }
+        )
         self.url = f"http://127.0.0.1:{self.settings.collector_port}"
         logs = workdir / "logs"
         base = {"FOOTFALL_BATCH_MAX_SECONDS": "0.5"}
-        self.collector = Stage("collector", "collector", settings_env(self.settings, **base, FOOTFALL_WRITE_KEYS=f"{WRITE_KEY}={SOURCE_ID}",
-                                                                      FOOTFALL_COLLECTOR_WORKERS="1"), logs)
+        self.collector = Stage(
+            "collector",
+            "collector",
+            settings_env(self.settings, **base, FOOTFALL_WRITE_KEYS=f"{WRITE_KEY}={SOURCE_ID}", FOOTFALL_COLLECTOR_WORKERS="1"),
+            logs,
+        )
         self.processors = [
             Stage(f"processor{n}", "processor", settings_env(self.settings, **base, FOOTFALL_DATA_DIR=str(workdir / f"processor{n}")), logs)
             for n in range(processors)
@@ -186,8 +192,10 @@ class Pipeline:
                 if not stage.alive():
                     raise AssertionError(f"{stage.name} exited while starting:\n{tail(stage.log_path)}")
             try:
-                return (httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
-                        and httpx.get(f"http://127.0.0.1:{self.settings.read_api_port}/healthz", timeout=2).status_code == 200)
+                return (
+                    httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+                    and httpx.get(f"http://127.0.0.1:{self.settings.read_api_port}/healthz", timeout=2).status_code == 200
+                )
             except httpx.HTTPError:
                 return False
 
@@ -198,8 +206,17 @@ class Pipeline:
 
     def exits(self) -> list[dict[str, Any]]:
         """The stages' exits nobody asked for: when (from the start), the code and the end of that incarnation's log."""
-        return [{"stage": s.name, "at_s": round(e["at"] - self.started, 1), "code": e["code"], "incarnation": e["incarnation"],
-                 "log_tail": tail(s.log_of(e["incarnation"]), 6)} for s in self.stages for e in s.exits]
+        return [
+            {
+                "stage": s.name,
+                "at_s": round(e["at"] - self.started, 1),
+                "code": e["code"],
+                "incarnation": e["incarnation"],
+                "log_tail": tail(s.log_of(e["incarnation"]), 6),
+            }
+            for s in self.stages
+            for e in s.exits
+        ]
 
     # -- reading what it stored -----------------------------------------------------------------------------
 
@@ -212,8 +229,12 @@ class Pipeline:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                response = httpx.post(f"http://127.0.0.1:{self.settings.read_api_port}/sql", content=orjson.dumps({"query": sql}),
-                                      headers={"Authorization": f"Bearer {self.admin_key}"}, timeout=60)
+                response = httpx.post(
+                    f"http://127.0.0.1:{self.settings.read_api_port}/sql",
+                    content=orjson.dumps({"query": sql}),
+                    headers={"Authorization": f"Bearer {self.admin_key}"},
+                    timeout=60,
+                )
                 if response.status_code == 200:
                     return response.json()["rows"]
                 error = f"{response.status_code}: {response.text[:300]}"
@@ -232,9 +253,14 @@ class Pipeline:
             f"{prefix}-projector": [topics.enriched.name, topics.sessions.name, topics.identities.name, topics.persons.name],
             f"{prefix}-persons": [topics.person_changes.name],  # the profiles' owners, when partitioned
         }
-        return {group: {f"{row.topic.removeprefix(prefix + '.')}/{row.partition}": row.lag
-                        for row in consumer_lag(self.settings.kafka_bootstrap_servers, group, names) if row.lag}
-                for group, names in groups.items()}
+        return {
+            group: {
+                f"{row.topic.removeprefix(prefix + '.')}/{row.partition}": row.lag
+                for row in consumer_lag(self.settings.kafka_bootstrap_servers, group, names)
+                if row.lag
+            }
+            for group, names in groups.items()
+        }
 
     def wait_quiet(self, timeout_s: float = 240, stuck_after_s: float = 60) -> dict[str, Any]:
         """Until every group's lag is 0 and the stored counts stayed the same for a few seconds.
@@ -248,9 +274,12 @@ class Pipeline:
         last: Any = None
 
         def counts() -> tuple:
-            return tuple(self.query(
-                f"SELECT (SELECT count() FROM {db}.events), (SELECT count() FROM {db}.sessions), "
-                f"(SELECT count() FROM {db}.persons), (SELECT count() FROM {db}.person_distinct_ids)")[0])
+            return tuple(
+                self.query(
+                    f"SELECT (SELECT count() FROM {db}.events), (SELECT count() FROM {db}.sessions), "
+                    f"(SELECT count() FROM {db}.persons), (SELECT count() FROM {db}.person_distinct_ids)"
+                )[0]
+            )
 
         while time.monotonic() - started < timeout_s:
             try:
@@ -276,15 +305,17 @@ class Pipeline:
         db = self.settings.database
         events = {m: int(n) for m, n in self.query(f"SELECT message_id, count() FROM {db}.events FINAL GROUP BY message_id")}
         raw_rows = int(self.query(f"SELECT count() FROM {db}.events")[0][0])
-        sessions = Counter((s, int(e), int(p)) for s, e, p in self.query(
-            f"SELECT session_id, event_count, pageview_count FROM {db}.sessions FINAL"))
+        sessions = Counter(
+            (s, int(e), int(p)) for s, e, p in self.query(f"SELECT session_id, event_count, pageview_count FROM {db}.sessions FINAL")
+        )
         owner = dict(self.query(f"SELECT distinct_id, argMax(person_id, version) FROM {db}.person_distinct_ids GROUP BY distinct_id"))
         ids_of: dict[str, set[str]] = {}
         for distinct_id, person in owner.items():
             ids_of.setdefault(person, set()).add(distinct_id)
         persons = Counter(
             (tuple(sorted(ids_of.get(p, ()))), int(e), int(s), bool(i))
-            for p, e, s, i in self.query(f"SELECT person_id, event_count, session_count, is_identified FROM {db}.persons FINAL"))
+            for p, e, s, i in self.query(f"SELECT person_id, event_count, session_count, is_identified FROM {db}.persons FINAL")
+        )
         return Snapshot(events, raw_rows, sessions, persons)
 
     def dead_letter(self) -> list[dict[str, Any]]:
@@ -332,10 +363,11 @@ def missing_ranges(pipeline: Pipeline, ids: set[str]) -> dict[str, Any]:
                 current = None
         if current is not None:
             ranges.setdefault(str(partition), []).append(current)
-    committed = {f"raw/{row.partition}": row.committed for row in consumer_lag(
-        settings.kafka_bootstrap_servers, f"{settings.topic_prefix}-processor", [settings.topics.raw.name])}
-    return {"raw_ranges_never_enriched": ranges, "processor_committed": committed,
-            "reached_enriched": len(ids & enriched)}
+    committed = {
+        f"raw/{row.partition}": row.committed
+        for row in consumer_lag(settings.kafka_bootstrap_servers, f"{settings.topic_prefix}-processor", [settings.topics.raw.name])
+    }
+    return {"raw_ranges_never_enriched": ranges, "processor_committed": committed, "reached_enriched": len(ids & enriched)}
 
 
 # -- the load ---------------------------------------------------------------------------------------------
@@ -344,8 +376,9 @@ def missing_ranges(pipeline: Pipeline, ids: set[str]) -> dict[str, Any]:
 def send(url: str, traffic: Traffic, rate: float) -> LoadReport:
     """One connection, batches in order: each device's events reach Kafka in the order of the model, whatever
     has to be retried (a retried batch is retried before the next one goes), as with one SDK per device."""
-    return asyncio.run(run_load(url, WRITE_KEY, list(traffic.calls), rate=rate, batch_size=traffic.batch_size,
-                                concurrency=1, max_retries=60, timeout=30))
+    return asyncio.run(
+        run_load(url, WRITE_KEY, list(traffic.calls), rate=rate, batch_size=traffic.batch_size, concurrency=1, max_retries=60, timeout=30)
+    )
 
 
 # -- faults -------------------------------------------------------------------------------------------------
@@ -409,8 +442,11 @@ class Injector(threading.Thread):
             self.broker.start()  # same ports and state; waits for every partition's leader
             fault.back_s = self.now()
             return
-        stages = {"collector": self.pipeline.collector, "projector": self.pipeline.projector,
-                  **{f"processor{n}": p for n, p in enumerate(self.pipeline.processors)}}
+        stages = {
+            "collector": self.pipeline.collector,
+            "projector": self.pipeline.projector,
+            **{f"processor{n}": p for n, p in enumerate(self.pipeline.processors)},
+        }
         if fault.kind.startswith("join"):  # no fault: one more worker joins the group (a rebalance, as in a scale-out)
             stages[f"processor{fault.kind.removeprefix('join')}"].start()
             fault.back_s = self.now()
@@ -441,8 +477,12 @@ def expected_sessions(traffic: Traffic) -> Counter:
 
 def counter_diff(expected: Counter, found: Counter, limit: int = 5) -> dict[str, Any]:
     missing, extra = expected - found, found - expected
-    return {"missing": len(list(missing.elements())), "extra": len(list(extra.elements())),
-            "missing_examples": [list(k) for k in list(missing)[:limit]], "extra_examples": [list(k) for k in list(extra)[:limit]]}
+    return {
+        "missing": len(list(missing.elements())),
+        "extra": len(list(extra.elements())),
+        "missing_examples": [list(k) for k in list(missing)[:limit]],
+        "extra_examples": [list(k) for k in list(extra)[:limit]],
+    }
 
 
 @dataclass
@@ -472,22 +512,37 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return (not self.lost and not self.duplicated and not self.invented and self.sessions["equal"] and self.persons["equal"]
-                and self.dead_letter["ok"] and self.quiescence["quiet"])
+        return (
+            not self.lost
+            and not self.duplicated
+            and not self.invented
+            and self.sessions["equal"]
+            and self.persons["equal"]
+            and self.dead_letter["ok"]
+            and self.quiescence["quiet"]
+        )
 
     def summary(self) -> str:
         faults = ", ".join(f"{f['kind']}@{f['at_s']}s" for f in self.faults) or "none"
-        return (f"[faults/{self.suite}] seed={self.seed} workers={self.plan['processors']} store={self.plan['store']} faults=[{faults}] "
-                f"self-exits={len(self.exits)} acked={self.acked} rejected={self.rejected} stored={self.stored} lost={len(self.lost)} "
-                f"duplicated={len(self.duplicated)} sessions={'=' if self.sessions['equal'] else '≠'} "
-                f"persons={'=' if self.persons['equal'] else '≠'} dead-letter={'ok' if self.dead_letter['ok'] else 'NOT ok'} "
-                f"lag0={'yes' if self.quiescence['quiet'] else 'NO ' + json.dumps(self.quiescence.get('lag_left'))} "
-                f"in {self.seconds.get('total', 0):.0f}s")
+        return (
+            f"[faults/{self.suite}] seed={self.seed} workers={self.plan['processors']} store={self.plan['store']} faults=[{faults}] "
+            f"self-exits={len(self.exits)} acked={self.acked} rejected={self.rejected} stored={self.stored} lost={len(self.lost)} "
+            f"duplicated={len(self.duplicated)} sessions={'=' if self.sessions['equal'] else '≠'} "
+            f"persons={'=' if self.persons['equal'] else '≠'} dead-letter={'ok' if self.dead_letter['ok'] else 'NOT ok'} "
+            f"lag0={'yes' if self.quiescence['quiet'] else 'NO ' + json.dumps(self.quiescence.get('lag_left'))} "
+            f"in {self.seconds.get('total', 0):.0f}s"
+        )
 
     def record(self) -> dict[str, Any]:
         body = asdict(self)
-        body.update(lost=len(self.lost), lost_examples=self.lost[:20], duplicated=len(self.duplicated),
-                    duplicated_examples=dict(list(self.duplicated.items())[:20]), invented=len(self.invented), ok=self.ok)
+        body.update(
+            lost=len(self.lost),
+            lost_examples=self.lost[:20],
+            duplicated=len(self.duplicated),
+            duplicated_examples=dict(list(self.duplicated.items())[:20]),
+            invented=len(self.invented),
+            ok=self.ok,
+        )
         for exit_ in body["exits"]:
             exit_.pop("log_tail", None)
         return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "git": _git_rev(), **body}
@@ -495,7 +550,12 @@ class Outcome:
 
 def _git_rev() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
 
@@ -517,11 +577,13 @@ def running(pipeline: Pipeline, later: tuple[str, ...] = ()) -> Iterator[Pipelin
 
 def scenario_settings(settings: FootfallSettings, suffix: str, store: str) -> FootfallSettings:
     run_id = uuid.uuid4().hex[:6]
-    return settings.model_copy(update={
-        "topic_prefix": f"{settings.topic_prefix}-{suffix}-{run_id}",
-        "database": f"{settings.database}_{suffix}_{run_id}",
-        "processor_store": store,
-    })
+    return settings.model_copy(
+        update={
+            "topic_prefix": f"{settings.topic_prefix}-{suffix}-{run_id}",
+            "database": f"{settings.database}_{suffix}_{run_id}",
+            "processor_store": store,
+        }
+    )
 
 
 def clickhouse_server(settings: FootfallSettings) -> str | None:

@@ -104,20 +104,28 @@ def dead_letter_check(pipeline: Pipeline, traffic: Traffic, acked: set[str], rej
         except (orjson.JSONDecodeError, AttributeError):
             message_id = None
         found[message_id] += 1
-        if message_id in traffic.bad_ids and (row.get("source_id") != "test-source" or row.get("index") != traffic.index_in_batch(message_id)):
+        if message_id in traffic.bad_ids and (
+            row.get("source_id") != "test-source" or row.get("index") != traffic.index_in_batch(message_id)
+        ):
             wrong.append(message_id)
     missing = sorted(rejected - set(found))
     unexpected = sorted(m for m in found if m not in traffic.bad_ids)
     return {
         "ok": not missing and not unexpected and not wrong and not other_stages and rejected_by_answers == len(rejected),
-        "rejected_by_answers": rejected_by_answers, "expected": len(rejected), "rows": sum(found.values()), "distinct": len(found),
-        "missing": missing[:20], "unexpected": [str(m) for m in unexpected[:20]], "wrong_source_or_index": wrong[:20],
+        "rejected_by_answers": rejected_by_answers,
+        "expected": len(rejected),
+        "rows": sum(found.values()),
+        "distinct": len(found),
+        "missing": missing[:20],
+        "unexpected": [str(m) for m in unexpected[:20]],
+        "wrong_source_or_index": wrong[:20],
         "other_stages": [{"stage": r.get("stage"), "problems": r.get("problems")} for r in other_stages[:10]],
     }
 
 
-def run_scenario(settings, tmp_path, tmp_path_factory, request, *, seed: int, plan: Plan, suite: str,
-                 events: int, visitors: int, rate: float) -> Outcome:
+def run_scenario(
+    settings, tmp_path, tmp_path_factory, request, *, seed: int, plan: Plan, suite: str, events: int, visitors: int, rate: float
+) -> Outcome:
     started = time.monotonic()
     traffic = make_traffic(seed, events=events, visitors=visitors)
     clean, clean_s = clean_run(settings, tmp_path_factory, traffic, (seed, events, visitors))
@@ -160,22 +168,54 @@ def run_scenario(settings, tmp_path, tmp_path_factory, request, *, seed: int, pl
     sessions = counter_diff(clean.sessions, found.sessions)
     persons = counter_diff(clean.persons, found.persons)
     outcome = Outcome(
-        seed=seed, suite=suite, plan={"kinds": list(plan.kinds), "processors": plan.processors, "store": plan.store,
-                                      "events": events, "visitors": visitors, "rate": rate},
-        faults=[f.__dict__ for f in faults], exits=exits,
-        sent=report.sent, acked=len(acked), rejected=report.rejected.get("400", 0), stored=len(found.events),
-        lost=lost, duplicated=duplicated, unacknowledged_stored=len(set(found.events) - set(acked)),
+        seed=seed,
+        suite=suite,
+        plan={
+            "kinds": list(plan.kinds),
+            "processors": plan.processors,
+            "store": plan.store,
+            "events": events,
+            "visitors": visitors,
+            "rate": rate,
+        },
+        faults=[f.__dict__ for f in faults],
+        exits=exits,
+        sent=report.sent,
+        acked=len(acked),
+        rejected=report.rejected.get("400", 0),
+        stored=len(found.events),
+        lost=lost,
+        duplicated=duplicated,
+        unacknowledged_stored=len(set(found.events) - set(acked)),
         invented=sorted(set(found.events) - valid_ids)[:20],
-        sessions={"equal": not sessions["missing"] and not sessions["extra"], "clean": sum(clean.sessions.values()),
-                  "found": sum(found.sessions.values()), **sessions},
-        persons={"equal": not persons["missing"] and not persons["extra"], "clean": sum(clean.persons.values()),
-                 "found": sum(found.persons.values()), **persons},
-        dead_letter=dead_letter, quiescence=quiescence,
-        load={"retries": report.retries, "errors": dict(report.errors), "rejected": dict(report.rejected), "raw_rows": found.raw_rows,
-              "diagnostics": diagnostics},
+        sessions={
+            "equal": not sessions["missing"] and not sessions["extra"],
+            "clean": sum(clean.sessions.values()),
+            "found": sum(found.sessions.values()),
+            **sessions,
+        },
+        persons={
+            "equal": not persons["missing"] and not persons["extra"],
+            "clean": sum(clean.persons.values()),
+            "found": sum(found.persons.values()),
+            **persons,
+        },
+        dead_letter=dead_letter,
+        quiescence=quiescence,
+        load={
+            "retries": report.retries,
+            "errors": dict(report.errors),
+            "rejected": dict(report.rejected),
+            "raw_rows": found.raw_rows,
+            "diagnostics": diagnostics,
+        },
         run_dir=str(tmp_path / "faulty"),
-        seconds={"clean": round(clean_s, 1), "load": round(sent_s, 1), "quiet": quiescence["seconds"],
-                 "total": round(time.monotonic() - started, 1)},
+        seconds={
+            "clean": round(clean_s, 1),
+            "load": round(sent_s, 1),
+            "quiet": quiescence["seconds"],
+            "total": round(time.monotonic() - started, 1),
+        },
     )
     print(outcome.summary())
     append_result(outcome)
@@ -203,7 +243,8 @@ def diagnose(pipeline: Pipeline, lost: list[str], duplicated: dict[str, int]) ->
         db = pipeline.settings.database
         out["duplicated_rows"] = pipeline.query(
             f"SELECT message_id, toString(timestamp), toString(received_at), distinct_id, session_id, _partition, _offset "
-            f"FROM {db}.events FINAL WHERE message_id IN ({ids}) ORDER BY message_id, _offset")
+            f"FROM {db}.events FINAL WHERE message_id IN ({ids}) ORDER BY message_id, _offset"
+        )
         raw = Counter(topic_message_ids(pipeline.settings, pipeline.settings.topics.raw.name))
         out["duplicated_on_raw"] = {m: raw[m] for m in list(duplicated)[:10]}
     return out
@@ -211,11 +252,30 @@ def diagnose(pipeline: Pipeline, lost: list[str], duplicated: dict[str, int]) ->
 
 def explain(outcome: Outcome, logs: dict[str, str]) -> str:
     record = outcome.record()
-    keep = {k: record[k] for k in ("seed", "faults", "exits", "acked", "stored", "lost", "lost_examples", "duplicated",
-                                   "duplicated_examples", "invented", "sessions", "persons", "dead_letter", "quiescence", "load",
-                                   "run_dir")}
-    return (f"{outcome.summary()}\n{orjson.dumps(keep, option=orjson.OPT_INDENT_2, default=str).decode()}\n"
-            + "\n".join(f"--- {name} (last lines)\n{text}" for name, text in logs.items()))
+    keep = {
+        k: record[k]
+        for k in (
+            "seed",
+            "faults",
+            "exits",
+            "acked",
+            "stored",
+            "lost",
+            "lost_examples",
+            "duplicated",
+            "duplicated_examples",
+            "invented",
+            "sessions",
+            "persons",
+            "dead_letter",
+            "quiescence",
+            "load",
+            "run_dir",
+        )
+    }
+    return f"{outcome.summary()}\n{orjson.dumps(keep, option=orjson.OPT_INDENT_2, default=str).decode()}\n" + "\n".join(
+        f"--- {name} (last lines)\n{text}" for name, text in logs.items()
+    )
 
 
 # -- the CI subset: one seed, two compact plans and a scale-out, in every `make test` (marker integration) ----------
@@ -227,23 +287,38 @@ CI_TRAFFIC = {"events": 1200, "visitors": 1000, "rate": 60.0}
 @pytest.mark.integration
 @pytest.mark.timeout(400)
 def test_kill_collector_processor_and_projector_mid_load(settings, tmp_path, tmp_path_factory, request):
-    run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="ci",
-                 plan=Plan(("collector", "processor0", "projector")), **CI_TRAFFIC)
+    run_scenario(
+        settings,
+        tmp_path,
+        tmp_path_factory,
+        request,
+        seed=CI_SEED,
+        suite="ci",
+        plan=Plan(("collector", "processor0", "projector")),
+        **CI_TRAFFIC,
+    )
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(400)
 def test_restart_the_broker_and_kill_a_processor_mid_load(settings, tmp_path, tmp_path_factory, request):
-    run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="ci",
-                 plan=Plan(("broker", "processor1"), processors=2), **CI_TRAFFIC)
+    run_scenario(
+        settings,
+        tmp_path,
+        tmp_path_factory,
+        request,
+        seed=CI_SEED,
+        suite="ci",
+        plan=Plan(("broker", "processor1"), processors=2),
+        **CI_TRAFFIC,
+    )
 
 
 @pytest.mark.integration
 @pytest.mark.timeout(400)
 def test_a_second_worker_joins_mid_load(settings, tmp_path, tmp_path_factory, request):
     """No fault at all: a scale-out. The group rebalances while events arrive; none may be skipped."""
-    run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="ci",
-                 plan=Plan(("join1",), processors=2), **CI_TRAFFIC)
+    run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="ci", plan=Plan(("join1",), processors=2), **CI_TRAFFIC)
 
 
 # -- the full suite: several seeds, every fault, two workers (`make test-faults`, marker faults) ---------------
@@ -258,8 +333,16 @@ EVERY_FAULT = ("collector", "processor0", "processor1", "projector", "broker")
 @pytest.mark.parametrize("seed", FULL_SEEDS)
 def test_every_fault_at_seeded_moments(settings, tmp_path, tmp_path_factory, request, seed):
     store = "rocksdb://" if seed % 2 == 0 else "memory://"
-    run_scenario(settings, tmp_path, tmp_path_factory, request, seed=seed, suite="full",
-                 plan=Plan(EVERY_FAULT, processors=2, store=store), **FULL_TRAFFIC)
+    run_scenario(
+        settings,
+        tmp_path,
+        tmp_path_factory,
+        request,
+        seed=seed,
+        suite="full",
+        plan=Plan(EVERY_FAULT, processors=2, store=store),
+        **FULL_TRAFFIC,
+    )
 
 
 @pytest.mark.faults  # ~4 minutes more than the CI subset's shared clean run: in `make test-faults`
@@ -267,5 +350,13 @@ def test_every_fault_at_seeded_moments(settings, tmp_path, tmp_path_factory, req
 def test_kill_the_projector_with_partitioned_profiles(settings, tmp_path, tmp_path_factory, request):
     """kill -9 of a projector that also owns the person-changes partitions: the profiles equal a clean run's,
     folded by one projector inline."""
-    run_scenario(settings, tmp_path, tmp_path_factory, request, seed=CI_SEED, suite="full",
-                 plan=Plan(("projector",), persons_partitioned=True), **CI_TRAFFIC)
+    run_scenario(
+        settings,
+        tmp_path,
+        tmp_path_factory,
+        request,
+        seed=CI_SEED,
+        suite="full",
+        plan=Plan(("projector",), persons_partitioned=True),
+        **CI_TRAFFIC,
+    )

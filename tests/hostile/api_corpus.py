@@ -49,31 +49,85 @@ def create_cases() -> list[Case]:
         Case("an email that is not one", "POST", "/api/v1/users", body({"email": "@@"}), 422, "email"),
         Case("unknown top-level field", "POST", "/api/v1/users", body({"user_id": "u", "plan": "pro"}), 422, "extra_forbidden"),
         Case("properties not an object", "POST", "/api/v1/users", body({"user_id": "u", "properties": [1]}), 422, "properties"),
-        Case("too many properties", "POST", "/api/v1/users", body({"user_id": "u", "properties": {f"p{i}": i for i in range(1001)}}), 422, "max_properties"),
+        Case(
+            "too many properties",
+            "POST",
+            "/api/v1/users",
+            body({"user_id": "u", "properties": {f"p{i}": i for i in range(1001)}}),
+            422,
+            "max_properties",
+        ),
         Case("property name with spaces", "POST", "/api/v1/users", body({"user_id": "u", "properties": {"a b": 1}}), 422, "property_name"),
         Case("property name overlong", "POST", "/api/v1/users", body({"user_id": "u", "properties": {"p" * 200: 1}}), 422, "property_name"),
         Case("property name empty", "POST", "/api/v1/users", body({"user_id": "u", "properties": {"": 1}}), 422, "property_name"),
-        Case("a default property among custom ones", "POST", "/api/v1/users", body({"user_id": "u", "properties": {"city": "x"}}), 422, "default_property"),
+        Case(
+            "a default property among custom ones",
+            "POST",
+            "/api/v1/users",
+            body({"user_id": "u", "properties": {"city": "x"}}),
+            422,
+            "default_property",
+        ),
         Case("status unknown", "POST", "/api/v1/users", body({"user_id": "u", "status": "deleted"}), 422, "status"),
         Case("tags not a list", "POST", "/api/v1/users", body({"user_id": "u", "tags": "vip"}), 422, "tags"),
         Case("a tag too long", "POST", "/api/v1/users", body({"user_id": "u", "tags": ["t" * 100]}), 422, "string_too_long"),
         Case("too many tags", "POST", "/api/v1/users", body({"user_id": "u", "tags": [f"t{i}" for i in range(101)]}), 422, "too_long"),
         Case("nesting past any parser's depth", "POST", "/api/v1/users", nested(100_000), 422, "json_invalid"),
         Case("a lone surrogate", "POST", "/api/v1/users", b'{"user_id": "u-\\ud800"}', 422, "json_invalid"),
-        Case("a lone surrogate in a property", "POST", "/api/v1/users", b'{"user_id": "u", "properties": {"p": "\\udfff"}}', 422, "json_invalid"),
-        Case("a lone surrogate in a property name", "POST", "/api/v1/users", b'{"user_id": "u", "properties": {"\\ud800": 1}}', 422, "json_invalid"),
+        Case(
+            "a lone surrogate in a property",
+            "POST",
+            "/api/v1/users",
+            b'{"user_id": "u", "properties": {"p": "\\udfff"}}',
+            422,
+            "json_invalid",
+        ),
+        Case(
+            "a lone surrogate in a property name",
+            "POST",
+            "/api/v1/users",
+            b'{"user_id": "u", "properties": {"\\ud800": 1}}',
+            422,
+            "json_invalid",
+        ),
         Case("NaN", "POST", "/api/v1/users", b'{"user_id": "u", "properties": {"p": NaN}}', 422, "json_invalid"),
         Case("Infinity", "POST", "/api/v1/users", b'{"user_id": "u", "properties": {"p": -Infinity}}', 422, "json_invalid"),
         Case("a body over a megabyte", "POST", "/api/v1/users", body({"user_id": "u", "properties": {"p": "x" * (2 * MB)}}), 413, "body"),
-        Case("not JSON at all", "POST", "/api/v1/users", b"user_id=u", 422, "json_invalid", (("content-type", "application/x-www-form-urlencoded"),)),
-        Case("an overlong idempotency key", "POST", "/api/v1/users", body({"user_id": "u"}), 422, "Idempotency-Key",
-             (("content-type", "application/json"), ("idempotency-key", "k" * 300))),
+        Case(
+            "not JSON at all",
+            "POST",
+            "/api/v1/users",
+            b"user_id=u",
+            422,
+            "json_invalid",
+            (("content-type", "application/x-www-form-urlencoded"),),
+        ),
+        Case(
+            "an overlong idempotency key",
+            "POST",
+            "/api/v1/users",
+            body({"user_id": "u"}),
+            422,
+            "Idempotency-Key",
+            (("content-type", "application/json"), ("idempotency-key", "k" * 300)),
+        ),
     ]
     for name in DEFAULT_PROPERTIES:
         for wrong in (5, True, ["x"], {"x": 1}):
-            cases.append(Case(f"{name} as {type(wrong).__name__}", "POST", "/api/v1/users", body({"user_id": "u", name: wrong}) if name != "user_id" else body({name: wrong}), 422, name))
+            cases.append(
+                Case(
+                    f"{name} as {type(wrong).__name__}",
+                    "POST",
+                    "/api/v1/users",
+                    body({"user_id": "u", name: wrong}) if name != "user_id" else body({name: wrong}),
+                    422,
+                    name,
+                )
+            )
     for placeholder in sorted(ILLEGAL_IDS - {""}):
-        cases.append(Case(f"placeholder user id {placeholder!r}", "POST", "/api/v1/users", body({"user_id": placeholder}), 422, "placeholder"))
+        cases.append(
+            Case(f"placeholder user id {placeholder!r}", "POST", "/api/v1/users", body({"user_id": placeholder}), 422, "placeholder")
+        )
     return cases
 
 
@@ -88,7 +142,9 @@ def update_cases() -> list[Case]:
         Case("patch: unknown field", "PATCH", path, body({"sets": {}}), 422, "extra_forbidden"),
         Case("patch: tags wrong shape", "PATCH", path, body({"tags": ["a"]}), 422, "tags"),
         Case("patch: unknown user", "PATCH", path, body({"set": {"a": 1}}), 404, "ref"),
-        Case("patch: a ref that is no ref", "PATCH", "/api/v1/users/robert'); DROP TABLE persons;--", body({"set": {"a": 1}}), 422, "format"),
+        Case(
+            "patch: a ref that is no ref", "PATCH", "/api/v1/users/robert'); DROP TABLE persons;--", body({"set": {"a": 1}}), 422, "format"
+        ),
         Case("patch: a lone surrogate", "PATCH", path, b'{"set": {"a": "\\ud800"}}', 422, "json_invalid"),
         Case("delete: unknown user", "DELETE", path, None, 404, "ref"),
         Case("delete: empty user id ref", "DELETE", "/api/v1/users/user_id:", None, 422, "format"),
@@ -96,11 +152,39 @@ def update_cases() -> list[Case]:
         Case("bulk: neither refs nor filter", "POST", "/api/v1/users/bulk", body({"update": {"set": {"a": 1}}}), 422, "one_of"),
         Case("bulk: both refs and filter", "POST", "/api/v1/users/bulk", body({"refs": ["x"], "filter": {}, "update": {}}), 422, "one_of"),
         Case("bulk: update missing", "POST", "/api/v1/users/bulk", body({"refs": [UNKNOWN_PERSON]}), 422, "required"),
-        Case("bulk: an identifier in bulk", "POST", "/api/v1/users/bulk", body({"refs": [UNKNOWN_PERSON], "update": {"set": {"email": "a@b.co"}}}), 422, "unique"),
-        Case("bulk: unknown filter", "POST", "/api/v1/users/bulk", body({"filter": {"sql": "1=1"}, "update": {"set": {"a": 1}}}), 422, "filter.sql"),
-        Case("bulk: a filter of the wrong type", "POST", "/api/v1/users/bulk", body({"filter": {"q": 5}, "update": {"set": {"a": 1}}}), 422, "filter"),
+        Case(
+            "bulk: an identifier in bulk",
+            "POST",
+            "/api/v1/users/bulk",
+            body({"refs": [UNKNOWN_PERSON], "update": {"set": {"email": "a@b.co"}}}),
+            422,
+            "unique",
+        ),
+        Case(
+            "bulk: unknown filter",
+            "POST",
+            "/api/v1/users/bulk",
+            body({"filter": {"sql": "1=1"}, "update": {"set": {"a": 1}}}),
+            422,
+            "filter.sql",
+        ),
+        Case(
+            "bulk: a filter of the wrong type",
+            "POST",
+            "/api/v1/users/bulk",
+            body({"filter": {"q": 5}, "update": {"set": {"a": 1}}}),
+            422,
+            "filter",
+        ),
         Case("bulk: a bad ref", "POST", "/api/v1/users/bulk", body({"refs": ["nobody"], "update": {"set": {"a": 1}}}), 422, "format"),
-        Case("bulk: too many refs", "POST", "/api/v1/users/bulk", body({"refs": ["x"] * 10_001, "update": {"set": {"a": 1}}}), 422, "too_long"),
+        Case(
+            "bulk: too many refs",
+            "POST",
+            "/api/v1/users/bulk",
+            body({"refs": ["x"] * 10_001, "update": {"set": {"a": 1}}}),
+            422,
+            "too_long",
+        ),
     ]
 
 
@@ -119,7 +203,14 @@ def read_cases() -> list[Case]:
         Case("list: status unknown", "GET", "/api/v1/users?status=gone", None, 422, "status"),
         Case("list: a forged cursor", "GET", "/api/v1/users?cursor=WyJlbWFpbCIsIDEsIDJd", None, 422, "cursor"),
         Case("list: cursor not base64", "GET", "/api/v1/users?cursor=%%%", None, 422, "cursor"),
-        Case("list: too many property filters", "GET", "/api/v1/users?" + "&".join(f"properties.p{i}=1" for i in range(30)), None, 422, "max_filters"),
+        Case(
+            "list: too many property filters",
+            "GET",
+            "/api/v1/users?" + "&".join(f"properties.p{i}=1" for i in range(30)),
+            None,
+            422,
+            "max_filters",
+        ),
         Case("events: limit negative", "GET", f"/api/v1/users/{UNKNOWN_PERSON}/events?limit=-1", None, 422, "limit"),
         Case("events: a forged cursor", "GET", f"/api/v1/users/{UNKNOWN_PERSON}/events?cursor=WzEsMl0", None, 404, "ref"),
         Case("counts: days zero", "GET", f"/api/v1/users/{UNKNOWN_PERSON}/event-counts?days=0", None, 422, "days"),
@@ -136,8 +227,29 @@ assert len({case.name for case in CORPUS}) == len(CORPUS), "case names are uniqu
 
 # Accepted by design: the API takes them (202) and says so with a command id.
 ACCEPTED = [
-    Case("an integer past 64 bits is kept as a number", "POST", "/api/v1/users", b'{"user_id": "big", "properties": {"p": 1' + b"0" * 40 + b"}}", 202, "command_id"),
-    Case("unicode everywhere", "POST", "/api/v1/users", body({"user_id": "ユーザー-🦊", "name": "Zoë 🦊", "properties": {"key": "значение 🦊"}}), 202, "command_id"),
-    Case("SQL in values stays a value", "POST", "/api/v1/users", body({"user_id": "x'); DROP TABLE persons;--", "properties": {"q": "' OR 1=1"}}), 202, "command_id"),
+    Case(
+        "an integer past 64 bits is kept as a number",
+        "POST",
+        "/api/v1/users",
+        b'{"user_id": "big", "properties": {"p": 1' + b"0" * 40 + b"}}",
+        202,
+        "command_id",
+    ),
+    Case(
+        "unicode everywhere",
+        "POST",
+        "/api/v1/users",
+        body({"user_id": "ユーザー-🦊", "name": "Zoë 🦊", "properties": {"key": "значение 🦊"}}),
+        202,
+        "command_id",
+    ),
+    Case(
+        "SQL in values stays a value",
+        "POST",
+        "/api/v1/users",
+        body({"user_id": "x'); DROP TABLE persons;--", "properties": {"q": "' OR 1=1"}}),
+        202,
+        "command_id",
+    ),
 ]
 CORPUS += ACCEPTED

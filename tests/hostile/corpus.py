@@ -148,10 +148,13 @@ def nested_value(depth: int) -> Any:
 # -- the builders: one per way the collector answers ------------------------------------------------------
 
 
-def one_call(name: str, kind: str, call: Any, word: str, *, call_type: str = "track", marked: bool = True, body: bytes | None = None,
-             note: str = "") -> Case:
+def one_call(
+    name: str, kind: str, call: Any, word: str, *, call_type: str = "track", marked: bool = True, body: bytes | None = None, note: str = ""
+) -> Case:
     """One call on /v1/<type>, refused: 400 naming the field, kept as bad row 0."""
-    return Case(name, kind, f"/v1/{call_type}", dumps(call) if body is None else body, word=word, bad_rows=(Row(0, word, marked),), note=note)
+    return Case(
+        name, kind, f"/v1/{call_type}", dumps(call) if body is None else body, word=word, bad_rows=(Row(0, word, marked),), note=note
+    )
 
 
 def in_batch(name: str, kind: str, bad: list[tuple[Any, str, bool]], note: str = "") -> Case:
@@ -160,8 +163,18 @@ def in_batch(name: str, kind: str, bad: list[tuple[Any, str, bool]], note: str =
     good = valid("track", name)
     body = {"hostileCase": marker(name), "batch": [good, *[item for item, _, _ in bad]]}
     rows = tuple(Row(index, word, marked) for index, (_, word, marked) in enumerate(bad, start=1))
-    return Case(name, kind, "/v1/batch", dumps(body), status=200, word=bad[0][1], rejected=tuple(range(1, len(bad) + 1)),
-                bad_rows=rows, raw=(Raw((("message_id", message_id(name)),)),), note=note)
+    return Case(
+        name,
+        kind,
+        "/v1/batch",
+        dumps(body),
+        status=200,
+        word=bad[0][1],
+        rejected=tuple(range(1, len(bad) + 1)),
+        bad_rows=rows,
+        raw=(Raw((("message_id", message_id(name)),)),),
+        note=note,
+    )
 
 
 def all_refused(name: str, kind: str, items: list[Any], word: str, marked: bool = True) -> Case:
@@ -170,20 +183,46 @@ def all_refused(name: str, kind: str, items: list[Any], word: str, marked: bool 
     return Case(name, kind, "/v1/batch", dumps(body), word=word, bad_rows=tuple(Row(i, word, marked) for i in range(len(items))))
 
 
-def whole_body(name: str, kind: str, body: bytes, status: int, word: str, *, row_word: str = "body", marked: bool = True,
-               path: str = "/v1/batch", headers: tuple[tuple[str, str], ...] = JSON_WITH_KEY, chunked: bool = False, note: str = "") -> Case:
+def whole_body(
+    name: str,
+    kind: str,
+    body: bytes,
+    status: int,
+    word: str,
+    *,
+    row_word: str = "body",
+    marked: bool = True,
+    path: str = "/v1/batch",
+    headers: tuple[tuple[str, str], ...] = JSON_WITH_KEY,
+    chunked: bool = False,
+    note: str = "",
+) -> Case:
     """A body refused before any call is read: one bad row without an index."""
-    return Case(name, kind, path, body, headers, status=status, word=word, bad_rows=(Row(None, row_word, marked),), chunked=chunked, note=note)
+    return Case(
+        name, kind, path, body, headers, status=status, word=word, bad_rows=(Row(None, row_word, marked),), chunked=chunked, note=note
+    )
 
 
-def sender_refused(name: str, kind: str, path: str, status: int, word: str, *, body: bytes | None = None, method: str = "POST",
-                   headers: tuple[tuple[str, str], ...] = JSON_NO_KEY, note: str = "") -> Case:
+def sender_refused(
+    name: str,
+    kind: str,
+    path: str,
+    status: int,
+    word: str,
+    *,
+    body: bytes | None = None,
+    method: str = "POST",
+    headers: tuple[tuple[str, str], ...] = JSON_NO_KEY,
+    note: str = "",
+) -> Case:
     """Refused for who sent it or where (key, origin, path, method): nothing is written anywhere."""
     body = dumps(valid("track", name)) if body is None else body
     return Case(name, kind, path, body, headers, method=method, status=status, word=word, note=note)
 
 
-def by_design(name: str, kind: str, call: Any, raw: tuple[Raw, ...], note: str, *, path: str = "/v1/track", body: bytes | None = None) -> Case:
+def by_design(
+    name: str, kind: str, call: Any, raw: tuple[Raw, ...], note: str, *, path: str = "/v1/track", body: bytes | None = None
+) -> Case:
     return Case(name, kind, path, dumps(call) if body is None else body, status=200, raw=raw, by_design=True, note=note)
 
 
@@ -213,7 +252,7 @@ def invalid_json() -> list[Case]:
     head = b'{"hostileCase":"%s","type":"track","anonymousId":"a","event":"E"'
     bodies = {
         "truncated": b',"properties":{"a":',
-        "trailing-comma": b',}',
+        "trailing-comma": b",}",
         "single-quotes": b",'properties':{}}",
         "unquoted-key": b",properties:{}}",
         "comment": b"/* comment */}",
@@ -241,13 +280,24 @@ def invalid_json() -> list[Case]:
         word = "empty" if not body.strip() else "JSON"
         cases.append(whole_body(f"json-body-{label}", "invalid-json", body, 400, word, path="/v1/track", marked=False))
     # JSON, but not a call: a single route refuses the value as a call (bad row 0); a batch route refuses the envelope.
-    for label, value, got in [("array", [1, 2], "list"), ("string", "~json-top-string~", "str"), ("number", 42, "int"), ("null", None, "NoneType"), ("true", True, "bool")]:
+    for label, value, got in [
+        ("array", [1, 2], "list"),
+        ("string", "~json-top-string~", "str"),
+        ("number", 42, "int"),
+        ("null", None, "NoneType"),
+        ("true", True, "bool"),
+    ]:
         marked = label == "string"
         cases.append(one_call(f"json-top-{label}", "invalid-json", value, got, marked=marked))
     for label, value in [("array", ["~json-batch-top-array~"]), ("string", "~json-batch-top-string~"), ("number", 7)]:
         name = f"json-batch-top-{label}"
         cases.append(whole_body(name, "invalid-json", dumps(value), 400, "batch", marked=label != "number"))
-    for label, body in {"batch-null": {"batch": None}, "batch-object": {"batch": {"a": 1}}, "batch-string": {"batch": "x"}, "batch-missing": {"calls": []}}.items():
+    for label, body in {
+        "batch-null": {"batch": None},
+        "batch-object": {"batch": {"a": 1}},
+        "batch-string": {"batch": "x"},
+        "batch-missing": {"calls": []},
+    }.items():
         name = f"json-{label}"
         cases.append(whole_body(name, "invalid-json", dumps({"hostileCase": marker(name), **body}), 400, "batch", row_word="batch"))
     return cases
@@ -264,21 +314,45 @@ def invalid_utf8() -> list[Case]:
         "beyond-u10ffff": b'\xf4\x90\x80\x80"}',
         "latin1-e-acute": '\xe9"}'.encode("latin-1"),
     }
-    cases = [whole_body(f"utf8-{label}", "invalid-utf8", (head % marker(f"utf8-{label}").encode()) + tail, 400, "UTF-8")
-             for label, tail in bodies.items()]
+    cases = [
+        whole_body(f"utf8-{label}", "invalid-utf8", (head % marker(f"utf8-{label}").encode()) + tail, 400, "UTF-8")
+        for label, tail in bodies.items()
+    ]
     name = "utf8-in-key"
-    cases.append(whole_body(name, "invalid-utf8", b'{"hostileCase":"%s","type":"track","\xfe\xfe":1}' % marker(name).encode(), 400, "UTF-8"))
-    for label, escape, word in [("lone-high-surrogate-escape", b"\\ud800", "surrogate"), ("lone-low-surrogate-escape", b"\\udc00", "surrogate")]:
+    cases.append(
+        whole_body(name, "invalid-utf8", b'{"hostileCase":"%s","type":"track","\xfe\xfe":1}' % marker(name).encode(), 400, "UTF-8")
+    )
+    for label, escape, word in [
+        ("lone-high-surrogate-escape", b"\\ud800", "surrogate"),
+        ("lone-low-surrogate-escape", b"\\udc00", "surrogate"),
+    ]:
         name = f"utf8-{label}"
         cases.append(whole_body(name, "invalid-utf8", (head % marker(name).encode()) + escape + b'"}', 400, word))
     name = "utf8-bom"
     cases.append(whole_body(name, "invalid-utf8", b"\xef\xbb\xbf" + dumps(valid("track", name)), 400, "BOM"))
-    cases.append(whole_body("utf8-utf16-body", "invalid-utf8", dumps(valid("track", "utf8-utf16-body")).decode().encode("utf-16"), 400, "UTF-8",
-                            marked=False))
+    cases.append(
+        whole_body(
+            "utf8-utf16-body",
+            "invalid-utf8",
+            dumps(valid("track", "utf8-utf16-body")).decode().encode("utf-16"),
+            400,
+            "UTF-8",
+            marked=False,
+        )
+    )
     name = "utf8-latin1-declared"
     body = dumps(valid("track", name, event="@E@")).replace(b"@E@", "Caf\xe9".encode("latin-1"))
-    cases.append(whole_body(name, "invalid-utf8", body, 400, "UTF-8", headers=(("content-type", "application/json; charset=iso-8859-1"), ("x-write-key", WRITE_KEY)),
-                            note="a declared charset is ignored: the body must be UTF-8"))
+    cases.append(
+        whole_body(
+            name,
+            "invalid-utf8",
+            body,
+            400,
+            "UTF-8",
+            headers=(("content-type", "application/json; charset=iso-8859-1"), ("x-write-key", WRITE_KEY)),
+            note="a declared charset is ignored: the body must be UTF-8",
+        )
+    )
     return cases
 
 
@@ -291,13 +365,19 @@ WRONG_VALUES: dict[str, dict[str, Any]] = {
     "payload": {"bool": False, "array": [{"a": 1}], "string": "plan=pro", "number": 42, "null": None},
     "time": {"bool": True, "array": ["2026-03-01T12:00:00Z"], "object": {"seconds": 1}, "string": "yesterday"},
 }
-assert {*STRING_FIELDS, *PAYLOAD_FIELDS, *TIME_FIELDS, "type"} == set(TrackingCall.model_fields), "a field of TrackingCall has no wrong-type cases"
+assert {*STRING_FIELDS, *PAYLOAD_FIELDS, *TIME_FIELDS, "type"} == set(TrackingCall.model_fields), (
+    "a field of TrackingCall has no wrong-type cases"
+)
 
 
 def wrong_types() -> list[Case]:
     cases = []
     for call_type in CALL_TYPES:
-        for fields, values in [(STRING_FIELDS, WRONG_VALUES["string"]), (PAYLOAD_FIELDS, WRONG_VALUES["payload"]), (TIME_FIELDS, WRONG_VALUES["time"])]:
+        for fields, values in [
+            (STRING_FIELDS, WRONG_VALUES["string"]),
+            (PAYLOAD_FIELDS, WRONG_VALUES["payload"]),
+            (TIME_FIELDS, WRONG_VALUES["time"]),
+        ]:
             for field in fields:
                 for label, value in values.items():
                     name = f"type-{call_type}-{field}-{label}"
@@ -310,42 +390,97 @@ def wrong_types() -> list[Case]:
     for field, value, stored_as in [("userId", 42, ("user_id", "42")), ("event", 7, ("event", "7")), ("name", 7.5, ("event", "7.5"))]:
         name = f"type-number-{field}"
         call_type = "page" if field == "name" else "track"
-        cases.append(by_design(name, "wrong-type", valid(call_type, name, **{field: value}), (Raw((("message_id", message_id(name)), stored_as)),),
-                               "numbers are coerced to strings (coerce_numbers_to_str)", path=f"/v1/{call_type}"))
+        cases.append(
+            by_design(
+                name,
+                "wrong-type",
+                valid(call_type, name, **{field: value}),
+                (Raw((("message_id", message_id(name)), stored_as)),),
+                "numbers are coerced to strings (coerce_numbers_to_str)",
+                path=f"/v1/{call_type}",
+            )
+        )
     # ... but an id that is a number must be an integer: 3.5 is no id.
     for field in ("anonymousId", "userId", "messageId", "previousId", "groupId"):
         name = f"type-fraction-{field}"
         cases.append(one_call(name, "wrong-type", valid("track", name, **{field: 3.5}), f"{field} a number id must be an integer"))
     name = "type-unix-timestamp"
-    cases.append(by_design(name, "wrong-type", valid("track", name, timestamp=1_700_000_000), (Raw((("message_id", message_id(name)), ("timestamp", "2023-11-14T22:13:20+00:00"))),),
-                           "a number is a unix time"))
+    cases.append(
+        by_design(
+            name,
+            "wrong-type",
+            valid("track", name, timestamp=1_700_000_000),
+            (Raw((("message_id", message_id(name)), ("timestamp", "2023-11-14T22:13:20+00:00"))),),
+            "a number is a unix time",
+        )
+    )
     return cases
 
 
 def nan_and_infinity() -> list[Case]:
     cases = []
-    for label, token in {"NaN": b"NaN", "Infinity": b"Infinity", "minus-Infinity": b"-Infinity", "plus-Infinity": b"+Infinity",
-                         "nan-lower": b"nan", "inf-lower": b"inf", "minus-NaN": b"-NaN"}.items():
+    for label, token in {
+        "NaN": b"NaN",
+        "Infinity": b"Infinity",
+        "minus-Infinity": b"-Infinity",
+        "plus-Infinity": b"+Infinity",
+        "nan-lower": b"nan",
+        "inf-lower": b"inf",
+        "minus-NaN": b"-NaN",
+    }.items():
         name = f"nan-{label}-property"
-        cases.append(whole_body(name, "nan-infinity", with_token(valid("track", name, properties={"x": "@TOKEN@"}), token), 400, "JSON", path="/v1/track"))
+        cases.append(
+            whole_body(
+                name, "nan-infinity", with_token(valid("track", name, properties={"x": "@TOKEN@"}), token), 400, "JSON", path="/v1/track"
+            )
+        )
     for field in ("timestamp", "userId", "messageId"):
         name = f"nan-NaN-{field}"
-        cases.append(whole_body(name, "nan-infinity", with_token(valid("track", name, **{field: "@TOKEN@"}), b"NaN"), 400, "JSON", path="/v1/track"))
+        cases.append(
+            whole_body(name, "nan-infinity", with_token(valid("track", name, **{field: "@TOKEN@"}), b"NaN"), 400, "JSON", path="/v1/track")
+        )
     name = "nan-Infinity-in-batch"
-    cases.append(whole_body(name, "nan-infinity", with_token({"hostileCase": marker(name), "batch": [valid("track", name, properties={"x": "@TOKEN@"})]}, b"Infinity"), 400, "JSON"))
+    cases.append(
+        whole_body(
+            name,
+            "nan-infinity",
+            with_token({"hostileCase": marker(name), "batch": [valid("track", name, properties={"x": "@TOKEN@"})]}, b"Infinity"),
+            400,
+            "JSON",
+        )
+    )
     cases.append(whole_body("nan-top-level", "nan-infinity", b"NaN", 400, "JSON", path="/v1/track", marked=False))
     return cases
 
 
 def enormous_numbers() -> list[Case]:
     cases = []
-    for label, token in {"1e400": b"1e400", "minus-1e400": b"-1e400", "1e999999999": b"1e999999999", "10000-digit-int": b"9" * 10_000,
-                         "minus-10000-digit-int": b"-" + b"9" * 10_000, "400-digit-int": b"1" + b"0" * 400}.items():
+    for label, token in {
+        "1e400": b"1e400",
+        "minus-1e400": b"-1e400",
+        "1e999999999": b"1e999999999",
+        "10000-digit-int": b"9" * 10_000,
+        "minus-10000-digit-int": b"-" + b"9" * 10_000,
+        "400-digit-int": b"1" + b"0" * 400,
+    }.items():
         name = f"number-{label}-property"
-        cases.append(whole_body(name, "enormous-number", with_token(valid("track", name, properties={"n": "@TOKEN@"}), token), 400, "infinity", path="/v1/track"))
+        cases.append(
+            whole_body(
+                name,
+                "enormous-number",
+                with_token(valid("track", name, properties={"n": "@TOKEN@"}), token),
+                400,
+                "infinity",
+                path="/v1/track",
+            )
+        )
     for field, token in [("timestamp", b"1e400"), ("userId", b"9" * 10_000), ("sentAt", b"-1e400")]:
         name = f"number-huge-{field}"
-        cases.append(whole_body(name, "enormous-number", with_token(valid("track", name, **{field: "@TOKEN@"}), token), 400, "infinity", path="/v1/track"))
+        cases.append(
+            whole_body(
+                name, "enormous-number", with_token(valid("track", name, **{field: "@TOKEN@"}), token), 400, "infinity", path="/v1/track"
+            )
+        )
     for label, value in {"1e20": 1e20, "1e308": 1e308, "minus-1e20": -1e20}.items():
         name = f"number-timestamp-{label}"
         cases.append(one_call(name, "enormous-number", valid("track", name, timestamp=value), "timestamp"))
@@ -353,22 +488,62 @@ def enormous_numbers() -> list[Case]:
     # refused, since rounded ids collide (2**70 and 2**70 + 1 would be one user).
     lossy = "orjson reads integers past 64 bits as floats: a property's value is taken, rounded"
     name = "number-2-pow-70-property"
-    cases.append(by_design(name, "enormous-number", None, (Raw((("message_id", message_id(name)), ("properties", {"n": float(2**70)}))),), lossy,
-                           body=with_token(valid("track", name, properties={"n": "@TOKEN@"}), str(2**70).encode())))
-    for field, number in [("userId", 2**70), ("userId", 2**70 + 1), ("anonymousId", 2**64), ("messageId", 2**70), ("previousId", -(2**63) - 1),
-                          ("groupId", 2**64)]:
+    cases.append(
+        by_design(
+            name,
+            "enormous-number",
+            None,
+            (Raw((("message_id", message_id(name)), ("properties", {"n": float(2**70)}))),),
+            lossy,
+            body=with_token(valid("track", name, properties={"n": "@TOKEN@"}), str(2**70).encode()),
+        )
+    )
+    for field, number in [
+        ("userId", 2**70),
+        ("userId", 2**70 + 1),
+        ("anonymousId", 2**64),
+        ("messageId", 2**70),
+        ("previousId", -(2**63) - 1),
+        ("groupId", 2**64),
+    ]:
         name = f"number-{number}-{field}"
-        cases.append(one_call(name, "enormous-number", None, f"{field} a number id must be an integer",
-                              body=with_token(valid("track", name, **{field: "@TOKEN@"}), str(number).encode())))
+        cases.append(
+            one_call(
+                name,
+                "enormous-number",
+                None,
+                f"{field} a number id must be an integer",
+                body=with_token(valid("track", name, **{field: "@TOKEN@"}), str(number).encode()),
+            )
+        )
     # Integers that fit in 64 bits (signed or unsigned) are ids, exactly.
-    for field, stored, number in [("userId", "user_id", 2**64 - 1), ("anonymousId", "anonymous_id", -(2**63)), ("groupId", "group_id", 2**63)]:
+    for field, stored, number in [
+        ("userId", "user_id", 2**64 - 1),
+        ("anonymousId", "anonymous_id", -(2**63)),
+        ("groupId", "group_id", 2**63),
+    ]:
         name = f"number-{number}-{field}"
-        cases.append(by_design(name, "enormous-number", None, (Raw((("message_id", message_id(name)), (stored, str(number)))),),
-                               "an integer within 64 bits is an id, kept exactly as a string",
-                               body=with_token(valid("track", name, **{field: "@TOKEN@"}), str(number).encode())))
+        cases.append(
+            by_design(
+                name,
+                "enormous-number",
+                None,
+                (Raw((("message_id", message_id(name)), (stored, str(number)))),),
+                "an integer within 64 bits is an id, kept exactly as a string",
+                body=with_token(valid("track", name, **{field: "@TOKEN@"}), str(number).encode()),
+            )
+        )
     name = "number-1e-400"
-    cases.append(by_design(name, "enormous-number", None, (Raw((("message_id", message_id(name)), ("properties", {"n": 0.0}))),),
-                           "underflow reads as 0.0", body=with_token(valid("track", name, properties={"n": "@TOKEN@"}), b"1e-400")))
+    cases.append(
+        by_design(
+            name,
+            "enormous-number",
+            None,
+            (Raw((("message_id", message_id(name)), ("properties", {"n": 0.0}))),),
+            "underflow reads as 0.0",
+            body=with_token(valid("track", name, properties={"n": "@TOKEN@"}), b"1e-400"),
+        )
+    )
     return cases
 
 
@@ -382,9 +557,13 @@ def over_limits() -> list[Case]:
         cases.append(one_call(name, "over-limit", valid("track", name, **{field: "x" * 1001}), field))
     for field in ("properties", "traits", "context"):
         name = f"long-string-in-{field}"
-        cases.append(one_call(name, "over-limit", valid("identify", name, **{field: {"s": "x" * 8193}}), "longer than 8192", call_type="identify"))
+        cases.append(
+            one_call(name, "over-limit", valid("identify", name, **{field: {"s": "x" * 8193}}), "longer than 8192", call_type="identify")
+        )
         name = f"long-key-in-{field}"
-        cases.append(one_call(name, "over-limit", valid("identify", name, **{field: {"k" * 8193: 1}}), "longer than 8192", call_type="identify"))
+        cases.append(
+            one_call(name, "over-limit", valid("identify", name, **{field: {"k" * 8193: 1}}), "longer than 8192", call_type="identify")
+        )
     limit = str(MAX_EVENT_BYTES)
     for label, call_type, field in [("track", "track", "properties"), ("identify", "identify", "traits"), ("page", "page", "context")]:
         name = f"event-over-32KB-{label}"
@@ -394,16 +573,28 @@ def over_limits() -> list[Case]:
     cases.append(one_call(name, "over-limit", valid("track", name, properties={"s": "x" * 100_000}), limit))
     name = "over-limit-in-batch"
     big = {f"k{i}": "x" * 7_000 for i in range(5)}
-    cases.append(in_batch(name, "over-limit", [(valid("track", name, messageId="m" * 101), "messageId", True),
-                                               (valid("track", name, messageId=f"{name}-2", properties=big), limit, True),
-                                               (valid("track", name, messageId=f"{name}-3", event="e" * 1001), "event", True)]))
+    cases.append(
+        in_batch(
+            name,
+            "over-limit",
+            [
+                (valid("track", name, messageId="m" * 101), "messageId", True),
+                (valid("track", name, messageId=f"{name}-2", properties=big), limit, True),
+                (valid("track", name, messageId=f"{name}-3", event="e" * 1001), "event", True),
+            ],
+        )
+    )
     return cases
 
 
 def deep_nesting() -> list[Case]:
     cases = []
     head = b'{"hostileCase":"%s","type":"track","anonymousId":"a","event":"E","properties":{"x":'
-    for label, deep in {"10000-arrays": nested(10_000), "10000-objects": nested(10_000, b'{"a":', b"}"), "1025-arrays": nested(1_025)}.items():
+    for label, deep in {
+        "10000-arrays": nested(10_000),
+        "10000-objects": nested(10_000, b'{"a":', b"}"),
+        "1025-arrays": nested(1_025),
+    }.items():
         name = f"deep-{label}-in-properties"
         cases.append(whole_body(name, "deep-nesting", (head % marker(name).encode()) + deep + b"}}", 400, "depth", path="/v1/track"))
     cases.append(whole_body("deep-10000-arrays-body", "deep-nesting", nested(10_000), 400, "depth", path="/v1/track", marked=False))
@@ -416,15 +607,42 @@ def deep_nesting() -> list[Case]:
             body = with_token(valid("identify", name, **{field: {"x": "@TOKEN@"}}), nested(depth, leaf=b'"leaf"'))
             cases.append(one_call(name, "deep-nesting", None, "nested deeper", call_type="identify", marked=depth < 255, body=body))
     name = "deep-batch-context"
-    body = {"hostileCase": marker(name), "batch": [valid("track", name), valid("track", name, messageId=f"{name}-2")], "context": {"x": nested_value(20)}}
-    cases.append(Case(name, "deep-nesting", "/v1/batch", dumps(body), word="nested deeper", bad_rows=(Row(0, "nested deeper"), Row(1, "nested deeper")),
-                      note="a batch's context is every call's: each call is refused"))
+    body = {
+        "hostileCase": marker(name),
+        "batch": [valid("track", name), valid("track", name, messageId=f"{name}-2")],
+        "context": {"x": nested_value(20)},
+    }
+    cases.append(
+        Case(
+            name,
+            "deep-nesting",
+            "/v1/batch",
+            dumps(body),
+            word="nested deeper",
+            bad_rows=(Row(0, "nested deeper"), Row(1, "nested deeper")),
+            note="a batch's context is every call's: each call is refused",
+        )
+    )
     name = "deep-batch-item"
-    case = in_batch(name, "deep-nesting", [("@TOKEN@", "expected a JSON object", False), (valid("track", name, messageId=f"{name}-2", properties={"x": nested_value(17)}), "nested deeper", True)])
+    case = in_batch(
+        name,
+        "deep-nesting",
+        [
+            ("@TOKEN@", "expected a JSON object", False),
+            (valid("track", name, messageId=f"{name}-2", properties={"x": nested_value(17)}), "nested deeper", True),
+        ],
+    )
     cases.append(replace(case, body=case.body.replace(b'"@TOKEN@"', nested(1_000, leaf=b'"leaf"'))))
     name = "deep-integrations"
-    cases.append(by_design(name, "deep-nesting", valid("track", name, integrations={"x": nested_value(40)}), (Raw((("message_id", message_id(name)),)),),
-                           "integrations are read but never written to the raw event, so their depth harms nothing"))
+    cases.append(
+        by_design(
+            name,
+            "deep-nesting",
+            valid("track", name, integrations={"x": nested_value(40)}),
+            (Raw((("message_id", message_id(name)),)),),
+            "integrations are read but never written to the raw event, so their depth harms nothing",
+        )
+    )
     return cases
 
 
@@ -433,7 +651,11 @@ def oversized_batches() -> list[Case]:
     too_many = str(MAX_BATCH_EVENTS)
     for count in (MAX_BATCH_EVENTS + 1, 10_000):
         name = f"batch-{count}-events"
-        cases.append(whole_body(name, "oversized-batch", dumps({"hostileCase": marker(name), "batch": [{}] * count}), 413, too_many, row_word="batch"))
+        cases.append(
+            whole_body(
+                name, "oversized-batch", dumps({"hostileCase": marker(name), "batch": [{}] * count}), 413, too_many, row_word="batch"
+            )
+        )
     name = "batch-2501-valid-events"
     calls = [{"type": "track", "event": "E", "anonymousId": f"a{i}"} for i in range(MAX_BATCH_EVENTS + 1)]
     cases.append(whole_body(name, "oversized-batch", dumps({"hostileCase": marker(name), "batch": calls}), 413, too_many, row_word="batch"))
@@ -464,9 +686,13 @@ def gzip_mismatches() -> list[Case]:
     gz = (("content-type", "application/json"), ("content-encoding", "gzip"), ("x-write-key", WRITE_KEY))
     cases = []
 
-    def refused(name: str, body: bytes, status: int, word: str, *, marked: bool = False, headers=gz, chunked: bool = False, note: str = "") -> None:
+    def refused(
+        name: str, body: bytes, status: int, word: str, *, marked: bool = False, headers=gz, chunked: bool = False, note: str = ""
+    ) -> None:
         row_word = "content-encoding" if status == 415 else "body"
-        cases.append(whole_body(name, "gzip", body, status, word, row_word=row_word, marked=marked, headers=headers, chunked=chunked, note=note))
+        cases.append(
+            whole_body(name, "gzip", body, status, word, row_word=row_word, marked=marked, headers=headers, chunked=chunked, note=note)
+        )
 
     def call(name: str) -> bytes:
         return dumps({"hostileCase": marker(name), "batch": [valid("track", name)]})
@@ -477,8 +703,16 @@ def gzip_mismatches() -> list[Case]:
     bomb = gzip_of_repeats(b"\0", 500)
     assert len(bomb) < MAX_BATCH_BYTES + 64 * 1024, "the 500 MB bomb must fit within the wire limit to reach the inflater"
     refused("gzip-bomb-500MB-zeros", bomb, 413, "gzip", note="within the wire limit: inflated only up to the limit, then refused")
-    refused("gzip-bomb-100MB-spaces", gzip_of_repeats(b" ", 100), 413, "gzip", note="whitespace is valid JSON padding: still refused by size")
-    refused("gzip-bomb-nested", gzip.compress(bomb_1gb), 413, "gzip", note="gzip of a gzip bomb: one layer is inflated, and that layer is too big")
+    refused(
+        "gzip-bomb-100MB-spaces", gzip_of_repeats(b" ", 100), 413, "gzip", note="whitespace is valid JSON padding: still refused by size"
+    )
+    refused(
+        "gzip-bomb-nested",
+        gzip.compress(bomb_1gb),
+        413,
+        "gzip",
+        note="gzip of a gzip bomb: one layer is inflated, and that layer is too big",
+    )
     name = "gzip-header-plain-body"
     refused(name, call(name), 400, "gzip", marked=True)
     good = gzip.compress(call("gzip-good"))
@@ -501,7 +735,15 @@ def gzip_mismatches() -> list[Case]:
     refused("gzip-of-invalid-json", gzip.compress(b'{"batch": ['), 400, "JSON")
     refused("gzip-of-nothing", gzip.compress(b""), 400, "empty")
     refused("gzip-without-header", good, 400, "JSON", headers=JSON_WITH_KEY, note="gzip bytes sent as if plain JSON")
-    for label, encoding in {"deflate": "deflate", "br": "br", "compress": "compress", "x-gzip": "x-gzip", "zstd": "zstd", "gzip-twice": "gzip, gzip", "identity-gzip": "identity, gzip"}.items():
+    for label, encoding in {
+        "deflate": "deflate",
+        "br": "br",
+        "compress": "compress",
+        "x-gzip": "x-gzip",
+        "zstd": "zstd",
+        "gzip-twice": "gzip, gzip",
+        "identity-gzip": "identity, gzip",
+    }.items():
         name = f"gzip-encoding-{label}"
         headers = (("content-type", "application/json"), ("content-encoding", encoding), ("x-write-key", WRITE_KEY))
         refused(name, call(name), 415, "content-encoding", marked=True, headers=headers)
@@ -529,16 +771,39 @@ def ids() -> list[Case]:
     name = "id-empty-messageId"
     cases.append(one_call(name, "ids", valid("track", name, messageId=""), "messageId"))
     name = "id-no-messageId"
-    cases.append(by_design(name, "ids", valid("track", name, messageId=DROP), (Raw((("anonymous_id", f"anon-{name}"),)),),
-                           "the collector assigns a uuid4 messageId"))
+    cases.append(
+        by_design(
+            name,
+            "ids",
+            valid("track", name, messageId=DROP),
+            (Raw((("anonymous_id", f"anon-{name}"),)),),
+            "the collector assigns a uuid4 messageId",
+        )
+    )
     name = "id-duplicate-messageIds-in-batch"
     body = {"hostileCase": marker(name), "batch": [valid("track", name), valid("track", name, event="Again")]}
-    cases.append(by_design(name, "ids", body, (Raw((("message_id", message_id(name)),), count=2),), path="/v1/batch",
-                           note="both are taken: dedup by messageId (per device) is the sessionizer's job, downstream"))
+    cases.append(
+        by_design(
+            name,
+            "ids",
+            body,
+            (Raw((("message_id", message_id(name)),), count=2),),
+            path="/v1/batch",
+            note="both are taken: dedup by messageId (per device) is the sessionizer's job, downstream",
+        )
+    )
     name = "id-duplicate-json-keys"
     body = dumps(valid("track", name, event="@E@")).replace(b'"@E@"', b'"First","event":"Second"')
-    cases.append(by_design(name, "ids", None, (Raw((("message_id", message_id(name)), ("event", "Second"))),), body=body,
-                           note="duplicate keys: the last one wins (orjson)"))
+    cases.append(
+        by_design(
+            name,
+            "ids",
+            None,
+            (Raw((("message_id", message_id(name)), ("event", "Second"))),),
+            body=body,
+            note="duplicate keys: the last one wins (orjson)",
+        )
+    )
     # The identity issue's placeholders (schemas.identity.ILLEGAL_IDS). As the Kafka key they would put every
     # such client on one partition, in one rate-limit bucket and one session: a placeholder anonymousId is
     # dropped (written nowhere, the event flagged) and the event keyed by its userId; without a usable userId
@@ -557,44 +822,99 @@ def ids() -> list[Case]:
         name = f"id-dropped-anonymousId-{label(value)}"
         if any(c.name == name for c in cases):
             name += "-variant"
-        cases.append(by_design(name, "illegal-id", valid("track", name, anonymousId=value),
-                               (Raw((("message_id", message_id(name)), ("anonymous_id", None), ("user_id", f"user-{name}"), ("_key", f"user-{name}")),
-                                    flag="placeholder_anonymous_id"),), dropped))
+        cases.append(
+            by_design(
+                name,
+                "illegal-id",
+                valid("track", name, anonymousId=value),
+                (
+                    Raw(
+                        (("message_id", message_id(name)), ("anonymous_id", None), ("user_id", f"user-{name}"), ("_key", f"user-{name}")),
+                        flag="placeholder_anonymous_id",
+                    ),
+                ),
+                dropped,
+            )
+        )
     for value in ("undefined", "null", "0", "[object Object]", '"undefined"', " NULL "):
         name = f"id-illegal-userId-{label(value)}"
         if any(c.name == name for c in cases):
             name += "-variant"
-        cases.append(by_design(name, "illegal-id", valid("identify", name, userId=value),
-                               (Raw((("message_id", message_id(name)), ("user_id", value), ("_key", f"anon-{name}"))),),
-                               "a placeholder userId beside a usable anonymousId is taken verbatim; the identity resolver refuses to link it",
-                               path="/v1/identify"))
+        cases.append(
+            by_design(
+                name,
+                "illegal-id",
+                valid("identify", name, userId=value),
+                (Raw((("message_id", message_id(name)), ("user_id", value), ("_key", f"anon-{name}"))),),
+                "a placeholder userId beside a usable anonymousId is taken verbatim; the identity resolver refuses to link it",
+                path="/v1/identify",
+            )
+        )
     for value in ("undefined", "null"):
         name = f"id-illegal-userId-alone-{value}"
-        cases.append(one_call(name, "illegal-id", valid("identify", name, anonymousId=DROP, userId=value), f"userId {placeholder}", call_type="identify"))
+        cases.append(
+            one_call(
+                name, "illegal-id", valid("identify", name, anonymousId=DROP, userId=value), f"userId {placeholder}", call_type="identify"
+            )
+        )
     name = "id-illegal-both"
-    cases.append(Case(name, "illegal-id", "/v1/track", dumps(valid("track", name, anonymousId="undefined", userId="null")), word=f"userId {placeholder}",
-                      bad_rows=(Row(0, f"anonymousId {placeholder}"),)))
+    cases.append(
+        Case(
+            name,
+            "illegal-id",
+            "/v1/track",
+            dumps(valid("track", name, anonymousId="undefined", userId="null")),
+            word=f"userId {placeholder}",
+            bad_rows=(Row(0, f"anonymousId {placeholder}"),),
+        )
+    )
     name = "id-illegal-alias-userId"
-    cases.append(one_call(name, "illegal-id", valid("alias", name, anonymousId=DROP, userId="undefined"), f"userId {placeholder}", call_type="alias"))
+    cases.append(
+        one_call(name, "illegal-id", valid("alias", name, anonymousId=DROP, userId="undefined"), f"userId {placeholder}", call_type="alias")
+    )
     name = "id-illegal-previousId-alias"
-    cases.append(by_design(name, "illegal-id", valid("alias", name, previousId="anonymous"), (Raw((("message_id", message_id(name)), ("previous_id", "anonymous"))),),
-                           "a placeholder previousId is taken verbatim; the identity resolver refuses to merge it", path="/v1/alias"))
+    cases.append(
+        by_design(
+            name,
+            "illegal-id",
+            valid("alias", name, previousId="anonymous"),
+            (Raw((("message_id", message_id(name)), ("previous_id", "anonymous"))),),
+            "a placeholder previousId is taken verbatim; the identity resolver refuses to merge it",
+            path="/v1/alias",
+        )
+    )
     name = "id-illegal-anonymousId-empty"
     cases.append(one_call(name, "illegal-id", valid("track", name, anonymousId="", userId=DROP), "userId or anonymousId"))
     name = "id-illegal-anonymousId-zero-number"
     cases.append(one_call(name, "illegal-id", valid("track", name, anonymousId=0, userId=DROP), f"anonymousId {placeholder}"))
     name = "id-illegal-placeholders-in-batch"
-    cases.append(in_batch(name, "illegal-id", [(valid("track", name, messageId=f"{name}-1", anonymousId="undefined", userId=DROP), f"anonymousId {placeholder}", True),
-                                               (valid("track", name, messageId=f"{name}-2", anonymousId=DROP, userId="null"), f"userId {placeholder}", True)]))
+    cases.append(
+        in_batch(
+            name,
+            "illegal-id",
+            [
+                (valid("track", name, messageId=f"{name}-1", anonymousId="undefined", userId=DROP), f"anonymousId {placeholder}", True),
+                (valid("track", name, messageId=f"{name}-2", anonymousId=DROP, userId="null"), f"userId {placeholder}", True),
+            ],
+        )
+    )
     return cases
 
 
 def timestamps() -> list[Case]:
     cases = []
-    for label, value in {"year-0": "0000-01-01T00:00:00Z", "all-zero": "0000-00-00T00:00:00Z", "year-10000": "10000-01-01T00:00:00Z",
-                         "month-13": "2026-13-01T00:00:00Z", "february-30": "2026-02-30T00:00:00Z", "hour-25": "2026-03-01T25:00:00Z",
-                         "no-time-zone": "2026-03-01T12:00:00", "offset-25h": "2026-03-01T12:00:00+25:00", "not-a-date": "next tuesday",
-                         "empty": ""}.items():
+    for label, value in {
+        "year-0": "0000-01-01T00:00:00Z",
+        "all-zero": "0000-00-00T00:00:00Z",
+        "year-10000": "10000-01-01T00:00:00Z",
+        "month-13": "2026-13-01T00:00:00Z",
+        "february-30": "2026-02-30T00:00:00Z",
+        "hour-25": "2026-03-01T25:00:00Z",
+        "no-time-zone": "2026-03-01T12:00:00",
+        "offset-25h": "2026-03-01T12:00:00+25:00",
+        "not-a-date": "next tuesday",
+        "empty": "",
+    }.items():
         name = f"time-{label}"
         cases.append(one_call(name, "timestamp", valid("track", name, timestamp=value), "timestamp"))
     for field in ("originalTimestamp", "sentAt"):
@@ -604,40 +924,111 @@ def timestamps() -> list[Case]:
     body = {"hostileCase": marker(name), "batch": [valid("track", name)], "sentAt": "0000-01-01T00:00:00Z"}
     cases.append(whole_body(name, "timestamp", dumps(body), 400, "sentAt", row_word="sentAt"))
     clamped = "further ahead than a minute: clamped to receivedAt and flagged"
-    for label, fields in {"year-9999": {"timestamp": "9999-12-31T23:59:59Z"}, "year-9999-minus-14h": {"timestamp": "9999-12-31T23:59:59-14:00"},
-                          "year-3000": {"timestamp": "3000-01-01T00:00:00Z"}, "original-year-9999": {"originalTimestamp": "9999-12-31T23:59:59Z"},
-                          "one-year-ahead": {"timestamp": "2099-01-01T00:00:00Z"}}.items():
+    for label, fields in {
+        "year-9999": {"timestamp": "9999-12-31T23:59:59Z"},
+        "year-9999-minus-14h": {"timestamp": "9999-12-31T23:59:59-14:00"},
+        "year-3000": {"timestamp": "3000-01-01T00:00:00Z"},
+        "original-year-9999": {"originalTimestamp": "9999-12-31T23:59:59Z"},
+        "one-year-ahead": {"timestamp": "2099-01-01T00:00:00Z"},
+    }.items():
         name = f"time-future-{label}"
-        cases.append(by_design(name, "timestamp", valid("track", name, **fields), (Raw((("message_id", message_id(name)),), flag="future_timestamp_clamped"),), clamped))
+        cases.append(
+            by_design(
+                name,
+                "timestamp",
+                valid("track", name, **fields),
+                (Raw((("message_id", message_id(name)),), flag="future_timestamp_clamped"),),
+                clamped,
+            )
+        )
     out_of_range = "the clock correction (receivedAt - (sentAt - timestamp)) overflows: receivedAt is used, flagged"
-    for label, fields in {"sentAt-year-1": {"timestamp": "9999-12-31T23:59:59Z", "sentAt": "0001-01-01T00:00:00Z"},
-                          "sentAt-year-9999": {"timestamp": "2026-03-01T12:00:00Z", "sentAt": "9999-12-31T23:59:59Z"}}.items():
+    for label, fields in {
+        "sentAt-year-1": {"timestamp": "9999-12-31T23:59:59Z", "sentAt": "0001-01-01T00:00:00Z"},
+        "sentAt-year-9999": {"timestamp": "2026-03-01T12:00:00Z", "sentAt": "9999-12-31T23:59:59Z"},
+    }.items():
         name = f"time-skew-{label}"
-        cases.append(by_design(name, "timestamp", valid("track", name, **fields), (Raw((("message_id", message_id(name)),), flag="timestamp_out_of_range"),), out_of_range))
+        cases.append(
+            by_design(
+                name,
+                "timestamp",
+                valid("track", name, **fields),
+                (Raw((("message_id", message_id(name)),), flag="timestamp_out_of_range"),),
+                out_of_range,
+            )
+        )
     name = "time-year-1"
-    cases.append(by_design(name, "timestamp", valid("track", name, timestamp="0001-01-01T00:00:00Z"),
-                           (Raw((("message_id", message_id(name)), ("timestamp", "0001-01-01T00:00:00+00:00"), ("flags", []))),),
-                           "the far past is taken as is, unflagged (ClickHouse's DateTime64 starts in 1900)"))
+    cases.append(
+        by_design(
+            name,
+            "timestamp",
+            valid("track", name, timestamp="0001-01-01T00:00:00Z"),
+            (Raw((("message_id", message_id(name)), ("timestamp", "0001-01-01T00:00:00+00:00"), ("flags", []))),),
+            "the far past is taken as is, unflagged (ClickHouse's DateTime64 starts in 1900)",
+        )
+    )
     return cases
 
 
 def unknown_types() -> list[Case]:
     cases = []
-    for label, value in {"nope": "nope", "upper-TRACK": "TRACK", "trailing-space": "track ", "empty": "", "delete": "delete", "nul": "track\x00",
-                         "batch": "batch", "missing": DROP}.items():
+    for label, value in {
+        "nope": "nope",
+        "upper-TRACK": "TRACK",
+        "trailing-space": "track ",
+        "empty": "",
+        "delete": "delete",
+        "nul": "track\x00",
+        "batch": "batch",
+        "missing": DROP,
+    }.items():
         name = f"unknown-type-{label}"
         cases.append(all_refused(name, "unknown-type", [valid("track", name, type=value)], "type"))
     name = "unknown-type-in-mixed-batch"
-    cases.append(in_batch(name, "unknown-type", [(valid("track", name, messageId=f"{name}-1", type="nope"), "type", True),
-                                                 (valid("track", name, messageId=f"{name}-2", type="Identify"), "type", True)]))
+    cases.append(
+        in_batch(
+            name,
+            "unknown-type",
+            [
+                (valid("track", name, messageId=f"{name}-1", type="nope"), "type", True),
+                (valid("track", name, messageId=f"{name}-2", type="Identify"), "type", True),
+            ],
+        )
+    )
     for path in ("/v1/nope", "/v1/TRACK", "/v1/tracks", "/v1/", "/v2/track", "/v1/track/extra", "/v1/%2e%2e/%2e%2e/etc/passwd"):
-        cases.append(sender_refused(f"unknown-route-{path.strip('/').replace('/', '_').replace('%', '')}", "unknown-type", path, 404, "path", headers=JSON_WITH_KEY))
+        cases.append(
+            sender_refused(
+                f"unknown-route-{path.strip('/').replace('/', '_').replace('%', '')}",
+                "unknown-type",
+                path,
+                404,
+                "path",
+                headers=JSON_WITH_KEY,
+            )
+        )
     for method, path in (("GET", "/v1/track"), ("PUT", "/v1/batch"), ("DELETE", "/b"), ("PATCH", "/v1/identify")):
-        cases.append(sender_refused(f"unknown-method-{method}-{path.strip('/').replace('/', '_')}", "unknown-type", path, 405, "method", method=method,
-                                    headers=JSON_WITH_KEY))
+        cases.append(
+            sender_refused(
+                f"unknown-method-{method}-{path.strip('/').replace('/', '_')}",
+                "unknown-type",
+                path,
+                405,
+                "method",
+                method=method,
+                headers=JSON_WITH_KEY,
+            )
+        )
     name = "unknown-type-pixel-route"
-    cases.append(Case(name, "unknown-type", f"/v1/pixel/nonsense?writeKey={WRITE_KEY}&event=E&userId=u&hostileCase={marker(name)}", method="GET", headers=(),
-                      word="type", bad_rows=(Row(0, "type"),)))
+    cases.append(
+        Case(
+            name,
+            "unknown-type",
+            f"/v1/pixel/nonsense?writeKey={WRITE_KEY}&event=E&userId=u&hostileCase={marker(name)}",
+            method="GET",
+            headers=(),
+            word="type",
+            bad_rows=(Row(0, "type"),),
+        )
+    )
     return cases
 
 
@@ -645,17 +1036,43 @@ def content_types() -> list[Case]:
     """Whatever type a body declares, JSON is read as JSON (server SDKs send JSON declared as a form or with no
     type, and RudderStack's gateway reads it); only a body that is not JSON, under a type that is not JSON's, is 415."""
     cases = []
-    for content_type in ("application/xml", "text/xml", "text/html", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded",
-                         "application/octet-stream", "image/gif", "application/javascript", "text/csv", "application/json-patch+json",
-                         "application/jsonx", "application/cbor", "application/msgpack", "application/x-ndjson"):
+    for content_type in (
+        "application/xml",
+        "text/xml",
+        "text/html",
+        "multipart/form-data; boundary=x",
+        "application/x-www-form-urlencoded",
+        "application/octet-stream",
+        "image/gif",
+        "application/javascript",
+        "text/csv",
+        "application/json-patch+json",
+        "application/jsonx",
+        "application/cbor",
+        "application/msgpack",
+        "application/x-ndjson",
+    ):
         slug = content_type.split(";")[0].replace("/", "-").replace("+", "-")
         headers = (("content-type", content_type), ("x-write-key", WRITE_KEY))
         name = f"content-type-{slug}"
-        cases.append(Case(name, "content-type", "/v1/track", dumps(valid("track", name)), headers, status=200, by_design=True,
-                          raw=(Raw((("message_id", message_id(name)),)),), note="a JSON body is JSON whatever type it declares"))
+        cases.append(
+            Case(
+                name,
+                "content-type",
+                "/v1/track",
+                dumps(valid("track", name)),
+                headers,
+                status=200,
+                by_design=True,
+                raw=(Raw((("message_id", message_id(name)),)),),
+                note="a JSON body is JSON whatever type it declares",
+            )
+        )
         name = f"content-type-{slug}-not-json"
         body = f"<hostileCase>{marker(name)}</hostileCase>&a=1".encode()
-        cases.append(whole_body(name, "content-type", body, 415, "content-type", row_word="content-type", headers=headers, path="/v1/track"))
+        cases.append(
+            whole_body(name, "content-type", body, 415, "content-type", row_word="content-type", headers=headers, path="/v1/track")
+        )
     return cases
 
 
@@ -681,7 +1098,11 @@ def write_keys() -> list[Case]:
             name = f"key-{label}-{path.strip('/').replace('/', '_')}"
             body = dumps(valid("track", name)) if path == "/v1/track" else dumps({"batch": [valid("track", name)]})
             cases.append(sender_refused(name, "write-key", path, status, "writeKey" if status == 401 else word, body=body, headers=headers))
-    for label, key, status in [("wrong", "wk-nope", 401), ("wrong-trailing-space", WRITE_KEY + "%20", 401), ("disabled", DISABLED_KEY, 403)]:
+    for label, key, status in [
+        ("wrong", "wk-nope", 401),
+        ("wrong-trailing-space", WRITE_KEY + "%20", 401),
+        ("disabled", DISABLED_KEY, 403),
+    ]:
         name = f"key-query-{label}"
         cases.append(sender_refused(name, "write-key", f"/v1/track?writeKey={key}", status, "writeKey"))
     for label, key, status in [("wrong", "wk-nope", 401), ("disabled", DISABLED_KEY, 403), ("number", 12345, 401), ("null", None, 401)]:
@@ -691,28 +1112,72 @@ def write_keys() -> list[Case]:
     # A wrong or disabled key in the headers is refused before the body is read: not even a bad row.
     for label, key, status in [("wrong", "wk-nope", 401), ("disabled", DISABLED_KEY, 403)]:
         name = f"key-{label}-with-invalid-json"
-        cases.append(sender_refused(name, "write-key", "/v1/batch", status, "writeKey", body=b'{"hostileCase":"%s","batch":[' % marker(name).encode(),
-                                    headers=(("content-type", "application/json"), ("x-write-key", key))))
+        cases.append(
+            sender_refused(
+                name,
+                "write-key",
+                "/v1/batch",
+                status,
+                "writeKey",
+                body=b'{"hostileCase":"%s","batch":[' % marker(name).encode(),
+                headers=(("content-type", "application/json"), ("x-write-key", key)),
+            )
+        )
         name = f"key-{label}-with-gzip-bomb"
-        cases.append(sender_refused(name, "write-key", "/v1/batch", status, "writeKey", body=gzip_of_repeats(b"\0", 100),
-                                    headers=(("content-type", "application/json"), ("content-encoding", "gzip"), ("x-write-key", key))))
+        cases.append(
+            sender_refused(
+                name,
+                "write-key",
+                "/v1/batch",
+                status,
+                "writeKey",
+                body=gzip_of_repeats(b"\0", 100),
+                headers=(("content-type", "application/json"), ("content-encoding", "gzip"), ("x-write-key", key)),
+            )
+        )
     # Without a key in the headers the key may be in the body, which must be read first: an unreadable body is
     # answered for what it is, and kept without a source (see the report: anyone can write such bad rows).
     name = "key-none-with-invalid-json"
-    cases.append(whole_body(name, "write-key", b'{"hostileCase":"%s","writeKey":"wk-nope","batch":[' % marker(name).encode(), 400, "JSON", headers=JSON_NO_KEY,
-                            note="no key outside the body: the body is read, refused and kept with source_id None"))
+    cases.append(
+        whole_body(
+            name,
+            "write-key",
+            b'{"hostileCase":"%s","writeKey":"wk-nope","batch":[' % marker(name).encode(),
+            400,
+            "JSON",
+            headers=JSON_NO_KEY,
+            note="no key outside the body: the body is read, refused and kept with source_id None",
+        )
+    )
     for label, query, status in [("none", "", 401), ("wrong", "&writeKey=wk-nope", 401), ("disabled", f"&writeKey={DISABLED_KEY}", 403)]:
         name = f"key-pixel-{label}"
         cases.append(Case(name, "write-key", f"/v1/pixel/track?event=E&userId=u{query}", method="GET", headers=(), status=status))
     # Origins: a source that lists its origins refuses every other browser (403) and keeps the call as an `auth` bad row.
-    for label, origin in {"evil": "https://evil.example", "null": "null", "suffix": "https://shop.example.evil.example", "trailing-slash": SHOP_ORIGIN + "/",
-                          "http": "http://shop.example"}.items():
+    for label, origin in {
+        "evil": "https://evil.example",
+        "null": "null",
+        "suffix": "https://shop.example.evil.example",
+        "trailing-slash": SHOP_ORIGIN + "/",
+        "http": "http://shop.example",
+    }.items():
         name = f"origin-{label}"
         headers = (("content-type", "application/json"), ("x-write-key", SHOP_KEY), ("origin", origin))
-        cases.append(whole_body(name, "origin", dumps(valid("track", name)), 403, "origin", row_word="origin", path="/v1/track", headers=headers))
+        cases.append(
+            whole_body(name, "origin", dumps(valid("track", name)), 403, "origin", row_word="origin", path="/v1/track", headers=headers)
+        )
     name = "origin-evil-body-key"
-    cases.append(whole_body(name, "origin", dumps({**valid("track", name), "writeKey": SHOP_KEY}), 403, "origin", row_word="origin", path="/v1/t",
-                            headers=(("content-type", "text/plain"), ("origin", "https://evil.example"))))
+    cases.append(
+        whole_body(
+            name,
+            "origin",
+            dumps({**valid("track", name), "writeKey": SHOP_KEY}),
+            403,
+            "origin",
+            row_word="origin",
+            path="/v1/t",
+            headers=(("content-type", "text/plain"), ("origin", "https://evil.example")),
+        )
+    )
     return cases
 
 
@@ -721,15 +1186,26 @@ def pixels() -> list[Case]:
     key = f"writeKey={WRITE_KEY}"
 
     def pixel(name: str, query: str, word: str, index: int | None, marked: bool = True) -> None:
-        cases.append(Case(name, "pixel", f"/v1/pixel/track?{key}&{query}", method="GET", headers=(), word=word, bad_rows=(Row(index, word, marked),)))
+        cases.append(
+            Case(name, "pixel", f"/v1/pixel/track?{key}&{query}", method="GET", headers=(), word=word, bad_rows=(Row(index, word, marked),))
+        )
 
     name = "pixel-data-not-base64"
     pixel(name, f"hostileCase={marker(name)}&data=%25%25%25", "data", None)
     name = "pixel-data-not-json"
     pixel(name, f"hostileCase={marker(name)}&data={base64.urlsafe_b64encode(b'not json ' + marker(name).encode()).decode()}", "data", None)
     name = "pixel-data-array"
-    cases.append(Case(name, "pixel", f"/v1/pixel?{key}&data={base64.urlsafe_b64encode(dumps([marker(name)])).decode()}", method="GET", headers=(), word="event",
-                      bad_rows=(Row(0, "expected a JSON object"),)))
+    cases.append(
+        Case(
+            name,
+            "pixel",
+            f"/v1/pixel?{key}&data={base64.urlsafe_b64encode(dumps([marker(name)])).decode()}",
+            method="GET",
+            headers=(),
+            word="event",
+            bad_rows=(Row(0, "expected a JSON object"),),
+        )
+    )
     name = "pixel-data-NaN"
     data = base64.urlsafe_b64encode(b'{"type":"track","x":NaN}').decode()
     pixel(name, f"hostileCase={marker(name)}&data={data}", "data", None)
@@ -750,18 +1226,24 @@ def pixels() -> list[Case]:
 
 def mixed_batches() -> list[Case]:
     name = "mixed-every-kind"
-    return [in_batch(name, "mixed-batch", [
-        (valid("track", name, messageId=f"{name}-1", anonymousId=[1]), "anonymousId", True),
-        (valid("track", name, messageId=f"{name}-2", type="nope"), "type", True),
-        (valid("track", name, messageId="m" * 101), "messageId", True),
-        (valid("track", name, messageId=f"{name}-4", properties={"x": nested_value(17)}), "nested deeper", True),
-        (marker(name), "expected a JSON object", True),
-        (42, "expected a JSON object", False),
-        (None, "expected a JSON object", False),
-        ([], "expected a JSON object", False),
-        (valid("track", name, messageId=f"{name}-9", timestamp="0000-01-01T00:00:00Z"), "timestamp", True),
-        (valid("track", name, messageId=f"{name}-10", anonymousId=DROP, userId=DROP), "userId or anonymousId", True),
-    ])]
+    return [
+        in_batch(
+            name,
+            "mixed-batch",
+            [
+                (valid("track", name, messageId=f"{name}-1", anonymousId=[1]), "anonymousId", True),
+                (valid("track", name, messageId=f"{name}-2", type="nope"), "type", True),
+                (valid("track", name, messageId="m" * 101), "messageId", True),
+                (valid("track", name, messageId=f"{name}-4", properties={"x": nested_value(17)}), "nested deeper", True),
+                (marker(name), "expected a JSON object", True),
+                (42, "expected a JSON object", False),
+                (None, "expected a JSON object", False),
+                ([], "expected a JSON object", False),
+                (valid("track", name, messageId=f"{name}-9", timestamp="0000-01-01T00:00:00Z"), "timestamp", True),
+                (valid("track", name, messageId=f"{name}-10", anonymousId=DROP, userId=DROP), "userId or anonymousId", True),
+            ],
+        )
+    ]
 
 
 CORPUS: list[Case] = [

@@ -33,7 +33,9 @@ def test_footfall_api_reads_through_the_projectors_read_api_on_the_embedded_engi
     env = {"FOOTFALL_ADMIN_KEY": KEY, "FOOTFALL_API_PORT": str(port)}
     logs = tmp_path / "logs"
     with footfall_process("projector", embedded, logs, **env) as projector:
-        wait_until(lambda: answers(f"http://127.0.0.1:{embedded.read_api_port}/healthz"), 120, what="the projector's read API", watch=(projector,))
+        wait_until(
+            lambda: answers(f"http://127.0.0.1:{embedded.read_api_port}/healthz"), 120, what="the projector's read API", watch=(projector,)
+        )
         with footfall_process("api", embedded, logs, **env) as api:
             base = f"http://127.0.0.1:{port}"
             wait_until(lambda: answers(f"{base}/healthz"), 60, what="footfall api", watch=(api,))
@@ -41,11 +43,17 @@ def test_footfall_api_reads_through_the_projectors_read_api_on_the_embedded_engi
             auth = {"Authorization": f"Bearer {KEY}"}
             assert httpx.get(f"{base}/api/v1/users", timeout=10).status_code == 401
             assert httpx.get(f"{base}/api/v1/users", headers=auth, timeout=30).json() == {"users": [], "next_cursor": None}
-            created = httpx.post(f"{base}/api/v1/users", json={"email": "cli@example.com", "properties": {"plan": "pro"}}, headers=auth, timeout=30)
+            created = httpx.post(
+                f"{base}/api/v1/users", json={"email": "cli@example.com", "properties": {"plan": "pro"}}, headers=auth, timeout=30
+            )
             assert created.status_code == 202, created.text
             command = created.json()["command_id"]
-            wait_until(lambda: httpx.get(f"{base}/api/v1/commands/{command}", headers=auth, timeout=10).status_code == 200, 60,
-                       what="the create applied, read through the read API", watch=(api, projector))
+            wait_until(
+                lambda: httpx.get(f"{base}/api/v1/commands/{command}", headers=auth, timeout=10).status_code == 200,
+                60,
+                what="the create applied, read through the read API",
+                watch=(api, projector),
+            )
             user = httpx.get(f"{base}/api/v1/users/{created.json()['person_id']}", headers=auth, timeout=10).json()
             assert user["email"] == "cli@example.com" and user["properties"]["plan"] == "pro"
             assert httpx.get(f"{base}/api/v1/openapi.json", timeout=10).json()["info"]["title"] == "footfall management API"

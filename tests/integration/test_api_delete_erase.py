@@ -32,7 +32,8 @@ def mentions(query, needle: str) -> dict[str, int]:
     for table in tables:
         count = query(
             f"SELECT count() FROM {{db}}.{table} WHERE positionCaseInsensitive(formatRowNoNewline('JSONEachRow', *), {{s:String}}) > 0",
-            s=needle)[0][0]
+            s=needle,
+        )[0][0]
         if count:
             found[table] = count
     return found
@@ -43,7 +44,7 @@ def person_rows(query, distinct_ids: list[str], person_id: str, received_by: dat
     received_by = received_by or datetime(2200, 1, 1, tzinfo=UTC)
     queries = {
         "events": "SELECT count() FROM {db}.events FINAL WHERE (distinct_id IN {ids:Array(String)} OR person_id = {p:String}) "
-                  "AND received_at <= {by:DateTime64(3, 'UTC')}",
+        "AND received_at <= {by:DateTime64(3, 'UTC')}",
         "sessions": "SELECT count() FROM {db}.sessions FINAL WHERE device_key IN {ids:Array(String)} OR distinct_id IN {ids:Array(String)}",
         "persons": "SELECT count() FROM {db}.persons FINAL WHERE person_id = {p:String}",
         "person_distinct_ids": "SELECT count() FROM {db}.person_distinct_ids FINAL WHERE distinct_id IN {ids:Array(String)}",
@@ -51,8 +52,10 @@ def person_rows(query, distinct_ids: list[str], person_id: str, received_by: dat
         "event_counts_daily_by_distinct_id": "SELECT count() FROM {db}.event_counts_daily_by_distinct_id WHERE distinct_id IN {ids:Array(String)}",
         "person_overrides": "SELECT count() FROM {db}.person_overrides FINAL WHERE into_person = {p:String}",
     }
-    return {name: query(sql, ids=distinct_ids, p=person_id, by=received_by.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3])[0][0]
-            for name, sql in queries.items()}
+    return {
+        name: query(sql, ids=distinct_ids, p=person_id, by=received_by.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3])[0][0]
+        for name, sql in queries.items()
+    }
 
 
 def test_delete_and_erase_hold_through_replay(kafka_bootstrap, clickhouse_dsn, clickhouse_client, tmp_path):
@@ -72,8 +75,10 @@ def test_delete_and_erase_hold_through_replay(kafka_bootstrap, clickhouse_dsn, c
             sdk.page(anonymous_id=device, name="Home", properties={"url": "https://example.com/"})
             sdk.identify(anonymous_id=device, user_id=user_id, traits={"city": "Oslo"})
             sdk.track(user_id=user_id, event="Bought", properties={"note": f"{user_id} bought"})
-        stack.wait(lambda: all(api.get(f"/api/v1/users/{p}", headers=auth).json()["event_count"] == 3 for p in people.values()),
-                   "every user's three events counted")
+        stack.wait(
+            lambda: all(api.get(f"/api/v1/users/{p}", headers=auth).json()["event_count"] == 3 for p in people.values()),
+            "every user's three events counted",
+        )
         query = querier(clickhouse_client, settings.database)
         assert person_rows(query, [erased, erased_device], people[erased])["events"] == 3
 
@@ -89,16 +94,27 @@ def test_delete_and_erase_hold_through_replay(kafka_bootstrap, clickhouse_dsn, c
 
         audit = api.get("/api/v1/erasures", headers=auth).json()["erasures"]
         assert [(e["person_id"], sorted(e["id_digests"])) for e in audit] == [
-            (people[erased], sorted(id_digest(i) for i in (erased, erased_device, erased_email)))]
+            (people[erased], sorted(id_digest(i) for i in (erased, erased_device, erased_email)))
+        ]
 
         # Later tracking: the deleted user's id starts a fresh, visible user; the erased user's is dropped.
         sdk.identify(anonymous_id=f"new-device-{tag}", user_id=deleted, traits={"plan": "returning"})
         sdk.track(user_id=erased, event="Came Back", properties={"note": "must not be kept"})
-        fresh = stack.wait(lambda: (r := api.get(f"/api/v1/users/user_id:{deleted}", headers=auth)).status_code == 200
-                           and r.json()["properties"] and r.json(), "the fresh user of the deleted id, with its traits")
+        fresh = stack.wait(
+            lambda: (
+                (r := api.get(f"/api/v1/users/user_id:{deleted}", headers=auth)).status_code == 200 and r.json()["properties"] and r.json()
+            ),
+            "the fresh user of the deleted id, with its traits",
+        )
         assert fresh["person_id"] != people[deleted] and fresh["properties"] == {"plan": "returning"}
-        dropped = stack.wait(lambda: [b for b in map(orjson.loads, topic_values(settings, settings.topics.dead_letter.name))
-                                      if "erased" in b["problems"][0]["reason"]], "the erased user's call recorded as dropped")
+        dropped = stack.wait(
+            lambda: [
+                b
+                for b in map(orjson.loads, topic_values(settings, settings.topics.dead_letter.name))
+                if "erased" in b["problems"][0]["reason"]
+            ],
+            "the erased user's call recorded as dropped",
+        )
         assert dropped[0]["problems"][0]["field"] == "userId" and "must not be kept" not in dropped[0]["payload"]
         assert mentions(query, "Came Back") == {}
         assert api.get(f"/api/v1/users/{people[kept]}", headers=auth).json()["event_count"] == 3

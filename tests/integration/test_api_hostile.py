@@ -68,8 +68,11 @@ def test_no_json_body_gets_a_5xx(api, value, where):
         "patch-set": {"set": value},
         "bulk": {"filter": value, "update": {"set": {"a": 1}}},
     }[where]
-    method, path = {"create": ("POST", "/api/v1/users"), "create-properties": ("POST", "/api/v1/users"),
-                    "bulk": ("POST", "/api/v1/users/bulk")}.get(where, ("PATCH", "/api/v1/users/user_id:fuzz-nobody"))
+    method, path = {
+        "create": ("POST", "/api/v1/users"),
+        "create-properties": ("POST", "/api/v1/users"),
+        "bulk": ("POST", "/api/v1/users/bulk"),
+    }.get(where, ("PATCH", "/api/v1/users/user_id:fuzz-nobody"))
     response = api.request(method, path, content=json.dumps(body, allow_nan=False), headers={**AUTH, "content-type": "application/json"})
     assert response.status_code < 500, response.text
 
@@ -78,7 +81,10 @@ def test_no_json_body_gets_a_5xx(api, value, where):
 @given(ref=st.text(min_size=1, max_size=60), q=st.text(max_size=60), cursor=st.text(max_size=60))
 def test_no_ref_search_or_cursor_gets_a_5xx(api, ref, q, cursor):
     ref = quote(ref, safe="")
-    for path, params in ((f"/api/v1/users/{ref}", {}), (f"/api/v1/users/{ref}/events", {"cursor": cursor}),
-                         ("/api/v1/users", {"q": q, "cursor": cursor, f"properties.{q}": ref})):
+    for path, params in (
+        (f"/api/v1/users/{ref}", {}),
+        (f"/api/v1/users/{ref}/events", {"cursor": cursor}),
+        ("/api/v1/users", {"q": q, "cursor": cursor, f"properties.{q}": ref}),
+    ):
         response = api.get(path, params=params, headers=AUTH)
         assert response.status_code < 500, (path, params, response.text)

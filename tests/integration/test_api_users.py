@@ -54,14 +54,29 @@ def test_the_admin_key_is_required_and_a_write_key_is_not_one(stack):
 
 def test_create_then_read_by_every_ref_kind(stack):
     user_id, email = unique("u"), f"{unique('ada')}@Example.com"
-    answer = create(stack, user_id=user_id, email=email, first_name="Ada", last_name="Lovelace", city="London",
-                    properties={"plan": "pro", "seats": 3}, tags=["vip"])
+    answer = create(
+        stack,
+        user_id=user_id,
+        email=email,
+        first_name="Ada",
+        last_name="Lovelace",
+        city="London",
+        properties={"plan": "pro", "seats": 3},
+        tags=["vip"],
+    )
     assert answer["readable"] is True and answer["command_id"]
     user = answer["user"]
     assert user["person_id"] == answer["person_id"]
     assert user["email"] == email.lower() and user["name"] == "Ada Lovelace" and user["tags"] == ["vip"]
-    assert user["properties"] == {"user_id": user_id, "email": email.lower(), "first_name": "Ada", "last_name": "Lovelace",
-                                  "city": "London", "plan": "pro", "seats": 3}
+    assert user["properties"] == {
+        "user_id": user_id,
+        "email": email.lower(),
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "city": "London",
+        "plan": "pro",
+        "seats": 3,
+    }
     assert user["status"] == "active" and user["is_identified"] is True and user_id in user["distinct_ids"]
     for ref in (user["person_id"], f"user_id:{user_id}", f"email:{email}", f"distinct_id:{user_id}"):
         response = stack.api.get(f"/api/v1/users/{ref}", headers=stack.auth)
@@ -130,8 +145,9 @@ def test_patch_sets_unsets_tags_and_status(stack):
 
 def test_list_searches_filters_sorts_and_pages_with_a_cursor(stack):
     marker = unique("grace")
-    people = [create(stack, email=f"{marker}-{n}@example.com", first_name=f"{marker}{n}", properties={"rank": n})["person_id"]
-              for n in range(5)]
+    people = [
+        create(stack, email=f"{marker}-{n}@example.com", first_name=f"{marker}{n}", properties={"rank": n})["person_id"] for n in range(5)
+    ]
     seen, cursor = [], None
     while True:
         params = {"q": marker, "sort": "email", "limit": 2, **({"cursor": cursor} if cursor else {})}
@@ -176,22 +192,30 @@ def test_an_api_created_user_later_identified_by_the_segment_sdk_is_one_person(s
     sdk.track(anonymous_id=other_device, event="Clicked")
 
     def persons_of(*distinct_ids):
-        return {r[1] for r in stack.query(
-            "SELECT distinct_id, argMax(person_id, version) FROM {db}.person_distinct_ids WHERE distinct_id IN {ids:Array(String)} GROUP BY distinct_id",
-            ids=list(distinct_ids))}
+        return {
+            r[1]
+            for r in stack.query(
+                "SELECT distinct_id, argMax(person_id, version) FROM {db}.person_distinct_ids WHERE distinct_id IN {ids:Array(String)} GROUP BY distinct_id",
+                ids=list(distinct_ids),
+            )
+        }
 
     stack.wait(lambda: persons_of(device, user_id) == {by_user_id}, "the device joins the API's user")
     stack.wait(lambda: persons_of(other_device) == {by_email}, "the email's new user id joins the API's user")
-    user = stack.wait(lambda: (u := stack.api.get(f"/api/v1/users/user_id:{user_id}", headers=stack.auth).json())["event_count"] == 2 and u,
-                      "both events counted on the API's user")
+    user = stack.wait(
+        lambda: (u := stack.api.get(f"/api/v1/users/user_id:{user_id}", headers=stack.auth).json())["event_count"] == 2 and u,
+        "both events counted on the API's user",
+    )
     assert user["person_id"] == by_user_id and user["properties"]["plan"] == "pro"  # tracking's later $set wins
     assert stack.query("SELECT count() FROM {db}.persons FINAL WHERE person_id = {p:String}", p=by_user_id) == [(1,)]
     events = stack.api.get(f"/api/v1/users/{by_user_id}/events", headers=stack.auth).json()["events"]
     assert sorted(e["type"] for e in events) == ["identify", "track"]
     assert [e["timestamp"] for e in events] == sorted((e["timestamp"] for e in events), reverse=True)  # newest first
     # the device's anonymous person was merged into the API's user: the merges list says so
-    merged = stack.wait(lambda: (m := stack.api.get(f"/api/v1/users/user_id:{user_id}/merges", headers=stack.auth).json()["merges"]) and m,
-                        "the device's person listed as merged in")
+    merged = stack.wait(
+        lambda: (m := stack.api.get(f"/api/v1/users/user_id:{user_id}/merges", headers=stack.auth).json()["merges"]) and m,
+        "the device's person listed as merged in",
+    )
     assert [m["from_person"] for m in merged] == [person_id_for(device)] and merged[0]["merged_at"]
 
 
@@ -199,9 +223,13 @@ def test_a_disabled_users_events_are_stored_flagged_and_do_not_change_the_profil
     user_id = unique("dis")
     person = create(stack, user_id=user_id, properties={"plan": "free"}, status="disabled")["person_id"]
     stack.track("/v1/track", {"userId": user_id, "event": "Upgraded", "properties": {"$set": {"plan": "pro"}}, "messageId": unique("m")})
-    flagged = stack.wait(lambda: stack.query("SELECT flags FROM {db}.events FINAL WHERE distinct_id = {d:String}", d=user_id), "the event stored")
+    flagged = stack.wait(
+        lambda: stack.query("SELECT flags FROM {db}.events FINAL WHERE distinct_id = {d:String}", d=user_id), "the event stored"
+    )
     assert flagged == [(["user_disabled"],)]
-    user = stack.wait(lambda: (u := stack.api.get(f"/api/v1/users/{person}", headers=stack.auth).json())["event_count"] == 1 and u, "counted")
+    user = stack.wait(
+        lambda: (u := stack.api.get(f"/api/v1/users/{person}", headers=stack.auth).json())["event_count"] == 1 and u, "counted"
+    )
     assert user["properties"]["plan"] == "free"
     stack.api.patch(f"/api/v1/users/{person}?wait=true", json={"status": "active"}, headers=stack.auth)
     stack.track("/v1/track", {"userId": user_id, "event": "Upgraded", "properties": {"$set": {"plan": "pro"}}, "messageId": unique("m")})
@@ -218,26 +246,34 @@ def test_timeline_events_sessions_and_daily_counts_with_zero_days(stack):
     rest = stack.api.get(f"/api/v1/users/{person}/events", params={"limit": 2, "cursor": page["next_cursor"]}, headers=stack.auth).json()
     ids = [e["message_id"] for e in page["events"] + rest["events"]]
     assert sorted(ids) == [f"{user_id}-{n}" for n in range(3)] and rest["next_cursor"] is None
-    assert [e["event"] for e in stack.api.get(f"/api/v1/users/{person}/events", params={"event": "Bought"}, headers=stack.auth).json()["events"]] == ["Bought"]
+    assert [
+        e["event"] for e in stack.api.get(f"/api/v1/users/{person}/events", params={"event": "Bought"}, headers=stack.auth).json()["events"]
+    ] == ["Bought"]
     stack.wait(lambda: stack.api.get(f"/api/v1/users/{person}/sessions", headers=stack.auth).json()["sessions"], "a session")
     counts = stack.api.get(f"/api/v1/users/{person}/event-counts", params={"days": 7}, headers=stack.auth).json()["days"]
     assert len(counts) == 7 and counts[-1] == {"day": datetime.now(UTC).date().isoformat(), "count": 3}
     assert all(day["count"] == 0 for day in counts[:-1])
-    clicked = stack.api.get(f"/api/v1/users/{person}/event-counts", params={"days": 2, "event": "Clicked"}, headers=stack.auth).json()["days"]
+    clicked = stack.api.get(f"/api/v1/users/{person}/event-counts", params={"days": 2, "event": "Clicked"}, headers=stack.auth).json()[
+        "days"
+    ]
     assert clicked[-1]["count"] == 2
 
 
 def test_bulk_edit_by_refs_and_by_filter_is_a_job_to_follow(stack):
     marker = unique("bulk")
     people = [create(stack, user_id=f"{marker}-{n}", properties={"team": marker})["person_id"] for n in range(4)]
-    response = stack.api.post("/api/v1/users/bulk", json={"refs": [f"user_id:{marker}-0", people[1], "user_id:missing"],
-                                                           "update": {"tags": {"add": ["bulk-tag"]}}}, headers=stack.auth)
+    response = stack.api.post(
+        "/api/v1/users/bulk",
+        json={"refs": [f"user_id:{marker}-0", people[1], "user_id:missing"], "update": {"tags": {"add": ["bulk-tag"]}}},
+        headers=stack.auth,
+    )
     assert response.status_code == 202
     job = response.json()["job_id"]
     done = stack.wait(lambda: (j := stack.api.get(f"/api/v1/jobs/{job}", headers=stack.auth).json())["state"] == "done" and j, "job done")
     assert (done["matched"], done["sent"], done["applied"], done["not_found"]) == (2, 2, 2, ["user_id:missing"])
-    response = stack.api.post("/api/v1/users/bulk", json={"filter": {"properties": {"team": marker}}, "update": {"set": {"tier": "gold"}}},
-                              headers=stack.auth)
+    response = stack.api.post(
+        "/api/v1/users/bulk", json={"filter": {"properties": {"team": marker}}, "update": {"set": {"tier": "gold"}}}, headers=stack.auth
+    )
     job = response.json()["job_id"]
     stack.wait(lambda: stack.api.get(f"/api/v1/jobs/{job}", headers=stack.auth).json()["state"] == "done", "filter job done")
     tagged = stack.api.get("/api/v1/users", params={"tag": "bulk-tag"}, headers=stack.auth).json()["users"]
@@ -269,7 +305,8 @@ def test_metrics_count_requests_commands_and_waits(stack):
     stack.api.get("/api/v1/users/user_id:nobody-at-all", headers=stack.auth)
     after = stack.api.get("/metrics").text
     assert _sample(after, "footfall_api_commands_published_total", topic="user-commands") > _sample(
-        before.text, "footfall_api_commands_published_total", topic="user-commands")
+        before.text, "footfall_api_commands_published_total", topic="user-commands"
+    )
     assert _sample(after, "footfall_api_waits_total", outcome="readable") >= 1
     assert _sample(after, "footfall_api_write_to_readable_seconds_count") >= 1
     assert _sample(after, "footfall_api_http_requests_total", handler="/api/v1/users", method="POST", status="2xx") >= 1

@@ -43,11 +43,20 @@ def format_query(client, statement: str) -> str:
 
 def test_chdb_parses_every_cluster_statement(clickhouse_client):
     formatted = [format_query(clickhouse_client, statement) for statement in cluster_ddl("footfall")]
-    ddl = [f for f in formatted if f.startswith(("CREATE TABLE", "CREATE MATERIALIZED VIEW", "CREATE VIEW", "DROP", "CREATE DATABASE", "ALTER TABLE"))]
+    ddl = [
+        f
+        for f in formatted
+        if f.startswith(("CREATE TABLE", "CREATE MATERIALIZED VIEW", "CREATE VIEW", "DROP", "CREATE DATABASE", "ALTER TABLE"))
+    ]
     assert ddl == formatted
     assert all(f" ON CLUSTER {CLUSTER}" in f for f in formatted)
     engines = [m for f in formatted if (m := re.search(r"ENGINE = (\w+)", f))]
-    assert {m[1] for m in engines} <= {"ReplicatedReplacingMergeTree", "ReplicatedAggregatingMergeTree", "ReplicatedMergeTree", "Distributed"}
+    assert {m[1] for m in engines} <= {
+        "ReplicatedReplacingMergeTree",
+        "ReplicatedAggregatingMergeTree",
+        "ReplicatedMergeTree",
+        "Distributed",
+    }
 
 
 def test_events_and_sessions_are_sharded_and_the_rest_replicated_everywhere():
@@ -85,12 +94,18 @@ def test_the_cluster_ddl_on_single_node_engines_runs_like_the_single_node_schema
             client.command(back_to_single_node(statement))
 
         def tables(database):
-            return {row[0]: row[1] for row in client.query(
-                "SELECT name, engine FROM system.tables WHERE database = {d:String}", parameters={"d": database}).result_rows}
+            return {
+                row[0]: row[1]
+                for row in client.query(
+                    "SELECT name, engine FROM system.tables WHERE database = {d:String}", parameters={"d": database}
+                ).result_rows
+            }
 
         def columns(database, table):
-            return client.query("SELECT name, type FROM system.columns WHERE database = {d:String} AND table = {t:String} "
-                                "ORDER BY position", parameters={"d": database, "t": table}).result_rows
+            return client.query(
+                "SELECT name, type FROM system.columns WHERE database = {d:String} AND table = {t:String} ORDER BY position",
+                parameters={"d": database, "t": table},
+            ).result_rows
 
         # the same names as one node (plus a local table under each sharded one), with the same columns
         assert set(tables(clustered)) == set(tables(single)) - {"schema_migrations"} | {f"{t}_local" for t in SHARDED}
@@ -103,13 +118,18 @@ def test_the_cluster_ddl_on_single_node_engines_runs_like_the_single_node_schema
             client.command(
                 f"INSERT INTO {database}.{events} (message_id, timestamp, received_at, type, event, distinct_id, person_id) "
                 "VALUES ('m1', '2025-01-01 10:00:00', '2025-01-01 10:00:01', 'track', 'Signed Up', 'd1', 'p1'), "
-                "('m1', '2025-01-01 10:00:00', '2025-01-01 10:00:01', 'track', 'Signed Up', 'd1', 'p1')")
-            client.command(f"INSERT INTO {database}.person_distinct_ids (distinct_id, person_id, version, is_deleted) VALUES ('d1', 'p1', 1, 0)")
+                "('m1', '2025-01-01 10:00:00', '2025-01-01 10:00:01', 'track', 'Signed Up', 'd1', 'p1')"
+            )
+            client.command(
+                f"INSERT INTO {database}.person_distinct_ids (distinct_id, person_id, version, is_deleted) VALUES ('d1', 'p1', 1, 0)"
+            )
 
         def answers(database):
-            return (client.query(f"SELECT count() FROM {database}.events FINAL").result_rows,
-                    client.query(f"SELECT person_id, event, count FROM {database}.event_counts_daily").result_rows,
-                    client.query(f"SELECT message_id, live_person_id FROM {database}.events_resolved").result_rows)
+            return (
+                client.query(f"SELECT count() FROM {database}.events FINAL").result_rows,
+                client.query(f"SELECT person_id, event, count FROM {database}.event_counts_daily").result_rows,
+                client.query(f"SELECT message_id, live_person_id FROM {database}.events_resolved").result_rows,
+            )
 
         assert answers(clustered) == answers(single) == ([(1,)], [("p1", "Signed Up", 1)], [("m1", "p1")])
     finally:

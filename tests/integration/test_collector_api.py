@@ -33,13 +33,27 @@ AUTH = (WRITE_KEY, "")
 
 
 def call(call_type: str, n: int = 1, **extra) -> dict:
-    return {"type": call_type, "anonymousId": f"anon-{n}", "userId": f"user-{n}", "event": "Signed Up", "groupId": "g",
-            "previousId": f"prev-{n}", "messageId": f"m-{call_type}-{n}", **extra}
+    return {
+        "type": call_type,
+        "anonymousId": f"anon-{n}",
+        "userId": f"user-{n}",
+        "event": "Signed Up",
+        "groupId": "g",
+        "previousId": f"prev-{n}",
+        "messageId": f"m-{call_type}-{n}",
+        **extra,
+    }
 
 
 def test_every_route_takes_its_calls_and_kafka_has_them_keyed_by_device(collector_settings, tmp_path):
-    routes = {"track": ("/v1/track", "/v1/t"), "identify": ("/v1/identify", "/v1/i"), "page": ("/v1/page", "/v1/p"),
-              "screen": ("/v1/screen", "/v1/s"), "group": ("/v1/group", "/v1/g"), "alias": ("/v1/alias", "/v1/a")}
+    routes = {
+        "track": ("/v1/track", "/v1/t"),
+        "identify": ("/v1/identify", "/v1/i"),
+        "page": ("/v1/page", "/v1/p"),
+        "screen": ("/v1/screen", "/v1/s"),
+        "group": ("/v1/group", "/v1/g"),
+        "alias": ("/v1/alias", "/v1/a"),
+    }
     with running_collector(collector_settings, tmp_path) as client:
         n = 0
         for call_type, paths in routes.items():
@@ -81,7 +95,10 @@ def test_single_event_requests_from_many_clients_share_envelopes_and_each_is_ans
     app = collector_app(settings, tmp_path)
 
     async def send() -> list[httpx.Response]:
-        async with app.router.lifespan_context(app), httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://collector") as client:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://collector") as client,
+        ):
             return await asyncio.gather(*(client.post("/v1/track", json=call("track", n), auth=AUTH) for n in range(200)))
 
     answers = asyncio.run(send())
@@ -125,7 +142,10 @@ def test_a_batch_keeps_valid_calls_and_dead_letters_each_invalid_one_with_its_re
     assert contexts["track"] == {"locale": "en", "library": {"name": "server-batcher"}}
     assert contexts["identify"] == {"locale": "fr", "library": {"name": "server-batcher"}}
     rows = sorted((m.value for m in bad_rows(collector_settings)), key=lambda row: row["index"])
-    assert [(r["index"], r["problems"][0]["field"], r["source_id"], r["stage"]) for r in rows] == [(1, "event", "web", "collector"), (2, "event", "web", "collector")]
+    assert [(r["index"], r["problems"][0]["field"], r["source_id"], r["stage"]) for r in rows] == [
+        (1, "event", "web", "collector"),
+        (2, "event", "web", "collector"),
+    ]
     assert orjson.loads(rows[0]["payload"]) == {"type": "track", "userId": "u"}
     assert all(datetime.fromisoformat(r["received_at"]) >= before for r in rows)
 
@@ -181,8 +201,11 @@ def test_cors_lets_any_origin_send_unless_the_source_lists_its_origins(collector
         evil_preflight = client.options("/v1/t?writeKey=wk-shop", headers={"Origin": "https://evil.example", **preflight})
         open_post = client.post("/v1/t", json=call("track"), auth=AUTH, headers={"Origin": "https://any.example"})
         shop_post = client.post("/v1/t?writeKey=wk-shop", json=call("track", 2), headers={"Origin": "https://shop.example"})
-        evil_post = client.post("/v1/t", content=orjson.dumps({**call("track", 3), "writeKey": "wk-shop"}),
-                                headers={"Origin": "https://evil.example", "Content-Type": "text/plain"})
+        evil_post = client.post(
+            "/v1/t",
+            content=orjson.dumps({**call("track", 3), "writeKey": "wk-shop"}),
+            headers={"Origin": "https://evil.example", "Content-Type": "text/plain"},
+        )
         server_post = client.post("/v1/t", json=call("track", 4), auth=("wk-shop", ""))
     assert open_preflight.status_code == 200 and open_preflight.headers["access-control-allow-origin"] == "*"
     assert "POST" in open_preflight.headers["access-control-allow-methods"]
@@ -213,8 +236,11 @@ def test_the_pixel_always_answers_a_gif_and_dead_letters_what_it_refuses(collect
 
 
 def test_settings_let_analytics_js_bootstrap_against_this_collector(collector_settings, tmp_path):
-    sources = [{"id": "web", "write_key": WRITE_KEY}, {"id": "eu", "write_key": "wk-eu", "api_host": "eu.collector.example/v1"},
-               {"id": "old", "write_key": "wk-old", "enabled": False}]
+    sources = [
+        {"id": "web", "write_key": WRITE_KEY},
+        {"id": "eu", "write_key": "wk-eu", "api_host": "eu.collector.example/v1"},
+        {"id": "old", "write_key": "wk-old", "enabled": False},
+    ]
     with running_collector(collector_settings, tmp_path, sources) as client:
         settings = client.get(f"/v1/projects/{WRITE_KEY}/settings", headers={"Origin": "https://shop.example"})
         eu = client.get("/v1/projects/wk-eu/settings").json()
@@ -244,7 +270,9 @@ def test_a_hot_device_is_held_back_without_breaking_its_order_or_other_devices(c
     hot = {"type": "track", "event": "Tick", "anonymousId": "hot"}
     with running_collector(collector_settings, tmp_path, sources) as client:
         first = [client.post("/v1/t", json={**hot, "messageId": f"hot-{i}"}, auth=AUTH).status_code for i in range(3)]
-        mixed = client.post("/v1/batch", json={"batch": [{**call("track", 5), "messageId": "calm-1"}, {**hot, "messageId": "hot-3"}]}, auth=AUTH)
+        mixed = client.post(
+            "/v1/batch", json={"batch": [{**call("track", 5), "messageId": "calm-1"}, {**hot, "messageId": "hot-3"}]}, auth=AUTH
+        )
         calm = client.post("/v1/t", json={**call("track", 5), "messageId": "calm-2"}, auth=AUTH)
     assert first == [200, 200, 429]
     assert mixed.status_code == 429 and mixed.json()["errors"][0]["field"] == "anonymousId"
@@ -276,10 +304,21 @@ def test_a_source_that_hashes_emails_never_writes_an_address_to_kafka(collector_
 
     def calls(source: str) -> list[dict]:
         return [
-            {"type": "identify", "userId": address, "anonymousId": f"anon-{source}", "messageId": f"{source}-identify",
-             "traits": {"email": f" {address} ", "plan": "pro", "backup": "ann@example.org"}},
-            {"type": "track", "event": "Signed Up", "anonymousId": f"anon-{source}", "messageId": f"{source}-track",
-             "properties": {"email": address}, "context": {"traits": {"email": address}}},
+            {
+                "type": "identify",
+                "userId": address,
+                "anonymousId": f"anon-{source}",
+                "messageId": f"{source}-identify",
+                "traits": {"email": f" {address} ", "plan": "pro", "backup": "ann@example.org"},
+            },
+            {
+                "type": "track",
+                "event": "Signed Up",
+                "anonymousId": f"anon-{source}",
+                "messageId": f"{source}-track",
+                "properties": {"email": address},
+                "context": {"traits": {"email": address}},
+            },
             {"type": "track", "userId": address, "messageId": f"{source}-refused", "traits": {"email": address}},  # no event
         ]
 
@@ -316,7 +355,11 @@ def test_an_unexpected_failure_is_a_503_with_a_reason_and_unknown_routes_answer_
         monkeypatch.setattr(tracking, "normalize_all", broken)
         failed = client.post("/v1/track", json=call("track"), auth=AUTH)
         monkeypatch.undo()
-        missing, no_such_call, wrong_method = client.get("/nothing"), client.post("/v1/nothing", json={}, auth=AUTH), client.get("/v1/track")
+        missing, no_such_call, wrong_method = (
+            client.get("/nothing"),
+            client.post("/v1/nothing", json={}, auth=AUTH),
+            client.get("/v1/track"),
+        )
         recovered = client.post("/v1/track", json=call("track"), auth=AUTH)
     assert failed.status_code == 503 and failed.headers["retry-after"]
     assert failed.json()["errors"] == [{"field": "collector", "reason": "unexpected internal error; retry later", "rule": "internal_error"}]
@@ -333,9 +376,12 @@ def test_probes_and_metrics(collector_settings, tmp_path):
         health, ready, metrics = client.get("/healthz"), client.get("/readyz"), client.get("/metrics")
     assert (health.status_code, ready.status_code, ready.json()) == (200, 200, {"kafka": "reachable"})
     text = metrics.text
-    for series in ('footfall_collector_requests_total{route="/v1/{call}",status="200"}',
-                   'footfall_collector_requests_total{route="/v1/{call}",status="400"}',
-                   'footfall_collector_events_accepted_total{type="track"}',
-                   'footfall_collector_events_rejected_total{field="event"}',
-                   "footfall_collector_produce_seconds_bucket", "footfall_collector_producer_queue_depth"):
+    for series in (
+        'footfall_collector_requests_total{route="/v1/{call}",status="200"}',
+        'footfall_collector_requests_total{route="/v1/{call}",status="400"}',
+        'footfall_collector_events_accepted_total{type="track"}',
+        'footfall_collector_events_rejected_total{field="event"}',
+        "footfall_collector_produce_seconds_bucket",
+        "footfall_collector_producer_queue_depth",
+    ):
         assert series in text, series

@@ -191,8 +191,10 @@ def raw_problems(spec: Raw, raw: list[dict]) -> list[str]:
     problems = []
     if len(found) != spec.count:
         near = [event for event in raw if event.get(spec.match[0][0]) == spec.match[0][1]]
-        problems.append(f"{len(found)} raw events match {spec.match}, expected {spec.count}; by {spec.match[0][0]} alone: "
-                        f"{[{k: e.get(k) for k, _ in spec.match} for e in near]}")
+        problems.append(
+            f"{len(found)} raw events match {spec.match}, expected {spec.count}; by {spec.match[0][0]} alone: "
+            f"{[{k: e.get(k) for k, _ in spec.match} for e in near]}"
+        )
     if spec.flag and not all(spec.flag in event["flags"] for event in found):
         problems.append(f"flag {spec.flag} missing: {[event['flags'] for event in found]}")
     return problems
@@ -209,7 +211,9 @@ def test_case(run, case):
         problems.append(f"no bad row names {case.word!r}")  # the pixel answers a GIF: its reason is on the bad row
     for spec in case.raw:
         problems += raw_problems(spec, run.raw)
-    assert not problems, f"{case.name} ({case.kind}{', accepted by design: ' + case.note if case.by_design else ''}):\n  " + "\n  ".join(problems)
+    assert not problems, f"{case.name} ({case.kind}{', accepted by design: ' + case.note if case.by_design else ''}):\n  " + "\n  ".join(
+        problems
+    )
 
 
 def test_no_case_is_answered_5xx_or_crashes(run):
@@ -234,7 +238,11 @@ def test_nothing_else_reaches_the_raw_topic(run):
     claimed = [event for event in run.raw if any(all(event.get(f) == v for f, v in spec.match) for case in CORPUS for spec in case.raw)]
     assert len(run.raw) == expected == len(claimed), [e["message_id"] for e in run.raw if e not in claimed]
     # No placeholder id is a Kafka key (the device key) or an anonymous_id: such an anonymousId is dropped, the userId keys the event.
-    assert not [(e["_key"], e["anonymous_id"]) for e in run.raw if is_illegal_id(e["_key"]) or (e["anonymous_id"] is not None and is_illegal_id(e["anonymous_id"]))]
+    assert not [
+        (e["_key"], e["anonymous_id"])
+        for e in run.raw
+        if is_illegal_id(e["_key"]) or (e["anonymous_id"] is not None and is_illegal_id(e["anonymous_id"]))
+    ]
     dropped = [e for e in run.raw if e["message_id"].startswith("hostile-id-dropped-anonymousId")]
     assert len(dropped) >= 7 and all(e["_key"] == e["user_id"] and "placeholder_anonymous_id" in e["flags"] for e in dropped)
 
@@ -249,8 +257,24 @@ def test_memory_stays_bounded(run):
 def test_the_corpus_covers_every_class():
     found = counts()
     assert sum(refused for refused, _ in found.values()) >= 200
-    assert {"invalid-json", "invalid-utf8", "wrong-type", "nan-infinity", "enormous-number", "over-limit", "deep-nesting", "oversized-batch",
-            "gzip", "ids", "illegal-id", "timestamp", "unknown-type", "content-type", "write-key", "origin"} <= set(found)
+    assert {
+        "invalid-json",
+        "invalid-utf8",
+        "wrong-type",
+        "nan-infinity",
+        "enormous-number",
+        "over-limit",
+        "deep-nesting",
+        "oversized-batch",
+        "gzip",
+        "ids",
+        "illegal-id",
+        "timestamp",
+        "unknown-type",
+        "content-type",
+        "write-key",
+        "origin",
+    } <= set(found)
 
 
 # -- a real server: slow clients, and a spoofed X-Forwarded-For -------------------------------------------------
@@ -263,13 +287,21 @@ SLACK_S = 3.0  # scheduling on a busy 2-core machine
 @pytest.fixture(scope="module")
 def server(kafka_bootstrap, tmp_path_factory) -> Iterator[tuple[str, FootfallSettings, Path]]:
     """A `footfall collector` process with short read deadlines, behind a trusted proxy that is not us."""
-    settings = FootfallSettings(kafka_bootstrap_servers=kafka_bootstrap, topic_prefix=f"test-hostile-srv-{uuid.uuid4().hex[:10]}", partitions=3,
-                                collector_port=free_port())
+    settings = FootfallSettings(
+        kafka_bootstrap_servers=kafka_bootstrap,
+        topic_prefix=f"test-hostile-srv-{uuid.uuid4().hex[:10]}",
+        partitions=3,
+        collector_port=free_port(),
+    )
     ensure_topics(kafka_bootstrap, settings.topics.all())
     log_dir = tmp_path_factory.mktemp("hostile-server")
     url = f"http://127.0.0.1:{settings.collector_port}"
-    env = {"FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=hostile", "FOOTFALL_COLLECTOR_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
-           "FOOTFALL_COLLECTOR_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S), "FOOTFALL_TRUSTED_PROXIES": "192.0.2.1"}
+    env = {
+        "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=hostile",
+        "FOOTFALL_COLLECTOR_HEADER_TIMEOUT_S": str(HEADER_TIMEOUT_S),
+        "FOOTFALL_COLLECTOR_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "FOOTFALL_TRUSTED_PROXIES": "192.0.2.1",
+    }
     with footfall_process("collector", settings, log_dir, **env) as proc:
 
         def ready() -> bool:
@@ -330,7 +362,9 @@ class SlowClient:
 def test_slow_clients_are_cut_off_while_others_are_served(server):
     url, _settings, log = server
     port = int(url.rsplit(":", 1)[1])
-    headers = b"POST /v1/track HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\nX-Write-Key: " + WRITE_KEY.encode() + b"\r\n"
+    headers = (
+        b"POST /v1/track HTTP/1.1\r\nHost: collector\r\nContent-Type: application/json\r\nX-Write-Key: " + WRITE_KEY.encode() + b"\r\n"
+    )
     body = orjson.dumps({"type": "track", "event": "Slow", "anonymousId": "slow"})
     clients = [SlowClient(port, headers + b"Content-Length: 100\r\n\r\n", f"slow-headers-{i}") for i in range(20)]
     clients.append(SlowClient(port, b"", "idle"))
@@ -347,7 +381,9 @@ def test_slow_clients_are_cut_off_while_others_are_served(server):
                 client.tick()
             started = time.monotonic()
             n += 1
-            response = normal.post("/v1/track", json={"type": "track", "event": "Normal", "anonymousId": f"normal-{n}"}, headers={"X-Write-Key": WRITE_KEY})
+            response = normal.post(
+                "/v1/track", json={"type": "track", "event": "Normal", "anonymousId": f"normal-{n}"}, headers={"X-Write-Key": WRITE_KEY}
+            )
             served.append((response.status_code, time.monotonic() - started))
             time.sleep(max(0.0, 1.0 - (time.monotonic() - started)))
     open_still = [c.label for c in clients if c.closed_after is None]
@@ -356,8 +392,12 @@ def test_slow_clients_are_cut_off_while_others_are_served(server):
             client.sock.close()
     assert not open_still, f"still open after {deadline:.0f}s: {open_still}"
     header_clients = [c for c in clients if not c.label.startswith("slow-body")]
-    assert all(c.closed_after < HEADER_TIMEOUT_S + SLACK_S for c in header_clients), [(c.label, round(c.closed_after, 1)) for c in header_clients]
-    assert all(c.received.startswith(b"HTTP/1.1 408") and b'"field":"headers"' in c.received for c in header_clients), [c.received[:60] for c in header_clients]
+    assert all(c.closed_after < HEADER_TIMEOUT_S + SLACK_S for c in header_clients), [
+        (c.label, round(c.closed_after, 1)) for c in header_clients
+    ]
+    assert all(c.received.startswith(b"HTTP/1.1 408") and b'"field":"headers"' in c.received for c in header_clients), [
+        c.received[:60] for c in header_clients
+    ]
     body_clients = clients[-3:]
     assert all(c.closed_after < BODY_TIMEOUT_S + SLACK_S for c in body_clients), [(c.label, round(c.closed_after, 1)) for c in body_clients]
     for client in body_clients:
@@ -372,10 +412,19 @@ def test_slow_clients_are_cut_off_while_others_are_served(server):
 
 def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(server):
     url, settings, _log = server
-    spoofed = {"X-Write-Key": WRITE_KEY, "X-Forwarded-For": "203.0.113.9", "Forwarded": "for=203.0.113.9", "X-Real-IP": "203.0.113.9",
-               "X-Forwarded-Proto": "https"}
-    response = httpx.post(f"{url}/v1/track", json={"type": "track", "event": "Spoof", "anonymousId": "spoof", "messageId": "spoofed-xff"},
-                          headers=spoofed, timeout=10)
+    spoofed = {
+        "X-Write-Key": WRITE_KEY,
+        "X-Forwarded-For": "203.0.113.9",
+        "Forwarded": "for=203.0.113.9",
+        "X-Real-IP": "203.0.113.9",
+        "X-Forwarded-Proto": "https",
+    }
+    response = httpx.post(
+        f"{url}/v1/track",
+        json={"type": "track", "event": "Spoof", "anonymousId": "spoof", "messageId": "spoofed-xff"},
+        headers=spoofed,
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     [event] = [m.value for m in raw_events(settings) if m.value["message_id"] == "spoofed-xff"]
     assert event["ip"] == "127.0.0.1"  # the peer: FOOTFALL_TRUSTED_PROXIES names 192.0.2.1 only
@@ -383,4 +432,3 @@ def test_a_spoofed_forwarded_for_from_an_untrusted_peer_is_ignored(server):
 
 def test_markers_are_unique():
     assert all(MARKER.fullmatch(marker(case.name)) for case in CORPUS)
-

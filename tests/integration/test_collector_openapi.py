@@ -38,6 +38,7 @@ def test_the_document_is_valid_and_names_every_route(collector_settings, tmp_pat
     served = {route.path for route in app.routes if isinstance(route, Route) and route.path != "/v1/{call}"}
     assert served - set(document["paths"]) == set()
     from ingest.app import CALLS
+
     assert {f"/v1/{name}" for name in CALLS} <= set(document["paths"])
     assert all(isinstance(route, Route | Mount) for route in app.routes)
 
@@ -48,9 +49,13 @@ def test_real_answers_match_the_document(collector_settings, tmp_path):
     track = {"type": "track", "event": "Signed Up", "anonymousId": "a-1", "messageId": "m-1"}
     with running_collector(collector_settings, tmp_path) as client:
         loading = client.post("/v1/configs", json={"anonymousId": "a-1"}, auth=auth)
-        wait_until(lambda: client.get("/v1/configs", params={"anonymousId": "a-1", "writeKey": WRITE_KEY}).status_code == 200, 30,
-                   what="the configs loaded")
-        answers = [("POST", "/v1/configs", loading, loading.status_code),
+        wait_until(
+            lambda: client.get("/v1/configs", params={"anonymousId": "a-1", "writeKey": WRITE_KEY}).status_code == 200,
+            30,
+            what="the configs loaded",
+        )
+        answers = [
+            ("POST", "/v1/configs", loading, loading.status_code),
             ("POST", "/v1/track", client.post("/v1/track", json=track, auth=auth), 200),
             ("POST", "/v1/t", client.post("/v1/t", json={"anonymousId": "a-1"}, auth=auth), 400),
             ("POST", "/v1/batch", client.post("/v1/batch", json={"batch": [track, "no"]}, auth=auth), 200),
@@ -58,7 +63,12 @@ def test_real_answers_match_the_document(collector_settings, tmp_path):
             ("POST", "/v1/track", client.post("/v1/track", json=track), 401),
             ("POST", "/v1/track", client.post("/v1/track", json=track, auth=("nope", "")), 401),
             ("POST", "/v1/track", client.post("/v1/track", content=b"{not json", auth=auth), 400),
-            ("GET", "/v1/pixel", client.get("/v1/pixel", params={"writeKey": WRITE_KEY, "data": base64.b64encode(orjson.dumps(track)).decode()}), 200),
+            (
+                "GET",
+                "/v1/pixel",
+                client.get("/v1/pixel", params={"writeKey": WRITE_KEY, "data": base64.b64encode(orjson.dumps(track)).decode()}),
+                200,
+            ),
             ("POST", "/v1/configs", client.post("/v1/configs", json={"anonymousId": "a-1"}, auth=auth), 200),
             ("POST", "/v1/configs", client.post("/v1/configs", json={"anonymousId": "null"}, auth=auth), 400),
             ("GET", "/v1/configs", client.get("/v1/configs", params={"anonymousId": "a-1", "writeKey": WRITE_KEY}), 200),

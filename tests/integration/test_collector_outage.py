@@ -51,8 +51,9 @@ def test_a_real_sdk_that_retries_loses_nothing_across_an_outage(local_broker, co
     settings = collector_settings.model_copy(update={"data_dir": tmp_path / "data"})
     failures: list[Exception] = []
     with collector(settings, tmp_path / "logs") as url:
-        client = analytics.Client(WRITE_KEY, host=url, upload_size=5, upload_interval=0.1, max_retries=30,
-                                  on_error=lambda error, batch: failures.append(error))
+        client = analytics.Client(
+            WRITE_KEY, host=url, upload_size=5, upload_interval=0.1, max_retries=30, on_error=lambda error, batch: failures.append(error)
+        )
         client.track(anonymous_id="sdk-device", event="Before outage", message_id="sdk-before")
         client.flush()
         local_broker.stop()
@@ -66,9 +67,12 @@ def test_a_real_sdk_that_retries_loses_nothing_across_an_outage(local_broker, co
             local_broker.start()
         client.flush()  # returns once the SDK's queue is empty: sent, or given up (on_error)
         client.shutdown()
-        refused = sum(sample.value for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text)
-                      for sample in family.samples
-                      if sample.name == "footfall_collector_requests_total" and sample.labels.get("status") == "503")
+        refused = sum(
+            sample.value
+            for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=10).text)
+            for sample in family.samples
+            if sample.name == "footfall_collector_requests_total" and sample.labels.get("status") == "503"
+        )
 
     assert refused > 0  # the SDK did meet the outage, and retried (it re-queues on Retry-After)
     assert failures == []

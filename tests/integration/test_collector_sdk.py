@@ -30,15 +30,26 @@ def test_segment_python_sdk_calls_arrive_field_by_field_with_corrected_times(col
         context = {"ip": "203.0.113.5", "campaign": {"source": "newsletter"}}
         with time_machine.travel(datetime.now(UTC) + CLIENT_CLOCK_AHEAD, tick=True):
             happened = datetime.now(UTC) - timedelta(seconds=30)  # by the device's clock
-            client.track(anonymous_id="anon-sdk", user_id="user-sdk", event="Order Completed", properties={"total": 42.5, "items": [{"sku": "a"}]},
-                         context=context, timestamp=happened, message_id="sdk-track")
-            client.identify(anonymous_id="anon-sdk", user_id="user-sdk", traits={"email": "a@example.com", "plan": "pro"}, message_id="sdk-identify")
+            client.track(
+                anonymous_id="anon-sdk",
+                user_id="user-sdk",
+                event="Order Completed",
+                properties={"total": 42.5, "items": [{"sku": "a"}]},
+                context=context,
+                timestamp=happened,
+                message_id="sdk-track",
+            )
+            client.identify(
+                anonymous_id="anon-sdk", user_id="user-sdk", traits={"email": "a@example.com", "plan": "pro"}, message_id="sdk-identify"
+            )
             client.page(user_id="user-sdk", name="Pricing", properties={"url": "https://example.com/pricing"}, message_id="sdk-page")
             client.group(user_id="user-sdk", group_id="acme", traits={"employees": 50}, message_id="sdk-group")
             client.alias(previous_id="anon-sdk", user_id="user-sdk", message_id="sdk-alias")
         now = datetime.now(UTC)
         for n in range(10):  # a new connection each: the kernel spreads them over both workers
-            httpx.post(f"{url}/v1/t", json={"anonymousId": f"spread-{n}", "event": "Spread"}, auth=(WRITE_KEY, ""), timeout=10).raise_for_status()
+            httpx.post(
+                f"{url}/v1/t", json={"anonymousId": f"spread-{n}", "event": "Spread"}, auth=(WRITE_KEY, ""), timeout=10
+            ).raise_for_status()
         metrics_pages = [httpx.get(f"{url}/metrics", timeout=5).text for _ in range(4)]
 
     events = {m.value["message_id"]: m for m in raw_events(settings) if m.value["event"] != "Spread"}
@@ -59,7 +70,11 @@ def test_segment_python_sdk_calls_arrive_field_by_field_with_corrected_times(col
     assert track["flags"] == []
 
     identify = events["sdk-identify"].value
-    assert (identify["type"], identify["traits"], identify["user_id"]) == ("identify", {"email": "a@example.com", "plan": "pro"}, "user-sdk")
+    assert (identify["type"], identify["traits"], identify["user_id"]) == (
+        "identify",
+        {"email": "a@example.com", "plan": "pro"},
+        "user-sdk",
+    )
     page = events["sdk-page"].value
     assert (events["sdk-page"].key, page["event"], page["properties"]) == ("user-sdk", "Pricing", {"url": "https://example.com/pricing"})
     group = events["sdk-group"].value

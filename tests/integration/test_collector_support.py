@@ -37,6 +37,7 @@ class Message(NamedTuple):
 def running_collector(settings: FootfallSettings, tmp_path: Path, sources: list[dict] | None = None, **config: Any) -> Iterator[Any]:
     """The real app, lifespan and Kafka writer included, behind Starlette's TestClient."""
     from starlette.testclient import TestClient  # imported here, where NO_TESTCLIENT_WARNING applies
+
     with TestClient(collector_app(settings, tmp_path, sources, **config)) as client:
         yield client
 
@@ -63,7 +64,9 @@ def _end_offsets(consumer: Consumer, topic: str, partitions, timeout_s: float = 
 def read_all(settings: FootfallSettings, topic: str, timeout_s: float = 20) -> list[Message]:
     """Every message Kafka holds on `topic` (up to its high watermarks when this is called), envelopes unpacked.
     Each event of an envelope is checked to be on the partition its device key belongs to."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest"})
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": f"test-{uuid.uuid4()}", "auto.offset.reset": "earliest"}
+    )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         expected = _end_offsets(consumer, topic, partitions)

@@ -22,7 +22,14 @@ LAYOUT = {
     "type": "string",
     "variants": [{"key": "classic", "weight": 50}, {"key": "compact", "weight": 50}, {"key": "pro", "value": "pro-layout"}],
     "rules": [
-        {"condition": {"kind": "group", "match": "all", "conditions": [{"kind": "property", "property": "plan", "operator": "equals", "value": "pro"}]}, "variant": "pro"},
+        {
+            "condition": {
+                "kind": "group",
+                "match": "all",
+                "conditions": [{"kind": "property", "property": "plan", "operator": "equals", "value": "pro"}],
+            },
+            "variant": "pro",
+        },
         {"rollout_percent": 100},
     ],
     "default": "classic",
@@ -47,7 +54,11 @@ def test_definitions_versions_and_errors(api):
     assert api.post("/api/v1/configs", json=LAYOUT, headers=AS_ADMIN).status_code == 409
     invalid = api.post("/api/v1/configs", json={**LAYOUT, "key": "other", "default": "nope"}, headers=AS_ADMIN)
     assert invalid.status_code == 422 and invalid.json()["errors"][0]["field"] == "default"
-    bad_rule = api.post("/api/v1/configs", json={**LAYOUT, "key": "x", "rules": [{"condition": {"kind": "property", "property": "n", "operator": "gt", "value": "ten"}}]}, headers=AS_ADMIN)
+    bad_rule = api.post(
+        "/api/v1/configs",
+        json={**LAYOUT, "key": "x", "rules": [{"condition": {"kind": "property", "property": "n", "operator": "gt", "value": "ten"}}]},
+        headers=AS_ADMIN,
+    )
     assert bad_rule.status_code == 422 and "finite number" in bad_rule.text
     updated = api.put("/api/v1/configs/layout", json={**LAYOUT, "description": "v2"}, headers={**AS_ADMIN, "If-Match": "1"})
     assert updated.status_code == 200 and updated.json()["version"] == 2
@@ -55,13 +66,21 @@ def test_definitions_versions_and_errors(api):
     assert stale.status_code == 412 and stale.json()["errors"][0]["field"] == "If-Match"
     disabled = api.patch("/api/v1/configs/layout", json={"enabled": False}, headers=AS_ADMIN)
     assert (disabled.json()["version"], disabled.json()["enabled"]) == (3, False)
-    override = api.put("/api/v1/configs/layout/overrides/ann", json={"variant": "compact", "expires_at": "2030-01-01T00:00:00Z"}, headers=AS_ADMIN)
+    override = api.put(
+        "/api/v1/configs/layout/overrides/ann", json={"variant": "compact", "expires_at": "2030-01-01T00:00:00Z"}, headers=AS_ADMIN
+    )
     assert override.json()["overrides"] == [{"ref": "ann", "variant": "compact", "expires_at": "2030-01-01T00:00:00Z", "reason": ""}]
     assert api.put("/api/v1/configs/layout/overrides/bob", json={"variant": "nope"}, headers=AS_ADMIN).status_code == 422
     assert api.delete("/api/v1/configs/layout/overrides/ann", headers=AS_ADMIN).json()["overrides"] == []
     assert api.delete("/api/v1/configs/layout/overrides/ann", headers=AS_ADMIN).status_code == 404
     versions = api.get("/api/v1/configs/layout/versions", headers=AS_ADMIN).json()["versions"]
-    assert [(v["version"], v["change"]) for v in versions] == [(1, "created"), (2, "updated"), (3, "updated"), (4, "override_set"), (5, "override_removed")]
+    assert [(v["version"], v["change"]) for v in versions] == [
+        (1, "created"),
+        (2, "updated"),
+        (3, "updated"),
+        (4, "override_set"),
+        (5, "override_removed"),
+    ]
     assert api.get("/api/v1/configs/layout/versions/2", headers=AS_ADMIN).json()["description"] == "v2"
     assert api.delete("/api/v1/configs/layout", headers=AS_ADMIN).json()["deleted"] is True
     assert api.get("/api/v1/configs/layout", headers=AS_ADMIN).status_code == 404

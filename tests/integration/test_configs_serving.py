@@ -33,12 +33,20 @@ BANNER = {
     ],
     "default": "off",
 }
-EXPERIMENT = {"key": "checkout", "type": "string", "variants": [{"key": "a", "weight": 1}, {"key": "b", "weight": 1}], "rules": [{}], "default": "a"}
+EXPERIMENT = {
+    "key": "checkout",
+    "type": "string",
+    "variants": [{"key": "a", "weight": 1}, {"key": "b", "weight": 1}],
+    "rules": [{}],
+    "default": "a",
+}
 
 
 def publish(settings: FootfallSettings, spec: dict, version: int, *, deleted: bool = False) -> ConfigVersion:
     """A config version on the configs topic, as the management API writes it."""
-    record = ConfigVersion(spec=ConfigSpec.model_validate(spec), version=version, change="updated", changed_at=datetime.now(UTC), deleted=deleted)
+    record = ConfigVersion(
+        spec=ConfigSpec.model_validate(spec), version=version, change="updated", changed_at=datetime.now(UTC), deleted=deleted
+    )
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     producer.produce(settings.topics.configs.name, record.model_dump_json().encode(), record.key)
     assert producer.flush(10) == 0
@@ -199,7 +207,11 @@ def test_a_rollout_increase_keeps_everyone_already_in(collector_settings, tmp_pa
         wait_for_version(client, "new-search", 1)
 
         def members() -> set[str]:
-            return {f"d{n}" for n in range(600) if served(client, {"anonymousId": f"d{n}", "keys": ["new-search"]})["new-search"]["value"] is True}
+            return {
+                f"d{n}"
+                for n in range(600)
+                if served(client, {"anonymousId": f"d{n}", "keys": ["new-search"]})["new-search"]["value"] is True
+            }
 
         at_10 = members()
         assert 30 <= len(at_10) <= 95  # 10 % of 600 within ~4 standard deviations

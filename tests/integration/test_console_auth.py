@@ -78,8 +78,11 @@ def test_form_posts_without_the_csrf_token_are_refused(client):
     assert client.post("/login", data={"admin_key": ADMIN_KEY}).status_code == 403
     assert client.post("/login", data={"admin_key": ADMIN_KEY, "csrftoken": "forged"}).status_code == 403
     sign_in(client)
-    for path, form in [("/people/new", {"prop.email": "a@b.co"}), ("/logout", {}),
-                       ("/people/bulk", {"scope": "filter", "action": "delete"})]:
+    for path, form in [
+        ("/people/new", {"prop.email": "a@b.co"}),
+        ("/logout", {}),
+        ("/people/bulk", {"scope": "filter", "action": "delete"}),
+    ]:
         refused = client.post(path, data=form, follow_redirects=False)
         assert refused.status_code == 403, path
     assert client.get("/people", follow_redirects=False).status_code == 200  # still signed in: the logout was refused
@@ -101,9 +104,11 @@ def test_assets_are_served_from_the_npm_packages_and_nothing_from_elsewhere(clie
     page = client.get("/people").text
     assert "http://" not in page.split("<main")[0] and "https://" not in page.split("<main")[0]
     modules = Path(settings.web_assets_dir)
-    for url, file in [("/assets/htmx/htmx.min.js", "htmx.org/dist/htmx.min.js"),
-                      ("/assets/pico/pico.min.css", "@picocss/pico/css/pico.min.css"),
-                      ("/assets/chartjs/chart.umd.min.js", "chart.js/dist/chart.umd.min.js")]:
+    for url, file in [
+        ("/assets/htmx/htmx.min.js", "htmx.org/dist/htmx.min.js"),
+        ("/assets/pico/pico.min.css", "@picocss/pico/css/pico.min.css"),
+        ("/assets/chartjs/chart.umd.min.js", "chart.js/dist/chart.umd.min.js"),
+    ]:
         assert url in page or url.endswith("chart.umd.min.js")
         response = client.get(url)
         assert response.status_code == 200 and response.content == (modules / file).read_bytes()
@@ -120,8 +125,9 @@ def test_create_user_shows_the_servers_refusal_at_the_field(client):
     """The page's own checks are JavaScript; a post that skips them gets the API's rule back at the same field."""
     sign_in(client)
     token = csrf_token(client.get("/people/new").text)
-    response = client.post("/people/new", data={"csrftoken": token, "prop.user_id": "u-1", "prop.email": "not-an-email",
-                                                 "prop.first_name": "Ann"})
+    response = client.post(
+        "/people/new", data={"csrftoken": token, "prop.user_id": "u-1", "prop.email": "not-an-email", "prop.first_name": "Ann"}
+    )
     assert response.status_code == 422
     page = response.text
     error = page.split('id="prop.email-error"')[1].split("</small>")[0]

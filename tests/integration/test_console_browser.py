@@ -41,8 +41,13 @@ def stack(kafka_bootstrap, clickhouse_dsn, clickhouse_client, tmp_path_factory) 
     run_id = uuid.uuid4().hex[:10]
     tmp = tmp_path_factory.mktemp("console")
     settings = FootfallSettings(
-        kafka_bootstrap_servers=kafka_bootstrap, clickhouse_url=clickhouse_dsn, topic_prefix=f"test-{run_id}",
-        database=f"test_{run_id}", data_dir=tmp / "data", partitions=3, batch_max_seconds=0.3,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        clickhouse_url=clickhouse_dsn,
+        topic_prefix=f"test-{run_id}",
+        database=f"test_{run_id}",
+        data_dir=tmp / "data",
+        partitions=3,
+        batch_max_seconds=0.3,
     )
     migrate(clickhouse_client, settings.database)
     logs = tmp / "logs"
@@ -74,7 +79,9 @@ def page(browser, stack) -> Iterator[Page]:
 
 
 def api(stack, method: str, path: str, **kwargs) -> httpx.Response:
-    return httpx.request(method, stack["console"] + "/api/v1" + path, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30, **kwargs)
+    return httpx.request(
+        method, stack["console"] + "/api/v1" + path, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30, **kwargs
+    )
 
 
 def sign_in(page: Page) -> None:
@@ -106,14 +113,28 @@ def test_a_person_walks_the_console(page: Page, stack):
     run = uuid.uuid4().hex[:6]
     email, user_id = f"ann.{run}@example.com", f"ann-{run}"
     for i, (first, last) in enumerate([("Bo", "Berg"), ("Cleo", "Dahl"), ("Dev", "Engel")]):
-        created = api(stack, "POST", "/users", params={"wait": "true"},
-                      json={"email": f"{first.lower()}.{run}@example.com", "first_name": first, "last_name": last,
-                            "user_id": f"{first.lower()}-{run}", "tags": ["newsletter"] if i % 2 else []})
+        created = api(
+            stack,
+            "POST",
+            "/users",
+            params={"wait": "true"},
+            json={
+                "email": f"{first.lower()}.{run}@example.com",
+                "first_name": first,
+                "last_name": last,
+                "user_id": f"{first.lower()}-{run}",
+                "tags": ["newsletter"] if i % 2 else [],
+            },
+        )
         assert created.status_code in (200, 201, 202), created.text
     custom = definitions_api_exists(stack)
     if custom:
-        defined = api(stack, "POST", "/property-definitions",
-                      json={"name": "seats", "type": "integer", "label": "Seats", "minimum": 1, "maximum": 100})
+        defined = api(
+            stack,
+            "POST",
+            "/property-definitions",
+            json={"name": "seats", "type": "integer", "label": "Seats", "minimum": 1, "maximum": 100},
+        )
         assert defined.status_code in (200, 201, 202), defined.text
 
     sign_in(page)
@@ -154,17 +175,36 @@ def test_a_person_walks_the_console(page: Page, stack):
 
     # Events sent through the collector reach the timeline and the daily graph.
     now = datetime.now(UTC)
-    sent = [("Viewed Pricing", now - timedelta(days=2)), ("Viewed Pricing", now - timedelta(days=1)),
-            ("Started Trial", now - timedelta(minutes=5))]
+    sent = [
+        ("Viewed Pricing", now - timedelta(days=2)),
+        ("Viewed Pricing", now - timedelta(days=1)),
+        ("Started Trial", now - timedelta(minutes=5)),
+    ]
     for n, (event, at) in enumerate(sent):
-        response = httpx.post(stack["collector"] + "/v1/track", auth=(WRITE_KEY, ""), timeout=10, json={
-            "userId": user_id, "event": event, "timestamp": at.isoformat(), "sentAt": now.isoformat(),
-            "properties": {"plan": "pro", "n": n}, "messageId": f"walk-{run}-{n}"})
+        response = httpx.post(
+            stack["collector"] + "/v1/track",
+            auth=(WRITE_KEY, ""),
+            timeout=10,
+            json={
+                "userId": user_id,
+                "event": event,
+                "timestamp": at.isoformat(),
+                "sentAt": now.isoformat(),
+                "properties": {"plan": "pro", "n": n},
+                "messageId": f"walk-{run}-{n}",
+            },
+        )
         assert response.status_code == 200, response.text
     page.get_by_role("link", name="Events").click()
     timeline = page.get_by_role("table", name="Timeline")
-    reload_until(page, lambda: timeline.locator("tbody tr").filter(has_text="Viewed Pricing").count() == 2
-                 and timeline.locator("tbody tr").filter(has_text="Started Trial").count() == 1, "3 events in the timeline")
+    reload_until(
+        page,
+        lambda: (
+            timeline.locator("tbody tr").filter(has_text="Viewed Pricing").count() == 2
+            and timeline.locator("tbody tr").filter(has_text="Started Trial").count() == 1
+        ),
+        "3 events in the timeline",
+    )
     expect(timeline.locator("tbody tr").first).to_contain_text("Started Trial")  # newest first
     reload_until(page, lambda: page.locator("#counts-total").inner_text().startswith("3 "), "3 events in the graph")
     counts = page.evaluate("document.getElementById('counts-chart').chart.data.datasets[0].data")
@@ -206,15 +246,22 @@ def test_the_sources_snippet_on_another_origin_sends_a_page_view_to_the_timeline
     assert stack["collector"] in snippet
 
     title = f"Snippet page {uuid.uuid4().hex[:6]}"
-    site = Starlette(routes=[Route("/landing", lambda _r: HTMLResponse(
-        f"<!doctype html><html><head><title>{title}</title>{snippet}</head><body><h1>Landing</h1></body></html>"))])
+    site = Starlette(
+        routes=[
+            Route(
+                "/landing",
+                lambda _r: HTMLResponse(
+                    f"<!doctype html><html><head><title>{title}</title>{snippet}</head><body><h1>Landing</h1></body></html>"
+                ),
+            )
+        ]
+    )
     with served(site) as site_url:
         site_url = site_url.replace("127.0.0.1", "localhost")  # another host and port: another origin
         visitor = browser.new_context()
         third_party: list[str] = []
         visit = visitor.new_page()
-        visit.on("request", lambda r: third_party.append(r.url)
-                 if not r.url.startswith((site_url, stack["collector"])) else None)
+        visit.on("request", lambda r: third_party.append(r.url) if not r.url.startswith((site_url, stack["collector"])) else None)
         with visit.expect_response(lambda r: r.url.startswith(stack["collector"] + "/v1/p") and r.status == 200):
             visit.goto(site_url + "/landing")
         anonymous_id = visit.evaluate("window.analytics.user().anonymousId()")
@@ -236,8 +283,18 @@ def test_edit_in_place_columns_bulk_edit_export_and_erase(page: Page, stack):
     run = uuid.uuid4().hex[:6]
     refs = []
     for first in ("Flo", "Gus", "Hal"):
-        created = api(stack, "POST", "/users", params={"wait": "true"},
-                      json={"email": f"{first.lower()}.{run}@example.com", "first_name": first, "last_name": run, "user_id": f"{first.lower()}-{run}"})
+        created = api(
+            stack,
+            "POST",
+            "/users",
+            params={"wait": "true"},
+            json={
+                "email": f"{first.lower()}.{run}@example.com",
+                "first_name": first,
+                "last_name": run,
+                "user_id": f"{first.lower()}-{run}",
+            },
+        )
         assert created.status_code in (200, 201, 202), created.text
         refs.append(created.json()["person_id"])
     sign_in(page)
@@ -300,8 +357,13 @@ def test_edit_in_place_columns_bulk_edit_export_and_erase(page: Page, stack):
 def test_the_configs_tab_shows_what_would_be_served_and_sets_and_removes_an_override(page: Page, stack):
     run = uuid.uuid4().hex[:6]
     key = f"layout-{run}"
-    spec = {"key": key, "type": "string", "variants": [{"key": "classic", "weight": 50}, {"key": "compact", "weight": 50}],
-            "rules": [{"rollout_percent": 100}], "default": "classic"}
+    spec = {
+        "key": key,
+        "type": "string",
+        "variants": [{"key": "classic", "weight": 50}, {"key": "compact", "weight": 50}],
+        "rules": [{"rollout_percent": 100}],
+        "default": "classic",
+    }
     assert api(stack, "POST", "/configs", json=spec).status_code == 201
     created = api(stack, "POST", "/users", params={"wait": "true"}, json={"user_id": f"cfg-{run}", "first_name": "Ida"})
     assert created.status_code in (201, 202), created.text
@@ -379,8 +441,10 @@ def test_admin_configs_create_with_an_error_at_its_field_edit_rollout_disable_an
 def test_import_a_csv_with_a_bad_row_and_download_the_errors(page: Page, stack, tmp_path):
     run = uuid.uuid4().hex[:6]
     upload = tmp_path / "people.csv"
-    upload.write_text(f"user_id,email,first_name,surname\nimp-a-{run},a.{run}@example.com,Ida,Q\n"
-                      f"imp-b-{run},not-an-email,Jon,R\nimp-c-{run},c.{run}@example.com,Kim,S\n")
+    upload.write_text(
+        f"user_id,email,first_name,surname\nimp-a-{run},a.{run}@example.com,Ida,Q\n"
+        f"imp-b-{run},not-an-email,Jon,R\nimp-c-{run},c.{run}@example.com,Kim,S\n"
+    )
     sign_in(page)
     page.get_by_role("link", name="Imports").click()
     page.get_by_label("CSV file (with a header row)").set_input_files(str(upload))

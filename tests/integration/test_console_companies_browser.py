@@ -29,8 +29,13 @@ expect.set_options(timeout=30_000)
 def stack(kafka_bootstrap, clickhouse_dsn, clickhouse_client, tmp_path) -> Iterator[dict]:
     run_id = uuid.uuid4().hex[:10]
     settings = FootfallSettings(
-        kafka_bootstrap_servers=kafka_bootstrap, clickhouse_url=clickhouse_dsn, topic_prefix=f"test-{run_id}",
-        database=f"test_{run_id}", data_dir=tmp_path / "data", partitions=3, batch_max_seconds=0.3,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        clickhouse_url=clickhouse_dsn,
+        topic_prefix=f"test-{run_id}",
+        database=f"test_{run_id}",
+        data_dir=tmp_path / "data",
+        partitions=3,
+        batch_max_seconds=0.3,
     )
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     migrate(clickhouse_client, settings.database)
@@ -44,7 +49,9 @@ def stack(kafka_bootstrap, clickhouse_dsn, clickhouse_client, tmp_path) -> Itera
 
 
 def api(stack, method: str, path: str, **kwargs) -> httpx.Response:
-    return httpx.request(method, stack["console"] + "/api/v1" + path, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30, **kwargs)
+    return httpx.request(
+        method, stack["console"] + "/api/v1" + path, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=30, **kwargs
+    )
 
 
 def test_a_person_walks_the_company_pages(stack):
@@ -56,8 +63,15 @@ def test_a_person_walks_the_company_pages(stack):
     created = api(stack, "POST", "/users", params={"wait": "true"}, json={"user_id": bo, "email": f"bo@{run}.example", "first_name": "Bo"})
     assert created.status_code in (201, 202), created.text
     wait_until(lambda: api(stack, "GET", f"/users/user_id:{bo}").status_code == 200, 90, what="bo's profile", watch=stack["watch"])
-    wait_until(lambda: api(stack, "GET", f"/companies/{acme}").status_code == 200 and api(stack, "GET", f"/companies/{acme}").json()["member_count"] == 1,
-               90, what="acme with ann", watch=stack["watch"])
+    wait_until(
+        lambda: (
+            api(stack, "GET", f"/companies/{acme}").status_code == 200
+            and api(stack, "GET", f"/companies/{acme}").json()["member_count"] == 1
+        ),
+        90,
+        what="acme with ann",
+        watch=stack["watch"],
+    )
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])

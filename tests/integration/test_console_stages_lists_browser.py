@@ -26,7 +26,13 @@ def test_stages_and_lists_in_the_console(page: Page, stack):  # noqa: F811 - fix
     run = uuid.uuid4().hex[:6]
     people = []
     for first in ("Kim", "Lou"):
-        created = api(stack, "POST", "/users", params={"wait": "true"}, json={"user_id": f"{first.lower()}-{run}", "first_name": first, "stage": "lead"})
+        created = api(
+            stack,
+            "POST",
+            "/users",
+            params={"wait": "true"},
+            json={"user_id": f"{first.lower()}-{run}", "first_name": first, "stage": "lead"},
+        )
         assert created.status_code in (201, 202), created.text
         people.append(created.json()["person_id"])
     wait_until(lambda: all(api(stack, "GET", f"/users/{p}").status_code == 200 for p in people), 90, what="the users", watch=stack["watch"])

@@ -62,7 +62,9 @@ def api(settings, clickhouse_client):
     app = create_app(settings, "test-admin-key", ClickHouseReader(clickhouse_client, settings.database))
     with TestClient(app) as client:
         # 503 + Retry-After until the API has read the definitions topic (slow on a loaded machine)
-        wait_until(lambda: client.get("/api/v1/property-definitions", headers=ADMIN).status_code == 200, timeout_s=120, what="definitions loaded")
+        wait_until(
+            lambda: client.get("/api/v1/property-definitions", headers=ADMIN).status_code == 200, timeout_s=120, what="definitions loaded"
+        )
         for body in (
             {"name": "plan", "type": "enum", "options": ["free", "pro"], "required": True},
             {"name": "age", "type": "integer", "minimum": 18, "maximum": 130},
@@ -75,14 +77,20 @@ def api(settings, clickhouse_client):
 
 
 def run_import(api, body: bytes) -> dict:
-    started = api.post("/api/v1/imports?dedupe=user_id&mapping=Tier%3Dplan&mapping=E-mail%3Demail", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
+    started = api.post(
+        "/api/v1/imports?dedupe=user_id&mapping=Tier%3Dplan&mapping=E-mail%3Demail",
+        content=body,
+        headers={**ADMIN, "Content-Type": "text/csv"},
+    )
     assert started.status_code == 202, started.text
     return finished_report(api, started.json()["url"], timeout_s=1500, interval_s=1)
 
 
 def finished_report(api, url: str, **wait) -> dict:
     """The import's report once it is done or failed."""
-    return wait_until(lambda: (r := api.get(url, headers=ADMIN).json())["state"] in ("done", "failed") and r, what="the import to finish", **wait)
+    return wait_until(
+        lambda: (r := api.get(url, headers=ADMIN).json())["state"] in ("done", "failed") and r, what="the import to finish", **wait
+    )
 
 
 def user_commands_sent(settings) -> int:
@@ -93,9 +101,11 @@ def exactly_once(clickhouse_client, database: str) -> dict[str, int]:
     """Live persons, distinct user ids among them, applied commands and the persons they name: all equal to
     the good rows when each row landed once (a second person for a row would show in the first two)."""
     persons, user_ids = clickhouse_client.query(
-        f"SELECT count(), uniqExact(JSONExtractString(properties, 'user_id')) FROM {database}.persons FINAL").result_rows[0]
-    commands, commanded = clickhouse_client.query(
-        f"SELECT count(), uniqExact(person_id) FROM {database}.user_commands FINAL").result_rows[0]
+        f"SELECT count(), uniqExact(JSONExtractString(properties, 'user_id')) FROM {database}.persons FINAL"
+    ).result_rows[0]
+    commands, commanded = clickhouse_client.query(f"SELECT count(), uniqExact(person_id) FROM {database}.user_commands FINAL").result_rows[
+        0
+    ]
     return {"persons": persons, "user_ids": user_ids, "commands": commands, "commanded_persons": commanded}
 
 
@@ -110,14 +120,37 @@ def test_a_100k_row_import_with_bad_rows_then_rerun(api, settings, clickhouse_cl
         errors = list(csv.DictReader(io.StringIO(api.get(f"/api/v1/imports/{report['import_id']}/errors.csv", headers=ADMIN).text)))
         by_row = {int(e["row"]): (e["column"], e["value"], e["rule"]) for e in errors}
         assert by_row == bad  # every bad row, each with its column, value and rule
-        assert {rule for _, _, rule in bad.values()} == {"type", "options", "minimum", "maximum", "min_length", "max_length", "pattern", "required", "placeholder"}
+        assert {rule for _, _, rule in bad.values()} == {
+            "type",
+            "options",
+            "minimum",
+            "maximum",
+            "min_length",
+            "max_length",
+            "pattern",
+            "required",
+            "placeholder",
+        }
 
         def persons() -> int:
-            return clickhouse_client.query(f"SELECT count() FROM {settings.database}.persons FINAL WHERE JSONExtractString(properties, 'plan') = 'pro'").result_rows[0][0]
+            return clickhouse_client.query(
+                f"SELECT count() FROM {settings.database}.persons FINAL WHERE JSONExtractString(properties, 'plan') = 'pro'"
+            ).result_rows[0][0]
 
-        wait_until(lambda: persons() == ROWS - len(bad), timeout_s=900, interval_s=2, what="every imported user applied", watch=(worker, projection))
+        wait_until(
+            lambda: persons() == ROWS - len(bad),
+            timeout_s=900,
+            interval_s=2,
+            what="every imported user applied",
+            watch=(worker, projection),
+        )
         landed = exactly_once(clickhouse_client, settings.database)
-        assert landed == {"persons": ROWS - len(bad), "user_ids": ROWS - len(bad), "commands": ROWS - len(bad), "commanded_persons": ROWS - len(bad)}
+        assert landed == {
+            "persons": ROWS - len(bad),
+            "user_ids": ROWS - len(bad),
+            "commands": ROWS - len(bad),
+            "commanded_persons": ROWS - len(bad),
+        }
         sent = user_commands_sent(settings)
 
         # Re-run at once, as a user would: the identity processor may still be mapping the users' ids (with
@@ -134,7 +167,9 @@ def test_a_100k_row_import_with_bad_rows_then_rerun(api, settings, clickhouse_cl
         assert (third["updated"], third["created"], third["unchanged"]) == (1, 0, ROWS - len(bad) - 2)
         assert third["rejected"] == len(bad) + 1
         errors = list(csv.DictReader(io.StringIO(api.get(f"/api/v1/imports/{third['import_id']}/errors.csv", headers=ADMIN).text)))
-        assert [(e["row"], e["column"], e["value"], e["rule"]) for e in errors if e["rule"] == "unique"] == [("13", "account", "acc-12", "unique")]
+        assert [(e["row"], e["column"], e["value"], e["rule"]) for e in errors if e["rule"] == "unique"] == [
+            ("13", "account", "acc-12", "unique")
+        ]
 
         def plan_of_u10():
             rows = clickhouse_client.query(
@@ -143,7 +178,10 @@ def test_a_100k_row_import_with_bad_rows_then_rerun(api, settings, clickhouse_cl
             return rows and rows[0][0] == "free"
 
         wait_until(plan_of_u10, timeout_s=120, what="the changed row updates its user", watch=(worker, projection))
-        assert exactly_once(clickhouse_client, settings.database) == {**landed, "commands": ROWS - len(bad) + 1}  # updated, not founded again
+        assert exactly_once(clickhouse_client, settings.database) == {
+            **landed,
+            "commands": ROWS - len(bad) + 1,
+        }  # updated, not founded again
     assert persons() == ROWS - len(bad) - 1
 
 
@@ -156,21 +194,38 @@ def test_a_rerun_before_the_ids_are_mapped_finds_the_users_the_import_created(ap
     with projector(settings) as projection:
         first = run_import(api, small)
         assert (first["created"], first["rejected"]) == (good, 300 - good)
-        wait_until(lambda: exactly_once(clickhouse_client, settings.database)["persons"] == good, timeout_s=120, what="the creates applied", watch=(projection,))
+        wait_until(
+            lambda: exactly_once(clickhouse_client, settings.database)["persons"] == good,
+            timeout_s=120,
+            what="the creates applied",
+            watch=(projection,),
+        )
         assert clickhouse_client.query(f"SELECT count() FROM {settings.database}.person_distinct_ids").result_rows[0][0] == 0
         landed, sent = exactly_once(clickhouse_client, settings.database), user_commands_sent(settings)
         assert landed == {"persons": good, "user_ids": good, "commands": good, "commanded_persons": good}
 
         again = run_import(api, small)
-        assert (again["accepted"], again["unchanged"], again["created"], again["updated"], again["rejected"]) == (good, good, 0, 0, 300 - good)
+        assert (again["accepted"], again["unchanged"], again["created"], again["updated"], again["rejected"]) == (
+            good,
+            good,
+            0,
+            0,
+            300 - good,
+        )
         assert user_commands_sent(settings) == sent
 
         third = run_import(api, small.replace(b"u-10,user10@example.com,Ann10,pro", b"u-10,user10@example.com,Ann10,free"))
         assert (third["updated"], third["created"], third["unchanged"]) == (1, 0, good - 1)
-        wait_until(lambda: exactly_once(clickhouse_client, settings.database)["commands"] == good + 1, timeout_s=120, what="the update applied", watch=(projection,))
+        wait_until(
+            lambda: exactly_once(clickhouse_client, settings.database)["commands"] == good + 1,
+            timeout_s=120,
+            what="the update applied",
+            watch=(projection,),
+        )
         assert exactly_once(clickhouse_client, settings.database) == {**landed, "commands": good + 1}
         plans = clickhouse_client.query(
-            f"SELECT JSONExtractString(properties, 'plan') FROM {settings.database}.persons FINAL WHERE JSONExtractString(properties, 'user_id') = 'u-10'").result_rows
+            f"SELECT JSONExtractString(properties, 'plan') FROM {settings.database}.persons FINAL WHERE JSONExtractString(properties, 'user_id') = 'u-10'"
+        ).result_rows
         assert plans == [("free",)]
 
 
@@ -195,7 +250,11 @@ def test_a_dry_run_checks_every_row_and_sends_nothing(api, settings, clickhouse_
 
 
 def run_import_dry(api, body: bytes) -> dict:
-    started = api.post("/api/v1/imports?dry_run=true&mapping=Tier%3Dplan&mapping=E-mail%3Demail", content=body, headers={**ADMIN, "Content-Type": "text/csv"})
+    started = api.post(
+        "/api/v1/imports?dry_run=true&mapping=Tier%3Dplan&mapping=E-mail%3Demail",
+        content=body,
+        headers={**ADMIN, "Content-Type": "text/csv"},
+    )
     assert started.status_code == 202, started.text
     return finished_report(api, started.json()["url"], timeout_s=120)
 

@@ -33,17 +33,20 @@ def alias(previous: str, user: str, n: int) -> dict:
 def test_aliases_and_chains_survive_a_killed_processor(settings, clickhouse_client, tmp_path):
     db = settings.database
     before_kill = [
-        page("alice-laptop", 0), identify("alice-laptop", "alice", 1),
-        page("bob-phone", 2), identify("bob-phone", "bob", 3),
-        page("carol-tablet", 4), identify("carol-tablet", "carol", 5),
+        page("alice-laptop", 0),
+        identify("alice-laptop", "alice", 1),
+        page("bob-phone", 2),
+        identify("bob-phone", "bob", 3),
+        page("carol-tablet", 4),
+        identify("carol-tablet", "carol", 5),
         {"type": "identify", "userId": "dave", "traits": {"email": "dave@example.com"}, "timestamp": at(6), "messageId": "dave"},
         {"type": "identify", "userId": "erin", "timestamp": at(7), "messageId": "erin"},
     ]
     after_kill = [
-        alias("alice", "bob", 10),        # two identified users: alias merges them (identify never would)
-        alias("carol", "dave", 11),       # a chain: carol → dave → erin
+        alias("alice", "bob", 10),  # two identified users: alias merges them (identify never would)
+        alias("carol", "dave", 11),  # a chain: carol → dave → erin
         alias("dave", "erin", 12),
-        alias("erin", "carol", 13),       # and a cycle back: already one person, nothing changes
+        alias("erin", "carol", 13),  # and a cycle back: already one person, nothing changes
         page("alice-laptop", 14),
     ]
 
@@ -62,19 +65,28 @@ def test_aliases_and_chains_survive_a_killed_processor(settings, clickhouse_clie
             first.kill9()  # somewhere in the middle of the merges
         send(after_kill[2:])
         with processor(settings, tmp_path / "logs-2") as second:
+
             def settled():
                 m = mapping()
                 groups = {frozenset(d for d in m if m[d] == p) for p in m.values()}
-                return groups == {
-                    frozenset({"alice-laptop", "alice", "bob-phone", "bob"}),
-                    frozenset({"carol-tablet", "carol", "dave", "erin"}),
-                } and m
+                return (
+                    groups
+                    == {
+                        frozenset({"alice-laptop", "alice", "bob-phone", "bob"}),
+                        frozenset({"carol-tablet", "carol", "dave", "erin"}),
+                    }
+                    and m
+                )
+
             final = wait_until(settled, 120, what="two persons: alice+bob and carol+dave+erin", watch=(second, live))
             bob, erin = final["bob"], final["erin"]
             wait_until(
-                lambda: dict(clickhouse_client.query(f"SELECT person_id, event_count FROM {db}.persons FINAL").result_rows)
-                == {bob: 6, erin: 7},  # alias calls are events of their user id too
-                60, what="two live profiles with every event counted once", watch=(second, live),
+                lambda: (
+                    dict(clickhouse_client.query(f"SELECT person_id, event_count FROM {db}.persons FINAL").result_rows) == {bob: 6, erin: 7}
+                ),  # alias calls are events of their user id too
+                60,
+                what="two live profiles with every event counted once",
+                watch=(second, live),
             )
 
     live_persons = clickhouse_client.query(f"SELECT DISTINCT live_person_id FROM {db}.events_resolved").result_rows

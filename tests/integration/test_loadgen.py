@@ -25,10 +25,12 @@ pytestmark = pytest.mark.integration
 def test_batches_and_single_calls_every_acknowledged_call_is_on_the_raw_topic_exactly_once(settings, tmp_path):
     traffic = list(calls(11, events=600, visitors=200))
     with collector(settings, tmp_path / "logs") as url:
-        batched = asyncio.run(run_load(url, WRITE_KEY, traffic[:500], batch_size=50, rate=0, concurrency=4,
-                                       acks_path=tmp_path / "acks.csv"))
-        singles = asyncio.run(run_load(url, WRITE_KEY, iter(traffic[500:]), batch_size=0, rate=200, concurrency=4,
-                                       acks_path=tmp_path / "acks.jsonl"))
+        batched = asyncio.run(
+            run_load(url, WRITE_KEY, traffic[:500], batch_size=50, rate=0, concurrency=4, acks_path=tmp_path / "acks.csv")
+        )
+        singles = asyncio.run(
+            run_load(url, WRITE_KEY, iter(traffic[500:]), batch_size=0, rate=200, concurrency=4, acks_path=tmp_path / "acks.jsonl")
+        )
 
     assert (batched.sent, batched.acknowledged, batched.requests, dict(batched.rejected), dict(batched.errors)) == (500, 500, 10, {}, {})
     assert (singles.sent, singles.acknowledged, singles.requests, dict(singles.rejected), dict(singles.errors)) == (100, 100, 100, {}, {})
@@ -63,6 +65,7 @@ def test_429_answers_are_retried_after_their_retry_after_until_everything_is_ack
     limits = {"FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=test-source", "FOOTFALL_DEVICE_EVENTS_PER_SECOND": "40", "FOOTFALL_DEVICE_BURST": "40"}
     traffic = list(calls(5, events=300, visitors=10))  # few visitors: the hottest one goes over its budget
     with footfall_process("collector", settings, tmp_path / "logs", **limits) as proc:
+
         def ready() -> bool:
             assert proc.poll() is None, tail(tmp_path / "logs" / "collector.log")
             try:
@@ -90,8 +93,24 @@ def test_the_cli_records_traffic_to_a_file_and_replays_exactly_it(settings, tmp_
 
     monkeypatch.setenv("FOOTFALL_WRITE_KEY", WRITE_KEY)  # the key comes from the environment, never printed
     with collector(settings, tmp_path / "logs") as url:
-        result = runner.invoke(cli, ["loadgen", "--url", url, "--from", str(recorded), "--batch-size", "25", "--rate", "0",
-                                     "--acks", str(tmp_path / "acks.jsonl"), "--json", "--no-progress"])
+        result = runner.invoke(
+            cli,
+            [
+                "loadgen",
+                "--url",
+                url,
+                "--from",
+                str(recorded),
+                "--batch-size",
+                "25",
+                "--rate",
+                "0",
+                "--acks",
+                str(tmp_path / "acks.jsonl"),
+                "--json",
+                "--no-progress",
+            ],
+        )
     assert result.exit_code == 0, result.output
     assert WRITE_KEY not in result.output
     report = orjson.loads(result.stdout)

@@ -31,8 +31,15 @@ def test_poison_on_every_topic_is_recorded_and_skipped(settings, clickhouse_clie
         response = httpx.post(f"{url}/v1/track", json={"anonymousId": "after-poison", "event": "Still works"}, auth=(WRITE_KEY, ""))
         assert response.status_code == 200
         wait_until(
-            lambda: clickhouse_client.query(f"SELECT count() FROM {settings.database}.events WHERE anonymous_id = 'after-poison'").result_rows[0][0] == 1,
-            90, what="the valid event in ClickHouse", watch=(worker, live),
+            lambda: (
+                clickhouse_client.query(f"SELECT count() FROM {settings.database}.events WHERE anonymous_id = 'after-poison'").result_rows[
+                    0
+                ][0]
+                == 1
+            ),
+            90,
+            what="the valid event in ClickHouse",
+            watch=(worker, live),
         )
         processor_topics, projector_topics = 4, 4  # raw, sessioned, identity-commands, identities | enriched, sessions, identities, persons
         expected = len(POISON) * (processor_topics + projector_topics)

@@ -44,7 +44,9 @@ def test_a_refused_send_stops_the_worker_and_nothing_is_lost(settings, clickhous
         with processor(settings, tmp_path / "logs-2") as worker, projector(settings) as live:
 
             def stored() -> tuple:
-                return clickhouse_client.query(f"SELECT count(), uniqExact(message_id) FROM {settings.database}.events FINAL").result_rows[0]
+                return clickhouse_client.query(f"SELECT count(), uniqExact(message_id) FROM {settings.database}.events FINAL").result_rows[
+                    0
+                ]
 
             wait_until(lambda: stored() == (len(calls), len(calls)), 120, what="every event once in ClickHouse", watch=(worker, live))
     log = (tmp_path / "logs-1" / "processor.log").read_text()

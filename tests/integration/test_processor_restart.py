@@ -23,19 +23,35 @@ def traffic(seed: int, devices: int, events_per_device: int) -> list[dict]:
         moment = start + timedelta(seconds=rng.uniform(0, 60))
         for n in range(events_per_device):
             moment += timedelta(minutes=rng.choice([1, 3, 10, 31, 45])) / 8
-            calls.append({"type": "page" if n % 3 else "track", "event": "Clicked", "anonymousId": f"dev-{seed}-{d}",
-                          "timestamp": moment.isoformat(), "messageId": f"m-{seed}-{d}-{n}"})
+            calls.append(
+                {
+                    "type": "page" if n % 3 else "track",
+                    "event": "Clicked",
+                    "anonymousId": f"dev-{seed}-{d}",
+                    "timestamp": moment.isoformat(),
+                    "messageId": f"m-{seed}-{d}-{n}",
+                }
+            )
     rng.shuffle(calls)  # interleave devices; each device keeps its own order below
-    calls.sort(key=lambda c: (int(c["messageId"].rsplit("-", 1)[1]) // 5))
+    calls.sort(key=lambda c: int(c["messageId"].rsplit("-", 1)[1]) // 5)
     return calls
 
 
 def expected_sessions(calls: list[dict]) -> set[tuple[str, int]]:
     """The pure sessionizer over the same per-device order: what a run without faults must produce."""
     now = datetime.now(UTC)
-    events = (RawEvent(message_id=call["messageId"], type=call["type"], event=call.get("event"), anonymous_id=call["anonymousId"],
-                       timestamp=datetime.fromisoformat(call["timestamp"]), received_at=now, source_id="test-source")
-              for call in calls)
+    events = (
+        RawEvent(
+            message_id=call["messageId"],
+            type=call["type"],
+            event=call.get("event"),
+            anonymous_id=call["anonymousId"],
+            timestamp=datetime.fromisoformat(call["timestamp"]),
+            received_at=now,
+            source_id="test-source",
+        )
+        for call in calls
+    )
     return {(session_id, update.event_count) for session_id, update in final_sessions(events).items()}
 
 
@@ -45,8 +61,10 @@ def where_missing_events_stopped(settings, clickhouse_client, calls: list[dict])
     missing = sorted({c["messageId"] for c in calls} - stored)
     raw = set(topic_message_ids(settings, settings.topics.raw.name))
     enriched = set(topic_message_ids(settings, settings.topics.enriched.name))
-    return (f"{len(missing)} events missing from ClickHouse: {missing[:20]}; on raw: {sum(m in raw for m in missing)}, "
-            f"on enriched: {sum(m in enriched for m in missing)}")
+    return (
+        f"{len(missing)} events missing from ClickHouse: {missing[:20]}; on raw: {sum(m in raw for m in missing)}, "
+        f"on enriched: {sum(m in enriched for m in missing)}"
+    )
 
 
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
@@ -77,14 +95,21 @@ def test_sessions_survive_a_killed_processor(settings, clickhouse_client, tmp_pa
         send(calls[half:])
         with processor(settings, tmp_path / "logs-2") as second:
             try:
-                wait_until(lambda: events_stored() == len(calls), 120, what=f"all {len(calls)} events in ClickHouse", watch=(second, projection))
+                wait_until(
+                    lambda: events_stored() == len(calls), 120, what=f"all {len(calls)} events in ClickHouse", watch=(second, projection)
+                )
             except AssertionError as exc:
                 raise AssertionError(where_missing_events_stopped(settings, clickhouse_client, calls)) from exc
 
             def stored() -> set:
                 return set(clickhouse_client.query(f"SELECT session_id, event_count FROM {db}.sessions FINAL").result_rows)
 
-            wait_until(lambda: stored() == expected_sessions(calls), 60, what="sessions equal to a run without the kill", watch=(second, projection))
+            wait_until(
+                lambda: stored() == expected_sessions(calls),
+                60,
+                what="sessions equal to a run without the kill",
+                watch=(second, projection),
+            )
             # A worker that finds records skipped around its rebalance stops and is restarted (continuity.py).
             print(f"second worker restarted {second.restarts} times after stopping itself")
 

@@ -32,9 +32,17 @@ class CrashBeforeCommit(Projector):
 def events(count: int, first: int = 0) -> list[EnrichedEvent]:
     start = datetime.now(UTC) - timedelta(hours=1)
     return [
-        EnrichedEvent(message_id=f"m-{n}", type="track", event="Clicked", anonymous_id=f"device-{n % 7}",
-                      timestamp=start + timedelta(seconds=n), received_at=start, source_id="test",
-                      session_id=f"s-{n % 7}", person_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"device-{n % 7}")))
+        EnrichedEvent(
+            message_id=f"m-{n}",
+            type="track",
+            event="Clicked",
+            anonymous_id=f"device-{n % 7}",
+            timestamp=start + timedelta(seconds=n),
+            received_at=start,
+            source_id="test",
+            session_id=f"s-{n % 7}",
+            person_id=str(uuid.uuid5(uuid.NAMESPACE_OID, f"device-{n % 7}")),
+        )
         for n in range(first, first + count)
     ]
 
@@ -43,8 +51,11 @@ def run_until_done(projector: Projector, settings) -> None:
     finish = end_offsets(settings, [settings.topics.enriched.name, settings.topics.identities.name])
     thread = threading.Thread(target=projector.run, daemon=True)
     thread.start()
-    wait_until(lambda: all(projector.committed.get(p, 0) >= end for p, end in finish.items()) or not thread.is_alive(), 60,
-               what="the projector to finish")
+    wait_until(
+        lambda: all(projector.committed.get(p, 0) >= end for p, end in finish.items()) or not thread.is_alive(),
+        60,
+        what="the projector to finish",
+    )
     projector.stop()
     thread.join(30)
 
@@ -61,8 +72,9 @@ def test_a_crash_between_insert_and_commit_counts_nothing_twice(settings, clickh
     assert producer.flush(10) == 0
     db = settings.database
 
-    crashing = CrashBeforeCommit(settings.model_copy(update={"batch_max_rows": 100_000, "batch_max_seconds": 2.0}),
-                                 connect(settings.clickhouse_dsn))
+    crashing = CrashBeforeCommit(
+        settings.model_copy(update={"batch_max_rows": 100_000, "batch_max_seconds": 2.0}), connect(settings.clickhouse_dsn)
+    )
     died: list[SystemExit] = []
 
     def run_and_die() -> None:
@@ -120,7 +132,8 @@ def test_a_slow_clickhouse_paces_the_projector_and_loses_nothing(settings, click
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     db, topic = settings.database, settings.topics.enriched.name
     clickhouse_client.command(
-        f"CREATE MATERIALIZED VIEW {db}.slow_inserts ENGINE = Null AS SELECT sleepEachRow(0.004) AS slept FROM {db}.events")
+        f"CREATE MATERIALIZED VIEW {db}.slow_inserts ENGINE = Null AS SELECT sleepEachRow(0.004) AS slept FROM {db}.events"
+    )
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     projector = Projector(settings, connect(settings.clickhouse_dsn))
     thread = threading.Thread(target=projector.run, daemon=True)
@@ -132,8 +145,12 @@ def test_a_slow_clickhouse_paces_the_projector_and_loses_nothing(settings, click
             for event in events(250, first=wave * 250):
                 producer.produce(topic, event.model_dump_json().encode(), event.distinct_id.encode())
             assert producer.flush(10) == 0
-            wait_until(lambda: sum(projector.committed.values()) > (commits_while_slow or [0])[-1], 60,
-                       what="the slowed projector to commit again", watch=(projector,))
+            wait_until(
+                lambda: sum(projector.committed.values()) > (commits_while_slow or [0])[-1],
+                60,
+                what="the slowed projector to commit again",
+                watch=(projector,),
+            )
             commits_while_slow.append(sum(projector.committed.values()))
         slow_seconds = time.monotonic() - slow_started
         behind = sum(end_offsets(settings, [topic]).values()) - commits_while_slow[-1]

@@ -34,8 +34,11 @@ def person_changes_partition(person_id: str, partitions: int) -> int:
 def merge_pair(partitions: int) -> tuple[str, str]:
     """Two devices whose persons are owned by different person-changes partitions."""
     first = DEVICES[0]
-    other = next(d for d in DEVICES[1:] if person_changes_partition(person_id_for(d), partitions)
-                 != person_changes_partition(person_id_for(first), partitions))
+    other = next(
+        d
+        for d in DEVICES[1:]
+        if person_changes_partition(person_id_for(d), partitions) != person_changes_partition(person_id_for(first), partitions)
+    )
     return other, first  # the first is merged into the other
 
 
@@ -53,17 +56,36 @@ def history(partitions: int) -> tuple[list[tuple[str, str, bytes]], list[tuple[s
         for n in range(30):
             # Each device writes its own keys: a merge lets the survivor's values win a conflict.
             event = EnrichedEvent(
-                message_id=f"{device}-{n}", type="page" if n % 3 else "track", event="Viewed", anonymous_id=device,
-                timestamp=START + timedelta(seconds=number * 100 + n), received_at=START + timedelta(seconds=number * 100 + n),
-                source_id="test", session_id=f"s-{device}", person_id=person, user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
+                message_id=f"{device}-{n}",
+                type="page" if n % 3 else "track",
+                event="Viewed",
+                anonymous_id=device,
+                timestamp=START + timedelta(seconds=number * 100 + n),
+                received_at=START + timedelta(seconds=number * 100 + n),
+                source_id="test",
+                session_id=f"s-{device}",
+                person_id=person,
+                user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0",
                 properties={"$set": {f"plan_{device}": f"v{n}"}, "$set_once": {f"first_{device}": n}},
                 context={"page": {"url": f"https://shop.example/{n}", "referrer": f"https://ref{number}.example/"}},
             )
             # The absorbed device is quiet after the first half: its later events would meet the survivor
             # before or after the merge depending on batching (profiles.merge is no join), for one projector too.
             (first if n < 15 or device == absorbed_device else second).append(("enriched", device, event.model_dump_json().encode()))
-        session = SessionUpdate(session_id=f"s-{device}", device_key=device, version=1, status="open", start=START, end=START,
-                                duration_seconds=0, event_count=1, pageview_count=1, bounced=True, distinct_id=device, person_id=person)
+        session = SessionUpdate(
+            session_id=f"s-{device}",
+            device_key=device,
+            version=1,
+            status="open",
+            start=START,
+            end=START,
+            duration_seconds=0,
+            event_count=1,
+            pageview_count=1,
+            bounced=True,
+            distinct_id=device,
+            person_id=person,
+        )
         first.append(("sessions", device, session.model_dump_json().encode()))
         later = session.model_copy(update={"version": 2, "event_count": 30, "bounced": False, "duration_seconds": 600})
         second.append(("sessions", device, later.model_dump_json().encode()))
@@ -71,24 +93,62 @@ def history(partitions: int) -> tuple[list[tuple[str, str, bytes]], list[tuple[s
     user = "user-42"
     second += [
         ("identities", user, DistinctIdMapping(distinct_id=user, person_id=survivor, version=2).model_dump_json().encode()),
-        ("identities", absorbed_device, DistinctIdMapping(distinct_id=absorbed_device, person_id=survivor, version=3).model_dump_json().encode()),
-        ("persons", absorbed, PersonMerge(from_person=absorbed, into_person=survivor, version=4, reason="identify",
-                                          timestamp=START + timedelta(hours=1)).model_dump_json().encode()),
-        ("persons", absorbed, PersonIdentity(person_id=absorbed, visitor_number=DEVICES.index(absorbed_device) + 1, identified=False,
-                                             is_contact=False, version=5, merged_into=survivor).model_dump_json().encode()),
-        ("persons", survivor, PersonIdentity(person_id=survivor, visitor_number=1, identified=True, is_contact=True, version=6).model_dump_json().encode()),
+        (
+            "identities",
+            absorbed_device,
+            DistinctIdMapping(distinct_id=absorbed_device, person_id=survivor, version=3).model_dump_json().encode(),
+        ),
+        (
+            "persons",
+            absorbed,
+            PersonMerge(from_person=absorbed, into_person=survivor, version=4, reason="identify", timestamp=START + timedelta(hours=1))
+            .model_dump_json()
+            .encode(),
+        ),
+        (
+            "persons",
+            absorbed,
+            PersonIdentity(
+                person_id=absorbed,
+                visitor_number=DEVICES.index(absorbed_device) + 1,
+                identified=False,
+                is_contact=False,
+                version=5,
+                merged_into=survivor,
+            )
+            .model_dump_json()
+            .encode(),
+        ),
+        (
+            "persons",
+            survivor,
+            PersonIdentity(person_id=survivor, visitor_number=1, identified=True, is_contact=True, version=6).model_dump_json().encode(),
+        ),
     ]
     for n in range(10):  # the user's own events: the survivor's, from another distinct id (another partition)
-        event = EnrichedEvent(message_id=f"{user}-{n}", type="identify" if n == 0 else "track", event="Bought", anonymous_id=absorbed_device,
-                              user_id=user, traits={"email": "ada@example.com"} if n == 0 else {}, timestamp=START + timedelta(hours=1, seconds=n),
-                              received_at=START + timedelta(hours=1, seconds=n), source_id="test", person_id=survivor)
+        event = EnrichedEvent(
+            message_id=f"{user}-{n}",
+            type="identify" if n == 0 else "track",
+            event="Bought",
+            anonymous_id=absorbed_device,
+            user_id=user,
+            traits={"email": "ada@example.com"} if n == 0 else {},
+            timestamp=START + timedelta(hours=1, seconds=n),
+            received_at=START + timedelta(hours=1, seconds=n),
+            source_id="test",
+            person_id=survivor,
+        )
         second.append(("enriched", user, event.model_dump_json().encode()))
     return first, second
 
 
 def produce(settings, records) -> None:
-    topics = {"enriched": settings.topics.enriched.name, "identities": settings.topics.identities.name,
-              "persons": settings.topics.persons.name, "sessions": settings.topics.sessions.name}
+    topics = {
+        "enriched": settings.topics.enriched.name,
+        "identities": settings.topics.identities.name,
+        "persons": settings.topics.persons.name,
+        "sessions": settings.topics.sessions.name,
+    }
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
     for kind, key, value in records:
         producer.produce(topics[kind], value, key.encode())
@@ -133,8 +193,11 @@ class Running:
 
 
 def wait_for_main_topics(running: Running, ends: dict) -> None:
-    wait_until(lambda: bool(running.failures) or all(running.committed("main").get(p, 0) >= end for p, end in ends.items()),
-               120, what="the projectors to project every topic")
+    wait_until(
+        lambda: bool(running.failures) or all(running.committed("main").get(p, 0) >= end for p, end in ends.items()),
+        120,
+        what="the projectors to project every topic",
+    )
     assert not running.failures, running.failures
 
 
@@ -169,7 +232,12 @@ def test_two_projectors_with_a_rebalance_give_one_projectors_tables(settings, cl
     partitioned = settings.model_copy(update={"persons_partitioned": True})
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     first, second = history(settings.topics.person_changes.partitions)
-    main_topics = [settings.topics.enriched.name, settings.topics.identities.name, settings.topics.persons.name, settings.topics.sessions.name]
+    main_topics = [
+        settings.topics.enriched.name,
+        settings.topics.identities.name,
+        settings.topics.persons.name,
+        settings.topics.sessions.name,
+    ]
 
     running = Running()
     try:
@@ -193,8 +261,13 @@ def test_two_projectors_with_a_rebalance_give_one_projectors_tables(settings, cl
     try:
         reference = Running()
         try:
-            reference.start(Projector(settings.model_copy(update={"database": reference_db}), connect(settings.clickhouse_dsn),
-                                      group_id=f"{settings.topic_prefix}-reference-{uuid.uuid4().hex[:6]}"))
+            reference.start(
+                Projector(
+                    settings.model_copy(update={"database": reference_db}),
+                    connect(settings.clickhouse_dsn),
+                    group_id=f"{settings.topic_prefix}-reference-{uuid.uuid4().hex[:6]}",
+                )
+            )
             wait_for_main_topics(reference, end_offsets(settings, main_topics))
         finally:
             reference.stop()

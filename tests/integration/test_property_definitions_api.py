@@ -53,10 +53,14 @@ REFUSED = [
 @pytest.fixture
 def api(settings, clickhouse_client):
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
-    app = create_app(settings, "test-admin-key", ClickHouseReader(clickhouse_client, settings.database), config=ApiConfig(wait_timeout_s=90))
+    app = create_app(
+        settings, "test-admin-key", ClickHouseReader(clickhouse_client, settings.database), config=ApiConfig(wait_timeout_s=90)
+    )
     with TestClient(app) as client:
         # 503 + Retry-After until the API has read the definitions topic (slow on a loaded machine)
-        wait_until(lambda: client.get("/api/v1/property-definitions", headers=ADMIN).status_code == 200, timeout_s=120, what="definitions loaded")
+        wait_until(
+            lambda: client.get("/api/v1/property-definitions", headers=ADMIN).status_code == 200, timeout_s=120, what="definitions loaded"
+        )
         yield client
 
 
@@ -69,7 +73,9 @@ def define(api, body: dict) -> dict:
 def test_definitions_are_versioned_records_on_kafka(api, settings):
     assert define(api, {"name": "plan", "type": "enum", "options": ["free", "pro"]})["version"] == 1
     assert api.post("/api/v1/property-definitions", json={"name": "plan", "type": "string"}, headers=ADMIN).status_code == 409
-    replaced = api.put("/api/v1/property-definitions/plan", json={"type": "enum", "options": ["free", "pro", "team"], "version": 1}, headers=ADMIN)
+    replaced = api.put(
+        "/api/v1/property-definitions/plan", json={"type": "enum", "options": ["free", "pro", "team"], "version": 1}, headers=ADMIN
+    )
     assert replaced.status_code == 200 and replaced.json()["version"] == 2
     stale = api.put("/api/v1/property-definitions/plan", json={"type": "string", "version": 1}, headers=ADMIN)
     assert stale.status_code == 409 and stale.json()["errors"][0]["field"] == "version"
@@ -83,7 +89,9 @@ def test_definitions_are_versioned_records_on_kafka(api, settings):
 def test_built_in_defaults_are_listed_typed_and_kept(api):
     listed = {d["name"]: d for d in api.get("/api/v1/property-definitions", headers=ADMIN).json()["definitions"]}
     assert listed["email"]["type"] == "email" and listed["email"]["built_in"] is True
-    assert {"user_id", "email", "phone", "first_name", "last_name", "customer_id", "name", "company", "city", "country", "timezone"} <= set(listed)
+    assert {"user_id", "email", "phone", "first_name", "last_name", "customer_id", "name", "company", "city", "country", "timezone"} <= set(
+        listed
+    )
     assert api.delete("/api/v1/property-definitions/email", headers=ADMIN).json()["errors"][0]["rule"] == "built_in"
     assert api.put("/api/v1/property-definitions/email", json={"type": "string"}, headers=ADMIN).json()["errors"][0]["rule"] == "type"
     tightened = api.put("/api/v1/property-definitions/company", json={"type": "string", "required": True, "max_length": 50}, headers=ADMIN)
@@ -123,8 +131,18 @@ def test_required_refuses_a_create_without_it_and_an_unset(api):
 def test_valid_values_are_accepted_and_a_unique_value_is_held_once(api, settings, tmp_path):
     for body in DEFINITIONS:
         define(api, body)
-    properties = {"plan": "pro", "age": 40, "score": 0.5, "vip": True, "renews_at": "2027-01-01T00:00:00Z", "backup_email": "a@example.com",
-                  "mobile": "+44 20 7946 0018", "homepage": "https://example.com", "nickname": "ann", "account": "acc-1"}
+    properties = {
+        "plan": "pro",
+        "age": 40,
+        "score": 0.5,
+        "vip": True,
+        "renews_at": "2027-01-01T00:00:00Z",
+        "backup_email": "a@example.com",
+        "mobile": "+44 20 7946 0018",
+        "homepage": "https://example.com",
+        "nickname": "ann",
+        "account": "acc-1",
+    }
     with processor(settings, tmp_path / "logs"), projector(settings):  # the claim goes through the identity sequencer
         answer = api.post("/api/v1/users?wait=true", json={"user_id": "u-ok", "properties": properties}, headers=ADMIN)
     assert answer.status_code == 201, answer.text

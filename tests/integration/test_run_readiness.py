@@ -24,18 +24,20 @@ ADMIN_KEY = f"admin-{uuid.uuid4()}"
 def test_running_is_announced_once_every_stage_is_ready_and_an_event_sent_then_is_projected(kafka_bootstrap, tmp_path):
     ports = {name: free_port() for name in ("collector", "read_api", "processor")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOOTFALL_") and k != "CLICKHOUSE_URL"}
-    env.update({
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "FOOTFALL_TOPIC_PREFIX": f"test-run-{uuid.uuid4().hex[:8]}",
-        "FOOTFALL_PARTITIONS": "2",
-        "FOOTFALL_DATA_DIR": str(tmp_path / "data"),  # the projector's own embedded ClickHouse
-        "FOOTFALL_COLLECTOR_PORT": str(ports["collector"]),
-        "FOOTFALL_READ_API_PORT": str(ports["read_api"]),
-        "FOOTFALL_PROCESSOR_METRICS_PORT": str(ports["processor"]),
-        "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=web",
-        "FOOTFALL_BATCH_MAX_SECONDS": "0.3",
-        "FOOTFALL_ADMIN_KEY": ADMIN_KEY,
-    })
+    env.update(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "FOOTFALL_TOPIC_PREFIX": f"test-run-{uuid.uuid4().hex[:8]}",
+            "FOOTFALL_PARTITIONS": "2",
+            "FOOTFALL_DATA_DIR": str(tmp_path / "data"),  # the projector's own embedded ClickHouse
+            "FOOTFALL_COLLECTOR_PORT": str(ports["collector"]),
+            "FOOTFALL_READ_API_PORT": str(ports["read_api"]),
+            "FOOTFALL_PROCESSOR_METRICS_PORT": str(ports["processor"]),
+            "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=web",
+            "FOOTFALL_BATCH_MAX_SECONDS": "0.3",
+            "FOOTFALL_ADMIN_KEY": ADMIN_KEY,
+        }
+    )
     run = subprocess.Popen([sys.executable, "-m", "footfall", "run"], env=env, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     running = threading.Event()
@@ -61,13 +63,21 @@ def test_running_is_announced_once_every_stage_is_ready_and_an_event_sent_then_i
         assert answers["projector"].json()["consumer_group"] == "assigned"
         assert "footfall_processor_duplicate_events_total" in httpx.get(f"http://127.0.0.1:{ports['processor']}/metrics", timeout=5).text
 
-        sent = httpx.post(f"http://127.0.0.1:{ports['collector']}/v1/track", json={"anonymousId": "a-1", "event": "E", "messageId": "m-run"},
-                          auth=(WRITE_KEY, ""), timeout=10)
+        sent = httpx.post(
+            f"http://127.0.0.1:{ports['collector']}/v1/track",
+            json={"anonymousId": "a-1", "event": "E", "messageId": "m-run"},
+            auth=(WRITE_KEY, ""),
+            timeout=10,
+        )
         assert sent.status_code == 200
 
         def projected() -> bool:
-            response = httpx.post(f"http://127.0.0.1:{ports['read_api']}/sql", json={"query": "SELECT message_id FROM footfall.events"},
-                                  headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=10)
+            response = httpx.post(
+                f"http://127.0.0.1:{ports['read_api']}/sql",
+                json={"query": "SELECT message_id FROM footfall.events"},
+                headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                timeout=10,
+            )
             return response.status_code == 200 and response.json()["rows"] == [["m-run"]]
 
         wait_until(projected, 60, what="the event in events", watch=(run,))
@@ -78,4 +88,3 @@ def test_running_is_announced_once_every_stage_is_ready_and_an_event_sent_then_i
         except subprocess.TimeoutExpired:
             run.kill()
             run.wait()
-

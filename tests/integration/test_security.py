@@ -41,13 +41,26 @@ SOURCES = [
     {"id": "off", "write_key": DISABLED_KEY, "enabled": False},
     {"id": "shop", "write_key": SHOP_KEY, "allowed_origins": [SHOP_ORIGIN], "rate_limit": {"events_per_second": 1000, "burst": 1000}},
 ]
-POST_ROUTES = {**{f"/v1/{t}": t for t in CALL_TYPES}, **{f"/v1/{t[0]}": t for t in CALL_TYPES}, "/v1/batch": None, "/v1/b": None, "/b": None}
+POST_ROUTES = {
+    **{f"/v1/{t}": t for t in CALL_TYPES},
+    **{f"/v1/{t[0]}": t for t in CALL_TYPES},
+    "/v1/batch": None,
+    "/v1/b": None,
+    "/b": None,
+}
 PIXEL_ROUTES = ["/v1/pixel", *[f"/v1/pixel/{t}" for t in CALL_TYPES]]
 
 
 def call(call_type: str, n: str) -> dict:
-    return {"type": call_type, "event": "E", "anonymousId": f"anon-{n}", "userId": f"user-{n}", "previousId": f"prev-{n}", "groupId": "g",
-            "messageId": f"sec-{n}"}
+    return {
+        "type": call_type,
+        "event": "E",
+        "anonymousId": f"anon-{n}",
+        "userId": f"user-{n}",
+        "previousId": f"prev-{n}",
+        "groupId": "g",
+        "messageId": f"sec-{n}",
+    }
 
 
 def basic(key: str) -> str:
@@ -132,7 +145,9 @@ def test_a_body_without_any_key_is_refused_but_kept_without_a_source(collector_s
     in the body, so the body must be read first; when it cannot be read it is answered for what it is and
     kept on the dead-letter topic, with no source (documented gap: anyone can write such bad rows)."""
     with running_collector(collector_settings, tmp_path, SOURCES) as client:
-        unreadable = client.post("/v1/batch", content=b'{"writeKey": "' + WRONG_KEY.encode() + b'", "batch": [', headers={"Content-Type": "application/json"})
+        unreadable = client.post(
+            "/v1/batch", content=b'{"writeKey": "' + WRONG_KEY.encode() + b'", "batch": [', headers={"Content-Type": "application/json"}
+        )
         readable = client.post("/v1/batch", json={"writeKey": WRONG_KEY, "batch": [call("track", "x")]})
     assert unreadable.status_code == 400 and unreadable.json()["errors"][0]["field"] == "body"
     assert readable.status_code == 401
@@ -208,8 +223,17 @@ def test_the_settings_endpoint_tells_a_source_its_own_public_key_and_nothing_els
         wrong, disabled = client.get(f"/v1/projects/{WRONG_KEY}/settings"), client.get(f"/v1/projects/{DISABLED_KEY}/settings")
         public = {path: client.get(path) for path in ("/metrics", "/healthz", "/readyz", "/nowhere")}
     assert own.status_code == 200 and own.json()["integrations"]["Segment.io"]["apiKey"] == WRITE_KEY
-    assert set(own.json()) == {"integrations", "plan", "edgeFunction", "analyticsNextEnabled", "middlewareSettings", "enabledMiddleware",
-                               "metrics", "legacyVideoPluginsEnabled", "remotePlugins"}
+    assert set(own.json()) == {
+        "integrations",
+        "plan",
+        "edgeFunction",
+        "analyticsNextEnabled",
+        "middlewareSettings",
+        "enabledMiddleware",
+        "metrics",
+        "legacyVideoPluginsEnabled",
+        "remotePlugins",
+    }
     for secret in secrets:
         assert secret not in own.text
     # Refusals neither echo the key they were given nor name any other.
@@ -288,9 +312,15 @@ def test_cors_is_restricted_per_source(collector_settings, tmp_path):
             "query": client.post(f"/v1/t?writeKey={SHOP_KEY}", json=call("track", "q"), headers={"Origin": evil}),
             "header": client.post("/v1/t", json=call("track", "h"), headers={"Origin": evil, "X-Write-Key": SHOP_KEY}),
             "basic": client.post("/v1/t", json=call("track", "b"), headers={"Origin": evil}, auth=(SHOP_KEY, "")),
-            "body": client.post("/v1/t", content=orjson.dumps({**call("track", "y"), "writeKey": SHOP_KEY}), headers={"Origin": evil, "Content-Type": "text/plain"}),
+            "body": client.post(
+                "/v1/t",
+                content=orjson.dumps({**call("track", "y"), "writeKey": SHOP_KEY}),
+                headers={"Origin": evil, "Content-Type": "text/plain"},
+            ),
             "null origin": client.post("/v1/t", json=call("track", "n"), headers={"Origin": "null", "X-Write-Key": SHOP_KEY}),
-            "look-alike": client.post("/v1/t", json=call("track", "l"), headers={"Origin": SHOP_ORIGIN + ".evil.example", "X-Write-Key": SHOP_KEY}),
+            "look-alike": client.post(
+                "/v1/t", json=call("track", "l"), headers={"Origin": SHOP_ORIGIN + ".evil.example", "X-Write-Key": SHOP_KEY}
+            ),
             "pixel": client.get(f"/v1/pixel/track?writeKey={SHOP_KEY}&event=E&userId=u&messageId=sec-pixel", headers={"Origin": evil}),
         }
         allowed = client.post(f"/v1/t?writeKey={SHOP_KEY}", json=call("track", "ok"), headers={"Origin": SHOP_ORIGIN})
@@ -312,5 +342,7 @@ def test_cors_is_restricted_per_source(collector_settings, tmp_path):
     # Each refused call is kept as an `auth` bad row of its source (real visitors' events lost to the allow-list).
     kept = [m.value for m in bad_rows(collector_settings)]
     assert len(kept) == len(refused)
-    assert {(row["kind"], row["source_id"], row["problems"][0]["field"], row["problems"][0]["rule"]) for row in kept} == {("auth", "shop", "origin", "origin_not_allowed")}
+    assert {(row["kind"], row["source_id"], row["problems"][0]["field"], row["problems"][0]["rule"]) for row in kept} == {
+        ("auth", "shop", "origin", "origin_not_allowed")
+    }
     assert sorted(row["message_id"] for row in kept) == sorted(["sec-q", "sec-h", "sec-b", "sec-y", "sec-n", "sec-l", "sec-pixel"])

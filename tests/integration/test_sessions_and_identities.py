@@ -51,7 +51,14 @@ def test_merged_ids_on_different_partitions_resolve_to_one_person(settings, clic
     other_user = f"other-{uuid.uuid4().hex[:6]}"
     calls = [
         {"type": "page", "anonymousId": laptop, "name": "Home", "timestamp": at(0), "messageId": "p1"},
-        {"type": "identify", "anonymousId": laptop, "userId": user, "traits": {"email": "u@example.com"}, "timestamp": at(1), "messageId": "i1"},
+        {
+            "type": "identify",
+            "anonymousId": laptop,
+            "userId": user,
+            "traits": {"email": "u@example.com"},
+            "timestamp": at(1),
+            "messageId": "i1",
+        },
         {"type": "page", "anonymousId": phone, "name": "Home", "timestamp": at(2), "messageId": "p2"},
         {"type": "identify", "anonymousId": phone, "userId": user, "timestamp": at(3), "messageId": "i2"},
         {"type": "track", "userId": user, "event": "Bought", "timestamp": at(4), "messageId": "t1"},
@@ -69,22 +76,35 @@ def test_merged_ids_on_different_partitions_resolve_to_one_person(settings, clic
             rows = [m.value for m in bad_rows(settings) if m.value["stage"] == "processor"]
             return [p for row in rows for p in row["problems"] if p["field"] == "user_id" and "placeholder" in p["reason"]]
 
-
         def people():
             return dict(query(clickhouse_client, f"SELECT distinct_id, person_id FROM {db}.person_distinct_ids FINAL"))
 
         mapping = wait_until(lambda: len(people()) == 4 and people(), 90, what="4 distinct ids mapped", watch=(worker, projection))
-        wait_until(lambda: query(clickhouse_client, f"SELECT count() FROM {db}.events FINAL")[0][0] == 7, 60, what="7 events", watch=(worker, projection))
+        wait_until(
+            lambda: query(clickhouse_client, f"SELECT count() FROM {db}.events FINAL")[0][0] == 7,
+            60,
+            what="7 events",
+            watch=(worker, projection),
+        )
         warnings = wait_until(identity_warnings, 30, what="the placeholder id's warning on the dead-letter topic", watch=(worker,))
 
         def profiles():
-            return {row[0]: row[1:] for row in query(clickhouse_client,
+            return {
+                row[0]: row[1:]
+                for row in query(
+                    clickhouse_client,
                     f"SELECT person_id, is_identified, is_contact, email, event_count, session_count, visitor_alias "
-                    f"FROM {db}.persons FINAL")}
+                    f"FROM {db}.persons FINAL",
+                )
+            }
 
         expected_user = (True, True, "u@example.com", 6)  # i4 stays with the phone: "undefined" is no user id
-        found = wait_until(lambda: (p := profiles()) and p.get(mapping[user], ())[:4] == expected_user and len(p) == 2 and p,
-                           60, what="two profiles: the merged user and the other user", watch=(worker, projection))
+        found = wait_until(
+            lambda: (p := profiles()) and p.get(mapping[user], ())[:4] == expected_user and len(p) == 2 and p,
+            60,
+            what="two profiles: the merged user and the other user",
+            watch=(worker, projection),
+        )
 
     assert mapping[laptop] == mapping[phone] == mapping[user]
     assert mapping[other_user] != mapping[user]
@@ -103,8 +123,13 @@ def test_a_late_event_bridging_two_sessions_merges_them(settings, clickhouse_cli
     db = settings.database
     device = f"device-{uuid.uuid4().hex[:6]}"
     first_visit = [
-        {"type": "page", "anonymousId": device, "timestamp": at(0), "messageId": "a1",
-         "properties": {"url": "https://shop.example/?utm_source=news&utm_medium=email"}},
+        {
+            "type": "page",
+            "anonymousId": device,
+            "timestamp": at(0),
+            "messageId": "a1",
+            "properties": {"url": "https://shop.example/?utm_source=news&utm_medium=email"},
+        },
         {"type": "track", "anonymousId": device, "event": "Viewed", "timestamp": at(10), "messageId": "a2"},
         {"type": "page", "anonymousId": device, "timestamp": at(50), "messageId": "b1"},  # 40 min later: a new session
     ]
@@ -112,11 +137,15 @@ def test_a_late_event_bridging_two_sessions_merges_them(settings, clickhouse_cli
         send_batch(url, first_visit)
 
         def live_sessions():
-            return query(clickhouse_client, f"SELECT session_id, event_count, utm_source FROM {db}.sessions FINAL WHERE device_key = '{device}'")
+            return query(
+                clickhouse_client, f"SELECT session_id, event_count, utm_source FROM {db}.sessions FINAL WHERE device_key = '{device}'"
+            )
 
         wait_until(lambda: len(live_sessions()) == 2, 90, what="two sessions", watch=(worker, projection))
         send_batch(url, [{"type": "track", "anonymousId": device, "event": "Came back", "timestamp": at(30), "messageId": "late"}])
-        sessions = wait_until(lambda: (s := live_sessions()) and len(s) == 1 and s[0][1] == 4 and s, 60, what="one merged session", watch=(worker, projection))
+        sessions = wait_until(
+            lambda: (s := live_sessions()) and len(s) == 1 and s[0][1] == 4 and s, 60, what="one merged session", watch=(worker, projection)
+        )
 
     [(survivor, count, utm_source)] = sessions
     assert (count, utm_source) == (4, "news")
@@ -135,11 +164,20 @@ def test_idle_sessions_are_closed_by_the_timer(settings, clickhouse_client, tmp_
     with collector(settings, tmp_path / "logs") as url, processor(settings, tmp_path / "logs") as worker, projector(settings) as projection:
         send_batch(url, calls)
         status = wait_until(
-            lambda: query(clickhouse_client, f"SELECT status, bounced FROM {settings.database}.sessions FINAL WHERE device_key = '{device}'"),
-            90, what="session row", watch=(worker, projection),
+            lambda: query(
+                clickhouse_client, f"SELECT status, bounced FROM {settings.database}.sessions FINAL WHERE device_key = '{device}'"
+            ),
+            90,
+            what="session row",
+            watch=(worker, projection),
         )
         assert status[0][1] is True
         wait_until(
-            lambda: query(clickhouse_client, f"SELECT status FROM {settings.database}.sessions FINAL WHERE device_key = '{device}'") == [("ended",)],
-            60, what="the session to end without further events", watch=(worker, projection),
+            lambda: (
+                query(clickhouse_client, f"SELECT status FROM {settings.database}.sessions FINAL WHERE device_key = '{device}'")
+                == [("ended",)]
+            ),
+            60,
+            what="the session to end without further events",
+            watch=(worker, projection),
         )

@@ -17,7 +17,11 @@ from tests.api_support import api_stack, stack_settings
 pytestmark = pytest.mark.integration
 
 # The stack's one rule for this module: customer when `orders_placed` is over 0 (no other test sets that property).
-CUSTOMER_RULE = {"kind": "group", "match": "all", "conditions": [{"kind": "property", "property": "orders_placed", "operator": "gt", "value": 0}]}
+CUSTOMER_RULE = {
+    "kind": "group",
+    "match": "all",
+    "conditions": [{"kind": "property", "property": "orders_placed", "operator": "gt", "value": 0}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +63,9 @@ def history(stack, ref: str) -> list[tuple]:
 def finish(stack, answer) -> dict:
     assert answer.status_code == 202, answer.text
     url = f"/api/v1/jobs/{answer.json()['job_id']}"
-    return stack.wait(lambda: (job := stack.api.get(url, headers=stack.auth).json())["state"] in ("done", "failed") and job, "the job to finish")
+    return stack.wait(
+        lambda: (job := stack.api.get(url, headers=stack.auth).json())["state"] in ("done", "failed") and job, "the job to finish"
+    )
 
 
 def stage_ids(stack) -> list[str]:
@@ -71,8 +77,17 @@ def stage_ids(stack) -> list[str]:
 
 def test_stage_definitions_add_rename_reorder_and_refusals(stack):
     stages = stack.api.get("/api/v1/lifecycle-stages", headers=stack.auth).json()["stages"]
-    assert [s["id"] for s in stages] == ["visitor", "subscriber", "lead", "marketing_qualified_lead", "sales_qualified_lead",
-                                         "opportunity", "customer", "evangelist", "other"]
+    assert [s["id"] for s in stages] == [
+        "visitor",
+        "subscriber",
+        "lead",
+        "marketing_qualified_lead",
+        "sales_qualified_lead",
+        "opportunity",
+        "customer",
+        "evangelist",
+        "other",
+    ]
     assert stages[0] == {**stages[0], "name": "Visitor", "position": 0, "built_in": True, "users": 0}
 
     added = stack.api.post("/api/v1/lifecycle-stages", json={"id": "trial", "name": "Trial", "order": 25}, headers=stack.auth)
@@ -114,7 +129,11 @@ def test_the_api_sets_a_stage_and_a_move_back_is_kept_with_its_reason(stack):
     assert patch(stack, ref, stage="opportunity")["stage"] == "opportunity"
     back = patch(stack, ref, stage="lead", stage_reason="the deal fell through")
     assert back["stage"] == "lead"
-    assert history(stack, ref) == [("", "lead", "api", ""), ("lead", "opportunity", "api", ""), ("opportunity", "lead", "api", "the deal fell through")]
+    assert history(stack, ref) == [
+        ("", "lead", "api", ""),
+        ("lead", "opportunity", "api", ""),
+        ("opportunity", "lead", "api", "the deal fell through"),
+    ]
     listed = stack.api.get("/api/v1/users", params={"stage": "lead", "q": ref}, headers=stack.auth).json()["users"]
     assert [u["person_id"] for u in listed] == [ref]
     assert stack.api.get("/api/v1/users", params={"stage": "opportunity", "q": ref}, headers=stack.auth).json()["users"] == []
@@ -169,7 +188,9 @@ def test_deleting_a_stage_in_use_needs_a_stage_to_move_its_users_to(stack):
     deleted = stack.api.delete("/api/v1/lifecycle-stages/pilot?move_to=lead", headers=stack.auth)
     assert deleted.status_code == 200, deleted.text
     assert deleted.json()["users"] == 3
-    job = stack.wait(lambda: (j := stack.api.get(deleted.json()["job_url"], headers=stack.auth).json())["state"] == "done" and j, "the move")
+    job = stack.wait(
+        lambda: (j := stack.api.get(deleted.json()["job_url"], headers=stack.auth).json())["state"] == "done" and j, "the move"
+    )
     assert (job["matched"], job["applied"]) == (3, 3)
     assert "pilot" not in stage_ids(stack)
     for person in users:
@@ -208,14 +229,18 @@ def test_lists_members_added_removed_and_snapshotted(stack):
     members = stack.api.get(f"/api/v1/lists/{list_id}/members", headers=stack.auth).json()["members"]
     assert {m["person_id"]: m["added_by"] for m in members} == {ann["person_id"]: "ann@example.com", **dict.fromkeys(tagged, "snapshot")}
     assert later["person_id"] not in {m["person_id"] for m in members}
-    past = stack.api.get(f"/api/v1/lists/{list_id}/members", params={"at": before_removal.isoformat()}, headers=stack.auth).json()["members"]
+    past = stack.api.get(f"/api/v1/lists/{list_id}/members", params={"at": before_removal.isoformat()}, headers=stack.auth).json()[
+        "members"
+    ]
     assert {m["person_id"] for m in past} == {ann["person_id"], bob["person_id"]}
     assert stack.api.get(f"/api/v1/lists/{list_id}", headers=stack.auth).json()["members"] == 4
 
     shown = user(stack, ann["person_id"])
     assert shown["lists"] == [{"id": list_id, "name": "Webinar attendees"}]
     memberships = stack.api.get(f"/api/v1/users/{bob['person_id']}/lists", headers=stack.auth).json()["memberships"]
-    assert [(m["list_id"], m["added_by"], m["removed_by"], m["removed_at"] is not None) for m in memberships] == [(list_id, "ann@example.com", "api", True)]
+    assert [(m["list_id"], m["added_by"], m["removed_by"], m["removed_at"] is not None) for m in memberships] == [
+        (list_id, "ann@example.com", "api", True)
+    ]
     in_list = stack.api.get("/api/v1/users", params={"list": list_id, "limit": 100}, headers=stack.auth).json()["users"]
     assert {u["person_id"] for u in in_list} == {ann["person_id"], *tagged}
 

@@ -27,12 +27,26 @@ def test_a_violating_property_keeps_the_event_but_not_the_value_and_geo_reaches_
     producer.flush(10)
     db = settings.database
     logs = tmp_path / "logs"
-    with collector(settings, logs, FOOTFALL_TRUSTED_PROXIES="127.0.0.1") as url, processor(settings, logs) as worker, projector(settings) as projection:
+    with (
+        collector(settings, logs, FOOTFALL_TRUSTED_PROXIES="127.0.0.1") as url,
+        processor(settings, logs) as worker,
+        projector(settings) as projection,
+    ):
         auth = (WRITE_KEY, "")
-        identify = {"anonymousId": "anon-g", "userId": "user-g", "messageId": "m-identify", "timestamp": "2026-01-01T10:00:00Z",
-                    "traits": {"email": "not-an-address", "first_name": "Ann", "plan": "gold"}}
-        later = {"userId": "user-g", "event": "Upgraded", "messageId": "m-track", "timestamp": "2026-01-01T11:00:00Z",
-                 "properties": {"$set": {"plan": "pro"}}}
+        identify = {
+            "anonymousId": "anon-g",
+            "userId": "user-g",
+            "messageId": "m-identify",
+            "timestamp": "2026-01-01T10:00:00Z",
+            "traits": {"email": "not-an-address", "first_name": "Ann", "plan": "gold"},
+        }
+        later = {
+            "userId": "user-g",
+            "event": "Upgraded",
+            "messageId": "m-track",
+            "timestamp": "2026-01-01T11:00:00Z",
+            "properties": {"$set": {"plan": "pro"}},
+        }
         for path, body, address in (("/v1/identify", identify, US), ("/v1/track", later, GB)):
             answer = httpx.post(url + path, json=body, auth=auth, headers={"X-Forwarded-For": address}, timeout=10)
             assert answer.status_code == 200, answer.text  # never refused because of a property
@@ -46,7 +60,9 @@ def test_a_violating_property_keeps_the_event_but_not_the_value_and_geo_reaches_
 
         found = wait_until(person, timeout_s=120, what="the person's profile", watch=(worker, projection))
         events = dict(clickhouse_client.query(f"SELECT message_id, traits FROM {db}.events FINAL").result_rows)
-        contexts = dict(clickhouse_client.query(f"SELECT message_id, JSONExtractString(context, 'geo', 'country') FROM {db}.events FINAL").result_rows)
+        contexts = dict(
+            clickhouse_client.query(f"SELECT message_id, JSONExtractString(context, 'geo', 'country') FROM {db}.events FINAL").result_rows
+        )
 
     properties = orjson.loads(found[0])
     assert "email" not in properties and properties["plan"] == "pro" and properties["first_name"] == "Ann"
@@ -56,6 +72,9 @@ def test_a_violating_property_keeps_the_event_but_not_the_value_and_geo_reaches_
 
     bad = [BadRow.model_validate_json(value) for value in topic_values(settings, settings.topics.dead_letter.name)]
     refused = {(row.kind, row.field, row.rule, row.reason.split(" ")[0]) for row in bad if row.stage == "projector"}
-    assert refused == {("property_violation", "traits.email", "type", "(string)"), ("property_violation", "traits.plan", "options", "(string)")}
+    assert refused == {
+        ("property_violation", "traits.email", "type", "(string)"),
+        ("property_violation", "traits.plan", "options", "(string)"),
+    }
     kept = {orjson.loads(row.payload)["property"]: orjson.loads(row.payload) for row in bad if row.stage == "projector"}
     assert kept["plan"]["value"] == '"gold"' and kept["plan"]["message_id"] == "m-identify"

@@ -18,8 +18,9 @@ def scrape(page: TestClient) -> dict[tuple[str, tuple], float]:
     """The projector's /metrics (its read API) as {(sample name, labels): value}."""
     answer = page.get("/metrics")
     assert answer.status_code == 200
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(answer.text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value for family in text_string_to_metric_families(answer.text) for s in family.samples
+    }
 
 
 def test_track_identify_and_page_arrive_in_clickhouse(settings, clickhouse_client, tmp_path):
@@ -29,8 +30,14 @@ def test_track_identify_and_page_arrive_in_clickhouse(settings, clickhouse_clien
         auth = (WRITE_KEY, "")
         calls = [
             ("/v1/track", {"anonymousId": "anon-1", "event": "Signed Up", "properties": {"plan": "pro"}, "messageId": "m-track"}),
-            ("/v1/identify", {"anonymousId": "anon-1", "userId": "user-1", "traits": {"email": "a@example.com"}, "messageId": "m-identify"}),
-            ("/v1/page", {"userId": "user-1", "name": "Pricing", "properties": {"url": "https://example.com/pricing"}, "messageId": "m-page"}),
+            (
+                "/v1/identify",
+                {"anonymousId": "anon-1", "userId": "user-1", "traits": {"email": "a@example.com"}, "messageId": "m-identify"},
+            ),
+            (
+                "/v1/page",
+                {"userId": "user-1", "name": "Pricing", "properties": {"url": "https://example.com/pricing"}, "messageId": "m-page"},
+            ),
         ]
         for path, body in calls:
             response = httpx.post(url + path, json=body, auth=auth, timeout=10)

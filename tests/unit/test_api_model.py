@@ -38,7 +38,11 @@ def test_refs_name_a_person_an_id_or_an_email():
 def test_create_rules_are_named_each():
     with pytest.raises(ApiError) as refused:
         validate_create(UserCreate(first_name="x", properties={"email": "e@x.io", "a b": 1}))
-    assert rules(refused.value) == {("user_id", "required_identifier"), ("properties.email", "default_property"), ("properties.a b", "property_name")}
+    assert rules(refused.value) == {
+        ("user_id", "required_identifier"),
+        ("properties.email", "default_property"),
+        ("properties.a b", "property_name"),
+    }
     assert validate_create(UserCreate(email=" Ada@X.io", properties={"plan": "pro"})) == {"email": "ada@x.io", "plan": "pro"}
 
 
@@ -53,8 +57,9 @@ def test_a_create_is_a_claim_and_a_create_command_an_erase_also_suppresses_diges
     body = UserCreate(user_id="u1", email="a@b.co", tags=["vip", "vip"])
     claim, create = create_records(topics, validate_create(body), body, "p1", "c1", AT)
     assert claim.topic == "t.identity-commands" and create.topic == "t.user-commands" and create.key == "p1"
-    assert IdentityCommand.model_validate_json(claim.value).model_dump(include={"kind", "person_id", "distinct_id", "user_id", "email"}) == {
-        "kind": "claim", "person_id": "p1", "distinct_id": "u1", "user_id": "u1", "email": "a@b.co"}
+    assert IdentityCommand.model_validate_json(claim.value).model_dump(
+        include={"kind", "person_id", "distinct_id", "user_id", "email"}
+    ) == {"kind": "claim", "person_id": "p1", "distinct_id": "u1", "user_id": "u1", "email": "a@b.co"}
     assert UserCommand.model_validate_json(create.value).tags_add == ["vip"]
     records = delete_records(topics, "erase", "p1", ["u1", "a@b.co"], "c2", AT)
     assert [r.topic for r in records] == ["t.user-commands", "t.identity-commands", "t.erasures", "t.erasures"]
@@ -67,12 +72,19 @@ text = st.text(min_size=1, max_size=40)
 
 
 @settings(max_examples=200, deadline=None)
-@given(q=text, status=st.sampled_from([None, "active", "disabled"]), tag=st.one_of(st.none(), text),
-       properties=st.dictionaries(text, text, max_size=4), sort=st.sampled_from(["email", "-last_seen", "event_count"]))
+@given(
+    q=text,
+    status=st.sampled_from([None, "active", "disabled"]),
+    tag=st.one_of(st.none(), text),
+    properties=st.dictionaries(text, text, max_size=4),
+    sort=st.sampled_from(["email", "-last_seen", "event_count"]),
+)
 def test_the_list_query_sql_holds_no_client_text(q, status, tag, properties, sort):
     query = ListQuery(q=q, status=status, tag=tag, properties=properties, sort=sort).check()
     sql, parameters = query.sql("person_id")
-    fixed, _ = ListQuery(q="Q", status=status and "S", tag=tag and "T", properties={f"k{i}": "v" for i in range(len(properties))}, sort=sort).sql("person_id")
+    fixed, _ = ListQuery(
+        q="Q", status=status and "S", tag=tag and "T", properties={f"k{i}": "v" for i in range(len(properties))}, sort=sort
+    ).sql("person_id")
     assert sql == fixed  # the same text whatever the values: they are all parameters
     assert parameters.get("q") == q and set(parameters.values()) >= set(properties.values())
 

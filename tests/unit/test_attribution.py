@@ -24,9 +24,7 @@ NOW = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
 
 
 def raw(**fields) -> RawEvent:
-    return RawEvent(
-        message_id="m1", type="page", anonymous_id="a", timestamp=NOW, received_at=NOW, source_id="web", **fields
-    )
+    return RawEvent(message_id="m1", type="page", anonymous_id="a", timestamp=NOW, received_at=NOW, source_id="web", **fields)
 
 
 @pytest.mark.parametrize(
@@ -55,10 +53,7 @@ def test_context_campaign_maps_name_to_campaign_and_drops_non_text():
 
 
 def test_campaign_from_url_reads_utm_parameters_only():
-    url = (
-        "https://shop.example/?utm_source=google&utm_medium=cpc&utm_campaign=brand%20terms"
-        "&utm_term=&utm_id=9&utm_source=second&q=1"
-    )
+    url = "https://shop.example/?utm_source=google&utm_medium=cpc&utm_campaign=brand%20terms&utm_term=&utm_id=9&utm_source=second&q=1"
     assert campaign_from_url(url) == {"source": "google", "medium": "cpc", "campaign": "brand terms"}
     assert campaign_from_url("https://shop.example/?utm_content=hero#utm_source=fragment") == {"content": "hero"}
     assert campaign_from_url(None) == {}
@@ -76,9 +71,7 @@ def test_page_url_prefers_properties_then_context_page():
 def test_referrer_prefers_context_page_then_properties():
     both = raw(properties={"referrer": "https://p.example/"}, context={"page": {"referrer": "https://c.example/"}})
     assert referrer_of(both) == "https://c.example/"
-    assert referrer_of(raw(properties={"referrer": "https://p.example/"}, context={"page": {"referrer": ""}})) == (
-        "https://p.example/"
-    )
+    assert referrer_of(raw(properties={"referrer": "https://p.example/"}, context={"page": {"referrer": ""}})) == ("https://p.example/")
 
 
 def test_user_agent_prefers_the_event_then_context():
@@ -91,8 +84,7 @@ def test_user_agent_prefers_the_event_then_context():
     ("user_agent", "expected"),
     [
         (
-            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.0.0 "
-            "Safari/537.36",
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.0.0 Safari/537.36",
             ("Chrome", "Windows", "desktop"),
         ),
         (
@@ -110,18 +102,15 @@ def test_user_agent_prefers_the_event_then_context():
             ("Mobile Safari", "iOS", "tablet"),
         ),
         (
-            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile "
-            "Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Mobile Safari/537.36",
             ("Chrome Mobile", "Android", "mobile"),
         ),
         (
-            "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 "
-            "Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
             ("Chrome", "Android", "tablet"),
         ),
         (
-            "Mozilla/5.0 (Linux; Android 9; KFMAWI) AppleWebKit/537.36 (KHTML, like Gecko) Silk/120 like Chrome/120 "
-            "Safari/537.36",
+            "Mozilla/5.0 (Linux; Android 9; KFMAWI) AppleWebKit/537.36 (KHTML, like Gecko) Silk/120 like Chrome/120 Safari/537.36",
             ("Android", "Android", "tablet"),
         ),
         ("Shop/5.2.0 CFNetwork/1474 Darwin/23.0.0", ("Shop", "iOS", "mobile")),

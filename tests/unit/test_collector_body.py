@@ -48,7 +48,13 @@ def test_a_body_without_content_type_is_read_as_json():
 
 
 @pytest.mark.parametrize(
-    "content_type", ["application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=utf-8", "application/octet-stream", "multipart/form-data"]
+    "content_type",
+    [
+        "application/x-www-form-urlencoded",
+        "application/x-www-form-urlencoded; charset=utf-8",
+        "application/octet-stream",
+        "multipart/form-data",
+    ],
 )
 def test_a_json_body_is_read_as_json_whatever_content_type_it_declares(content_type):
     """Server SDKs (and RudderStack's gateway, which reads them) send JSON declared as a form, often gzipped."""

@@ -127,8 +127,14 @@ def test_the_write_key_comes_from_basic_auth_header_query_or_body(request_, body
 def test_sources_come_from_a_file_with_their_options(tmp_path):
     path = tmp_path / "sources.json"
     entries = [
-        {"id": "web", "write_key": "wk-1", "allowed_origins": ["https://shop.example"], "truncate_ip": True, "hash_emails": True,
-         "rate_limit": {"events_per_second": 100, "burst": 500}},
+        {
+            "id": "web",
+            "write_key": "wk-1",
+            "allowed_origins": ["https://shop.example"],
+            "truncate_ip": True,
+            "hash_emails": True,
+            "rate_limit": {"events_per_second": 100, "burst": 500},
+        },
         {"id": "old", "write_key": "wk-2", "enabled": False},
     ]
     path.write_bytes(orjson.dumps(entries))
@@ -172,7 +178,9 @@ def test_an_unexpected_exception_becomes_a_503_with_a_reason_and_no_payload_in_t
     start, body = sent
     assert start["status"] == 503
     assert (b"retry-after", b"7") in start["headers"]
-    assert orjson.loads(body["body"])["errors"] == [{"field": "collector", "reason": "unexpected internal error; retry later", "rule": "internal_error"}]
+    assert orjson.loads(body["body"])["errors"] == [
+        {"field": "collector", "reason": "unexpected internal error; retry later", "rule": "internal_error"}
+    ]
     assert "KeyError" in caplog.text and secret not in caplog.text
 
 

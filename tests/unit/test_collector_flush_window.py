@@ -15,9 +15,7 @@ from schemas.envelope import EnvelopeLimits, partition_for, unpack
 
 keys = st.sampled_from([f"anon-{n}".encode() for n in range(12)] + ["ключ".encode(), b"u"])
 # ("add", request, key, padding) adds one event of `request`; ("end",) ends the window.
-steps = st.lists(
-    st.one_of(st.tuples(st.just("add"), st.integers(0, 5), keys, st.integers(0, 60)), st.just(("end",))), max_size=80
-)
+steps = st.lists(st.one_of(st.tuples(st.just("add"), st.integers(0, 5), keys, st.integers(0, 60)), st.just(("end",))), max_size=80)
 limits = st.builds(EnvelopeLimits, max_events=st.integers(1, 8), max_bytes=st.integers(1, 300))
 partition_counts = st.integers(1, 6)
 

@@ -90,5 +90,7 @@ def test_a_source_can_turn_geoip_off():
     async def app(scope, _receive, _send):
         made.append(await edge_of(Request(scope), SOURCE.model_copy(update={"geoip": False})))
 
-    asyncio.run(app({"type": "http", "method": "POST", "path": "/", "query_string": b"", "headers": [], "client": (GOOGLE_DNS, 1)}, None, None))
+    asyncio.run(
+        app({"type": "http", "method": "POST", "path": "/", "query_string": b"", "headers": [], "client": (GOOGLE_DNS, 1)}, None, None)
+    )
     assert made[0].geo is None and made[0].ip == GOOGLE_DNS

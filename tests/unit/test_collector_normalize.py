@@ -65,7 +65,9 @@ def test_a_correction_out_of_datetime_range_is_flagged_not_raised():
 
 
 def test_the_raw_event_carries_corrected_and_original_times():
-    event = raw({"type": "track", "event": "E", "anonymousId": "a", "originalTimestamp": "2026-03-01T09:59:00Z", "sentAt": "2026-03-01T10:00:00Z"})
+    event = raw(
+        {"type": "track", "event": "E", "anonymousId": "a", "originalTimestamp": "2026-03-01T09:59:00Z", "sentAt": "2026-03-01T10:00:00Z"}
+    )
     assert event.timestamp == RECEIVED - timedelta(minutes=1)
     assert event.original_timestamp == datetime(2026, 3, 1, 9, 59, tzinfo=UTC)
     assert event.sent_at == datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
@@ -126,13 +128,17 @@ def test_numeric_ids_become_strings():
 @pytest.mark.parametrize("number", [b"1180591620717411303424", b"18446744073709551616", b"-9223372036854775809", b"7.5", b"42.0", b"1e3"])
 def test_a_number_id_that_is_not_a_64_bit_integer_is_refused(field, number):
     """orjson reads integers past 64 bits as floats: 2**70 and 2**70 + 1 would both be "1.1805916207174113e+21"."""
-    call = orjson.loads(b'{"type": "group", "userId": "u", "anonymousId": "a", "groupId": "g", "previousId": "p", "%s": %s}' % (field.encode(), number))
+    call = orjson.loads(
+        b'{"type": "group", "userId": "u", "anonymousId": "a", "groupId": "g", "previousId": "p", "%s": %s}' % (field.encode(), number)
+    )
     assert problems(call) == [(field, "a number id must be an integer within 64 bits; send it as a string")]
 
 
 def test_a_float_id_is_refused_even_when_python_hands_it_over():
     for value in (float("inf"), float("nan"), 1.0):
-        assert problems({"type": "identify", "userId": value}) == [("userId", "a number id must be an integer within 64 bits; send it as a string")]
+        assert problems({"type": "identify", "userId": value}) == [
+            ("userId", "a number id must be an integer within 64 bits; send it as a string")
+        ]
 
 
 def test_a_missing_message_id_is_generated_and_a_given_one_kept():
@@ -168,7 +174,10 @@ def test_the_placeholder_flag_comes_after_the_clock_flags():
     ("ids", "expected"),
     [
         ({"anonymousId": "undefined"}, [("anonymousId", "a placeholder, not an id")]),
-        ({"anonymousId": "null", "userId": "undefined"}, [("anonymousId", "a placeholder, not an id"), ("userId", "a placeholder, not an id")]),
+        (
+            {"anonymousId": "null", "userId": "undefined"},
+            [("anonymousId", "a placeholder, not an id"), ("userId", "a placeholder, not an id")],
+        ),
         ({"anonymousId": "", "userId": "[object Object]"}, [("userId", "a placeholder, not an id")]),
         ({"userId": "anonymous"}, [("userId", "a placeholder, not an id")]),
         ({"anonymousId": 0}, [("anonymousId", "a placeholder, not an id")]),
@@ -198,14 +207,24 @@ def test_a_source_that_hashes_emails_writes_no_address_and_no_address_as_the_key
     from ingest.privacy import hash_email
 
     hashing = replace(EDGE, hash_emails=True)
-    call = {"type": "identify", "userId": "Ann@Example.com", "traits": {"email": "ann@example.com", "plan": "pro"},
-            "context": {"traits": {"email": " ANN@example.com"}, "page": {"url": "https://x.example/?e=1"}}, "properties": {"email": "ann@example.com"}}
+    call = {
+        "type": "identify",
+        "userId": "Ann@Example.com",
+        "traits": {"email": "ann@example.com", "plan": "pro"},
+        "context": {"traits": {"email": " ANN@example.com"}, "page": {"url": "https://x.example/?e=1"}},
+        "properties": {"email": "ann@example.com"},
+    }
     normalized = normalize(call, hashing)
     event = RawEvent.model_validate_json(normalized.value)
     hashed = hash_email("ann@example.com")
     assert b"@" not in normalized.value.replace(b"https://x.example", b"")
     assert (normalized.device_key, event.user_id, event.traits, event.context["traits"], event.properties) == (
-        hashed, hashed, {"email": hashed, "plan": "pro"}, {"email": hashed}, {"email": hashed})
+        hashed,
+        hashed,
+        {"email": hashed, "plan": "pro"},
+        {"email": hashed},
+        {"email": hashed},
+    )
     assert RawEvent.model_validate_json(normalize(call, EDGE).value).traits["email"] == "ann@example.com"  # other sources: untouched
     assert call["traits"]["email"] == "ann@example.com"  # the call itself is not changed (it may become a bad row)
 
@@ -225,7 +244,9 @@ def test_nesting_deeper_than_json_writers_allow_is_refused_with_the_field():
 
 
 def test_long_strings_and_keys_name_their_path():
-    [(field, reason)] = problems({"type": "track", "event": "E", "userId": "u", "context": {"page": {"url": "x" * (MAX_STRING_LENGTH + 1)}}})
+    [(field, reason)] = problems(
+        {"type": "track", "event": "E", "userId": "u", "context": {"page": {"url": "x" * (MAX_STRING_LENGTH + 1)}}}
+    )
     assert (field, "string longer" in reason) == ("context.page.url", True)
     [(field, reason)] = problems({"type": "track", "event": "E", "userId": "u", "properties": {"k" * (MAX_STRING_LENGTH + 1): 1}})
     assert (field, "key longer" in reason) == ("properties", True)

@@ -25,18 +25,48 @@ def test_addresses_are_recognised_as_a_whole_value(value):
     assert is_email(value)
 
 
-@pytest.mark.parametrize("value", ["", "ann", "@example.com", "ann@", "ann@localhost", "ann@example.", "a@@example.com", "write to ann@example.com",
-                                   "ann@example.com, bob@example.com", "https://ann@example.com/x", "https://ann@example.com", ANN, 42, None, ["ann@example.com"],
-                                   "a" * 250 + "@example.com"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "ann",
+        "@example.com",
+        "ann@",
+        "ann@localhost",
+        "ann@example.",
+        "a@@example.com",
+        "write to ann@example.com",
+        "ann@example.com, bob@example.com",
+        "https://ann@example.com/x",
+        "https://ann@example.com",
+        ANN,
+        42,
+        None,
+        ["ann@example.com"],
+        "a" * 250 + "@example.com",
+    ],
+)
 def test_other_values_are_not_addresses(value):
     assert not is_email(value)
 
 
 def test_the_email_field_is_hashed_whatever_it_holds_and_addresses_anywhere_else_in_the_payload():
-    payload = {"email": "Ann@Example.com", "plan": "pro", "n": 3, "contacts": [{"work": "ann@example.com"}, "ann@example.com", 7],
-               "note": "mail ann@example.com", "ann@example.com": True}
-    assert mask_payload(payload) == {"email": ANN, "plan": "pro", "n": 3, "contacts": [{"work": ANN}, ANN, 7],
-                                     "note": "mail ann@example.com", "ann@example.com": True}  # free text and keys are left alone
+    payload = {
+        "email": "Ann@Example.com",
+        "plan": "pro",
+        "n": 3,
+        "contacts": [{"work": "ann@example.com"}, "ann@example.com", 7],
+        "note": "mail ann@example.com",
+        "ann@example.com": True,
+    }
+    assert mask_payload(payload) == {
+        "email": ANN,
+        "plan": "pro",
+        "n": 3,
+        "contacts": [{"work": ANN}, ANN, 7],
+        "note": "mail ann@example.com",
+        "ann@example.com": True,
+    }  # free text and keys are left alone
     assert mask_payload({"email": "not an address"}) == {"email": hash_email("not an address")}
     assert mask_payload({"email": ""}) == {"email": ""}
     assert mask_payload({"email": None}) == {"email": None}
@@ -49,11 +79,23 @@ def test_masking_twice_changes_nothing_more():
 
 
 def test_a_record_is_masked_in_traits_context_traits_properties_and_ids_only():
-    record = {"message_id": "m-1", "anonymous_id": "a-1", "user_id": "ann@example.com", "previous_id": None, "group_id": None,
-              "properties": {"email": "ann@example.com"}, "traits": {"email": "ann@example.com"},
-              "context": {"traits": {"email": "ann@example.com"}, "campaign": {"contact": "ann@example.com"}}}
+    record = {
+        "message_id": "m-1",
+        "anonymous_id": "a-1",
+        "user_id": "ann@example.com",
+        "previous_id": None,
+        "group_id": None,
+        "properties": {"email": "ann@example.com"},
+        "traits": {"email": "ann@example.com"},
+        "context": {"traits": {"email": "ann@example.com"}, "campaign": {"contact": "ann@example.com"}},
+    }
     masked = mask_record(record)
-    assert (masked["user_id"], masked["properties"], masked["traits"], masked["context"]["traits"]) == (ANN, {"email": ANN}, {"email": ANN}, {"email": ANN})
+    assert (masked["user_id"], masked["properties"], masked["traits"], masked["context"]["traits"]) == (
+        ANN,
+        {"email": ANN},
+        {"email": ANN},
+        {"email": ANN},
+    )
     assert (masked["message_id"], masked["anonymous_id"]) == ("m-1", "a-1")
     assert masked["context"]["campaign"] == {"contact": "ann@example.com"}  # only context.traits is personal data by contract
     assert record["user_id"] == "ann@example.com"

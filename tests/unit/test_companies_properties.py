@@ -36,29 +36,48 @@ values = st.one_of(st.none(), st.sampled_from(["Acme", "pro", "https://www.acme.
 traits = st.dictionaries(st.sampled_from(KEYS), values, max_size=3)
 
 group_shapes = st.fixed_dictionaries({"at": st.integers(0, 20), "traits": traits})
-command_shapes = st.fixed_dictionaries({
-    "kind": st.sampled_from(["upsert", "delete", "member_add", "member_end"]),
-    "at": st.integers(0, 20),
-    "set": traits,
-    "unset": st.lists(st.sampled_from(KEYS), max_size=2),
-    "role": st.sampled_from([None, "buyer", "admin"]),
-    "primary": st.sampled_from([None, True, False]),
-})
+command_shapes = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(["upsert", "delete", "member_add", "member_end"]),
+        "at": st.integers(0, 20),
+        "set": traits,
+        "unset": st.lists(st.sampled_from(KEYS), max_size=2),
+        "role": st.sampled_from([None, "buyer", "admin"]),
+        "primary": st.sampled_from([None, True, False]),
+    }
+)
 
 
 def group_calls(drawn: list[dict]) -> list[EnrichedEvent]:
     return [
-        EnrichedEvent(message_id=f"g{i}", type="group", group_id="acme", timestamp=T0 + timedelta(milliseconds=s["at"]), received_at=T0,
-                      source_id="web", user_id="ann", person_id="p-ann", traits=s["traits"])
+        EnrichedEvent(
+            message_id=f"g{i}",
+            type="group",
+            group_id="acme",
+            timestamp=T0 + timedelta(milliseconds=s["at"]),
+            received_at=T0,
+            source_id="web",
+            user_id="ann",
+            person_id="p-ann",
+            traits=s["traits"],
+        )
         for i, s in enumerate(drawn)
     ]
 
 
 def commands(drawn: list[dict]) -> list[CompanyCommand]:
     return [
-        CompanyCommand(kind=s["kind"], command_id=f"c{i}", company_id="acme", at=T0 + timedelta(milliseconds=s["at"]),
-                       set=s["set"] if s["kind"] == "upsert" else {}, unset=s["unset"] if s["kind"] == "upsert" else [],
-                       person_id="p-ann" if s["kind"].startswith("member") else None, role=s["role"], primary=s["primary"])
+        CompanyCommand(
+            kind=s["kind"],
+            command_id=f"c{i}",
+            company_id="acme",
+            at=T0 + timedelta(milliseconds=s["at"]),
+            set=s["set"] if s["kind"] == "upsert" else {},
+            unset=s["unset"] if s["kind"] == "upsert" else [],
+            person_id="p-ann" if s["kind"].startswith("member") else None,
+            role=s["role"],
+            primary=s["primary"],
+        )
         for i, s in enumerate(drawn)
     ]
 

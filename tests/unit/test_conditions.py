@@ -23,7 +23,15 @@ def prop(name: str, operator: str, value=None) -> PropertyCondition:
     return PropertyCondition(property=name, operator=operator, value=value)
 
 
-PERSON = {"plan": "Pro", "seats": 12, "score": "7.5", "beta": True, "signed_up": "2026-03-01T10:00:00Z", "email": "ann@example.com", "tags": ["a"]}
+PERSON = {
+    "plan": "Pro",
+    "seats": 12,
+    "score": "7.5",
+    "beta": True,
+    "signed_up": "2026-03-01T10:00:00Z",
+    "email": "ann@example.com",
+    "tags": ["a"],
+}
 
 
 @pytest.mark.parametrize(
@@ -142,14 +150,20 @@ leaf = st.builds(
     st.sampled_from(["gt", "gte", "lt", "lte"]),
     numbers,
 ) | st.builds(lambda name, value: prop(name, "equals", value), st.sampled_from("abc"), scalars)
-trees = st.recursive(leaf, lambda children: st.builds(ConditionGroup, match=st.sampled_from(["all", "any"]), conditions=st.lists(children, max_size=3)), max_leaves=8)
+trees = st.recursive(
+    leaf,
+    lambda children: st.builds(ConditionGroup, match=st.sampled_from(["all", "any"]), conditions=st.lists(children, max_size=3)),
+    max_leaves=8,
+)
 people = st.dictionaries(st.sampled_from("abc"), values, max_size=3)
 
 
 @given(value=values, expected=scalars)
 def test_not_equals_is_set_and_not_equal(value, expected):
     person = {"p": value}
-    assert evaluate(prop("p", "not_equals", expected), person) == (value is not None and not evaluate(prop("p", "equals", expected), person))
+    assert evaluate(prop("p", "not_equals", expected), person) == (
+        value is not None and not evaluate(prop("p", "equals", expected), person)
+    )
 
 
 @given(value=values, members=st.lists(scalars, min_size=1, max_size=4))
@@ -184,7 +198,9 @@ def test_is_set_and_is_not_set_are_complements(value):
     assert evaluate(prop("p", "is_set"), person) != evaluate(prop("p", "is_not_set"), person)
 
 
-all_operators = st.sampled_from(["equals", "not_equals", "gt", "gte", "lt", "lte", "contains", "not_contains", "starts_with", "ends_with", "before", "after"])
+all_operators = st.sampled_from(
+    ["equals", "not_equals", "gt", "gte", "lt", "lte", "contains", "not_contains", "starts_with", "ends_with", "before", "after"]
+)
 
 
 def _any_leaf(name, op, number_value, text_value, date_value, scalar_value):
@@ -203,8 +219,14 @@ any_leaf = st.builds(
 ) | st.builds(lambda name, members: prop(name, "in", members), st.sampled_from("abc"), st.lists(scalars, min_size=1, max_size=3)) \
   | st.builds(lambda name, members: prop(name, "not_in", members), st.sampled_from("abc"), st.lists(scalars, min_size=1, max_size=3)) \
   | st.builds(lambda name, op: prop(name, op), st.sampled_from("abc"), st.sampled_from(["is_set", "is_not_set"]))  # fmt: skip
-any_tree = st.recursive(any_leaf, lambda children: st.builds(ConditionGroup, match=st.sampled_from(["all", "any"]), conditions=st.lists(children, max_size=3)), max_leaves=8)
-dated_people = st.dictionaries(st.sampled_from("abc"), values | st.sampled_from(["2025-12-31T23:00:00Z", "2026-02-01", 1_800_000_000_000]), max_size=3)
+any_tree = st.recursive(
+    any_leaf,
+    lambda children: st.builds(ConditionGroup, match=st.sampled_from(["all", "any"]), conditions=st.lists(children, max_size=3)),
+    max_leaves=8,
+)
+dated_people = st.dictionaries(
+    st.sampled_from("abc"), values | st.sampled_from(["2025-12-31T23:00:00Z", "2026-02-01", 1_800_000_000_000]), max_size=3
+)
 
 
 @given(tree=any_tree, person=dated_people)

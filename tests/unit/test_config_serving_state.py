@@ -51,7 +51,9 @@ def test_each_exposure_is_new_exactly_once_within_a_window(asks):
 
 
 def _record(spec: dict, version: int, deleted: bool = False) -> bytes:
-    record = ConfigVersion(spec=ConfigSpec.model_validate(spec), version=version, change="updated", changed_at=datetime.now(UTC), deleted=deleted)
+    record = ConfigVersion(
+        spec=ConfigSpec.model_validate(spec), version=version, change="updated", changed_at=datetime.now(UTC), deleted=deleted
+    )
     return record.model_dump_json().encode()
 
 
@@ -64,7 +66,11 @@ def test_state_follows_the_topics_whatever_the_order():
     state.on_record(TOPICS.identities.name, b"ann", mapping.model_dump_json().encode())
     older = DistinctIdMapping(distinct_id="ann", person_id="p0", version=2)
     state.on_record(TOPICS.identities.name, b"ann", older.model_dump_json().encode())
-    state.on_record(TOPICS.person_properties.name, b"p1", PersonProperties(person_id="p1", version=5, properties={"plan": "pro", "seats": 3}).model_dump_json().encode())
+    state.on_record(
+        TOPICS.person_properties.name,
+        b"p1",
+        PersonProperties(person_id="p1", version=5, properties={"plan": "pro", "seats": 3}).model_dump_json().encode(),
+    )
     subject = state.subject("dev", "ann", {"seats": 9})
     assert (subject.person_id, subject.properties) == ("p1", {"plan": "pro", "seats": 9})  # sent properties win
     assert state.subject("dev", None, {}).person_id is None
@@ -81,6 +87,10 @@ def test_the_projector_publishes_properties_with_the_derived_facts():
     key, value = person_properties_record([columns[name] for name in PERSONS.column_names])
     record = PersonProperties.model_validate_json(value)
     assert key == "p1" and record.version == 7
-    assert record.properties["plan"] == "pro" and record.properties["$is_identified"] is True and record.properties["$email_domain"] == "example.com"
+    assert (
+        record.properties["plan"] == "pro"
+        and record.properties["$is_identified"] is True
+        and record.properties["$email_domain"] == "example.com"
+    )
     columns["is_deleted"] = 1
     assert person_properties_record([columns[name] for name in PERSONS.column_names]) == ("p1", None)

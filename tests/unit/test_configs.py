@@ -71,7 +71,13 @@ def test_bucket_is_in_unit_interval_and_matches_the_documented_formula(id_, key,
     assert value == independent_bucket(key, salt, id_)
 
 
-SPLIT = {"key": "exp", "type": "string", "variants": [{"key": "a", "weight": 1}, {"key": "b", "weight": 1}], "rules": [{"rollout_percent": 100}], "default": "a"}
+SPLIT = {
+    "key": "exp",
+    "type": "string",
+    "variants": [{"key": "a", "weight": 1}, {"key": "b", "weight": 1}],
+    "rules": [{"rollout_percent": 100}],
+    "default": "a",
+}
 
 
 @given(device=st.text(min_size=1, max_size=20), user=st.text(min_size=1, max_size=20), plan=st.sampled_from(["pro", "free"]))
@@ -86,7 +92,11 @@ def test_every_reason():
     spec = {
         "key": "banner",
         "type": "json",
-        "variants": [{"key": "off", "value": None}, {"key": "small", "value": {"size": 1}, "weight": 1}, {"key": "big", "value": {"size": 3}}],
+        "variants": [
+            {"key": "off", "value": None},
+            {"key": "small", "value": {"size": 1}, "weight": 1},
+            {"key": "big", "value": {"size": 3}},
+        ],
         "rules": [
             {"condition": {"kind": "property", "property": "plan", "operator": "equals", "value": "enterprise"}, "variant": "big"},
             {"condition": {"kind": "property", "property": "beta", "operator": "equals", "value": True}, "rollout_percent": 0},
@@ -100,7 +110,13 @@ def test_every_reason():
     }
     config = version_of(spec, version=7)
     enterprise = serve(config, Subject(user_id="u1", properties={"plan": "enterprise"}), NOW)
-    assert (enterprise.variant, enterprise.value, enterprise.reason, enterprise.rule, enterprise.version) == ("big", {"size": 3}, "rule_match", 0, 7)
+    assert (enterprise.variant, enterprise.value, enterprise.reason, enterprise.rule, enterprise.version) == (
+        "big",
+        {"size": 3},
+        "rule_match",
+        0,
+        7,
+    )
     assert serve(config, Subject(user_id="u2", properties={"country": "fr"}), NOW).answer() == {
         "variant": "small", "value": {"size": 1}, "version": 7, "reason": "rule_match", "rule": 2}  # fmt: skip
     excluded = serve(config, Subject(user_id="u3", properties={"beta": True}), NOW)
@@ -194,8 +210,11 @@ def configs(draw):
 
 
 subjects = st.builds(
-    Subject, anonymous_id=st.none() | st.sampled_from(["d1", "d2", "émilie"]), user_id=st.none() | st.sampled_from(["u1", "u2"]),
-    person_id=st.none() | st.just("p1"), properties=dated_people,
+    Subject,
+    anonymous_id=st.none() | st.sampled_from(["d1", "d2", "émilie"]),
+    user_id=st.none() | st.sampled_from(["u1", "u2"]),
+    person_id=st.none() | st.just("p1"),
+    properties=dated_people,
 )
 
 

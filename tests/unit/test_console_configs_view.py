@@ -13,17 +13,31 @@ from api.console.configs_view import condition_text, config_body, form_field_of,
 from schemas.configs import ConfigSpec
 
 KEYS = st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=8)
-JSON_VALUES = st.recursive(st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=5),
-                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=5)
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-1000, 1000) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=5,
+)
 CONDITIONS = st.none() | st.builds(
-    lambda prop, value: {"kind": "group", "match": "all", "conditions": [{"kind": "property", "property": prop, "operator": "equals", "value": value}]},
-    KEYS, st.text(string.ascii_letters, min_size=1, max_size=5))
+    lambda prop, value: {
+        "kind": "group",
+        "match": "all",
+        "conditions": [{"kind": "property", "property": prop, "operator": "equals", "value": value}],
+    },
+    KEYS,
+    st.text(string.ascii_letters, min_size=1, max_size=5),
+)
 
 
 @st.composite
 def specs(draw) -> ConfigSpec:
     config_type = draw(st.sampled_from(["boolean", "string", "json"]))
-    data: dict = {"key": draw(KEYS), "type": config_type, "enabled": draw(st.booleans()), "description": draw(st.text(string.ascii_letters, max_size=10))}
+    data: dict = {
+        "key": draw(KEYS),
+        "type": config_type,
+        "enabled": draw(st.booleans()),
+        "description": draw(st.text(string.ascii_letters, max_size=10)),
+    }
     if config_type == "boolean":
         keys = ["true", "false"]
     else:
@@ -31,8 +45,14 @@ def specs(draw) -> ConfigSpec:
         values = JSON_VALUES if config_type == "json" else st.none() | st.text(string.ascii_letters, min_size=1, max_size=6)
         data["variants"] = [{"key": k, "weight": draw(st.integers(1, 100)), "value": draw(values)} for k in keys]
         data["default"] = draw(st.sampled_from(keys))
-    data["rules"] = [{"condition": draw(CONDITIONS), "rollout_percent": draw(st.sampled_from([0, 12.5, 50, 100])),
-                      "variant": draw(st.none() | st.sampled_from(keys))} for _ in range(draw(st.integers(0, 3)))]
+    data["rules"] = [
+        {
+            "condition": draw(CONDITIONS),
+            "rollout_percent": draw(st.sampled_from([0, 12.5, 50, 100])),
+            "variant": draw(st.none() | st.sampled_from(keys)),
+        }
+        for _ in range(draw(st.integers(0, 3)))
+    ]
     return ConfigSpec.model_validate(data)
 
 
@@ -45,12 +65,27 @@ def test_what_the_form_shows_reads_back_as_the_same_config(spec: ConfigSpec):
 
 
 def test_blank_rows_are_dropped_and_unreadable_fields_named():
-    form = {"key": "k", "type": "json", "enabled": "on", "default": "a",
-            "variant_key_0": "a", "variant_weight_0": "1", "variant_value_0": '{"x": 1}',
-            "variant_key_1": "", "variant_weight_1": "", "variant_value_1": "",
-            "variant_key_2": "b", "variant_weight_2": "two", "variant_value_2": "{nope",
-            "rule_condition_0": "", "rule_rollout_0": "", "rule_variant_0": "",
-            "rule_condition_1": "", "rule_rollout_1": "50", "rule_variant_1": "b"}
+    form = {
+        "key": "k",
+        "type": "json",
+        "enabled": "on",
+        "default": "a",
+        "variant_key_0": "a",
+        "variant_weight_0": "1",
+        "variant_value_0": '{"x": 1}',
+        "variant_key_1": "",
+        "variant_weight_1": "",
+        "variant_value_1": "",
+        "variant_key_2": "b",
+        "variant_weight_2": "two",
+        "variant_value_2": "{nope",
+        "rule_condition_0": "",
+        "rule_rollout_0": "",
+        "rule_variant_0": "",
+        "rule_condition_1": "",
+        "rule_rollout_1": "50",
+        "rule_variant_1": "b",
+    }
     body, errors, variant_rows, rule_rows = config_body(form)
     assert [v["key"] for v in body["variants"]] == ["a", "b"] and variant_rows == [0, 2]
     assert body["variants"][0]["value"] == {"x": 1}
@@ -70,9 +105,22 @@ def test_api_errors_land_at_the_field_of_their_row():
 
 
 def test_rules_read_as_words():
-    config = {"rules": [{"condition": {"kind": "group", "match": "any", "conditions": [
-        {"kind": "property", "property": "plan", "operator": "equals", "value": "pro"},
-        {"kind": "property", "property": "seats", "operator": "greater_than", "value": 10}]}, "rollout_percent": 50, "variant": "pro"},
-        {"rollout_percent": 12.5}]}
+    config = {
+        "rules": [
+            {
+                "condition": {
+                    "kind": "group",
+                    "match": "any",
+                    "conditions": [
+                        {"kind": "property", "property": "plan", "operator": "equals", "value": "pro"},
+                        {"kind": "property", "property": "seats", "operator": "greater_than", "value": 10},
+                    ],
+                },
+                "rollout_percent": 50,
+                "variant": "pro",
+            },
+            {"rollout_percent": 12.5},
+        ]
+    }
     assert rules_text(config) == ['(plan equals "pro" or seats greater than 10) → 50% get pro', "everyone → 12.5% split by weight"]
     assert condition_text({"kind": "property", "property": "email", "operator": "is_set"}) == "email is set"

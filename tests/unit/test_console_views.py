@@ -35,14 +35,20 @@ def test_defaults_match_the_issue_columns():
 
 
 def test_list_params_carry_filters_properties_sort_and_cursor():
-    params = QueryParams("q=ann&status=disabled&tag=&kind=contact&f0.name=plan&f0.value=pro&f1.name=&f1.value=x"
-                         "&properties.city=Oslo&sort=email&cursor=abc")
+    params = QueryParams(
+        "q=ann&status=disabled&tag=&kind=contact&f0.name=plan&f0.value=pro&f1.name=&f1.value=x&properties.city=Oslo&sort=email&cursor=abc"
+    )
     assert view.api_list_params(params) == {
-        "q": "ann", "status": "disabled", "kind": "contact", "properties.plan": "pro", "properties.city": "Oslo",
-        "sort": "email", "limit": view.PAGE_SIZE, "cursor": "abc",
+        "q": "ann",
+        "status": "disabled",
+        "kind": "contact",
+        "properties.plan": "pro",
+        "properties.city": "Oslo",
+        "sort": "email",
+        "limit": view.PAGE_SIZE,
+        "cursor": "abc",
     }
-    assert view.api_filter(params) == {"q": "ann", "status": "disabled", "kind": "contact",
-                                       "properties": {"plan": "pro", "city": "Oslo"}}
+    assert view.api_filter(params) == {"q": "ann", "status": "disabled", "kind": "contact", "properties": {"plan": "pro", "city": "Oslo"}}
 
 
 def test_sort_link_toggles_direction_and_drops_the_cursor():
@@ -73,8 +79,13 @@ def test_field_spec_turns_constraints_into_browser_attributes():
 
 
 def test_create_form_lists_defaults_then_custom_properties_and_marks_identifiers():
-    fields = create_form_fields([{"name": "plan", "type": "enum", "options": ["a"]}, {"name": "email", "type": "email", "built_in": True},
-                                 {"name": "gone", "type": "string", "deleted": True}])
+    fields = create_form_fields(
+        [
+            {"name": "plan", "type": "enum", "options": ["a"]},
+            {"name": "email", "type": "email", "built_in": True},
+            {"name": "gone", "type": "string", "deleted": True},
+        ]
+    )
     names = [f.name for f in fields]
     assert names[:4] == ["user_id", "email", "phone", "customer_id"] and names[-1] == "plan" and "gone" not in names
     assert [f.name for f in fields if f.identifier] == ["user_id", "email", "phone", "customer_id"]
@@ -82,7 +93,9 @@ def test_create_form_lists_defaults_then_custom_properties_and_marks_identifiers
 
 def test_create_body_types_values_and_requires_an_identifier():
     fields = create_form_fields([{"name": "seats", "type": "integer"}, {"name": "trial", "type": "boolean"}])
-    body, errors = create_body(fields, ImmutableMultiDict({"prop.email": " a@b.co ", "prop.seats": "12", "prop.trial": "on", "tags": "x, y"}))
+    body, errors = create_body(
+        fields, ImmutableMultiDict({"prop.email": " a@b.co ", "prop.seats": "12", "prop.trial": "on", "tags": "x, y"})
+    )
     assert errors == {}
     assert body == {"email": "a@b.co", "properties": {"seats": 12, "trial": True}, "tags": ["x", "y"]}
     _, errors = create_body(fields, {"prop.first_name": "Ann", "prop.seats": "1.5"})
@@ -114,8 +127,9 @@ def test_durations_read_as_people_write_them():
 def test_definition_form_reads_constraints_and_says_them_back():
     from api.console.definitions_view import constraints_text, definition_body, form_values
 
-    body, errors = definition_body({"type": "integer", "label": "Seats", "minimum": "1", "maximum": "100", "required": "on",
-                                    "min_length": "x", "options": ""})
+    body, errors = definition_body(
+        {"type": "integer", "label": "Seats", "minimum": "1", "maximum": "100", "required": "on", "min_length": "x", "options": ""}
+    )
     assert body == {"type": "integer", "label": "Seats", "minimum": 1.0, "maximum": 100.0, "required": True, "unique": False}
     assert set(errors) == {"min_length"}
     enum, _ = definition_body({"type": "enum", "options": "free, pro\nteam"})

@@ -19,8 +19,6 @@ class Record:
         self.message = SimpleNamespace(partition=partition)
 
 
-
-
 def test_writes_reach_the_store_at_once_and_their_changelog_records_wait_in_order_by_the_handled_partition():
     table = SimpleNamespace(data={b"old": b"1"})
     writes = DirectWrites(table)
@@ -44,9 +42,12 @@ def test_a_write_outside_an_handled_event_is_refused():
 
 def test_the_identity_sequencer_on_direct_writes_leaves_what_it_leaves_on_a_plain_mapping():
     """Its journal protocol relies on the order of its writes: the changelog records keep it."""
-    commands = [IdentityCommand(kind="seen", message_id="m1:seen", timestamp="2026-03-02T12:00:00Z", distinct_id="anon-1"),
-                IdentityCommand(kind="identify", message_id="m2:identify", timestamp="2026-03-02T12:01:00Z",
-                                anonymous_id="anon-1", user_id="user-1")]
+    commands = [
+        IdentityCommand(kind="seen", message_id="m1:seen", timestamp="2026-03-02T12:00:00Z", distinct_id="anon-1"),
+        IdentityCommand(
+            kind="identify", message_id="m2:identify", timestamp="2026-03-02T12:01:00Z", anonymous_id="anon-1", user_id="user-1"
+        ),
+    ]
     plain: dict = {}
     direct = DirectWrites(SimpleNamespace(data={}))
     for store in (plain, direct):

@@ -89,8 +89,9 @@ def test_partition_for_spreads_keys_over_every_partition_and_stays_in_range():
     assert {partition_for(key, 4) for key in keys} == {0, 1, 2, 3}
 
 
-@given(st.lists(st.tuples(st.sampled_from([b"a", b"b", b"device-7", b"\xc3\xbc"]), st.integers(0, 99)), max_size=40),
-       st.integers(1, 5), limits)
+@given(
+    st.lists(st.tuples(st.sampled_from([b"a", b"b", b"device-7", b"\xc3\xbc"]), st.integers(0, 99)), max_size=40), st.integers(1, 5), limits
+)
 def test_packed_by_partition_every_event_lands_on_its_keys_partition_in_order(keyed, partitions, bounds):
     records = [(key, orjson.dumps({"k": key.decode(), "n": n})) for key, n in keyed]
     landed: dict[int, list[bytes]] = {}
@@ -118,7 +119,12 @@ def test_murmur2_matches_javas_known_values():
     """Values from Kafka's own partitioner test (Utils.murmur2 of these strings, as signed Java ints)."""
     from schemas.envelope import murmur2
 
-    known = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
-             b"a-little-bit-longer-string": -1486304829, b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
-             b"abc": 479470107}
+    known = {
+        b"21": -973932308,
+        b"foobar": -790332482,
+        b"a-little-bit-long-string": -985981536,
+        b"a-little-bit-longer-string": -1486304829,
+        b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971,
+        b"abc": 479470107,
+    }
     assert {key: murmur2(key) - (1 << 32) if murmur2(key) >= 1 << 31 else murmur2(key) for key in known} == known

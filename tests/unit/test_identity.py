@@ -59,9 +59,7 @@ def test_anonymous_browsing_then_sign_up(resolver):
     first = resolver.apply(seen("anon-1"))
     person = person_id_for("anon-1")
     assert [(m.distinct_id, m.person_id) for m in first.mappings] == [("anon-1", person)]
-    assert [(p.person_id, p.visitor_number, p.identified, p.is_contact) for p in first.persons] == [
-        (person, 1, False, False)
-    ]
+    assert [(p.person_id, p.visitor_number, p.identified, p.is_contact) for p in first.persons] == [(person, 1, False, False)]
 
     signed_up = resolver.apply(identify("anon-1", "user-1", email="ada@example.com", contact_traits=["email"]))
 
@@ -88,9 +86,7 @@ def test_login_on_a_second_device_merges_its_visitor_into_the_user(resolver):
     result = resolver.apply(identify("phone", "user-1"))
 
     user_person, phone_person = person_id_for("laptop"), person_id_for("phone")
-    assert [(m.from_person, m.into_person, m.reason) for m in result.merges] == [
-        (phone_person, user_person, "identify")
-    ]
+    assert [(m.from_person, m.into_person, m.reason) for m in result.merges] == [(phone_person, user_person, "identify")]
     assert [(m.distinct_id, m.person_id) for m in result.mappings] == [("phone", user_person)]
     assert {p.person_id: p.merged_into for p in result.persons} == {user_person: None, phone_person: user_person}
     assert resolver.resolve("phone") == resolver.resolve("laptop") == user_person

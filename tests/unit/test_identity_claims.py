@@ -84,8 +84,13 @@ def test_forget_unmaps_every_id_and_later_tracking_founds_a_fresh_person():
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(["seen", "identify", "forget"]), st.sampled_from(["a", "b", "c"]), st.sampled_from(["u1", "u2"])),
-                min_size=1, max_size=25))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["seen", "identify", "forget"]), st.sampled_from(["a", "b", "c"]), st.sampled_from(["u1", "u2"])),
+        min_size=1,
+        max_size=25,
+    )
+)
 def test_a_deleted_person_id_never_comes_back(steps):
     resolver = IdentityResolver({})
     deleted: set[str] = set()

@@ -24,9 +24,7 @@ any_ids = st.sampled_from(LEGAL_IDS + ILLEGAL_IDS)
 def command_shapes(ids: st.SearchStrategy[str]) -> st.SearchStrategy[dict]:
     """Commands without a message id yet: the list they end up in numbers them."""
     return st.one_of(
-        st.builds(
-            lambda d, user: {"kind": "seen", "distinct_id": d, "user_id": d if user else None}, ids, st.booleans()
-        ),
+        st.builds(lambda d, user: {"kind": "seen", "distinct_id": d, "user_id": d if user else None}, ids, st.booleans()),
         st.builds(
             lambda a, u, email: {"kind": "identify", "anonymous_id": a, "user_id": u, "email": email},
             ids,
@@ -197,11 +195,15 @@ def test_a_worker_killed_part_way_through_a_command_converges_after_the_restart(
     before.apply(commands[killed_at])
     cut = data.draw(st.integers(0, len(changelog.log) - start), label="its changelog records that made it")
 
-    after = IdentityResolver(store := restored(changelog.log[:start + cut]))
+    after = IdentityResolver(store := restored(changelog.log[: start + cut]))
     delivered += [after.apply(c) for c in commands[killed_at:]]
 
     def facts(s: dict) -> dict:
-        return {k: v for k, v in s.items() if k.startswith(("distinct_id:", "person:", "mapping_version:", "counter:version", "counter:visitor"))}
+        return {
+            k: v
+            for k, v in s.items()
+            if k.startswith(("distinct_id:", "person:", "mapping_version:", "counter:version", "counter:visitor"))
+        }
 
     assert facts(store) == facts(reference_store)
     latest: dict[str, tuple[int, str]] = {}

@@ -51,7 +51,10 @@ def test_rows_are_checked_from_text_and_every_broken_rule_named():
     assert good.properties == {"user_id": "u1", "email": "ann@example.com", "plan": "pro", "age": 42, "segment": "smb"}
     bad = read_row(3, ["u2", "nope", "gold", "17", ""], columns, ImportOptions(), RULES)
     assert {(e.row, e.column, e.value, e.rule) for e in bad} == {
-        (3, "email", "nope", "type"), (3, "plan", "gold", "options"), (3, "age", "17", "minimum"), (3, "segment", "", "required"),
+        (3, "email", "nope", "type"),
+        (3, "plan", "gold", "options"),
+        (3, "age", "17", "minimum"),
+        (3, "segment", "", "required"),
     }
     assert read_row(4, ["", "a@example.com", "", "", "x"], columns, ImportOptions(), RULES)[0].rule == "required"  # no dedupe key
     assert read_row(5, ["undefined", "", "", "", "x"], columns, ImportOptions(), RULES)[0].rule == "placeholder"

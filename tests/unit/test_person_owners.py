@@ -28,10 +28,18 @@ PARTITIONS = 3
 def event(n: int, person: str, seconds: int, value: int) -> EnrichedEvent:
     # Keys are the person's own, so a merge's "survivor decides" rule and a join agree: the reference is
     # then one fold of every event the survivor ends up with, whatever the order things arrived in.
-    return EnrichedEvent(message_id=f"m{n}", type="track", event="E", anonymous_id=f"dev-{person}", person_id=person,
-                         timestamp=T0 + timedelta(seconds=seconds), received_at=T0, source_id="web",
-                         properties={"$set": {f"{person}_k{value % 3}": value}},
-                         context={"page": {"referrer": f"https://{person}.example/{seconds}"}})
+    return EnrichedEvent(
+        message_id=f"m{n}",
+        type="track",
+        event="E",
+        anonymous_id=f"dev-{person}",
+        person_id=person,
+        timestamp=T0 + timedelta(seconds=seconds),
+        received_at=T0,
+        source_id="web",
+        properties={"$set": {f"{person}_k{value % 3}": value}},
+        context={"page": {"referrer": f"https://{person}.example/{seconds}"}},
+    )
 
 
 def partition_of(person: str) -> int:
@@ -57,7 +65,7 @@ class Owners:
         """Fold a batch; returns its writes (rows, then forwards). A crash before the commit leaves the batch
         to be refolded; the caller may also run the writes late, as a zombie that lost the partition would."""
         start = self.committed[partition]
-        batch = self.log[partition][start:start + size]
+        batch = self.log[partition][start : start + size]
         versions = {}
         for offset, change in enumerate(batch, start):
             versions[change.person_id] = VERSION_BASE + offset
@@ -90,10 +98,12 @@ def survivors(merges: list[tuple[str, str]]) -> dict[str, str]:
     survivor = {p: p for p in PERSONS}
     for absorbed, into in merges:
         survivor[absorbed] = into
+
     def last(p: str) -> str:
         while survivor[p] != p:
             p = survivor[p]
         return p
+
     return {p: last(p) for p in PERSONS}
 
 
@@ -104,8 +114,10 @@ def test_owners_in_any_batching_with_crashes_fold_what_one_fold_of_everything_gi
     owners = Owners()
     # The projectors' records: each event or merge in some batch, the batches in any order.
     records = [PersonChange(person_id=e.person_id, events=[e]) for e in events]
-    records += [PersonChange(person_id=a, merges=[PersonMerge(from_person=a, into_person=b, version=v, reason="alias", timestamp=T0)])
-                for v, (a, b) in enumerate(merges, 1)]
+    records += [
+        PersonChange(person_id=a, merges=[PersonMerge(from_person=a, into_person=b, version=v, reason="alias", timestamp=T0)])
+        for v, (a, b) in enumerate(merges, 1)
+    ]
     owners.publish(data.draw(st.permutations(records)))
     crashes = data.draw(st.integers(0, 3))
     zombies: list[Callable[[], None]] = []  # writes of owners that lost their partition, landing late
@@ -166,8 +178,9 @@ def test_a_stand_in_hands_over_only_what_it_holds():
     held = fold_owned({"s": [PersonChange(person_id="s", events=[event(1, "s", 1, 1)], stand_in_for=["real"])]}, {}, Directory())
     assert held.people["s"].merged_into == "real" and held.forwards[0].person_id == "real"
     identity = PersonIdentity(person_id="s", visitor_number=3, identified=False, is_contact=False, version=1)
-    real_person = fold_owned({"s": [PersonChange(person_id="s", events=[event(1, "s", 1, 1)], identities=[identity], stand_in_for=["real"])]},
-                             {}, Directory())
+    real_person = fold_owned(
+        {"s": [PersonChange(person_id="s", events=[event(1, "s", 1, 1)], identities=[identity], stand_in_for=["real"])]}, {}, Directory()
+    )
     assert real_person.people["s"].merged_into is None and real_person.forwards == []  # a person of its own
 
 
@@ -177,8 +190,9 @@ def test_routing_sends_each_event_to_its_live_person_and_disabled_ones_to_a_reco
     mapped = event(1, "stamped", 1, 1).model_copy(update={"anonymous_id": "dev-1"})
     stand_in = event(2, person_id_for("dev-2"), 1, 1).model_copy(update={"anonymous_id": "dev-2"})
     disabled = event(3, "p-disabled", 1, 1).model_copy(update={"anonymous_id": "dev-3"})
-    changes = SimpleNamespace(events=[mapped, stand_in, disabled], commands=[], identities=[], merges=[],
-                              distinct_ids={"dev-2"}, session_keys=set())
+    changes = SimpleNamespace(
+        events=[mapped, stand_in, disabled], commands=[], identities=[], merges=[], distinct_ids={"dev-2"}, session_keys=set()
+    )
     routed = route(changes, {"dev-1": "p1", "dev-2": "p2", "dev-3": "p-disabled"}, {}, directory)
     assert [e.message_id for e in routed["p1"].events] == ["m1"]
     assert [e.message_id for e in routed["p2"].events] == ["m2"]  # the mapping is known now: the live person

@@ -17,9 +17,17 @@ def insert(client, database, table, rows):
 def test_a_stand_in_profile_folds_into_the_real_person_when_the_mapping_arrives(clickhouse_client, database):
     projection = PersonsProjection(clickhouse_client, database)
     real = person_id_for("device-1")
-    early = EnrichedEvent(message_id="m1", type="identify", anonymous_id="device-1", user_id="user-1",
-                          traits={"plan": "pro"}, timestamp=datetime(2026, 1, 1, tzinfo=UTC),
-                          received_at=datetime(2026, 1, 1, tzinfo=UTC), source_id="web", person_id=person_id_for("user-1"))
+    early = EnrichedEvent(
+        message_id="m1",
+        type="identify",
+        anonymous_id="device-1",
+        user_id="user-1",
+        traits={"plan": "pro"},
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+        received_at=datetime(2026, 1, 1, tzinfo=UTC),
+        source_id="web",
+        person_id=person_id_for("user-1"),
+    )
     insert(clickhouse_client, database, EVENTS, [event_row(early, 0, 0)])
     # batch 1: the event, before the resolver's mapping for "user-1" is known: a stand-in profile
     insert(clickhouse_client, database, PERSONS, projection.rows(PersonChanges(events=[early]), {}))
@@ -27,8 +35,10 @@ def test_a_stand_in_profile_folds_into_the_real_person_when_the_mapping_arrives(
     assert clickhouse_client.query(f"SELECT person_id FROM {database}.persons FINAL").result_rows == [(stand_in,)]
 
     # batch 2: the mapping (user-1 joined device-1's person) and that person's identity facts
-    mappings = [DistinctIdMapping(distinct_id="device-1", person_id=real, version=1),
-                DistinctIdMapping(distinct_id="user-1", person_id=real, version=2)]
+    mappings = [
+        DistinctIdMapping(distinct_id="device-1", person_id=real, version=1),
+        DistinctIdMapping(distinct_id="user-1", person_id=real, version=2),
+    ]
     insert(clickhouse_client, database, PERSON_DISTINCT_IDS, [mapping_row(m) for m in mappings])
     identity = PersonIdentity(person_id=real, visitor_number=7, identified=True, is_contact=True, version=3)
     changes = PersonChanges(identities=[identity], distinct_ids={"device-1", "user-1"})
@@ -45,10 +55,20 @@ def test_ids_that_look_like_sql_are_only_ever_values(clickhouse_client, database
     projection = PersonsProjection(clickhouse_client, database)
     hostile = "it's \\' OR 1=1) --"
     person = person_id_for("device-x")
-    insert(clickhouse_client, database, PERSON_DISTINCT_IDS, [mapping_row(DistinctIdMapping(distinct_id=hostile, person_id=person, version=1))])
-    event = EnrichedEvent(message_id="m-x", type="track", event="E", user_id=hostile, anonymous_id="device-x",
-                          timestamp=datetime(2026, 1, 1, tzinfo=UTC), received_at=datetime(2026, 1, 1, tzinfo=UTC), source_id="web",
-                          person_id=person)
+    insert(
+        clickhouse_client, database, PERSON_DISTINCT_IDS, [mapping_row(DistinctIdMapping(distinct_id=hostile, person_id=person, version=1))]
+    )
+    event = EnrichedEvent(
+        message_id="m-x",
+        type="track",
+        event="E",
+        user_id=hostile,
+        anonymous_id="device-x",
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+        received_at=datetime(2026, 1, 1, tzinfo=UTC),
+        source_id="web",
+        person_id=person,
+    )
     insert(clickhouse_client, database, EVENTS, [event_row(event, 0, 0)])
     rows = projection.rows(PersonChanges(events=[event], distinct_ids={hostile}), {})
     assert [row[0] for row in rows] == [person]

@@ -25,18 +25,12 @@ from schemas.events import EnrichedEvent
 from schemas.identity import PersonIdentity
 
 T0 = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
-CHROME_MAC = (
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/121.0.0.0 Safari/537.36"
-)
+CHROME_MAC = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.0.0 Safari/537.36"
 SAFARI_IPHONE = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
     "Version/17.0 Mobile/15E148 Safari/604.1"
 )
-IPAD = (
-    "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 "
-    "Mobile/15E148 Safari/604.1"
-)
+IPAD = "Mozilla/5.0 (iPad; CPU OS 16_6 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/16.6 Mobile/15E148 Safari/604.1"
 
 
 def ev(message_id: str, seconds: float, type: str = "track", **fields: Any) -> EnrichedEvent:
@@ -134,9 +128,7 @@ def test_within_one_call_unset_beats_set_beats_traits():
 
 
 def test_set_may_write_null():
-    assert properties_of(both_orders(sets("m1", 1, set={"plan": "pro"}), sets("m2", 2, set={"plan": None}))) == {
-        "plan": None
-    }
+    assert properties_of(both_orders(sets("m1", 1, set={"plan": "pro"}), sets("m2", 2, set={"plan": None}))) == {"plan": None}
 
 
 def test_set_once_keeps_the_earliest_value():
@@ -223,9 +215,7 @@ def test_initial_touch_comes_from_the_earliest_web_event():
     row = row_of(state)
     assert row["initial_referrer"] == "https://www.Google.com/search?q=shoes"
     assert row["initial_referring_domain"] == "google.com"
-    assert [row[f"initial_utm_{f}"] for f in ("source", "medium", "campaign", "term", "content")] == [
-        "google", "cpc", "spring", "", ""
-    ]
+    assert [row[f"initial_utm_{f}"] for f in ("source", "medium", "campaign", "term", "content")] == ["google", "cpc", "spring", "", ""]
 
 
 def test_a_direct_first_visit_stays_direct_despite_later_internal_referrers():
@@ -241,7 +231,9 @@ def test_a_campaign_without_page_context_is_a_touch():
 
 def test_last_device_is_the_latest_event_with_a_user_agent():
     state = both_orders(
-        ev("m1", 0, user_agent=SAFARI_IPHONE), ev("m2", 10, user_agent=CHROME_MAC), ev("m3", 20)  # m3: no user agent
+        ev("m1", 0, user_agent=SAFARI_IPHONE),
+        ev("m2", 10, user_agent=CHROME_MAC),
+        ev("m3", 20),  # m3: no user agent
     )
     row = row_of(state)
     assert (row["last_browser"], row["last_os"], row["last_device_type"]) == ("Chrome", "Mac OS X", "desktop")

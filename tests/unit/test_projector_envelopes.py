@@ -29,26 +29,66 @@ garbage = st.sampled_from([b"not json", b"{}", b'{"message_id": 1}', b"[1,2]", b
 
 enriched = st.builds(
     lambda n, device, user, session, person, at: EnrichedEvent(
-        message_id=f"m-{n}", type="track", event="E", anonymous_id=device, user_id=user, timestamp=at, received_at=at,
-        source_id="web", session_id=f"s-{session}", person_id=f"p-{person}", properties={"n": n},
+        message_id=f"m-{n}",
+        type="track",
+        event="E",
+        anonymous_id=device,
+        user_id=user,
+        timestamp=at,
+        received_at=at,
+        source_id="web",
+        session_id=f"s-{session}",
+        person_id=f"p-{person}",
+        properties={"n": n},
     ),
-    st.integers(0, 50), ids, st.none() | ids, ids, ids, times,
+    st.integers(0, 50),
+    ids,
+    st.none() | ids,
+    ids,
+    ids,
+    times,
 )
 session_update = st.builds(
     lambda session, device, version, at: SessionUpdate(
-        session_id=f"s-{session}", device_key=device, version=version, status="open", start=at, end=at,
-        duration_seconds=0, event_count=version, pageview_count=0, bounced=True,
+        session_id=f"s-{session}",
+        device_key=device,
+        version=version,
+        status="open",
+        start=at,
+        end=at,
+        duration_seconds=0,
+        event_count=version,
+        pageview_count=0,
+        bounced=True,
     ),
-    ids, ids, st.integers(1, 5), times,
+    ids,
+    ids,
+    st.integers(1, 5),
+    times,
 )
 session_merge = st.builds(
-    lambda absorbed, survivor, device, version: SessionMerge(absorbed_session_id=f"s-{absorbed}", survivor_session_id=f"s-{survivor}", device_key=device, version=version),
-    ids, ids, ids, st.integers(1, 5),
+    lambda absorbed, survivor, device, version: SessionMerge(
+        absorbed_session_id=f"s-{absorbed}", survivor_session_id=f"s-{survivor}", device_key=device, version=version
+    ),
+    ids,
+    ids,
+    ids,
+    st.integers(1, 5),
 )
 mapping = st.builds(lambda d, p, v: DistinctIdMapping(distinct_id=d, person_id=f"p-{p}", version=v), ids, ids, st.integers(1, 5))
 person = st.one_of(
-    st.builds(lambda f, i, v, at: PersonMerge(from_person=f"p-{f}", into_person=f"p-{i}", version=v, reason="identify", timestamp=at), ids, ids, st.integers(1, 5), times),
-    st.builds(lambda p, n: PersonIdentity(person_id=f"p-{p}", visitor_number=n, identified=True, is_contact=False, version=n), ids, st.integers(1, 9)),
+    st.builds(
+        lambda f, i, v, at: PersonMerge(from_person=f"p-{f}", into_person=f"p-{i}", version=v, reason="identify", timestamp=at),
+        ids,
+        ids,
+        st.integers(1, 5),
+        times,
+    ),
+    st.builds(
+        lambda p, n: PersonIdentity(person_id=f"p-{p}", visitor_number=n, identified=True, is_contact=False, version=n),
+        ids,
+        st.integers(1, 9),
+    ),
 )
 
 
@@ -56,12 +96,14 @@ def values(models) -> st.SearchStrategy[list[bytes]]:
     return st.lists(st.one_of(models.map(lambda m: m.model_dump_json().encode()), garbage), max_size=25)
 
 
-streams = st.fixed_dictionaries({
-    TOPICS.enriched.name: values(enriched),
-    TOPICS.sessions.name: values(st.one_of(session_update, session_merge)),
-    TOPICS.identities.name: values(mapping),
-    TOPICS.persons.name: values(person),
-})
+streams = st.fixed_dictionaries(
+    {
+        TOPICS.enriched.name: values(enriched),
+        TOPICS.sessions.name: values(st.one_of(session_update, session_merge)),
+        TOPICS.identities.name: values(mapping),
+        TOPICS.persons.name: values(person),
+    }
+)
 
 
 class Record:
@@ -139,10 +181,19 @@ def test_any_split_into_envelopes_projects_the_same_rows_as_one_event_per_record
 
 
 def test_an_unreadable_event_is_dead_lettered_alone_and_its_envelope_neighbours_are_projected():
-    good = [EnrichedEvent(message_id=f"m-{n}", type="track", anonymous_id="a", timestamp=T0, received_at=T0, source_id="web").model_dump_json().encode() for n in range(2)]
+    good = [
+        EnrichedEvent(message_id=f"m-{n}", type="track", anonymous_id="a", timestamp=T0, received_at=T0, source_id="web")
+        .model_dump_json()
+        .encode()
+        for n in range(2)
+    ]
     [envelope] = pack([good[0], b"not json", good[1]])
-    batch = decode({**{topic: [] for topic in (TOPICS.sessions.name, TOPICS.identities.name, TOPICS.persons.name)},
-                    TOPICS.enriched.name: [Record(TOPICS.enriched.name, 7, envelope.value, envelope.headers)]})
+    batch = decode(
+        {
+            **{topic: [] for topic in (TOPICS.sessions.name, TOPICS.identities.name, TOPICS.persons.name)},
+            TOPICS.enriched.name: [Record(TOPICS.enriched.name, 7, envelope.value, envelope.headers)],
+        }
+    )
     assert [row[0] for row in batch.rows[rows.EVENTS.name]] == ["m-0", "m-1"]
     assert [row[-2:] for row in batch.rows[rows.EVENTS.name]] == [[0, 7], [0, 7]]  # the envelope's position
     [bad] = [orjson.loads(row) for row in batch.bad_rows]
@@ -154,7 +205,9 @@ def test_an_envelope_of_an_unknown_version_or_a_wrong_count_is_dead_lettered_who
     envelope = Envelope(b'{"a":1}\n{"b":2}', 2)
     unknown = Record(TOPICS.enriched.name, 0, envelope.value, [(VERSION_HEADER, b"9"), (COUNT_HEADER, b"2")])
     miscounted = Record(TOPICS.enriched.name, 1, envelope.value, [(VERSION_HEADER, b"1"), (COUNT_HEADER, b"3")])
-    batch = decode({TOPICS.enriched.name: [unknown, miscounted], TOPICS.sessions.name: [], TOPICS.identities.name: [], TOPICS.persons.name: []})
+    batch = decode(
+        {TOPICS.enriched.name: [unknown, miscounted], TOPICS.sessions.name: [], TOPICS.identities.name: [], TOPICS.persons.name: []}
+    )
     assert not batch.rows.get(rows.EVENTS.name)
     problems = [orjson.loads(row)["problems"][0] for row in batch.bad_rows]
     assert [p["field"] for p in problems] == ["envelope_version", "envelope_count"]

@@ -83,7 +83,19 @@ def test_built_in_defaults_are_typed():
     error = only_error(BUILT_IN, {"email": "not-an-address", "first_name": "Ann"})
     assert (error.property, error.rule) == ("email", "type")
     assert only_error(BUILT_IN, {"phone": "12"}).property == "phone"
-    assert set(BUILT_IN) == {"user_id", "email", "phone", "first_name", "last_name", "customer_id", "name", "company", "city", "country", "timezone"}
+    assert set(BUILT_IN) == {
+        "user_id",
+        "email",
+        "phone",
+        "first_name",
+        "last_name",
+        "customer_id",
+        "name",
+        "company",
+        "city",
+        "country",
+        "timezone",
+    }
 
 
 def test_properties_without_a_definition_pass_as_sent():

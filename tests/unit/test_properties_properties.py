@@ -88,8 +88,10 @@ def test_numbers_round_trip_through_text(value):
 @settings(deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["a", "b", "email"]), st.integers(1, 5), st.booleans()), max_size=12), st.randoms())
 def test_effective_definitions_do_not_depend_on_the_order_records_are_read(records, random):
-    made = [PropertyDefinition(name=name, type="email" if name == "email" else "string", version=version, deleted=deleted, max_length=version)
-            for name, version, deleted in {(n, v): (n, v, d) for n, v, d in records}.values()]
+    made = [
+        PropertyDefinition(name=name, type="email" if name == "email" else "string", version=version, deleted=deleted, max_length=version)
+        for name, version, deleted in {(n, v): (n, v, d) for n, v, d in records}.values()
+    ]
     shuffled = list(made)
     random.shuffle(shuffled)
     assert effective(made) == effective(shuffled)

@@ -26,8 +26,15 @@ HASHED = "sha256:" + "a" * 64
 
 def event(type_: str = "track", traits=None, **properties) -> EnrichedEvent:
     return EnrichedEvent(
-        message_id="m1", type=type_, user_id="u1", timestamp=datetime(2026, 1, 1, tzinfo=UTC), received_at=datetime(2026, 1, 1, tzinfo=UTC),
-        source_id="web", traits=traits or {}, properties={f"${k}": v for k, v in properties.items()}, person_id="p1",
+        message_id="m1",
+        type=type_,
+        user_id="u1",
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+        received_at=datetime(2026, 1, 1, tzinfo=UTC),
+        source_id="web",
+        traits=traits or {},
+        properties={f"${k}": v for k, v in properties.items()},
+        person_id="p1",
     )
 
 
@@ -37,8 +44,13 @@ def test_events_without_property_writes_pass_untouched():
 
 
 def test_violating_values_are_taken_out_and_the_rest_kept():
-    original = event("identify", traits={"email": "nope", "first_name": "Ann", "age": 200},
-                     set={"plan": "gold", "age": 30, "colour": "red"}, set_once={"plan": "pro"}, unset=["segment", "colour"])
+    original = event(
+        "identify",
+        traits={"email": "nope", "first_name": "Ann", "age": 200},
+        set={"plan": "gold", "age": 30, "colour": "red"},
+        set_once={"plan": "pro"},
+        unset=["segment", "colour"],
+    )
     screened, violations = screen(original, RULES)
     assert screened.traits == {"first_name": "Ann"}
     assert screened.properties == {"$set": {"age": 30, "colour": "red"}, "$set_once": {"plan": "pro"}, "$unset": ["colour"]}
@@ -65,8 +77,15 @@ def test_the_bad_row_names_the_property_where_rule_and_value_type():
     assert (row.kind, row.stage, row.source_id, row.message_id) == ("property_violation", "projector", "web", "m1")
     assert (row.field, row.rule) == ("properties.$set.age", "type")
     assert row.reason.startswith("(string) age ")
-    assert orjson.loads(row.payload) == {"message_id": "m1", "distinct_id": "u1", "person_id": "p1", "property": "age",
-                                         "rule": "type", "value_type": "string", "value": '"forty"'}
+    assert orjson.loads(row.payload) == {
+        "message_id": "m1",
+        "distinct_id": "u1",
+        "person_id": "p1",
+        "property": "age",
+        "rule": "type",
+        "value_type": "string",
+        "value": '"forty"',
+    }
 
 
 values = st.none() | st.booleans() | st.integers(-5, 200) | st.sampled_from(["free", "pro", "gold", "a@example.com", "x"])

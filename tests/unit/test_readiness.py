@@ -36,7 +36,14 @@ def test_a_processor_is_ready_only_once_the_latest_rebalance_recovered_its_table
 
 def call(app, path: str) -> tuple[str, bytes]:
     answer: dict = {}
-    environ = {"PATH_INFO": path, "REQUEST_METHOD": "GET", "QUERY_STRING": "", "wsgi.input": io.BytesIO(), "SERVER_NAME": "x", "SERVER_PORT": "1"}
+    environ = {
+        "PATH_INFO": path,
+        "REQUEST_METHOD": "GET",
+        "QUERY_STRING": "",
+        "wsgi.input": io.BytesIO(),
+        "SERVER_NAME": "x",
+        "SERVER_PORT": "1",
+    }
     body = b"".join(app(environ, lambda status, headers: answer.update(status=status)))
     return answer["status"], body
 

@@ -109,7 +109,9 @@ def test_slices_keep_every_event_in_order_and_hold_at_most_the_bound(record_size
     assert all(sum(len(events) for _, _, events in s) == max_events for s in full)
     assert sum(len(events) for _, _, events in rest) < max_events or not rest
     # every piece stays with the record (and partition) it came from
-    assert all((source, partition) == (f"record-{k.event[0]}", k.event[0] % 3) for s in cut for source, partition, events in s for k in events)
+    assert all(
+        (source, partition) == (f"record-{k.event[0]}", k.event[0] % 3) for s in cut for source, partition, events in s for k in events
+    )
 
 
 def test_one_envelope_larger_than_a_slice_is_cut_inside_it():

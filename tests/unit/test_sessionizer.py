@@ -25,10 +25,7 @@ from schemas.sessions import SessionMerge, SessionUpdate
 
 T0 = datetime(2026, 3, 14, 10, 0, tzinfo=UTC)
 CONFIG = SessionizerConfig()
-CHROME_MAC = (
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) "
-    "Chrome/121.0.0.0 Safari/537.36"
-)
+CHROME_MAC = "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/121.0.0.0 Safari/537.36"
 IOS_APP = "Shop/5.2.0 CFNetwork/1474 Darwin/23.0.0"
 GOOGLEBOT = (
     "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Googlebot/2.1; +http://www.google.com/bot.html) "
@@ -36,9 +33,7 @@ GOOGLEBOT = (
 )
 
 
-def event(
-    message_id: str, at: datetime | timedelta, key: str | None = "anon-1", type: str = "track", **fields: Any
-) -> RawEvent:
+def event(message_id: str, at: datetime | timedelta, key: str | None = "anon-1", type: str = "track", **fields: Any) -> RawEvent:
     """A raw event at T0 + `at` (or at `at`), as the collector writes it."""
     timestamp = T0 + at if isinstance(at, timedelta) else at
     return RawEvent(
@@ -123,10 +118,7 @@ class Downstream:
         live = self.live_sessions()
         groups = self.groups()
         assert set(groups) == set(live), "every event's session has a live row and every live row has events"
-        return {
-            ids: live[sid].model_dump(exclude={"session_id", "version", "status"})
-            for sid, ids in groups.items()
-        }
+        return {ids: live[sid].model_dump(exclude={"session_id", "version", "status"}) for sid, ids in groups.items()}
 
 
 # --- the gap boundary ---------------------------------------------------------------------------------------------
@@ -227,9 +219,7 @@ def test_a_bridging_event_merges_two_sessions_into_the_earliest():
     bridge = downstream.feed(event("x", timedelta(minutes=25)))
 
     assert bridge.session_id == earliest_id
-    assert bridge.merges == [
-        SessionMerge(absorbed_session_id=later_id, survivor_session_id=earliest_id, device_key="anon-1", version=3)
-    ]
+    assert bridge.merges == [SessionMerge(absorbed_session_id=later_id, survivor_session_id=earliest_id, device_key="anon-1", version=3)]
     absorbed, survivor = bridge.updates
     assert (absorbed.session_id, absorbed.status, absorbed.absorbed_into) == (later_id, "absorbed", earliest_id)
     assert (absorbed.event_count, absorbed.version) == (2, 3)
@@ -510,8 +500,7 @@ def test_mobile_screen_calls_from_an_ios_app():
 
 
 def test_googlebot_is_a_bot():
-    raw = event("g1", timedelta(0), type="page", properties={"url": "https://www.shop.example/"},
-                context={"userAgent": GOOGLEBOT})
+    raw = event("g1", timedelta(0), type="page", properties={"url": "https://www.shop.example/"}, context={"userAgent": GOOGLEBOT})
     update = assign(None, raw, T0, CONFIG).updates[0]
     assert (update.browser, update.os, update.device_type) == ("Googlebot", None, "bot")
 

@@ -79,16 +79,23 @@ def test_freshness_is_one_observation_per_event_from_received_at():
 @given(st.lists(st.one_of(st.sampled_from([0.0, 0.1, 1.0, 60.0, 21600.0]), st.floats(0, 50_000)), max_size=200))
 def test_freshness_in_bulk_equals_one_observe_per_event(ages):
     """The batch is bucketed in one step (observe_freshness); it must count exactly what observe() would."""
-    reference = Histogram("reference_seconds", "", buckets=projector_metrics.FRESHNESS_SECONDS._upper_bounds[:-1],
-                          registry=CollectorRegistry())
+    reference = Histogram(
+        "reference_seconds", "", buckets=projector_metrics.FRESHNESS_SECONDS._upper_bounds[:-1], registry=CollectorRegistry()
+    )
     now = 1_700_000_000.0
     received = [int(now * 1000 - age * 1000) for age in ages]
     before = {(s.name, s.labels.get("le")): s.value for s in projector_metrics.FRESHNESS_SECONDS.collect()[0].samples}
     projector_metrics.observe_freshness(received, now=now)
     for at in received:
         reference.observe(max(0.0, (now * 1000 - at) / 1000))
-    got = {(s.name, s.labels.get("le")): s.value - before[(s.name, s.labels.get("le"))]
-           for s in projector_metrics.FRESHNESS_SECONDS.collect()[0].samples if not s.name.endswith("_created")}
-    want = {(s.name.replace("reference", "footfall_projector_freshness"), s.labels.get("le")): s.value
-            for s in reference.collect()[0].samples if not s.name.endswith("_created")}
+    got = {
+        (s.name, s.labels.get("le")): s.value - before[(s.name, s.labels.get("le"))]
+        for s in projector_metrics.FRESHNESS_SECONDS.collect()[0].samples
+        if not s.name.endswith("_created")
+    }
+    want = {
+        (s.name.replace("reference", "footfall_projector_freshness"), s.labels.get("le")): s.value
+        for s in reference.collect()[0].samples
+        if not s.name.endswith("_created")
+    }
     assert got == pytest.approx(want)

@@ -36,7 +36,9 @@ def has(name: str) -> PropertyCondition:
 def staged(*rules: tuple[str, str]) -> list[StageDefinition]:
     """The default stages, with a rule `<property> is set` on some of them."""
     ruled = dict(rules)
-    return effective_stages([s.model_copy(update={"rule": has(ruled[s.id]), "version": 1}) for s in DEFAULT_STAGES.values() if s.id in ruled])
+    return effective_stages(
+        [s.model_copy(update={"rule": has(ruled[s.id]), "version": 1}) for s in DEFAULT_STAGES.values() if s.id in ruled]
+    )
 
 
 # -- definitions and order ------------------------------------------------------------------------------------
@@ -81,22 +83,31 @@ RULES = staged(("lead", "email"), ("customer", "order_id"), ("subscriber", "news
 PROPS = st.dictionaries(st.sampled_from(["email", "order_id", "newsletter", "plan"]), st.just("x"), max_size=4)
 
 
-@given(current=st.sampled_from(["", *STAGES]), properties=PROPS, fired=st.sets(st.sampled_from(["rule:lead", "rule:customer", "rule:subscriber"])))
+@given(
+    current=st.sampled_from(["", *STAGES]),
+    properties=PROPS,
+    fired=st.sets(st.sampled_from(["rule:lead", "rule:customer", "rule:subscriber"])),
+)
 def test_a_rule_never_moves_a_user_back_or_sideways_and_fires_once(current, properties, fired):
     rules = StageRules(RULES)
     move = rules.move(current, fired, properties)
     rank = {s: i for i, s in enumerate(STAGES)}
     if move is None:
         # nothing was owed: no unfired matching rule ahead of the current stage
-        ahead = [s for s, p in (("lead", "email"), ("customer", "order_id"), ("subscriber", "newsletter"))
-                 if rank[s] > rank.get(current, -1) and f"rule:{s}" not in fired and p in properties]
+        ahead = [
+            s
+            for s, p in (("lead", "email"), ("customer", "order_id"), ("subscriber", "newsletter"))
+            if rank[s] > rank.get(current, -1) and f"rule:{s}" not in fired and p in properties
+        ]
         assert ahead == []
     else:
         assert rank[move.stage] > rank.get(current, -1)
         assert move.rule == f"rule:{move.stage}" and move.rule not in fired
         # the furthest stage whose rule matches
-        assert all(not (rank[s] > rank[move.stage] and p in properties and f"rule:{s}" not in fired)
-                   for s, p in (("lead", "email"), ("customer", "order_id"), ("subscriber", "newsletter")))
+        assert all(
+            not (rank[s] > rank[move.stage] and p in properties and f"rule:{s}" not in fired)
+            for s, p in (("lead", "email"), ("customer", "order_id"), ("subscriber", "newsletter"))
+        )
 
 
 def test_no_rules_no_moves():
@@ -193,15 +204,22 @@ def test_the_rows_hold_the_history_and_the_membership_periods():
     row = person_row("p-1", state, None, 0, 0, 7)
     history, members = group_rows([row])
     assert [(h[2], h[3], h[5], h[6], h[7]) for h in history] == [
-        ("lead", "", "api", "form", True), ("customer", "lead", "rule:customer", "", True), ("lead", "customer", "api", "refund", True)]
+        ("lead", "", "api", "form", True),
+        ("customer", "lead", "rule:customer", "", True),
+        ("lead", "customer", "api", "refund", True),
+    ]
     periods = sorted((m[0], m[4], m[5] is not None, m[6], m[8]) for m in members)
     assert periods == [("beta", "ann", True, "bob", 0), ("beta", "import", False, "", 0), ("vip", "ann", False, "", 0)]
 
 
 def test_a_merge_keeps_intos_stage_history_and_both_lists():
     into = apply_command(apply_command(EMPTY, COMMANDS[0]), COMMANDS[1])
-    absorbed = apply_command(EMPTY, UserCommand(kind="update", command_id="x", person_id="p-2", at=AT, stage="evangelist", stage_by="api",
-                                                lists_add=["other"], lists_by="api"))
+    absorbed = apply_command(
+        EMPTY,
+        UserCommand(
+            kind="update", command_id="x", person_id="p-2", at=AT, stage="evangelist", stage_by="api", lists_add=["other"], lists_by="api"
+        ),
+    )
     merged = merge(into, absorbed)
     assert walk_stages(stage_writes(merged.stages))[0] == "lead"
     assert current_lists(list_writes(merged.lists)) == ["beta", "other", "vip"]
@@ -224,8 +242,14 @@ def test_the_projector_moves_a_matching_user_forward_once_with_a_stable_command_
 # -- membership periods ---------------------------------------------------------------------------------------
 
 LIST_WRITES = st.lists(
-    st.builds(ListWrite, at=st.integers(0, 30), command_id=st.sampled_from(["a", "b", "c", "d"]), list_id=st.sampled_from(["l1", "l2"]),
-              added=st.booleans(), by=st.sampled_from(["api", "ann"])),
+    st.builds(
+        ListWrite,
+        at=st.integers(0, 30),
+        command_id=st.sampled_from(["a", "b", "c", "d"]),
+        list_id=st.sampled_from(["l1", "l2"]),
+        added=st.booleans(),
+        by=st.sampled_from(["api", "ann"]),
+    ),
     max_size=10,
 )
 

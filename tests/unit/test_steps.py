@@ -23,8 +23,15 @@ T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 def raw(message_id: str, minutes: float, device: str = "anon-1", **fields) -> RawEvent:
     fields.setdefault("properties", {"url": f"https://shop.example/{message_id}"})
-    return RawEvent(message_id=message_id, type=fields.pop("type", "page"), anonymous_id=device,
-                    timestamp=T0 + timedelta(minutes=minutes), received_at=T0, source_id="web", **fields)
+    return RawEvent(
+        message_id=message_id,
+        type=fields.pop("type", "page"),
+        anonymous_id=device,
+        timestamp=T0 + timedelta(minutes=minutes),
+        received_at=T0,
+        source_id="web",
+        **fields,
+    )
 
 
 def keyed(event: RawEvent) -> Keyed:
@@ -37,8 +44,9 @@ def run(batches: list[list[RawEvent]], table: dict | None = None, person_of: dic
     decoded = steps.DecodedStates(table)
     outs = []
     for batch in batches:
-        out = steps.sessionize([("record", 0, [keyed(e) for e in batch])], decoded.state_of, (person_of or {}).get,
-                               lambda _partition, at: at, CONFIG)
+        out = steps.sessionize(
+            [("record", 0, [keyed(e) for e in batch])], decoded.state_of, (person_of or {}).get, lambda _partition, at: at, CONFIG
+        )
         for key, (state, _) in out.states.items():
             table[key] = stored = state.to_json()
             decoded.wrote(key, stored, state)
@@ -102,8 +110,10 @@ def test_idle_sessions_end_and_a_device_left_without_sessions_leaves_the_table()
 
 def test_the_sequencer_step_publishes_mappings_persons_and_warnings():
     resolver = IdentityResolver({})
-    commands = [IdentityCommand(kind="seen", message_id="m1:seen", timestamp=T0, distinct_id="anon-1"),
-                IdentityCommand(kind="identify", message_id="m2:identify", timestamp=T0, anonymous_id="anon-1", user_id="null")]
+    commands = [
+        IdentityCommand(kind="seen", message_id="m1:seen", timestamp=T0, distinct_id="anon-1"),
+        IdentityCommand(kind="identify", message_id="m2:identify", timestamp=T0, anonymous_id="anon-1", user_id="null"),
+    ]
     out = steps.resolve_identities([Keyed(steps.command_key(c), c, c.model_dump_json().encode()) for c in commands], resolver)
     assert [key for key, _ in out.identities] == [b"anon-1"]
     assert out.persons and [(k.key, w.field, w.rule) for k, w in out.warnings] == [(b"null", "user_id", "placeholder_id")]
@@ -137,13 +147,17 @@ def test_a_decoded_state_is_reused_only_while_the_table_holds_the_bytes_it_came_
     assert decoded.state_of(b"anon-9") is None
 
 
-@pytest.mark.parametrize(("payload", "field"), [
-    (b"[1, 2]", "object"), (b'{"type": "page"}', "message_id"),
-    (b'{"message_id": "m", "type": "page", "timestamp": "yesterday", "source_id": "s"}', "timestamp"),
-    (b'{"message_id": "m", "type": "page", "timestamp": "2026-03-02T12:00:00", "source_id": "s"}', "timestamp"),
-    (b'{"message_id": "m", "type": "page", "timestamp": "2026-03-02T12:00:00Z", "source_id": "s", "traits": []}', "traits"),
-    (b'{"message_id": "m", "type": "page", "timestamp": "2026-03-02T12:00:00Z"}', "source_id"),
-])
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (b"[1, 2]", "object"),
+        (b'{"type": "page"}', "message_id"),
+        (b'{"message_id": "m", "type": "page", "timestamp": "yesterday", "source_id": "s"}', "timestamp"),
+        (b'{"message_id": "m", "type": "page", "timestamp": "2026-03-02T12:00:00", "source_id": "s"}', "timestamp"),
+        (b'{"message_id": "m", "type": "page", "timestamp": "2026-03-02T12:00:00Z", "source_id": "s", "traits": []}', "traits"),
+        (b'{"message_id": "m", "type": "page", "timestamp": "2026-03-02T12:00:00Z"}', "source_id"),
+    ],
+)
 def test_what_the_processors_cannot_use_is_refused_naming_the_field(payload, field):
     with pytest.raises(ValueError, match=field):
         read_event(payload)
@@ -154,8 +168,16 @@ ids = st.one_of(st.none(), st.sampled_from(["", "anon-1", "user-2", "undefined",
 
 @given(ids, ids, ids, st.datetimes(timezones=st.just(UTC)))
 def test_the_reader_sees_what_the_collectors_model_says(anonymous_id, user_id, previous_id, timestamp):
-    event = RawEvent(message_id="m", type="track", anonymous_id=anonymous_id, user_id=user_id, previous_id=previous_id,
-                     timestamp=timestamp, received_at=T0, source_id="web")
+    event = RawEvent(
+        message_id="m",
+        type="track",
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        previous_id=previous_id,
+        timestamp=timestamp,
+        received_at=T0,
+        source_id="web",
+    )
     view = read_event(event.model_dump_json().encode())
     assert (view.device_key, view.distinct_id, view.timestamp) == (event.device_key, event.distinct_id, event.timestamp)
     assert orjson.loads(view.with_fields()) == orjson.loads(event.model_dump_json())

@@ -38,13 +38,22 @@ def streams(draw) -> list[bytes]:
         kind = draw(st.sampled_from(["page", "track", "identify", "alias"]))
         user = draw(st.sampled_from(USERS))
         device = draw(st.sampled_from(DEVICES))
-        events.append(RawEvent(
-            message_id=f"m{n}", type=kind, anonymous_id=None if kind == "alias" else device,
-            user_id=user or ("user-1" if kind == "alias" else None), previous_id=device if kind == "alias" else None,
-            timestamp=T0 + timedelta(minutes=draw(st.integers(0, 240))), received_at=T0, source_id="test",
-            properties={"url": f"https://shop.example/{n}"} if kind == "page" else {},
-            traits={"email": f"{user}@example.com"} if user and kind == "identify" else {},
-        ).model_dump_json().encode())
+        events.append(
+            RawEvent(
+                message_id=f"m{n}",
+                type=kind,
+                anonymous_id=None if kind == "alias" else device,
+                user_id=user or ("user-1" if kind == "alias" else None),
+                previous_id=device if kind == "alias" else None,
+                timestamp=T0 + timedelta(minutes=draw(st.integers(0, 240))),
+                received_at=T0,
+                source_id="test",
+                properties={"url": f"https://shop.example/{n}"} if kind == "page" else {},
+                traits={"email": f"{user}@example.com"} if user and kind == "identify" else {},
+            )
+            .model_dump_json()
+            .encode()
+        )
     return events
 
 
@@ -71,7 +80,9 @@ class Pipeline:
         decoded = steps.DecodedStates(self.device_sessions)
         for batch in batches:
             slices = EventSlices(slice_events)
-            full = [h for partition, envelope in batch for h in slices.add(partition, partition, read(envelope, partition, steps.device_key))]
+            full = [
+                h for partition, envelope in batch for h in slices.add(partition, partition, read(envelope, partition, steps.device_key))
+            ]
             for handed in [*full, slices.rest()]:
                 self.sessionize(decoded, handed)
         self.downstream()
@@ -89,8 +100,9 @@ class Pipeline:
     def downstream(self) -> None:
         resolver = IdentityResolver(self.identity_state)
         for envelope in self.commands:
-            commands = read_record(None, envelope.value, envelope.headers, 0, 1, IdentityCommand.model_validate_json,
-                                   steps.command_key, "IdentityCommand").events
+            commands = read_record(
+                None, envelope.value, envelope.headers, 0, 1, IdentityCommand.model_validate_json, steps.command_key, "IdentityCommand"
+            ).events
             for key, value in steps.resolve_identities(commands, resolver).identities:
                 change = steps.learn_person(DistinctIdMapping.model_validate_json(value), self.person_of.get(key))
                 if change is not None:
@@ -106,14 +118,15 @@ class Pipeline:
             key = message.get("session_id") or f"merge:{message['absorbed_session_id']}"
             if key not in latest or message["version"] >= latest[key]["version"]:
                 latest[key] = message
-        events = sorted({(e["message_id"], e["session_id"], e["session_seq"], e["timestamp"])
-                         for e in map(orjson.loads, self.enriched)})
+        events = sorted({(e["message_id"], e["session_id"], e["session_seq"], e["timestamp"]) for e in map(orjson.loads, self.enriched)})
         persons = {key: known["person_id"] for key, known in self.person_of.items()}
         return latest, events, persons, {k: v for k, v in self.identity_state.items() if k != "journal"}
 
 
 def read(envelope, partition: int, key_of) -> list:
-    found = read_record(getattr(envelope, "key", None), envelope.value, envelope.headers, partition, PARTITIONS, read_event, key_of, "Event")
+    found = read_record(
+        getattr(envelope, "key", None), envelope.value, envelope.headers, partition, PARTITIONS, read_event, key_of, "Event"
+    )
     assert found.refusals == []
     return found.events
 
@@ -149,7 +162,7 @@ def split(events: list[bytes], sizes: list[int], per_batch: list[int]) -> list[l
         envelopes, at = [], 0
         while at < len(payloads):
             size = sizes[(n + len(envelopes)) % len(sizes)]
-            envelopes += [(partition, e) for e in pack(payloads[at:at + size], EnvelopeLimits(max_events=size))]
+            envelopes += [(partition, e) for e in pack(payloads[at : at + size], EnvelopeLimits(max_events=size))]
             at += size
         while envelopes:
             take = per_batch[len(batches) % len(per_batch)]
@@ -159,8 +172,9 @@ def split(events: list[bytes], sizes: list[int], per_batch: list[int]) -> list[l
 
 
 @settings(max_examples=150, deadline=None)
-@given(streams(), st.lists(st.integers(1, 8), min_size=1, max_size=5), st.lists(st.integers(1, 4), min_size=1, max_size=5),
-       st.integers(1, 30))
+@given(
+    streams(), st.lists(st.integers(1, 8), min_size=1, max_size=5), st.lists(st.integers(1, 4), min_size=1, max_size=5), st.integers(1, 30)
+)
 def test_any_split_into_envelopes_batches_and_slices_gives_what_one_event_per_record_gives(events, sizes, per_batch, slice_events):
     reference, enveloped = Pipeline(), Pipeline()
     reference.run(one_event_per_record(events))

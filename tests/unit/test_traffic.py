@@ -107,8 +107,11 @@ def test_the_mix_has_pages_tracks_identifies_and_aliases_with_referrers_campaign
     pages = [c for c in generated if c["type"] == "page"]
     assert all(set(c["context"]["page"]) == {"path", "referrer", "search", "title", "url"} for c in generated)
     assert all(c["properties"]["url"] == c["context"]["page"]["url"] for c in pages)
-    external = Counter(c["properties"]["referrer"] for c in pages if c["properties"]["referrer"]
-                       and not c["properties"]["referrer"].startswith("https://shop.example.com"))
+    external = Counter(
+        c["properties"]["referrer"]
+        for c in pages
+        if c["properties"]["referrer"] and not c["properties"]["referrer"].startswith("https://shop.example.com")
+    )
     assert {"https://www.google.com/", "https://t.co/", "https://news.ycombinator.com/"} <= set(external)
     campaigns = [c for c in generated if "campaign" in c["context"]]
     assert len(campaigns) > 100
@@ -155,8 +158,11 @@ def test_timestamps_never_go_back_on_a_device_and_devices_interleave(generated):
 
 
 def test_sessions_are_separated_by_gaps_some_under_30_minutes_some_over(traffic, generated):
-    gaps = [parse_iso(b["timestamp"]) - parse_iso(a["timestamp"])
-            for history in per_device(generated).values() for a, b in zip(history, history[1:], strict=False)]
+    gaps = [
+        parse_iso(b["timestamp"]) - parse_iso(a["timestamp"])
+        for history in per_device(generated).values()
+        for a, b in zip(history, history[1:], strict=False)
+    ]
     minute = 60_000
     assert sum(5 * minute <= g < SESSION_GAP_MS for g in gaps) > 50  # pauses inside a session
     assert sum(g >= SESSION_GAP_MS for g in gaps) > 500  # a new session

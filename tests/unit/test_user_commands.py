@@ -27,21 +27,38 @@ def update(command_id: str, seconds: float, **fields) -> UserCommand:
 
 
 def event(message_id: str, seconds: float, **set_) -> EnrichedEvent:
-    return EnrichedEvent(message_id=message_id, type="track", event="E", user_id="u1", timestamp=at(seconds), received_at=at(seconds),
-                         source_id="s", properties={"$set": set_} if set_ else {}, person_id="p1")
+    return EnrichedEvent(
+        message_id=message_id,
+        type="track",
+        event="E",
+        user_id="u1",
+        timestamp=at(seconds),
+        received_at=at(seconds),
+        source_id="s",
+        properties={"$set": set_} if set_ else {},
+        person_id="p1",
+    )
 
 
 # -- the directory -------------------------------------------------------------------------------------------
 
 
 def test_status_over_time_and_what_a_delete_and_an_erasure_drop():
-    directory = Directory().apply_all([
-        update("c1", 10, status="disabled"),
-        update("c2", 20, status="active"),
-        UserCommand(kind="delete", command_id="c3", person_id="p2", at=at(30), id_digests=[id_digest("gone")]),
-        UserCommand(kind="erase", command_id="c4", person_id="p3", at=at(40), id_digests=[id_digest("erased")]),
-    ])
-    assert [directory.status_at("p1", epoch_ms(at(s))) for s in (5, 10, 15, 20, 25)] == ["active", "disabled", "disabled", "active", "active"]
+    directory = Directory().apply_all(
+        [
+            update("c1", 10, status="disabled"),
+            update("c2", 20, status="active"),
+            UserCommand(kind="delete", command_id="c3", person_id="p2", at=at(30), id_digests=[id_digest("gone")]),
+            UserCommand(kind="erase", command_id="c4", person_id="p3", at=at(40), id_digests=[id_digest("erased")]),
+        ]
+    )
+    assert [directory.status_at("p1", epoch_ms(at(s))) for s in (5, 10, 15, 20, 25)] == [
+        "active",
+        "disabled",
+        "disabled",
+        "active",
+        "active",
+    ]
     assert directory.drops(["gone"], epoch_ms(at(30))) and not directory.drops(["gone"], epoch_ms(at(31)))
     assert directory.drops(["x"], epoch_ms(at(29)), person_id="p2") and not directory.drops(["x"], epoch_ms(at(31)), person_id="p2")
     assert directory.drops([None, "erased"], epoch_ms(at(10**6))) and directory.erased("erased") and not directory.erased("gone")
@@ -51,9 +68,17 @@ def test_status_over_time_and_what_a_delete_and_an_erasure_drop():
 commands = st.lists(
     st.builds(
         lambda i, seconds, status, kind: UserCommand(
-            kind=kind, command_id=f"c{i}", person_id=f"p{i % 3}", at=at(seconds), status=status if kind == "update" else None,
-            id_digests=[id_digest(f"id{i % 4}")] if kind != "update" else []),
-        st.integers(0, 20), st.integers(0, 100), st.sampled_from(["active", "disabled"]), st.sampled_from(["update", "update", "delete", "erase"]),
+            kind=kind,
+            command_id=f"c{i}",
+            person_id=f"p{i % 3}",
+            at=at(seconds),
+            status=status if kind == "update" else None,
+            id_digests=[id_digest(f"id{i % 4}")] if kind != "update" else [],
+        ),
+        st.integers(0, 20),
+        st.integers(0, 100),
+        st.sampled_from(["active", "disabled"]),
+        st.sampled_from(["update", "update", "delete", "erase"]),
     ),
     max_size=15,
 )
@@ -83,10 +108,20 @@ def test_a_command_competes_with_tracking_set_by_time_per_key():
 writes = st.lists(
     st.one_of(
         st.builds(lambda i, s, v: event(f"e{i}", s, plan=v), st.integers(0, 9), st.integers(0, 50), st.sampled_from(["a", "b", "c"])),
-        st.builds(lambda i, s, v, tag, status: update(f"c{i}", s, set={"plan": v}, tags_add=[tag], status=status),
-                  st.integers(0, 9), st.integers(0, 50), st.sampled_from(["a", "b", None]), st.sampled_from(["x", "y"]),
-                  st.sampled_from(["active", "disabled", None])),
-        st.builds(lambda i, s, tag: update(f"r{i}", s, unset=["plan"], tags_remove=[tag]), st.integers(0, 9), st.integers(0, 50), st.sampled_from(["x", "y"])),
+        st.builds(
+            lambda i, s, v, tag, status: update(f"c{i}", s, set={"plan": v}, tags_add=[tag], status=status),
+            st.integers(0, 9),
+            st.integers(0, 50),
+            st.sampled_from(["a", "b", None]),
+            st.sampled_from(["x", "y"]),
+            st.sampled_from(["active", "disabled", None]),
+        ),
+        st.builds(
+            lambda i, s, tag: update(f"r{i}", s, unset=["plan"], tags_remove=[tag]),
+            st.integers(0, 9),
+            st.integers(0, 50),
+            st.sampled_from(["x", "y"]),
+        ),
     ),
     max_size=12,
 )

@@ -31,19 +31,28 @@ def vectors() -> dict:
     return {
         "about": "docs/configs.md#bucketing: bucket = (uint64_be(sha256(utf8(key + ':' + salt + ':' + id))[0:8]) >> 11) / 2**53",
         "bucket": [
-            {"config_key": key, "salt": salt, "bucketing_id": id_, "bucket": bucket(key, salt, id_)}
-            for key, salt in KEYS for id_ in IDS
+            {"config_key": key, "salt": salt, "bucketing_id": id_, "bucket": bucket(key, salt, id_)} for key, salt in KEYS for id_ in IDS
         ],
         "rollout": [
-            {"config_key": "new-checkout", "salt": "", "bucketing_id": id_, "percent": percent,
-             "rollout_bucket": bucket("new-checkout", rollout_salt(""), id_), "in": in_rollout("new-checkout", "", id_, percent)}
-            for id_ in IDS[1:6] for percent in (0, 10, 20, 50, 100)
+            {
+                "config_key": "new-checkout",
+                "salt": "",
+                "bucketing_id": id_,
+                "percent": percent,
+                "rollout_bucket": bucket("new-checkout", rollout_salt(""), id_),
+                "in": in_rollout("new-checkout", "", id_, percent),
+            }
+            for id_ in IDS[1:6]
+            for percent in (0, 10, 20, 50, 100)
         ],
         "split": {
             "config": CONFIG,
             "cases": [
-                {"bucketing_id": f"device-{n}", "variant_bucket": bucket(spec.key, variant_salt(spec.salt), f"device-{n}"),
-                 "variant": split(spec.variants, spec.key, spec.salt, f"device-{n}")}
+                {
+                    "bucketing_id": f"device-{n}",
+                    "variant_bucket": bucket(spec.key, variant_salt(spec.salt), f"device-{n}"),
+                    "variant": split(spec.variants, spec.key, spec.salt, f"device-{n}"),
+                }
                 for n in range(20)
             ],
         },

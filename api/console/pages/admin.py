@@ -15,11 +15,13 @@ from api.console.forms import property_of_error_field
 from api.console.snippet import browser_snippet, server_examples
 
 # API path → (console path, label, section): shown once GET on the API path answers 200.
-OPTIONAL_SECTIONS = (("/property-definitions", "/admin/properties", "Properties", "properties"),
-                     ("/configs", "/admin/configs", "Configs", "configs"),
-                     ("/imports/-", "/admin/imports", "Imports", "imports"),
-                     ("/lifecycle-stages", "/admin/stages", "Lifecycle stages", "stages"),
-                     ("/lists", "/admin/lists", "Lists", "lists"))
+OPTIONAL_SECTIONS = (
+    ("/property-definitions", "/admin/properties", "Properties", "properties"),
+    ("/configs", "/admin/configs", "Configs", "configs"),
+    ("/imports/-", "/admin/imports", "Imports", "imports"),
+    ("/lifecycle-stages", "/admin/stages", "Lifecycle stages", "stages"),
+    ("/lists", "/admin/lists", "Lists", "lists"),
+)
 RECHECK_SECONDS = 60.0
 
 
@@ -49,8 +51,11 @@ PRESENCE = ApiPresence()
 
 
 async def nav_items(request: Request) -> list[dict[str, str]]:
-    items = [{"url": url, "label": label, "section": section}
-             for api_path, url, label, section in OPTIONAL_SECTIONS if await PRESENCE.has(request, api_path)]
+    items = [
+        {"url": url, "label": label, "section": section}
+        for api_path, url, label, section in OPTIONAL_SECTIONS
+        if await PRESENCE.has(request, api_path)
+    ]
     return items + [{"url": "/admin/sources", "label": "Sources", "section": "sources"}]
 
 
@@ -79,8 +84,16 @@ async def _definitions_page(request: Request, status_code: int = 200, **context)
     context.setdefault("errors", {})
     context.setdefault("editing", None)
     return await console(request).render_page(
-        request, "definitions.html", status_code=status_code, section="properties", definitions=found,
-        types=dview.TYPES, constraints_text=dview.constraints_text, unavailable=None if answer.ok else answer.message, **context)
+        request,
+        "definitions.html",
+        status_code=status_code,
+        section="properties",
+        definitions=found,
+        types=dview.TYPES,
+        constraints_text=dview.constraints_text,
+        unavailable=None if answer.ok else answer.message,
+        **context,
+    )
 
 
 @login_required
@@ -122,9 +135,16 @@ async def definition_delete(request: Request) -> Response:
     c = console(request)
     if request.method == "GET":
         return await c.render_page(
-            request, "confirm.html", section="properties", heading=f"Delete the property {name}?", yes="Yes, delete",
+            request,
+            "confirm.html",
+            section="properties",
+            heading=f"Delete the property {name}?",
+            yes="Yes, delete",
             lines=[f"The definition of {name} goes; values already in profiles stay, unchecked from now on."],
-            action=c.path("definition_delete", name=name), carried=[], back="/admin/properties")
+            action=c.path("definition_delete", name=name),
+            carried=[],
+            back="/admin/properties",
+        )
     answer = await c.api.call("DELETE", f"/property-definitions/{name}")
     flash(request, f"Property {name} deleted." if answer.ok else f"Delete refused: {answer.message}", "info" if answer.ok else "error")
     return RedirectResponse("/admin/properties", status_code=303)

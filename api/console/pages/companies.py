@@ -33,8 +33,16 @@ async def companies(request: Request) -> Response:
     rows, next_cursor = (answer.body.get("companies", []), answer.body.get("next_cursor")) if answer.ok else ([], None)
     query = {k: v for k, v in (("q", params.get("q")), ("sort", sort)) if v}
     return await console(request).render_page(
-        request, "companies.html", section="companies", companies=rows, q=params.get("q", ""), sort=sort, sorts=SORTS,
-        error=None if answer.ok else answer.message, short_time=view.short_time, company_path=_path,
+        request,
+        "companies.html",
+        section="companies",
+        companies=rows,
+        q=params.get("q", ""),
+        sort=sort,
+        sorts=SORTS,
+        error=None if answer.ok else answer.message,
+        short_time=view.short_time,
+        company_path=_path,
         next_link=f"?{urlencode({**query, 'cursor': next_cursor})}" if next_cursor else None,
     )
 
@@ -62,8 +70,14 @@ async def company(request: Request) -> Response:
     include_ended = request.query_params.get("ended") == "1"
     members = await api.get(f"{_path(company_id)}/members", include_ended="true" if include_ended else None, limit=1000)
     return await console(request).render_page(
-        request, "company.html", section="companies", company=found.body, members=members.body.get("members", []) if members.ok else [],
-        include_ended=include_ended, short_time=view.short_time, company_path=_path(company_id),
+        request,
+        "company.html",
+        section="companies",
+        company=found.body,
+        members=members.body.get("members", []) if members.ok else [],
+        include_ended=include_ended,
+        short_time=view.short_time,
+        company_path=_path(company_id),
     )
 
 

@@ -19,20 +19,37 @@ async def configs(request: Request) -> Response:
     answer = await console(request).api.get("/configs")
     found = answer.body.get("configs", []) if answer.ok else []
     return await console(request).render_page(
-        request, "configs.html", section="configs", configs=found, rules_text=view.rules_text,
-        variants_text=view.variants_text, unavailable=None if answer.ok else answer.message)
+        request,
+        "configs.html",
+        section="configs",
+        configs=found,
+        rules_text=view.rules_text,
+        variants_text=view.variants_text,
+        unavailable=None if answer.ok else answer.message,
+    )
 
 
-async def _form_page(request: Request, values: dict[str, str], editing: dict[str, Any] | None,
-                     errors: dict[str, str] | None = None, status_code: int = 200) -> Response:
+async def _form_page(
+    request: Request, values: dict[str, str], editing: dict[str, Any] | None, errors: dict[str, str] | None = None, status_code: int = 200
+) -> Response:
     variant_rows, rule_rows = view.row_counts(values)
     history = []
     if editing:
         versions = await console(request).api.get(f"/configs/{editing['key']}/versions")
         history = list(reversed(versions.body.get("versions", []))) if versions.ok else []
     return await console(request).render_page(
-        request, "config_edit.html", status_code=status_code, section="configs", values=values, editing=editing,
-        errors=errors or {}, types=view.TYPES, variant_rows=range(variant_rows), rule_rows=range(rule_rows), history=history)
+        request,
+        "config_edit.html",
+        status_code=status_code,
+        section="configs",
+        values=values,
+        editing=editing,
+        errors=errors or {},
+        types=view.TYPES,
+        variant_rows=range(variant_rows),
+        rule_rows=range(rule_rows),
+        history=history,
+    )
 
 
 @login_required
@@ -62,7 +79,9 @@ async def _save(request: Request, editing: dict[str, Any] | None) -> Response:
     if not errors:
         if editing:
             body["key"] = editing["key"]
-            answer = await c.api.call("PUT", f"/configs/{editing['key']}", json=body, headers={"If-Match": str(values.get("version") or editing["version"])})
+            answer = await c.api.call(
+                "PUT", f"/configs/{editing['key']}", json=body, headers={"If-Match": str(values.get("version") or editing["version"])}
+            )
         else:
             answer = await c.api.call("POST", "/configs", json=body)
         if answer.ok:
@@ -77,7 +96,11 @@ async def config_toggle(request: Request) -> Response:
     key = request.path_params["key"]
     enabled = str((await request.form()).get("enabled")) == "true"
     answer = await console(request).api.call("PATCH", f"/configs/{key}", json={"enabled": enabled})
-    flash(request, f"{key} {'enabled' if enabled else 'disabled'}." if answer.ok else f"{key}: {answer.message}", "info" if answer.ok else "error")
+    flash(
+        request,
+        f"{key} {'enabled' if enabled else 'disabled'}." if answer.ok else f"{key}: {answer.message}",
+        "info" if answer.ok else "error",
+    )
     return RedirectResponse("/admin/configs", status_code=303)
 
 
@@ -86,9 +109,16 @@ async def config_delete(request: Request) -> Response:
     key, c = request.path_params["key"], console(request)
     if request.method == "GET":
         return await c.render_page(
-            request, "confirm.html", section="configs", heading=f"Delete the config {key}?", yes="Yes, delete",
+            request,
+            "confirm.html",
+            section="configs",
+            heading=f"Delete the config {key}?",
+            yes="Yes, delete",
             lines=[f"Collectors stop serving {key}: an SDK that asks gets no value for it. Its versions stay in the history."],
-            action=c.path("config_delete", key=key), carried=[], back="/admin/configs")
+            action=c.path("config_delete", key=key),
+            carried=[],
+            back="/admin/configs",
+        )
     answer = await c.api.call("DELETE", f"/configs/{key}")
     flash(request, f"Config {key} deleted." if answer.ok else f"Delete refused: {answer.message}", "info" if answer.ok else "error")
     return RedirectResponse("/admin/configs", status_code=303)

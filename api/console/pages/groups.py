@@ -45,8 +45,13 @@ async def stages(request: Request) -> Response:
         answer = await c.api.call("POST", "/lifecycle-stages", json={"id": values.get("id", ""), "name": values.get("name", "")})
         return _done(request, answer, f"Stage {values.get('name')} added.", "/admin/stages")
     answer = await c.api.get("/lifecycle-stages")
-    return await c.render_page(request, "stages.html", section="stages", stages=answer.body.get("stages", []) if answer.ok else [],
-                               unavailable=None if answer.ok else answer.message)
+    return await c.render_page(
+        request,
+        "stages.html",
+        section="stages",
+        stages=answer.body.get("stages", []) if answer.ok else [],
+        unavailable=None if answer.ok else answer.message,
+    )
 
 
 @login_required
@@ -80,8 +85,9 @@ async def stage_delete(request: Request) -> Response:
         flash(request, f"No stage {stage_id}.", "error")
         return RedirectResponse("/admin/stages", status_code=303)
     if request.method == "GET":
-        return await c.render_page(request, "stage_delete.html", section="stages", stage=stage,
-                                   others=[s for s in choices if s["id"] != stage_id])
+        return await c.render_page(
+            request, "stage_delete.html", section="stages", stage=stage, others=[s for s in choices if s["id"] != stage_id]
+        )
     move_to = (await _form(request)).get("move_to") or None
     answer = await c.api.call("DELETE", f"/lifecycle-stages/{stage_id}", params={"move_to": move_to} if move_to else None)
     if answer.ok and answer.body.get("job_id"):
@@ -104,8 +110,13 @@ async def lists(request: Request) -> Response:
             return RedirectResponse(c.path("list_members", list_id=answer.body["id"]), status_code=303)
         return _done(request, answer, "", "/admin/lists")
     answer = await c.api.get("/lists")
-    return await c.render_page(request, "lists.html", section="lists", lists=answer.body.get("lists", []) if answer.ok else [],
-                               unavailable=None if answer.ok else answer.message)
+    return await c.render_page(
+        request,
+        "lists.html",
+        section="lists",
+        lists=answer.body.get("lists", []) if answer.ok else [],
+        unavailable=None if answer.ok else answer.message,
+    )
 
 
 @login_required
@@ -118,9 +129,14 @@ async def list_members(request: Request) -> Response:
         return RedirectResponse("/admin/lists", status_code=303)
     params = {"cursor": request.query_params["cursor"]} if request.query_params.get("cursor") else {}
     members = await c.api.get(f"/lists/{list_id}/members", limit=100, **params)
-    return await c.render_page(request, "list_members.html", section="lists", list=found.body,
-                               members=members.body.get("members", []) if members.ok else [],
-                               next_cursor=members.body.get("next_cursor") if members.ok else None)
+    return await c.render_page(
+        request,
+        "list_members.html",
+        section="lists",
+        list=found.body,
+        members=members.body.get("members", []) if members.ok else [],
+        next_cursor=members.body.get("next_cursor") if members.ok else None,
+    )
 
 
 @login_required
@@ -161,9 +177,16 @@ async def list_delete(request: Request) -> Response:
     name = found.body.get("name", list_id) if found.ok else list_id
     if request.method == "GET":
         return await c.render_page(
-            request, "confirm.html", section="lists", heading=f"Delete the list {name}?", yes="Yes, delete",
+            request,
+            "confirm.html",
+            section="lists",
+            heading=f"Delete the list {name}?",
+            yes="Yes, delete",
             lines=[f"{name} leaves every user's lists; its past memberships stay queryable in list_members."],
-            action=c.path("list_delete", list_id=list_id), carried=[], back=c.path("list_members", list_id=list_id))
+            action=c.path("list_delete", list_id=list_id),
+            carried=[],
+            back=c.path("list_members", list_id=list_id),
+        )
     answer = await c.api.call("DELETE", f"/lists/{list_id}")
     return _done(request, answer, f"List {name} deleted.", "/admin/lists")
 
@@ -187,7 +210,9 @@ async def profile_lists(request: Request) -> Response:
     person_id = request.path_params["person_id"]
     values = await _form(request)
     edit = {"add": [values["add"]]} if values.get("add") else {"remove": [values.get("remove", "")]}
-    answer = await console(request).api.call("PATCH", f"/users/{person_id}", params={"wait": "true"}, json={"lists": {**edit, "by": "console"}})
+    answer = await console(request).api.call(
+        "PATCH", f"/users/{person_id}", params={"wait": "true"}, json={"lists": {**edit, "by": "console"}}
+    )
     return _done(request, answer, "Lists updated.", f"/people/{person_id}?tab=groups")
 
 

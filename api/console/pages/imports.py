@@ -60,8 +60,17 @@ async def upload(request: Request) -> Response:
         return RedirectResponse("/admin/imports", status_code=303)
     names = sorted(d["name"] for d in await definitions(request))
     return await console(request).render_page(
-        request, "imports.html", section="imports", step="map", upload_id=upload_id, filename=file.filename,
-        columns=columns, property_names=names, dedupe=str(form.get("dedupe") or "user_id"), dedupe_keys=DEDUPE_KEYS)
+        request,
+        "imports.html",
+        section="imports",
+        step="map",
+        upload_id=upload_id,
+        filename=file.filename,
+        columns=columns,
+        property_names=names,
+        dedupe=str(form.get("dedupe") or "user_id"),
+        dedupe_keys=DEDUPE_KEYS,
+    )
 
 
 def mapping_params(form: Any) -> list[str]:
@@ -89,8 +98,9 @@ async def start(request: Request) -> Response:
     dry_run = bool(form.get("dry_run"))
     if dry_run:
         params.append(("dry_run", "true"))
-    answer = await console(request).api.call("POST", "/imports", params=params, content=path.read_bytes(),
-                                             headers={"Content-Type": "text/csv"})
+    answer = await console(request).api.call(
+        "POST", "/imports", params=params, content=path.read_bytes(), headers={"Content-Type": "text/csv"}
+    )
     if not dry_run:
         path.unlink(missing_ok=True)
     if not answer.ok:
@@ -118,8 +128,9 @@ async def errors_file(request: Request) -> Response:
     if not answer.ok:
         flash(request, f"No errors file: {answer.message}", "error")
         return RedirectResponse(f"/admin/imports/{import_id}", status_code=303)
-    return Response(answer.body, media_type="text/csv",
-                    headers={"Content-Disposition": f'attachment; filename="import-{import_id}-errors.csv"'})
+    return Response(
+        answer.body, media_type="text/csv", headers={"Content-Disposition": f'attachment; filename="import-{import_id}-errors.csv"'}
+    )
 
 
 ROUTES = [

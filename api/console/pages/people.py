@@ -44,16 +44,28 @@ async def people(request: Request) -> Response:
     property_names = sorted({*DEFAULT_PROPERTIES, *(d["name"] for d in await definitions(request))})
     stages = await stage_choices(request)
     return await console(request).render_page(
-        request, "people.html", section="people", users=users, columns=columns, params=params, error=error,
+        request,
+        "people.html",
+        section="people",
+        users=users,
+        columns=columns,
+        params=params,
+        error=error,
         query_string=view.page_query(params, cursor=None),
         next_link=view.page_query(params, cursor=next_cursor) if next_cursor else None,
         first_page_link=view.page_query(params, cursor=None) if params.get("cursor") else None,
         current_sort=params.get("sort") or "-last_seen",
         sort_link=lambda column: view.sort_link(params, column),
-        property_filters=list(view.property_filters(params).items()), filter_rows=view.PROPERTY_FILTER_ROWS,
-        property_names=property_names, statuses=view.STATUSES, kinds=view.KINDS,
-        stages=stages, stage_names={s["id"]: s["name"] for s in stages}, lists=await list_choices(request),
-        display_name=view.display_name, cell=view.cell,
+        property_filters=list(view.property_filters(params).items()),
+        filter_rows=view.PROPERTY_FILTER_ROWS,
+        property_names=property_names,
+        statuses=view.STATUSES,
+        kinds=view.KINDS,
+        stages=stages,
+        stage_names={s["id"]: s["name"] for s in stages},
+        lists=await list_choices(request),
+        display_name=view.display_name,
+        cell=view.cell,
     )
 
 
@@ -81,7 +93,11 @@ async def people_columns(request: Request) -> Response:
     saved_order = view.chosen_columns(request.session.get("column_order"))
     order = list(dict.fromkeys([*chosen, *saved_order, *view.COLUMNS]))
     return await console(request).render_page(
-        request, "columns.html", section="people", chosen=chosen, ordered=[view.COLUMNS[k] for k in order],
+        request,
+        "columns.html",
+        section="people",
+        chosen=chosen,
+        ordered=[view.COLUMNS[k] for k in order],
         back=request.url.query,
     )
 
@@ -138,8 +154,16 @@ async def people_bulk(request: Request) -> Response:
         target = f"{len(selected)} selected user{'s' if len(selected) != 1 else ''}"
     if form.get("confirmed") != "yes":
         carried = [(k, v) for k, v in form.multi_items() if k not in ("csrftoken", "confirmed")]
-        return await console(request).render_page(request, "bulk_confirm.html", section="people", summary=summary, target=target,
-                                       action=body["action"], carried=carried, back=back)
+        return await console(request).render_page(
+            request,
+            "bulk_confirm.html",
+            section="people",
+            summary=summary,
+            target=target,
+            action=body["action"],
+            carried=carried,
+            back=back,
+        )
     answer = await console(request).api.call("POST", "/users/bulk", json=body)
     if not answer.ok:
         flash(request, f"Bulk edit refused: {answer.message}", "error")
@@ -158,11 +182,24 @@ def _q(text: str) -> str:
 async def job(request: Request) -> Response:
     answer = await console(request).api.get(f"/jobs/{request.path_params['job_id']}")
     if not answer.ok:
-        return await console(request).render_page(request, "job.html", status_code=answer.status, section="people", job={"error": answer.message},
-                                       job_id=request.path_params["job_id"], done=True, back="")
+        return await console(request).render_page(
+            request,
+            "job.html",
+            status_code=answer.status,
+            section="people",
+            job={"error": answer.message},
+            job_id=request.path_params["job_id"],
+            done=True,
+            back="",
+        )
     done = answer.body.get("state") in ("done", "failed")
-    context = {"section": "people", "job": answer.body, "job_id": answer.body.get("job_id"), "done": done,
-               "back": request.query_params.get("back", "")}
+    context = {
+        "section": "people",
+        "job": answer.body,
+        "job_id": answer.body.get("job_id"),
+        "done": done,
+        "back": request.query_params.get("back", ""),
+    }
     if request.query_params.get("fragment"):
         return console(request).render(request, "job_status.html", **context)
     return await console(request).render_page(request, "job.html", **context)
@@ -200,8 +237,9 @@ async def people_export(request: Request) -> Response:
         if buffer.getvalue():
             yield buffer.getvalue()
 
-    return StreamingResponse(rows(), media_type="text/csv; charset=utf-8",
-                             headers={"Content-Disposition": 'attachment; filename="people.csv"'})
+    return StreamingResponse(
+        rows(), media_type="text/csv; charset=utf-8", headers={"Content-Disposition": 'attachment; filename="people.csv"'}
+    )
 
 
 @login_required
@@ -224,8 +262,16 @@ async def create_user(request: Request) -> Response:
         message = errors.pop("_form", None) or answer.message
     else:
         message = "Some fields need fixing."
-    return await c.render_page(request, "create_user.html", status_code=422 if errors else 400, section="create", fields=fields,
-                    values=values, errors=errors, message=message)
+    return await c.render_page(
+        request,
+        "create_user.html",
+        status_code=422 if errors else 400,
+        section="create",
+        fields=fields,
+        values=values,
+        errors=errors,
+        message=message,
+    )
 
 
 ROUTES = [

@@ -16,8 +16,16 @@ from api.console.forms import DEFAULT_LABELS, DEFAULT_PROPERTIES, field_spec, ty
 from api.console.pages.groups import list_choices, stage_choices
 from api.console.pages.people import definitions
 
-TABS = (("properties", "Properties"), ("events", "Events"), ("sessions", "Sessions"), ("stage", "Stage history"),
-        ("groups", "Segments & lists"), ("configs", "Configs"), ("companies", "Companies"), ("identity", "Identity"))
+TABS = (
+    ("properties", "Properties"),
+    ("events", "Events"),
+    ("sessions", "Sessions"),
+    ("stage", "Stage history"),
+    ("groups", "Segments & lists"),
+    ("configs", "Configs"),
+    ("companies", "Companies"),
+    ("identity", "Identity"),
+)
 GRAPH_DAYS = (7, 30, 90)
 TIMELINE_PAGE = 50
 
@@ -66,9 +74,21 @@ async def profile(request: Request) -> Response:
         context["merges"] = answer.body.get("merges", []) if answer.ok else []
     stages = await stage_choices(request)
     return await c.render_page(
-        request, "profile.html", section="people", user=user, stages=stages, stage_names={s["id"]: s["name"] for s in stages}, props=user.get("properties") or {}, name=view.display_name(user),
-        kind=view.kind_of(user), tab=tab, tabs=TABS, tab_label=dict(TABS)[tab], labels=DEFAULT_LABELS,
-        short_time=view.short_time, **context,
+        request,
+        "profile.html",
+        section="people",
+        user=user,
+        stages=stages,
+        stage_names={s["id"]: s["name"] for s in stages},
+        props=user.get("properties") or {},
+        name=view.display_name(user),
+        kind=view.kind_of(user),
+        tab=tab,
+        tabs=TABS,
+        tab_label=dict(TABS)[tab],
+        labels=DEFAULT_LABELS,
+        short_time=view.short_time,
+        **context,
     )
 
 
@@ -85,9 +105,13 @@ async def _events_tab(request: Request, person_id: str) -> dict[str, Any]:
         e["page_url"] = (e.get("properties") or {}).get("url") or ""
     names = sorted({e.get("event") for e in events if e.get("event")} | ({event} if event else set()))
     return {
-        "days": days, "event": event, "events": events, "event_names": names,
+        "days": days,
+        "event": event,
+        "events": events,
+        "event_names": names,
         "next_cursor": timeline.body.get("next_cursor") if timeline.ok else None,
-        "series_json": orjson.dumps(series).decode(), "total": sum(int(d.get("count", 0)) for d in series),
+        "series_json": orjson.dumps(series).decode(),
+        "total": sum(int(d.get("count", 0)) for d in series),
     }
 
 
@@ -118,7 +142,11 @@ async def profile_config_override(request: Request) -> Response:
             body["expires_at"] = expires if expires.endswith("Z") or "+" in expires else f"{expires}:00Z"
         answer = await console(request).api.call("PUT", path, json=body)
         done = f"{key}: {body['variant']} served to this user{' until ' + body['expires_at'] if 'expires_at' in body else ''}."
-    flash(request, done if answer.ok else f"{key}: {next(iter(answer.field_errors().values()), answer.message)}", "info" if answer.ok else "error")
+    flash(
+        request,
+        done if answer.ok else f"{key}: {next(iter(answer.field_errors().values()), answer.message)}",
+        "info" if answer.ok else "error",
+    )
     return _back(person_id, "configs")
 
 
@@ -138,8 +166,9 @@ async def profile_property_row(request: Request) -> Response:
         return _not_found(request)
     name = request.path_params["name"]
     value = (user.get("properties") or {}).get(name, user.get(name))
-    return console(request).render(request, "property_row.html", user=user, key=name, value=value,
-                                   editing=request.query_params.get("edit") == "1", error=None)
+    return console(request).render(
+        request, "property_row.html", user=user, key=name, value=value, editing=request.query_params.get("edit") == "1", error=None
+    )
 
 
 @login_required
@@ -165,8 +194,7 @@ async def profile_property(request: Request) -> Response:
             return Response(status_code=404)
         shown = text if error else (user.get("properties") or {}).get(name, user.get(name))
         # 200 either way: htmx swaps only successful answers, and the refusal belongs in the row.
-        return console(request).render(request, "property_row.html", user=user, key=name, value=shown,
-                                       editing=bool(error), error=error)
+        return console(request).render(request, "property_row.html", user=user, key=name, value=shown, editing=bool(error), error=error)
     flash(request, f"{name}: {error}" if error else f"{name} saved.", "error" if error else "info")
     return _back(person_id)
 
@@ -179,8 +207,11 @@ async def profile_status(request: Request) -> Response:
         flash(request, "The status is active or disabled.", "error")
         return _back(person_id)
     answer = await _patch(request, person_id, {"status": status})
-    flash(request, f"User {'disabled' if status == 'disabled' else 'activated'}." if answer.ok else answer.message,
-          "info" if answer.ok else "error")
+    flash(
+        request,
+        f"User {'disabled' if status == 'disabled' else 'activated'}." if answer.ok else answer.message,
+        "info" if answer.ok else "error",
+    )
     return _back(person_id, request.query_params.get("tab", "properties"))
 
 
@@ -208,10 +239,20 @@ async def profile_delete(request: Request) -> Response:
         return _not_found(request)
     c, person_id, name = console(request), user["person_id"], view.display_name(user)
     if request.method == "GET":
-        return await c.render_page(request, "confirm.html", section="people", heading=f"Delete {name}?", yes="Yes, delete",
-                        lines=[f"Delete {name}: the profile, their events, sessions and daily counts disappear from every table.",
-                               "Later tracking with the same ids starts a fresh profile. This cannot be undone."],
-                        action=c.path("profile_delete", person_id=person_id), carried=[], back=f"/people/{person_id}")
+        return await c.render_page(
+            request,
+            "confirm.html",
+            section="people",
+            heading=f"Delete {name}?",
+            yes="Yes, delete",
+            lines=[
+                f"Delete {name}: the profile, their events, sessions and daily counts disappear from every table.",
+                "Later tracking with the same ids starts a fresh profile. This cannot be undone.",
+            ],
+            action=c.path("profile_delete", person_id=person_id),
+            carried=[],
+            back=f"/people/{person_id}",
+        )
     answer = await c.api.call("DELETE", f"/users/{person_id}", params={"wait": "true"})
     if not answer.ok:
         flash(request, f"Delete refused: {answer.message}", "error")
@@ -230,19 +271,39 @@ async def profile_erase(request: Request) -> Response:
     action = c.path("profile_erase", person_id=person_id)
     step = "0" if request.method == "GET" else str((await request.form()).get("step") or "0")
     if step == "0":
-        return await c.render_page(request, "confirm.html", section="people", heading=f"Erase {name}? (GDPR)", yes="Yes, continue",
-                        lines=["Erasure is for a person who asked to be forgotten. The next page says exactly what it does."],
-                        action=action, carried=[("step", "1")], back=f"/people/{person_id}")
-    identifiers = [f"{k} {user.get(k) or (user.get('properties') or {}).get(k)}" for k in ("user_id", "email", "phone", "customer_id")
-                   if user.get(k) or (user.get("properties") or {}).get(k)]
+        return await c.render_page(
+            request,
+            "confirm.html",
+            section="people",
+            heading=f"Erase {name}? (GDPR)",
+            yes="Yes, continue",
+            lines=["Erasure is for a person who asked to be forgotten. The next page says exactly what it does."],
+            action=action,
+            carried=[("step", "1")],
+            back=f"/people/{person_id}",
+        )
+    identifiers = [
+        f"{k} {user.get(k) or (user.get('properties') or {}).get(k)}"
+        for k in ("user_id", "email", "phone", "customer_id")
+        if user.get(k) or (user.get("properties") or {}).get(k)
+    ]
     ids = ", ".join(identifiers + [f"{len(user.get('distinct_ids') or [])} tracking ids"])
     if step == "1":
-        return await c.render_page(request, "confirm.html", section="people", heading=f"Really erase {name}?",
-                        yes=f"Yes, erase {name} for good",
-                        lines=[f"This deletes {name}'s profile, events, sessions and daily counts, and keeps them deleted through a replay of Kafka.",
-                               f"It suppresses their identifiers ({ids}): later tracking with them is dropped at the collector and recorded, not projected.",
-                               "It records the erasure itself (hashed identifiers and the time) so it can be shown to an auditor. It cannot be undone."],
-                        action=action, carried=[("step", "2")], back=f"/people/{person_id}")
+        return await c.render_page(
+            request,
+            "confirm.html",
+            section="people",
+            heading=f"Really erase {name}?",
+            yes=f"Yes, erase {name} for good",
+            lines=[
+                f"This deletes {name}'s profile, events, sessions and daily counts, and keeps them deleted through a replay of Kafka.",
+                f"It suppresses their identifiers ({ids}): later tracking with them is dropped at the collector and recorded, not projected.",
+                "It records the erasure itself (hashed identifiers and the time) so it can be shown to an auditor. It cannot be undone.",
+            ],
+            action=action,
+            carried=[("step", "2")],
+            back=f"/people/{person_id}",
+        )
     answer = await c.api.call("POST", f"/users/{person_id}/erase", params={"wait": "true"})
     if not answer.ok:
         flash(request, f"Erase refused: {answer.message}", "error")
