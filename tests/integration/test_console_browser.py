@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 from starlette.applications import Starlette
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
@@ -93,13 +94,21 @@ def sign_in(page: Page) -> None:
 
 
 def search(page: Page, text: str) -> None:
+    """Search, and wait until the results page has loaded (a reload during that navigation would be refused)."""
     page.get_by_role("searchbox", name="Search").fill(text)
-    page.get_by_role("button", name="Apply").click()
+    with page.expect_navigation(wait_until="load"):
+        page.get_by_role("button", name="Apply").click()
 
 
 def reload_until(page: Page, probe, what: str, timeout_s: float = 90) -> None:
     def seen() -> bool:
-        page.reload()
+        try:
+            page.reload()
+        except PlaywrightError as refused:  # a navigation still in flight ("Not attached to an active page"): ask again
+            if "Not attached" not in str(refused):
+                raise
+            page.wait_for_load_state("load")
+            return False
         return probe()
 
     wait_until(seen, timeout_s, interval_s=1, what=what)
