@@ -72,11 +72,14 @@ class Catalog(Generic[T]):
         if not self._started.is_set():
             await run_in_threadpool(self._started.wait, timeout_s)
         if not self._started.is_set() or self.failure is not None:
-            raise ApiError(
-                503,
-                [FieldError(self.what, "available", f"the {self.what.replace('_', ' ')} are not loaded yet; retry")],
-                headers={"Retry-After": "1"},
-            )
+            raise self.unavailable()
+
+    def unavailable(self) -> ApiError:
+        return ApiError(
+            503,
+            [FieldError(self.what, "available", f"the {self.what.replace('_', ' ')} are not loaded yet; retry")],
+            headers={"Retry-After": "1"},
+        )
 
     @property
     def records(self) -> dict[str, T]:

@@ -9,17 +9,15 @@ a poll interval, and a process that wrote one reads it back before answering (`w
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from starlette.concurrency import run_in_threadpool
 
+from api.catalog import Catalog
 from api.errors import ApiError, FieldError
 from api.reads import Reader, live_persons_where
-from schemas.compacted import CompactedFollower
 from schemas.properties import (
     BUILT_IN,
     ObjectType,
@@ -34,44 +32,14 @@ from schemas.properties import (
 POLL_INTERVAL_S = 0.2
 
 
-class Definitions:
-    """The property definitions in force in this process, kept current by a follower thread."""
+class Definitions(Catalog[PropertyDefinition]):
+    """The property definitions in force in this process, kept current by a follower thread (api/catalog.py);
+    each change recomputes the effective definitions of users and companies."""
 
     def __init__(self, bootstrap_servers: str, topic: str):
-        self.topic = topic
-        self._follower = CompactedFollower(bootstrap_servers, topic, PropertyDefinition.model_validate_json)
-        self._lock = threading.Lock()
+        super().__init__(bootstrap_servers, topic, PropertyDefinition.model_validate_json, "property_definitions")
         self._current: dict[str, PropertyDefinition] = dict(BUILT_IN)
         self._companies: dict[str, PropertyDefinition] = {}
-        self._records: dict[str, PropertyDefinition] = {}  # latest record per key, deleted ones included
-        self._stopping = threading.Event()
-        self._started = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.failure: BaseException | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._follow, name="property-definitions", daemon=True)
-            self._thread.start()
-
-    def _follow(self) -> None:
-        try:
-            while not self._stopping.is_set():
-                try:
-                    self._follower.catch_up(timeout_s=30)
-                    break
-                except (LookupError, TimeoutError):  # the topic is not there yet, or Kafka is slow: try again
-                    self._stopping.wait(1)
-            self._apply()
-            self._started.set()
-            while not self._stopping.is_set():
-                if self._follower.poll(timeout_s=POLL_INTERVAL_S):
-                    self._apply()
-        except BaseException as exc:  # noqa: BLE001 - kept: readers answer 503 rather than stale rules forever
-            self.failure = exc
-            self._started.set()
-        finally:
-            self._follower.close()
 
     def _apply(self) -> None:
         records = dict(self._follower.values)
@@ -80,19 +48,10 @@ class Definitions:
             self._current = effective(records.values())
             self._companies = effective(records.values(), "company")
 
-    async def ready(self, timeout_s: float = 10.0) -> None:
-        self.start()
-        await run_in_threadpool(self._started.wait, timeout_s)
-        self.require_loaded()
-
     def require_loaded(self) -> None:
         """503 until the whole topic was read: checking a write against the built-ins alone would let it through."""
         if not self._started.is_set() or self.failure is not None:
-            raise ApiError(
-                503,
-                [FieldError("property_definitions", "available", "the property definitions are not loaded yet; retry")],
-                headers={"Retry-After": "1"},
-            )
+            raise self.unavailable()
 
     @property
     def current(self) -> dict[str, PropertyDefinition]:
@@ -117,11 +76,6 @@ class Definitions:
                 return True
             await asyncio.sleep(0.05)
         return False
-
-    def close(self) -> None:
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(5)
 
 
 def field_errors(errors: Iterable[PropertyError], prefix: str = "") -> list[FieldError]:
