@@ -82,6 +82,13 @@ class Topics:
         return self._spec("person-changes", "person id", "schemas.person_changes.PersonChange", retention_ms=WEEK_MS)
 
     @property
+    def profile_changes(self) -> TopicSpec:
+        """The outbound stream: every change to a person (properties, tags, status, stage, lists, segments,
+        companies, objects), for automations and webhooks (schemas/profile_changes.py); kept forever, so a
+        replay rebuilds the `$` timeline events from it."""
+        return self._spec("profile-changes", "person id", "schemas.profile_changes.ProfileChange")
+
+    @property
     def dead_letter(self) -> TopicSpec:
         """Bad rows from every stage, with their reason; kept forever so they can be fixed and replayed."""
         return self._spec("dead-letter", "source id", "schemas.bad_rows.BadRow")
@@ -138,6 +145,7 @@ class Topics:
             self.identities,
             self.persons,
             self.person_changes,
+            self.profile_changes,
             self.dead_letter,
             self.configs,
             self.person_properties,
