@@ -95,8 +95,105 @@ class ConditionGroup(BaseModel):
         return self
 
 
-# Issue 17 adds its kinds here (tag, list, stage, status, identity, behaviour, segment).
-Condition = Annotated[ConditionGroup | PropertyCondition, Field(discriminator="kind")]
+class TagCondition(BaseModel):
+    """The person has (or has not) a tag."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["tag"] = "tag"
+    operator: Literal["has", "has_not"] = "has"
+    tag: str = Field(min_length=1, max_length=200)
+
+
+class ListCondition(BaseModel):
+    """The person is (or is not) a member of a static list now."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["list"] = "list"
+    operator: Literal["in", "not_in"] = "in"
+    list_id: str = Field(min_length=1, max_length=64)
+
+
+class StageCondition(BaseModel):
+    """The person's lifecycle stage is (not) one of these ("" : no stage)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["stage"] = "stage"
+    operator: Literal["in", "not_in"] = "in"
+    stages: list[str] = Field(min_length=1, max_length=100)
+
+
+class StatusCondition(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["status"] = "status"
+    status: Literal["active", "disabled"]
+
+
+class IdentityCondition(BaseModel):
+    """identified: has a user id; anonymous: has none; contact / not_contact: has (no) email or phone."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["identity"] = "identity"
+    identity: Literal["identified", "anonymous", "contact", "not_contact"]
+
+
+class EventCondition(BaseModel):
+    """Behaviour: performed `event` at least / at most `count` times in the last `days` days, counting only the
+    events whose properties meet `where` when given. `at_most 0` means "never did it in that window"."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["event"] = "event"
+    event: str = Field(min_length=1, max_length=200)
+    operator: Literal["at_least", "at_most"] = "at_least"
+    count: int = Field(1, ge=0, le=1_000_000)
+    days: int = Field(30, ge=1, le=3650)
+    where: PropertyCondition | None = Field(None, description="a condition on the event's properties")
+
+    @model_validator(mode="after")
+    def _meaningful(self) -> EventCondition:
+        if self.operator == "at_least" and self.count == 0:
+            raise ValueError("'at_least 0' matches everyone: use a count of 1 or more")
+        return self
+
+
+class SessionCountCondition(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["session_count"] = "session_count"
+    operator: Literal["equals", "not_equals", "gt", "gte", "lt", "lte"]
+    value: int = Field(ge=0, le=2**31)
+
+
+class LastSeenCondition(BaseModel):
+    """Last seen within the last `days` days (or not within them)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["last_seen"] = "last_seen"
+    operator: Literal["within", "not_within"] = "within"
+    days: int = Field(ge=1, le=3650)
+
+
+class SegmentCondition(BaseModel):
+    """The person is (not) a member of another segment now (as its last evaluation decided)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: Literal["segment"] = "segment"
+    operator: Literal["in", "not_in"] = "in"
+    segment_id: str = Field(min_length=1, max_length=64)
+
+
+Condition = Annotated[
+    ConditionGroup | PropertyCondition | TagCondition | ListCondition | StageCondition | StatusCondition | IdentityCondition
+    | EventCondition | SessionCountCondition | LastSeenCondition | SegmentCondition,
+    Field(discriminator="kind"),
+]  # fmt: skip
 ConditionGroup.model_rebuild()
 condition_adapter: TypeAdapter[Condition] = TypeAdapter(Condition)
 

@@ -109,6 +109,16 @@ class Topics:
         return self._spec("lists", "list id", "schemas.lists.ListDefinition", partitions=1, compacted=True)
 
     @property
+    def segments(self) -> TopicSpec:
+        """Segment definitions, versioned (schemas/segments.py); compacted to the latest per segment id."""
+        return self._spec("segments", "segment id", "schemas.segments.SegmentDefinition", partitions=1, compacted=True)
+
+    @property
+    def segment_status(self) -> TopicSpec:
+        """The segment evaluator's status per segment (last evaluated, duration, members, last error); compacted."""
+        return self._spec("segment-status", "segment id", "schemas.segments.SegmentStatus", partitions=1, compacted=True)
+
+    @property
     def configs(self) -> TopicSpec:
         """Every version of every dynamic config (management API → collectors, API); one partition, kept
         forever: the history. Readers replay it from the start and keep the highest version per key."""
@@ -155,4 +165,6 @@ class Topics:
             self.property_definitions,
             self.lifecycle_stages,
             self.lists,
+            self.segments,
+            self.segment_status,
         ]

@@ -110,7 +110,8 @@ def test_groups_nest_and_parse_from_json():
         ({"kind": "property", "property": "a", "operator": "after", "value": "yesterday"}, "ISO 8601"),
         ({"kind": "property", "property": "a", "operator": "equals"}, "takes one value"),
         ({"kind": "property", "property": "a", "operator": "like", "value": "x"}, "operator"),
-        ({"kind": "tag", "tag": "vip"}, "kind"),
+        ({"kind": "badge", "tag": "vip"}, "kind"),
+        ({"kind": "event", "event": "Order Completed", "operator": "at_least", "count": 0}, "matches everyone"),
     ],
 )
 def test_invalid_conditions_name_the_rule(raw, message):
