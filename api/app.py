@@ -19,7 +19,7 @@ from api.commands import CommandBus, CommandsUnavailable
 from api.configs import ConfigCatalog
 from api.definitions import Definitions, PropertyValidator
 from api.errors import ApiError, FieldError, install_error_handlers
-from api.groups import Lists, Stages
+from api.groups import Lists, Segments, SegmentStatuses, Stages
 from api.idempotency import IdempotencyCache
 from api.jobs import Jobs
 from api.metrics import ApiMetrics
@@ -56,6 +56,8 @@ def create_app(
         app.state.definitions.start()
         app.state.stages.start()
         app.state.lists.start()
+        app.state.segments.start()
+        app.state.segment_statuses.start()
         app.state.configs = ConfigCatalog(settings).start()
         try:
             yield
@@ -64,6 +66,8 @@ def create_app(
             app.state.definitions.close()
             app.state.stages.close()
             app.state.lists.close()
+            app.state.segments.close()
+            app.state.segment_statuses.close()
             if own_bus:
                 app.state.bus.close()
             if hasattr(reader, "close"):
@@ -91,6 +95,8 @@ def create_app(
     app.state.property_validator = PropertyValidator(app.state.definitions)
     app.state.stages = Stages(settings.kafka_bootstrap_servers, settings.topics.lifecycle_stages.name)
     app.state.lists = Lists(settings.kafka_bootstrap_servers, settings.topics.lists.name)
+    app.state.segments = Segments(settings.kafka_bootstrap_servers, settings.topics.segments.name)
+    app.state.segment_statuses = SegmentStatuses(settings.kafka_bootstrap_servers, settings.topics.segment_status.name)
     app.state.company_property_validator = PropertyValidator(app.state.definitions, "company")
     install_error_handlers(app)
 

@@ -1,4 +1,4 @@
-"""The API's lifecycle stages and lists: their compacted topics followed in memory (api/catalog.py), and the checks
+"""The API's lifecycle stages, lists and segments: their compacted topics followed in memory (api/catalog.py), and the checks
 a user write naming a stage or a list goes through (422 naming the field)."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from api.catalog import Catalog
 from api.errors import ApiError, FieldError
 from api.user_model import UserCreate, UserPatch
 from schemas.lists import ListDefinition, live_lists
+from schemas.segments import SegmentDefinition, SegmentStatus, live_segments
 from schemas.stages import StageDefinition, effective_stages, latest_records
 
 
@@ -53,3 +54,19 @@ async def check_groups(stages: Stages, lists: Lists, body: UserPatch | UserCreat
         ]
     if errors:
         raise ApiError(422, errors)
+
+
+class Segments(Catalog[SegmentDefinition]):
+    def __init__(self, bootstrap_servers: str, topic: str):
+        super().__init__(bootstrap_servers, topic, SegmentDefinition.model_validate_json, "segments")
+
+    async def live(self) -> dict[str, SegmentDefinition]:
+        await self.ready()
+        return live_segments(self.records.values())
+
+
+class SegmentStatuses(Catalog[SegmentStatus]):
+    """The evaluator's status of each segment (compacted segment-status topic)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str):
+        super().__init__(bootstrap_servers, topic, SegmentStatus.model_validate_json, "segment_status")

@@ -105,7 +105,8 @@ class People:
         return [profile_json(row) for row in page], cursor
 
     async def events(self, person_id: str, limit: int, event: str | None, before: tuple[str, str] | None) -> list[dict[str, Any]]:
-        conditions = [f"distinct_id IN ({DISTINCT_IDS_OF})"]
+        # Its events, and the `$` rows of its profile changes (keyed by the person id itself).
+        conditions = [f"(distinct_id IN ({DISTINCT_IDS_OF}) OR (distinct_id = {{person:String}} AND type = 'profile_change'))"]
         parameters: dict[str, Any] = {"person": person_id, "limit": limit + 1}
         if event is not None:
             conditions.append("event = {event:String}")

@@ -71,6 +71,7 @@ class ListQuery:
     kind: Kind | None = None
     stage: str | None = None
     list: str | None = None
+    segment: str | None = None
     properties: dict[str, str] = field(default_factory=dict)
     sort: str = "-last_seen"
     limit: int = 50
@@ -121,6 +122,11 @@ class ListQuery:
         if self.list:
             conditions.append("has(lists, {list:String})")
             parameters["list"] = self.list
+        if self.segment:
+            conditions.append(
+                "person_id IN (SELECT person_id FROM {db}.segment_members FINAL WHERE segment_id = {segment:String} AND exited_at IS NULL)"
+            )
+            parameters["segment"] = self.segment
         for index, (name, value) in enumerate(sorted(self.properties.items())):
             # A string matches its JSON-quoted form; a number or boolean matches its raw JSON.
             conditions.append(f"JSONExtractRaw(properties, {{pk{index}:String}}) IN ({{pv{index}:String}}, {{pj{index}:String}})")

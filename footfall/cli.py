@@ -176,6 +176,50 @@ def projector() -> None:
         raise typer.Exit(1)
 
 
+@cli.command()
+def segments() -> None:
+    """Run the segment evaluator (one per deployment): segment enters and exits onto profile-changes."""
+    from footfall.secrets import admin_key
+    from footfall.topics import ensure_topics
+    from projections.segment_evaluator import SegmentEvaluator
+
+    settings = _settings()
+    _logging()
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    evaluator = SegmentEvaluator(settings, _sql_runner(settings, admin_key(settings)))
+    signal.signal(signal.SIGTERM, lambda *_: evaluator.stop())
+    try:
+        evaluator.run()
+    except KeyboardInterrupt:
+        evaluator.stop()
+
+
+def _sql_runner(settings: FootfallSettings, key: str):
+    """A blocking `(sql, parameters) -> rows` over ClickHouse: the projector's read API when it owns the embedded
+    engine, else the server itself. `{db}` is the configured database."""
+    if settings.embedded_clickhouse:
+        client = httpx.Client(timeout=300, headers={"Authorization": f"Bearer {key}"})
+        url = f"http://{settings.read_api_host}:{settings.read_api_port}/sql"
+
+        def via_read_api(sql: str, parameters: dict[str, Any]) -> list[list[Any]]:
+            response = client.post(url, content=orjson.dumps({"query": sql.replace("{db}", settings.database), "parameters": parameters}))
+            response.raise_for_status()
+            return response.json()["rows"]
+
+        return via_read_api
+    from projections.clickhouse import connect
+
+    server = connect(settings.clickhouse_dsn)
+
+    def directly(sql: str, parameters: dict[str, Any]) -> list[list[Any]]:
+        return [
+            list(row)
+            for row in server.query(sql.replace("{db}", settings.database), parameters=parameters, settings={"readonly": 2}).result_rows
+        ]
+
+    return directly
+
+
 def _api_reader(settings: FootfallSettings, key: str):
     """How the API side reads ClickHouse: through the projector's read API when it owns the embedded engine."""
     from api.reads import ClickHouseReader, ReadApiReader
@@ -641,7 +685,13 @@ def run(
             subprocess.run([str(KAFKA_SCRIPT), "start"], check=True)
         ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
         admin_key(settings)  # created once, before the projector and `footfall sql` need it
-        for stage in ("projector", "processor", "collector", "api"):  # stopped the other way round, each draining what it was given
+        for stage in (
+            "projector",
+            "processor",
+            "collector",
+            "api",
+            "segments",
+        ):  # stopped the other way round, each draining what it was given
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
             supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))
         # Running means an event sent now moves through: every stage ready, not just started (each /readyz

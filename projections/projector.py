@@ -8,6 +8,7 @@
                      stage_history and list_members (with each persons row written)
     lifecycle-stages, lists ─► lifecycle_stages, lists (the definitions)
     company-commands, group calls on enriched ─► companies, company_members (after persons), company_commands
+    profile-changes ─► a `$` event per change in events (the timeline), segment_members (segment enter/exit)
     dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 After each batch's persons rows, the lifecycle stages' rules (followed whole from lifecycle-stages) decide
@@ -37,6 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
@@ -59,6 +61,7 @@ from projections.groups import (
 )
 from projections.person_folder import PersonFolder
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
+from projections.profile_change_rows import SEGMENT_MEMBERS, change_event_row, segment_member_row
 from projections.profiles import person_properties_record
 from projections.property_rules import screen, screen_group_call, violation_bad_row
 from projections.removals import remove_person_rows
@@ -71,6 +74,7 @@ from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
 from schemas.lists import ListDefinition
+from schemas.profile_changes import ProfileChange
 from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
 from schemas.stages import StageDefinition, StageRules, effective_stages
@@ -78,6 +82,7 @@ from schemas.topics import Topics
 from schemas.user_commands import UserCommand
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _RECEIVED_AT = rows.EVENTS.column_names.index("received_at")
 
 
@@ -112,16 +117,10 @@ class Batch:
         return hashlib.sha256(f"{table}|{ranges}".encode()).hexdigest()
 
 
-def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> list[UserCommand]:
-    """Every command on the user-commands topic up to its end now (none when the topic does not exist yet)."""
-    topic = settings.topics.user_commands.name
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap_servers,
-            "group.id": f"{settings.topic_prefix}-directory",
-            "enable.auto.commit": False,
-        }
-    )
+def read_to_end(settings: FootfallSettings, topic: str, decode: Callable[[bytes], T], group: str, timeout_s: float = 60) -> list[T]:
+    """Every record of a topic up to its end now, decoded (none when the topic does not exist yet; records
+    `decode` refuses are skipped: dead-lettered when the projector reaches them)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap_servers, "group.id": group, "enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(topic, timeout=30).topics.get(topic)
         if metadata is None or metadata.error is not None:
@@ -132,7 +131,7 @@ def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> lis
             if end > 0:
                 ends[partition] = end
         consumer.assign([TopicPartition(topic, partition, 0) for partition in ends])
-        commands: list[UserCommand] = []
+        records: list[T] = []
         deadline = time.monotonic() + timeout_s
         while ends:
             if time.monotonic() > deadline:
@@ -140,13 +139,20 @@ def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> lis
             for message in consumer.consume(1000, timeout=0.5):
                 if message.error():
                     continue
-                with contextlib.suppress(ValidationError):  # unreadable: dead-lettered when the projector reaches it
-                    commands.append(UserCommand.model_validate_json(message.value()))
+                with contextlib.suppress(ValidationError, ValueError):
+                    records.append(decode(message.value()))
                 if message.offset() + 1 >= ends.get(message.partition(), 0):
                     ends.pop(message.partition(), None)
-        return commands
+        return records
     finally:
         consumer.close()
+
+
+def read_user_commands(settings: FootfallSettings, timeout_s: float = 60) -> list[UserCommand]:
+    """Every command on the user-commands topic up to its end now (none when the topic does not exist yet)."""
+    return read_to_end(
+        settings, settings.topics.user_commands.name, UserCommand.model_validate_json, f"{settings.topic_prefix}-directory", timeout_s
+    )
 
 
 class RecordDecoder:
@@ -172,6 +178,7 @@ class RecordDecoder:
             topics.lifecycle_stages.name: self._on_stage_definition,
             topics.lists.name: self._on_list_definition,
             topics.company_commands.name: self._on_company_command,
+            topics.profile_changes.name: self._on_profile_change,
         }
 
     def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
@@ -265,6 +272,16 @@ class RecordDecoder:
         command = CompanyCommand.model_validate_json(value)
         batch.companies.commands.append(command)
         batch.rows[COMPANY_COMMANDS.name].append(company_command_row(command, time.time_ns() // 1_000_000))
+
+    def _on_profile_change(self, batch: Batch, value: bytes, message: Message) -> None:
+        """Every change is a `$` row of the person's timeline; segment enters and exits are also membership periods.
+        A deleted or erased person's changes are dropped (erasure sticks through a replay)."""
+        change = ProfileChange.model_validate_json(value)
+        if self.directory.is_deleted(change.person_id):
+            return
+        batch.rows[rows.EVENTS.name].append(change_event_row(change, message.partition(), message.offset()))
+        if (member := segment_member_row(change)) is not None:
+            batch.rows[SEGMENT_MEMBERS.name].append(member)
 
     def add(self, batch: Batch, message: Message) -> None:
         """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
@@ -449,6 +466,7 @@ class Projector:
             rows.BAD_ROWS,
             LIFECYCLE_STAGES,
             LISTS,
+            SEGMENT_MEMBERS,
         )
         for table in order:
             if batch.rows.get(table.name):

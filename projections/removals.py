@@ -2,7 +2,7 @@
 
 A delete at time T removes what was received until T: events, sessions that started by then, the daily
 counts (rebuilt from the events that remain), the person's merge records, its profile rows (every
-version, so no old `_state` lingers), its stage history and list memberships. An erasure removes all of it whenever received, and the distinct id
+version, so no old `_state` lingers), its stage history, list and segment memberships. An erasure removes all of it whenever received, and the distinct id
 mappings too (a delete leaves those to the identity sequencer's deleted mappings). ClickHouse's lightweight
 deletes hide the rows at once and drop them from disk at the next merge of their parts.
 
@@ -53,6 +53,7 @@ def remove_person_rows(client: Client, database: str, command: UserCommand) -> N
         f"DELETE FROM {database}.persons WHERE person_id = {{p:String}} OR merged_into = {{p:String}}",
         f"DELETE FROM {database}.stage_history WHERE person_id = {{p:String}}",
         f"DELETE FROM {database}.list_members WHERE person_id = {{p:String}}",
+        f"DELETE FROM {database}.segment_members WHERE person_id = {{p:String}}",
     ]
     if command.kind == "erase":
         statements.append(f"DELETE FROM {database}.person_distinct_ids WHERE distinct_id IN {{ids:Array(String)}}")

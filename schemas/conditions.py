@@ -133,7 +133,8 @@ class StatusCondition(BaseModel):
 
 
 class IdentityCondition(BaseModel):
-    """identified: has a user id; anonymous: has none; contact / not_contact: has (no) email or phone."""
+    """identified: has a user id; anonymous: has none; contact / not_contact: is (not) a contact (identified, or gave an
+    email or phone: the persons row's is_contact)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

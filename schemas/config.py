@@ -67,6 +67,11 @@ class FootfallSettings(BaseSettings):
     api_port: int = 8000
     api_wait_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
+    # Segment evaluator (`footfall segments`): every segment is re-evaluated this often; segments on profile
+    # properties only also whenever the persons table changed (checked this often).
+    segments_interval_seconds: float = Field(default=60.0, ge=1)
+    segments_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+
     # Processor
     processor_store: str = "memory://"  # or "rocksdb://" (rocksdict) for state larger than memory
     processor_metrics_port: int = 9101

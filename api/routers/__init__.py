@@ -1,7 +1,7 @@
 """The app's routers. API_ROUTERS are mounted under /api/v1 behind the admin key; PUBLIC_ROUTERS at the root
 (health checks; the console's pages later). A new resource adds its router to a list here."""
 
-from api.routers import companies, configs, health, imports, lifecycle_stages, lists, property_definitions, users
+from api.routers import companies, configs, health, imports, lifecycle_stages, lists, property_definitions, segments, users
 
 API_ROUTERS = [
     users.router,
@@ -14,6 +14,8 @@ API_ROUTERS = [
     configs.user_configs_router,
     lifecycle_stages.router,
     lists.router,
+    segments.router,
+    segments.user_segments_router,
     companies.router,
     companies.user_companies_router,
 ]

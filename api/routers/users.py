@@ -192,6 +192,7 @@ async def list_users(
     kind: Annotated[Kind | None, Query(description="identified, anonymous or contact")] = None,
     stage: Annotated[str | None, Query(max_length=64, description="a lifecycle stage id; `none`: no stage set")] = None,
     list: Annotated[str | None, Query(max_length=64, alias="list", description="a list id: its current members")] = None,
+    segment: Annotated[str | None, Query(max_length=64, description="a segment id: its current members")] = None,
     sort: Annotated[
         str, Query(description="last_seen, first_seen, email, name, event_count, session_count, visitor_number; '-' for descending")
     ] = "-last_seen",
@@ -201,7 +202,17 @@ async def list_users(
     """List and search users. Filter on any property with `properties.<name>=<value>` (repeatable names)."""
     properties = {name.removeprefix("properties."): value for name, value in request.query_params.items() if name.startswith("properties.")}
     query = ListQuery(
-        q=q, status=status, tag=tag, kind=kind, stage=stage, list=list, properties=properties, sort=sort, limit=limit, cursor=cursor
+        q=q,
+        status=status,
+        tag=tag,
+        kind=kind,
+        stage=stage,
+        list=list,
+        segment=segment,
+        properties=properties,
+        sort=sort,
+        limit=limit,
+        cursor=cursor,
     ).check()
     if cursor:
         query.cursor_position()
@@ -407,6 +418,7 @@ class BulkFilter(BaseModel):
     kind: Kind | None = None
     stage: Annotated[str, Field(max_length=64)] | None = None
     list: Annotated[str, Field(max_length=64)] | None = None
+    segment: Annotated[str, Field(max_length=64)] | None = None
     properties: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict)
 
 
