@@ -40,6 +40,7 @@ from schemas.conditions import (
     StatusCondition,
     TagCondition,
     instant,
+    number,
     property_matches,
     walk,
 )
@@ -372,7 +373,7 @@ class SegmentCompiler:
             }[op]
             return f"ifNull({test}, 0)"
         compare = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "before": "<", "after": ">"}[op]
-        bound = float(value) if op in NUMBER_OPERATORS else instant(value)  # type: ignore[arg-type]
+        bound = number(value) if op in NUMBER_OPERATORS else instant(value)  # the model's validator made it fit
         if bound is None:
             return "0"
         read = sql.number if op in NUMBER_OPERATORS else sql.instant

@@ -20,6 +20,7 @@ from projections.companies import (
     membership_of_command,
 )
 from projections.groups import LIFECYCLE_STAGES, LIST_MEMBERS, LISTS, STAGE_HISTORY, group_rows, lifecycle_stage_row, list_row
+from projections.profile_change_rows import SEGMENT_MEMBERS, change_event_row, segment_member_row
 from projections.profiles import EMPTY, PERSONS, apply_command, person_row
 from projections.rows import (
     BAD_ROWS,
@@ -48,6 +49,7 @@ from schemas.conditions import ConditionGroup, PropertyCondition
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity
 from schemas.lists import ListDefinition
+from schemas.profile_changes import ProfileChange
 from schemas.sessions import SessionUpdate
 from schemas.stages import StageDefinition
 from schemas.tracking import TrackingCall
@@ -140,6 +142,15 @@ GROUPED = apply_command(
 GROUPED_ROW = person_row("pp-1", GROUPED, None, 0, 0, 9)
 HISTORY_ROWS, MEMBER_ROWS = group_rows([GROUPED_ROW])
 RULE = ConditionGroup(conditions=[PropertyCondition(property="email", operator="is_set")])
+SEGMENT_EXIT = ProfileChange(
+    change_id="ch-1",
+    person_id="pp-1",
+    kind="segment_exited",
+    at=AT.replace(second=30),
+    source="segment:s-1",
+    subject="s-1",
+    detail={"entry": 2, "entered_at": AT.isoformat()},
+)
 
 # Every table the code writes, with one row of it as the code builds it.
 WRITTEN: dict[str, tuple[TableSpec, list]] = {
@@ -167,6 +178,7 @@ WRITTEN: dict[str, tuple[TableSpec, list]] = {
     "companies": (COMPANIES, company_row("acme", company_of_command(COMPANY_UPSERT), 2, epoch_ms(AT), 9)),
     "company_members": (COMPANY_MEMBERS, member_row("acme", "pp-1", membership_of_command(MEMBER_ADD), None, False, 10)),
     "company_commands": (COMPANY_COMMANDS, company_command_row(MEMBER_ADD, 1_700_000_000_456)),
+    "segment_members": (SEGMENT_MEMBERS, segment_member_row(SEGMENT_EXIT)),
 }
 # Written by a materialized view over events (views.sql), not by the code.
 WRITTEN_BY_VIEWS = {"event_counts_daily_by_distinct_id"}
@@ -257,3 +269,15 @@ def test_every_field_of_a_call_reaches_the_record_or_is_said_not_to():
     }
     assert set(becomes) == set(TrackingCall.model_fields)
     assert {target for target in becomes.values() if target} <= set(RawEvent.model_fields)
+
+
+def test_a_profile_change_is_an_events_row(clickhouse_client, database):
+    """The `$` row of a change goes into events as the code builds it, and reads back with its name and person."""
+    clickhouse_client.insert(
+        f"{database}.events",
+        [change_event_row(SEGMENT_EXIT, 0, 7)],
+        column_names=EVENTS.column_names,
+        column_type_names=EVENTS.column_types,
+    )
+    rows = clickhouse_client.query(f"SELECT message_id, event, distinct_id, person_id, type FROM {database}.events").result_rows
+    assert rows == [("ch-1", "$segment_exited", "pp-1", "pp-1", "profile_change")]
