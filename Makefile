@@ -143,6 +143,11 @@ bench-configs: install
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m bench.configs $(BENCH_ARGS)
 
+# Segment evaluation cost per segment shape against reading every person's id; writes bench/results/segments.json.
+.PHONY: bench-segments
+bench-segments: install
+	$(BIN)/python -m bench.segments $(BENCH_ARGS)
+
 # The console's pages over 1,000,000 persons and 10,000,000 events (generated in ClickHouse); writes bench/results/console.json.
 .PHONY: bench-console
 bench-console: install
@@ -156,5 +161,5 @@ bench-api: install
 bench-report: install
 	$(BIN)/python -m bench.report
 
-bench: bench-collector bench-processors bench-projector bench-system bench-imports bench-configs bench-console bench-api
+bench: bench-collector bench-processors bench-projector bench-system bench-imports bench-configs bench-console bench-api bench-segments
 	$(BIN)/python -m bench.report
