@@ -45,7 +45,7 @@ COLUMNS: dict[str, Column] = {
     )
 }
 DEFAULT_COLUMNS = ("display_name", "email", "user_id", "customer_id", "first_name", "last_name", "tags", "stage", "last_seen")
-FILTERS = ("q", "status", "tag", "kind", "stage", "list")
+FILTERS = ("q", "status", "tag", "kind", "stage", "list", "segment")
 KINDS = ("identified", "anonymous", "contact")
 STATUSES = ("active", "disabled")
 PROPERTY_FILTER_ROWS = 3  # f<i>.name / f<i>.value pairs on the page (any number in a URL up to the API's limit)

@@ -22,10 +22,11 @@ from api.bodies import StrictJSONRoute
 from api.errors import ApiError, FieldError
 from api.groups import Lists, Segments
 from api.jobs import BulkEdit
+from api.keyset import clickhouse_time, decode_cursor, encode_cursor
 from api.people import People
 from api.routers.lists import IdempotencyKey
 from api.user_model import ListEdit, UserPatch, parse_ref
-from api.user_query import ListQuery, clickhouse_time, decode_cursor, encode_cursor
+from api.user_query import ListQuery
 from schemas.conditions import ConditionGroup
 from schemas.lists import ListDefinition
 from schemas.segments import (

@@ -21,6 +21,7 @@ OPTIONAL_SECTIONS = (
     ("/imports/-", "/admin/imports", "Imports", "imports"),
     ("/lifecycle-stages", "/admin/stages", "Lifecycle stages", "stages"),
     ("/lists", "/admin/lists", "Lists", "lists"),
+    ("/segments", "/admin/segments", "Segments", "segments"),
 )
 RECHECK_SECONDS = 60.0
 

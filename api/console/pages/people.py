@@ -17,6 +17,7 @@ from api.console import people_view as view
 from api.console.app import console, flash, login_required
 from api.console.forms import DEFAULT_PROPERTIES, create_body, create_form_fields, property_of_error_field
 from api.console.pages.groups import list_choices, stage_choices
+from api.console.pages.segments import segment_choices
 
 EXPORT_PAGE = 1000
 
@@ -64,6 +65,7 @@ async def people(request: Request) -> Response:
         stages=stages,
         stage_names={s["id"]: s["name"] for s in stages},
         lists=await list_choices(request),
+        segments=await segment_choices(request),
         display_name=view.display_name,
         cell=view.cell,
     )

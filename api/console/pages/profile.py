@@ -66,6 +66,8 @@ async def profile(request: Request) -> Response:
         answer = await c.api.get(f"/users/{person_id}/lists")
         context["memberships"] = answer.body.get("memberships", []) if answer.ok else []
         context["lists"] = await list_choices(request)
+        answer = await c.api.get(f"/users/{person_id}/segments", include_exited="true")
+        context["segments"] = answer.body.get("segments", []) if answer.ok else []
     elif tab == "companies":
         answer = await c.api.get(f"/users/{person_id}/companies", include_ended="true")
         context["companies"] = answer.body.get("companies", []) if answer.ok else []
