@@ -59,6 +59,7 @@ from projections.groups import (
 )
 from projections.person_folder import PersonFolder
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
+from projections.profile_diff import Transition, changes_of, sources_of
 from projections.profiles import person_properties_record
 from projections.property_rules import screen, screen_group_call, violation_bad_row
 from projections.removals import remove_person_rows
@@ -71,6 +72,7 @@ from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
 from schemas.lists import ListDefinition
+from schemas.profile_changes import ProfileChange
 from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
 from schemas.stages import StageDefinition, StageRules, effective_stages
@@ -460,8 +462,8 @@ class Projector:
             self.folder.publish(list(routed.values()))
         elif batch.persons:
             # Profiles last: they read the mappings, events and sessions written just above.
-            person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live, self.directory))
-            self.write_persons(person_rows, batch.dedup_token)
+            person_rows, transitions = self._retrying(lambda: self.persons.fold(batch.persons, self.person_overrides.live, self.directory))
+            self.write_persons(person_rows, batch.dedup_token, transitions, sources_of(batch.persons.events, batch.persons.commands))
         for command in batch.removals:
             self._retrying(
                 lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}"
@@ -485,10 +487,20 @@ class Projector:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
 
-    def write_persons(self, person_rows: list[list], token: Callable[[str], str]) -> None:
+    def write_persons(
+        self,
+        person_rows: list[list],
+        token: Callable[[str], str],
+        transitions: list[Transition] = (),  # type: ignore[assignment]  # read only
+        sources: dict[str, str] | None = None,
+    ) -> None:
         """Profile rows and what derives from them: the stage history and list memberships they carry, each
         person's properties for configs, and the stage rules' moves (decided live only: a replay has them in
-        the command log). Used by this projector's own fold and by the persons' owner (partitioned profiles)."""
+        the command log). Used by this projector's own fold and by the persons' owner (partitioned profiles).
+        What the rows change (`transitions`: each person's state before and after) goes out on profile-changes
+        first, live only: once a row is written, a refold after a crash would see nothing left to change."""
+        if not self.replaying:
+            self.publish_profile_changes(changes_of(transitions, sources or {}, self.stage_rules.rank))
         self._insert(PERSONS, person_rows, token(PERSONS.name))
         history, members = group_rows(person_rows)
         self._insert(STAGE_HISTORY, history, token(STAGE_HISTORY.name))
@@ -512,6 +524,16 @@ class Projector:
             self.producer.produce(topic, command.model_dump_json().encode(), command.person_id)
         if moves and self.producer.flush(30) > 0:
             raise RuntimeError("the user-commands topic did not acknowledge the stage rules' moves")
+
+    def publish_profile_changes(self, changes: list[ProfileChange]) -> None:
+        """The batch's profile changes on the outbound stream, keyed by person id, acknowledged before the rows
+        (and so before the offsets commit): a crash decides and sends them again, with the same change ids."""
+        topic = self.settings.topics.profile_changes.name
+        for change in changes:
+            self.producer.produce(topic, change.model_dump_json().encode(), change.person_id)
+        if changes and self.producer.flush(30) > 0:
+            raise RuntimeError("the profile-changes topic did not acknowledge the projector's changes")
+        metrics.PROFILE_CHANGES.inc(len(changes))
 
     def publish_removed_persons(self, removals: list) -> None:
         """A deleted or erased person's properties leave the compacted topic too (a tombstone)."""
