@@ -25,6 +25,7 @@ from api.jobs import Jobs
 from api.metrics import ApiMetrics
 from api.reads import Reader, ReadUnavailable
 from api.routers import API_ROUTERS, PUBLIC_ROUTERS
+from api.routers.webhooks import Webhooks
 from schemas.config import FootfallSettings
 
 API_PREFIX = "/api/v1"
@@ -56,6 +57,7 @@ def create_app(
         app.state.definitions.start()
         app.state.stages.start()
         app.state.lists.start()
+        app.state.webhooks.start()
         app.state.configs = ConfigCatalog(settings).start()
         try:
             yield
@@ -64,6 +66,7 @@ def create_app(
             app.state.definitions.close()
             app.state.stages.close()
             app.state.lists.close()
+            app.state.webhooks.close()
             if own_bus:
                 app.state.bus.close()
             if hasattr(reader, "close"):
@@ -91,6 +94,7 @@ def create_app(
     app.state.property_validator = PropertyValidator(app.state.definitions)
     app.state.stages = Stages(settings.kafka_bootstrap_servers, settings.topics.lifecycle_stages.name)
     app.state.lists = Lists(settings.kafka_bootstrap_servers, settings.topics.lists.name)
+    app.state.webhooks = Webhooks(settings.kafka_bootstrap_servers, settings.topics.webhooks.name)
     app.state.company_property_validator = PropertyValidator(app.state.definitions, "company")
     install_error_handlers(app)
 

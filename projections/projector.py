@@ -8,6 +8,8 @@
                      stage_history and list_members (with each persons row written)
     lifecycle-stages, lists ─► lifecycle_stages, lists (the definitions)
     company-commands, group calls on enriched ─► companies, company_members (after persons), company_commands
+    webhook-deliveries ─► webhook_deliveries (each attempt the webhook dispatcher recorded)
+    (persons' changes) ─► profile-changes: what each batch changed (projections/profile_diff.py), before its rows
     dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 After each batch's persons rows, the lifecycle stages' rules (followed whole from lifecycle-stages) decide
@@ -64,6 +66,7 @@ from projections.profiles import person_properties_record
 from projections.property_rules import screen, screen_group_call, violation_bad_row
 from projections.removals import remove_person_rows
 from projections.rows import Overrides, TableSpec, epoch_ms
+from projections.webhook_deliveries import WEBHOOK_DELIVERIES, delivery_row
 from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
 from schemas.compacted import CompactedFollower, end_offset
 from schemas.companies import CompanyCommand
@@ -78,6 +81,7 @@ from schemas.sessions import SessionMerge, SessionUpdate, session_message
 from schemas.stages import StageDefinition, StageRules, effective_stages
 from schemas.topics import Topics
 from schemas.user_commands import UserCommand
+from schemas.webhooks import DeliveryAttempt
 
 log = logging.getLogger(__name__)
 _RECEIVED_AT = rows.EVENTS.column_names.index("received_at")
@@ -174,6 +178,7 @@ class RecordDecoder:
             topics.lifecycle_stages.name: self._on_stage_definition,
             topics.lists.name: self._on_list_definition,
             topics.company_commands.name: self._on_company_command,
+            topics.webhook_deliveries.name: self._on_delivery_attempt,
         }
 
     def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
@@ -267,6 +272,9 @@ class RecordDecoder:
         command = CompanyCommand.model_validate_json(value)
         batch.companies.commands.append(command)
         batch.rows[COMPANY_COMMANDS.name].append(company_command_row(command, time.time_ns() // 1_000_000))
+
+    def _on_delivery_attempt(self, batch: Batch, value: bytes, message: Message) -> None:
+        batch.rows[WEBHOOK_DELIVERIES.name].append(delivery_row(DeliveryAttempt.model_validate_json(value)))
 
     def add(self, batch: Batch, message: Message) -> None:
         """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
@@ -451,6 +459,7 @@ class Projector:
             rows.BAD_ROWS,
             LIFECYCLE_STAGES,
             LISTS,
+            WEBHOOK_DELIVERIES,
         )
         for table in order:
             if batch.rows.get(table.name):

@@ -67,6 +67,16 @@ class FootfallSettings(BaseSettings):
     api_port: int = 8000
     api_wait_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
 
+    # Webhooks (`footfall webhooks`, outbound/webhooks.py): tries per delivery, the backoff between them (exponential
+    # from the first wait, capped, with jitter), each POST's timeout, how many persons' deliveries one webhook has in
+    # flight at once, and the dispatcher's /metrics port (0: none).
+    webhook_max_attempts: int = Field(default=6, ge=1, le=50)
+    webhook_backoff_seconds: float = Field(default=1.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
+    webhooks_metrics_port: int = 9103
+
     # Processor
     processor_store: str = "memory://"  # or "rocksdb://" (rocksdict) for state larger than memory
     processor_metrics_port: int = 9101
