@@ -251,6 +251,7 @@ class Dispatcher:
         )
         self.live: dict[str, WebhookDefinition] = {}
         self.workers: dict[str, tuple[WebhookWorker, asyncio.Task]] = {}
+        self.retiring: set[asyncio.Task] = set()  # workers of deleted webhooks, finishing their batch
         self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True})
         self.stopping = asyncio.Event()
         self.caught_up = False
@@ -283,17 +284,17 @@ class Dispatcher:
                         self._reconcile(client)
                         for webhook_id, (_, task) in list(self.workers.items()):
                             if task.done() and not task.cancelled() and task.exception() is not None:
-                                raise RuntimeError(f"webhook {webhook_id}'s worker stopped") from task.exception()
+                                self.failure = task.exception()
+                                raise RuntimeError(f"webhook {webhook_id}'s worker stopped") from self.failure
                         with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(self.stopping.wait(), 0.5)
                 finally:
-                    for worker, _ in self.workers.values():
-                        worker.stopping.set()
-                    await asyncio.gather(*(task for _, task in self.workers.values()), return_exceptions=True)
+                    await self._stop_workers()
                     await loop.run_in_executor(follower, self.definitions.close)
                     self.producer.flush(10)
 
     def _reconcile(self, client: httpx.AsyncClient) -> None:
+        self.retiring = {task for task in self.retiring if not task.done()}
         for webhook_id in self.live.keys() - self.workers.keys():
             worker = WebhookWorker(
                 self.settings, webhook_id, lambda webhook_id=webhook_id: self.live.get(webhook_id), client, self.producer
@@ -301,10 +302,24 @@ class Dispatcher:
             self.workers[webhook_id] = (worker, asyncio.create_task(worker.run(), name=f"webhook-{webhook_id}"))
             log.info("webhook %s: delivering (group %s)", webhook_id, group_of(self.settings, webhook_id))
         for webhook_id in self.workers.keys() - self.live.keys():
-            worker, _ = self.workers.pop(webhook_id)
+            worker, task = self.workers.pop(webhook_id)
             worker.stopping.set()
+            self.retiring.add(task)
             log.info("webhook %s: deleted, stopped", webhook_id)
         WEBHOOKS.set(len(self.workers))
+
+    async def _stop_workers(self, grace_s: float = 10.0) -> None:
+        """Let each worker finish its batch (a delivery waiting for a retry is cut short after `grace_s`: its
+        batch is not committed, so it is delivered again after the restart, with the same change id)."""
+        tasks = {task for _, task in self.workers.values()} | self.retiring
+        for worker, _ in self.workers.values():
+            worker.stopping.set()
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def stop(self) -> None:
         self.stopping.set()
