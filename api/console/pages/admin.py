@@ -21,6 +21,7 @@ OPTIONAL_SECTIONS = (
     ("/imports/-", "/admin/imports", "Imports", "imports"),
     ("/lifecycle-stages", "/admin/stages", "Lifecycle stages", "stages"),
     ("/lists", "/admin/lists", "Lists", "lists"),
+    ("/webhooks", "/admin/webhooks", "Webhooks", "webhooks"),
 )
 RECHECK_SECONDS = 60.0
 
