@@ -13,6 +13,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import uvicorn
@@ -30,6 +31,7 @@ from schemas.profile_changes import ProfileChange
 from schemas.webhooks import verify
 from tests.api_support import api_stack, stack_settings
 from tests.infra import free_port
+from tests.pipeline import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -335,3 +337,61 @@ def test_failed_deliveries_are_retried_then_dead_lettered_and_a_dead_receiver_ho
     assert len(stack.receiver.calls["down"]) == 3
     for made in (flaky, down, closed, healthy):
         stack.api.delete(f"/api/v1/webhooks/{made['id']}", headers=stack.auth)
+
+
+def test_partitioned_profiles_publish_from_the_persons_owners(settings, clickhouse_client):
+    """With FOOTFALL_PERSONS_PARTITIONED the owner of the person's person-changes partition decides and publishes
+    (commands sent straight to user-commands: no API needed), with the ids the single projector gives."""
+    from confluent_kafka import Producer
+
+    from footfall.topics import ensure_topics
+    from projections.profile_diff import Transition, changes_of, sources_of
+    from projections.profiles import EMPTY, apply_command
+    from schemas.stages import DEFAULT_STAGES, rank_of
+    from schemas.user_commands import UserCommand
+
+    partitioned = settings.model_copy(update={"persons_partitioned": True})
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    at = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    person = f"p-{uuid.uuid4().hex[:8]}"
+    commands = [
+        UserCommand(kind="create", command_id="c1", person_id=person, at=at, set={"plan": "free"}, tags_add=["vip"], stage="customer", stage_by="api", by="api"),
+        UserCommand(
+            kind="update", command_id="c2", person_id=person, at=at + timedelta(seconds=1), stage="lead", stage_by="import",
+            stage_reason="refund", lists_add=["beta"], lists_by="import", set={"plan": "pro"}, by="import",
+        ),
+    ]  # fmt: skip
+    producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers})
+    for command in commands:
+        producer.produce(settings.topics.user_commands.name, command.model_dump_json().encode(), person)
+        producer.flush(10)
+    running = Projector(partitioned, connect(settings.clickhouse_dsn))
+    assert running.folder is not None
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    try:
+
+        def found():
+            records = read_topic(settings, settings.topics.profile_changes.name)
+            changes = [ProfileChange.model_validate_json(r.value()) for r in records]
+            return changes if sum(c.kind == "stage_changed" for c in changes) >= 2 else None
+
+        changes = wait_until(found, 120, what="the owner's changes")
+    finally:
+        running.stop()
+        thread.join(30)
+    assert {(c.kind, c.subject, c.source) for c in changes} >= {
+        ("property_changed", "plan", "import"),  # both commands in one batch: one change, free never seen
+        ("tag_added", "vip", "api"),
+        ("stage_changed", "customer", "api"),
+        ("stage_changed", "lead", "import"),
+        ("list_added", "beta", "import"),
+    }
+    back = next(c for c in changes if c.kind == "stage_changed" and c.after == "lead")
+    assert back.detail == {"reason": "refund", "direction": "backward"}
+    # Every id is one the single projector gives when it sees the two commands one batch at a time.
+    rank = rank_of(sorted(DEFAULT_STAGES.values(), key=lambda s: s.order))
+    first = apply_command(EMPTY, commands[0])
+    expected = changes_of([Transition(person, EMPTY, first)], sources_of([], commands), rank)
+    expected += changes_of([Transition(person, first, apply_command(first, commands[1]))], sources_of([], commands), rank)
+    assert {c.change_id for c in changes} <= {c.change_id for c in expected}
