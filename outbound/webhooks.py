@@ -82,15 +82,17 @@ class WebhookWorker:
         self.producer = producer
         self.topic = settings.topics.profile_changes.name
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"webhook-{webhook_id}")
-        # A batch may wait for its slowest retries: the group must not think the worker died meanwhile.
-        longest = settings.webhook_max_attempts * (settings.webhook_timeout_seconds + settings.webhook_backoff_max_seconds)
+        self.held: list[Message] = []  # fetched while the partitions were paused: the next batch's first
         self.consumer = Consumer(
             {
                 "bootstrap.servers": settings.kafka_bootstrap_servers,
                 "group.id": group_of(settings, webhook_id),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "latest",
-                "max.poll.interval.ms": int(max(300, longest + 60) * 1000),
+                # Kept by `_keep_alive` however long a batch's retries take.
+                "max.poll.interval.ms": int(
+                    max(settings.webhook_max_poll_interval_seconds, settings.consumer_session_timeout_seconds) * 1000
+                ),
                 "session.timeout.ms": int(settings.consumer_session_timeout_seconds * 1000),
             }
         )
@@ -118,7 +120,8 @@ class WebhookWorker:
         await self._kafka(lambda: self.consumer.subscribe([self.topic], on_assign=self._on_assign))
         try:
             while not self.stopping.is_set():
-                messages = await self._kafka(self.consumer.consume, 500, 0.5)
+                messages = self.held + await self._kafka(self.consumer.consume, 500, 0.5)
+                self.held = []
                 await self.handle(messages)
         finally:
             await self._kafka(self.consumer.close)
@@ -157,7 +160,12 @@ class WebhookWorker:
                 for change in changes:
                     await self.deliver(change)
 
-        await asyncio.gather(*(in_order(changes) for changes in by_person.values()))
+        delivering = asyncio.gather(*(in_order(changes) for changes in by_person.values()))
+        keeping = asyncio.create_task(self._keep_alive(delivering))
+        try:
+            await delivering
+        finally:
+            await keeping
         if await self._kafka(self.producer.flush, 30) > 0:
             raise RuntimeError("webhook-deliveries did not acknowledge the attempts; the batch is delivered again")
         try:
@@ -166,6 +174,23 @@ class WebhookWorker:
             )
         except KafkaException as exc:  # rebalanced meanwhile: the next owner delivers again (same change ids)
             log.warning("webhook %s: offset commit refused (%s)", self.webhook_id, exc)
+
+    async def _keep_alive(self, delivering: asyncio.Future, interval_s: float = 1.0) -> None:
+        """While a batch's retries run (minutes, with a dead receiver), stay in the group: pause the partitions and
+        keep polling (a poll that fetches nothing still counts for max.poll.interval.ms and serves rebalances)."""
+        paused = False
+        while not delivering.done():
+            await asyncio.wait({delivering}, timeout=interval_s)
+            if delivering.done():
+                break
+            paused = True
+            self.held += await self._kafka(self._poll_paused)
+        if paused:
+            await self._kafka(lambda: self.consumer.resume(self.consumer.assignment()))
+
+    def _poll_paused(self) -> list[Message]:
+        self.consumer.pause(self.consumer.assignment())  # a partition assigned meanwhile is paused too
+        return self.consumer.consume(100, 0)
 
     async def deliver(self, change: ProfileChange) -> None:
         """POST the change until a 2xx or the last try; every attempt recorded."""

@@ -76,6 +76,9 @@ class FootfallSettings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     webhook_concurrency: int = Field(default=8, ge=1, le=256)
     webhooks_metrics_port: int = 9103
+    # A worker that has not polled for this long leaves its group; while a batch's retries run it polls its paused
+    # partitions every second, so this only catches a worker that is stuck.
+    webhook_max_poll_interval_seconds: float = Field(default=300.0, ge=6)
 
     # Processor
     processor_store: str = "memory://"  # or "rocksdb://" (rocksdict) for state larger than memory

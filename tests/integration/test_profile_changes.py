@@ -50,6 +50,8 @@ class Receiver:
         async def receive(request: Request) -> JSONResponse:
             name = request.path_params["name"]
             self.calls[name].append((dict(request.headers), await request.body()))
+            if name.startswith("slow"):
+                await asyncio.sleep(5)
             if len(self.calls[name]) <= self.fail_first.get(name, 0):
                 return JSONResponse({"error": "not now"}, 500)
             return JSONResponse({"ok": True})
@@ -110,7 +112,8 @@ def stack(kafka_bootstrap, clickhouse_dsn, clickhouse_client, tmp_path_factory):
             "webhook_max_attempts": 3,
             "webhook_backoff_seconds": 0.2,
             "webhook_backoff_max_seconds": 1.0,
-            "webhook_timeout_seconds": 2.0,
+            "webhook_timeout_seconds": 6.0,
+            "webhook_max_poll_interval_seconds": 10.0,  # a slow receiver's batch outlasts it: the worker must stay in its group
         }
     )
     with api_stack(settings, clickhouse_client, base / "logs") as running, receiving() as receiver, dispatching(settings):
@@ -337,6 +340,24 @@ def test_failed_deliveries_are_retried_then_dead_lettered_and_a_dead_receiver_ho
     assert len(stack.receiver.calls["down"]) == 3
     for made in (flaky, down, closed, healthy):
         stack.api.delete(f"/api/v1/webhooks/{made['id']}", headers=stack.auth)
+
+
+def test_a_batch_that_outlasts_the_poll_interval_is_delivered_once(stack):
+    """A receiver taking 5 s per change, three changes of one person in order: 15 s, past the group's 10 s poll
+    interval. The worker keeps polling its paused partitions, so it stays in the group, commits, and nothing is
+    delivered twice."""
+    slow = webhook(stack, url=stack.receiver.url("slow"), kinds=["tag_added"])
+    time.sleep(6)
+    person = create(stack, user_id=unique("slow"))["person_id"]
+    patch(stack, person, tags={"add": ["one", "two", "three"]})  # three changes in one batch
+    stack.wait(lambda: len(deliveries(stack, slow["id"])) >= 3, "the slow deliveries", 120)
+    time.sleep(10)  # a worker dropped from its group would be given the batch again by now
+    tags = [c.subject for c in stack.receiver.changes("slow") if c.person_id == person]
+    assert tags == ["one", "three", "two"], [
+        (d["attempt"], d["status"], d["error"], d["duration_ms"]) for d in deliveries(stack, slow["id"])
+    ]
+    assert [d["status"] for d in deliveries(stack, slow["id"])] == ["delivered"] * 3
+    stack.api.delete(f"/api/v1/webhooks/{slow['id']}", headers=stack.auth)
 
 
 def test_partitioned_profiles_publish_from_the_persons_owners(settings, clickhouse_client):
