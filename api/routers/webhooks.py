@@ -108,14 +108,15 @@ async def create_webhook(request: Request, body: WebhookCreate) -> ORJSONRespons
     await _webhooks(request).ready()
     webhook_id = body.id or str(uuid.uuid4())
     previous = _webhooks(request).records.get(webhook_id)
-    if previous is not None and not previous.deleted:
-        raise ApiError.of(409, "id", "unique", f"there is a webhook {webhook_id!r} already")
+    if previous is not None:  # a deleted one's id too: its consumer group's position must not be picked up again
+        state = "was deleted; ids are not reused" if previous.deleted else "exists already"
+        raise ApiError.of(409, "id", "unique", f"webhook {webhook_id!r} {state}")
     now = datetime.now(UTC)
     fields = body.model_dump(exclude_none=True, exclude={"id"})
     definition = WebhookDefinition(
         id=webhook_id,
         secret=body.secret or secrets.token_hex(32),
-        version=(previous.version + 1) if previous else 1,
+        version=1,
         created_at=now,
         updated_at=now,
         **{key: value for key, value in fields.items() if key != "secret"},

@@ -280,6 +280,8 @@ def test_webhook_definitions_through_the_api(stack):
     assert stack.api.post("/api/v1/webhooks", json={"id": made["id"], "url": "https://example.com"}, headers=stack.auth).status_code == 409
     assert stack.api.delete(f"/api/v1/webhooks/{made['id']}", headers=stack.auth).status_code == 200
     assert stack.api.get(f"/api/v1/webhooks/{made['id']}", headers=stack.auth).status_code == 404
+    reused = stack.api.post("/api/v1/webhooks", json={"id": made["id"], "url": "https://example.com"}, headers=stack.auth)
+    assert reused.status_code == 409 and "not reused" in reused.json()["errors"][0]["message"]
     assert stack.api.get("/api/v1/webhooks/nope/deliveries", headers=stack.auth).status_code == 404
     assert stack.api.get("/api/v1/webhooks", headers={"Authorization": "Bearer wrong"}).status_code == 403
     stack.api.delete(f"/api/v1/webhooks/{generated['id']}", headers=stack.auth)
