@@ -127,6 +127,11 @@ bench-processors: install
 bench-projector: install
 	$(BIN)/python -m bench.projector $(BENCH_ARGS)
 
+# Deciding profile changes against the fold, and webhook deliveries against plain httpx posts; writes bench/results/webhooks.json.
+.PHONY: bench-webhooks
+bench-webhooks: install
+	$(BIN)/python -m bench.webhooks $(BENCH_ARGS)
+
 # The whole pipeline under stepped load, scaling 1 → 2 workers and a rebalance; writes bench/results/system.json + PNGs.
 .PHONY: bench-system
 bench-system: install
@@ -161,5 +166,5 @@ bench-api: install
 bench-report: install
 	$(BIN)/python -m bench.report
 
-bench: bench-collector bench-processors bench-projector bench-system bench-imports bench-configs bench-console bench-api bench-segments
+bench: bench-collector bench-processors bench-projector bench-system bench-imports bench-configs bench-console bench-api bench-segments bench-webhooks
 	$(BIN)/python -m bench.report

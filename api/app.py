@@ -25,6 +25,7 @@ from api.jobs import Jobs
 from api.metrics import ApiMetrics
 from api.reads import Reader, ReadUnavailable
 from api.routers import API_ROUTERS, PUBLIC_ROUTERS
+from api.routers.webhooks import Webhooks
 from schemas.config import FootfallSettings
 
 API_PREFIX = "/api/v1"
@@ -58,6 +59,7 @@ def create_app(
         app.state.lists.start()
         app.state.segments.start()
         app.state.segment_statuses.start()
+        app.state.webhooks.start()
         app.state.configs = ConfigCatalog(settings).start()
         try:
             yield
@@ -68,6 +70,7 @@ def create_app(
             app.state.lists.close()
             app.state.segments.close()
             app.state.segment_statuses.close()
+            app.state.webhooks.close()
             if own_bus:
                 app.state.bus.close()
             if hasattr(reader, "close"):
@@ -97,6 +100,7 @@ def create_app(
     app.state.lists = Lists(settings.kafka_bootstrap_servers, settings.topics.lists.name)
     app.state.segments = Segments(settings.kafka_bootstrap_servers, settings.topics.segments.name)
     app.state.segment_statuses = SegmentStatuses(settings.kafka_bootstrap_servers, settings.topics.segment_status.name)
+    app.state.webhooks = Webhooks(settings.kafka_bootstrap_servers, settings.topics.webhooks.name)
     app.state.company_property_validator = PropertyValidator(app.state.definitions, "company")
     install_error_handlers(app)
 

@@ -256,6 +256,7 @@ def create_records(
         tags_add=list(dict.fromkeys(body.tags)),
         stage=body.stage,
         stage_by=by if body.stage else None,
+        by=by,
     )
     return [_identity(claim, topics), _user(create, topics)]
 
@@ -283,6 +284,7 @@ def update_command(
         lists_add=list(dict.fromkeys(lists.add)),
         lists_remove=list(dict.fromkeys(lists.remove)),
         lists_by=(lists.by or by) if lists.add or lists.remove else "",
+        by=by,
     )
 
 

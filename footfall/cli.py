@@ -220,6 +220,31 @@ def _sql_runner(settings: FootfallSettings, key: str):
     return directly
 
 
+@cli.command()
+def webhooks() -> None:
+    """Run the webhook dispatcher: each change on profile-changes POSTed, signed, to every webhook that wants it."""
+    import asyncio
+
+    from footfall.probes import serve_probes
+    from footfall.topics import ensure_topics
+    from outbound.webhooks import Dispatcher
+
+    settings = _settings()
+    _logging()
+    ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
+    dispatcher = Dispatcher(settings)
+    if settings.webhooks_metrics_port:  # /metrics, and /readyz once the definitions are loaded
+        serve_probes(settings.webhooks_metrics_port, dispatcher.readiness, host=settings.processor_metrics_host)
+
+    async def dispatch() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, dispatcher.stop)
+        await dispatcher.run()
+
+    asyncio.run(dispatch())
+
+
 def _api_reader(settings: FootfallSettings, key: str):
     """How the API side reads ClickHouse: through the projector's read API when it owns the embedded engine."""
     from api.reads import ClickHouseReader, ReadApiReader
@@ -659,6 +684,8 @@ def _readiness_urls(settings: FootfallSettings) -> dict[str, str]:
         urls["processor"] = f"http://{host}:{settings.processor_metrics_port}/readyz"
     urls["collector"] = f"http://{settings.collector_host}:{settings.collector_port}/readyz"
     urls["api"] = f"http://{settings.api_host}:{settings.api_port}/readyz"  # the management API reads what the projector wrote
+    if settings.webhooks_metrics_port:  # the webhook dispatcher: its definitions loaded
+        urls["webhooks"] = f"http://127.0.0.1:{settings.webhooks_metrics_port}/readyz"
     return urls
 
 
@@ -691,6 +718,7 @@ def run(
             "collector",
             "api",
             "segments",
+            "webhooks",
         ):  # stopped the other way round, each draining what it was given
             # Own session: a terminal's Ctrl-C reaches only `footfall run`, which stops each stage once, in order.
             supervisor.start(Child(stage, footfall_command(stage), policy=RESTART_UNLESS_FAILING, own_session=True))

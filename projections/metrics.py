@@ -27,6 +27,7 @@ FRESHNESS_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600, 21600),
 )
 REFUSED_WRITES = Counter("footfall_projector_refused_writes_total", "Writes ClickHouse refused (each one retried)")
+PROFILE_CHANGES = Counter("footfall_projector_profile_changes_total", "Profile changes published on the outbound stream (profile-changes)")
 COMMIT_FAILURES = Counter("footfall_projector_commit_failures_total", "Offset commits refused by the group (rebalance)")
 
 

@@ -20,6 +20,8 @@ from pydantic import ValidationError
 from projections.directory import Directory
 from projections.person_owners import VERSION_BASE, by_person, fold_owned, records_of
 from projections.persons import PersonsProjection
+from projections.profile_diff import Transition, sources_of
+from projections.profiles import EMPTY
 from schemas.bad_rows import poison_message
 from schemas.config import FootfallSettings
 from schemas.person_changes import PersonChange
@@ -34,7 +36,9 @@ class Writer(Protocol):
     producer: Producer
 
     def _retrying(self, work, what: str = "a query"): ...
-    def write_persons(self, person_rows: list[list], token: Callable[[str], str]) -> None: ...
+    def write_persons(
+        self, person_rows: list[list], token: Callable[[str], str], transitions: list[Transition], sources: dict[str, str]
+    ) -> None: ...
 
 
 class PersonFolder:
@@ -108,7 +112,13 @@ class PersonFolder:
         stored = self.writer._retrying(lambda: self.persons.load_owned(set(changes)), what="the persons to fold")
         folded = fold_owned(changes, stored, self.directory)
         person_rows = self.writer._retrying(lambda: self.persons.owned_rows(folded, versions), what="the persons' counts")
-        self.writer.write_persons(person_rows, lambda table: f"{table}|{token}")
+        transitions = [
+            Transition(person_id, stored[person_id].state if person_id in stored else EMPTY, owned.state)
+            for person_id, owned in folded.people.items()
+            if owned.merged_into is None
+        ]
+        sources = sources_of((e for r in records for e in r.events), (c for r in records for c in r.commands))
+        self.writer.write_persons(person_rows, lambda table: f"{table}|{token}", transitions, sources)
         self.publish(folded.forwards)  # after the rows: a refold of a merged-away person re-sends it
 
     def commit(self, offsets: dict[int, int]) -> None:

@@ -18,6 +18,7 @@ from clickhouse_connect.driver.client import Client
 
 from projections.directory import Directory
 from projections.person_owners import Folded, Owned, route
+from projections.profile_diff import Transition
 from projections.profiles import EMPTY, PERSONS, ProfileState, apply_command, fold_all, merge, person_row
 from projections.rows import epoch_ms
 from schemas.events import EnrichedEvent
@@ -65,6 +66,12 @@ class PersonsProjection:
     def rows(self, changes: PersonChanges, overrides: dict[str, str], directory: Directory | None = None) -> list[list]:
         """The new persons rows for everything this batch touched. Deleted persons get none (their rows are
         removed by the projector); events received while their person was disabled do not change it."""
+        return self.fold(changes, overrides, directory)[0]
+
+    def fold(
+        self, changes: PersonChanges, overrides: dict[str, str], directory: Directory | None = None
+    ) -> tuple[list[list], list[Transition]]:
+        """The persons rows (as `rows`) and each live person's state before and after the batch (what it changed)."""
         directory = directory or Directory()
         live_of = self._live_persons({e.distinct_id for e in changes.events} | changes.distinct_ids | changes.session_keys)
         touched: dict[str, list[EnrichedEvent]] = defaultdict(list)
@@ -90,8 +97,9 @@ class PersonsProjection:
         deleted = {i.person_id for i in changes.identities if i.deleted}
         ids = {i for i in ids if i and i not in deleted and not directory.is_deleted(i)}
         if not ids:
-            return []
+            return [], []
         people = self._load(ids)
+        before = {person_id: person.state for person_id, person in people.items()}
         for identity in changes.identities:
             if identity.person_id not in ids:
                 continue
@@ -118,6 +126,11 @@ class PersonsProjection:
                 del people[stand_in]  # never stored, nothing to fold: no row for it
         counts = self._counts(ids)
         version = time.time_ns()
+        transitions = [
+            Transition(person_id, before.get(person_id, EMPTY), person.state)
+            for person_id, person in people.items()
+            if person.deleted_into is None and not (person.identity is not None and person.identity.merged_into is not None)
+        ]
         return [
             person_row(
                 person_id,
@@ -129,7 +142,7 @@ class PersonsProjection:
                 merged_into=person.deleted_into or (person.identity.merged_into if person.identity else None),
             )
             for person_id, person in people.items()
-        ]
+        ], transitions
 
     def route(self, changes: PersonChanges, overrides: dict[str, str], directory: Directory) -> dict[str, PersonChange]:
         """What this batch says about each person, for its owner (projections/person_owners.py); run after the

@@ -9,6 +9,8 @@
     lifecycle-stages, lists ─► lifecycle_stages, lists (the definitions)
     company-commands, group calls on enriched ─► companies, company_members (after persons), company_commands
     profile-changes ─► a `$` event per change in events (the timeline), segment_members (segment enter/exit)
+    webhook-deliveries ─► webhook_deliveries (each attempt the webhook dispatcher recorded)
+    (persons' changes) ─► profile-changes: what each batch changed (projections/profile_diff.py), before its rows
     dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 After each batch's persons rows, the lifecycle stages' rules (followed whole from lifecycle-stages) decide
@@ -62,10 +64,12 @@ from projections.groups import (
 from projections.person_folder import PersonFolder
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profile_change_rows import SEGMENT_MEMBERS, change_event_row, segment_member_row
+from projections.profile_diff import Transition, changes_of, sources_of
 from projections.profiles import person_properties_record
 from projections.property_rules import screen, screen_group_call, violation_bad_row
 from projections.removals import remove_person_rows
 from projections.rows import Overrides, TableSpec, epoch_ms
+from projections.webhook_deliveries import WEBHOOK_DELIVERIES, delivery_row
 from schemas.bad_rows import Problem, poison_message, read_bad_row, stream_bad_row
 from schemas.compacted import CompactedFollower, end_offset
 from schemas.companies import CompanyCommand
@@ -80,6 +84,7 @@ from schemas.sessions import SessionMerge, SessionUpdate, session_message
 from schemas.stages import StageDefinition, StageRules, effective_stages
 from schemas.topics import Topics
 from schemas.user_commands import UserCommand
+from schemas.webhooks import DeliveryAttempt
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -179,6 +184,7 @@ class RecordDecoder:
             topics.lists.name: self._on_list_definition,
             topics.company_commands.name: self._on_company_command,
             topics.profile_changes.name: self._on_profile_change,
+            topics.webhook_deliveries.name: self._on_delivery_attempt,
         }
 
     def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
@@ -282,6 +288,9 @@ class RecordDecoder:
         batch.rows[rows.EVENTS.name].append(change_event_row(change, message.partition(), message.offset()))
         if (member := segment_member_row(change)) is not None:
             batch.rows[SEGMENT_MEMBERS.name].append(member)
+
+    def _on_delivery_attempt(self, batch: Batch, value: bytes, message: Message) -> None:
+        batch.rows[WEBHOOK_DELIVERIES.name].append(delivery_row(DeliveryAttempt.model_validate_json(value)))
 
     def add(self, batch: Batch, message: Message) -> None:
         """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
@@ -467,6 +476,7 @@ class Projector:
             LIFECYCLE_STAGES,
             LISTS,
             SEGMENT_MEMBERS,
+            WEBHOOK_DELIVERIES,
         )
         for table in order:
             if batch.rows.get(table.name):
@@ -478,8 +488,8 @@ class Projector:
             self.folder.publish(list(routed.values()))
         elif batch.persons:
             # Profiles last: they read the mappings, events and sessions written just above.
-            person_rows = self._retrying(lambda: self.persons.rows(batch.persons, self.person_overrides.live, self.directory))
-            self.write_persons(person_rows, batch.dedup_token)
+            person_rows, transitions = self._retrying(lambda: self.persons.fold(batch.persons, self.person_overrides.live, self.directory))
+            self.write_persons(person_rows, batch.dedup_token, transitions, sources_of(batch.persons.events, batch.persons.commands))
         for command in batch.removals:
             self._retrying(
                 lambda command=command: remove_person_rows(self.client, self.database, command), what=f"the rows of a {command.kind}"
@@ -503,10 +513,20 @@ class Projector:
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
 
-    def write_persons(self, person_rows: list[list], token: Callable[[str], str]) -> None:
+    def write_persons(
+        self,
+        person_rows: list[list],
+        token: Callable[[str], str],
+        transitions: list[Transition] = (),  # type: ignore[assignment]  # read only
+        sources: dict[str, str] | None = None,
+    ) -> None:
         """Profile rows and what derives from them: the stage history and list memberships they carry, each
         person's properties for configs, and the stage rules' moves (decided live only: a replay has them in
-        the command log). Used by this projector's own fold and by the persons' owner (partitioned profiles)."""
+        the command log). Used by this projector's own fold and by the persons' owner (partitioned profiles).
+        What the rows change (`transitions`: each person's state before and after) goes out on profile-changes
+        first, live only: once a row is written, a refold after a crash would see nothing left to change."""
+        if not self.replaying:
+            self.publish_profile_changes(changes_of(transitions, sources or {}, self.stage_rules.rank))
         self._insert(PERSONS, person_rows, token(PERSONS.name))
         history, members = group_rows(person_rows)
         self._insert(STAGE_HISTORY, history, token(STAGE_HISTORY.name))
@@ -530,6 +550,16 @@ class Projector:
             self.producer.produce(topic, command.model_dump_json().encode(), command.person_id)
         if moves and self.producer.flush(30) > 0:
             raise RuntimeError("the user-commands topic did not acknowledge the stage rules' moves")
+
+    def publish_profile_changes(self, changes: list[ProfileChange]) -> None:
+        """The batch's profile changes on the outbound stream, keyed by person id, acknowledged before the rows
+        (and so before the offsets commit): a crash decides and sends them again, with the same change ids."""
+        topic = self.settings.topics.profile_changes.name
+        for change in changes:
+            self.producer.produce(topic, change.model_dump_json().encode(), change.person_id)
+        if changes and self.producer.flush(30) > 0:
+            raise RuntimeError("the profile-changes topic did not acknowledge the projector's changes")
+        metrics.PROFILE_CHANGES.inc(len(changes))
 
     def publish_removed_persons(self, removals: list) -> None:
         """A deleted or erased person's properties leave the compacted topic too (a tombstone)."""

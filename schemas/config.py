@@ -71,6 +71,18 @@ class FootfallSettings(BaseSettings):
     # properties only also whenever the persons table changed (checked this often).
     segments_interval_seconds: float = Field(default=60.0, ge=1)
     segments_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    # Webhooks (`footfall webhooks`, outbound/webhooks.py): tries per delivery, the backoff between them (exponential
+    # from the first wait, capped, with jitter), each POST's timeout, how many persons' deliveries one webhook has in
+    # flight at once, and the dispatcher's /metrics port (0: none).
+    webhook_max_attempts: int = Field(default=6, ge=1, le=50)
+    webhook_backoff_seconds: float = Field(default=1.0, gt=0)
+    webhook_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
+    webhooks_metrics_port: int = 9103
+    # A worker that has not polled for this long leaves its group; while a batch's retries run it polls its paused
+    # partitions every second, so this only catches a worker that is stuck.
+    webhook_max_poll_interval_seconds: float = Field(default=300.0, ge=6)
 
     # Processor
     processor_store: str = "memory://"  # or "rocksdb://" (rocksdict) for state larger than memory

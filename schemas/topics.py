@@ -89,6 +89,17 @@ class Topics:
         return self._spec("profile-changes", "person id", "schemas.profile_changes.ProfileChange")
 
     @property
+    def webhooks(self) -> TopicSpec:
+        """Webhook subscriptions, versioned (schemas/webhooks.py); compacted to the latest per webhook id."""
+        return self._spec("webhooks", "webhook id", "schemas.webhooks.WebhookDefinition", partitions=1, compacted=True)
+
+    @property
+    def webhook_deliveries(self) -> TopicSpec:
+        """Every attempt to deliver a change to a webhook (dispatcher → projector → webhook_deliveries); a
+        `dead_lettered` one carries the change. Kept forever, as the dead-letter topic is."""
+        return self._spec("webhook-deliveries", "webhook id", "schemas.webhooks.DeliveryAttempt")
+
+    @property
     def dead_letter(self) -> TopicSpec:
         """Bad rows from every stage, with their reason; kept forever so they can be fixed and replayed."""
         return self._spec("dead-letter", "source id", "schemas.bad_rows.BadRow")
@@ -167,4 +178,6 @@ class Topics:
             self.lists,
             self.segments,
             self.segment_status,
+            self.webhooks,
+            self.webhook_deliveries,
         ]

@@ -76,6 +76,7 @@ class UserCommand(BaseModel):
     lists_remove: list[str] = Field(default_factory=list)
     lists_by: str = ""
     job_id: str | None = None  # set when a bulk edit made this command
+    by: str = ""  # what made it ("api", "import"; "" in commands older than the field: the API), the source of its profile changes
 
 
 class Erasure(BaseModel):

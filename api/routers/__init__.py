@@ -1,7 +1,7 @@
 """The app's routers. API_ROUTERS are mounted under /api/v1 behind the admin key; PUBLIC_ROUTERS at the root
 (health checks; the console's pages later). A new resource adds its router to a list here."""
 
-from api.routers import companies, configs, health, imports, lifecycle_stages, lists, property_definitions, segments, users
+from api.routers import companies, configs, health, imports, lifecycle_stages, lists, property_definitions, segments, users, webhooks
 
 API_ROUTERS = [
     users.router,
@@ -18,5 +18,6 @@ API_ROUTERS = [
     segments.user_segments_router,
     companies.router,
     companies.user_companies_router,
+    webhooks.router,
 ]
 PUBLIC_ROUTERS = [health.router]

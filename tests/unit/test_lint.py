@@ -50,7 +50,7 @@ def test_a_type_error_in_a_strict_module_fails_mypy(tmp_path):
 
 SUPPRESSION = re.compile(r"#\s*(?:noqa|type:\s*ignore)\b(?P<rest>.*)$")
 JUSTIFIED = re.compile(r"(?::\s*[A-Z]+\d+(?:,\s*[A-Z]+\d+)*|\[[\w-]+(?:,\s*[\w-]+)*\])\s*(?:-|#)\s*\S")
-PACKAGES = ("api", "bench", "deploy", "footfall", "ingest", "processors", "projections", "schemas", "tests")
+PACKAGES = ("api", "bench", "deploy", "footfall", "ingest", "outbound", "processors", "projections", "schemas", "tests")
 
 
 def unjustified(line: str) -> bool:

@@ -43,6 +43,7 @@ from projections.rows import (
     session_row,
     user_command_row,
 )
+from projections.webhook_deliveries import WEBHOOK_DELIVERIES, delivery_row
 from schemas.bad_rows import BadRow, Problem
 from schemas.companies import CompanyCommand
 from schemas.conditions import ConditionGroup, PropertyCondition
@@ -54,6 +55,7 @@ from schemas.sessions import SessionUpdate
 from schemas.stages import StageDefinition
 from schemas.tracking import TrackingCall
 from schemas.user_commands import UserCommand
+from schemas.webhooks import DeliveryAttempt
 
 AT = datetime(2026, 3, 4, 5, 6, 7, 123000, tzinfo=UTC)
 COMMAND = UserCommand(kind="delete", command_id="c-1", person_id="pp-1", at=AT, id_digests=["sha256:ab"], job_id="j-1")
@@ -179,6 +181,25 @@ WRITTEN: dict[str, tuple[TableSpec, list]] = {
     "company_members": (COMPANY_MEMBERS, member_row("acme", "pp-1", membership_of_command(MEMBER_ADD), None, False, 10)),
     "company_commands": (COMPANY_COMMANDS, company_command_row(MEMBER_ADD, 1_700_000_000_456)),
     "segment_members": (SEGMENT_MEMBERS, segment_member_row(SEGMENT_EXIT)),
+    "webhook_deliveries": (
+        WEBHOOK_DELIVERIES,
+        delivery_row(
+            DeliveryAttempt(
+                webhook_id="w-1",
+                change_id="c-1",
+                person_id="pp-1",
+                kind="tag_added",
+                attempt=3,
+                status="dead_lettered",
+                http_status=500,
+                error="HTTP 500",
+                duration_ms=12.5,
+                at=AT,
+                url="https://example.com/hook",
+                change=ProfileChange(change_id="c-1", person_id="pp-1", kind="tag_added", at=AT, source="api", subject="vip"),
+            )
+        ),
+    ),
 }
 # Written by a materialized view over events (views.sql), not by the code.
 WRITTEN_BY_VIEWS = {"event_counts_daily_by_distinct_id"}

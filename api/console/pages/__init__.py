@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from api.console.pages import admin, companies, configs, groups, imports, people, profile, segments
+from api.console.pages import admin, companies, configs, groups, imports, people, profile, segments, webhooks
 
 
 def page_routes() -> list:
@@ -17,6 +17,7 @@ def page_routes() -> list:
         *imports.ROUTES,
         *groups.ROUTES,
         *segments.ROUTES,
+        *webhooks.ROUTES,
     ]
 
 

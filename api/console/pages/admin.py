@@ -22,6 +22,7 @@ OPTIONAL_SECTIONS = (
     ("/lifecycle-stages", "/admin/stages", "Lifecycle stages", "stages"),
     ("/lists", "/admin/lists", "Lists", "lists"),
     ("/segments", "/admin/segments", "Segments", "segments"),
+    ("/webhooks", "/admin/webhooks", "Webhooks", "webhooks"),
 )
 RECHECK_SECONDS = 60.0
 

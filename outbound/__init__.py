@@ -1,0 +1,1 @@
+"""Kafka → the outside world: the webhook dispatcher (`footfall webhooks`)."""
