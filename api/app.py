@@ -23,6 +23,7 @@ from api.groups import Lists, Stages
 from api.idempotency import IdempotencyCache
 from api.jobs import Jobs
 from api.metrics import ApiMetrics
+from api.objects import ObjectTypes
 from api.reads import Reader, ReadUnavailable
 from api.routers import API_ROUTERS, PUBLIC_ROUTERS
 from schemas.config import FootfallSettings
@@ -56,6 +57,7 @@ def create_app(
         app.state.definitions.start()
         app.state.stages.start()
         app.state.lists.start()
+        app.state.object_types.start()
         app.state.configs = ConfigCatalog(settings).start()
         try:
             yield
@@ -64,6 +66,7 @@ def create_app(
             app.state.definitions.close()
             app.state.stages.close()
             app.state.lists.close()
+            app.state.object_types.close()
             if own_bus:
                 app.state.bus.close()
             if hasattr(reader, "close"):
@@ -92,6 +95,7 @@ def create_app(
     app.state.stages = Stages(settings.kafka_bootstrap_servers, settings.topics.lifecycle_stages.name)
     app.state.lists = Lists(settings.kafka_bootstrap_servers, settings.topics.lists.name)
     app.state.company_property_validator = PropertyValidator(app.state.definitions, "company")
+    app.state.object_types = ObjectTypes(settings.kafka_bootstrap_servers, settings.topics.object_types.name)
     install_error_handlers(app)
 
     @app.exception_handler(CommandsUnavailable)

@@ -8,6 +8,8 @@
                      stage_history and list_members (with each persons row written)
     lifecycle-stages, lists ─► lifecycle_stages, lists (the definitions)
     company-commands, group calls on enriched ─► companies, company_members (after persons), company_commands
+    object-commands ─► objects, object_links (after removals), object_commands; each change of a linked user's
+                     object onto profile-changes (live only: a replay finds them on that topic already)
     dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 After each batch's persons rows, the lifecycle stages' rules (followed whole from lifecycle-stages) decide
@@ -57,6 +59,7 @@ from projections.groups import (
     list_row,
     rule_commands,
 )
+from projections.objects import OBJECT_COMMANDS, ObjectsProjection, object_command_row
 from projections.person_folder import PersonFolder
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profiles import person_properties_record
@@ -71,6 +74,8 @@ from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
 from schemas.lists import ListDefinition
+from schemas.objects import ObjectCommand
+from schemas.profile_changes import ProfileChange
 from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
 from schemas.stages import StageDefinition, StageRules, effective_stages
@@ -90,6 +95,7 @@ class Batch:
     persons: PersonChanges = field(default_factory=PersonChanges)
     removals: list[UserCommand] = field(default_factory=list)  # deletes and erasures, applied after the inserts
     companies: CompanyChanges = field(default_factory=CompanyChanges)
+    objects: list[ObjectCommand] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     size: int = 0  # events (the batch's bound is on rows)
     records: int = 0
@@ -172,6 +178,7 @@ class RecordDecoder:
             topics.lifecycle_stages.name: self._on_stage_definition,
             topics.lists.name: self._on_list_definition,
             topics.company_commands.name: self._on_company_command,
+            topics.object_commands.name: self._on_object_command,
         }
 
     def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
@@ -266,6 +273,11 @@ class RecordDecoder:
         batch.companies.commands.append(command)
         batch.rows[COMPANY_COMMANDS.name].append(company_command_row(command, time.time_ns() // 1_000_000))
 
+    def _on_object_command(self, batch: Batch, value: bytes, message: Message) -> None:
+        command = ObjectCommand.model_validate_json(value)
+        batch.objects.append(command)
+        batch.rows[OBJECT_COMMANDS.name].append(object_command_row(command, time.time_ns() // 1_000_000))
+
     def add(self, batch: Batch, message: Message) -> None:
         """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
         topic = message.topic()
@@ -301,6 +313,7 @@ class Projector:
         self.refused_now = False  # a write is being retried because ClickHouse refused it
         self.persons = PersonsProjection(client, settings.database)
         self.companies = CompaniesProjection(client, settings.database, settings.company_domain_membership)
+        self.objects = ObjectsProjection(client, settings.database)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
         self.consumer = Consumer(
@@ -480,8 +493,20 @@ class Projector:
             ),
             what="the companies",
         )
+        changes = self._retrying(
+            lambda: self.objects.project(
+                batch.objects,
+                batch.removals,
+                self.person_overrides.live,
+                self.directory,
+                lambda table, data: self._insert(table, data, batch.dedup_token(table.name)),
+            ),
+            what="the objects",
+        )
+        if not self.replaying:
+            self.publish_profile_changes(changes)
         # The command logs last: a command found there is readable (what ?wait=true waits for).
-        for table in (rows.ERASURES, rows.USER_COMMANDS, COMPANY_COMMANDS):
+        for table in (rows.ERASURES, rows.USER_COMMANDS, COMPANY_COMMANDS, OBJECT_COMMANDS):
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
 
@@ -512,6 +537,15 @@ class Projector:
             self.producer.produce(topic, command.model_dump_json().encode(), command.person_id)
         if moves and self.producer.flush(30) > 0:
             raise RuntimeError("the user-commands topic did not acknowledge the stage rules' moves")
+
+    def publish_profile_changes(self, changes: list[ProfileChange]) -> None:
+        """Changes onto the outbound stream, keyed by person id, acknowledged before the batch's offsets are
+        committed: a crash publishes them again with the same change ids (consumers keep one)."""
+        topic = self.settings.topics.profile_changes.name
+        for change in changes:
+            self.producer.produce(topic, change.model_dump_json().encode(), change.person_id)
+        if changes and self.producer.flush(30) > 0:
+            raise RuntimeError("the profile-changes topic did not acknowledge the projector's changes")
 
     def publish_removed_persons(self, removals: list) -> None:
         """A deleted or erased person's properties leave the compacted topic too (a tombstone)."""

@@ -20,6 +20,7 @@ from projections.companies import (
     membership_of_command,
 )
 from projections.groups import LIFECYCLE_STAGES, LIST_MEMBERS, LISTS, STAGE_HISTORY, group_rows, lifecycle_stage_row, list_row
+from projections.objects import OBJECT_COMMANDS, OBJECT_LINKS, OBJECTS, link_rows, object_command_row, object_row
 from projections.profiles import EMPTY, PERSONS, apply_command, person_row
 from projections.rows import (
     BAD_ROWS,
@@ -48,6 +49,7 @@ from schemas.conditions import ConditionGroup, PropertyCondition
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity
 from schemas.lists import ListDefinition
+from schemas.objects import Link, ObjectCommand, state_of_command
 from schemas.sessions import SessionUpdate
 from schemas.stages import StageDefinition
 from schemas.tracking import TrackingCall
@@ -139,6 +141,19 @@ GROUPED = apply_command(
 )
 GROUPED_ROW = person_row("pp-1", GROUPED, None, 0, 0, 9)
 HISTORY_ROWS, MEMBER_ROWS = group_rows([GROUPED_ROW])
+OBJECT_CREATE = ObjectCommand(
+    kind="create",
+    command_id="o-1",
+    object_type="deal",
+    object_id="d-1",
+    at=AT,
+    set={"amount": 100},
+    stage="won",
+    closed=True,
+    owner="alice",
+    due_at=AT,
+    links=[Link(kind="user", id="pp-1")],
+)
 RULE = ConditionGroup(conditions=[PropertyCondition(property="email", operator="is_set")])
 
 # Every table the code writes, with one row of it as the code builds it.
@@ -167,6 +182,9 @@ WRITTEN: dict[str, tuple[TableSpec, list]] = {
     "companies": (COMPANIES, company_row("acme", company_of_command(COMPANY_UPSERT), 2, epoch_ms(AT), 9)),
     "company_members": (COMPANY_MEMBERS, member_row("acme", "pp-1", membership_of_command(MEMBER_ADD), None, False, 10)),
     "company_commands": (COMPANY_COMMANDS, company_command_row(MEMBER_ADD, 1_700_000_000_456)),
+    "objects": (OBJECTS, object_row(("deal", "d-1"), state_of_command(OBJECT_CREATE), 11)),
+    "object_links": (OBJECT_LINKS, link_rows(("deal", "d-1"), state_of_command(OBJECT_CREATE), 12)[0]),
+    "object_commands": (OBJECT_COMMANDS, object_command_row(OBJECT_CREATE, 1_700_000_000_789)),
 }
 # Written by a materialized view over events (views.sql), not by the code.
 WRITTEN_BY_VIEWS = {"event_counts_daily_by_distinct_id"}
