@@ -36,6 +36,7 @@ from projections.companies import (
     join_companies,
     join_members,
     member_row,
+    membership_changes,
     membership_of_command,
     membership_of_group_call,
 )
@@ -45,6 +46,7 @@ from projections.rows import TableSpec
 from schemas.companies import CompanyCommand
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonMerge, person_id_for
+from schemas.profile_changes import ProfileChange
 from schemas.user_commands import UserCommand
 
 Pair = tuple[str, str]  # (company id, person id)
@@ -92,7 +94,10 @@ class CompaniesProjection:
         overrides: dict[str, str],
         directory: Directory,
         insert: Insert,
+        publish: Callable[[list[ProfileChange]], None] | None = None,
     ) -> None:
+        """`publish`: given the company_joined / company_left changes before the memberships are written (a
+        crash in between publishes them again, with the same ids)."""
         merges, removals = list(merges), list(removals)
         if not changes and not self.any_companies:
             return  # no company was ever written: no membership to keep up
@@ -135,6 +140,9 @@ class CompaniesProjection:
             )
             state = EMPTY_MEMBER if (company_id, person_id) in emptied else members.get((company_id, person_id), EMPTY_MEMBER)
             rows.append(member_row(company_id, person_id, state, company.deleted, derived, version, person.first_seen_ms if derived else 0))
+        if publish is not None and rows:
+            changes = membership_changes(self._active(pairs), rows, version // 1_000_000)
+            publish([c for c in changes if not directory.is_deleted(c.person_id) and (c.subject, c.person_id) not in emptied])
         insert(COMPANY_MEMBERS, rows)
 
         recount = set(companies) & ({c for c, _ in pairs} | set(company_writes))
@@ -276,6 +284,15 @@ class CompaniesProjection:
             {"c": sorted({c for c, _ in pairs}), "p": sorted({p for _, p in pairs})},
         )
         return {(c, p): MemberState.from_json(state) for c, p, state in found if (c, p) in pairs}
+
+    def _active(self, pairs: set[Pair]) -> set[Pair]:
+        """The pairs whose membership is active now, as `company_members` has it."""
+        found = self._rows(
+            f"SELECT company_id, person_id FROM {self.db}.company_members FINAL "
+            "WHERE company_id IN {c:Array(String)} AND person_id IN {p:Array(String)} AND is_active",
+            {"c": sorted({c for c, _ in pairs}), "p": sorted({p for _, p in pairs})},
+        )
+        return {(c, p) for c, p in found if (c, p) in pairs}
 
     def _load_persons(self, person_ids: set[str]) -> dict[str, _Person]:
         if not person_ids:

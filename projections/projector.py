@@ -490,6 +490,7 @@ class Projector:
                 self.person_overrides.live,
                 self.directory,
                 lambda table, data: self._insert(table, data, batch.dedup_token(table.name)),
+                None if self.replaying else self.publish_profile_changes,
             ),
             what="the companies",
         )

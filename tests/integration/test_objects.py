@@ -195,6 +195,21 @@ def test_a_deal_linked_to_two_users_moves_through_its_stages_and_holds_through_d
         ]
         assert carols == [[f"user:{ids[carol]}"], [f"user:{ids[carol]}"]]
 
+        # Memberships on the same stream: joined once (a repeated add changes nothing), then left.
+        for _ in range(2):
+            joined = api.post(
+                f"/api/v1/companies/acme-{tag}/members?wait=true", json={"user": f"user_id:{ann}", "role": "buyer"}, headers=auth
+            )
+            assert joined.status_code == 200
+        assert api.post(f"/api/v1/companies/acme-{tag}/members/user_id:{ann}/end?wait=true", headers=auth).status_code == 200
+        memberships = stack.wait(
+            lambda: len(m := [c for c in profile_changes(settings) if c.subject == f"acme-{tag}"]) >= 2 and m, "ann joined and left acme"
+        )
+        assert [(c.kind, c.person_id, c.detail["role"]) for c in memberships] == [
+            ("company_joined", ids[ann], "buyer"),
+            ("company_left", ids[ann], "buyer"),
+        ]
+
         # Delete bob and erase carol: their links go, the deal and the ticket stay.
         assert api.delete(f"/api/v1/users/user_id:{bob}?wait=true", headers=auth).status_code == 200
         assert api.post(f"/api/v1/users/user_id:{carol}/erase?wait=true", headers=auth).status_code == 200
