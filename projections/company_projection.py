@@ -74,10 +74,13 @@ class _Person:
 
 
 class CompaniesProjection:
-    def __init__(self, client: Client, database: str, derive_by_domain: bool = False):
+    def __init__(self, client: Client, database: str, derive_by_domain: bool = False, sources: list[str] | None = None):
+        """`derive_by_domain`: every user with a company domain is linked; else `sources`: only the users who
+        sent through one of these sources."""
         self.client = client
         self.db = database
-        self.derive_by_domain = derive_by_domain
+        self.sources = None if derive_by_domain or not sources else sorted(sources)
+        self.derive_by_domain = derive_by_domain or bool(sources)
         self.any_companies = bool(self._rows(f"SELECT 1 FROM {database}.companies LIMIT 1", {}))
 
     def _rows(self, sql: str, parameters: dict) -> list[tuple]:
@@ -127,6 +130,7 @@ class CompaniesProjection:
 
         version = time.time_ns()
         rows = []
+        qualified = self._from_sources({p for _, p in pairs}) if self.derive_by_domain and self.sources is not None else None
         for company_id, person_id in sorted(pairs):
             company = companies[company_id]
             person = persons.get(person_id)
@@ -137,6 +141,7 @@ class CompaniesProjection:
                 and person.company_domain
                 and company_exists(company)
                 and person.company_domain == domain_of(company_properties(company))
+                and (qualified is None or person_id in qualified)
             )
             state = EMPTY_MEMBER if (company_id, person_id) in emptied else members.get((company_id, person_id), EMPTY_MEMBER)
             rows.append(member_row(company_id, person_id, state, company.deleted, derived, version, person.first_seen_ms if derived else 0))
@@ -284,6 +289,18 @@ class CompaniesProjection:
             {"c": sorted({c for c, _ in pairs}), "p": sorted({p for _, p in pairs})},
         )
         return {(c, p): MemberState.from_json(state) for c, p, state in found if (c, p) in pairs}
+
+    def _from_sources(self, person_ids: set[str]) -> set[str]:
+        """The persons who sent at least one event through a source that links by domain."""
+        if not person_ids:
+            return set()
+        found = self._rows(
+            f"SELECT DISTINCT person_id FROM {self.db}.person_distinct_ids FINAL WHERE person_id IN {{p:Array(String)}} "
+            f"AND distinct_id IN (SELECT distinct_id FROM {self.db}.events WHERE source_id IN {{s:Array(String)}} "
+            f"AND distinct_id IN (SELECT distinct_id FROM {self.db}.person_distinct_ids FINAL WHERE person_id IN {{p:Array(String)}}))",
+            {"p": sorted(person_ids), "s": self.sources},
+        )
+        return {p for (p,) in found}
 
     def _active(self, pairs: set[Pair]) -> set[Pair]:
         """The pairs whose membership is active now, as `company_members` has it."""

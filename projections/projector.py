@@ -312,7 +312,9 @@ class Projector:
         self.assigned = threading.Event()  # the group has given this projector its share of the partitions
         self.refused_now = False  # a write is being retried because ClickHouse refused it
         self.persons = PersonsProjection(client, settings.database)
-        self.companies = CompaniesProjection(client, settings.database, settings.company_domain_membership)
+        self.companies = CompaniesProjection(
+            client, settings.database, settings.company_domain_membership, settings.company_domain_sources or None
+        )
         self.objects = ObjectsProjection(client, settings.database)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
