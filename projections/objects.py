@@ -150,6 +150,9 @@ class ObjectsProjection:
             changes += profile_changes_of(command, before, states[key])
         for key, persons in forgotten.items():
             states[key] = without_links(states[key], [f"user:{p}" for p in persons])
+        for key, state in states.items():  # removed by another projector meanwhile (several in one group)
+            if gone := [link for link in state.links if link.startswith("user:") and directory.is_deleted(link.removeprefix("user:"))]:
+                states[key] = without_links(state, gone)
         version = time.time_ns()
         insert(OBJECTS, [object_row(key, state, version) for key, state in sorted(states.items()) if state is not EMPTY_OBJECT])
         insert(OBJECT_LINKS, [row for key, state in sorted(states.items()) for row in link_rows(key, state, version)])

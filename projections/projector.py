@@ -524,6 +524,19 @@ class Projector:
         self.publish_person_properties(person_rows)
         if not self.replaying:
             self.publish_stage_moves(person_rows)
+        if self.folder is not None:
+            # Partitioned profiles: the owner's rows are what derived memberships (by email domain), member
+            # counts and last seen follow; the projector's own batches had no persons rows to give them.
+            self.companies.project(
+                CompanyChanges(),
+                person_rows,
+                (),
+                (),
+                self.person_overrides.live,
+                self.directory,
+                lambda table, data: self._insert(table, data, token(table.name)),
+                None if self.replaying else self.publish_profile_changes,
+            )
 
     def publish_person_properties(self, person_rows: list[list]) -> None:
         """Each changed person's properties on the compacted person-properties topic (configs' targeting
