@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from api.console.pages import admin, companies, configs, groups, imports, people, profile
+from api.console.pages import admin, companies, configs, groups, imports, objects, people, profile
 
 
 def page_routes() -> list:
-    return [*people.ROUTES, *profile.ROUTES, *companies.ROUTES, *admin.ROUTES, *configs.ROUTES, *imports.ROUTES, *groups.ROUTES]
+    return [
+        *people.ROUTES,
+        *profile.ROUTES,
+        *companies.ROUTES,
+        *objects.ROUTES,
+        *admin.ROUTES,
+        *configs.ROUTES,
+        *imports.ROUTES,
+        *groups.ROUTES,
+    ]
 
 
 async def admin_nav(request: Request) -> list[dict[str, str]]:
