@@ -15,8 +15,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.errors import ApiError, FieldError
+from api.keyset import Keyset
 from api.reads import Reader
-from api.user_query import _parses_as_time, clickhouse_time, decode_cursor, encode_cursor
 from schemas.companies import COMPANY_ID_MAX
 from schemas.properties import NAME_PATTERN
 
@@ -106,38 +106,19 @@ class CompanyQuery:
         if self.domain:
             conditions.append("domain = lower({domain:String})")
             parameters["domain"] = self.domain
-        descending = self.sort.startswith("-")
+        keyset = self.keyset()
         if self.cursor:
-            value, company_id = self.cursor_position()
-            conditions.append(
-                f"({self.column}, company_id) {'<' if descending else '>'} ({{after:{SORTS[self.column]}}}, {{after_id:String}})"
-            )
-            parameters["after"], parameters["after_id"] = value, company_id
-        order = "DESC" if descending else "ASC"
+            conditions.append(keyset.after(self.cursor, parameters))
         return (
             f"SELECT {COMPANY_COLUMNS} FROM {{db}}.companies FINAL WHERE {' AND '.join(conditions)} "
-            f"ORDER BY {self.column} {order}, company_id {order} LIMIT {{limit:UInt32}}"
+            f"ORDER BY {keyset.order_by()} LIMIT {{limit:UInt32}}"
         ), parameters
 
-    def cursor_position(self) -> tuple[Any, str]:
-        column, value, company_id = decode_cursor(self.cursor or "", 3)
-        kind = SORTS[self.column]
-        valid = column == self.column and isinstance(company_id, str)
-        if kind.startswith("UInt"):
-            valid = valid and isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**32
-        elif kind.startswith("DateTime64"):
-            valid = valid and isinstance(value, str) and _parses_as_time(value)
-        else:
-            valid = valid and isinstance(value, str)
-        if not valid:
-            raise ApiError.of(422, "cursor", "format", "not a cursor this list gave out (for this sort)")
-        return value, company_id
+    def keyset(self) -> Keyset:
+        return Keyset(self.column, SORTS[self.column], "company_id", self.sort.startswith("-"))
 
     def next_cursor(self, last_row: dict[str, Any]) -> str:
-        value = last_row[self.column]
-        if SORTS[self.column].startswith("DateTime64"):
-            value = clickhouse_time(value)
-        return encode_cursor([self.column, value, last_row["company_id"]])
+        return self.keyset().next_cursor(last_row)
 
 
 def company_json(row: dict[str, Any]) -> dict[str, Any]:

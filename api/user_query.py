@@ -8,15 +8,14 @@ parameter.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from typing import Any, Literal
 
 import orjson
 
 from api.errors import ApiError, FieldError
+from api.keyset import Keyset
 
 # column → its ClickHouse type (the cursor's parameter type)
 SORTS = {
@@ -33,34 +32,6 @@ KINDS = {"identified": "is_identified", "anonymous": "NOT is_identified", "conta
 MAX_LIMIT = 1000
 NO_STAGE = "none"  # stage=none: users no stage was ever set for
 MAX_PROPERTY_FILTERS = 20
-
-
-def clickhouse_time(value: str) -> str:
-    """An ISO 8601 time (as the readers return DateTime64 values) in the form a DateTime64 parameter takes."""
-    moment = datetime.fromisoformat(value)
-    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
-
-
-def _parses_as_time(value: str) -> bool:
-    try:
-        datetime.strptime(value, "%Y-%m-%d %H:%M:%S.%f")
-    except ValueError:
-        return False
-    return True
-
-
-def encode_cursor(values: list[Any]) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, length: int) -> list[Any]:
-    try:
-        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (binascii.Error, ValueError, orjson.JSONDecodeError):
-        values = None
-    if not isinstance(values, list) or len(values) != length:
-        raise ApiError.of(422, "cursor", "format", "not a cursor this list gave out")
-    return values
 
 
 @dataclass(frozen=True)
@@ -126,38 +97,23 @@ class ListQuery:
             conditions.append(f"JSONExtractRaw(properties, {{pk{index}:String}}) IN ({{pv{index}:String}}, {{pj{index}:String}})")
             parameters[f"pk{index}"], parameters[f"pv{index}"] = name, value
             parameters[f"pj{index}"] = orjson.dumps(value).decode()
-        order = "DESC" if self.descending else "ASC"
+        keyset = self.keyset()
         if self.cursor:
-            sort_value, person_id = self.cursor_position()
-            comparison = "<" if self.descending else ">"
-            conditions.append(f"({self.column}, person_id) {comparison} ({{after:{SORTS[self.column]}}}, {{after_person:String}})")
-            parameters["after"], parameters["after_person"] = sort_value, person_id
+            conditions.append(keyset.after(self.cursor, parameters))
         sql = (
             f"SELECT {columns} FROM {{db}}.persons FINAL WHERE {' AND '.join(conditions)} "
-            f"ORDER BY {self.column} {order}, person_id {order} LIMIT {{limit:UInt32}}"
+            f"ORDER BY {keyset.order_by()} LIMIT {{limit:UInt32}}"
         )
         return sql, parameters
 
+    def keyset(self) -> Keyset:
+        return Keyset(self.column, SORTS[self.column], "person_id", self.descending)
+
     def cursor_position(self) -> tuple[Any, str]:
-        """The (sort value, person id) a cursor continues after; a cursor of another sort, or forged, is refused."""
-        column, value, person_id = decode_cursor(self.cursor or "", 3)
-        kind = SORTS.get(self.column, "")
-        valid = column == self.column and isinstance(person_id, str)
-        if kind.startswith("UInt"):
-            valid = valid and isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
-        elif kind.startswith("DateTime64"):
-            valid = valid and isinstance(value, str) and _parses_as_time(value)
-        else:
-            valid = valid and isinstance(value, str)
-        if not valid:
-            raise ApiError.of(422, "cursor", "format", "not a cursor this list gave out (for this sort)")
-        return value, person_id
+        return self.keyset().position(self.cursor or "")
 
     def next_cursor(self, last_row: dict[str, Any]) -> str:
-        value = last_row[self.column]
-        if SORTS[self.column].startswith("DateTime64"):
-            value = clickhouse_time(value)
-        return encode_cursor([self.column, value, last_row["person_id"]])
+        return self.keyset().next_cursor(last_row)
 
 
 def daily_series(counts: dict[str, int], today: date, days: int) -> list[dict[str, Any]]:

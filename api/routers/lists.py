@@ -20,9 +20,10 @@ from api.bodies import StrictJSONRoute
 from api.errors import ApiError
 from api.groups import Lists
 from api.jobs import BulkEdit
+from api.keyset import clickhouse_time, decode_cursor, encode_cursor
 from api.routers.users import BulkFilter
 from api.user_model import ListEdit, UserPatch, parse_ref
-from api.user_query import ListQuery, clickhouse_time, decode_cursor, encode_cursor
+from api.user_query import ListQuery
 from schemas.lists import ListDefinition
 from schemas.user_commands import command_id_for
 

@@ -22,6 +22,7 @@ from api.definitions import check_unique
 from api.errors import ApiError, FieldError, JSONAnswer
 from api.groups import Lists, Stages, check_groups
 from api.jobs import BulkEdit, Jobs
+from api.keyset import clickhouse_time, decode_cursor, encode_cursor
 from api.people import People
 from api.user_model import (
     Ref,
@@ -36,7 +37,7 @@ from api.user_model import (
     validate_create,
     validate_patch,
 )
-from api.user_query import Kind, ListQuery, clickhouse_time, decode_cursor, encode_cursor
+from api.user_query import Kind, ListQuery
 from schemas.identity import PERSON_NAMESPACE
 from schemas.user_commands import IDENTIFIERS, command_id_for
 

@@ -278,6 +278,14 @@ def test_the_sources_snippet_on_another_origin_sends_a_page_view_to_the_timeline
     assert third_party == [], third_party
     assert anonymous_id
 
+    # The pipeline first (through the API, failing fast if a stage died), then the page: a timeout says which one lagged.
+    wait_until(
+        lambda: api(stack, "GET", "/users", params={"q": anonymous_id}).json()["users"],
+        120,
+        interval_s=1,
+        what="the visitor through the pipeline",
+        watch=stack["watch"],
+    )
     page.get_by_role("link", name="People", exact=True).click()
     search(page, anonymous_id)
     reload_until(page, lambda: page.locator("table.people tbody tr a").count() == 1, "the visitor in the list")

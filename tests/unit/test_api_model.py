@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from api.errors import ApiError
+from api.keyset import encode_cursor
 from api.user_model import UserCreate, UserPatch, create_records, delete_records, parse_ref, validate_create, validate_patch
-from api.user_query import ListQuery, daily_series, encode_cursor
+from api.user_query import ListQuery, daily_series
 from schemas.identity import IdentityCommand
 from schemas.topics import Topics
 from schemas.user_commands import Erasure, UserCommand, id_digest
@@ -94,11 +95,15 @@ def test_cursors_continue_after_the_last_row_and_refuse_forgeries():
     cursor = query.next_cursor({"last_seen": "2026-01-02T03:04:05.678000+00:00", "person_id": "p9"})
     following = ListQuery(sort="-last_seen", limit=2, cursor=cursor)
     sql, parameters = following.sql("person_id")
-    assert "(last_seen, person_id) < ({after:DateTime64(3, 'UTC')}, {after_person:String})" in sql
-    assert (parameters["after"], parameters["after_person"]) == ("2026-01-02 03:04:05.678", "p9")
+    assert "(last_seen, person_id) < ({after:DateTime64(3, 'UTC')}, {after_id:String})" in sql
+    assert (parameters["after"], parameters["after_id"]) == ("2026-01-02 03:04:05.678", "p9")
     for forged in (encode_cursor(["email", "x", "p"]), encode_cursor(["last_seen", 5, "p"]), "%%%", encode_cursor([1])):
         with pytest.raises(ApiError):
             ListQuery(sort="-last_seen", cursor=forged).sql("person_id")
+    # A count beyond its column's type (session_count is a UInt32) would be a query ClickHouse refuses: a 422 instead.
+    with pytest.raises(ApiError):
+        ListQuery(sort="session_count", cursor=encode_cursor(["session_count", 2**40, "p"])).sql("person_id")
+    assert ListQuery(sort="session_count", cursor=encode_cursor(["session_count", 2**31, "p"])).sql("person_id")
 
 
 @settings(max_examples=200, deadline=None)

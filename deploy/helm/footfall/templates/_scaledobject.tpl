@@ -1,5 +1,8 @@
 {{/* A KEDA ScaledObject on a consumer group's lag:
      (dict "ctx" $ "component" "processor" "kind" "StatefulSet" "group" "footfall-processor" "topic" "footfall.raw" "scaling" .Values.processor.autoscaling)
+     or, for a component with several consumer groups, "lags" (list (dict "group" ... "topic" ...) ...): one trigger each,
+     and KEDA scales on the largest. */}}
+{{- /*
      Every scale step rebalances the group, so: no more replicas than partitions (an extra one would sit idle),
      and a long scale-down stabilisation so a dip in traffic does not cost two rebalances. */}}
 {{- define "footfall.scaledObject" -}}
@@ -33,13 +36,16 @@ spec:
           policies:
             - { type: Pods, value: 2, periodSeconds: 120 }
   triggers:
+    {{- $scaling := .scaling }}
+    {{- range (.lags | default (list (dict "group" .group "topic" .topic))) }}
     - type: kafka
       metadata:
         bootstrapServers: {{ $ctx.Values.kafka.bootstrapServers | quote }}
         consumerGroup: {{ .group | quote }}
         topic: {{ .topic | quote }}
-        lagThreshold: {{ .scaling.lagThreshold | quote }}
+        lagThreshold: {{ $scaling.lagThreshold | quote }}
         offsetResetPolicy: earliest
         allowIdleConsumers: "false"
         scaleToZeroOnInvalidOffset: "false"
+    {{- end }}
 {{- end -}}
