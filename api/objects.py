@@ -17,10 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.catalog import Catalog
 from api.definitions import field_errors
 from api.errors import ApiError, FieldError
+from api.keyset import Keyset
 from api.reads import Reader
-from api.user_query import _parses_as_time, clickhouse_time, decode_cursor, encode_cursor
 from schemas.objects import OBJECT_ID_MAX, ObjectTypeDefinition, effective_types
-from schemas.properties import check_values
+from schemas.properties import PropertyDefinition, check_values
 
 ObjectId = Annotated[str, Field(min_length=1, max_length=OBJECT_ID_MAX, pattern=r"^[^/\x00-\x1f]+$")]
 Ref = Annotated[str, Field(min_length=1, max_length=1024)]
@@ -40,6 +40,22 @@ class ObjectTypes(Catalog[ObjectTypeDefinition]):
         if found is None:
             raise ApiError.of(404, "type", "exists", f"no object type {name!r} (GET /api/v1/object-types)")
         return found
+
+
+class ObjectTypeBody(BaseModel):
+    """A type's definition as PUT /object-types/{name} takes it (the name is the path's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field("", max_length=200)
+    stages: list[Annotated[str, Field(max_length=64)]] = Field(
+        min_length=1, max_length=50, description="pipeline order; new objects start in the first"
+    )
+    closed_stages: list[str] = Field(default_factory=list, max_length=50, description="entering one sets closed_at")
+    properties: list[PropertyDefinition] = Field(
+        default_factory=list, max_length=500, description="as /api/v1/property-definitions takes them"
+    )
+    stage_effects: dict[str, str] = Field(default_factory=dict, description="stage → the lifecycle stage its linked users move to")
 
 
 class Links(BaseModel):
@@ -103,6 +119,9 @@ def object_json(row: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+KEYSET = Keyset("updated_at", "DateTime64(3, 'UTC')", "object_id", descending=True)  # most recently updated first
+
+
 @dataclass(frozen=True)
 class ObjectQuery:
     object_type: str
@@ -134,23 +153,10 @@ class ObjectQuery:
                 )
                 parameters[kind] = value
         if self.cursor:
-            updated, object_id = self.cursor_position()
-            conditions.append("(updated_at, object_id) < ({after:DateTime64(3, 'UTC')}, {after_id:String})")
-            parameters["after"], parameters["after_id"] = updated, object_id
+            conditions.append(KEYSET.after(self.cursor, parameters))
         return (
-            f"SELECT {OBJECT_COLUMNS} FROM {{db}}.objects FINAL WHERE {' AND '.join(conditions)} "
-            "ORDER BY updated_at DESC, object_id DESC LIMIT {limit:UInt32}"
+            f"SELECT {OBJECT_COLUMNS} FROM {{db}}.objects FINAL WHERE {' AND '.join(conditions)} ORDER BY {KEYSET.order_by()} LIMIT {{limit:UInt32}}"
         ), parameters
-
-    def cursor_position(self) -> tuple[str, str]:
-        updated, object_id = decode_cursor(self.cursor or "", 2)
-        if not (isinstance(updated, str) and _parses_as_time(updated) and isinstance(object_id, str)):
-            raise ApiError.of(422, "cursor", "format", "not a cursor this list gave out")
-        return updated, object_id
-
-    @staticmethod
-    def next_cursor(last_row: dict[str, Any]) -> str:
-        return encode_cursor([clickhouse_time(last_row["updated_at"]), last_row["object_id"]])
 
 
 class Objects:
@@ -205,7 +211,7 @@ class Objects:
         sql, parameters = query.sql()
         rows = await self.reader.rows(sql, parameters)
         page = rows[: query.limit]
-        return [object_json(r) for r in page], query.next_cursor(page[-1]) if len(rows) > query.limit else None
+        return [object_json(r) for r in page], KEYSET.next_cursor(page[-1]) if len(rows) > query.limit else None
 
     async def applied(self, command_id: str) -> bool:
         rows = await self.reader.rows(

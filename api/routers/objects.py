@@ -27,6 +27,7 @@ from api.objects import (
     ObjectPatch,
     ObjectQuery,
     Objects,
+    ObjectTypeBody,
     ObjectTypes,
     StageMove,
     check_properties,
@@ -69,27 +70,21 @@ async def get_object_type(request: Request, name: str) -> dict[str, Any]:
 
 
 @router.put("/object-types/{name}")
-async def put_object_type(request: Request, name: str) -> ORJSONResponse:
+async def put_object_type(request: Request, name: str, body: ObjectTypeBody) -> ORJSONResponse:
     """Define or replace a type: `stages` (pipeline order; the first is where objects start), `closed_stages`,
     `properties` (property definitions, as /api/v1/property-definitions takes them), `stage_effects`
     (stage → lifecycle stage id). The built-in types can be redefined (their name stays)."""
-    body = await request.json() if await request.body() else None
-    if not isinstance(body, dict):
-        raise ApiError.of(422, "body", "type", "a JSON object")
     types = _types(request)
     await types.ready()
     previous = types.records.get(name)
     current = (await types.current()).get(name)
     try:
-        definition = ObjectTypeDefinition.model_validate(
-            {
-                **body,
-                "name": name,
-                "built_in": current.built_in if current else False,
-                "version": (previous.version + 1) if previous else 1,
-                "deleted": False,
-                "updated_at": datetime.now(UTC),
-            }
+        definition = ObjectTypeDefinition(
+            **body.model_dump(),
+            name=name,
+            built_in=current.built_in if current else False,
+            version=(previous.version + 1) if previous else 1,
+            updated_at=datetime.now(UTC),
         )
     except ValidationError as exc:
         raise ApiError(
