@@ -5,7 +5,8 @@ Read-modify-write per batch, as companies do (projections/company_projection.py)
 fold state (the latest row of each, deleted ones included), join the batch's commands in order, rewrite the
 object's row and every link row it has. A link to a user deleted or erased since is never written (live or
 replayed: the directory knows every delete before the first batch); a removal forgets the user's links in the
-states of the objects they were linked to, so no later write brings them back.
+states of the objects they were linked to, so no later write brings them back. A person merged into another
+hands their links to the survivor.
 
     object commands ─► states (fold) ─► objects, object_links
                                     └─► profile changes (one per linked person)
@@ -21,6 +22,7 @@ from clickhouse_connect.driver.client import Client
 
 from projections.directory import Directory
 from projections.rows import TableSpec
+from schemas.identity import PersonMerge
 from schemas.objects import (
     EMPTY_OBJECT,
     ObjectCommand,
@@ -34,6 +36,7 @@ from schemas.objects import (
     object_properties,
     object_stage,
     profile_changes_of,
+    with_person_moved,
     without_links,
 )
 from schemas.profile_changes import ProfileChange
@@ -130,6 +133,7 @@ class ObjectsProjection:
     def project(
         self,
         commands: list[ObjectCommand],
+        merges: Iterable[PersonMerge],
         removals: Iterable[UserCommand],
         overrides: dict[str, str],
         directory: Directory,
@@ -137,10 +141,14 @@ class ObjectsProjection:
     ) -> list[ProfileChange]:
         """Write the batch's objects and links; the profile changes they made, in command order."""
         removed = [command.person_id for command in removals]
-        forgotten = self._objects_linked_to(removed)
-        if not commands and not forgotten:
+        into = {merge.from_person: merge.into_person for merge in merges}
+        forgotten, moved = self._objects_linked_to(removed), self._objects_linked_to(sorted(into))
+        if not commands and not forgotten and not moved:
             return []
-        states = self._load({(c.object_type, c.object_id) for c in commands} | set(forgotten))
+        states = self._load({(c.object_type, c.object_id) for c in commands} | set(forgotten) | set(moved))
+        for key, persons in moved.items():
+            for person in persons:
+                states[key] = with_person_moved(states[key], person, overrides.get(into[person], into[person]))
         changes: list[ProfileChange] = []
         for command in commands:
             command = _live_links(command, overrides, directory)
@@ -156,7 +164,7 @@ class ObjectsProjection:
         version = time.time_ns()
         insert(OBJECTS, [object_row(key, state, version) for key, state in sorted(states.items()) if state is not EMPTY_OBJECT])
         insert(OBJECT_LINKS, [row for key, state in sorted(states.items()) for row in link_rows(key, state, version)])
-        for person in removed:
+        for person in [*removed, *into]:
             self.client.command(
                 f"DELETE FROM {self.db}.object_links WHERE link_kind = 'user' AND link_id = {{p:String}}", parameters={"p": person}
             )

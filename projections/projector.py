@@ -499,6 +499,7 @@ class Projector:
         changes = self._retrying(
             lambda: self.objects.project(
                 batch.objects,
+                batch.persons.merges,
                 batch.removals,
                 self.person_overrides.live,
                 self.directory,

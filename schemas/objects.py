@@ -277,6 +277,17 @@ def without_links(state: ObjectState, keys: Iterable[str]) -> ObjectState:
     return replace(state, links={k: w for k, w in state.links.items() if k not in drop})
 
 
+def with_person_moved(state: ObjectState, from_person: str, into_person: str) -> ObjectState:
+    """A person merged into another: their link (its latest write) becomes the survivor's."""
+    absorbed = state.links.get(f"user:{from_person}")
+    if absorbed is None:
+        return state
+    links = {k: w for k, w in state.links.items() if k != f"user:{from_person}"}
+    survivor = f"user:{into_person}"
+    links[survivor] = _later(links.get(survivor), absorbed)  # type: ignore[assignment]  # both present: not None
+    return replace(state, links=links)
+
+
 # -- what a state shows ------------------------------------------------------------------------------------
 
 

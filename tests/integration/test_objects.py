@@ -210,11 +210,27 @@ def test_a_deal_linked_to_two_users_moves_through_its_stages_and_holds_through_d
             ("company_left", ids[ann], "buyer"),
         ]
 
+        # A visitor linked to the ticket identifies as ann: the link moves to ann (the survivor).
+        sdk.track(anonymous_id=f"device-{tag}", event="Opened chat")
+        visitor = stack.wait(
+            lambda: (r := get(f"/users/distinct_id:device-{tag}")).status_code == 200 and r.json()["person_id"], "the visitor's profile"
+        )
+        assert visitor != ids[ann]
+        linked = api.post(f"/api/v1/objects/ticket/t1-{tag}/links?wait=true", json={"users": [visitor]}, headers=auth)
+        assert sorted(u["person_id"] for u in linked.json()["object"]["users"]) == sorted([visitor, ids[carol]])
+        sdk.identify(anonymous_id=f"device-{tag}", user_id=ann)
+        stack.wait(
+            lambda: sorted(u["person_id"] for u in get(f"/objects/ticket/t1-{tag}").json()["users"]) == sorted([ids[ann], ids[carol]]),
+            "the visitor's ticket link moved to ann",
+        )
+
         # Delete bob and erase carol: their links go, the deal and the ticket stay.
         assert api.delete(f"/api/v1/users/user_id:{bob}?wait=true", headers=auth).status_code == 200
         assert api.post(f"/api/v1/users/user_id:{carol}/erase?wait=true", headers=auth).status_code == 200
         stack.wait(lambda: [u["person_id"] for u in get(f"/objects/deal/d1-{tag}").json()["users"]] == [ids[ann]], "d1 without bob")
-        stack.wait(lambda: get(f"/objects/ticket/t1-{tag}").json()["users"] == [], "the ticket without carol")
+        stack.wait(
+            lambda: [u["person_id"] for u in get(f"/objects/ticket/t1-{tag}").json()["users"]] == [ids[ann]], "the ticket without carol"
+        )
         assert get(f"/objects/ticket/t1-{tag}").json()["stage"] == "new"
         assert stack.query("SELECT count() FROM {db}.object_links FINAL WHERE link_id IN {p:Array(String)}", p=[ids[bob], ids[carol]]) == [
             (0,)
@@ -244,7 +260,11 @@ def test_a_deal_linked_to_two_users_moves_through_its_stages_and_holds_through_d
         wait_until(lambda: all(live.committed.get(p, 0) >= end for p, end in finish.items()), 60, what="the projector caught up")
         before = object_snapshot(clickhouse_client, settings.database)
         assert [row[1] for row in before["objects"]] == [f"d1-{tag}", f"t1-{tag}"]
-        assert [(row[1], row[2]) for row in before["object_links"]] == [(f"d1-{tag}", "company"), (f"d1-{tag}", "user")]
+        assert [(row[1], row[2], row[3]) for row in before["object_links"]] == [
+            (f"d1-{tag}", "company", f"acme-{tag}"),
+            (f"d1-{tag}", "user", ids[ann]),
+            (f"t1-{tag}", "user", ids[ann]),
+        ]
 
     replay(settings, connect(settings.clickhouse_dsn))
     after = object_snapshot(clickhouse_client, settings.database)

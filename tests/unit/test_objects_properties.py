@@ -30,6 +30,7 @@ from schemas.objects import (
     object_properties,
     object_stage,
     profile_changes_of,
+    with_person_moved,
     without_links,
 )
 from schemas.profile_changes import change_id_of
@@ -186,3 +187,39 @@ def test_object_types_check_their_stages_and_fall_back_to_the_defaults():
     redefined = DEFAULT_TYPES["deal"].model_copy(update={"stages": ["open", "won", "lost", "stalled"], "version": 1})
     assert effective_types([redefined])["deal"].stages[-1] == "stalled"
     assert effective_types([redefined.model_copy(update={"version": 2, "deleted": True})])["deal"] == DEFAULT_TYPES["deal"]
+
+
+@examples
+@given(st.lists(command_shapes, max_size=8))
+def test_a_merge_hands_the_links_to_the_survivor_whatever_came_first(drawn):
+    cmds = commands(drawn)
+    merged = with_person_moved(fold(cmds), "bob", "ann")
+    persons = linked_persons(fold(cmds))
+    assert "bob" not in linked_persons(merged)
+    if "bob" in persons:
+        assert "ann" in linked_persons(merged)
+    # Commands that never named the survivor: the same links as if they had been written for the survivor.
+    if "ann" not in {link.id for c in cmds for link in c.links}:
+        renamed = [c.model_copy(update={"links": [Link(kind=k.kind, id="ann" if k.id == "bob" else k.id) for k in c.links]}) for c in cmds]
+        assert active_links(fold(renamed)) == active_links(merged)
+
+
+def test_memberships_changes_are_the_transitions_only():
+    from projections.companies import member_row, membership_changes, membership_of_command
+    from schemas.companies import CompanyCommand
+
+    add = CompanyCommand(kind="member_add", command_id="m1", company_id="acme", person_id="ann", at=T0, role="buyer")
+    end = CompanyCommand(kind="member_end", command_id="m2", company_id="acme", person_id="ann", at=T0 + timedelta(seconds=1))
+    joined_row = member_row("acme", "ann", membership_of_command(add), None, False, 1)
+    [joined] = membership_changes(set(), [joined_row], 0)
+    assert (joined.kind, joined.person_id, joined.subject, joined.detail["role"]) == ("company_joined", "ann", "acme", "buyer")
+    assert membership_changes({("acme", "ann")}, [joined_row], 0) == []  # already a member: nothing new
+    assert membership_changes(set(), [joined_row], 0)[0].change_id == joined.change_id  # the same transition, the same id
+    from projections.companies import join_members
+
+    ended_row = member_row("acme", "ann", join_members(membership_of_command(add), membership_of_command(end)), None, False, 2)
+    [left] = membership_changes({("acme", "ann")}, [ended_row], 0)
+    assert left.kind == "company_left" and left.change_id != joined.change_id
+    derived_row = member_row("acme", "bob", membership_of_command(add).__class__(), None, True, 3, derived_since_ms=5)
+    [by_domain] = membership_changes(set(), [derived_row], 0)
+    assert by_domain.detail["derived"] and by_domain.source == "domain"
