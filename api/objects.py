@@ -7,24 +7,26 @@ fragments, every value a server-side parameter.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from api.catalog import Catalog
 from api.definitions import field_errors
 from api.errors import ApiError, FieldError
 from api.keyset import Keyset
 from api.reads import Reader
-from schemas.objects import OBJECT_ID_MAX, ObjectTypeDefinition, effective_types
-from schemas.properties import PropertyDefinition, check_values
+from schemas.objects import OBJECT_ID_MAX, ObjectTypeDefinition, effective_types, out_of_range
+from schemas.properties import NAME_PATTERN, PropertyDefinition, check_values
 
 ObjectId = Annotated[str, Field(min_length=1, max_length=OBJECT_ID_MAX, pattern=r"^[^/\x00-\x1f]+$")]
 Ref = Annotated[str, Field(min_length=1, max_length=1024)]
 MAX_PROPERTIES = 200
+_NAME = re.compile(NAME_PATTERN)
 
 
 class ObjectTypes(Catalog[ObjectTypeDefinition]):
@@ -67,13 +69,24 @@ class Links(BaseModel):
     companies: list[ObjectId] = Field(default_factory=list, max_length=100)
 
 
+def _due_in_range(value: datetime | None) -> datetime | None:
+    """Within what a DateTime64(3) column holds (1900-2299): a time beyond it would be refused by ClickHouse later."""
+    if value is not None and not (DUE_MIN <= (value if value.tzinfo else value.replace(tzinfo=UTC)) < DUE_MAX):
+        raise ValueError("a due time between 1900 and 2299")
+    return value
+
+
+DUE_MIN, DUE_MAX = datetime(1900, 1, 2, tzinfo=UTC), datetime(2299, 12, 30, tzinfo=UTC)
+DueAt = Annotated[datetime | None, AfterValidator(_due_in_range)]
+
+
 class ObjectCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: ObjectId | None = Field(None, description="default: a new UUID")
     stage: Annotated[str, Field(max_length=64)] | None = Field(None, description="default: the type's first stage")
     owner: Annotated[str, Field(max_length=200)] | None = None
-    due_at: datetime | None = None
+    due_at: DueAt = None
     properties: dict[str, Any] = Field(default_factory=dict, max_length=MAX_PROPERTIES)
     links: Links = Field(default_factory=Links)
 
@@ -86,7 +99,7 @@ class ObjectPatch(BaseModel):
     set: dict[str, Any] = Field(default_factory=dict, max_length=MAX_PROPERTIES)
     unset: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=MAX_PROPERTIES)
     owner: Annotated[str, Field(max_length=200)] | None = None
-    due_at: datetime | None = None
+    due_at: DueAt = None
 
 
 class StageMove(BaseModel):
@@ -102,6 +115,14 @@ def check_stage(definition: ObjectTypeDefinition, stage: str) -> None:
 
 def check_properties(definition: ObjectTypeDefinition, set_: dict[str, Any], unset: list[str] = (), creating: bool = False) -> dict:
     """The type's property definitions, per property (422 naming each property and its rule); the values normalised."""
+    names = [
+        FieldError(f"properties.{name}", "name", "a property name is 1-100 letters, digits, _ . - and starts with a letter or _")
+        for name in [*set_, *unset]
+        if not _NAME.match(name)
+    ]
+    too_big = [FieldError(f"properties.{name}", "type", "integers must fit in 64 bits") for name, v in set_.items() if out_of_range(v)]
+    if names or too_big:
+        raise ApiError(422, names + too_big)
     checked = check_values(definition.definitions, set_, unset, creating=creating)
     if checked.errors:
         raise ApiError(422, field_errors(checked.errors, "properties."))

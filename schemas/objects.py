@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.profile_changes import ProfileChange, change_id_of
 from schemas.properties import PropertyDefinition
@@ -120,10 +120,28 @@ class Link(BaseModel):
         return f"{self.kind}:{self.id}"
 
 
+def out_of_range(value: Any) -> bool:
+    """Whether a JSON value holds an integer outside 64 bits (orjson, which writes every state, cannot)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, dict):
+        return any(out_of_range(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(out_of_range(v) for v in value)
+    return False
+
+
 class ObjectCommand(BaseModel):
     """One change to one object (see the module's rules)."""
 
     model_config = ConfigDict(frozen=True)
+
+    @field_validator("set")
+    @classmethod
+    def _writable(cls, values: dict[str, Any]) -> dict[str, Any]:
+        if bad := [name for name, value in values.items() if out_of_range(value)]:
+            raise ValueError(f"integers must fit in 64 bits: {', '.join(bad)}")
+        return values
 
     kind: ObjectCommandKind
     command_id: str = Field(min_length=1)
@@ -284,7 +302,8 @@ def with_person_moved(state: ObjectState, from_person: str, into_person: str) ->
         return state
     links = {k: w for k, w in state.links.items() if k != f"user:{from_person}"}
     survivor = f"user:{into_person}"
-    links[survivor] = _later(links.get(survivor), absorbed)  # type: ignore[assignment]  # both present: not None
+    current = links.get(survivor)
+    links[survivor] = absorbed if current is None or absorbed.stamp > current.stamp else current
     return replace(state, links=links)
 
 

@@ -223,3 +223,11 @@ def test_memberships_changes_are_the_transitions_only():
     derived_row = member_row("acme", "bob", membership_of_command(add).__class__(), None, True, 3, derived_since_ms=5)
     [by_domain] = membership_changes(set(), [derived_row], 0)
     assert by_domain.detail["derived"] and by_domain.source == "domain"
+
+
+def test_a_command_the_state_could_not_hold_is_unreadable_not_a_crash():
+    """An integer beyond 64 bits cannot be written by orjson: the model refuses it, so the projector keeps such a
+    record as a bad row (a ValidationError is its poison-message path) instead of failing on every batch."""
+    raw = b'{"kind":"create","command_id":"x","object_type":"deal","object_id":"d","at":"2026-01-01T00:00:00Z","set":{"n":1180591620717411303424}}'
+    with pytest.raises(ValidationError, match="64 bits"):
+        ObjectCommand.model_validate_json(raw)
