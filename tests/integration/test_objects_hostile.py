@@ -40,6 +40,8 @@ AUTH = {"authorization": f"Bearer {ADMIN_KEY}"}
         ("GET", "/api/v1/objects/deal?cursor=eyJ4Ijox", None, 422, "cursor format"),
         ("GET", "/api/v1/objects/deal?stage=nope", None, 422, "stage one_of"),
         ("GET", "/api/v1/users/user_id:nobody-here/objects?type=deal", None, 404, "ref exists"),
+        ("POST", "/api/v1/companies", {"properties": {"n": 2**70}}, 422, "properties.n type"),
+        ("PATCH", "/api/v1/companies/acme", {"set": {"n": [2**64]}}, 422, "properties.n type"),
     ],
 )
 def test_refusals_name_the_field_and_rule(api, method, path, body, status, word):  # noqa: F811 - the fixture imported above
