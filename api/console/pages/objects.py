@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from api.console import people_view as view
 from api.console.app import console, flash, login_required
+from api.console.forms import field_spec, typed_value
 
 PROFILE_TYPES = ("deal", "activity", "ticket")
 
@@ -31,8 +32,13 @@ async def object_types(request: Request) -> list[dict[str, Any]]:
     return answer.body.get("object_types", []) if answer.ok else []
 
 
-def _typed(text: str) -> Any:
-    """A form value: a number when it reads as one (the type's definitions decide what is accepted)."""
+def _value(object_type: dict[str, Any] | None, name: str, text: str) -> Any:
+    """A form's text as its property's type takes it (the type's definitions), else a number when it reads as one.
+    Text a definition cannot read goes as it is: the API's 422 names the property and the rule."""
+    definition = next((d for d in (object_type or {}).get("properties", []) if d["name"] == name), None)
+    if definition is not None:
+        value, error = typed_value(field_spec(definition, custom=True), text)
+        return text if error else value
     for parse in (int, float):
         try:
             return parse(text)
@@ -80,9 +86,10 @@ async def create_object(request: Request) -> Response:
     if text["due_at"]:
         body["due_at"] = text["due_at"] if "T" not in text["due_at"] or text["due_at"].endswith("Z") else f"{text['due_at']}:00Z"
     properties = {"name": text["name"]} if text["name"] else {}
+    current = next((t for t in await object_types(request) if t["name"] == object_type), None)
     for name, value in zip(form.getlist("property"), form.getlist("value"), strict=False):
-        if str(name).strip():
-            properties[str(name).strip()] = _typed(str(value))
+        if str(name).strip() and str(value).strip():
+            properties[str(name).strip()] = _value(current, str(name).strip(), str(value))
     body["properties"] = properties
     body["links"] = {"users": [text["user"]] if text["user"] else [], "companies": [text["company"]] if text["company"] else []}
     answer = await console(request).api.call("POST", object_path(object_type), params={"wait": "true"}, json=body)
@@ -138,7 +145,8 @@ async def edit_object(request: Request) -> Response:
 async def object_property(request: Request) -> Response:
     form = await request.form()
     name, value = str(form.get("name") or "").strip(), str(form.get("value") or "")
-    body = {"unset": [name]} if form.get("remove") else {"set": {name: _typed(value)}}
+    current = next((t for t in await object_types(request) if t["name"] == request.path_params["object_type"]), None)
+    body = {"unset": [name]} if form.get("remove") else {"set": {name: _value(current, name, value)}}
     return await _change(request, "PATCH", "", body, f"Property {name} {'removed' if form.get('remove') else 'saved'}.")
 
 
