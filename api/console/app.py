@@ -82,6 +82,39 @@ class Console:
         context["admin_nav"] = await admin_nav(request) if signed_in(request) else []
         return self.render(request, template, status_code, **context)
 
+    async def confirm_then_delete(
+        self,
+        request: Request,
+        *,
+        what: str,
+        section: str,
+        consequences: list[str],
+        back: str,
+        api_path: str,
+        done: str,
+        api_params: dict[str, str] | None = None,
+    ) -> Response:
+        """GET: a Yes/No page that says what deleting `what` does; POST (a form, so CSRF-checked): the API's
+        DELETE, its answer flashed, then `done` (or `back` when refused)."""
+        if request.method == "GET":
+            return await self.render_page(
+                request,
+                "confirm.html",
+                section=section,
+                heading=f"Delete {what}?",
+                yes="Yes, delete",
+                lines=consequences,
+                action=request.url.path,
+                carried=[],
+                back=back,
+            )
+        answer = await self.api.call("DELETE", api_path, params=api_params)
+        if not answer.ok:
+            flash(request, f"Delete refused: {answer.message}", "error")
+            return RedirectResponse(back, status_code=303)
+        flash(request, f"{what[:1].upper()}{what[1:]} deleted.")
+        return RedirectResponse(done, status_code=303)
+
     def render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
         """A page or a fragment; full pages go through render_page (for the navigation)."""
         flashes = request.session.pop("flash", []) if "session" in request.scope else []

@@ -127,6 +127,16 @@ def test_a_person_walks_the_company_pages(stack):
         expect(page.locator("#members")).to_contain_text("No members.")
         page.get_by_role("link", name="Include ended memberships").click()
         expect(page.locator("#members")).to_contain_text("buyer")
+        ended = api(stack, "GET", f"/users/user_id:{bo}/companies", params={"include_ended": "true"}).json()["companies"]
+        assert [(c["company_id"], c["is_active"], c["role"], c["is_primary"]) for c in ended] == [(f"initech-{run}", False, "buyer", True)]
+
+        # Delete it: a confirmation page says what goes and what stays; Yes deletes, the list no longer has it.
+        page.get_by_role("button", name="Delete company").click()
+        expect(page.get_by_role("heading", name=f"Delete the company initech-{run}?")).to_be_visible()
+        expect(page.locator("main")).to_contain_text("its users stay")
+        page.get_by_role("button", name="Yes, delete").click()
+        expect(page.get_by_role("heading", name="Companies")).to_be_visible()
+        expect(page.locator("body")).to_contain_text(f"The company initech-{run} deleted.")
+        expect(page.locator("#companies")).not_to_contain_text(f"Initech {run}")
         browser.close()
-    ended = api(stack, "GET", f"/users/user_id:{bo}/companies", params={"include_ended": "true"}).json()["companies"]
-    assert [(c["company_id"], c["is_active"], c["role"], c["is_primary"]) for c in ended] == [(f"initech-{run}", False, "buyer", True)]
+    assert api(stack, "GET", f"/companies/initech-{run}").status_code == 404

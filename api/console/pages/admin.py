@@ -132,22 +132,15 @@ async def definitions(request: Request) -> Response:
 @login_required
 async def definition_delete(request: Request) -> Response:
     name = request.path_params["name"]
-    c = console(request)
-    if request.method == "GET":
-        return await c.render_page(
-            request,
-            "confirm.html",
-            section="properties",
-            heading=f"Delete the property {name}?",
-            yes="Yes, delete",
-            lines=[f"The definition of {name} goes; values already in profiles stay, unchecked from now on."],
-            action=c.path("definition_delete", name=name),
-            carried=[],
-            back="/admin/properties",
-        )
-    answer = await c.api.call("DELETE", f"/property-definitions/{name}")
-    flash(request, f"Property {name} deleted." if answer.ok else f"Delete refused: {answer.message}", "info" if answer.ok else "error")
-    return RedirectResponse("/admin/properties", status_code=303)
+    return await console(request).confirm_then_delete(
+        request,
+        what=f"the property {name}",
+        section="properties",
+        consequences=[f"The definition of {name} goes; values already in profiles stay, unchecked from now on."],
+        back="/admin/properties",
+        api_path=f"/property-definitions/{name}",
+        done="/admin/properties",
+    )
 
 
 ROUTES: list = [

@@ -114,12 +114,16 @@ async def company_property(request: Request) -> Response:
 @login_required
 async def company_delete(request: Request) -> Response:
     company_id = request.path_params["company_id"]
-    answer = await console(request).api.call("DELETE", _path(company_id), params={"wait": "true"})
-    if not answer.ok:
-        flash(request, f"Not deleted: {_failure(answer)}", "error")
-        return RedirectResponse(_path(company_id), status_code=303)
-    flash(request, f"Company {company_id} deleted; its members stay.")
-    return RedirectResponse("/companies", status_code=303)
+    return await console(request).confirm_then_delete(
+        request,
+        what=f"the company {company_id}",
+        section="companies",
+        consequences=["Its memberships end; its users stay, with their own properties."],
+        back=_path(company_id),
+        api_path=_path(company_id),
+        api_params={"wait": "true"},  # the list it returns to no longer shows it
+        done="/companies",
+    )
 
 
 ROUTES = [
@@ -129,5 +133,5 @@ ROUTES = [
     Route("/companies/{company_id}/members", company_add_member, methods=["POST"], name="company_add_member"),
     Route("/companies/{company_id}/members/{person_id}/end", company_end_member, methods=["POST"], name="company_end_member"),
     Route("/companies/{company_id}/properties", company_property, methods=["POST"], name="company_property"),
-    Route("/companies/{company_id}/delete", company_delete, methods=["POST"], name="company_delete"),
+    Route("/companies/{company_id}/delete", company_delete, methods=["GET", "POST"], name="company_delete"),
 ]

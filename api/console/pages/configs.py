@@ -106,22 +106,16 @@ async def config_toggle(request: Request) -> Response:
 
 @login_required
 async def config_delete(request: Request) -> Response:
-    key, c = request.path_params["key"], console(request)
-    if request.method == "GET":
-        return await c.render_page(
-            request,
-            "confirm.html",
-            section="configs",
-            heading=f"Delete the config {key}?",
-            yes="Yes, delete",
-            lines=[f"Collectors stop serving {key}: an SDK that asks gets no value for it. Its versions stay in the history."],
-            action=c.path("config_delete", key=key),
-            carried=[],
-            back="/admin/configs",
-        )
-    answer = await c.api.call("DELETE", f"/configs/{key}")
-    flash(request, f"Config {key} deleted." if answer.ok else f"Delete refused: {answer.message}", "info" if answer.ok else "error")
-    return RedirectResponse("/admin/configs", status_code=303)
+    key = request.path_params["key"]
+    return await console(request).confirm_then_delete(
+        request,
+        what=f"the config {key}",
+        section="configs",
+        consequences=[f"Collectors stop serving {key}: an SDK that asks gets no value for it. Its versions stay in the history."],
+        back="/admin/configs",
+        api_path=f"/configs/{key}",
+        done="/admin/configs",
+    )
 
 
 ROUTES = [

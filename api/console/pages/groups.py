@@ -175,20 +175,15 @@ async def list_delete(request: Request) -> Response:
     c, list_id = console(request), request.path_params["list_id"]
     found = await c.api.get(f"/lists/{list_id}")
     name = found.body.get("name", list_id) if found.ok else list_id
-    if request.method == "GET":
-        return await c.render_page(
-            request,
-            "confirm.html",
-            section="lists",
-            heading=f"Delete the list {name}?",
-            yes="Yes, delete",
-            lines=[f"{name} leaves every user's lists; its past memberships stay queryable in list_members."],
-            action=c.path("list_delete", list_id=list_id),
-            carried=[],
-            back=c.path("list_members", list_id=list_id),
-        )
-    answer = await c.api.call("DELETE", f"/lists/{list_id}")
-    return _done(request, answer, f"List {name} deleted.", "/admin/lists")
+    return await c.confirm_then_delete(
+        request,
+        what=f"the list {name}",
+        section="lists",
+        consequences=[f"{name} leaves every user's lists; its past memberships stay queryable in list_members."],
+        back=c.path("list_members", list_id=list_id),
+        api_path=f"/lists/{list_id}",
+        done="/admin/lists",
+    )
 
 
 # -- a profile's stage and lists ------------------------------------------------------------------------------
