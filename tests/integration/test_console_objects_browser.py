@@ -89,8 +89,12 @@ def test_a_person_walks_the_deal_pages(stack):  # noqa: F811 - the fixture impor
         expect(page.locator("#user-deals")).to_contain_text(f"Big deal {run}")
         expect(page.locator("#user-deals")).to_contain_text("won")
         page.locator("#user-deals").get_by_role("link", name=f"Big deal {run}").click()
-        page.once("dialog", lambda dialog: dialog.accept())
+        deal_id = page.url.rsplit("/", 1)[-1]
         page.get_by_role("button", name="Delete").click()
+        expect(page.get_by_role("heading", name=f"Delete the deal {deal_id}?")).to_be_visible()
+        expect(page.locator("main")).to_contain_text("its users and companies stay")
+        page.get_by_role("button", name="Yes, delete").click()
+        expect(page.locator("body")).to_contain_text(f"The deal {deal_id} deleted.")
         expect(page.locator("#objects")).not_to_contain_text(f"Big deal {run}")
         browser.close()
     assert api(stack, "GET", f"/users/user_id:{ann}/objects", params={"type": "deal"}).json()["objects"] == []

@@ -162,12 +162,16 @@ async def link_object(request: Request) -> Response:
 @login_required
 async def delete_object(request: Request) -> Response:
     object_type, object_id = request.path_params["object_type"], request.path_params["object_id"]
-    answer = await console(request).api.call("DELETE", object_path(object_type, object_id), params={"wait": "true"})
-    if not answer.ok:
-        flash(request, f"Not deleted: {_failure(answer)}", "error")
-        return RedirectResponse(object_path(object_type, object_id), status_code=303)
-    flash(request, f"{object_type.capitalize()} {object_id} deleted; its users and companies stay.")
-    return RedirectResponse(object_path(object_type), status_code=303)
+    return await console(request).confirm_then_delete(
+        request,
+        what=f"the {object_type} {object_id}",
+        section="objects",
+        consequences=["Its links go; its users and companies stay. Each linked user's timeline shows it deleted."],
+        back=object_path(object_type, object_id),
+        api_path=object_path(object_type, object_id),
+        api_params={"wait": "true"},  # the list it returns to no longer shows it
+        done=object_path(object_type),
+    )
 
 
 async def profile_objects(request: Request, person_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -188,5 +192,5 @@ ROUTES = [
     Route("/objects/{object_type}/{object_id}/edit", edit_object, methods=["POST"], name="edit_object"),
     Route("/objects/{object_type}/{object_id}/properties", object_property, methods=["POST"], name="object_property"),
     Route("/objects/{object_type}/{object_id}/links", link_object, methods=["POST"], name="link_object"),
-    Route("/objects/{object_type}/{object_id}/delete", delete_object, methods=["POST"], name="delete_object"),
+    Route("/objects/{object_type}/{object_id}/delete", delete_object, methods=["GET", "POST"], name="delete_object"),
 ]
