@@ -528,15 +528,18 @@ class Projector:
         if self.folder is not None:
             # Partitioned profiles: the owner's rows are what derived memberships (by email domain), member
             # counts and last seen follow; the projector's own batches had no persons rows to give them.
-            self.companies.project(
-                CompanyChanges(),
-                person_rows,
-                (),
-                (),
-                self.person_overrides.live,
-                self.directory,
-                lambda table, data: self._insert(table, data, token(table.name)),
-                None if self.replaying else self.publish_profile_changes,
+            self._retrying(
+                lambda: self.companies.project(
+                    CompanyChanges(),
+                    person_rows,
+                    (),
+                    (),
+                    self.person_overrides.live,
+                    self.directory,
+                    lambda table, data: self._insert(table, data, token(table.name)),
+                    None if self.replaying else self.publish_profile_changes,
+                ),
+                what="the companies of the owned persons",
             )
 
     def publish_person_properties(self, person_rows: list[list]) -> None:
