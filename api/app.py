@@ -23,6 +23,7 @@ from api.groups import Lists, Segments, SegmentStatuses, Stages
 from api.idempotency import IdempotencyCache
 from api.jobs import Jobs
 from api.metrics import ApiMetrics
+from api.objects import ObjectTypes
 from api.reads import Reader, ReadUnavailable
 from api.routers import API_ROUTERS, PUBLIC_ROUTERS
 from api.routers.webhooks import Webhooks
@@ -60,6 +61,7 @@ def create_app(
         app.state.segments.start()
         app.state.segment_statuses.start()
         app.state.webhooks.start()
+        app.state.object_types.start()
         app.state.configs = ConfigCatalog(settings).start()
         try:
             yield
@@ -71,6 +73,7 @@ def create_app(
             app.state.segments.close()
             app.state.segment_statuses.close()
             app.state.webhooks.close()
+            app.state.object_types.close()
             if own_bus:
                 app.state.bus.close()
             if hasattr(reader, "close"):
@@ -102,6 +105,7 @@ def create_app(
     app.state.segment_statuses = SegmentStatuses(settings.kafka_bootstrap_servers, settings.topics.segment_status.name)
     app.state.webhooks = Webhooks(settings.kafka_bootstrap_servers, settings.topics.webhooks.name)
     app.state.company_property_validator = PropertyValidator(app.state.definitions, "company")
+    app.state.object_types = ObjectTypes(settings.kafka_bootstrap_servers, settings.topics.object_types.name)
     install_error_handlers(app)
 
     @app.exception_handler(CommandsUnavailable)

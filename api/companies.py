@@ -18,6 +18,7 @@ from api.errors import ApiError, FieldError
 from api.keyset import Keyset
 from api.reads import Reader
 from schemas.companies import COMPANY_ID_MAX
+from schemas.objects import out_of_range
 from schemas.properties import NAME_PATTERN
 
 MAX_PROPERTIES = 200
@@ -205,6 +206,7 @@ def check_writes(writes: dict[str, Any], unset: list[str] = ()) -> None:
         for name in [*writes, *unset]
         if not _NAME.match(name)
     ]
+    errors += [FieldError(f"properties.{name}", "type", "integers must fit in 64 bits") for name, v in writes.items() if out_of_range(v)]
     for name in ("name", "domain", "website"):
         if name in writes and writes[name] is not None and not isinstance(writes[name], str):
             errors.append(FieldError(f"properties.{name}", "type", f"{name} is text"))

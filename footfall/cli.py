@@ -132,6 +132,14 @@ def migrate() -> None:
     console.print(f"applied: {', '.join(applied) or 'nothing (up to date)'}")
 
 
+def _with_domain_sources(settings: FootfallSettings) -> FootfallSettings:
+    """The sources whose users are linked to companies by email domain (their `company_domain_membership`)."""
+    from ingest.config import CollectorConfig
+
+    ids = [s.id for s in CollectorConfig().sources().all() if s.company_domain_membership]
+    return settings.model_copy(update={"company_domain_sources": sorted({*settings.company_domain_sources, *ids})})
+
+
 @cli.command()
 def projector() -> None:
     """Run the projector (Kafka → ClickHouse) and the read API it serves."""
@@ -143,7 +151,7 @@ def projector() -> None:
     from projections.projector import Projector
     from projections.read_api import create_read_app
 
-    settings = _settings()
+    settings = _with_domain_sources(_settings())
     _logging()
     apply(connect(settings.clickhouse_dsn), settings.database, settings.clickhouse_cluster)
     worker = Projector(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster))
@@ -396,7 +404,7 @@ def replay(
     from projections.clickhouse import connect
     from projections.replay import replay as rebuild
 
-    settings = _settings()
+    settings = _with_domain_sources(_settings())
     _logging()
     report = rebuild(settings, connect(settings.clickhouse_dsn, cluster=settings.clickhouse_cluster), switch=switch)
     console.print(

@@ -38,6 +38,10 @@ class Source(BaseModel):
       still links the same person downstream; profiles lose its domain. Details: ingest.privacy.
     - `geoip` (on by default): the full client address's country, region and city go into `context.geo`
       (ingest.geo), looked up before any truncation; off, nothing is located.
+
+    Companies, per source: `company_domain_membership` links a user who sent through this source and whose
+    email has a company domain (not free mail) to the companies with that domain, flagged derived
+    (projections/companies.py; the projector learns the sources from `footfall projector`'s composition).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -56,6 +60,8 @@ class Source(BaseModel):
     # Per write key and per device key; None means the collector's defaults (FOOTFALL_*_EVENTS_PER_SECOND).
     rate_limit: RateLimit | None = None
     device_rate_limit: RateLimit | None = None
+    # Link this source's users to the company of their email domain (derived memberships).
+    company_domain_membership: bool = False
     # The host analytics.js should send to (e.g. "collector.example.com/v1"); default: the request's host.
     api_host: str | None = None
 

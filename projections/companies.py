@@ -22,8 +22,9 @@ Rules (SCHEMA.md copies them):
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from projections.profiles import REMOVED, Mark, _earlier, _later, _per_key
 from projections.rows import TableSpec, epoch_ms
 from schemas.companies import CompanyCommand
 from schemas.events import EnrichedEvent
+from schemas.profile_changes import ProfileChange, change_id_of
 
 
 def _marks_to_json(marks: Mapping[str, Mark]) -> dict[str, list]:
@@ -314,3 +316,35 @@ def member_row(
 
 def company_command_row(command: CompanyCommand, applied_at_ms: int) -> list:
     return [command.command_id, command.kind, command.company_id, command.person_id or "", epoch_ms(command.at), applied_at_ms]
+
+
+def _member_active(row: list) -> bool:
+    return bool(row[6]) and not row[11]
+
+
+def membership_changes(active_before: set[tuple[str, str]], rows: Iterable[list], now_ms: int) -> list[ProfileChange]:
+    """company_joined / company_left for each membership row (COMPANY_MEMBERS' order) whose being active differs
+    from before. The id comes from what decided it (the membership's latest join or end write; for a derived
+    link, the domain and since when), so the same transition always has the same id."""
+    changes = []
+    for row in rows:
+        company_id, person_id = row[0], row[1]
+        active = _member_active(row)
+        if active == ((company_id, person_id) in active_before):
+            continue
+        state = MemberState.from_json(row[9])
+        cause = list(state.active[:2]) if state.active and not row[7] else ["domain", row[4]]
+        kind = "company_joined" if active else "company_left"
+        at_ms = (row[4] if active else row[5]) or (state.active.at if state.active else now_ms)
+        changes.append(
+            ProfileChange(
+                change_id=change_id_of(kind, company_id, person_id, *cause),
+                person_id=person_id,
+                kind=kind,
+                at=datetime.fromtimestamp(at_ms / 1000, UTC),
+                source="domain" if row[7] else f"company:{row[8]}",
+                subject=company_id,
+                detail={"role": row[2], "primary": bool(row[3]), "derived": bool(row[7])},
+            )
+        )
+    return changes

@@ -36,6 +36,7 @@ from projections.companies import (
     join_companies,
     join_members,
     member_row,
+    membership_changes,
     membership_of_command,
     membership_of_group_call,
 )
@@ -45,6 +46,7 @@ from projections.rows import TableSpec
 from schemas.companies import CompanyCommand
 from schemas.events import EnrichedEvent
 from schemas.identity import PersonMerge, person_id_for
+from schemas.profile_changes import ProfileChange
 from schemas.user_commands import UserCommand
 
 Pair = tuple[str, str]  # (company id, person id)
@@ -72,10 +74,13 @@ class _Person:
 
 
 class CompaniesProjection:
-    def __init__(self, client: Client, database: str, derive_by_domain: bool = False):
+    def __init__(self, client: Client, database: str, derive_by_domain: bool = False, sources: list[str] | None = None):
+        """`derive_by_domain`: every user with a company domain is linked; else `sources`: only the users who
+        sent through one of these sources."""
         self.client = client
         self.db = database
-        self.derive_by_domain = derive_by_domain
+        self.sources = None if derive_by_domain or not sources else sorted(sources)
+        self.derive_by_domain = derive_by_domain or bool(sources)
         self.any_companies = bool(self._rows(f"SELECT 1 FROM {database}.companies LIMIT 1", {}))
 
     def _rows(self, sql: str, parameters: dict) -> list[tuple]:
@@ -92,7 +97,10 @@ class CompaniesProjection:
         overrides: dict[str, str],
         directory: Directory,
         insert: Insert,
+        publish: Callable[[list[ProfileChange]], None] | None = None,
     ) -> None:
+        """`publish`: given the company_joined / company_left changes before the memberships are written (a
+        crash in between publishes them again, with the same ids)."""
         merges, removals = list(merges), list(removals)
         if not changes and not self.any_companies:
             return  # no company was ever written: no membership to keep up
@@ -122,6 +130,7 @@ class CompaniesProjection:
 
         version = time.time_ns()
         rows = []
+        qualified = self._from_sources({p for _, p in pairs}) if self.derive_by_domain and self.sources is not None else None
         for company_id, person_id in sorted(pairs):
             company = companies[company_id]
             person = persons.get(person_id)
@@ -132,9 +141,13 @@ class CompaniesProjection:
                 and person.company_domain
                 and company_exists(company)
                 and person.company_domain == domain_of(company_properties(company))
+                and (qualified is None or person_id in qualified)
             )
             state = EMPTY_MEMBER if (company_id, person_id) in emptied else members.get((company_id, person_id), EMPTY_MEMBER)
             rows.append(member_row(company_id, person_id, state, company.deleted, derived, version, person.first_seen_ms if derived else 0))
+        if publish is not None and rows:
+            changes = membership_changes(self._active(pairs), rows, version // 1_000_000)
+            publish([c for c in changes if not directory.is_deleted(c.person_id) and (c.subject, c.person_id) not in emptied])
         insert(COMPANY_MEMBERS, rows)
 
         recount = set(companies) & ({c for c, _ in pairs} | set(company_writes))
@@ -276,6 +289,27 @@ class CompaniesProjection:
             {"c": sorted({c for c, _ in pairs}), "p": sorted({p for _, p in pairs})},
         )
         return {(c, p): MemberState.from_json(state) for c, p, state in found if (c, p) in pairs}
+
+    def _from_sources(self, person_ids: set[str]) -> set[str]:
+        """The persons who sent at least one event through a source that links by domain."""
+        if not person_ids:
+            return set()
+        found = self._rows(
+            f"SELECT DISTINCT person_id FROM {self.db}.person_distinct_ids FINAL WHERE person_id IN {{p:Array(String)}} "
+            f"AND distinct_id IN (SELECT distinct_id FROM {self.db}.events WHERE source_id IN {{s:Array(String)}} "
+            f"AND distinct_id IN (SELECT distinct_id FROM {self.db}.person_distinct_ids FINAL WHERE person_id IN {{p:Array(String)}}))",
+            {"p": sorted(person_ids), "s": self.sources},
+        )
+        return {p for (p,) in found}
+
+    def _active(self, pairs: set[Pair]) -> set[Pair]:
+        """The pairs whose membership is active now, as `company_members` has it."""
+        found = self._rows(
+            f"SELECT company_id, person_id FROM {self.db}.company_members FINAL "
+            "WHERE company_id IN {c:Array(String)} AND person_id IN {p:Array(String)} AND is_active",
+            {"c": sorted({c for c, _ in pairs}), "p": sorted({p for _, p in pairs})},
+        )
+        return {(c, p) for c, p in found if (c, p) in pairs}
 
     def _load_persons(self, person_ids: set[str]) -> dict[str, _Person]:
         if not person_ids:

@@ -11,6 +11,8 @@
     profile-changes ─► a `$` event per change in events (the timeline), segment_members (segment enter/exit)
     webhook-deliveries ─► webhook_deliveries (each attempt the webhook dispatcher recorded)
     (persons' changes) ─► profile-changes: what each batch changed (projections/profile_diff.py), before its rows
+    object-commands ─► objects, object_links (after removals), object_commands; each change of a linked user's
+                     object onto profile-changes (live only: a replay finds them on that topic already)
     dead-letter   ─► bad_rows (a dead-letter message that cannot be read becomes a poison_message row itself)
 
 After each batch's persons rows, the lifecycle stages' rules (followed whole from lifecycle-stages) decide
@@ -61,6 +63,7 @@ from projections.groups import (
     list_row,
     rule_commands,
 )
+from projections.objects import OBJECT_COMMANDS, ObjectsProjection, object_command_row
 from projections.person_folder import PersonFolder
 from projections.persons import PERSONS, PersonChanges, PersonsProjection
 from projections.profile_change_rows import SEGMENT_MEMBERS, change_event_row, segment_member_row
@@ -78,6 +81,7 @@ from schemas.envelope import EnvelopeError, unpack
 from schemas.events import EnrichedEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity, PersonMerge, person_message
 from schemas.lists import ListDefinition
+from schemas.objects import ObjectCommand
 from schemas.profile_changes import ProfileChange
 from schemas.properties import BUILT_IN, PropertyDefinition, effective
 from schemas.sessions import SessionMerge, SessionUpdate, session_message
@@ -100,6 +104,7 @@ class Batch:
     persons: PersonChanges = field(default_factory=PersonChanges)
     removals: list[UserCommand] = field(default_factory=list)  # deletes and erasures, applied after the inserts
     companies: CompanyChanges = field(default_factory=CompanyChanges)
+    objects: list[ObjectCommand] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     size: int = 0  # events (the batch's bound is on rows)
     records: int = 0
@@ -185,6 +190,7 @@ class RecordDecoder:
             topics.company_commands.name: self._on_company_command,
             topics.profile_changes.name: self._on_profile_change,
             topics.webhook_deliveries.name: self._on_delivery_attempt,
+            topics.object_commands.name: self._on_object_command,
         }
 
     def _on_event(self, batch: Batch, value: bytes, message: Message) -> None:
@@ -292,6 +298,11 @@ class RecordDecoder:
     def _on_delivery_attempt(self, batch: Batch, value: bytes, message: Message) -> None:
         batch.rows[WEBHOOK_DELIVERIES.name].append(delivery_row(DeliveryAttempt.model_validate_json(value)))
 
+    def _on_object_command(self, batch: Batch, value: bytes, message: Message) -> None:
+        command = ObjectCommand.model_validate_json(value)
+        batch.objects.append(command)
+        batch.rows[OBJECT_COMMANDS.name].append(object_command_row(command, time.time_ns() // 1_000_000))
+
     def add(self, batch: Batch, message: Message) -> None:
         """Every event of the record into the batch; an unreadable one (or envelope) to the dead-letter topic."""
         topic = message.topic()
@@ -326,7 +337,10 @@ class Projector:
         self.assigned = threading.Event()  # the group has given this projector its share of the partitions
         self.refused_now = False  # a write is being retried because ClickHouse refused it
         self.persons = PersonsProjection(client, settings.database)
-        self.companies = CompaniesProjection(client, settings.database, settings.company_domain_membership)
+        self.companies = CompaniesProjection(
+            client, settings.database, settings.company_domain_membership, settings.company_domain_sources or None
+        )
+        self.objects = ObjectsProjection(client, settings.database)
         self.session_overrides = Overrides(self._load_overrides("session_overrides", "absorbed_session_id", "survivor_session_id"))
         self.person_overrides = Overrides(self._load_overrides("person_overrides", "from_person", "into_person"))
         self.consumer = Consumer(
@@ -505,11 +519,25 @@ class Projector:
                 self.person_overrides.live,
                 self.directory,
                 lambda table, data: self._insert(table, data, batch.dedup_token(table.name)),
+                None if self.replaying else self.publish_profile_changes,
             ),
             what="the companies",
         )
+        changes = self._retrying(
+            lambda: self.objects.project(
+                batch.objects,
+                batch.persons.merges,
+                batch.removals,
+                self.person_overrides.live,
+                self.directory,
+                lambda table, data: self._insert(table, data, batch.dedup_token(table.name)),
+            ),
+            what="the objects",
+        )
+        if not self.replaying:
+            self.publish_profile_changes(changes)
         # The command logs last: a command found there is readable (what ?wait=true waits for).
-        for table in (rows.ERASURES, rows.USER_COMMANDS, COMPANY_COMMANDS):
+        for table in (rows.ERASURES, rows.USER_COMMANDS, COMPANY_COMMANDS, OBJECT_COMMANDS):
             if batch.rows.get(table.name):
                 self._insert(table, batch.rows[table.name], batch.dedup_token(table.name))
 
@@ -534,6 +562,22 @@ class Projector:
         self.publish_person_properties(person_rows)
         if not self.replaying:
             self.publish_stage_moves(person_rows)
+        if self.folder is not None:
+            # Partitioned profiles: the owner's rows are what derived memberships (by email domain), member
+            # counts and last seen follow; the projector's own batches had no persons rows to give them.
+            self._retrying(
+                lambda: self.companies.project(
+                    CompanyChanges(),
+                    person_rows,
+                    (),
+                    (),
+                    self.person_overrides.live,
+                    self.directory,
+                    lambda table, data: self._insert(table, data, token(table.name)),
+                    None if self.replaying else self.publish_profile_changes,
+                ),
+                what="the companies of the owned persons",
+            )
 
     def publish_person_properties(self, person_rows: list[list]) -> None:
         """Each changed person's properties on the compacted person-properties topic (configs' targeting
@@ -552,8 +596,8 @@ class Projector:
             raise RuntimeError("the user-commands topic did not acknowledge the stage rules' moves")
 
     def publish_profile_changes(self, changes: list[ProfileChange]) -> None:
-        """The batch's profile changes on the outbound stream, keyed by person id, acknowledged before the rows
-        (and so before the offsets commit): a crash decides and sends them again, with the same change ids."""
+        """The batch's profile changes on the outbound stream, keyed by person id, acknowledged before the batch's
+        offsets are committed: a crash decides and sends them again, with the same change ids (consumers keep one)."""
         topic = self.settings.topics.profile_changes.name
         for change in changes:
             self.producer.produce(topic, change.model_dump_json().encode(), change.person_id)

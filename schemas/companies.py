@@ -12,7 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.objects import out_of_range
 
 CompanyCommandKind = Literal["upsert", "delete", "member_add", "member_end"]
 COMPANY_ID_MAX = 256
@@ -28,6 +30,14 @@ class CompanyCommand(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True)
+
+    @field_validator("set")
+    @classmethod
+    def _writable(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """An integer beyond 64 bits cannot be written into the fold's state: unreadable here, a bad row there."""
+        if bad := [name for name, value in values.items() if out_of_range(value)]:
+            raise ValueError(f"integers must fit in 64 bits: {', '.join(bad)}")
+        return values
 
     kind: CompanyCommandKind
     command_id: str

@@ -61,6 +61,9 @@ class FootfallSettings(BaseSettings):
     # Companies: link a user whose email domain is a company's domain (not free mail) to that company, flagged
     # derived (projections/companies.py).
     company_domain_membership: bool = False
+    # ... only for users who sent through one of these sources (the sources with `company_domain_membership`
+    # set: `footfall projector` and `footfall replay` fill it from the sources file; empty: the switch above).
+    company_domain_sources: list[str] = Field(default_factory=list)
 
     # Management API (`footfall api`)
     api_host: str = "127.0.0.1"

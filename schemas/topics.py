@@ -152,6 +152,17 @@ class Topics:
         return self._spec("company-commands", "company id", "schemas.companies.CompanyCommand")
 
     @property
+    def object_commands(self) -> TopicSpec:
+        """The management API's changes to deals, tickets, activities and other objects (schemas/objects.py),
+        keyed by "<type>:<object id>" so one object's commands stay in order: applied by the projector."""
+        return self._spec("object-commands", "<type>:<object id>", "schemas.objects.ObjectCommand")
+
+    @property
+    def object_types(self) -> TopicSpec:
+        """Object type definitions (stages, property definitions, stage effects), versioned; compacted to the latest per name."""
+        return self._spec("object-types", "type name", "schemas.objects.ObjectTypeDefinition", partitions=1, compacted=True)
+
+    @property
     def erasures(self) -> TopicSpec:
         """Erased identifiers (SHA-256 digests): the collector drops their calls, the projector their events."""
         return self._spec("erasures", "id digest", "schemas.user_commands.Erasure", partitions=1, compacted=True)
@@ -172,6 +183,8 @@ class Topics:
             self.person_properties,
             self.user_commands,
             self.company_commands,
+            self.object_commands,
+            self.object_types,
             self.erasures,
             self.property_definitions,
             self.lifecycle_stages,

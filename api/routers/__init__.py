@@ -1,7 +1,19 @@
 """The app's routers. API_ROUTERS are mounted under /api/v1 behind the admin key; PUBLIC_ROUTERS at the root
 (health checks; the console's pages later). A new resource adds its router to a list here."""
 
-from api.routers import companies, configs, health, imports, lifecycle_stages, lists, property_definitions, segments, users, webhooks
+from api.routers import (
+    companies,
+    configs,
+    health,
+    imports,
+    lifecycle_stages,
+    lists,
+    objects,
+    property_definitions,
+    segments,
+    users,
+    webhooks,
+)
 
 API_ROUTERS = [
     users.router,
@@ -19,5 +31,7 @@ API_ROUTERS = [
     companies.router,
     companies.user_companies_router,
     webhooks.router,
+    objects.router,
+    objects.user_objects_router,
 ]
 PUBLIC_ROUTERS = [health.router]

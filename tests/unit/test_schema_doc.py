@@ -12,7 +12,7 @@ QUERIES = re.findall(r"```sql\n(.*?)```", SCHEMA_DOC.read_text(), flags=re.S)
 
 
 def test_the_document_has_the_example_queries():
-    assert len(QUERIES) == 20
+    assert len(QUERIES) == 23
 
 
 @pytest.mark.parametrize("block", QUERIES, ids=[f"example-{i}" for i in range(len(QUERIES))])

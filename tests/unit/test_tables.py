@@ -20,6 +20,7 @@ from projections.companies import (
     membership_of_command,
 )
 from projections.groups import LIFECYCLE_STAGES, LIST_MEMBERS, LISTS, STAGE_HISTORY, group_rows, lifecycle_stage_row, list_row
+from projections.objects import OBJECT_COMMANDS, OBJECT_LINKS, OBJECTS, link_rows, object_command_row, object_row
 from projections.profile_change_rows import SEGMENT_MEMBERS, change_event_row, segment_member_row
 from projections.profiles import EMPTY, PERSONS, apply_command, person_row
 from projections.rows import (
@@ -50,6 +51,7 @@ from schemas.conditions import ConditionGroup, PropertyCondition
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, PersonIdentity
 from schemas.lists import ListDefinition
+from schemas.objects import Link, ObjectCommand, state_of_command
 from schemas.profile_changes import ProfileChange
 from schemas.sessions import SessionUpdate
 from schemas.stages import StageDefinition
@@ -143,6 +145,19 @@ GROUPED = apply_command(
 )
 GROUPED_ROW = person_row("pp-1", GROUPED, None, 0, 0, 9)
 HISTORY_ROWS, MEMBER_ROWS = group_rows([GROUPED_ROW])
+OBJECT_CREATE = ObjectCommand(
+    kind="create",
+    command_id="o-1",
+    object_type="deal",
+    object_id="d-1",
+    at=AT,
+    set={"amount": 100},
+    stage="won",
+    closed=True,
+    owner="alice",
+    due_at=AT,
+    links=[Link(kind="user", id="pp-1")],
+)
 RULE = ConditionGroup(conditions=[PropertyCondition(property="email", operator="is_set")])
 SEGMENT_EXIT = ProfileChange(
     change_id="ch-1",
@@ -200,6 +215,9 @@ WRITTEN: dict[str, tuple[TableSpec, list]] = {
             )
         ),
     ),
+    "objects": (OBJECTS, object_row(("deal", "d-1"), state_of_command(OBJECT_CREATE), 11)),
+    "object_links": (OBJECT_LINKS, link_rows(("deal", "d-1"), state_of_command(OBJECT_CREATE), 12)[0]),
+    "object_commands": (OBJECT_COMMANDS, object_command_row(OBJECT_CREATE, 1_700_000_000_789)),
 }
 # Written by a materialized view over events (views.sql), not by the code.
 WRITTEN_BY_VIEWS = {"event_counts_daily_by_distinct_id"}

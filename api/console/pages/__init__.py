@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
-from api.console.pages import admin, companies, configs, groups, imports, people, profile, segments, webhooks
+from api.console.pages import admin, companies, configs, groups, imports, objects, people, profile, segments, webhooks
 
 
 def page_routes() -> list:
@@ -12,6 +12,7 @@ def page_routes() -> list:
         *people.ROUTES,
         *profile.ROUTES,
         *companies.ROUTES,
+        *objects.ROUTES,
         *admin.ROUTES,
         *configs.ROUTES,
         *imports.ROUTES,

@@ -14,6 +14,7 @@ from api.console import people_view as view
 from api.console.app import console, flash, login_required
 from api.console.forms import DEFAULT_LABELS, DEFAULT_PROPERTIES, field_spec, typed_value
 from api.console.pages.groups import list_choices, stage_choices
+from api.console.pages.objects import profile_objects
 from api.console.pages.people import definitions
 
 TABS = (
@@ -24,6 +25,7 @@ TABS = (
     ("groups", "Segments & lists"),
     ("configs", "Configs"),
     ("companies", "Companies"),
+    ("objects", "Deals / Activities / Tickets"),
     ("identity", "Identity"),
 )
 GRAPH_DAYS = (7, 30, 90)
@@ -71,6 +73,8 @@ async def profile(request: Request) -> Response:
     elif tab == "companies":
         answer = await c.api.get(f"/users/{person_id}/companies", include_ended="true")
         context["companies"] = answer.body.get("companies", []) if answer.ok else []
+    elif tab == "objects":
+        context["objects_by_type"] = await profile_objects(request, person_id)
     elif tab == "identity":
         answer = await c.api.get(f"/users/{person_id}/merges")
         context["merges"] = answer.body.get("merges", []) if answer.ok else []
