@@ -89,8 +89,8 @@ class SegmentEvaluator:
             while not self.stopping.is_set():
                 try:
                     self.step()
-                except Exception:
-                    log.exception("segment evaluation failed; retrying")
+                except Exception as exc:  # noqa: BLE001 - ClickHouse or Kafka away (the projector starting): the next step tries again
+                    log.warning("segment evaluation failed (%s: %s); retrying", type(exc).__name__, exc)
                     self._reload = True
                 self.stopping.wait(self.settings.segments_poll_seconds)
         finally:
