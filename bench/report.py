@@ -426,6 +426,12 @@ def console_section(r: dict) -> list[str]:
         f"in place in {sum(r['setup_seconds'].values()):.0f} s). One request at a time, signed in, {next(iter(pages.values()))['requests']} per page after",
         "a warm-up. The baseline is the management API call each page is built on, timed in the same run: the ratio is",
         f"what rendering the page adds. Target: every page under {r['target_p99_ms']:.0f} ms p99 ({met} of {len(pages)} met).",
+        *load_lines(r),
+        *(
+            [f"**Stopped early: {len(pages)} of {r.get('pages_planned', '?')} pages measured.** {r.get('note', '')}"]
+            if not r.get("complete", True)
+            else []
+        ),
         "",
         "| page | p50 | p99 | API call p99 (baseline) | ratio | target |",
         "| --- | --- | --- | --- | --- | --- |",
