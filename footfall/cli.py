@@ -187,6 +187,7 @@ def projector() -> None:
 @cli.command()
 def segments() -> None:
     """Run the segment evaluator (one per deployment): segment enters and exits onto profile-changes."""
+    from footfall.probes import serve_probes
     from footfall.secrets import admin_key
     from footfall.topics import ensure_topics
     from projections.segment_evaluator import SegmentEvaluator
@@ -195,6 +196,8 @@ def segments() -> None:
     _logging()
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     evaluator = SegmentEvaluator(settings, _sql_runner(settings, admin_key(settings)))
+    if settings.segments_metrics_port:  # /metrics, and /readyz once its state is loaded and ClickHouse answers
+        serve_probes(settings.segments_metrics_port, evaluator.readiness, host=settings.processor_metrics_host)
     signal.signal(signal.SIGTERM, lambda *_: evaluator.stop())
     try:
         evaluator.run()
@@ -694,6 +697,8 @@ def _readiness_urls(settings: FootfallSettings) -> dict[str, str]:
     urls["api"] = f"http://{settings.api_host}:{settings.api_port}/readyz"  # the management API reads what the projector wrote
     if settings.webhooks_metrics_port:  # the webhook dispatcher: its definitions loaded
         urls["webhooks"] = f"http://127.0.0.1:{settings.webhooks_metrics_port}/readyz"
+    if settings.segments_metrics_port:  # the segment evaluator: its state loaded, ClickHouse answering
+        urls["segments"] = f"http://127.0.0.1:{settings.segments_metrics_port}/readyz"
     return urls
 
 

@@ -54,6 +54,7 @@ def settings_env(settings: FootfallSettings, **extra: str) -> dict[str, str]:
             "FOOTFALL_READ_API_PORT": str(settings.read_api_port),
             "FOOTFALL_PROCESSOR_METRICS_PORT": "0",
             "FOOTFALL_WEBHOOKS_METRICS_PORT": "0",
+            "FOOTFALL_SEGMENTS_METRICS_PORT": "0",
             "FOOTFALL_PROCESSOR_STORE": settings.processor_store,
             "FOOTFALL_SESSION_GAP_SECONDS": str(settings.session_gap_seconds),
             "FOOTFALL_ALLOWED_LATENESS_SECONDS": str(settings.allowed_lateness_seconds),

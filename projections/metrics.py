@@ -51,3 +51,13 @@ def observe_freshness(received_at_ms: Iterable[int], now: float | None = None) -
     for index, count in Tally(bisect_left(bounds, value) for value in seconds).items():
         buckets[index].inc(count)
     total.inc(sum(seconds))
+
+
+# The segment evaluator (`footfall segments`, its own /metrics on FOOTFALL_SEGMENTS_METRICS_PORT).
+SEGMENT_EVALUATION_SECONDS = Histogram(
+    "footfall_segment_evaluation_seconds",
+    "One segment's evaluation: its query and its transitions published",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+SEGMENT_TRANSITIONS = Counter("footfall_segment_transitions_total", "Segment enters and exits published on profile-changes", ["kind"])
+SEGMENT_FAILURES = Counter("footfall_segment_evaluation_failures_total", "Segment evaluations that failed (the segment's status says why)")

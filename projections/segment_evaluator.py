@@ -32,6 +32,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from projections import metrics
 from projections.projector import read_to_end
 from schemas.compacted import CompactedFollower
 from schemas.config import FootfallSettings
@@ -74,6 +75,7 @@ class SegmentEvaluator:
         self._statuses: dict[str, SegmentStatus] = {}  # the last successful evaluation of each segment
         self._reload = True
         self._caught_up = False
+        self._last_step = "not run yet"
 
     def load_published(self) -> None:
         """The membership every segment change published so far says (the evaluator's whole state)."""
@@ -89,15 +91,21 @@ class SegmentEvaluator:
             while not self.stopping.is_set():
                 try:
                     self.step()
+                    self._last_step = "ok"
                 except Exception as exc:  # noqa: BLE001 - ClickHouse or Kafka away (the projector starting): the next step tries again
                     log.warning("segment evaluation failed (%s: %s); retrying", type(exc).__name__, exc)
                     self._reload = True
+                    self._last_step = f"failed ({type(exc).__name__})"
                 self.stopping.wait(self.settings.segments_poll_seconds)
         finally:
             self.close()
 
     def stop(self) -> None:
         self.stopping.set()
+
+    def readiness(self) -> tuple[bool, dict[str, str]]:
+        """Ready once its state is read back from profile-changes and its last step ran (ClickHouse answered)."""
+        return self._last_step == "ok", {"state": "loading" if self._reload else "loaded", "last_step": self._last_step}
 
     def close(self) -> None:
         self.definitions.close()
@@ -148,6 +156,7 @@ class SegmentEvaluator:
             members = {str(row[0]) for row in self.query(compiled.members_sql(), compiled.parameters)}
         except Exception as exc:  # noqa: BLE001 - a segment that fails says so in its status; the others go on
             log.warning("segment %s: %s", segment.id, exc)
+            metrics.SEGMENT_FAILURES.inc()
             failed = SegmentStatus(
                 segment_id=segment.id,
                 version=segment.version,
@@ -173,6 +182,7 @@ class SegmentEvaluator:
         self._publish_status(status)
         self.evaluated[segment.id] = (segment.version, time.monotonic())
         self.evaluations += 1
+        metrics.SEGMENT_EVALUATION_SECONDS.observe(time.perf_counter() - started)
         return status
 
     def _last_success(self, segment_id: str) -> dict[str, Any]:
@@ -194,6 +204,7 @@ class SegmentEvaluator:
             raise RuntimeError("profile-changes did not acknowledge the segment changes")
         for change in changes:
             apply_change(self.state, change)
+            metrics.SEGMENT_TRANSITIONS.labels(kind=change.kind).inc()
 
     def _publish_status(self, status: SegmentStatus) -> None:
         if status.error is None:

@@ -74,6 +74,7 @@ class FootfallSettings(BaseSettings):
     # properties only also whenever the persons table changed (checked this often).
     segments_interval_seconds: float = Field(default=60.0, ge=1)
     segments_poll_seconds: float = Field(default=2.0, gt=0, le=60)
+    segments_metrics_port: int = 9104  # /metrics and /readyz of `footfall segments` (0: none)
     # Webhooks (`footfall webhooks`, outbound/webhooks.py): tries per delivery, the backoff between them (exponential
     # from the first wait, capped, with jitter), each POST's timeout, how many persons' deliveries one webhook has in
     # flight at once, and the dispatcher's /metrics port (0: none).

@@ -22,7 +22,7 @@ ADMIN_KEY = f"admin-{uuid.uuid4()}"
 
 
 def test_running_is_announced_once_every_stage_is_ready_and_an_event_sent_then_is_projected(kafka_bootstrap, tmp_path):
-    ports = {name: free_port() for name in ("collector", "read_api", "processor", "webhooks")}
+    ports = {name: free_port() for name in ("collector", "read_api", "processor", "webhooks", "segments")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FOOTFALL_") and k != "CLICKHOUSE_URL"}
     env.update(
         {
@@ -34,6 +34,7 @@ def test_running_is_announced_once_every_stage_is_ready_and_an_event_sent_then_i
             "FOOTFALL_READ_API_PORT": str(ports["read_api"]),
             "FOOTFALL_PROCESSOR_METRICS_PORT": str(ports["processor"]),
             "FOOTFALL_WEBHOOKS_METRICS_PORT": str(ports["webhooks"]),
+            "FOOTFALL_SEGMENTS_METRICS_PORT": str(ports["segments"]),
             "FOOTFALL_WRITE_KEYS": f"{WRITE_KEY}=web",
             "FOOTFALL_BATCH_MAX_SECONDS": "0.3",
             "FOOTFALL_ADMIN_KEY": ADMIN_KEY,
@@ -58,12 +59,15 @@ def test_running_is_announced_once_every_stage_is_ready_and_an_event_sent_then_i
             "processor": f"http://127.0.0.1:{ports['processor']}/readyz",
             "collector": f"http://127.0.0.1:{ports['collector']}/readyz",
             "webhooks": f"http://127.0.0.1:{ports['webhooks']}/readyz",  # the dispatcher, started by `footfall run` too
+            "segments": f"http://127.0.0.1:{ports['segments']}/readyz",  # the segment evaluator, likewise
         }
         answers = {stage: httpx.get(url, timeout=5) for stage, url in urls.items()}
         assert {stage: answer.status_code for stage, answer in answers.items()} == dict.fromkeys(urls, 200), "".join(lines)
         assert answers["processor"].json() == {"ready": True, "consumer_group": "joined", "tables": "recovered"}
         assert answers["projector"].json()["consumer_group"] == "assigned"
         assert answers["webhooks"].json() == {"ready": True, "definitions": "loaded", "webhooks": "0"}
+        assert answers["segments"].json() == {"ready": True, "state": "loaded", "last_step": "ok"}
+        assert "footfall_segment_evaluation_seconds" in httpx.get(f"http://127.0.0.1:{ports['segments']}/metrics", timeout=5).text
         assert "footfall_processor_duplicate_events_total" in httpx.get(f"http://127.0.0.1:{ports['processor']}/metrics", timeout=5).text
 
         sent = httpx.post(
