@@ -303,8 +303,11 @@ class Pipeline:
 
     def snapshot(self) -> Snapshot:
         db = self.settings.database
-        events = {m: int(n) for m, n in self.query(f"SELECT message_id, count() FROM {db}.events FINAL GROUP BY message_id")}
-        raw_rows = int(self.query(f"SELECT count() FROM {db}.events")[0][0])
+        # The tracked events only: the `$` rows of profile changes (type profile_change) are decided per batch, so
+        # a run with faults may fold two changes of one property into one (ARCHITECTURE.md, "The outbound stream").
+        tracked = f"{db}.events FINAL WHERE type != 'profile_change'"
+        events = {m: int(n) for m, n in self.query(f"SELECT message_id, count() FROM {tracked} GROUP BY message_id")}
+        raw_rows = int(self.query(f"SELECT count() FROM {db}.events WHERE type != 'profile_change'")[0][0])
         sessions = Counter(
             (s, int(e), int(p)) for s, e, p in self.query(f"SELECT session_id, event_count, pageview_count FROM {db}.sessions FINAL")
         )
