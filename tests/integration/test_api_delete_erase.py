@@ -44,6 +44,9 @@ def person_rows(query, distinct_ids: list[str], person_id: str, received_by: dat
     received_by = received_by or datetime(2200, 1, 1, tzinfo=UTC)
     queries = {
         "events": "SELECT count() FROM {db}.events FINAL WHERE (distinct_id IN {ids:Array(String)} OR person_id = {p:String}) "
+        "AND received_at <= {by:DateTime64(3, 'UTC')} AND type != 'profile_change'",
+        # the `$` timeline rows of the person's profile changes (keyed by person id)
+        "profile_changes": "SELECT count() FROM {db}.events FINAL WHERE person_id = {p:String} AND type = 'profile_change' "
         "AND received_at <= {by:DateTime64(3, 'UTC')}",
         "sessions": "SELECT count() FROM {db}.sessions FINAL WHERE device_key IN {ids:Array(String)} OR distinct_id IN {ids:Array(String)}",
         "persons": "SELECT count() FROM {db}.persons FINAL WHERE person_id = {p:String}",
@@ -80,7 +83,9 @@ def test_delete_and_erase_hold_through_replay(kafka_bootstrap, clickhouse_dsn, c
             "every user's three events counted",
         )
         query = querier(clickhouse_client, settings.database)
-        assert person_rows(query, [erased, erased_device], people[erased])["events"] == 3
+        before = person_rows(query, [erased, erased_device], people[erased])
+        assert before["events"] == 3
+        assert before["profile_changes"] > 0  # its created properties, on its timeline: gone with the erasure below
 
         deleted_by = datetime.now(UTC)
         response = api.delete(f"/api/v1/users/user_id:{deleted}?wait=true", headers=auth)

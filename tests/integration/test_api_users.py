@@ -209,7 +209,8 @@ def test_an_api_created_user_later_identified_by_the_segment_sdk_is_one_person(s
     assert user["person_id"] == by_user_id and user["properties"]["plan"] == "pro"  # tracking's later $set wins
     assert stack.query("SELECT count() FROM {db}.persons FINAL WHERE person_id = {p:String}", p=by_user_id) == [(1,)]
     events = stack.api.get(f"/api/v1/users/{by_user_id}/events", headers=stack.auth).json()["events"]
-    assert sorted(e["type"] for e in events) == ["identify", "track"]
+    assert sorted(e["type"] for e in events if e["type"] != "profile_change") == ["identify", "track"]
+    assert {e["event"] for e in events if e["type"] == "profile_change"} >= {"$property_changed"}  # the timeline shows changes
     assert [e["timestamp"] for e in events] == sorted((e["timestamp"] for e in events), reverse=True)  # newest first
     # the device's anonymous person was merged into the API's user: the merges list says so
     merged = stack.wait(
@@ -242,10 +243,20 @@ def test_timeline_events_sessions_and_daily_counts_with_zero_days(stack):
     for n in range(3):
         stack.track("/v1/track", {"userId": user_id, "event": "Clicked" if n < 2 else "Bought", "messageId": f"{user_id}-{n}"})
     stack.wait(lambda: stack.api.get(f"/api/v1/users/{person}", headers=stack.auth).json()["event_count"] == 3, "three events")
-    page = stack.api.get(f"/api/v1/users/{person}/events", params={"limit": 2}, headers=stack.auth).json()
-    rest = stack.api.get(f"/api/v1/users/{person}/events", params={"limit": 2, "cursor": page["next_cursor"]}, headers=stack.auth).json()
-    ids = [e["message_id"] for e in page["events"] + rest["events"]]
-    assert sorted(ids) == [f"{user_id}-{n}" for n in range(3)] and rest["next_cursor"] is None
+    # Pages of two, newest first, to the end: the three tracked events, and the `$` rows of the create's changes.
+    timeline, cursor, pages = [], None, 0
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = stack.api.get(f"/api/v1/users/{person}/events", params=params, headers=stack.auth).json()
+        timeline += page["events"]
+        pages += 1
+        if not (cursor := page["next_cursor"]):
+            break
+    assert [e["timestamp"] for e in timeline] == sorted((e["timestamp"] for e in timeline), reverse=True)
+    assert len({e["message_id"] for e in timeline}) == len(timeline) and pages == (len(timeline) + 1) // 2
+    tracked = [e["message_id"] for e in timeline if e["type"] != "profile_change"]
+    assert sorted(tracked) == [f"{user_id}-{n}" for n in range(3)]
+    assert {e["event"] for e in timeline if e["type"] == "profile_change"} == {"$property_changed"}
     assert [
         e["event"] for e in stack.api.get(f"/api/v1/users/{person}/events", params={"event": "Bought"}, headers=stack.auth).json()["events"]
     ] == ["Bought"]
