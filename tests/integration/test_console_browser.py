@@ -214,7 +214,9 @@ def test_a_person_walks_the_console(page: Page, stack):
         ),
         "3 events in the timeline",
     )
-    expect(timeline.locator("tbody tr").first).to_contain_text("Started Trial")  # newest first
+    tracked = timeline.locator("tbody tr").filter(has_not_text="profile_change")  # beside the $ rows of the profile's changes
+    expect(tracked.first).to_contain_text("Started Trial")  # newest first
+    expect(timeline.locator("tbody tr").filter(has_text="$property_changed").first).to_be_visible()  # the create's changes
     reload_until(page, lambda: page.locator("#counts-total").inner_text().startswith("3 "), "3 events in the graph")
     counts = page.evaluate("document.getElementById('counts-chart').chart.data.datasets[0].data")
     assert sum(counts) == 3 and len(counts) == 30 and counts[-3:] == [1, 1, 1]
