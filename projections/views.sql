@@ -20,10 +20,13 @@ GROUP BY day, person_id, event, type;
 DROP VIEW IF EXISTS {db}.events_resolved;
 CREATE VIEW {db}.events_resolved AS
 SELECT e.*,
-       if(m.mapped_person_id != '', m.mapped_person_id, e.person_id) AS live_person_id,
+       multiIf(m.mapped_person_id != '', m.mapped_person_id, po.into_person != '', po.into_person, e.person_id) AS live_person_id,
        if(so.survivor_session_id != '', so.survivor_session_id, e.session_id) AS live_session_id
 FROM {db}.events AS e FINAL
 LEFT JOIN (SELECT distinct_id AS mapped_id, argMax(person_id, version) AS mapped_person_id FROM {db}.person_distinct_ids GROUP BY distinct_id) AS m
     ON e.distinct_id = m.mapped_id
+-- Rows keyed by a person, not a distinct id (the `$` rows of profile changes): the person it was merged into.
+LEFT JOIN (SELECT from_person, argMax(into_person, version) AS into_person FROM {db}.person_overrides GROUP BY from_person) AS po
+    ON e.person_id = po.from_person
 LEFT JOIN (SELECT absorbed_session_id, argMax(survivor_session_id, version) AS survivor_session_id FROM {db}.session_overrides GROUP BY absorbed_session_id) AS so
     ON e.session_id = so.absorbed_session_id
