@@ -137,20 +137,16 @@ def test_a_100k_row_import_with_bad_rows_then_rerun(api, settings, clickhouse_cl
                 f"SELECT count() FROM {settings.database}.persons FINAL WHERE JSONExtractString(properties, 'plan') = 'pro'"
             ).result_rows[0][0]
 
+        applied = dict.fromkeys(("persons", "user_ids", "commands", "commanded_persons"), ROWS - len(bad))
         wait_until(
-            lambda: persons() == ROWS - len(bad),
+            lambda: persons() == ROWS - len(bad) and exactly_once(clickhouse_client, settings.database) == applied,
             timeout_s=900,
             interval_s=2,
-            what="every imported user applied",
+            what="every imported user applied (persons and their commands)",
             watch=(worker, projection),
         )
         landed = exactly_once(clickhouse_client, settings.database)
-        assert landed == {
-            "persons": ROWS - len(bad),
-            "user_ids": ROWS - len(bad),
-            "commands": ROWS - len(bad),
-            "commanded_persons": ROWS - len(bad),
-        }
+        assert landed == applied
         sent = user_commands_sent(settings)
 
         # Re-run at once, as a user would: the identity processor may still be mapping the users' ids (with
@@ -194,15 +190,17 @@ def test_a_rerun_before_the_ids_are_mapped_finds_the_users_the_import_created(ap
     with projector(settings) as projection:
         first = run_import(api, small)
         assert (first["created"], first["rejected"]) == (good, 300 - good)
+        applied = {"persons": good, "user_ids": good, "commands": good, "commanded_persons": good}
+        # Every table of the creates, not only persons: the re-run below finds applied rows by their commands.
         wait_until(
-            lambda: exactly_once(clickhouse_client, settings.database)["persons"] == good,
+            lambda: exactly_once(clickhouse_client, settings.database) == applied,
             timeout_s=120,
             what="the creates applied",
             watch=(projection,),
         )
         assert clickhouse_client.query(f"SELECT count() FROM {settings.database}.person_distinct_ids").result_rows[0][0] == 0
         landed, sent = exactly_once(clickhouse_client, settings.database), user_commands_sent(settings)
-        assert landed == {"persons": good, "user_ids": good, "commands": good, "commanded_persons": good}
+        assert landed == applied
 
         again = run_import(api, small)
         assert (again["accepted"], again["unchanged"], again["created"], again["updated"], again["rejected"]) == (
