@@ -20,7 +20,7 @@ from api.bodies import StrictJSONRoute
 from api.errors import ApiError
 from api.groups import Lists
 from api.jobs import BulkEdit
-from api.keyset import clickhouse_time, decode_cursor, encode_cursor
+from api.memberships import members_page
 from api.routers.users import BulkFilter
 from api.user_model import ListEdit, UserPatch, parse_ref
 from api.user_query import ListQuery
@@ -158,27 +158,18 @@ async def list_members(
 ) -> dict[str, Any]:
     """The list's members (with who added each and when), by person id, a page at a time."""
     await _live(request, list_id)
-    parameters: dict[str, Any] = {"list": list_id, "limit": limit + 1, "after": ""}
-    if at is None:
-        when = "m.removed_at IS NULL"
-    else:
-        when = "m.added_at <= {at:DateTime64(3, 'UTC')} AND (m.removed_at IS NULL OR m.removed_at > {at:DateTime64(3, 'UTC')})"
-        parameters["at"] = clickhouse_time((at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat())
-    if cursor:
-        (after,) = decode_cursor(cursor, 1)
-        if not isinstance(after, str):
-            raise ApiError.of(422, "cursor", "format", "not a cursor this list gave out")
-        parameters["after"] = after
-    rows = await request.app.state.reader.rows(
-        "SELECT m.person_id AS person_id, m.added_at AS added_at, m.added_by AS added_by, m.removed_at AS removed_at, "
-        "p.email AS email, p.name AS name, p.stage AS stage FROM {db}.list_members AS m FINAL "
-        "INNER JOIN (SELECT person_id, email, name, stage FROM {db}.persons FINAL) AS p ON p.person_id = m.person_id "
-        f"WHERE m.list_id = {{list:String}} AND {when} "
-        "AND m.person_id > {after:String} ORDER BY m.person_id LIMIT {limit:UInt32}",
-        parameters,
+    page, next_cursor = await members_page(
+        request.app.state.reader,
+        table="list_members",
+        owner_column="list_id",
+        owner=list_id,
+        period_columns="m.added_at AS added_at, m.added_by AS added_by, m.removed_at AS removed_at",
+        opened="added_at",
+        closed="removed_at",
+        at=at,
+        limit=limit,
+        cursor=cursor,
     )
-    page = rows[:limit]
-    next_cursor = encode_cursor([page[-1]["person_id"]]) if len(rows) > limit else None
     return {"list_id": list_id, "members": page, "next_cursor": next_cursor}
 
 

@@ -22,7 +22,7 @@ from api.bodies import StrictJSONRoute
 from api.errors import ApiError, FieldError
 from api.groups import Lists, Segments
 from api.jobs import BulkEdit
-from api.keyset import clickhouse_time, decode_cursor, encode_cursor
+from api.memberships import members_page
 from api.people import People
 from api.routers.lists import IdempotencyKey
 from api.user_model import ListEdit, UserPatch, parse_ref
@@ -246,27 +246,18 @@ async def segment_members(
 ) -> dict[str, Any]:
     """The segment's members (with when each entered), by person id, a page at a time."""
     await _live(request, segment_id)
-    parameters: dict[str, Any] = {"segment": segment_id, "limit": limit + 1, "after": ""}
-    if at is None:
-        when = "m.exited_at IS NULL"
-    else:
-        when = "m.entered_at <= {at:DateTime64(3, 'UTC')} AND (m.exited_at IS NULL OR m.exited_at > {at:DateTime64(3, 'UTC')})"
-        parameters["at"] = clickhouse_time((at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(UTC).isoformat())
-    if cursor:
-        (after,) = decode_cursor(cursor, 1)
-        if not isinstance(after, str):
-            raise ApiError.of(422, "cursor", "format", "not a cursor this list gave out")
-        parameters["after"] = after
-    rows = await request.app.state.reader.rows(
-        "SELECT m.person_id AS person_id, m.entered_at AS entered_at, m.exited_at AS exited_at, m.entry AS entry, "
-        "p.email AS email, p.name AS name, p.stage AS stage FROM {db}.segment_members AS m FINAL "
-        "INNER JOIN (SELECT person_id, email, name, stage FROM {db}.persons FINAL) AS p ON p.person_id = m.person_id "
-        f"WHERE m.segment_id = {{segment:String}} AND {when} "
-        "AND m.person_id > {after:String} ORDER BY m.person_id LIMIT {limit:UInt32}",
-        parameters,
+    page, next_cursor = await members_page(
+        request.app.state.reader,
+        table="segment_members",
+        owner_column="segment_id",
+        owner=segment_id,
+        period_columns="m.entered_at AS entered_at, m.exited_at AS exited_at, m.entry AS entry",
+        opened="entered_at",
+        closed="exited_at",
+        at=at,
+        limit=limit,
+        cursor=cursor,
     )
-    page = rows[:limit]
-    next_cursor = encode_cursor([page[-1]["person_id"]]) if len(rows) > limit else None
     return {"segment_id": segment_id, "members": page, "next_cursor": next_cursor}
 
 
