@@ -103,21 +103,15 @@ async def webhook_delete(request: Request) -> Response:
     c, webhook_id = console(request), request.path_params["webhook_id"]
     found = await c.api.get(f"/webhooks/{webhook_id}")
     url = found.body.get("url", webhook_id) if found.ok else webhook_id
-    if request.method == "GET":
-        return await c.render_page(
-            request,
-            "confirm.html",
-            section="webhooks",
-            heading=f"Delete the webhook to {url}?",
-            yes="Yes, delete",
-            lines=["No more changes are sent to it; its past deliveries stay readable."],
-            action=c.path("webhook_delete", webhook_id=webhook_id),
-            carried=[],
-            back=c.path("webhook", webhook_id=webhook_id),
-        )
-    answer = await c.api.call("DELETE", f"/webhooks/{webhook_id}")
-    flash(request, "Webhook deleted." if answer.ok else f"Refused: {answer.message}", "info" if answer.ok else "error")
-    return RedirectResponse(c.path("webhooks"), status_code=303)
+    return await c.confirm_then_delete(
+        request,
+        what=f"the webhook to {url}",
+        section="webhooks",
+        consequences=["No more changes are sent to it; its past deliveries stay readable."],
+        back=c.path("webhook", webhook_id=webhook_id),
+        api_path=f"/webhooks/{webhook_id}",
+        done=c.path("webhooks"),
+    )
 
 
 ROUTES: list = [
