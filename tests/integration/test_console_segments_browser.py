@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 from footfall.topics import ensure_topics
 from projections.clickhouse import connect
 from projections.segment_evaluator import SegmentEvaluator
-from tests.integration.test_console_browser import api, browser, page, sign_in, stack  # noqa: F401 - fixtures
+from tests.integration.test_console_browser import SCREENSHOTS, api, browser, page, sign_in, stack  # noqa: F401 - fixtures
 from tests.pipeline import wait_until
 
 pytestmark = pytest.mark.integration
@@ -48,6 +48,7 @@ def test_segments_in_the_console(page: Page, stack):  # noqa: F811 - fixtures
     page.locator("#new-segment").get_by_role("button", name="Preview count").click()
     expect(page.locator("#preview-count")).to_contain_text("1 user match")
     expect(page.locator("#preview-sample")).to_contain_text("Max")
+    page.screenshot(path=str(SCREENSHOTS / "segments.png"), full_page=True)  # README's Admin > Segments
     page.locator("#new-segment").get_by_role("button", name="Create segment").click()
     expect(page.locator("#segment-name")).to_have_text(f"Gold {run}")
     segment_url = page.url
