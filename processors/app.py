@@ -80,7 +80,9 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     device_sessions = app.Table("device-sessions", partitions=t.raw.partitions, key_type=bytes, value_type=bytes)
     person_of = app.Table("person-of", partitions=t.identities.partitions, key_type=bytes)
     identity_state = app.Table("identity-state", partitions=1)
-    run = Runtime(app, settings, guarded_topics={t.raw.name, t.sessioned.name, t.identity_commands.name})
+    run = Runtime(
+        app, settings, guarded_topics={t.raw.name, t.sessioned.name, t.identity_commands.name}, watched_topics={t.identities.name}
+    )
     # Tables are written through DirectWrites: the runtime sends their changelog records itself (runtime.py).
     states, persons_known, identity_store = (
         run.direct_writes(device_sessions),

@@ -180,12 +180,15 @@ class PartitionOffsets:
 class Runtime:
     """One worker's machinery around its agents (see the module docstring)."""
 
-    def __init__(self, app: faust.App, settings: FootfallSettings, guarded_topics: set[str]):
+    def __init__(self, app: faust.App, settings: FootfallSettings, guarded_topics: set[str], watched_topics: set[str] = frozenset()):
+        """`guarded_topics`: checked record by record for skips (continuity.py) and watched for stalls;
+        `watched_topics`: only watched for stalls (a compacted topic's offsets have gaps, so continuity cannot hold)."""
         self.app, self.settings, self.limits = app, settings, settings.envelope_limits
         self.continuity = OffsetContinuity()
         self.offsets = PartitionOffsets(settings.kafka_bootstrap_servers, app.conf.id)
         self.stall_watch = StallWatch()
         self.guarded_topics = guarded_topics
+        self.watched_topics = guarded_topics | watched_topics
         app.sensors.add(StopOnSendError())
         # faust logs a failed send with the whole message at warning level: personal data. StopOnSendError says it.
         logging.getLogger("faust.topics").setLevel(logging.ERROR)
@@ -264,7 +267,7 @@ class Runtime:
     async def watch_for_stalls(self) -> None:
         """Restart a worker that owns waiting records and handles none of them (continuity.StallWatch)."""
         app = self.app
-        owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in self.guarded_topics]
+        owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in self.watched_topics]
         if app.rebalancing or not owned:
             return
         generation = app.consumer_generation_id

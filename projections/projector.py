@@ -480,16 +480,18 @@ class Projector:
             self.producer.produce(self.settings.topics.dead_letter.name, bad)
         if batch.bad_rows and self.producer.flush(30) > 0:
             raise RuntimeError("the dead-letter topic did not acknowledge the projector's bad rows")
+        # segment_members before events: once a `$segment_entered` row is on the timeline, the membership it
+        # announces is readable too (a reader waiting for the one may read the other).
         order = (
             rows.PERSON_DISTINCT_IDS,
             rows.PERSON_OVERRIDES,
             rows.SESSION_OVERRIDES,
+            SEGMENT_MEMBERS,
             rows.EVENTS,
             rows.SESSIONS,
             rows.BAD_ROWS,
             LIFECYCLE_STAGES,
             LISTS,
-            SEGMENT_MEMBERS,
             WEBHOOK_DELIVERIES,
         )
         for table in order:

@@ -262,11 +262,12 @@ class Pipeline:
             for group, names in groups.items()
         }
 
-    def wait_quiet(self, timeout_s: float = 240, stuck_after_s: float = 60) -> dict[str, Any]:
+    def wait_quiet(self, timeout_s: float = 240, stuck_after_s: float = 120) -> dict[str, Any]:
         """Until every group's lag is 0 and the stored counts stayed the same for a few seconds.
 
         Answers {"quiet": True, "seconds": ...}; or quiet False with the lag left when the counts stopped moving
-        for `stuck_after_s` while some lag stayed (a stage that stopped committing), or at the timeout."""
+        for `stuck_after_s` while some lag stayed (a stage that stopped committing), or at the timeout. `stuck_after_s`
+        outlasts a processor's stall watch (up to processor_stall_seconds) and the restart it causes."""
         started = time.monotonic()
         db = self.settings.database
         previous: tuple | None = None
