@@ -5,20 +5,23 @@ PATCH send. Used by `footfall import` (footfall/cli.py) and `POST /api/v1/import
          ─► chunks of CHUNK_ROWS: skip rows already applied (same command id) ─► find each key's user
          ─► unique values held by another user (409-style errors) ─► create / update commands ─► Kafka
 
-Memory is bounded by one chunk: rows are read one at a time from the file, errors go straight to the errors
-file, and only counts are kept. A row whose command the projector already applied (the same key and the
-same content) sends nothing, so re-running a file changes nothing; rows whose commands were sent but not
-applied yet are sent again with the same command ids (the projector applies a command id once).
+A chunk's lookups and its send to Kafka run while the next chunk's rows are read and checked (one chunk in
+flight at a time, awaited before the next starts), so the reads' and Kafka's round trips overlap the
+per-row work instead of adding to it. Memory is bounded by two chunks: rows are read one at a time from
+the file, errors go straight to the errors file, and only counts are kept. A row whose command the
+projector already applied (the same key and the same content) sends nothing, so re-running a file changes
+nothing; rows whose commands were sent but not applied yet are sent again with the same command ids (the
+projector applies a command id once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import csv
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -26,15 +29,15 @@ import orjson
 
 from api.commands import Record
 from api.errors import ApiError
-from api.import_rows import ERRORS_HEADER, ImportOptions, ImportRefused, ImportRow, RowError, plan_columns, read_row
+from api.import_rows import ERRORS_HEADER, ImportOptions, ImportRefused, ImportRow, RowError, plan_columns, read_row, uuid5_text
 from api.reads import live_persons_where
 from api.user_model import UserCreate, UserPatch, create_records, update_records
 from schemas.identity import PERSON_NAMESPACE
 from schemas.properties import PropertyDefinition, unique_values
 from schemas.topics import Topics
-from schemas.user_commands import DEFAULT_PROPERTIES
 
-CHUNK_ROWS = 2_000
+CHUNK_ROWS = 10_000  # rows looked up together: each lookup scans persons once, so fewer and larger chunks
+STEP_ROWS = 250  # rows read between two yields to the event loop (and progress reports)
 State = Literal["queued", "running", "done", "failed"]
 Rows = Callable[[str, dict[str, Any]], Awaitable[list[dict[str, Any]]]]
 Send = Callable[[list[Record]], Awaitable[None]]
@@ -79,11 +82,15 @@ def records_for(row: ImportRow, owner: str | None, dedupe: str, topics: Topics, 
     if owner is not None:
         known_id = row.key if dedupe == "user_id" else None
         return update_records(topics, UserPatch(set=row.properties, stage=row.stage), owner, known_id, row.command_id, at, by="import")
-    defaults = {k: v for k, v in row.properties.items() if k in DEFAULT_PROPERTIES}
-    custom = {k: v for k, v in row.properties.items() if k not in DEFAULT_PROPERTIES}
-    body = UserCreate(**{k: str(v) for k, v in defaults.items()}, properties=custom, stage=row.stage)
-    person_id = str(uuid.uuid5(PERSON_NAMESPACE, f"command:{row.command_id}"))
-    return create_records(topics, row.properties, body, person_id, row.command_id, at, by="import")
+    person_id = uuid5_text(PERSON_NAMESPACE, f"command:{row.command_id}")
+    return create_records(topics, row.properties, create_body(row.stage), person_id, row.command_id, at, by="import")
+
+
+@lru_cache(maxsize=256)
+def create_body(stage: str | None) -> UserCreate:
+    """What create_records reads of a create's body besides the properties (read_row checked those): its
+    status, tags and stage. One validated body per stage, not one per row."""
+    return UserCreate(stage=stage)
 
 
 class Lookups:
@@ -203,20 +210,38 @@ class CsvImport:
         plan = plan_columns(header, self.options, self.definitions)
         report.ignored_columns = plan.ignored
         chunk: list[ImportRow] = []
-        for number, cells in enumerate(reader, start=2):
-            if not any(cell.strip() for cell in cells):
-                continue  # a blank line
-            report.rows_read += 1
-            outcome = read_row(number, cells, plan, self.options, self.definitions)
-            if isinstance(outcome, list):
-                self._reject(errors, outcome)
-                continue
-            chunk.append(outcome)
-            if len(chunk) >= CHUNK_ROWS:
+        in_flight: asyncio.Task[None] | None = None  # the previous chunk: looked up and sent while rows are read
+        try:
+            for number, cells in enumerate(reader, start=2):
+                if not any(cell.strip() for cell in cells):
+                    continue  # a blank line
+                report.rows_read += 1
+                outcome = read_row(number, cells, plan, self.options, self.definitions)
+                if isinstance(outcome, list):
+                    self._reject(errors, outcome)
+                else:
+                    chunk.append(outcome)
+                if report.rows_read % STEP_ROWS == 0:
+                    self.on_progress(report)
+                    await asyncio.sleep(0)  # the chunk in flight moves on; an API process serves requests
+                if len(chunk) >= CHUNK_ROWS:
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.create_task(self._chunk(chunk, errors, plan.column_of))
+                    chunk = []
+            if in_flight is not None:
+                await in_flight
+            in_flight = None
+            if chunk:
                 await self._chunk(chunk, errors, plan.column_of)
-                chunk = []
-        if chunk:
-            await self._chunk(chunk, errors, plan.column_of)
+        except asyncio.CancelledError:
+            if in_flight is not None:
+                in_flight.cancel()
+            raise
+        except Exception:
+            if in_flight is not None:  # the chunk already started ends as it would have without the overlap
+                await asyncio.gather(in_flight, return_exceptions=True)
+            raise
 
     def _reject(self, errors, row_errors: Sequence[RowError]) -> None:
         self.report.rejected += 1
@@ -246,7 +271,6 @@ class CsvImport:
         if records and self.send is not None:
             await self.send(records)
         self.on_progress(report)
-        await asyncio.sleep(0)  # let an API process serve requests between chunks
 
     async def _conflicts(
         self, chunk: list[ImportRow], owners: dict[str, str], dedupe: str, column_of: Callable[[str], str]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.import_rows import ImportOptions, ImportRefused, ImportRow, plan_columns, read_row
+from api.import_rows import ImportOptions, ImportRefused, ImportRow, command_id_of, plan_columns, read_row, uuid5_text
+from api.imports import records_for
+from api.user_model import UserCreate, create_records
+from schemas.identity import PERSON_NAMESPACE
 from schemas.properties import BUILT_IN, PropertyDefinition
+from schemas.topics import Topics
+from schemas.user_commands import DEFAULT_PROPERTIES
 
 RULES = {
     **BUILT_IN,
@@ -74,3 +82,47 @@ def test_the_command_id_is_the_key_and_the_content(first, second):
     assert one.command_id == again.command_id  # the same row, anywhere in any file
     assert (one.command_id == other.command_id) == (one.properties == other.properties)
     assert read_row(2, ["u2", *first[1:]], columns, ImportOptions(), RULES).command_id != one.command_id
+
+
+@settings(deadline=None)
+@given(st.uuids(), st.text(max_size=40))
+def test_uuid5_text_is_uuid5(namespace, name):
+    assert uuid5_text(namespace, name) == str(uuid.uuid5(namespace, name))
+
+
+def test_a_stage_longer_than_the_api_takes_is_a_row_error_not_a_failed_import():
+    columns = plan(["user_id", "stage"])
+    assert isinstance(read_row(2, ["u1", "s" * 64], columns, ImportOptions(), RULES), ImportRow)
+    (error,) = read_row(3, ["u1", "s" * 65], columns, ImportOptions(), RULES)
+    assert (error.row, error.column, error.rule) == (3, "stage", "max_length")
+
+
+TOPICS = Topics("t")
+AT = datetime(2026, 11, 30, 12, tzinfo=UTC)
+texts = st.text(alphabet="abcXYZ019 .-", min_size=1, max_size=12).map(str.strip).filter(bool)
+
+
+@settings(deadline=None)
+@given(
+    st.fixed_dictionaries(
+        {"user_id": texts},
+        optional={
+            "first_name": texts,
+            "city": texts,
+            "customer_id": texts,
+            "email": st.just("ann@example.com"),
+            "plan": st.sampled_from(["free", "pro"]),
+            "age": st.integers(18, 99),
+        },
+    ),
+    st.none() | st.sampled_from(["lead", "customer"]),
+)
+def test_an_imported_rows_create_is_what_the_validated_api_body_gives(properties, stage):
+    """records_for skips building a validated UserCreate per row: the records are the same as with it."""
+    row = ImportRow(2, properties["user_id"], properties, command_id_of("user_id", properties["user_id"], properties), stage)
+    defaults = {k: str(v) for k, v in properties.items() if k in DEFAULT_PROPERTIES}
+    body = UserCreate(**defaults, properties={k: v for k, v in properties.items() if k not in DEFAULT_PROPERTIES}, stage=stage)
+    person_id = str(uuid.uuid5(PERSON_NAMESPACE, f"command:{row.command_id}"))
+    assert records_for(row, None, "user_id", TOPICS, AT) == create_records(
+        TOPICS, properties, body, person_id, row.command_id, AT, by="import"
+    )

@@ -95,3 +95,43 @@ def test_effective_definitions_do_not_depend_on_the_order_records_are_read(recor
     shuffled = list(made)
     random.shuffle(shuffled)
     assert effective(made) == effective(shuffled)
+
+
+# Addresses near the shapes email-validator treats specially: dots and hyphens in odd places, case, IDNA
+# and non-ASCII domains, reserved names, quotes and brackets, over-long parts, more than one @.
+local_parts = st.text(alphabet="abZ09._-+'\"@ <>()\\é", min_size=0, max_size=12) | st.sampled_from(["a" * 64, "b" * 65, "x" * 250])
+domain_parts = st.text(alphabet="abZ09.-é", min_size=0, max_size=14) | st.sampled_from(
+    [
+        "example.com",
+        "Example.COM",
+        "localhost",
+        "a.local",
+        "b.invalid",
+        "xn--bcher-kva.com",
+        "münchen.de",
+        "a.b",
+        "c" * 64 + ".com",
+        "[1.2.3.4]",
+    ]
+)
+EMAIL = BUILT_IN["email"].model_copy(update={"max_length": None})  # the type check alone
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(local_parts, domain_parts, st.sampled_from(["", " ", "@"]))
+def test_the_email_check_answers_what_email_validator_answers(local, domain, extra):
+    """The cached fast path for plain addresses never changes the verdict or the reason."""
+    from email_validator import EmailNotValidError, validate_email
+
+    address = f"{local}@{domain}{extra}"
+    try:
+        validate_email(address.strip(), check_deliverability=False)
+        expected = None
+    except EmailNotValidError as exc:
+        expected = f"not an email address: {exc}"
+    try:
+        check_value(EMAIL, address)
+        got = None
+    except Exception as exc:  # noqa: BLE001 - _Broken, compared by its reason
+        got = getattr(exc, "reason", repr(exc))
+    assert got == expected
