@@ -27,7 +27,7 @@ from typing import Any, Literal
 import orjson
 
 from api.user_model import check_identifier_values
-from schemas.properties import PropertyDefinition, check_values
+from schemas.properties import Checked, PropertyDefinition, check_values
 from schemas.user_commands import IDENTIFIERS, email_key
 
 DedupeKey = Literal["user_id", "email", "customer_id"]
@@ -35,6 +35,7 @@ DEDUPE_KEYS: tuple[DedupeKey, ...] = ("user_id", "email", "customer_id")
 IMPORT_NAMESPACE = uuid.UUID("0b7d3f52-6c1e-4a43-8f0e-5d2b9b7e3c61")
 PROPERTY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,99}$")
 MAX_KEPT_VALUE = 1000  # characters of a refused value kept in errors.csv
+MAX_CELL_VERDICTS = 50_000  # cells whose checks an import keeps (CellVerdicts)
 MAX_STAGE_LENGTH = 64  # as the API's create and PATCH bodies take it (api/user_model.py)
 
 
@@ -132,6 +133,31 @@ def plan_columns(header: Sequence[str], options: ImportOptions, definitions: Map
     return ColumnPlan(tuple(names), tuple(properties))
 
 
+class CellVerdicts:
+    """The checks of cells an import already saw, by property and text: most columns repeat a few values
+    (plans, countries, companies, ages), so each distinct one is checked once. Unique properties (ids,
+    emails) never repeat and are not kept; at most MAX_CELL_VERDICTS are kept, so memory stays bounded.
+
+    A property's check does not depend on the other properties of the write, so the row's check is its
+    cells' checks in order: the same values and errors as check_values on the whole row."""
+
+    def __init__(self) -> None:
+        self._kept: dict[tuple[str, str], Checked] = {}
+
+    def check(self, definitions: Mapping[str, PropertyDefinition], written: Mapping[str, str]) -> Checked:
+        checked = Checked()
+        for name, text in written.items():
+            one = self._kept.get((name, text))
+            if one is None:
+                one = check_values(definitions, {name: text}, from_text=True)
+                d = definitions.get(name)
+                if len(self._kept) < MAX_CELL_VERDICTS and not (d is not None and d.unique):
+                    self._kept[(name, text)] = one
+            checked.values.update(one.values)
+            checked.errors += one.errors
+        return checked
+
+
 def command_id_of(dedupe: str, key: str, properties: Mapping[str, Any]) -> str:
     content = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS).decode()
     return uuid5_text(IMPORT_NAMESPACE, f"{dedupe}\x00{key}\x00{content}")
@@ -145,9 +171,15 @@ def uuid5_text(namespace: uuid.UUID, name: str) -> str:
 
 
 def read_row(
-    number: int, cells: Sequence[str], plan: ColumnPlan, options: ImportOptions, definitions: Mapping[str, PropertyDefinition]
+    number: int,
+    cells: Sequence[str],
+    plan: ColumnPlan,
+    options: ImportOptions,
+    definitions: Mapping[str, PropertyDefinition],
+    verdicts: CellVerdicts | None = None,
 ) -> ImportRow | list[RowError]:
-    """One data row: the checked row, or every rule it breaks."""
+    """One data row: the checked row, or every rule it breaks. `verdicts`: an import's memory of cells
+    already checked (the same answer, sooner)."""
     if len(cells) != len(plan.header):
         return [RowError(number, "", ",".join(cells), "columns", f"{len(cells)} cells; the header has {len(plan.header)}")]
     errors: list[RowError] = []
@@ -166,7 +198,7 @@ def read_row(
         errors.append(
             RowError(number, plan.column_of(STAGE_COLUMN), stage, "max_length", f"a stage id is at most {MAX_STAGE_LENGTH} characters")
         )
-    checked = check_values(definitions, written, from_text=True)
+    checked = check_values(definitions, written, from_text=True) if verdicts is None else verdicts.check(definitions, written)
     errors += [
         RowError(number, plan.column_of(e.property), written.get(e.property, ""), e.rule, f"{e.property} {e.reason}")
         for e in checked.errors

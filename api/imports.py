@@ -29,7 +29,17 @@ import orjson
 
 from api.commands import Record
 from api.errors import ApiError
-from api.import_rows import ERRORS_HEADER, ImportOptions, ImportRefused, ImportRow, RowError, plan_columns, read_row, uuid5_text
+from api.import_rows import (
+    ERRORS_HEADER,
+    CellVerdicts,
+    ImportOptions,
+    ImportRefused,
+    ImportRow,
+    RowError,
+    plan_columns,
+    read_row,
+    uuid5_text,
+)
 from api.reads import live_persons_where
 from api.user_model import UserCreate, UserPatch, create_records, update_records
 from schemas.identity import PERSON_NAMESPACE
@@ -210,13 +220,14 @@ class CsvImport:
         plan = plan_columns(header, self.options, self.definitions)
         report.ignored_columns = plan.ignored
         chunk: list[ImportRow] = []
+        verdicts = CellVerdicts()
         in_flight: asyncio.Task[None] | None = None  # the previous chunk: looked up and sent while rows are read
         try:
             for number, cells in enumerate(reader, start=2):
                 if not any(cell.strip() for cell in cells):
                     continue  # a blank line
                 report.rows_read += 1
-                outcome = read_row(number, cells, plan, self.options, self.definitions)
+                outcome = read_row(number, cells, plan, self.options, self.definitions, verdicts)
                 if isinstance(outcome, list):
                     self._reject(errors, outcome)
                 else:

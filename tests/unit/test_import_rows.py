@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from api.import_rows import ImportOptions, ImportRefused, ImportRow, command_id_of, plan_columns, read_row, uuid5_text
+from api.import_rows import CellVerdicts, ImportOptions, ImportRefused, ImportRow, command_id_of, plan_columns, read_row, uuid5_text
 from api.imports import records_for
 from api.user_model import UserCreate, create_records
 from schemas.identity import PERSON_NAMESPACE
@@ -126,3 +126,18 @@ def test_an_imported_rows_create_is_what_the_validated_api_body_gives(properties
     assert records_for(row, None, "user_id", TOPICS, AT) == create_records(
         TOPICS, properties, body, person_id, row.command_id, AT, by="import"
     )
+
+
+any_cells = st.sampled_from(["", " ", "u1", "pro", "gold", "17", "42", "forty", "ann@example.com", "nope", "smb", "yes"])
+
+
+@settings(deadline=None)
+@given(st.lists(st.lists(any_cells, min_size=6, max_size=6), min_size=1, max_size=30))
+def test_remembered_cell_checks_give_what_checking_every_row_gives(rows):
+    """CellVerdicts answers each row as read_row without it does, whatever came before (errors included)."""
+    columns = plan(["user_id", "email", "plan", "age", "segment", "nickname"], include_unknown=True)
+    verdicts = CellVerdicts()
+    for number, cells in enumerate(rows, start=2):
+        assert read_row(number, cells, columns, ImportOptions(), RULES, verdicts) == read_row(
+            number, cells, columns, ImportOptions(), RULES
+        )
