@@ -458,7 +458,21 @@ def imports_section(r: dict) -> list[str]:
         f"| import: checked, looked up, each good row's commands acknowledged by Kafka | {rps['import']:,.0f} | {r['import_ratio_to_csv_read']:.3f}× |",
         f"| re-import of the same file (every row already applied: nothing sent) | {rps['re-import']:,.0f} | {r['reimport_ratio_to_csv_read']:.3f}× |",
         "",
-        f"Peak memory growth of the process over all rounds: {r['peak_rss_growth_mib']:.0f} MiB (rows are streamed; a chunk of 2,000 rows is held at a time).",
+        *(
+            [
+                f"CPU of the whole process (every thread, chdb's and the Kafka client's included) per row: import {cpu['import']:,.0f} µs, "
+                f"re-import {cpu['re-import']:,.0f} µs (medians; unlike the wall clock, not divided by the share of a core a busy machine leaves).",
+                "",
+            ]
+            if (cpu := r.get("median_cpu_us_per_row"))
+            else []
+        ),
+        f"Peak memory growth of the process over all rounds: {r['peak_rss_growth_mib']:.0f} MiB (rows are streamed; "
+        + (
+            f"at most two chunks of {r['chunk_rows']:,} rows are held at a time)."
+            if "chunk_rows" in r
+            else "a chunk of 2,000 rows is held at a time)."
+        ),
         "",
     ]
 
