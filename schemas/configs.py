@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-from schemas.conditions import IN_MEMORY_KINDS, Condition, compile_condition, evaluate, kinds_used
+from schemas.conditions import TARGETING_KINDS, Condition, compile_condition, evaluate, kinds_used, references
 from schemas.identity import is_illegal_id
 from schemas.tracking import FLOAT_ID, Id
 
@@ -88,8 +88,13 @@ class Rule(BaseModel):
     @field_validator("condition")
     @classmethod
     def _evaluable_in_memory(cls, condition: Condition | None) -> Condition | None:
-        if condition is not None and (outside := kinds_used(condition) - IN_MEMORY_KINDS):
-            raise ValueError(f"condition kinds {sorted(outside)} cannot target configs yet (only {sorted(IN_MEMORY_KINDS)})")
+        """Collectors decide rules in memory: behaviour, session counts and last seen need ClickHouse. A segment
+        decides them there; the rule targets the segment (its membership reaches the collectors)."""
+        if condition is not None and (outside := sorted(kinds_used(condition) - TARGETING_KINDS)):
+            raise ValueError(
+                f"condition kinds {outside} are decided in ClickHouse and cannot target configs: put them in a segment "
+                f'and target it ({{"kind": "segment", "segment_id": …}}); configs take {sorted(TARGETING_KINDS)}'
+            )
         return condition
 
 
@@ -164,6 +169,15 @@ class ConfigSpec(BaseModel):
             if override.variant not in keys:
                 raise ValueError(f"overrides[{override.ref}].variant: '{override.variant}' is not one of the variants {keys}")
         return self
+
+    def references(self) -> list[tuple[str, str, str]]:
+        """(field, "segment" or "list", id) for every segment and list the rules target."""
+        return [
+            found
+            for index, rule in enumerate(self.rules)
+            if rule.condition is not None
+            for found in references(rule.condition, f"rules.{index}.condition")
+        ]
 
     @property
     def default_variant(self) -> str:

@@ -65,7 +65,23 @@ def _spec(data: dict[str, Any]) -> ConfigSpec:
         raise ApiError(422, errors) from exc
 
 
+async def _check_references(request: Request, spec: ConfigSpec) -> None:
+    """422 naming each rule field that targets a segment or list that does not exist (or was deleted)."""
+    found = spec.references()
+    if not found:
+        return
+    live = {
+        "segment": await request.app.state.segments.live() if any(k == "segment" for _, k, _ in found) else {},
+        "list": await request.app.state.lists.live() if any(k == "list" for _, k, _ in found) else {},
+    }
+    errors = [FieldError(field, "exists", f"no {kind} {target!r}") for field, kind, target in found if target not in live[kind]]
+    if errors:
+        raise ApiError(422, errors)
+
+
 async def _write(request: Request, spec: ConfigSpec, change, expected: int | None = None, deleted: bool = False) -> dict[str, Any]:
+    if change in ("created", "updated"):
+        await _check_references(request, spec)
     record = await _catalog(request).write(request.app.state.bus, spec, change, expected=expected, deleted=deleted)
     return version_json(record)
 
@@ -211,7 +227,7 @@ async def user_configs(
     catalog = _catalog(request)
     await catalog.loaded()
     last = await _last_served(request, distinct_ids)
-    properties = targeting_properties(profile.get("properties", {}), profile)
+    properties = targeting_properties(profile.get("properties", {}), profile, await _segments_now(request, person_id))
     user_id = profile.get("user_id") or None
     now = datetime.now(UTC)
     configs = []
@@ -234,6 +250,14 @@ async def user_configs(
             }
         )
     return {"person_id": person_id, "configs": configs}
+
+
+async def _segments_now(request: Request, person_id: str) -> list[str]:
+    """The segments the person is in now, by the evaluator's published changes: what the collectors' person-segments say."""
+    rows = await request.app.state.reader.rows(
+        "SELECT segment_id FROM {db}.segment_members FINAL WHERE person_id = {person:String} AND exited_at IS NULL", {"person": person_id}
+    )
+    return [row["segment_id"] for row in rows]
 
 
 def _last_json(row: dict[str, Any] | None) -> dict[str, Any] | None:
