@@ -199,8 +199,8 @@ def _run(state: dict, evaluations) -> list:
 def test_person_records_say_the_segments_and_versions_only_grow(evaluations):
     state: dict = {}
     last: dict[str, int] = {}
-    for index, (segment_id, members) in enumerate(evaluations):
-        for changes in _run(state, [(segment_id, members)]):
+    for evaluation in evaluations:
+        for changes in _run(state, [evaluation]):
             for person_id, value in records_for({c.person_id for c in changes}, state):
                 if value is None:
                     assert not any(p == person_id and s.inside for (_, p), s in state.items())
