@@ -490,7 +490,13 @@ def fact_holds(condition: BaseModel, facts: Mapping[str, Any]) -> bool:
 
 
 def _member_test(name: str, member: str, wanted: bool) -> Matcher:
-    return lambda facts: (member in fact_members(facts.get(name))) == wanted
+    """`member in fact_members(…)` without building the set per request (a text equals only a text)."""
+
+    def test(facts: Mapping[str, Any]) -> bool:
+        found = facts.get(name)
+        return (isinstance(found, list | tuple | set | frozenset) and member in found) == wanted
+
+    return test
 
 
 def _compile_fact(condition: BaseModel) -> Matcher:
