@@ -229,6 +229,14 @@ def walk(condition: BaseModel) -> Iterator[BaseModel]:
             yield from walk(child)
 
 
+def kind_paths(condition: BaseModel, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path from the root, e.g. "conditions.1.conditions.0"; "" for the root, kind) of every condition, depth first."""
+    yield path, str(getattr(condition, "kind", type(condition).__name__))
+    if isinstance(condition, ConditionGroup):
+        for index, child in enumerate(condition.conditions):
+            yield from kind_paths(child, f"{path}.conditions.{index}" if path else f"conditions.{index}")
+
+
 def kinds_used(condition: BaseModel) -> set[str]:
     return {str(getattr(c, "kind", type(c).__name__)) for c in walk(condition)}
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-from schemas.conditions import TARGETING_KINDS, Condition, compile_condition, evaluate, kinds_used, references
+from schemas.conditions import TARGETING_KINDS, Condition, compile_condition, evaluate, kind_paths, references
 from schemas.identity import is_illegal_id
 from schemas.tracking import FLOAT_ID, Id
 
@@ -89,12 +89,19 @@ class Rule(BaseModel):
     @classmethod
     def _evaluable_in_memory(cls, condition: Condition | None) -> Condition | None:
         """Collectors decide rules in memory: behaviour, session counts and last seen need ClickHouse. A segment
-        decides them there; the rule targets the segment (its membership reaches the collectors)."""
-        if condition is not None and (outside := sorted(kinds_used(condition) - TARGETING_KINDS)):
-            raise ValueError(
-                f"condition kinds {outside} are decided in ClickHouse and cannot target configs: put them in a segment "
-                f'and target it ({{"kind": "segment", "segment_id": …}}); configs take {sorted(TARGETING_KINDS)}'
+        decides them there; the rule targets the segment (its membership reaches the collectors). The message
+        names the first such condition's path ("conditions.1: …"), which the API appends to the field."""
+        if condition is None:
+            return condition
+        outside = [(path, kind) for path, kind in kind_paths(condition) if kind not in TARGETING_KINDS]
+        if outside:
+            path, kind = outside[0]
+            kinds = sorted({k for _, k in outside})
+            reason = (
+                f"a '{kind}' condition is decided in ClickHouse and cannot target a config (kinds {kinds} here); put it in a "
+                f"segment and target the segment (kind 'segment'). Configs take {sorted(TARGETING_KINDS)}"
             )
+            raise ValueError(f"{path}: {reason}" if path else reason)
         return condition
 
 

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.configs import ConfigCatalog
-from api.errors import ApiError, FieldError
+from api.errors import ApiError, FieldError, validation_errors
 from api.people import People
 from api.user_model import parse_ref
 from schemas.configs import EXPOSURE_EVENT, ConfigSpec, ConfigVersion, Override, Subject, serve
@@ -51,18 +52,11 @@ def version_json(record: ConfigVersion) -> dict[str, Any]:
 
 
 def _spec(data: dict[str, Any]) -> ConfigSpec:
-    """Validate a definition; errors name the field and the rule (422)."""
+    """Validate a definition; errors name the field and the rule (422), as for a request body."""
     try:
         return ConfigSpec.model_validate(data)
     except ValidationError as exc:
-        errors = []
-        for error in exc.errors(include_url=False):
-            field = ".".join(str(p) for p in error["loc"]) or "body"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            if not error["loc"] and ": " in message:
-                field, message = message.split(": ", 1)
-            errors.append(FieldError(field, error["type"], message))
-        raise ApiError(422, errors) from exc
+        raise ApiError(422, validation_errors(RequestValidationError(exc.errors(include_url=False)))) from exc
 
 
 async def _check_references(request: Request, spec: ConfigSpec) -> None:

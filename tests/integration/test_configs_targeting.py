@@ -91,7 +91,8 @@ def test_configs_target_segments_lists_tags_stages_and_status(stack, clickhouse_
             "rules.0.condition.conditions.1.segment_id",
         ),
         (flag("x", {"kind": "list", "list_id": "nope"}), "rules.0.condition.list_id"),
-        (flag("x", group({"kind": "event", "event": "Order Completed"})), "rules.0.condition"),
+        (flag("x", group({"kind": "event", "event": "Order Completed"})), "rules.0.condition.conditions.0"),
+        (flag("x", {"kind": "last_seen", "days": 3}), "rules.0.condition"),
     ]
     for body, field in refusals:
         refused = api.post("/api/v1/configs", json=body, headers=auth)

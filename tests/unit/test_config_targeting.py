@@ -162,7 +162,7 @@ def test_config_rules_refuse_kinds_that_need_clickhouse_naming_the_rule(conditio
     with pytest.raises(ValidationError) as refused:
         ConfigSpec.model_validate({"key": "k", "rules": [{"rollout_percent": 10}, _rule(condition)]})
     error = refused.value.errors()[0]
-    assert error["loc"] == ("rules", 1, "condition") and "put them in a segment" in error["msg"]
+    assert error["loc"] == ("rules", 1, "condition") and "put it in a segment" in error["msg"]
 
 
 def test_fact_conditions_round_trip_through_json():
