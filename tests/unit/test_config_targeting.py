@@ -239,3 +239,25 @@ def test_a_deleted_segment_counts_in_the_version_and_leaves_the_record():
     assert segments_of("p1", state, {"s1", "s2"}) == PersonSegments(person_id="p1", version=3, segments=["s2"])
     _run(state, [("s2", set())])
     assert segments_of("p1", state, {"s1", "s2"}) is None and records_for(["p1"], state) == [("p1", None)]
+
+
+def test_api_errors_name_the_condition_field_and_keep_messages_whole():
+    """A rule's message that starts with a phrase (not a field) is kept whole; one that names a path extends the field."""
+    from fastapi.exceptions import RequestValidationError
+
+    from api.errors import validation_errors
+
+    def fields(rule: dict) -> list[tuple[str, str]]:
+        with pytest.raises(ValidationError) as refused:
+            ConfigSpec.model_validate({"key": "k", "rules": [rule]})
+        return [(e.field, e.message) for e in validation_errors(RequestValidationError(refused.value.errors(include_url=False)))]
+
+    assert fields({"condition": {"kind": "property", "property": "n", "operator": "gt", "value": "ten"}}) == [
+        ("rules.0.condition.property", "'gt' compares numbers: the value must be a finite number")
+    ]
+    [(field, message)] = fields({"condition": group_of({"kind": "tag", "tag": "t"}, {"kind": "event", "event": "E"})})
+    assert field == "rules.0.condition.conditions.1" and message.startswith("a 'event' condition is decided in ClickHouse")
+
+
+def group_of(*conditions: dict) -> dict:
+    return {"kind": "group", "conditions": list(conditions)}
