@@ -274,7 +274,8 @@ async def _override_ref(request: Request, ref: str) -> tuple[str, set[str]]:
     person_id = await people.require(parse_ref(ref), ref)
     profile = await people.profile(person_id) or {}
     user_id = profile.get("user_id") or None
-    return user_id or person_id, {person_id, *(profile.get("distinct_ids") or [])}
+    # the user id too: an override is set on it at once, while its distinct-id mapping may still be on its way
+    return user_id or person_id, {person_id, *(profile.get("distinct_ids") or []), *([user_id] if user_id else [])}
 
 
 @user_configs_router.put("/users/{ref}/configs/{key}/override")
