@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
+
+# What a partition answers while its leader moves (a broker restarting, a topic just created): ask again.
+MOVING_LEADER = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART}
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,23 @@ def consumer_lag(bootstrap_servers: str, group: str, topics: list[str], timeout_
                 tp.topic,
                 tp.partition,
                 by_position.get((tp.topic, tp.partition), -1),
-                probe.get_watermark_offsets(tp, timeout=timeout_s)[1],
+                _end_offset(probe, tp, timeout_s),
             )
             for tp in partitions
         ]
     finally:
         probe.close()
+
+
+def _leader_moving(exc: BaseException) -> bool:
+    if not isinstance(exc, KafkaException) or not isinstance(exc.args[0], KafkaError):
+        return False
+    return exc.args[0].retriable() or exc.args[0].code() in MOVING_LEADER
+
+
+def _end_offset(probe: Consumer, tp: TopicPartition, timeout_s: float) -> int:
+    """The partition's end offset, asked again for up to `timeout_s` while its leader moves."""
+    for attempt in Retrying(retry=retry_if_exception(_leader_moving), stop=stop_after_delay(timeout_s), wait=wait_fixed(0.2), reraise=True):
+        with attempt:
+            return probe.get_watermark_offsets(tp, timeout=timeout_s)[1]
+    raise AssertionError("unreachable: Retrying returns or raises")
