@@ -91,6 +91,15 @@ class SegmentEvaluator:
         self.rules_evaluated: dict[str, tuple[int, float]] = {}  # rule id → (stage version, monotonic time) of its last run
         self.rule_moves = 0  # stage moves published
         self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True})
+        # Stage moves go where the API's commands for the same person go (its partitioner: api/commands.py).
+        self.commands = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "acks": "all",
+                "enable.idempotence": True,
+                "partitioner": "murmur2_random",
+            }
+        )
         self.state: dict[tuple[str, str], MemberState] = {}
         self.evaluated: dict[str, tuple[int, float]] = {}  # segment id → (definition version, monotonic time) of its last run
         self.persons_version: int | None = None
@@ -135,6 +144,7 @@ class SegmentEvaluator:
         self.definitions.close()
         self.stages.close()
         self.producer.flush(10)
+        self.commands.flush(10)
 
     def step(self, now: datetime | None = None) -> list[str]:
         """Evaluate the segments that are due; returns their ids."""
@@ -237,8 +247,8 @@ class SegmentEvaluator:
         topic = self.settings.topics.user_commands.name
         for owed in moves:
             command = move_command(owed.person_id, owed.move, owed.from_stage, now)
-            self.producer.produce(topic, command.model_dump_json().encode(), command.person_id)
-        if moves and self.producer.flush(30) > 0:
+            self.commands.produce(topic, command.model_dump_json().encode(), command.person_id)
+        if moves and self.commands.flush(30) > 0:
             raise RuntimeError("user-commands did not acknowledge the stage rules' moves")
         for rule, _ in candidates:
             self.rules_evaluated[rule.rule] = (rule.version, time.monotonic())
