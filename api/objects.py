@@ -21,7 +21,7 @@ from api.errors import ApiError, FieldError
 from api.keyset import Keyset
 from api.reads import Reader
 from schemas.objects import OBJECT_ID_MAX, ObjectTypeDefinition, effective_types, out_of_range
-from schemas.properties import NAME_PATTERN, PropertyDefinition, check_values
+from schemas.properties import NAME_PATTERN, PropertyDefinition, check_values, unique_values
 
 ObjectId = Annotated[str, Field(min_length=1, max_length=OBJECT_ID_MAX, pattern=r"^[^/\x00-\x1f]+$")]
 Ref = Annotated[str, Field(min_length=1, max_length=1024)]
@@ -233,6 +233,22 @@ class Objects:
         rows = await self.reader.rows(sql, parameters)
         page = rows[: query.limit]
         return [object_json(r) for r in page], KEYSET.next_cursor(page[-1]) if len(rows) > query.limit else None
+
+    async def check_unique(self, definition: ObjectTypeDefinition, values: dict[str, Any], object_id: str) -> None:
+        """409 when another object of the type holds a value of one of its unique properties, naming that object."""
+        errors = []
+        for name, value in unique_values(definition.definitions, values).items():
+            rows = await self.reader.rows(
+                "SELECT object_id FROM {db}.objects FINAL WHERE object_type = {t:String} "
+                "AND JSONExtractRaw(properties, {k:String}) = {v:String} AND object_id != {i:String} LIMIT 1",
+                {"t": definition.name, "k": name, "v": orjson.dumps(value).decode(), "i": object_id},
+            )
+            if rows:
+                holder = rows[0]["object_id"]
+                message = f"{name} {value!r} already belongs to {definition.name} {holder}"
+                errors.append(FieldError(f"properties.{name}", "unique", message, {"id": holder}))
+        if errors:
+            raise ApiError(409, errors)
 
     async def applied(self, command_id: str) -> bool:
         rows = await self.reader.rows(

@@ -31,6 +31,12 @@ DISTINCT_IDS_OF = (
 )
 
 
+# The person and every person merged into it (person_overrides is flattened: a chain ends at the live one).
+PERSON_AND_MERGED = (
+    "SELECT {person:String} UNION ALL SELECT from_person FROM {db}.person_overrides FINAL WHERE into_person = {person:String}"
+)
+
+
 def profile_json(row: dict[str, Any], distinct_ids: list[str] | None = None) -> dict[str, Any]:
     """A persons row as the API shows it."""
     profile = dict(row)
@@ -105,8 +111,9 @@ class People:
         return [profile_json(row) for row in page], cursor
 
     async def events(self, person_id: str, limit: int, event: str | None, before: tuple[str, str] | None) -> list[dict[str, Any]]:
-        # Its events, and the `$` rows of its profile changes (keyed by the person id itself).
-        conditions = [f"(distinct_id IN ({DISTINCT_IDS_OF}) OR (distinct_id = {{person:String}} AND type = 'profile_change'))"]
+        # Its events, and the `$` rows of its profile changes: keyed by the person id itself, or by a person
+        # merged into it (the rows stay under the id they were written with; person_overrides says where it went).
+        conditions = [f"(distinct_id IN ({DISTINCT_IDS_OF}) OR (type = 'profile_change' AND distinct_id IN ({PERSON_AND_MERGED})))"]
         parameters: dict[str, Any] = {"person": person_id, "limit": limit + 1}
         if event is not None:
             conditions.append("event = {event:String}")

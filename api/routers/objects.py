@@ -186,6 +186,7 @@ async def create_object(
     object_id = body.id or str(uuid.uuid5(uuid.NAMESPACE_URL, f"footfall:object:{command_id}"))
     if body.id and await _objects(request).get(object_type, object_id) is not None:
         raise ApiError.of(409, "id", "unique", f"{object_type} {object_id!r} exists; PATCH it", id=object_id)
+    await _objects(request).check_unique(definition, values, object_id)
     command = ObjectCommand(
         kind="create",
         command_id=command_id,
@@ -245,6 +246,7 @@ async def update_object(
     definition = await _types(request).require(object_type)
     values = check_properties(definition, body.set, body.unset)
     await _objects(request).require(object_type, object_id)
+    await _objects(request).check_unique(definition, values, object_id)
     command = ObjectCommand(
         kind="update",
         command_id=command_id,

@@ -87,9 +87,26 @@ def test_a_deal_linked_to_two_users_moves_through_its_stages_and_holds_through_d
         bad_type = api.put("/api/v1/object-types/project", json={"stages": ["todo"], "closed_stages": ["done"]}, headers=auth)
         assert bad_type.status_code == 422 and "closed stage" in bad_type.text
         project = api.put(
-            "/api/v1/object-types/project", json={"stages": ["todo", "doing", "done"], "closed_stages": ["done"]}, headers=auth
+            "/api/v1/object-types/project",
+            json={
+                "stages": ["todo", "doing", "done"],
+                "closed_stages": ["done"],
+                "properties": [{"name": "code", "type": "string", "unique": True}],
+            },
+            headers=auth,
         )
         assert project.status_code == 201 and project.json()["version"] == 1
+        # A unique property: a second project with the same code is a 409 naming the holder; the holder may keep it.
+        first = api.post("/api/v1/objects/project?wait=true", json={"id": f"p1-{tag}", "properties": {"code": "ORION"}}, headers=auth)
+        assert first.status_code == 201, first.text
+        taken = api.post("/api/v1/objects/project", json={"properties": {"code": "ORION"}}, headers=auth)
+        assert taken.status_code == 409 and taken.json()["errors"][0] == {
+            "field": "properties.code",
+            "rule": "unique",
+            "message": f"code 'ORION' already belongs to project p1-{tag}",
+            "id": f"p1-{tag}",
+        }, taken.text
+        assert api.patch(f"/api/v1/objects/project/p1-{tag}", json={"set": {"code": "ORION"}}, headers=auth).status_code == 202
 
         # Per-property 4xx from the type's definitions; unknown stages and users are refused by name.
         bad = api.post("/api/v1/objects/deal", json={"properties": {"amount": -5}}, headers=auth)
@@ -259,7 +276,7 @@ def test_a_deal_linked_to_two_users_moves_through_its_stages_and_holds_through_d
         finish = end_offsets(settings, list(live.handlers))
         wait_until(lambda: all(live.committed.get(p, 0) >= end for p, end in finish.items()), 60, what="the projector caught up")
         before = object_snapshot(clickhouse_client, settings.database)
-        assert [row[1] for row in before["objects"]] == [f"d1-{tag}", f"t1-{tag}"]
+        assert [row[1] for row in before["objects"]] == [f"d1-{tag}", f"p1-{tag}", f"t1-{tag}"]
         assert [(row[1], row[2], row[3]) for row in before["object_links"]] == [
             (f"d1-{tag}", "company", f"acme-{tag}"),
             (f"d1-{tag}", "user", ids[ann]),

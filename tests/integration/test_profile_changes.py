@@ -192,6 +192,24 @@ def test_an_api_update_a_tag_and_a_status_change_are_published(stack):
     assert len({c.change_id for c in changes}) == len(changes)
 
 
+def test_a_merged_persons_changes_show_on_the_survivors_timeline(stack):
+    first, second = create(stack, user_id=unique("ma"), properties={"plan": "free"}), create(stack, user_id=unique("mb"))
+    at = datetime.now(UTC).isoformat()
+    stack.track("/v1/alias", {"previousId": first["user_id"], "userId": second["user_id"], "messageId": unique("alias"), "timestamp": at})
+    ids = {"a": first["person_id"], "b": second["person_id"]}
+    merge = "SELECT from_person, into_person FROM {db}.person_overrides FINAL WHERE from_person IN ({a:String}, {b:String})"
+    [(merged, survivor)] = stack.wait(lambda: stack.query(merge, **ids), "the merge")
+    assert {merged, survivor} == set(ids.values())
+
+    def timeline_changes() -> set[tuple[str, str]] | None:
+        events = stack.api.get(f"/api/v1/users/{survivor}/events?limit=200", headers=stack.auth).json()["events"]
+        found = {(e["distinct_id"], e["properties"]["subject"]) for e in events if e["type"] == "profile_change"}
+        return found if merged in {person for person, _ in found} else None
+
+    changes = stack.wait(timeline_changes, "the merged person's changes on the survivor's timeline")
+    assert (first["person_id"], "plan") in changes and (second["person_id"], "user_id") in changes
+
+
 def test_stage_moves_forward_by_a_rule_and_back_by_hand_with_the_reason(stack):
     assert stack.api.patch("/api/v1/lifecycle-stages/customer", json={"rule": CUSTOMER_RULE}, headers=stack.auth).status_code == 200
     person = create(stack, user_id=unique("s"), stage="lead")["person_id"]
