@@ -94,6 +94,14 @@ def test_a_behaviour_rule_moves_users_forward_once_through_a_restart_and_a_repla
         for field, rule in refusals.items():
             refused = stack.api.patch("/api/v1/lifecycle-stages/evangelist", json={"rule": rule}, headers=stack.auth)
             assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == field, refused.text
+        # A rule may name a segment (decided from the segment's own condition); that segment cannot be deleted then.
+        nobody = {"kind": "group", "conditions": [{"kind": "tag", "tag": f"nobody-{run}"}]}
+        made = stack.api.post("/api/v1/segments", json={"name": "Nobody", "id": f"nobody-{run}", "condition": nobody}, headers=stack.auth)
+        assert made.status_code == 201, made.text
+        on_segment = {"kind": "segment", "segment_id": f"nobody-{run}"}
+        assert stack.api.patch("/api/v1/lifecycle-stages/evangelist", json={"rule": on_segment}, headers=stack.auth).status_code == 200
+        in_use = stack.api.delete(f"/api/v1/segments/nobody-{run}", headers=stack.auth)
+        assert in_use.status_code == 409 and in_use.json()["errors"][0]["stages"] == ["evangelist"], in_use.text
         zero = stack.api.post(
             "/api/v1/lifecycle-stages",
             json={"id": "x_stage", "name": "X", "rule": {"kind": "event", "event": "e", "count": 0}},
