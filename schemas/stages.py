@@ -184,12 +184,11 @@ def walk_stages(writes: Iterable[StageWrite]) -> tuple[str, list[StageEntry]]:
     entries = []
     moved_by: set[str] = set()  # the rules that have moved the person
     for write in sorted(set(writes), key=lambda w: (w.at, w.command_id, repr(w))):
-        is_rule = write.from_stage is not None
-        applies = (not is_rule or (write.from_stage == current and write.by not in moved_by)) and write.stage != current
+        applies = write.from_stage in (None, current) and write.by not in moved_by and write.stage != current
         entries.append(StageEntry(write, current, applies))
         if applies:
             current = write.stage
-            if is_rule:
+            if write.by.startswith(RULE_PREFIX):
                 moved_by.add(write.by)
     return current, entries
 
