@@ -30,7 +30,9 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from schemas.conditions import IN_MEMORY_KINDS, Condition, compile_condition, kinds_used
+from schemas.conditions import IN_MEMORY_KINDS, Condition, compile_condition, kinds_used, properties_used
+from schemas.person_properties import DERIVED_FOR_TARGETING
+from schemas.segments import COLUMN_PROPERTIES
 from schemas.user_commands import COMMAND_NAMESPACE, UserCommand
 
 STAGE_ID_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -105,9 +107,14 @@ def rule_id(stage_id: str) -> str:
     return f"{RULE_PREFIX}{stage_id}"
 
 
+# Derived properties the projector's in-memory rules cannot see (they are not among the targeting properties it
+# evaluates: schemas/person_properties.py): a rule naming one is decided in ClickHouse, where they are columns.
+NOT_IN_MEMORY = frozenset(name for name in COLUMN_PROPERTIES if name.startswith("$") and name[1:] not in DERIVED_FOR_TARGETING)
+
+
 def decided_in_memory(rule: Condition) -> bool:
     """Whether the projector decides the rule from the profile alone (else the segment evaluator, in ClickHouse)."""
-    return kinds_used(rule) <= IN_MEMORY_KINDS
+    return kinds_used(rule) <= IN_MEMORY_KINDS and not (properties_used(rule) & NOT_IN_MEMORY)
 
 
 def move_command_id(person_id: str, rule: str, from_stage: str) -> str:

@@ -22,6 +22,7 @@ from schemas.stages import (
     StageWrite,
     candidates_query,
     clickhouse_rules,
+    decided_in_memory,
     effective_stages,
     fired_rules,
     move_command,
@@ -231,6 +232,13 @@ def test_only_property_rules_are_the_projectors_the_rest_go_to_clickhouse():
     assert [(r.stage, r.rule, r.version) for r in found] == [("customer", "rule:customer", 3), ("opportunity", "rule:opportunity", 2)]
     assert found[0].reached == ("customer", "evangelist", "other")
     assert found[1].reached == ("opportunity", "customer", "evangelist", "other")
+
+
+def test_a_property_rule_on_a_column_the_projector_does_not_carry_is_decided_in_clickhouse():
+    assert decided_in_memory(PropertyCondition(property="$email_domain", operator="equals", value="acme.com"))
+    assert decided_in_memory(ConditionGroup(conditions=[has("email"), has("plan")]))
+    for name in ("$session_count", "$event_count", "$first_seen", "$last_seen"):
+        assert not decided_in_memory(ConditionGroup(conditions=[has("email"), PropertyCondition(property=name, operator="is_set")]))
 
 
 def test_the_candidates_query_carries_every_value_as_a_parameter():
