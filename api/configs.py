@@ -89,6 +89,11 @@ class ConfigCatalog:
             await self._read_back(record, timeout_s)
         return record
 
+    async def targeting(self, kind: str, target_id: str) -> list[str]:
+        """The keys of the live configs whose rules target this segment or list (kind "segment" / "list")."""
+        await self.loaded()
+        return [c.key for c in self.registry.live() if any((k, i) == (kind, target_id) for _, k, i in c.spec.references())]
+
     async def remove_overrides_of(self, bus: CommandBus, refs: set[str]) -> list[ConfigVersion]:
         """A deleted or erased user keeps no override: each live config that has one for any of `refs` (the
         person id and its distinct ids) gets a new version without it. Run before the delete itself, so a

@@ -73,9 +73,9 @@ def validation_errors(exc: RequestValidationError) -> list[FieldError]:
     for error in exc.errors():
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
         field_name = _location(tuple(error.get("loc", ())))
-        if error.get("type") == "value_error" and ": " in message:  # a model rule that names its field first
-            named, message = message.split(": ", 1)
-            field_name = f"{field_name}.{named}" if field_name != "body" else named
+        named, colon, rest = message.partition(": ")
+        if error.get("type") == "value_error" and colon and not any(c.isspace() for c in named):  # a rule naming its field first
+            field_name, message = (f"{field_name}.{named}" if field_name != "body" else named), rest
         found.append(FieldError(field_name, error.get("type", "invalid"), message))
     return found or [FieldError("body", "invalid", "the request is invalid")]
 

@@ -5,8 +5,9 @@ exposures as `$config_served` events on the raw topic → answer.
 
 Each worker holds what serving needs in memory and keeps it current from Kafka (`ConfigState` fed by a
 `schemas.tail.TopicTail`): the `configs` topic (every version), the compacted `identities` topic
-(distinct id → person) and the compacted `person-properties` topic (person → properties). No ClickHouse
-query is on the request path.
+(distinct id → person), the compacted `person-properties` topic (person → properties, tags, lists, stage,
+status, identity facts) and the compacted `person-segments` topic (person → the segments it is in). No
+ClickHouse query is on the request path.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from ingest.normalize import NOTHING_INHERITED, normalize_all, problems_from
 from ingest.responses import Refusal, json_response
 from ingest.tracking import TrackingAPI, events_of
 from schemas.bad_rows import Problem
+from schemas.conditions import CONTACT, IDENTIFIED, SEGMENTS
 from schemas.configs import EXPOSURE_EVENT, ConfigRegistry, ConfigRequest, ConfigVersion, Served, Subject, serve
 from schemas.identity import DistinctIdMapping
 from schemas.person_properties import PersonProperties
+from schemas.person_segments import PersonSegments
 from schemas.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -56,10 +59,12 @@ class ConfigState:
         self.live: tuple[ConfigVersion, ...] = ()
         self.person_of: dict[str, tuple[str, int]] = {}  # distinct id → (person id, mapping version)
         self.properties_of: dict[str, tuple[dict[str, Any], int]] = {}  # person id → (properties, version)
+        self.segments_of: dict[str, tuple[list[str], int]] = {}  # person id → (segment ids, version)
         self.handlers = {
             topics.configs.name: self._on_config,
             topics.identities.name: self._on_mapping,
             topics.person_properties.name: self._on_properties,
+            topics.person_segments.name: self._on_segments,
         }
 
     def on_record(self, topic: str, key: bytes | None, value: bytes | None) -> None:
@@ -92,12 +97,28 @@ class ConfigState:
         if current is None or current[1] <= person.version:
             self.properties_of[person.person_id] = (person.properties, person.version)
 
+    def _on_segments(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:  # the person is in no segment now
+            if key is not None:
+                self.segments_of.pop(key.decode(), None)
+            return
+        person = PersonSegments.model_validate_json(value)
+        current = self.segments_of.get(person.person_id)
+        if current is None or current[1] <= person.version:
+            self.segments_of[person.person_id] = (person.segments, person.version)
+
     def subject(self, anonymous_id: str | None, user_id: str | None, sent: Mapping[str, Any]) -> Subject:
-        """The person the ids resolve to (the user id's first), its stored properties, the sent ones on top."""
+        """The person the ids resolve to (the user id's first); its stored properties and facts, its segments, and
+        what the request says on top (a userId makes the subject identified, a contact, even before its profile
+        says so); the sent properties last."""
         found = (user_id and self.person_of.get(user_id)) or (anonymous_id and self.person_of.get(anonymous_id))
         person_id = found[0] if found else None
         stored = self.properties_of.get(person_id, ({}, 0))[0] if person_id else {}
-        return Subject(anonymous_id, user_id, person_id, {**stored, **sent} if sent else stored)
+        segments = self.segments_of.get(person_id) if person_id else None
+        if not (segments or user_id or sent):
+            return Subject(anonymous_id, user_id, person_id, stored)
+        facts = {**stored, **({SEGMENTS: segments[0]} if segments else {}), **({IDENTIFIED: True, CONTACT: True} if user_id else {})}
+        return Subject(anonymous_id, user_id, person_id, {**facts, **sent})
 
     def configs(self, keys: list[str] | None) -> tuple[ConfigVersion, ...]:
         if keys is None:

@@ -5,6 +5,7 @@ publishes every enter and exit on `profile-changes`; the projector turns them in
     segments (compacted) ─► evaluator ─► SELECT person_id FROM persons FINAL WHERE <compiled condition>
                                   │
              profile-changes ◄────┘ segment_entered / segment_exited (key: person id)
+             person-segments ◄──── the segments each touched person is in now (key: person id; configs' targeting)
              segment-status  ◄──── last evaluated, duration, members, last error (key: segment id)
 
 When: every segment every `segments_interval_seconds` (default 60 s), a new or changed definition at once, and
@@ -25,7 +26,9 @@ it once, and its stage walk applies each rule at most once per person and never 
 Exactly once per transition: what the evaluator has published is its state. At start it reads its own
 segment changes back from `profile-changes` (to the end offsets), so after a crash it knows every transition
 it got acknowledged and decides only the rest; a transition decided again (it was not acknowledged) carries
-the same change id (segment, person, entry number, kind). It writes nothing to ClickHouse: the projector is the
+the same change id (segment, person, entry number, kind). The person-segments records follow from that state
+(schemas/person_segments.py): after each acknowledged batch of changes for the persons it touched, and at start
+for whatever the topic and the state disagree on (a crash between the two). It writes nothing to ClickHouse: the projector is the
 only writer, and a `footfall replay` rebuilds segment_members and the `$` rows from the topic alone.
 
 It reads ClickHouse through `query` (handed in by the CLI: a server directly, or the projector's read API when
@@ -48,6 +51,7 @@ from projections import metrics
 from projections.projector import read_to_end
 from schemas.compacted import CompactedFollower
 from schemas.config import FootfallSettings
+from schemas.person_segments import PersonSegments, Record, reconcile, records_for
 from schemas.profile_changes import ProfileChange
 from schemas.segments import (
     MemberState,
@@ -117,7 +121,20 @@ class SegmentEvaluator:
         for change in read_to_end(self.settings, self.settings.topics.profile_changes.name, _segment_change, group, timeout_s=600):
             apply_change(state, change)
         self.state = state
+        self._publish_person_segments(reconcile(state, self._published_person_segments()))
         self._reload = False
+
+    def _published_person_segments(self) -> dict[str, PersonSegments]:
+        follower = CompactedFollower(
+            self.settings.kafka_bootstrap_servers, self.settings.topics.person_segments.name, PersonSegments.model_validate_json
+        )
+        try:
+            follower.catch_up(timeout_s=600)
+        except LookupError:
+            return {}  # no topic yet: nothing published
+        finally:
+            follower.close()
+        return follower.values
 
     def run(self) -> None:
         try:
@@ -276,6 +293,19 @@ class SegmentEvaluator:
         for change in changes:
             apply_change(self.state, change)
             metrics.SEGMENT_TRANSITIONS.labels(kind=change.kind).inc()
+        self._publish_person_segments(records_for({c.person_id for c in changes}, self.state))
+
+    def _publish_person_segments(self, records: list[Record]) -> None:
+        """The touched persons' current segments (configs' targeting), acknowledged; if not, the state is read back
+        and the topic reconciled with it before the next evaluation."""
+        if not records:
+            return
+        topic = self.settings.topics.person_segments.name
+        for key, value in records:
+            self.producer.produce(topic, value, key)
+        if self.producer.flush(30) > 0:
+            self._reload = True
+            raise RuntimeError("person-segments did not acknowledge the segment memberships")
 
     def _publish_status(self, status: SegmentStatus) -> None:
         if status.error is None:

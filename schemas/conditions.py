@@ -2,10 +2,14 @@
 
 A condition is JSON, shared by every feature that selects users: configs' targeting rules (issue 19) and
 segments, lists and stage rules (issue 17). Each condition kind has a `kind` discriminator; this module
-holds the kinds and a pure evaluator for the kinds that can be decided from one person's facts in memory
-(`property` and `group` today). Kinds decided in ClickHouse (behaviour, segment membership) join the
-`Condition` union and compile to SQL; `evaluate` refuses them with `NotEvaluableHere`, and a feature that
-evaluates in memory (configs) validates up front that its conditions only use `IN_MEMORY_KINDS`.
+holds the kinds and a pure evaluator for the kinds that can be decided from one person's facts in memory:
+`property` and `group` from the properties alone (`IN_MEMORY_KINDS`), and `tag`, `list`, `stage`, `status`,
+`identity` and `segment` from the person's facts carried beside them as `$tags`, `$lists`, `$stage`,
+`$status`, `$is_identified`, `$is_contact` and `$segments` (`TARGETING_KINDS`: what configs target; the
+collector gets the facts from the person-properties and person-segments topics). Kinds decided in ClickHouse
+(behaviour, session count, last seen) compile to SQL only; `evaluate` refuses them with `NotEvaluableHere`,
+and a feature that evaluates in memory validates up front that its conditions only use the kinds it has
+the facts for.
 
 Semantics, the same in memory and in SQL:
 - a missing or null property makes every operator false except `is_not_set` (so `not_equals x` means
@@ -198,7 +202,15 @@ Condition = Annotated[
 ConditionGroup.model_rebuild()
 condition_adapter: TypeAdapter[Condition] = TypeAdapter(Condition)
 
-IN_MEMORY_KINDS = frozenset({"group", "property"})
+IN_MEMORY_KINDS = frozenset({"group", "property"})  # decided from the properties alone (stage rules)
+# Decided in memory from the person's facts beside the properties (configs' targeting): the kinds the
+# segments' SQL reads from the persons row, and segment membership as the segment evaluator published it.
+FACT_KINDS = frozenset({"tag", "list", "stage", "status", "identity", "segment"})
+TARGETING_KINDS = IN_MEMORY_KINDS | FACT_KINDS
+# Where each fact is among a person's targeting properties (schemas/person_properties.py publishes them).
+TAGS, LISTS, STAGE, STATUS, IDENTIFIED, CONTACT, SEGMENTS = (
+    "$tags", "$lists", "$stage", "$status", "$is_identified", "$is_contact", "$segments",
+)  # fmt: skip
 
 
 def _shape(condition: BaseModel) -> tuple[int, int]:
@@ -215,6 +227,14 @@ def walk(condition: BaseModel) -> Iterator[BaseModel]:
     if isinstance(condition, ConditionGroup):
         for child in condition.conditions:
             yield from walk(child)
+
+
+def kind_paths(condition: BaseModel, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path from the root, e.g. "conditions.1.conditions.0"; "" for the root, kind) of every condition, depth first."""
+    yield path, str(getattr(condition, "kind", type(condition).__name__))
+    if isinstance(condition, ConditionGroup):
+        for index, child in enumerate(condition.conditions):
+            yield from kind_paths(child, f"{path}.conditions.{index}" if path else f"conditions.{index}")
 
 
 def kinds_used(condition: BaseModel) -> set[str]:
@@ -235,6 +255,8 @@ def evaluate(condition: BaseModel, properties: Mapping[str, Any]) -> bool:
         return all(results) if condition.match == "all" else any(results)
     if isinstance(condition, PropertyCondition):
         return property_matches(condition, properties.get(condition.property))
+    if isinstance(condition, FACT_CONDITIONS):
+        return fact_holds(condition, properties)
     raise NotEvaluableHere(
         f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is evaluated in ClickHouse, not in memory"
     )
@@ -355,6 +377,8 @@ def compile_condition(condition: BaseModel) -> Matcher:
         return lambda properties: any(child(properties) for child in children)
     if isinstance(condition, PropertyCondition):
         return _compile_property(condition)
+    if isinstance(condition, FACT_CONDITIONS):
+        return _compile_fact(condition)
     raise NotEvaluableHere(
         f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is evaluated in ClickHouse, not in memory"
     )
@@ -423,3 +447,97 @@ def _compile_membership(members: list[Scalar]) -> Callable[[Any], bool]:
         return bool(texts) and (found_text := text(actual)) is not None and found_text.casefold() in texts
 
     return test
+
+
+# -- the person's facts: tags, lists, stage, status, identity, segment membership ----------------------------
+
+FACT_CONDITIONS = (TagCondition, ListCondition, StageCondition, StatusCondition, IdentityCondition, SegmentCondition)
+
+
+def fact_members(value: Any) -> frozenset[str]:
+    """A set-valued fact ($tags, $lists, $segments) as a set of texts; anything else (missing, a string a
+    client sent) is empty."""
+    if isinstance(value, list | tuple | set | frozenset):
+        return frozenset(member for member in value if isinstance(member, str))
+    return frozenset()
+
+
+def fact_true(value: Any) -> bool:
+    """A boolean fact ($is_identified, $is_contact): true or "true", as `equals … true` decides."""
+    return value is not None and equals(value, True)
+
+
+def fact_stage(value: Any) -> str:
+    """The person's stage; "" when none (never set, unknown person, not text)."""
+    return value if isinstance(value, str) else ""
+
+
+def fact_status(value: Any) -> str:
+    """The person's status; a person not (yet) on a profile is active, as a profile without a status write is."""
+    return value if isinstance(value, str) and value else "active"
+
+
+def fact_holds(condition: BaseModel, facts: Mapping[str, Any]) -> bool:
+    """The reference for the fact kinds (`_compile_fact` is property-tested equal to it, and it to the segments'
+    reference evaluator over the same person)."""
+    if isinstance(condition, TagCondition):
+        return (condition.tag in fact_members(facts.get(TAGS))) == (condition.operator == "has")
+    if isinstance(condition, ListCondition):
+        return (condition.list_id in fact_members(facts.get(LISTS))) == (condition.operator == "in")
+    if isinstance(condition, SegmentCondition):
+        return (condition.segment_id in fact_members(facts.get(SEGMENTS))) == (condition.operator == "in")
+    if isinstance(condition, StageCondition):
+        return (fact_stage(facts.get(STAGE)) in condition.stages) == (condition.operator == "in")
+    if isinstance(condition, StatusCondition):
+        return fact_status(facts.get(STATUS)) == condition.status
+    if isinstance(condition, IdentityCondition):
+        if condition.identity in ("identified", "anonymous"):
+            return fact_true(facts.get(IDENTIFIED)) == (condition.identity == "identified")
+        return fact_true(facts.get(CONTACT)) == (condition.identity == "contact")
+    raise NotEvaluableHere(f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is not a fact of the person")
+
+
+def _member_test(name: str, member: str, wanted: bool) -> Matcher:
+    """`member in fact_members(…)` without building the set per request (a text equals only a text)."""
+
+    def test(facts: Mapping[str, Any]) -> bool:
+        found = facts.get(name)
+        return (isinstance(found, list | tuple | set | frozenset) and member in found) == wanted
+
+    return test
+
+
+def _compile_fact(condition: BaseModel) -> Matcher:
+    """The fact kinds, with the semantics of the segments' SQL over the persons row (schemas/segments.py):
+    tags, lists and segments are exact ids; "" is the stage of a person without one."""
+    if isinstance(condition, TagCondition):
+        return _member_test(TAGS, condition.tag, condition.operator == "has")
+    if isinstance(condition, ListCondition):
+        return _member_test(LISTS, condition.list_id, condition.operator == "in")
+    if isinstance(condition, SegmentCondition):
+        return _member_test(SEGMENTS, condition.segment_id, condition.operator == "in")
+    if isinstance(condition, StageCondition):
+        stages, inside = frozenset(condition.stages), condition.operator == "in"
+        return lambda facts: (fact_stage(facts.get(STAGE)) in stages) == inside
+    if isinstance(condition, StatusCondition):
+        status = condition.status
+        return lambda facts: fact_status(facts.get(STATUS)) == status
+    if isinstance(condition, IdentityCondition):
+        name, wanted = {"identified": (IDENTIFIED, True), "anonymous": (IDENTIFIED, False),
+                        "contact": (CONTACT, True), "not_contact": (CONTACT, False)}[condition.identity]  # fmt: skip
+        return lambda facts: fact_true(facts.get(name)) == wanted
+    raise NotEvaluableHere(f"a '{getattr(condition, 'kind', type(condition).__name__)}' condition is not a fact of the person")
+
+
+def references(condition: BaseModel, path: str = "condition") -> list[tuple[str, str, str]]:
+    """(field path, "segment" or "list", id) for every segment and list the condition names: what a feature
+    checks exists before it accepts the condition (a 422 naming the field otherwise)."""
+    found: list[tuple[str, str, str]] = []
+    if isinstance(condition, ConditionGroup):
+        for index, child in enumerate(condition.conditions):
+            found += references(child, f"{path}.conditions.{index}")
+    elif isinstance(condition, SegmentCondition):
+        found.append((f"{path}.segment_id", "segment", condition.segment_id))
+    elif isinstance(condition, ListCondition):
+        found.append((f"{path}.list_id", "list", condition.list_id))
+    return found

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
-from schemas.conditions import IN_MEMORY_KINDS, Condition, compile_condition, evaluate, kinds_used
+from schemas.conditions import TARGETING_KINDS, Condition, compile_condition, evaluate, kind_paths, references
 from schemas.identity import is_illegal_id
 from schemas.tracking import FLOAT_ID, Id
 
@@ -88,8 +88,20 @@ class Rule(BaseModel):
     @field_validator("condition")
     @classmethod
     def _evaluable_in_memory(cls, condition: Condition | None) -> Condition | None:
-        if condition is not None and (outside := kinds_used(condition) - IN_MEMORY_KINDS):
-            raise ValueError(f"condition kinds {sorted(outside)} cannot target configs yet (only {sorted(IN_MEMORY_KINDS)})")
+        """Collectors decide rules in memory: behaviour, session counts and last seen need ClickHouse. A segment
+        decides them there; the rule targets the segment (its membership reaches the collectors). The message
+        names the first such condition's path ("conditions.1: …"), which the API appends to the field."""
+        if condition is None:
+            return condition
+        outside = [(path, kind) for path, kind in kind_paths(condition) if kind not in TARGETING_KINDS]
+        if outside:
+            path, kind = outside[0]
+            kinds = sorted({k for _, k in outside})
+            reason = (
+                f"a '{kind}' condition is decided in ClickHouse and cannot target a config (kinds {kinds} here); put it in a "
+                f"segment and target the segment (kind 'segment'). Configs take {sorted(TARGETING_KINDS)}"
+            )
+            raise ValueError(f"{path}: {reason}" if path else reason)
         return condition
 
 
@@ -164,6 +176,15 @@ class ConfigSpec(BaseModel):
             if override.variant not in keys:
                 raise ValueError(f"overrides[{override.ref}].variant: '{override.variant}' is not one of the variants {keys}")
         return self
+
+    def references(self) -> list[tuple[str, str, str]]:
+        """(field, "segment" or "list", id) for every segment and list the rules target."""
+        return [
+            found
+            for index, rule in enumerate(self.rules)
+            if rule.condition is not None
+            for found in references(rule.condition, f"rules.{index}.condition")
+        ]
 
     @property
     def default_variant(self) -> str:

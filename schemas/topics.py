@@ -142,6 +142,12 @@ class Topics:
         return self._spec("person-properties", "person id", "schemas.person_properties.PersonProperties", compacted=True)
 
     @property
+    def person_segments(self) -> TopicSpec:
+        """The segments each person is in now (segment evaluator → collectors' config targeting); compacted,
+        a tombstone when the person is in none."""
+        return self._spec("person-segments", "person id", "schemas.person_segments.PersonSegments", compacted=True)
+
+    @property
     def user_commands(self) -> TopicSpec:
         """The management API's changes to users (create, update, delete, erase): applied by the projector."""
         return self._spec("user-commands", "person id", "schemas.user_commands.UserCommand")
@@ -181,6 +187,7 @@ class Topics:
             self.dead_letter,
             self.configs,
             self.person_properties,
+            self.person_segments,
             self.user_commands,
             self.company_commands,
             self.object_commands,

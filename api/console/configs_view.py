@@ -169,6 +169,17 @@ def condition_text(condition: Mapping[str, Any]) -> str:
         value = condition.get("value")
         shown = "" if value is None else f" {orjson.dumps(value).decode()}"
         return f"{condition.get('property')} {str(condition.get('operator', '')).replace('_', ' ')}{shown}"
+    negated = condition.get("operator") in ("has_not", "not_in")
+    if kind in ("tag", "list", "segment"):
+        what = {"tag": "tagged", "list": "in list", "segment": "in segment"}[kind]
+        return f"{'not ' if negated else ''}{what} {condition.get(kind if kind == 'tag' else f'{kind}_id')}"
+    if kind == "stage":
+        stages = ", ".join(stage or "(no stage)" for stage in condition.get("stages") or [])
+        return f"stage {'not ' if negated else ''}in {stages}"
+    if kind == "status":
+        return f"status {condition.get('status')}"
+    if kind == "identity":
+        return {"not_contact": "not a contact"}.get(str(condition.get("identity")), str(condition.get("identity")))
     return orjson.dumps(condition).decode()
 
 

@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from api.configs import ConfigCatalog
-from api.errors import ApiError, FieldError
+from api.errors import ApiError, FieldError, validation_errors
 from api.people import People
 from api.user_model import parse_ref
 from schemas.configs import EXPOSURE_EVENT, ConfigSpec, ConfigVersion, Override, Subject, serve
@@ -51,21 +52,30 @@ def version_json(record: ConfigVersion) -> dict[str, Any]:
 
 
 def _spec(data: dict[str, Any]) -> ConfigSpec:
-    """Validate a definition; errors name the field and the rule (422)."""
+    """Validate a definition; errors name the field and the rule (422), as for a request body."""
     try:
         return ConfigSpec.model_validate(data)
     except ValidationError as exc:
-        errors = []
-        for error in exc.errors(include_url=False):
-            field = ".".join(str(p) for p in error["loc"]) or "body"
-            message = str(error["msg"]).removeprefix("Value error, ")
-            if not error["loc"] and ": " in message:
-                field, message = message.split(": ", 1)
-            errors.append(FieldError(field, error["type"], message))
-        raise ApiError(422, errors) from exc
+        raise ApiError(422, validation_errors(RequestValidationError(exc.errors(include_url=False)))) from exc
+
+
+async def _check_references(request: Request, spec: ConfigSpec) -> None:
+    """422 naming each rule field that targets a segment or list that does not exist (or was deleted)."""
+    found = spec.references()
+    if not found:
+        return
+    live = {
+        "segment": await request.app.state.segments.live() if any(k == "segment" for _, k, _ in found) else {},
+        "list": await request.app.state.lists.live() if any(k == "list" for _, k, _ in found) else {},
+    }
+    errors = [FieldError(field, "exists", f"no {kind} {target!r}") for field, kind, target in found if target not in live[kind]]
+    if errors:
+        raise ApiError(422, errors)
 
 
 async def _write(request: Request, spec: ConfigSpec, change, expected: int | None = None, deleted: bool = False) -> dict[str, Any]:
+    if change in ("created", "updated"):
+        await _check_references(request, spec)
     record = await _catalog(request).write(request.app.state.bus, spec, change, expected=expected, deleted=deleted)
     return version_json(record)
 
@@ -211,7 +221,7 @@ async def user_configs(
     catalog = _catalog(request)
     await catalog.loaded()
     last = await _last_served(request, distinct_ids)
-    properties = targeting_properties(profile.get("properties", {}), profile)
+    properties = targeting_properties(profile.get("properties", {}), profile, await _segments_now(request, person_id))
     user_id = profile.get("user_id") or None
     now = datetime.now(UTC)
     configs = []
@@ -236,6 +246,14 @@ async def user_configs(
     return {"person_id": person_id, "configs": configs}
 
 
+async def _segments_now(request: Request, person_id: str) -> list[str]:
+    """The segments the person is in now, by the evaluator's published changes: what the collectors' person-segments say."""
+    rows = await request.app.state.reader.rows(
+        "SELECT segment_id FROM {db}.segment_members FINAL WHERE person_id = {person:String} AND exited_at IS NULL", {"person": person_id}
+    )
+    return [row["segment_id"] for row in rows]
+
+
 def _last_json(row: dict[str, Any] | None) -> dict[str, Any] | None:
     if row is None:
         return None
@@ -256,7 +274,8 @@ async def _override_ref(request: Request, ref: str) -> tuple[str, set[str]]:
     person_id = await people.require(parse_ref(ref), ref)
     profile = await people.profile(person_id) or {}
     user_id = profile.get("user_id") or None
-    return user_id or person_id, {person_id, *(profile.get("distinct_ids") or [])}
+    # the user id too: an override is set on it at once, while its distinct-id mapping may still be on its way
+    return user_id or person_id, {person_id, *(profile.get("distinct_ids") or []), *([user_id] if user_id else [])}
 
 
 @user_configs_router.put("/users/{ref}/configs/{key}/override")

@@ -141,8 +141,13 @@ async def rename_list(request: Request, list_id: str, body: ListRename) -> dict[
 
 @router.delete("/lists/{list_id}")
 async def delete_list(request: Request, list_id: str) -> dict[str, Any]:
-    """Delete a list: it leaves every user's lists; its past memberships stay queryable in list_members."""
+    """Delete a list (409 while a config targets it): it leaves every user's lists; its past memberships stay
+    queryable in list_members."""
     current = await _live(request, list_id)
+    if configs := await request.app.state.configs.targeting("list", list_id):
+        raise ApiError.of(
+            409, "id", "in_use", f"configs {', '.join(configs)} target list {list_id!r}: change their rules first", configs=configs
+        )
     gone = current.model_copy(update={"deleted": True, "version": current.version + 1, "updated_at": datetime.now(UTC)})
     await _publish(request, gone)
     return {"id": list_id, "deleted": True, "version": gone.version}

@@ -225,7 +225,7 @@ async def update_segment(request: Request, segment_id: str, body: SegmentPatch) 
 
 @router.delete("/segments/{segment_id}")
 async def delete_segment(request: Request, segment_id: str) -> dict[str, Any]:
-    """Delete a segment (409 while another segment or a stage rule refers to it): its members exit; past memberships stay in
+    """Delete a segment (409 while another segment or a stage rule refers to it or a config targets it): its members exit; past memberships stay in
     segment_members."""
     live, current = await _live(request, segment_id)
     users = sorted(s.id for s in live.values() if segment_id in segments_referenced(s.condition))
@@ -235,6 +235,10 @@ async def delete_segment(request: Request, segment_id: str) -> dict[str, Any]:
     if ruled:
         raise ApiError.of(
             409, "id", "in_use", f"the rules of stages {', '.join(ruled)} refer to {segment_id!r}: change them first", stages=ruled
+        )
+    if configs := await request.app.state.configs.targeting("segment", segment_id):
+        raise ApiError.of(
+            409, "id", "in_use", f"configs {', '.join(configs)} target {segment_id!r}: change their rules first", configs=configs
         )
     gone = current.model_copy(update={"deleted": True, "version": current.version + 1, "updated_at": datetime.now(UTC)})
     await _publish(request, gone)

@@ -436,12 +436,20 @@ def test_admin_configs_create_with_an_error_at_its_field_edit_rollout_disable_an
     expect(row).to_contain_text('plan equals "pro" → 25% get compact')
     expect(row).to_contain_text("classic 50, compact 50")
 
-    # Edit: the rollout goes to 50%, a new version; the history lists both.
+    # Edit: the rule targets a tag instead (a segment that does not exist is refused at the condition's field), and
+    # the rollout goes to 50%: a new version; the history lists both.
     row.get_by_role("link", name=f"Edit {key}").click()
+    page.get_by_label("Rule 0 condition").fill(
+        '{"kind": "group", "conditions": [{"kind": "tag", "tag": "vip"}, {"kind": "segment", "segment_id": "no-such-segment"}]}'
+    )
+    page.get_by_label("Rule 0 rollout").fill("50")
+    page.get_by_role("button", name=f"Save {key}").click()
+    expect(page.locator("#rule_condition_0-error")).to_contain_text("no segment 'no-such-segment'")
+    page.get_by_label("Rule 0 condition").fill('{"kind": "tag", "tag": "vip"}')
     page.get_by_label("Rule 0 rollout").fill("50")
     page.get_by_role("button", name=f"Save {key}").click()
     expect(page.get_by_role("status").filter(has_text=f"Config {key} saved (version 2)")).to_be_visible()
-    expect(page.locator(f"#cfg-{key}")).to_contain_text("→ 50% get compact")
+    expect(page.locator(f"#cfg-{key}")).to_contain_text("tagged vip → 50% get compact")
     page.locator(f"#cfg-{key}").get_by_role("link", name=f"Edit {key}").click()
     expect(page.get_by_role("table", name="Versions").locator("tbody tr")).to_have_count(2)
     page.get_by_role("link", name="Cancel").click()

@@ -15,6 +15,7 @@ from projections.profiles import PERSONS, person_properties_record
 from schemas.configs import ConfigSpec, ConfigVersion, Served
 from schemas.identity import DistinctIdMapping
 from schemas.person_properties import PersonProperties
+from schemas.person_segments import PersonSegments
 from schemas.topics import Topics
 
 TOPICS = Topics(prefix="t")
@@ -72,10 +73,12 @@ def test_state_follows_the_topics_whatever_the_order():
         PersonProperties(person_id="p1", version=5, properties={"plan": "pro", "seats": 3}).model_dump_json().encode(),
     )
     subject = state.subject("dev", "ann", {"seats": 9})
-    assert (subject.person_id, subject.properties) == ("p1", {"plan": "pro", "seats": 9})  # sent properties win
+    # sent properties win; a userId makes the subject identified (and so a contact) before its profile says so
+    assert (subject.person_id, subject.properties) == ("p1", {"plan": "pro", "seats": 9, "$is_identified": True, "$is_contact": True})
     assert state.subject("dev", None, {}).person_id is None
     state.on_record(TOPICS.person_properties.name, b"p1", None)  # a tombstone: the person was deleted
-    assert state.subject("dev", "ann", {}).properties == {}
+    assert state.subject("dev", "ann", {}).properties == {"$is_identified": True, "$is_contact": True}
+    assert state.subject("ann", None, {}).properties == {}
     state.on_record(TOPICS.configs.name, b"f", _record({"key": "f"}, 3, deleted=True))
     assert state.live == ()
 
@@ -94,3 +97,38 @@ def test_the_projector_publishes_properties_with_the_derived_facts():
     )
     columns["is_deleted"] = 1
     assert person_properties_record([columns[name] for name in PERSONS.column_names]) == ("p1", None)
+
+
+def _segments(person_id: str, version: int, *segments: str) -> bytes:
+    return PersonSegments(person_id=person_id, version=version, segments=list(segments)).model_dump_json().encode()
+
+
+def test_state_follows_person_segments_highest_version_first_and_tombstones():
+    state = ConfigState(TOPICS)
+    state.on_record(
+        TOPICS.identities.name, b"dev", DistinctIdMapping(distinct_id="dev", person_id="p1", version=1).model_dump_json().encode()
+    )
+    state.on_record(
+        TOPICS.person_properties.name,
+        b"p1",
+        PersonProperties(person_id="p1", version=1, properties={"$tags": ["vip"]}).model_dump_json().encode(),
+    )
+    assert state.subject("dev", None, {}).properties == {"$tags": ["vip"]}  # in no segment: nothing added
+    state.on_record(TOPICS.person_segments.name, b"p1", _segments("p1", 3, "buyers", "vips"))
+    state.on_record(TOPICS.person_segments.name, b"p1", _segments("p1", 1, "buyers"))  # older: ignored
+    assert state.subject("dev", None, {}).properties == {"$tags": ["vip"], "$segments": ["buyers", "vips"]}
+    state.on_record(TOPICS.person_segments.name, b"p1", _segments("p1", 4, "vips"))
+    assert state.subject("dev", None, {}).properties["$segments"] == ["vips"]
+    state.on_record(TOPICS.person_segments.name, b"p1", None)  # in no segment any more
+    assert "$segments" not in state.subject("dev", None, {}).properties
+
+
+def test_the_projector_publishes_tags_lists_stage_and_status():
+    columns = dict.fromkeys(PERSONS.column_names, "")
+    columns.update(person_id="p1", properties="{}", tags=("vip", "beta"), lists=["l1"], stage="lead", status="disabled",
+                   is_contact=True, version=2, is_deleted=0, visitor_number=1)  # fmt: skip
+    _, value = person_properties_record([columns[name] for name in PERSONS.column_names])
+    facts = PersonProperties.model_validate_json(value).properties
+    assert (facts["$tags"], facts["$lists"], facts["$stage"], facts["$status"], facts["$is_contact"]) == (
+        ["vip", "beta"], ["l1"], "lead", "disabled", True,
+    )  # fmt: skip

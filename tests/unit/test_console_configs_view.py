@@ -124,3 +124,10 @@ def test_rules_read_as_words():
     }
     assert rules_text(config) == ['(plan equals "pro" or seats greater than 10) → 50% get pro', "everyone → 12.5% split by weight"]
     assert condition_text({"kind": "property", "property": "email", "operator": "is_set"}) == "email is set"
+    facts = {"kind": "group", "match": "any", "conditions": [
+        {"kind": "segment", "segment_id": "buyers"}, {"kind": "list", "operator": "not_in", "list_id": "beta"},
+        {"kind": "tag", "operator": "has_not", "tag": "vip"}, {"kind": "stage", "stages": ["lead", ""]},
+        {"kind": "status", "status": "disabled"}, {"kind": "identity", "identity": "not_contact"}]}  # fmt: skip
+    assert condition_text(facts) == (
+        "(in segment buyers or not in list beta or not tagged vip or stage in lead, (no stage) or status disabled or not a contact)"
+    )
