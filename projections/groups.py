@@ -8,7 +8,6 @@ hidden (is_deleted), a write that turned out not to take effect is marked so, an
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -19,8 +18,8 @@ from projections.profiles import PERSONS, list_writes, stage_writes
 from projections.rows import TableSpec, epoch_ms
 from schemas.lists import ListDefinition, memberships
 from schemas.person_properties import targeting_properties
-from schemas.stages import StageDefinition, StageRules, fired_rules, walk_stages
-from schemas.user_commands import COMMAND_NAMESPACE, UserCommand
+from schemas.stages import StageDefinition, StageRules, fired_rules, move_command, move_command_id, walk_stages
+from schemas.user_commands import UserCommand
 
 STAGE_HISTORY = TableSpec(
     "stage_history",
@@ -121,8 +120,10 @@ def group_rows(person_rows: Iterable[list]) -> tuple[list[list], list[list]]:
 
 
 def rule_commands(person_rows: Iterable[list], rules: StageRules, now: datetime) -> list[UserCommand]:
-    """The forward moves the stage rules make for these persons, as commands. A move's command id derives
-    from (person, rule, stage moved from), so re-deciding it after a crash sends the same command again."""
+    """The forward moves the in-memory stage rules make for these persons, as commands. A move's command id
+    derives from (person, rule, stage moved from), so re-deciding it after a crash sends the same command
+    again; a move the person's writes already hold (decided before: it took effect or its compare-and-set
+    failed) is not sent again."""
     if not rules:
         return []
     commands = []
@@ -131,15 +132,10 @@ def rule_commands(person_rows: Iterable[list], rules: StageRules, now: datetime)
             continue
         person_id, current = row[_COLUMN["person_id"]], row[_COLUMN["stage"]]
         properties = targeting_properties(orjson.loads(row[_COLUMN["properties"]]), {n: row[i] for n, i in _COLUMN.items()})
-        move = rules.move(current, fired_rules(stage_writes(_stored(row, "stages"))), properties)
-        if move is None:
-            continue
-        command_id = str(uuid.uuid5(COMMAND_NAMESPACE, f"stage-rule\x00{person_id}\x00{move.rule}\x00{current}"))
-        commands.append(
-            UserCommand(
-                kind="update", command_id=command_id, person_id=person_id, at=now, stage=move.stage, stage_by=move.rule, stage_from=current
-            )
-        )
+        stored = _stored(row, "stages")
+        move = rules.move(current, fired_rules(stage_writes(stored)), properties)
+        if move is not None and move_command_id(person_id, move.rule, current) not in stored:
+            commands.append(move_command(person_id, move, current, now))
     return commands
 
 

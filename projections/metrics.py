@@ -61,3 +61,7 @@ SEGMENT_EVALUATION_SECONDS = Histogram(
 )
 SEGMENT_TRANSITIONS = Counter("footfall_segment_transitions_total", "Segment enters and exits published on profile-changes", ["kind"])
 SEGMENT_FAILURES = Counter("footfall_segment_evaluation_failures_total", "Segment evaluations that failed (the segment's status says why)")
+STAGE_RULE_MOVES = Counter("footfall_stage_rule_moves_total", "Stage rule moves the segment evaluator published on user-commands")
+STAGE_RULE_FAILURES = Counter(
+    "footfall_stage_rule_failures_total", "Stage rule evaluations in ClickHouse that failed (logged; retried next time)"
+)

@@ -42,7 +42,8 @@ Rules (SCHEMA.md copies them):
   latest-wins write per tag (added or removed); the status (active, disabled) is the latest status
   write. A merge keeps into's status when it has one, and every tag either person holds.
 - Lifecycle stage and list membership: every stage write and every list write a command made is kept
-  (joined by command id, so any order and any redelivery give the same set); the stage and the current
+  (joined by command id, so any order and any redelivery give the same set; of two copies of a stage write,
+  the earlier stamp is kept: a rule's move decided again later keeps its first place); the stage and the current
   lists are walks over them in stamp order (schemas/stages.py, schemas/lists.py). A merge keeps into's
   stage writes when it has any (else absorbed's) and the list writes of both.
 - The state serialises to compact JSON (the persons table's `_state` column) and back without loss.
@@ -197,7 +198,7 @@ def _join(state: ProfileState, other: ProfileState) -> ProfileState:
         last_geo=_later(state.last_geo, other.last_geo),
         status=_later(state.status, other.status),
         tags=_per_key(state.tags, other.tags, _later),
-        stages=_per_key(state.stages, other.stages, _later),
+        stages=_per_key(state.stages, other.stages, _earlier),  # a rule's move decided again later is the same write
         lists=_per_key(state.lists, other.lists, _later),
     )
 

@@ -12,6 +12,17 @@ When: every segment every `segments_interval_seconds` (default 60 s), a new or c
 segments on profile properties only (no behaviour, no time window) whenever the persons table changed (its
 highest row version, checked every `segments_poll_seconds`, default 2 s).
 
+Stage rules that need ClickHouse (behaviour, sessions, last seen, tags, lists, stage, status, identity, segment
+membership; schemas/stages.py) are decided here too, on the same schedule: the persons meeting a rule, in a
+stage before the rule's, never moved by it, get a stage command on `user-commands` (a compare-and-set from the
+stage read, by `rule:<stage id>`, its id derived from person, rule and that stage), acknowledged before the
+next step. A restart or a re-evaluation that decides a move again sends the same command; the projector keeps
+it once, and its stage walk applies each rule at most once per person and never from a stage the person left.
+
+    lifecycle-stages (compacted) ─► evaluator ─► SELECT person_id, stage FROM persons FINAL WHERE <rule> ...
+                                         │
+               user-commands ◄───────────┘ stage moves (key: person id)
+
 Exactly once per transition: what the evaluator has published is its state. At start it reads its own
 segment changes back from `profile-changes` (to the end offsets), so after a crash it knows every transition
 it got acknowledged and decides only the rest; a transition decided again (it was not acknowledged) carries
@@ -26,6 +37,7 @@ the projector owns the embedded engine).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -52,6 +64,15 @@ from schemas.segments import (
     members_of,
     transitions,
 )
+from schemas.stages import (
+    ClickHouseRule,
+    StageDefinition,
+    candidates_query,
+    clickhouse_rules,
+    effective_stages,
+    move_command,
+    owed_moves,
+)
 
 log = logging.getLogger(__name__)
 Query = Callable[[str, dict[str, Any]], list[list[Any]]]  # SQL with {db} and its parameters → rows
@@ -70,7 +91,19 @@ class SegmentEvaluator:
         self.query = query
         topics = settings.topics
         self.definitions = CompactedFollower(settings.kafka_bootstrap_servers, topics.segments.name, SegmentDefinition.model_validate_json)
+        self.stages = CompactedFollower(settings.kafka_bootstrap_servers, topics.lifecycle_stages.name, StageDefinition.model_validate_json)
+        self.rules_evaluated: dict[str, tuple[int, float]] = {}  # rule id → (stage version, monotonic time) of its last run
+        self.rule_moves = 0  # stage moves published
         self.producer = Producer({"bootstrap.servers": settings.kafka_bootstrap_servers, "acks": "all", "enable.idempotence": True})
+        # Stage moves go where the API's commands for the same person go (its partitioner: api/commands.py).
+        self.commands = Producer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap_servers,
+                "acks": "all",
+                "enable.idempotence": True,
+                "partitioner": "murmur2_random",
+            }
+        )
         self.state: dict[tuple[str, str], MemberState] = {}
         self.evaluated: dict[str, tuple[int, float]] = {}  # segment id → (definition version, monotonic time) of its last run
         self.persons_version: int | None = None
@@ -78,7 +111,7 @@ class SegmentEvaluator:
         self.evaluations = 0
         self._statuses: dict[str, SegmentStatus] = {}  # the last successful evaluation of each segment
         self._reload = True
-        self._caught_up = False
+        self._caught_up: set[str] = set()  # the followed topics read to their end once
         self._last_step = "not run yet"
 
     def load_published(self) -> None:
@@ -126,37 +159,43 @@ class SegmentEvaluator:
 
     def close(self) -> None:
         self.definitions.close()
+        self.stages.close()
         self.producer.flush(10)
+        self.commands.flush(10)
 
     def step(self, now: datetime | None = None) -> list[str]:
         """Evaluate the segments that are due; returns their ids."""
         if self._reload:
             self.load_published()
-        try:
-            if self._caught_up:
-                self.definitions.poll()
-            else:
-                self.definitions.catch_up()
-                self._caught_up = True
-        except LookupError:
-            pass  # no segments topic yet: no segments
+        for follower in (self.definitions, self.stages):
+            with contextlib.suppress(LookupError):  # no such topic yet: no segments, or the default stages (no rules)
+                if follower.topic in self._caught_up:
+                    follower.poll()
+                else:
+                    follower.catch_up()
+                    self._caught_up.add(follower.topic)
         live = live_segments(self.definitions.values.values())
         persons_changed = self._persons_changed()
         clock = time.monotonic()
-        due = []
-        for segment in live.values():
-            version, at = self.evaluated.get(segment.id, (-1, float("-inf")))
-            if (
-                version != segment.version
+
+        def is_due(last: tuple[int, float] | None, version: int, condition: Any) -> bool:
+            """Never run at this version, the interval is up, or the persons changed and only they matter."""
+            ran_version, at = last or (-1, float("-inf"))
+            return (
+                ran_version != version
                 or clock - at >= self.settings.segments_interval_seconds
-                or (persons_changed and is_property_only(segment.condition, live))
-            ):
-                due.append(segment)
+                or (persons_changed and is_property_only(condition, live))
+            )
+
+        due = [segment for segment in live.values() if is_due(self.evaluated.get(segment.id), segment.version, segment.condition)]
         now = now or datetime.now(UTC)
         for segment in due:
             self.evaluate(segment, live, now)
         for segment_id in set(members_of(self.state)) - set(live):  # deleted: everyone leaves
             self._publish(transitions(segment_id, set(), self.state, members_of(self.state)[segment_id], now))
+        rules = clickhouse_rules(effective_stages(self.stages.values.values()))
+        if due_rules := [rule for rule in rules if is_due(self.rules_evaluated.get(rule.rule), rule.version, rule.condition)]:
+            self.evaluate_stage_rules(due_rules, live, now)
         return [s.id for s in due]
 
     def _persons_changed(self) -> bool:
@@ -201,6 +240,38 @@ class SegmentEvaluator:
         self.evaluations += 1
         metrics.SEGMENT_EVALUATION_SECONDS.observe(time.perf_counter() - started)
         return status
+
+    def evaluate_stage_rules(self, rules: list[ClickHouseRule], live: dict[str, SegmentDefinition], now: datetime) -> int:
+        """Publish the forward moves these rules (furthest stage first) owe: a person meeting several goes to the
+        furthest stage. Returns how many were published."""
+        candidates = []
+        for rule in rules:
+            try:
+                compiled = compile_segment(rule.condition, live, now)
+                sql, parameters = candidates_query(rule, compiled.where, compiled.parameters)
+                candidates.append((rule, [(str(r[0]), str(r[1])) for r in self.query(sql, parameters)]))
+            except Exception as exc:  # noqa: BLE001 - one failing rule does not hold up the others; tried again next time
+                log.warning("stage rule %s: %s", rule.rule, exc)
+                metrics.STAGE_RULE_FAILURES.inc()
+        # Moves decided before whose compare-and-set failed (few): not sent again. Those that took effect are no
+        # candidates; those in flight are sent again with the same id, and kept once.
+        failed = self.query(
+            "SELECT command_id FROM {db}.stage_history FINAL WHERE has({rules:Array(String)}, by) AND NOT effective",
+            {"rules": [rule.rule for rule, _ in candidates]},
+        )
+        written = {str(row[0]) for row in failed}
+        moves = owed_moves(candidates, written)
+        topic = self.settings.topics.user_commands.name
+        for owed in moves:
+            command = move_command(owed.person_id, owed.move, owed.from_stage, now)
+            self.commands.produce(topic, command.model_dump_json().encode(), command.person_id)
+        if moves and self.commands.flush(30) > 0:
+            raise RuntimeError("user-commands did not acknowledge the stage rules' moves")
+        for rule, _ in candidates:
+            self.rules_evaluated[rule.rule] = (rule.version, time.monotonic())
+        self.rule_moves += len(moves)
+        metrics.STAGE_RULE_MOVES.inc(len(moves))
+        return len(moves)
 
     def _last_success(self, segment_id: str) -> dict[str, Any]:
         previous = self._statuses.get(segment_id)

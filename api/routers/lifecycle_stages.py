@@ -23,12 +23,18 @@ from api.groups import Stages
 from api.jobs import BulkEdit
 from api.user_model import UserPatch
 from api.user_query import ListQuery
-from schemas.conditions import IN_MEMORY_KINDS, Condition, kinds_used
-from schemas.stages import STAGE_ID_PATTERN, StageDefinition, reordered
+from schemas.conditions import Condition
+from schemas.segments import operator_problems, reference_problem
+from schemas.stages import STAGE_ID_PATTERN, StageDefinition, decided_in_memory, reordered
 
 router = APIRouter(tags=["lifecycle stages"], route_class=StrictJSONRoute)
 StageName = Annotated[str, Field(min_length=1, max_length=100)]
 Order = Annotated[int, Field(ge=0, le=1_000_000, description="stages sort by order (then id); default: after the last")]
+RULE_DOC = (
+    "a condition of the segment language (as /api/v1/segments: property, tag, list, stage, status, identity, event, "
+    "session_count, last_seen, segment, and AND/OR groups) that moves a user forward into this stage, never back, "
+    "at most once per user"
+)
 
 
 class StageCreate(BaseModel):
@@ -37,7 +43,7 @@ class StageCreate(BaseModel):
     id: str = Field(pattern=STAGE_ID_PATTERN, description="lower-case letters, digits and '_', starting with a letter")
     name: StageName
     order: Order | None = None
-    rule: Condition | None = Field(None, description="property conditions that move a user forward into this stage")
+    rule: Condition | None = Field(None, description=RULE_DOC)
 
 
 class StagePatch(BaseModel):
@@ -47,7 +53,7 @@ class StagePatch(BaseModel):
 
     name: StageName | None = None
     order: Order | None = None
-    rule: Condition | None = None
+    rule: Condition | None = Field(None, description=RULE_DOC)
 
 
 class StageOrder(BaseModel):
@@ -60,6 +66,15 @@ def _stages(request: Request) -> Stages:
     return request.app.state.stages
 
 
+def _evaluation(rule: Condition | None) -> str | None:
+    """Who decides the rule, and when (ARCHITECTURE.md, "Lifecycle stages")."""
+    if rule is None:
+        return None
+    if decided_in_memory(rule):
+        return "by the projector, when the profile changes"
+    return "by the segment evaluator in ClickHouse, when profiles change if the rule reads only profiles, else every segments interval"
+
+
 def _as_json(stage: StageDefinition, position: int, users: dict[str, int]) -> dict[str, Any]:
     return {
         "id": stage.id,
@@ -69,6 +84,7 @@ def _as_json(stage: StageDefinition, position: int, users: dict[str, int]) -> di
         "built_in": stage.built_in,
         "rule": stage.rule.model_dump(mode="json") if stage.rule is not None else None,
         "rule_id": f"rule:{stage.id}",
+        "rule_evaluation": _evaluation(stage.rule),
         "version": stage.version,
         "users": users.get(stage.id, 0),
     }
@@ -81,9 +97,16 @@ async def _user_counts(request: Request) -> dict[str, int]:
     return {row["stage"]: int(row["users"]) for row in rows}
 
 
-def _check_rule(rule: Condition | None) -> None:
-    if rule is not None and (outside := kinds_used(rule) - IN_MEMORY_KINDS):
-        raise ApiError.of(422, "rule", "in_memory", f"a stage rule uses property conditions and groups; not {', '.join(sorted(outside))}")
+async def _check_rule(request: Request, stage_id: str, rule: Condition | None) -> None:
+    """422 naming every operator that does not fit its property's type, and a segment the rule names that does not exist."""
+    if rule is None:
+        return
+    custom = {name: d.type for name, d in request.app.state.definitions.current.items()}
+    errors = [FieldError("rule" + path.removeprefix("condition"), "operator", message) for path, message in operator_problems(rule, custom)]
+    if problem := reference_problem(f"stage:{stage_id}", rule, await request.app.state.segments.live()):
+        errors.append(FieldError("rule", "segment_reference", problem))
+    if errors:
+        raise ApiError(422, errors)
 
 
 async def _publish(request: Request, stages: list[StageDefinition]) -> None:
@@ -115,7 +138,7 @@ async def get_stage(request: Request, stage_id: str) -> dict[str, Any]:
 @router.post("/lifecycle-stages", status_code=201)
 async def create_stage(request: Request, body: StageCreate) -> ORJSONResponse:
     """Add a stage (409 when the id is in use)."""
-    _check_rule(body.rule)
+    await _check_rule(request, body.id, body.rule)
     current = await _stages(request).current()
     if any(s.id == body.id for s in current):
         raise ApiError.of(409, "id", "unique", f"there is a stage {body.id!r} already")
@@ -137,7 +160,7 @@ async def create_stage(request: Request, body: StageCreate) -> ORJSONResponse:
 @router.patch("/lifecycle-stages/{stage_id}")
 async def update_stage(request: Request, stage_id: str, body: StagePatch) -> dict[str, Any]:
     """Rename a stage, move it (`order`), or set or remove its rule."""
-    _check_rule(body.rule)
+    await _check_rule(request, stage_id, body.rule)
     _, found = await _in_force(request, stage_id)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     if changes.get("name") is None:

@@ -225,12 +225,17 @@ async def update_segment(request: Request, segment_id: str, body: SegmentPatch) 
 
 @router.delete("/segments/{segment_id}")
 async def delete_segment(request: Request, segment_id: str) -> dict[str, Any]:
-    """Delete a segment (409 while another segment refers to it or a config targets it): its members exit; past memberships stay in
+    """Delete a segment (409 while another segment or a stage rule refers to it or a config targets it): its members exit; past memberships stay in
     segment_members."""
     live, current = await _live(request, segment_id)
     users = sorted(s.id for s in live.values() if segment_id in segments_referenced(s.condition))
     if users:
         raise ApiError.of(409, "id", "in_use", f"segments {', '.join(users)} refer to {segment_id!r}: change them first", segments=users)
+    ruled = [s.id for s in await request.app.state.stages.current() if s.rule is not None and segment_id in segments_referenced(s.rule)]
+    if ruled:
+        raise ApiError.of(
+            409, "id", "in_use", f"the rules of stages {', '.join(ruled)} refer to {segment_id!r}: change them first", stages=ruled
+        )
     if configs := await request.app.state.configs.targeting("segment", segment_id):
         raise ApiError.of(
             409, "id", "in_use", f"configs {', '.join(configs)} target {segment_id!r}: change their rules first", configs=configs

@@ -53,6 +53,21 @@ def test_stages_and_lists_in_the_console(page: Page, stack):  # noqa: F811 - fix
     subscriber.get_by_label("New name for Subscriber").fill("Newsletter subscriber")
     subscriber.get_by_role("button", name="Rename").click()
     expect(page.locator("#stage-subscriber th")).to_have_text("Newsletter subscriber")
+    # A rule in the segment language: refused naming the field, previewed, saved.
+    page.locator(f"#stage-trial_{run}").get_by_role("link", name=f"Add the rule of Trial {run}").click()
+    expect(page.get_by_role("heading", name=f"Rule of Trial {run}")).to_be_visible()
+    rule = page.locator("#stage-rule textarea")
+    rule.fill(f'{{"kind": "segment", "segment_id": "no-such-{run}"}}')
+    page.get_by_role("button", name="Save rule").click()
+    expect(page.get_by_role("alert")).to_contain_text(f"rule: no segment 'no-such-{run}'")
+    page.locator("#stage-rule textarea").fill(
+        f'{{"kind": "group", "conditions": [{{"kind": "tag", "tag": "nobody-{run}"}}, {{"kind": "event", "event": "Trial Started", "days": 7}}]}}'
+    )
+    page.get_by_role("button", name="Preview count").click()
+    expect(page.locator("#preview-count")).to_contain_text("0 users meet it now")
+    page.get_by_role("button", name="Save rule").click()
+    expect(page.locator(f"#stage-trial_{run}")).to_contain_text(f"rule:trial_{run}")
+    assert api(stack, "GET", f"/lifecycle-stages/trial_{run}").json()["rule"]["conditions"][1]["event"] == "Trial Started"
     assert api(stack, "PATCH", f"/users/{people[1]}", params={"wait": "true"}, json={"stage": f"trial_{run}"}).status_code == 200
     page.reload()
     expect(page.locator(f"#stage-trial_{run}")).to_contain_text("1")

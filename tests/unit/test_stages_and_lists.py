@@ -3,6 +3,7 @@ stage walk and the membership periods (any order and redelivery of writes give t
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from projections.groups import group_rows, rule_commands
 from projections.profiles import EMPTY, ProfileState, apply_command, list_writes, merge, person_row, stage_writes
-from schemas.conditions import PropertyCondition
+from schemas.conditions import ConditionGroup, EventCondition, PropertyCondition, TagCondition
 from schemas.lists import ListWrite, current_lists, memberships
 from schemas.stages import (
     DEFAULT_STAGE_IDS,
@@ -19,7 +20,14 @@ from schemas.stages import (
     StageDefinition,
     StageRules,
     StageWrite,
+    candidates_query,
+    clickhouse_rules,
+    decided_in_memory,
     effective_stages,
+    fired_rules,
+    move_command,
+    move_command_id,
+    owed_moves,
     reordered,
     walk_stages,
 )
@@ -164,6 +172,137 @@ def test_a_manual_move_back_is_kept_and_the_rule_that_moved_forward_does_not_und
 def test_a_rule_write_decided_on_a_stale_stage_does_not_apply():
     stage, entries = walk_stages([StageWrite(5, "m", "opportunity", "api"), StageWrite(6, "r", "lead", "rule:lead", "", "")])
     assert stage == "opportunity" and entries[-1].effective is False
+    assert fired_rules(w for w, _, _ in entries) == set()  # it never moved the person: the rule may still, from opportunity
+
+
+RULE_WRITES = st.lists(
+    st.builds(
+        StageWrite,
+        at=st.integers(0, 50),
+        command_id=st.sampled_from(["a", "b", "c", "d", "e", "f"]),
+        stage=st.sampled_from(STAGES[:7]),
+        by=st.sampled_from(["api", "rule:lead", "rule:customer"]),
+        reason=st.just(""),
+        from_stage=st.sampled_from([None, "", "visitor", "lead", "opportunity"]),
+    ).map(lambda w: w._replace(from_stage=None) if w.by == "api" else w._replace(from_stage=w.from_stage or "")),
+    max_size=10,
+)
+
+
+@given(RULE_WRITES)
+def test_a_rule_moves_a_person_at_most_once_whatever_its_deciders_sent(writes):
+    """However often and from whatever stale stage a rule's moves were decided (two deciders, restarts, a lagging
+    ClickHouse), the walk applies each rule once: after a manual move back, the rule does not move the person again."""
+    _, entries = walk_stages(writes)
+    effective_rules = [e.write.by for e in entries if e.effective and e.write.by.startswith("rule:")]
+    assert len(effective_rules) == len(set(effective_rules))
+    assert fired_rules(writes) == set(effective_rules)
+
+
+def test_a_rule_decided_again_from_a_stale_view_after_a_manual_move_back_does_not_undo_it():
+    moved = StageWrite(10, "r1", "customer", "rule:customer", "", "opportunity")
+    writes = [
+        StageWrite(1, "m1", "lead", "api"),
+        StageWrite(5, "m2", "opportunity", "api"),
+        moved,
+        StageWrite(20, "m3", "lead", "api", "refund"),
+    ]
+    # A decider that read the person at lead before m2 was projected, deciding only now (at 30): the same rule, from lead.
+    stale = StageWrite(30, move_command_id("p-1", "rule:customer", "lead"), "customer", "rule:customer", "", "lead")
+    stage, entries = walk_stages([*writes, stale])
+    assert stage == "lead" and entries[-1].write == stale and not entries[-1].effective
+
+
+# -- rules decided in ClickHouse (the segment evaluator) ------------------------------------------------------
+
+BOUGHT = ConditionGroup(conditions=[EventCondition(event="Order Completed", count=1, days=30)])
+VIP = TagCondition(tag="vip")
+
+
+def test_only_property_rules_are_the_projectors_the_rest_go_to_clickhouse():
+    stages = effective_stages(
+        [
+            DEFAULT_STAGES["lead"].model_copy(update={"rule": has("email"), "version": 1}),
+            DEFAULT_STAGES["opportunity"].model_copy(update={"rule": VIP, "version": 2}),
+            DEFAULT_STAGES["customer"].model_copy(update={"rule": BOUGHT, "version": 3}),
+        ]
+    )
+    assert [(stage, rule) for stage, rule, _ in StageRules(stages).rules] == [("lead", "rule:lead")]
+    found = clickhouse_rules(stages)
+    assert [(r.stage, r.rule, r.version) for r in found] == [("customer", "rule:customer", 3), ("opportunity", "rule:opportunity", 2)]
+    assert found[0].reached == ("customer", "evangelist", "other")
+    assert found[1].reached == ("opportunity", "customer", "evangelist", "other")
+
+
+def test_a_property_rule_on_a_column_the_projector_does_not_carry_is_decided_in_clickhouse():
+    assert decided_in_memory(PropertyCondition(property="$email_domain", operator="equals", value="acme.com"))
+    assert decided_in_memory(ConditionGroup(conditions=[has("email"), has("plan")]))
+    for name in ("$session_count", "$event_count", "$first_seen", "$last_seen"):
+        assert not decided_in_memory(ConditionGroup(conditions=[has("email"), PropertyCondition(property=name, operator="is_set")]))
+
+
+def test_the_candidates_query_carries_every_value_as_a_parameter():
+    rule = clickhouse_rules(effective_stages([DEFAULT_STAGES["customer"].model_copy(update={"rule": BOUGHT, "version": 1})]))[0]
+    sql, parameters = candidates_query(rule, "(x = {p0:String})", {"p0": "Order Completed"})
+    assert "Order Completed" not in sql and "customer" not in sql
+    assert parameters == {"p0": "Order Completed", "stage_rule_reached": ["customer", "evangelist", "other"], "stage_rule": "rule:customer"}
+
+
+RANK = {stage: index for index, stage in enumerate(STAGES)}
+CH_RULES = clickhouse_rules(
+    effective_stages(
+        [
+            DEFAULT_STAGES["lead"].model_copy(update={"rule": VIP, "version": 1}),
+            DEFAULT_STAGES["customer"].model_copy(update={"rule": BOUGHT, "version": 1}),
+        ]
+    )
+)
+PEOPLE = st.sampled_from(["p-1", "p-2", "p-3"])
+ROWS = st.lists(st.tuples(PEOPLE, st.sampled_from(["", *STAGES])), max_size=6)
+
+
+@given(
+    st.tuples(ROWS, ROWS),
+    st.sets(
+        st.sampled_from(
+            [move_command_id(p, r, s) for p in ("p-1", "p-2") for r in ("rule:lead", "rule:customer") for s in ("", "visitor", "lead")]
+        )
+    ),
+)
+def test_owed_moves_go_forward_to_the_furthest_rule_once_per_person_and_skip_what_was_decided(rows, written):
+    candidates = list(zip(CH_RULES, rows, strict=True))
+    moves = owed_moves(candidates, written)
+    assert len({m.person_id for m in moves}) == len(moves)
+    for owed in moves:
+        assert RANK[owed.move.stage] > RANK.get(owed.from_stage, -1)  # forward only
+        assert owed.command_id not in written and owed.command_id == move_command_id(owed.person_id, owed.move.rule, owed.from_stage)
+        further = [(r, found) for r, found in candidates if RANK[r.stage] > RANK[owed.move.stage]]
+        for rule, found in further:  # a further rule it was a candidate of was either behind it or decided already
+            for person_id, current in found:
+                if person_id == owed.person_id:
+                    assert current in rule.reached or move_command_id(person_id, rule.rule, current) in written
+    assert owed_moves(candidates, written) == moves  # decided again: the same moves, the same command ids
+
+
+def test_a_move_decided_twice_is_one_write_at_its_first_place():
+    """A restarted evaluator (or the other decider) sends the move again with a later time: the state keeps the first."""
+    owed = owed_moves([(CH_RULES[0], [("p-1", "lead")])], ())[0]
+    first, again = (
+        move_command("p-1", owed.move, "lead", AT.replace(second=30)),
+        move_command("p-1", owed.move, "lead", AT.replace(hour=13)),
+    )
+    assert first.command_id == again.command_id and first.by == first.stage_by == "rule:customer"
+    manual = [command("c1", 1, stage="lead", stage_by="api"), command("c2", 59, stage="lead", stage_by="api", stage_reason="refund")]
+    back = EMPTY
+    for c in [manual[0], first, manual[1]]:
+        back = apply_command(back, c)
+    for order in itertools.permutations([*manual, first, again]):  # the late copy folds away, in any order
+        state = EMPTY
+        for c in order:
+            state = apply_command(state, c)
+        assert state.stages == back.stages
+    stage, entries = walk_stages(stage_writes(apply_command(back, again).stages))
+    assert stage == "lead" and [e.write.by for e in entries if e.effective] == ["api", "rule:customer", "api"]
 
 
 # -- commands into profiles and rows --------------------------------------------------------------------------
@@ -237,6 +376,20 @@ def test_the_projector_moves_a_matching_user_forward_once_with_a_stable_command_
     assert rule_commands([moved], rules, AT) == []
     backwards = apply_command(apply_command(state, move), command("c9", 9, stage="visitor", stage_by="api", stage_reason="test account"))
     assert rule_commands([person_row("p-1", backwards, None, 0, 0, 3)], rules, AT) == []  # rule:lead fired already
+
+
+def test_a_rule_move_whose_compare_and_set_failed_is_decided_again_from_the_real_stage_once():
+    rules = StageRules(staged(("lead", "email")))
+    state = apply_command(EMPTY, command("c0", 0, set={"email": "a@b.c"}))
+    [stale] = rule_commands([person_row("p-1", state, None, 0, 0, 1)], rules, AT.replace(second=5))  # decided at "" ...
+    raced = apply_command(apply_command(state, command("c1", 1, stage="visitor", stage_by="api")), stale)  # ... visitor came first
+    assert walk_stages(stage_writes(raced.stages))[0] == "visitor"
+    [again] = rule_commands([person_row("p-1", raced, None, 0, 0, 2)], rules, AT)
+    assert (again.stage_from, again.stage) == ("visitor", "lead") and again.command_id != stale.command_id
+    # the clock of the API ahead of the projector's: a write from "visitor" that still cannot apply is not sent over and over
+    future = apply_command(state, command("c1", 1, stage="visitor", stage_by="api").model_copy(update={"at": AT.replace(hour=20)}))
+    [early] = rule_commands([person_row("p-1", future, None, 0, 0, 3)], rules, AT)
+    assert rule_commands([person_row("p-1", apply_command(future, early), None, 0, 0, 4)], rules, AT) == []
 
 
 # -- membership periods ---------------------------------------------------------------------------------------

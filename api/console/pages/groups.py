@@ -1,16 +1,18 @@
-"""Lifecycle stages and lists in the console: Admin > Lifecycle stages (add, rename, reorder, delete with the users
-moved to another stage), Admin > Lists (create, rename, delete, members), and a profile's stage and list forms.
+"""Lifecycle stages and lists in the console: Admin > Lifecycle stages (add, rename, reorder, edit a stage's rule with
+a preview of who meets it, delete with the users moved to another stage), Admin > Lists (create, rename, delete, members), and a profile's stage and list forms.
 Every change goes through the management API (/api/v1/lifecycle-stages, /api/v1/lists, PATCH /users)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from api.console.app import console, flash, login_required
+from api.console.pages.segments import field_errors
 
 
 async def stage_choices(request: Request) -> list[dict[str, Any]]:
@@ -94,6 +96,49 @@ async def stage_delete(request: Request) -> Response:
         flash(request, f"Stage {stage['name']} deleted; moving its {answer.body['users']} users to {move_to}.")
         return RedirectResponse(c.path("job", job_id=answer.body["job_id"]) + "?back=", status_code=303)
     return _done(request, answer, f"Stage {stage['name']} deleted.", "/admin/stages")
+
+
+RULE_EXAMPLE = {
+    "kind": "group",
+    "match": "all",
+    "conditions": [{"kind": "event", "event": "Order Completed", "operator": "at_least", "count": 1, "days": 30}],
+}
+
+
+@login_required
+async def stage_rule(request: Request) -> Response:
+    """A stage's rule as JSON (any condition of the segment language): preview how many users meet it now
+    (POST /segments/preview), save it, or remove it (PATCH /lifecycle-stages/{id} with `rule`)."""
+    c, stage_id = console(request), request.path_params["stage_id"]
+    found = await c.api.get(f"/lifecycle-stages/{stage_id}")
+    if not found.ok:
+        flash(request, found.message, "error")
+        return RedirectResponse("/admin/stages", status_code=303)
+    stage, values = found.body, await _form(request) if request.method == "POST" else {}
+    rule_text = values.get("rule") or orjson.dumps(stage.get("rule") or RULE_EXAMPLE, option=orjson.OPT_INDENT_2).decode()
+    preview, errors = None, []
+    if request.method == "POST" and values.get("action") == "remove":
+        answer = await c.api.call("PATCH", f"/lifecycle-stages/{stage_id}", json={"rule": None})
+        return _done(request, answer, f"The rule of {stage['name']} is removed.", "/admin/stages")
+    if request.method == "POST":
+        try:
+            rule = orjson.loads(rule_text)
+        except orjson.JSONDecodeError as exc:
+            rule, errors = None, [f"rule: not JSON ({exc})"]
+        if rule is not None and values.get("action") == "preview":
+            group = rule if isinstance(rule, dict) and rule.get("kind") == "group" else {"kind": "group", "conditions": [rule]}
+            answer = await c.api.call("POST", "/segments/preview", json={"condition": group, "sample": 10})
+            preview, errors = (answer.body, []) if answer.ok else (None, field_errors(answer))
+        elif rule is not None:
+            answer = await c.api.call("PATCH", f"/lifecycle-stages/{stage_id}", json={"rule": rule})
+            if answer.ok:
+                return _done(
+                    request, answer, f"Rule of {stage['name']} saved: it moves users forward into it, never back.", "/admin/stages"
+                )
+            errors = field_errors(answer)
+    return await c.render_page(
+        request, "stage_rule.html", section="stages", stage=stage, rule_text=rule_text, preview=preview, errors=errors
+    )
 
 
 # -- Admin > Lists -------------------------------------------------------------------------------------------
@@ -215,6 +260,7 @@ ROUTES: list = [
     Route("/admin/stages", stages, methods=["GET", "POST"], name="stages"),
     Route("/admin/stages/{stage_id}/rename", stage_rename, methods=["POST"], name="stage_rename"),
     Route("/admin/stages/{stage_id}/move", stage_move, methods=["POST"], name="stage_move"),
+    Route("/admin/stages/{stage_id}/rule", stage_rule, methods=["GET", "POST"], name="stage_rule"),
     Route("/admin/stages/{stage_id}/delete", stage_delete, methods=["GET", "POST"], name="stage_delete"),
     Route("/admin/lists", lists, methods=["GET", "POST"], name="lists"),
     Route("/admin/lists/{list_id}", list_members, name="list_members"),

@@ -26,6 +26,11 @@ async def segment_choices(request: Request) -> list[dict]:
     return answer.body.get("segments", []) if answer.ok else []
 
 
+def field_errors(answer) -> list[str]:
+    """An API refusal as lines to show: each field error, else the message."""
+    return [f"{e.get('field')}: {e.get('message')}" for e in answer.body.get("errors", [])] or [answer.message]
+
+
 async def _form(request: Request) -> dict[str, str]:
     form = await request.form()
     return {k: str(v).strip() for k, v in form.items() if k != "csrftoken"}
@@ -48,14 +53,14 @@ async def segments(request: Request) -> Response:
             if answer.ok:
                 preview = answer.body
             else:
-                errors = [f"{e.get('field')}: {e.get('message')}" for e in answer.body.get("errors", [])] or [answer.message]
+                errors = field_errors(answer)
         elif condition is not None:
             body = {"name": values.get("name", ""), "description": values.get("description", ""), "condition": condition}
             answer = await c.api.call("POST", "/segments", json=body)
             if answer.ok:
                 flash(request, f"Segment {body['name']} created; it is evaluated within seconds.")
                 return RedirectResponse(c.path("segment_members", segment_id=answer.body["id"]), status_code=303)
-            errors = [f"{e.get('field')}: {e.get('message')}" for e in answer.body.get("errors", [])] or [answer.message]
+            errors = field_errors(answer)
     answer = await c.api.get("/segments")
     return await c.render_page(
         request,
