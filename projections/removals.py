@@ -1,9 +1,9 @@
 """Removing a deleted or erased person's rows from every table (the live side of projections/directory.py).
 
 A delete at time T removes what was received until T: events, sessions that started by then, the daily
-counts (rebuilt from the events that remain), the person's merge records, its profile rows (every
-version, so no old `_state` lingers), its stage history, list and segment memberships. An erasure removes all of it whenever received, and the distinct id
-mappings too (a delete leaves those to the identity sequencer's deleted mappings). ClickHouse's lightweight
+counts (rebuilt from the events that remain), the person's merge records, its profile rows and those of
+the persons merged into it (every version, so no old `_state` lingers), its stage history, list and segment
+memberships. An erasure removes all of it whenever received, and the distinct id mappings too (a delete leaves those to the identity sequencer's deleted mappings). ClickHouse's lightweight
 deletes hide the rows at once and drop them from disk at the next merge of their parts.
 
 The person's identifiers are every distinct id ever mapped to it or stamped on its events: the command
@@ -38,11 +38,27 @@ def identifiers_of(client: Client, database: str, person_id: str, digests: set[s
     return sorted(ids)
 
 
+def merged_into(client: Client, database: str, person_id: str) -> list[str]:
+    """The persons merged into this one (by a merge or as a stand-in): every row of theirs goes with it, not only
+    the tombstone saying where they went, or an older live row of theirs would be the latest left (a ghost)."""
+    found = client.query(
+        f"SELECT DISTINCT person_id FROM {database}.persons WHERE merged_into = {{p:String}} "
+        f"UNION DISTINCT SELECT DISTINCT from_person FROM {database}.person_overrides WHERE into_person = {{p:String}}",
+        parameters={"p": person_id},
+    ).result_rows
+    return sorted({row[0] for row in found} - {person_id})
+
+
 def remove_person_rows(client: Client, database: str, command: UserCommand) -> None:
     person = command.person_id
     ids = identifiers_of(client, database, person, set(command.id_digests))
     until = _FAR_FUTURE if command.kind == "erase" else command.at
-    parameters = {"ids": ids, "p": person, "until": until.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]}
+    parameters = {
+        "ids": ids,
+        "p": person,
+        "merged": merged_into(client, database, person),
+        "until": until.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3],
+    }
     statements = [
         f"DELETE FROM {database}.events WHERE (distinct_id IN {{ids:Array(String)}} OR person_id = {{p:String}}) "
         "AND received_at <= {until:DateTime64(3, 'UTC')}",
@@ -50,7 +66,7 @@ def remove_person_rows(client: Client, database: str, command: UserCommand) -> N
         "AND start <= {until:DateTime64(3, 'UTC')}",
         f"DELETE FROM {database}.event_counts_daily_by_distinct_id WHERE distinct_id IN {{ids:Array(String)}}",
         f"DELETE FROM {database}.person_overrides WHERE from_person = {{p:String}} OR into_person = {{p:String}}",
-        f"DELETE FROM {database}.persons WHERE person_id = {{p:String}} OR merged_into = {{p:String}}",
+        f"DELETE FROM {database}.persons WHERE person_id = {{p:String}} OR person_id IN {{merged:Array(String)}}",
         f"DELETE FROM {database}.stage_history WHERE person_id = {{p:String}}",
         f"DELETE FROM {database}.list_members WHERE person_id = {{p:String}}",
         f"DELETE FROM {database}.segment_members WHERE person_id = {{p:String}}",
