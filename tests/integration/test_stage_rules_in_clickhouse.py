@@ -166,11 +166,14 @@ def test_a_behaviour_rule_moves_users_forward_once_through_a_restart_and_a_repla
         assert stack.query(
             "SELECT count() FROM {db}.stage_history FINAL WHERE person_id = {p:String} AND by = 'rule:customer'", p=buyer
         ) == [(1,)]
-        changes = lambda: stack.query(  # noqa: E731
-            "SELECT event, JSONExtractString(properties, 'source') FROM {db}.events FINAL WHERE type = 'profile_change' "
-            "AND event = '$stage_changed' AND person_id = {p:String} ORDER BY timestamp",
-            p=buyer,
-        )
+
+        def changes() -> list[tuple]:
+            return stack.query(
+                "SELECT event, JSONExtractString(properties, 'source') FROM {db}.events FINAL WHERE type = 'profile_change' "
+                "AND event = '$stage_changed' AND person_id = {p:String} ORDER BY timestamp",
+                p=buyer,
+            )
+
         stack.wait(lambda: len(changes()) == 2, "the buyer's two stage changes on the timeline")
         # Whether or not the restart above sent it again: a copy decided later (a later time) changes nothing, not
         # even when the customer stage was entered.
