@@ -3,8 +3,9 @@
 A delete at time T removes what was received until T: events, sessions that started by then, the daily
 counts (rebuilt from the events that remain), the person's merge records, its profile rows and those of
 the persons merged into it (every version, so no old `_state` lingers), its stage history, list and segment
-memberships. An erasure removes all of it whenever received, and the distinct id mappings too (a delete leaves those to the identity sequencer's deleted mappings). ClickHouse's lightweight
-deletes hide the rows at once and drop them from disk at the next merge of their parts.
+memberships. An erasure removes all of it whenever received, and the distinct id mappings too (a delete
+leaves those to the identity sequencer's deleted mappings). ClickHouse's lightweight deletes hide the rows at
+once and drop them from disk at the next merge of their parts.
 
 The person's identifiers are every distinct id ever mapped to it or stamped on its events: the command
 itself carries only their digests.
