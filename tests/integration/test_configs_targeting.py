@@ -122,7 +122,12 @@ def test_configs_target_segments_lists_tags_stages_and_status(stack, clickhouse_
         view = api.get(f"/api/v1/users/user_id:{user_id}/configs", headers=auth).json()["configs"]
         return {c["key"]: c["now"]["value"] for c in view if c["key"] in configs}
 
-    assert now_in_view(ann) == served(ann) and now_in_view(bob) == served(bob)  # the API decides from the same facts
+    def view_agrees() -> bool:
+        """The API decides from the same facts, but reads memberships from ClickHouse, which the projector
+        fills a moment after the collectors see the same change on person-segments."""
+        return now_in_view(ann) == served(ann) and now_in_view(bob) == served(bob)
+
+    stack.wait(view_agrees, "the API's view to agree with what is served", timeout_s=60)
 
     # Ann leaves the segment and Bob enters it; Ann loses her tag and becomes a customer; Bob is disabled and leaves the list.
     patch(f"user_id:{bob}", set={"plan": "pro"}, status="disabled", lists={"remove": [beta]})
@@ -130,7 +135,7 @@ def test_configs_target_segments_lists_tags_stages_and_status(stack, clickhouse_
     assert evaluator.step() == [pros]
     serves(ann, {"in-pros": False, "not-in-pros": True, "in-beta": False, "vip": False, "customers": True, "disabled": False, "known": True}, "ann's new configs")  # fmt: skip
     serves(bob, {"in-pros": True, "not-in-pros": False, "in-beta": False, "vip": False, "customers": True, "disabled": True, "known": True}, "bob's new configs")  # fmt: skip
-    assert now_in_view(ann) == served(ann) and now_in_view(bob) == served(bob)
+    stack.wait(view_agrees, "the API's view to agree after the changes", timeout_s=60)
 
     # what a config targets cannot be deleted from under it
     in_use = api.delete(f"/api/v1/segments/{pros}", headers=auth)
