@@ -60,6 +60,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         broker_session_timeout=settings.consumer_session_timeout_seconds,
         broker_heartbeat_interval=max(1.0, settings.consumer_session_timeout_seconds / 4),
         consumer_group_instance_id=settings.processor_instance_id,
+        consumer_metadata_max_age_ms=int(settings.processor_metadata_refresh_seconds * 1000),
     )
 
     def topic(spec):

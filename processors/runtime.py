@@ -21,6 +21,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -180,13 +181,16 @@ class PartitionOffsets:
 class Runtime:
     """One worker's machinery around its agents (see the module docstring)."""
 
-    def __init__(self, app: faust.App, settings: FootfallSettings, guarded_topics: set[str], watched_topics: set[str] = frozenset()):
+    def __init__(
+        self, app: faust.App, settings: FootfallSettings, guarded_topics: AbstractSet[str], watched_topics: AbstractSet[str] = frozenset()
+    ):
         """`guarded_topics`: checked record by record for skips (continuity.py) and watched for stalls;
         `watched_topics`: only watched for stalls (a compacted topic's offsets have gaps, so continuity cannot hold)."""
         self.app, self.settings, self.limits = app, settings, settings.envelope_limits
         self.continuity = OffsetContinuity()
         self.offsets = PartitionOffsets(settings.kafka_bootstrap_servers, app.conf.id)
         self.stall_watch = StallWatch()
+        self.idle_generation_logged: int | None = None
         self.guarded_topics = guarded_topics
         self.watched_topics = guarded_topics | watched_topics
         app.sensors.add(StopOnSendError())
@@ -268,9 +272,15 @@ class Runtime:
         """Restart a worker that owns waiting records and handles none of them (continuity.StallWatch)."""
         app = self.app
         owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in self.watched_topics]
-        if app.rebalancing or not owned:
-            return
         generation = app.consumer_generation_id
+        if app.rebalancing:
+            return
+        if not owned:
+            if self.idle_generation_logged != generation:
+                # Legitimate with more workers than partitions; otherwise a sign the leader assigned from stale metadata.
+                log.info("generation %s: this worker owns no partition of %s", generation, ", ".join(sorted(self.watched_topics)))
+                self.idle_generation_logged = generation
+            return
         try:
             committed, ends = await asyncio.wait_for(
                 asyncio.gather(self.offsets.committed(owned), self.offsets.ends(owned)), OFFSET_LOOKUP_TIMEOUT_S

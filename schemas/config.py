@@ -107,6 +107,10 @@ class FootfallSettings(BaseSettings):
     # A worker whose owned partitions hold waiting records it has not moved on for this long restarts itself.
     processor_stall_seconds: float = Field(default=60.0, ge=5)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
+    # How often a processor refreshes topic metadata. The group leader assigns only the partitions its metadata
+    # knows: a topic missing from it (just created, or a broker that restarted and has not loaded it yet) gets
+    # no owner until a refresh shows it and the leader asks for a new assignment. aiokafka's default is 5 minutes.
+    processor_metadata_refresh_seconds: float = Field(default=10.0, ge=1, le=300)
 
     # Front-end assets installed from npm by `make web` (web/package.json): the console's CSS and scripts, and
     # analytics-next's standalone bundle that the collector serves to sites.
