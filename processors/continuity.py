@@ -44,6 +44,7 @@ class OffsetContinuity:
 
     def __init__(self) -> None:
         self._last: dict[Hashable, tuple[int | None, int]] = {}
+        self._highest: dict[Hashable, int] = {}  # the highest offset this worker ever handed over, any generation
 
     def position(self, partition: Hashable, generation: int | None) -> int | None:
         """The next offset expected in `partition` in this generation; None before its first record."""
@@ -58,15 +59,20 @@ class OffsetContinuity:
     def observe(self, partition: Hashable, generation: int | None, offset: int, resume_at: int | None = None) -> Skip | None:
         """Record that `offset` is being handed over; the skip before it, if any.
 
-        `resume_at` is required when `starts_generation` is true: the first record may not lie beyond it."""
+        `resume_at` is required when `starts_generation` is true: the first record may lie beyond it only by
+        records this worker handed over itself in an earlier generation. faust does not hand those over again when
+        a partition stays with a worker across a rebalance before their commit: they are handled, not skipped, and
+        calling them a skip made two workers stop each other in turn (RELIABILITY.md)."""
         seen = self._last.get(partition)
+        highest = self._highest.get(partition)
         if seen is not None and seen[0] == generation:
             expected = seen[1] + 1
         elif resume_at is None:
             raise ValueError(f"{partition}: the first record of generation {generation} needs the offset it resumes at")
         else:
-            expected = resume_at
+            expected = resume_at if highest is None else max(resume_at, highest + 1)
         self._last[partition] = (generation, offset)
+        self._highest[partition] = offset if highest is None else max(highest, offset)
         if offset > expected:
             return Skip(partition, generation, expected, offset - 1)
         return None

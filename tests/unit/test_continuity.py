@@ -31,6 +31,43 @@ def test_a_generation_starting_past_the_commit_is_a_skip():
     assert guard.observe("raw-0", 2, 690, resume_at=112) == Skip("raw-0", 2, 112, 689)
 
 
+def test_a_generation_may_start_after_records_this_worker_handled_before_their_commit():
+    """A partition that stays with a worker across a rebalance: faust does not hand over again the records the
+    worker read in the earlier generation, committed or not. Those were handled here, so nothing was skipped."""
+    guard = OffsetContinuity()
+    for offset in range(5):
+        guard.observe("identity-commands-0", 1, offset, resume_at=0)
+    assert guard.starts_generation("identity-commands-0", 2)
+    assert guard.observe("identity-commands-0", 2, 5, resume_at=0) is None
+    assert guard.observe("identity-commands-0", 2, 6) is None
+
+
+def test_a_generation_starting_past_what_this_worker_handled_is_still_a_skip():
+    guard = OffsetContinuity()
+    for offset in range(5):
+        guard.observe("raw-0", 1, offset, resume_at=0)
+    assert guard.observe("raw-0", 2, 8, resume_at=0) == Skip("raw-0", 2, 5, 7)
+    other = OffsetContinuity()
+    other.observe("raw-0", 1, 3, resume_at=3)
+    assert other.observe("raw-0", 2, 30, resume_at=20) == Skip("raw-0", 2, 20, 29)  # the commit moved on since
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(0, 4)), min_size=1, max_size=12))
+def test_a_worker_never_reports_a_skip_over_offsets_it_or_a_commit_covered(generations):
+    """Any series of generations, each starting anywhere up to the first offset neither this worker handled nor
+    the group committed (the commit may lag behind this worker, or run ahead of it with others' work), is never a
+    skip; a start one past that always is."""
+    guard, handled_to, committed = OffsetContinuity(), 0, 0  # this worker handled every offset below handled_to
+    for generation, (commit_moves, back, run) in enumerate(generations, start=1):
+        committed += commit_moves
+        start = max(0, max(committed, handled_to) - back)
+        for offset in range(start, start + run + 1):
+            assert guard.observe("p", generation, offset, resume_at=committed if offset == start else None) is None
+        handled_to = max(handled_to, start + run + 1)
+    first_unhandled, last = max(committed, handled_to), len(generations) + 1
+    assert guard.observe("p", last, first_unhandled + 1, resume_at=committed) == Skip("p", last, first_unhandled, first_unhandled)
+
+
 def test_starting_before_the_commit_is_a_redelivery_not_a_skip():
     guard = OffsetContinuity()
     assert guard.observe("raw-0", 3, 40, resume_at=50) is None
