@@ -273,7 +273,7 @@ class Runtime:
         app = self.app
         owned = [tp for tp in app.assignor.assigned_actives() if tp.topic in self.watched_topics]
         generation = app.consumer_generation_id
-        if app.rebalancing:
+        if app.rebalancing or app.in_recovery:  # a long recovery handles no records, and is no stall
             return
         if not owned:
             if self.idle_generation_logged != generation:

@@ -105,7 +105,7 @@ class FootfallSettings(BaseSettings):
     processor_batch_seconds: float = Field(default=0.05, gt=0)
     processor_slice_events: int = Field(default=500, ge=1)
     # A worker whose owned partitions hold waiting records it has not moved on for this long restarts itself.
-    processor_stall_seconds: float = Field(default=60.0, ge=5)
+    processor_stall_seconds: float = Field(default=30.0, ge=5)
     consumer_session_timeout_seconds: float = Field(default=10.0, ge=6, le=300)
     # How often a processor refreshes topic metadata. The group leader assigns only the partitions its metadata
     # knows: a topic missing from it (just created, or a broker that restarted and has not loaded it yet) gets
