@@ -77,6 +77,34 @@ def stop_worker(reason: str, *args, cause: str = "agent-failed") -> None:
     os._exit(EXIT_AGENT_FAILED)
 
 
+def fetch_state_of(app: faust.App, tp) -> str:
+    """What faust and aiokafka hold for a stalled partition, for its log line: the stall's cause is still open
+    (RELIABILITY.md), and this says whether faust stopped asking for the partition or aiokafka stopped fetching it.
+    Reads the libraries' private state from another thread, so it is a best-effort snapshot."""
+    try:
+        consumer = app.consumer
+        in_faust = [
+            name
+            for name, tps in (
+                ("active", consumer._active_partitions),
+                ("paused", consumer._paused_partitions),
+                ("buffered", consumer._buffered_partitions),
+            )  # fmt: skip
+            if tps is not None and tp in tps
+        ]
+        state = consumer._thread._ensure_consumer()._subscription.subscription.assignment.state_value(
+            TopicPartition(tp.topic, tp.partition)
+        )
+        fetching = (
+            f"status={state._status.name} position={state._position} highwater={state.highwater} paused={state.paused}"
+            if state is not None
+            else "not assigned in aiokafka"
+        )
+        return f"{tp.topic}[{tp.partition}]: faust {'/'.join(in_faust) or 'none'}, flow {consumer.flow_active}; aiokafka {fetching}"
+    except Exception as exc:  # noqa: BLE001 - a diagnostic must never be the reason a stop fails
+        return f"{tp.topic}[{tp.partition}]: fetch state unknown ({type(exc).__name__})"
+
+
 def stop_worker_on_failure(agent):
     """faust acknowledges the message an agent was handling when the agent raises (its stream's `finally`),
     and then restarts the agent: the message's outputs never leave, yet its offset is committed. That is a
@@ -294,9 +322,10 @@ class Runtime:
         metrics.set_consumer_lag(positions, ends)
         if stalled := self.stall_watch.check(generation, positions, ends):
             stop_worker(
-                "records wait in %s but this worker has handled none of them for %.0f s; stopping it so that it rejoins",
+                "records wait in %s but this worker has handled none of them for %.0f s; stopping it so that it rejoins (%s)",
                 ", ".join(f"{tp.topic}[{tp.partition}]@{positions[tp]}" for tp in stalled),
                 self.settings.processor_stall_seconds / 2,
+                "; ".join(fetch_state_of(app, tp) for tp in stalled),
                 cause="stall",
             )
 
