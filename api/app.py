@@ -9,6 +9,7 @@ in api/routers/__init__.py; every router under /api/v1 depends on `require_admin
 
 from __future__ import annotations
 
+import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -55,25 +56,18 @@ def create_app(
         if own_bus:
             app.state.bus = CommandBus(settings.kafka_bootstrap_servers)
         app.state.bus.acknowledged = app.state.metrics.count_published
-        app.state.definitions.start()
-        app.state.stages.start()
-        app.state.lists.start()
-        app.state.segments.start()
-        app.state.segment_statuses.start()
-        app.state.webhooks.start()
-        app.state.object_types.start()
+        for catalog in app.state.catalogs.values():
+            catalog.start()
         app.state.configs = ConfigCatalog(settings).start()
         try:
             yield
         finally:
             app.state.configs.stop()
-            app.state.definitions.close()
-            app.state.stages.close()
-            app.state.lists.close()
-            app.state.segments.close()
-            app.state.segment_statuses.close()
-            app.state.webhooks.close()
-            app.state.object_types.close()
+            for catalog in app.state.catalogs.values():
+                catalog.stop_following()  # all at once, then one deadline for all: each may be waiting on Kafka
+            deadline = time.monotonic() + 5
+            for catalog in app.state.catalogs.values():
+                catalog.close(max(0.0, deadline - time.monotonic()))
             if own_bus:
                 app.state.bus.close()
             if hasattr(reader, "close"):
@@ -106,6 +100,10 @@ def create_app(
     app.state.webhooks = Webhooks(settings.kafka_bootstrap_servers, settings.topics.webhooks.name)
     app.state.company_property_validator = PropertyValidator(app.state.definitions, "company")
     app.state.object_types = ObjectTypes(settings.kafka_bootstrap_servers, settings.topics.object_types.name)
+    app.state.catalogs = {
+        name: getattr(app.state, name)
+        for name in ("definitions", "stages", "lists", "segments", "segment_statuses", "webhooks", "object_types")
+    }
     install_error_handlers(app)
 
     @app.exception_handler(CommandsUnavailable)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from confluent_kafka import KafkaException
 from starlette.concurrency import run_in_threadpool
 
 from api.commands import CommandBus, Record
@@ -48,7 +49,7 @@ class Catalog(Generic[T]):
                     break
                 except LookupError:  # no topic yet, so no records: answer with none (the defaults) and look again
                     self._started.set()
-                except TimeoutError:  # Kafka is slow: readers wait (503) rather than see a part of the table
+                except (TimeoutError, KafkaException):  # Kafka slow or away: readers wait (503), not see a part of it
                     pass
                 self._stopping.wait(1)
             self._apply()
@@ -66,6 +67,11 @@ class Catalog(Generic[T]):
         records = dict(self._follower.values)
         with self._lock:
             self._records = records
+
+    @property
+    def loaded(self) -> bool:
+        """The topic was read to its end once (and the follower did not fail): reads and checks can answer."""
+        return self._started.is_set() and self.failure is None
 
     async def ready(self, timeout_s: float = 10.0) -> None:
         self.start()
@@ -97,7 +103,11 @@ class Catalog(Generic[T]):
                 return
             await asyncio.sleep(0.05)
 
-    def close(self) -> None:
+    def stop_following(self) -> None:
+        self._stopping.set()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop following; a thread still waiting on Kafka after `timeout_s` is left to end alone (a daemon)."""
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(timeout_s)

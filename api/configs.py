@@ -40,6 +40,10 @@ class ConfigCatalog:
     def stop(self) -> None:
         self.tail.stop()
 
+    @property
+    def is_loaded(self) -> bool:
+        return self.tail.ready.is_set()
+
     async def loaded(self, timeout_s: float = 10.0) -> None:
         """503 until the copy has read the topic up to where it stood when the process started."""
         if not await asyncio.to_thread(self.tail.ready.wait, timeout_s):

@@ -688,7 +688,8 @@ def _wait_for(url: str, timeout_s: float, supervisor: Supervisor) -> None:
 
 def _readiness_urls(settings: FootfallSettings) -> dict[str, str]:
     """Each stage's readiness check, downstream first: the projector (group assigned, ClickHouse accepting), the
-    processor (group joined, tables recovered), the collector (Kafka reachable) and the management API (reads)."""
+    processor (group joined, tables recovered), the collector (Kafka reachable) and the management API (reads, and
+    the topics it keeps in memory)."""
     urls = {"projector": f"http://{settings.read_api_host}:{settings.read_api_port}/readyz"}
     if settings.processor_metrics_port:
         host = "127.0.0.1" if settings.processor_metrics_host in ("0.0.0.0", "") else settings.processor_metrics_host

@@ -47,6 +47,12 @@ class Stack:
         return wait_until(probe, timeout_s, what=what, watch=(self.worker, self.projector))
 
 
+def wait_ready(client: TestClient, watch: tuple = ()) -> None:
+    """As a load balancer would: use the API once /readyz says it has read the topics it keeps in memory (writes
+    that check against them answer 503 until then, and loading is slow on a loaded machine)."""
+    wait_until(lambda: client.get("/readyz").status_code == 200, 120, what="the API's /readyz", watch=watch)
+
+
 def stack_settings(kafka_bootstrap: str, clickhouse_dsn: str, data_dir: Path) -> FootfallSettings:
     run_id = uuid.uuid4().hex[:10]
     return FootfallSettings(
@@ -74,6 +80,7 @@ def api_stack(settings: FootfallSettings, clickhouse_client, log_dir: Path) -> I
             projector(settings) as live,
             TestClient(app) as client,
         ):
+            wait_ready(client, watch=(worker, live))
             yield Stack(settings, client, url, clickhouse_client, live, worker)
     finally:
         bus.close()

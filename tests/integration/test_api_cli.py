@@ -39,6 +39,7 @@ def test_footfall_api_reads_through_the_projectors_read_api_on_the_embedded_engi
         with footfall_process("api", embedded, logs, **env) as api:
             base = f"http://127.0.0.1:{port}"
             wait_until(lambda: answers(f"{base}/healthz"), 60, what="footfall api", watch=(api,))
+            wait_until(lambda: httpx.get(f"{base}/readyz", timeout=10).status_code == 200, 60, what="/readyz", watch=(api,))
             assert httpx.get(f"{base}/readyz", timeout=10).json() == {"status": "ready"}
             auth = {"Authorization": f"Bearer {KEY}"}
             assert httpx.get(f"{base}/api/v1/users", timeout=10).status_code == 401

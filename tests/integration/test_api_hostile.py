@@ -17,7 +17,7 @@ from api.commands import CommandBus
 from api.reads import ClickHouseReader
 from footfall.topics import ensure_topics
 from projections.clickhouse import connect
-from tests.api_support import ADMIN_KEY
+from tests.api_support import ADMIN_KEY, wait_ready
 from tests.hostile.api_corpus import CORPUS
 
 pytestmark = pytest.mark.integration
@@ -31,6 +31,7 @@ def api(settings):
     app = create_app(settings, ADMIN_KEY, ClickHouseReader(connect(settings.clickhouse_dsn), settings.database), bus=bus)
     try:
         with TestClient(app, raise_server_exceptions=False) as client:
+            wait_ready(client)
             yield client
     finally:
         bus.close()

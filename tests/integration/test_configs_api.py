@@ -10,6 +10,7 @@ import pytest
 from api.app import create_app as create_api
 from api.reads import ClickHouseReader
 from footfall.topics import ensure_topics
+from tests.api_support import wait_ready
 from tests.integration.test_collector_support import NO_TESTCLIENT_WARNING, WRITE_KEY, running_collector
 from tests.pipeline import processor, projector, wait_until
 
@@ -43,6 +44,7 @@ def api(settings, clickhouse_client):
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     app = create_api(settings, ADMIN, ClickHouseReader(clickhouse_client, settings.database))
     with TestClient(app) as client:
+        wait_ready(client)
         yield client
 
 

@@ -14,6 +14,7 @@ from api.app import create_app
 from api.reads import ClickHouseReader
 from footfall.topics import ensure_topics
 from projections.replay import end_offsets
+from tests.api_support import wait_ready
 from tests.pipeline import processor, projector, wait_until
 
 pytestmark = pytest.mark.integration
@@ -61,10 +62,7 @@ def api(settings, clickhouse_client):
     ensure_topics(settings.kafka_bootstrap_servers, settings.topics.all())
     app = create_app(settings, "test-admin-key", ClickHouseReader(clickhouse_client, settings.database))
     with TestClient(app) as client:
-        # 503 + Retry-After until the API has read the definitions topic (slow on a loaded machine)
-        wait_until(
-            lambda: client.get("/api/v1/property-definitions", headers=ADMIN).status_code == 200, timeout_s=120, what="definitions loaded"
-        )
+        wait_ready(client)
         for body in (
             {"name": "plan", "type": "enum", "options": ["free", "pro"], "required": True},
             {"name": "age", "type": "integer", "minimum": 18, "maximum": 130},

@@ -12,7 +12,8 @@ from api.app import ApiConfig, create_app
 from api.reads import ClickHouseReader
 from footfall.topics import ensure_topics
 from schemas.properties import PropertyDefinition
-from tests.pipeline import processor, projector, read_topic, wait_until
+from tests.api_support import wait_ready
+from tests.pipeline import processor, projector, read_topic
 
 pytestmark = pytest.mark.integration
 ADMIN = {"Authorization": "Bearer test-admin-key"}
@@ -57,10 +58,7 @@ def api(settings, clickhouse_client):
         settings, "test-admin-key", ClickHouseReader(clickhouse_client, settings.database), config=ApiConfig(wait_timeout_s=90)
     )
     with TestClient(app) as client:
-        # 503 + Retry-After until the API has read the definitions topic (slow on a loaded machine)
-        wait_until(
-            lambda: client.get("/api/v1/property-definitions", headers=ADMIN).status_code == 200, timeout_s=120, what="definitions loaded"
-        )
+        wait_ready(client)
         yield client
 
 
