@@ -54,14 +54,12 @@ from schemas.config import FootfallSettings
 from schemas.person_segments import PersonSegments, Record, reconcile, records_for
 from schemas.profile_changes import ProfileChange
 from schemas.segments import (
-    MemberState,
+    Membership,
     SegmentDefinition,
     SegmentStatus,
-    apply_change,
     compile_segment,
     is_property_only,
     live_segments,
-    members_of,
     transitions,
 )
 from schemas.stages import (
@@ -104,7 +102,7 @@ class SegmentEvaluator:
                 "partitioner": "murmur2_random",
             }
         )
-        self.state: dict[tuple[str, str], MemberState] = {}
+        self.membership = Membership()
         self.evaluated: dict[str, tuple[int, float]] = {}  # segment id → (definition version, monotonic time) of its last run
         self.persons_version: int | None = None
         self.stopping = threading.Event()
@@ -116,12 +114,12 @@ class SegmentEvaluator:
 
     def load_published(self) -> None:
         """The membership every segment change published so far says (the evaluator's whole state)."""
-        state: dict[tuple[str, str], MemberState] = {}
+        membership = Membership()
         group = f"{self.settings.topic_prefix}-segments-state"
         for change in read_to_end(self.settings, self.settings.topics.profile_changes.name, _segment_change, group, timeout_s=600):
-            apply_change(state, change)
-        self.state = state
-        self._publish_person_segments(reconcile(state, self._published_person_segments()))
+            membership.apply(change)
+        self.membership = membership
+        self._publish_person_segments(reconcile(membership.standings, self._published_person_segments()))
         self._reload = False
 
     def _published_person_segments(self) -> dict[str, PersonSegments]:
@@ -191,8 +189,8 @@ class SegmentEvaluator:
         now = now or datetime.now(UTC)
         for segment in due:
             self.evaluate(segment, live, now)
-        for segment_id in set(members_of(self.state)) - set(live):  # deleted: everyone leaves
-            self._publish(transitions(segment_id, set(), self.state, members_of(self.state)[segment_id], now))
+        for segment_id in set(self.membership.inside) - set(live):  # deleted: everyone leaves
+            self._publish(transitions(segment_id, set(), self.membership.standings, self.membership.members(segment_id), now))
         rules = clickhouse_rules(effective_stages(self.stages.values.values()))
         if due_rules := [rule for rule in rules if is_due(self.rules_evaluated.get(rule.rule), rule.version, rule.condition)]:
             self.evaluate_stage_rules(due_rules, live, now)
@@ -223,8 +221,8 @@ class SegmentEvaluator:
             self._publish_status(failed)
             self.evaluated[segment.id] = (segment.version, time.monotonic())
             return failed
-        inside = members_of(self.state).get(segment.id, set())
-        changes = transitions(segment.id, members, self.state, inside, now)
+        inside = self.membership.members(segment.id)
+        changes = transitions(segment.id, members, self.membership.standings, inside, now)
         self._publish(changes)
         status = SegmentStatus(
             segment_id=segment.id,
@@ -291,9 +289,9 @@ class SegmentEvaluator:
             self._reload = True
             raise RuntimeError("profile-changes did not acknowledge the segment changes")
         for change in changes:
-            apply_change(self.state, change)
+            self.membership.apply(change)
             metrics.SEGMENT_TRANSITIONS.labels(kind=change.kind).inc()
-        self._publish_person_segments(records_for({c.person_id for c in changes}, self.state))
+        self._publish_person_segments(records_for({c.person_id for c in changes}, self.membership.standings, self.membership.segments))
 
     def _publish_person_segments(self, records: list[Record]) -> None:
         """The touched persons' current segments (configs' targeting), acknowledged; if not, the state is read back

@@ -49,9 +49,12 @@ def known_segments(state: Mapping[tuple[str, str], MemberState]) -> set[str]:
     return {segment_id for segment_id, _ in state}
 
 
-def records_for(person_ids: Iterable[str], state: Mapping[tuple[str, str], MemberState]) -> list[Record]:
-    """The records of these persons (the ones a batch of transitions touched), in person order."""
-    segment_ids = known_segments(state)
+def records_for(
+    person_ids: Iterable[str], state: Mapping[tuple[str, str], MemberState], segment_ids: Iterable[str] | None = None
+) -> list[Record]:
+    """The records of these persons (the ones a batch of transitions touched), in person order. `segment_ids`:
+    every segment the state knows, when the caller keeps them (else found by scanning the whole state)."""
+    segment_ids = known_segments(state) if segment_ids is None else segment_ids
     return [_record(person_id, segments_of(person_id, state, segment_ids)) for person_id in sorted(set(person_ids))]
 
 

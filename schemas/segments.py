@@ -547,6 +547,37 @@ def transitions(
     return changes
 
 
+class Membership:
+    """The evaluator's state (`standings`, as apply_change folds it) with two indexes kept beside it: who is in
+    each segment now, and every segment the standings know. `members_of` and `known_segments` give the same by
+    scanning every standing, once per segment and batch: minutes a step at a million members."""
+
+    def __init__(self) -> None:
+        self.standings: dict[tuple[str, str], MemberState] = {}
+        self.inside: dict[str, set[str]] = {}  # segment id -> the persons in it now (no empty sets)
+        self.segments: set[str] = set()  # every segment any standing is of, deleted and emptied ones included
+
+    def apply(self, change: ProfileChange) -> None:
+        apply_change(self.standings, change)
+        if change.kind not in ("segment_entered", "segment_exited") or change.subject is None:
+            return
+        segment_id, person_id = change.subject, change.person_id
+        standing = self.standings.get((segment_id, person_id))
+        if standing is None:
+            return
+        self.segments.add(segment_id)
+        if standing.inside:
+            self.inside.setdefault(segment_id, set()).add(person_id)
+        elif (members := self.inside.get(segment_id)) is not None:
+            members.discard(person_id)
+            if not members:
+                del self.inside[segment_id]
+
+    def members(self, segment_id: str) -> set[str]:
+        """A copy: the caller may publish changes (and so change the index) while it still holds this."""
+        return set(self.inside.get(segment_id, ()))
+
+
 def members_of(state: Mapping[tuple[str, str], MemberState]) -> dict[str, set[str]]:
     """Segment id → the persons in it now, by the published changes."""
     found: dict[str, set[str]] = {}

@@ -10,7 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.conditions import ConditionGroup, EventCondition, PropertyCondition, SegmentCondition, TagCondition, condition_adapter
+from schemas.person_segments import known_segments
 from schemas.segments import (
+    Membership,
     MemberState,
     SegmentDefinition,
     apply_change,
@@ -103,6 +105,28 @@ def test_a_state_rebuilt_from_the_published_changes_decides_nothing_new(rounds):
         apply_change(rebuilt, change)
     assert members_of(rebuilt) == members_of(state)
     assert _decide(rebuilt, rounds[-1]) == []
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["s1", "s2"]), st.lists(st.sets(st.sampled_from(["p1", "p2", "p3"])), max_size=4))),
+    st.randoms(use_true_random=False),
+)
+def test_the_membership_indexes_agree_with_a_scan_of_the_standings(segments_rounds, shuffle):
+    """Folded in any order and repeated, as the evaluator reads back what it published: the indexes Membership
+    keeps say what scanning every standing says."""
+    state: dict = {}
+    published = []
+    for segment_id, rounds in segments_rounds:
+        for index, members in enumerate(rounds):
+            published += _decide(state, members, segment_id, at=NOW + timedelta(minutes=index))
+    replayed = [*published, *published[: len(published) // 2]]
+    shuffle.shuffle(replayed)
+    membership = Membership()
+    for change in replayed:
+        membership.apply(change)
+    assert membership.inside == members_of(membership.standings)
+    assert membership.segments == known_segments(membership.standings)
+    assert all(membership.members(s) == members_of(state).get(s, set()) for s in ("s1", "s2"))
 
 
 def test_a_re_decided_transition_has_the_same_id():
