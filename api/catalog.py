@@ -77,7 +77,7 @@ class Catalog(Generic[T]):
         self.start()
         if not self._started.is_set():
             await run_in_threadpool(self._started.wait, timeout_s)
-        if not self._started.is_set() or self.failure is not None:
+        if not self.loaded:
             raise self.unavailable()
 
     def unavailable(self) -> ApiError:

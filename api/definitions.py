@@ -50,7 +50,7 @@ class Definitions(Catalog[PropertyDefinition]):
 
     def require_loaded(self) -> None:
         """503 until the whole topic was read: checking a write against the built-ins alone would let it through."""
-        if not self._started.is_set() or self.failure is not None:
+        if not self.loaded:
             raise self.unavailable()
 
     @property

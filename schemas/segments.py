@@ -550,7 +550,7 @@ def transitions(
 class Membership:
     """The evaluator's state (`standings`, as apply_change folds it) with two indexes kept beside it: who is in
     each segment now, and every segment the standings know. `members_of` and `known_segments` give the same by
-    scanning every standing, once per segment and batch: minutes a step at a million members."""
+    scanning every standing, which the evaluator did once per segment and batch: about 0.4 s a scan at a million."""
 
     def __init__(self) -> None:
         self.standings: dict[tuple[str, str], MemberState] = {}
