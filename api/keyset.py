@@ -75,6 +75,15 @@ class Keyset:
         comparison = "<" if self.descending else ">"
         return f"({self.column}, {self.id_column}) {comparison} ({{after:{self.kind}}}, {{after_id:String}})"
 
+    def through(self, value: Any, row_id: str, parameters: dict[str, Any]) -> str:
+        """The condition for the rows up to and including (`value`, `row_id`) in this order (a value as the
+        readers return it); its values are added to `parameters`."""
+        if self.kind.startswith("DateTime64"):
+            value = clickhouse_time(value)
+        parameters["through"], parameters["through_id"] = value, row_id
+        comparison = ">=" if self.descending else "<="
+        return f"({self.column}, {self.id_column}) {comparison} ({{through:{self.kind}}}, {{through_id:String}})"
+
     def position(self, cursor: str) -> tuple[Any, str]:
         """The (sort value, id) a cursor continues after; a cursor of another sort, or forged, is refused."""
         column, value, row_id = decode_cursor(cursor, 3)

@@ -14,7 +14,7 @@ import orjson
 from api.errors import not_found
 from api.reads import Reader, live_persons_where
 from api.user_model import Ref
-from api.user_query import ListQuery, daily_series
+from api.user_query import DEEPER, MAX_CANDIDATES, ListQuery, daily_series
 
 PROFILE_COLUMNS = (
     "person_id, visitor_number, visitor_alias, is_identified, is_contact, email, name, phone, email_domain, "
@@ -49,8 +49,9 @@ def profile_json(row: dict[str, Any], distinct_ids: list[str] | None = None) -> 
 
 
 class People:
-    def __init__(self, reader: Reader):
+    def __init__(self, reader: Reader, max_candidates: int = MAX_CANDIDATES):
         self.reader = reader
+        self.max_candidates = max_candidates
 
     async def person_id_of(self, ref: Ref) -> str | None:
         """The live person a ref names, or None."""
@@ -104,11 +105,23 @@ class People:
         return await self.person_id_of(ref)
 
     async def search(self, query: ListQuery) -> tuple[list[dict[str, Any]], str | None]:
-        sql, parameters = query.sql(PROFILE_COLUMNS)
-        rows = await self.reader.rows(sql, parameters)
+        rows = await self._page_rows(query)
         page = rows[: query.limit]
         cursor = query.next_cursor(page[-1]) if len(rows) > query.limit else None
         return [profile_json(row) for row in page], cursor
+
+    async def _page_rows(self, query: ListQuery) -> list[dict[str, Any]]:
+        """One page (and a row more), read from candidates first (api/user_query.py says why)."""
+        depth = query.first_depth()
+        while depth <= self.max_candidates:
+            candidates = await self.reader.rows(*query.candidates_sql(depth))
+            if not candidates:
+                return []
+            rows = await self.reader.rows(*query.page_from_candidates_sql(PROFILE_COLUMNS, candidates))
+            if query.settled(depth, len(candidates), len(rows)):
+                return rows
+            depth *= DEEPER
+        return await self.reader.rows(*query.sql(PROFILE_COLUMNS))
 
     async def events(self, person_id: str, limit: int, event: str | None, before: tuple[str, str] | None) -> list[dict[str, Any]]:
         # Its events, and the `$` rows of its profile changes: keyed by the person id itself, or by a person

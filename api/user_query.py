@@ -4,10 +4,15 @@
 pages with a keyset cursor: (sort value, person id) of the last row, so a page never repeats or skips a
 person while others are added. The SQL is assembled from fixed fragments; every value is a server-side
 parameter.
+
+A page is read in two steps, since FINAL over every person costs a whole merge (hundreds of milliseconds at
+1,000,000 persons with updates not yet merged): candidates from the stored rows without FINAL, then FINAL on
+those persons only. When the candidates do not settle the page, more are read, then FINAL over everyone.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Literal
@@ -32,6 +37,9 @@ KINDS = {"identified": "is_identified", "anonymous": "NOT is_identified", "conta
 MAX_LIMIT = 1000
 NO_STAGE = "none"  # stage=none: users no stage was ever set for
 MAX_PROPERTY_FILTERS = 20
+CANDIDATES_PER_ROW = 4
+DEEPER = 8  # each further read of candidates asks this many times more
+MAX_CANDIDATES = 20_000  # beyond it, one FINAL over every person is cheaper than the id list
 
 
 @dataclass(frozen=True)
@@ -68,10 +76,10 @@ class ListQuery:
             raise ApiError(422, errors)
         return self
 
-    def sql(self, columns: str) -> tuple[str, dict[str, Any]]:
-        """The query for one page (and one row more, to know whether another page follows)."""
+    def conditions(self) -> tuple[str, dict[str, Any]]:
+        """The filters, search term and cursor as one SQL condition, with their parameters."""
         conditions: list[str] = ["1"]
-        parameters: dict[str, Any] = {"limit": self.limit + 1}
+        parameters: dict[str, Any] = {}
         if self.q:
             parameters["q"], parameters["q_lower"] = self.q, self.q.lower()
             conditions.append(
@@ -103,14 +111,53 @@ class ListQuery:
             conditions.append(f"JSONExtractRaw(properties, {{pk{index}:String}}) IN ({{pv{index}:String}}, {{pj{index}:String}})")
             parameters[f"pk{index}"], parameters[f"pv{index}"] = name, value
             parameters[f"pj{index}"] = orjson.dumps(value).decode()
-        keyset = self.keyset()
         if self.cursor:
-            conditions.append(keyset.after(self.cursor, parameters))
+            conditions.append(self.keyset().after(self.cursor, parameters))
+        return " AND ".join(conditions), parameters
+
+    def sql(self, columns: str) -> tuple[str, dict[str, Any]]:
+        """The query for one page (and one row more, to know whether another page follows), merging every person
+        with FINAL: exact whatever the stored versions, and the fallback when the candidates (below) do not settle."""
+        condition, parameters = self.conditions()
+        sql = f"SELECT {columns} FROM {{db}}.persons FINAL WHERE {condition} ORDER BY {self.keyset().order_by()} LIMIT {{limit:UInt32}}"
+        return sql, {**parameters, "limit": self.limit + 1}
+
+    def candidates_sql(self, depth: int) -> tuple[str, dict[str, Any]]:
+        """The first `depth` stored rows that match, of any version, in page order: a plain scan, no FINAL.
+
+        A live person belongs on the page only if its latest row matches; that row is one of the stored rows,
+        so every person whose latest row comes before the last candidate in page order is among the candidates.
+        """
+        condition, parameters = self.conditions()
+        keyset = self.keyset()
         sql = (
-            f"SELECT {columns} FROM {{db}}.persons FINAL WHERE {' AND '.join(conditions)} "
-            f"ORDER BY {keyset.order_by()} LIMIT {{limit:UInt32}}"
+            f"SELECT person_id, {keyset.column} FROM {{db}}.persons WHERE is_deleted = 0 AND {condition} "
+            f"ORDER BY {keyset.order_by()} LIMIT {{depth:UInt32}}"
         )
-        return sql, parameters
+        return sql, {**parameters, "depth": depth}
+
+    def page_from_candidates_sql(self, columns: str, candidates: Sequence[Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
+        """The page among the candidates' latest rows, up to the last candidate: FINAL over those persons only
+        (PREWHERE on the sorting key reads just their granules' rows)."""
+        condition, parameters = self.conditions()
+        keyset = self.keyset()
+        last = candidates[-1]
+        through = keyset.through(last[keyset.column], last["person_id"], parameters)
+        sql = (
+            f"SELECT {columns} FROM {{db}}.persons FINAL PREWHERE person_id IN {{candidates:Array(String)}} "
+            f"WHERE {condition} AND {through} ORDER BY {keyset.order_by()} LIMIT {{limit:UInt32}}"
+        )
+        return sql, {**parameters, "candidates": [row["person_id"] for row in candidates], "limit": self.limit + 1}
+
+    def first_depth(self) -> int:
+        """How many candidates to read first: a few pages' worth, since a person updated since it matched
+        leaves older rows behind that no longer count."""
+        return CANDIDATES_PER_ROW * (self.limit + 1)
+
+    def settled(self, depth: int, candidates: int, rows: int) -> bool:
+        """Whether the page read from `candidates` of `depth` asked for is the page: full (one row more than
+        the limit), or the candidates were every stored row that matches."""
+        return rows > self.limit or candidates < depth
 
     def keyset(self) -> Keyset:
         return Keyset(self.column, SORTS[self.column], "person_id", self.descending)

@@ -30,12 +30,13 @@ from schemas.config import FootfallSettings
 ADMIN_KEY = "bench-console-admin-key"
 TARGET_P99_MS = 300.0
 DAYS = 90
+UPDATE_BATCHES = 10
 
 
 def fill(client, database: str, persons: int, events: int) -> dict[str, float]:
     """Persons (a tenth identified, with email and name; some tagged, some disabled), one distinct id each, and
     events spread over the last 90 days: every person gets events/persons of them on average, and person 0
-    (the "heavy" one the profile pages open) a hundred times as many."""
+    (the "heavy" one the profile pages open) a hundred times as many. Then batches of updates, left unmerged."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     client.command(f"""
@@ -67,6 +68,17 @@ def fill(client, database: str, persons: int, events: int) -> dict[str, float]:
         SETTINGS max_insert_threads = 2, max_block_size = 200000""")
     client.command(f"OPTIMIZE TABLE {database}.persons FINAL")
     seconds["events"] = time.perf_counter() - started
+    started = time.perf_counter()
+    for batch in range(UPDATE_BATCHES):
+        # Recent activity, as the projector writes it: a new version of 2% of the persons per batch, seen again
+        # in the last hour and some newly tagged, in parts not merged yet, so the pages' FINAL has work to do.
+        client.command(f"""
+            INSERT INTO {database}.persons
+            SELECT * REPLACE (version + 1 + {batch} AS version, now64(3) - toIntervalSecond(visitor_number % 3600) AS last_seen,
+                event_count + 1 AS event_count, if(visitor_number % 3 = 0, arrayDistinct(arrayPushBack(tags, 'newsletter')), tags) AS tags)
+            FROM {database}.persons FINAL WHERE cityHash64(person_id, {batch}) % 50 = 0
+            SETTINGS optimize_on_insert = 0""")
+    seconds["updates"] = time.perf_counter() - started
     return seconds
 
 
@@ -110,7 +122,10 @@ def main() -> None:
         migrate(client, settings.database)
         ensure_topics(bootstrap, settings.topics.all())
         setup = fill(client, settings.database, args.persons, args.events)
-        print(f"data: {args.persons:,} persons in {setup['persons']:.0f}s, {args.events:,} events in {setup['events']:.0f}s")
+        print(
+            f"data: {args.persons:,} persons in {setup['persons']:.0f}s, {args.events:,} events in {setup['events']:.0f}s, "
+            f"{UPDATE_BATCHES} batches of updates in {setup['updates']:.0f}s"
+        )
         heavy = client.query(f"SELECT person_id FROM {settings.database}.person_distinct_ids WHERE distinct_id = 'd0'").result_rows[0][0]
         typical = client.query(f"SELECT person_id FROM {settings.database}.person_distinct_ids WHERE distinct_id = 'd4242'").result_rows[0][
             0

@@ -75,8 +75,8 @@ def _evaluation(rule: Condition | None) -> str | None:
     return "by the segment evaluator in ClickHouse, when profiles change if the rule reads only profiles, else every segments interval"
 
 
-def _as_json(stage: StageDefinition, position: int, users: dict[str, int]) -> dict[str, Any]:
-    return {
+def _as_json(stage: StageDefinition, position: int, users: dict[str, int] | None) -> dict[str, Any]:
+    found = {
         "id": stage.id,
         "name": stage.name,
         "order": stage.order,
@@ -86,8 +86,8 @@ def _as_json(stage: StageDefinition, position: int, users: dict[str, int]) -> di
         "rule_id": f"rule:{stage.id}",
         "rule_evaluation": _evaluation(stage.rule),
         "version": stage.version,
-        "users": users.get(stage.id, 0),
     }
+    return found if users is None else {**found, "users": users.get(stage.id, 0)}
 
 
 async def _user_counts(request: Request) -> dict[str, int]:
@@ -123,9 +123,12 @@ async def _in_force(request: Request, stage_id: str) -> tuple[list[StageDefiniti
 
 
 @router.get("/lifecycle-stages")
-async def list_stages(request: Request) -> dict[str, Any]:
+async def list_stages(
+    request: Request,
+    counts: Annotated[bool, Query(description="false: without user counts (no ClickHouse read), e.g. for a picker")] = True,
+) -> dict[str, Any]:
     """The stages in order, with how many users are in each."""
-    users = await _user_counts(request)
+    users = await _user_counts(request) if counts else None
     return {"stages": [_as_json(s, i, users) for i, s in enumerate(await _stages(request).current())]}
 
 

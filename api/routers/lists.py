@@ -82,7 +82,9 @@ def _as_json(definition: ListDefinition, members: int | None = None) -> dict[str
 async def _member_counts(request: Request, list_ids: list[str]) -> dict[str, int]:
     rows = await request.app.state.reader.rows(
         "SELECT list_id, count() AS members FROM {db}.list_members FINAL WHERE list_id IN {ids:Array(String)} AND removed_at IS NULL "
-        "AND person_id IN (SELECT person_id FROM {db}.persons FINAL) GROUP BY list_id",
+        # live persons among the members only: FINAL over those rows, not over every person
+        "AND person_id IN (SELECT person_id FROM {db}.persons FINAL PREWHERE person_id IN "
+        "(SELECT person_id FROM {db}.list_members WHERE list_id IN {ids:Array(String)})) GROUP BY list_id",
         {"ids": list_ids},
     )
     return {row["list_id"]: int(row["members"]) for row in rows}
@@ -103,11 +105,16 @@ async def _publish(request: Request, definition: ListDefinition) -> None:
 
 
 @router.get("/lists")
-async def list_lists(request: Request) -> dict[str, Any]:
+async def list_lists(
+    request: Request,
+    counts: Annotated[bool, Query(description="false: without member counts (no ClickHouse read), e.g. for a picker")] = True,
+) -> dict[str, Any]:
     """Every list, by name, with its member count."""
     live = sorted((await _lists(request).live()).values(), key=lambda d: (d.name.casefold(), d.id))
-    counts = await _member_counts(request, [d.id for d in live])
-    return {"lists": [_as_json(d, counts.get(d.id, 0)) for d in live]}
+    if not counts:
+        return {"lists": [_as_json(d) for d in live]}
+    members = await _member_counts(request, [d.id for d in live])
+    return {"lists": [_as_json(d, members.get(d.id, 0)) for d in live]}
 
 
 @router.post("/lists", status_code=201)

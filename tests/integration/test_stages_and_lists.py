@@ -183,6 +183,10 @@ def test_deleting_a_stage_in_use_needs_a_stage_to_move_its_users_to(stack):
     refused = stack.api.delete("/api/v1/lifecycle-stages/pilot", headers=stack.auth)
     assert refused.status_code == 409
     assert refused.json()["errors"][0] == {**refused.json()["errors"][0], "field": "move_to", "rule": "required", "users": 3}
+    counted = {s["id"]: s for s in stack.api.get("/api/v1/lifecycle-stages", headers=stack.auth).json()["stages"]}
+    assert counted["pilot"]["users"] == 3
+    picker = {s["id"]: s for s in stack.api.get("/api/v1/lifecycle-stages?counts=false", headers=stack.auth).json()["stages"]}
+    assert picker["pilot"]["name"] == "Pilot" and "users" not in picker["pilot"]  # no ClickHouse read for a picker
     assert stack.api.delete("/api/v1/lifecycle-stages/pilot?move_to=pilot", headers=stack.auth).status_code == 422
     assert stack.api.delete("/api/v1/lifecycle-stages/pilot?move_to=nowhere", headers=stack.auth).status_code == 422
     deleted = stack.api.delete("/api/v1/lifecycle-stages/pilot?move_to=lead", headers=stack.auth)
@@ -243,6 +247,12 @@ def test_lists_members_added_removed_and_snapshotted(stack):
     ]
     in_list = stack.api.get("/api/v1/users", params={"list": list_id, "limit": 100}, headers=stack.auth).json()["users"]
     assert {u["person_id"] for u in in_list} == {ann["person_id"], *tagged}
+    # A deleted user no longer counts as a member; a picker gets the lists without counting.
+    assert stack.api.delete(f"/api/v1/users/{tagged[0]}?wait=true", headers=stack.auth).status_code == 200
+    listed = {d["id"]: d for d in stack.api.get("/api/v1/lists", headers=stack.auth).json()["lists"]}
+    assert listed[list_id]["members"] == 3
+    picker = {d["id"]: d for d in stack.api.get("/api/v1/lists", params={"counts": "false"}, headers=stack.auth).json()["lists"]}
+    assert picker[list_id]["name"] == "Webinar attendees" and "members" not in picker[list_id]
 
     assert stack.api.post(f"/api/v1/lists/{list_id}/members", json={"refs": ["x"], "filter": {}}, headers=stack.auth).status_code == 422
     assert stack.api.post("/api/v1/lists/nope/members", json={"refs": []}, headers=stack.auth).status_code == 404

@@ -15,13 +15,15 @@ from api.console.app import console, flash, login_required
 from api.console.pages.segments import field_errors
 
 
-async def stage_choices(request: Request) -> list[dict[str, Any]]:
-    answer = await console(request).api.get("/lifecycle-stages")
+async def stage_choices(request: Request, with_counts: bool = False) -> list[dict[str, Any]]:
+    """The stages for a picker; their user counts (a ClickHouse read over every person) only when asked for."""
+    answer = await console(request).api.get("/lifecycle-stages", counts=str(with_counts).lower())
     return answer.body.get("stages", []) if answer.ok else []
 
 
 async def list_choices(request: Request) -> list[dict[str, Any]]:
-    answer = await console(request).api.get("/lists")
+    """The lists for a picker, without member counts."""
+    answer = await console(request).api.get("/lists", counts="false")
     return answer.body.get("lists", []) if answer.ok else []
 
 
@@ -81,7 +83,7 @@ async def stage_move(request: Request) -> Response:
 async def stage_delete(request: Request) -> Response:
     """Confirm, choosing where the stage's users go when it has any; then DELETE and follow the move's job."""
     c, stage_id = console(request), request.path_params["stage_id"]
-    choices = await stage_choices(request)
+    choices = await stage_choices(request, with_counts=True)  # the confirmation says how many users move
     stage = next((s for s in choices if s["id"] == stage_id), None)
     if stage is None:
         flash(request, f"No stage {stage_id}.", "error")
