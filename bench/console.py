@@ -31,17 +31,23 @@ ADMIN_KEY = "bench-console-admin-key"
 TARGET_P99_MS = 300.0
 DAYS = 90
 UPDATE_BATCHES = 10
+LIST_SHARE = 10  # every tenth person is in the bench's list
+PREVIEW_CONDITION = {
+    "kind": "group",
+    "match": "all",
+    "conditions": [{"kind": "property", "property": "plan", "operator": "equals", "value": "team"}, {"kind": "status", "status": "active"}],
+}
 
 
 def fill(client, database: str, persons: int, events: int) -> dict[str, float]:
-    """Persons (a tenth identified, with email and name; some tagged, some disabled), one distinct id each, and
+    """Persons (a tenth identified, with email and name; some tagged, some disabled, most in a lifecycle stage), one distinct id each, and
     events spread over the last 90 days: every person gets events/persons of them on average, and person 0
     (the "heavy" one the profile pages open) a hundred times as many. Then batches of updates, left unmerged."""
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     client.command(f"""
         INSERT INTO {database}.persons (person_id, visitor_number, visitor_alias, is_identified, is_contact, email, name,
-            email_domain, properties, tags, first_seen, last_seen, session_count, event_count, status, version)
+            email_domain, properties, tags, first_seen, last_seen, session_count, event_count, status, stage, version)
         SELECT toString(reinterpretAsUUID(sipHash128(number))), number + 1, concat('Visitor ', toString(number + 1)),
             number % 10 = 0, number % 10 = 0,
             if(number % 10 = 0, concat('user', toString(number), '@example', toString(number % 97), '.com'), ''),
@@ -50,7 +56,8 @@ def fill(client, database: str, persons: int, events: int) -> dict[str, float]:
             if(number % 10 = 0, concat('{{"user_id":"u', toString(number), '","first_name":"Person","plan":"', ['free','pro','team'][number % 3 + 1], '"}}'), '{{}}'),
             if(number % 7 = 0, ['newsletter'], []),
             now64(3) - toIntervalSecond(86400 * {DAYS} + number % 86400), now64(3) - toIntervalSecond(number % (86400 * {DAYS})),
-            1 + number % 5, {max(events // persons, 1)}, if(number % 50 = 0, 'disabled', 'active'), 1
+            1 + number % 5, {max(events // persons, 1)}, if(number % 50 = 0, 'disabled', 'active'),
+            ['', 'subscriber', 'lead', 'customer'][number % 4 + 1], 1
         FROM numbers({persons})""")
     client.command(f"""
         INSERT INTO {database}.person_distinct_ids (distinct_id, person_id, version, is_deleted)
@@ -82,17 +89,37 @@ def fill(client, database: str, persons: int, events: int) -> dict[str, float]:
     return seconds
 
 
+def fill_list(http: httpx.Client, client, database: str, persons: int) -> str:
+    """A list made through the API (its definition is on Kafka, as the API's catalog reads it) with every
+    LIST_SHARE-th person a member, written straight into list_members."""
+    made = http.post("/api/v1/lists", json={"name": "Bench list"}, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    made.raise_for_status()
+    list_id = made.json()["id"]
+    client.command(
+        f"""INSERT INTO {database}.list_members (list_id, person_id, added_command_id, added_at, added_by, version)
+        SELECT {{l:String}}, toString(reinterpretAsUUID(sipHash128(number))), concat('bench-', toString(number)), now64(3), 'bench', 1
+        FROM numbers({persons}) WHERE number % {LIST_SHARE} = 0""",
+        parameters={"l": list_id},
+    )
+    return list_id
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def timed(client: httpx.Client, path: str, requests: int, headers: dict | None = None) -> dict[str, float]:
-    client.get(path, headers=headers)  # warm: templates compiled, caches filled
+def timed(client: httpx.Client, path: str, requests: int, headers: dict | None = None, body: dict | None = None) -> dict[str, float]:
+    """p50 and p99 of `requests` GETs of `path` (POSTs of `body`, when given), after one to warm up."""
+
+    def send() -> httpx.Response:
+        return client.get(path, headers=headers) if body is None else client.post(path, json=body, headers=headers)
+
+    send()  # warm: templates compiled, caches filled
     samples = []
     for _ in range(requests):
         started = time.perf_counter()
-        response = client.get(path, headers=headers)
+        response = send()
         samples.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:
             raise RuntimeError(f"{path} answered {response.status_code}: {response.text[:300]}")
@@ -109,6 +136,7 @@ def main() -> None:
     from api.app import create_app
     from api.console import mount_console
     from api.reads import ClickHouseReader
+    from tests.api_support import wait_ready
     from tests.console import served
 
     with broker() as bootstrap, tempfile.TemporaryDirectory(prefix="footfall-bench-console-") as data_dir:
@@ -134,6 +162,8 @@ def main() -> None:
         mount_console(app, ADMIN_KEY, settings, sources=[("bench", "bench-write-key")])
         bearer = {"Authorization": f"Bearer {ADMIN_KEY}"}
         with served(app) as url, httpx.Client(base_url=url, timeout=60, follow_redirects=True) as http:
+            wait_ready(http)
+            list_id = fill_list(http, client, settings.database, args.persons)
             login = http.get("/login").text
             token = re.search(r'name="csrftoken" value="([^"]+)"', login).group(1)
             assert http.post("/login", data={"admin_key": ADMIN_KEY, "csrftoken": token}).status_code == 200
@@ -155,6 +185,16 @@ def main() -> None:
                     f"/api/v1/users/{heavy}/event-counts?days=90&event=Signed+Up",
                 ),
                 "Profile, Sessions": (f"/people/{heavy}?tab=sessions", f"/api/v1/users/{heavy}/sessions"),
+                "Profile, Configs": (f"/people/{typical}?tab=configs", f"/api/v1/users/{typical}/configs"),
+                "Profile, Stage history": (f"/people/{typical}?tab=stage", f"/api/v1/users/{typical}/stage-history"),
+                "Profile, Segments & lists": (f"/people/{typical}?tab=groups", f"/api/v1/users/{typical}/lists"),
+                "Profile, Companies": (f"/people/{typical}?tab=companies", f"/api/v1/users/{typical}/companies"),
+                "Profile, Identity": (f"/people/{typical}?tab=identity", f"/api/v1/users/{typical}/merges"),
+                "Lifecycle stages (user counts)": ("/admin/stages", "/api/v1/lifecycle-stages"),
+                "Lists": ("/admin/lists", "/api/v1/lists"),
+                "Segments": ("/admin/segments", "/api/v1/segments"),
+                f"List members ({args.persons // LIST_SHARE:,} members)": (f"/admin/lists/{list_id}", f"/api/v1/lists/{list_id}/members"),
+                "Companies": ("/companies", "/api/v1/companies"),
                 "Create user": ("/people/new", "/api/v1/property-definitions"),
                 "Property definitions": ("/admin/properties", "/api/v1/property-definitions"),
             }
@@ -185,6 +225,10 @@ def main() -> None:
                 )
                 # Written after every page: a run stopped early (a loaded machine, a timeout) keeps what it measured.
                 write_result("console", {**result, "pages": rows, "complete": len(rows) == len(pages)})
+            # The segment builder's live count: a POST the page sends as the condition is edited.
+            preview = timed(http, "/api/v1/segments/preview", args.requests, headers=bearer, body={"condition": PREVIEW_CONDITION})
+            result["segment_preview"] = {"api": "POST /api/v1/segments/preview", "condition": PREVIEW_CONDITION, **preview}
+            print(f"{'Segment builder preview (API call)':40} p50 {preview['p50_ms']:7.1f} ms  p99 {preview['p99_ms']:7.1f} ms")
     print(f"wrote {write_result('console', {**result, 'pages': rows, 'complete': True})}")
 
 

@@ -441,6 +441,16 @@ def console_section(r: dict) -> list[str]:
             for name, row in pages.items()
         ],
         "",
+        *(
+            [
+                f"The segment builder's live count (`{preview['api']}`, the call its page sends as a condition is edited; "
+                f"plan equals team and status active): p50 {preview['p50_ms']:.1f} ms, p99 {preview['p99_ms']:.1f} ms "
+                f"({verdict(preview['p99_ms'] < r['target_p99_ms'])} against the same target).",
+                "",
+            ]
+            if (preview := r.get("segment_preview"))
+            else []
+        ),
     ]
 
 

@@ -191,15 +191,20 @@ async def preview_segment(request: Request, body: SegmentPreview) -> dict[str, A
     compiled = compile_segment(body.condition, live, datetime.now(UTC))
     started = time.perf_counter()
     reader = request.app.state.reader
-    counted = await reader.rows(f"SELECT count() AS members FROM ({compiled.members_sql()})", compiled.parameters)
-    sample = []
     if body.sample:
-        sample = await reader.rows(
-            f"{compiled.members_sql(SAMPLE_COLUMNS)} ORDER BY last_seen DESC, person_id LIMIT {{sample_limit:UInt32}}",
+        # The count as a window over the same read as the sample: one pass over the persons, not two.
+        found = await reader.rows(
+            f"{compiled.members_sql(SAMPLE_COLUMNS + ', count() OVER () AS members')} "
+            "ORDER BY last_seen DESC, person_id LIMIT {sample_limit:UInt32}",
             {**compiled.parameters, "sample_limit": body.sample},
         )
+        count = int(found[0]["members"]) if found else 0
+        sample = [{k: v for k, v in row.items() if k != "members"} for row in found]
+    else:
+        counted = await reader.rows(f"SELECT count() AS members FROM ({compiled.members_sql()})", compiled.parameters)
+        count, sample = int(counted[0]["members"]) if counted else 0, []
     return {
-        "count": int(counted[0]["members"]) if counted else 0,
+        "count": count,
         "sample": sample,
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
     }

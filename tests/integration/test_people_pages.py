@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api.memberships import members_page
 from api.people import PROFILE_COLUMNS, People
 from api.reads import ClickHouseReader
 from api.user_query import ListQuery
@@ -114,3 +115,82 @@ def test_persons_that_moved_past_the_last_candidate_wait_for_their_turn(clickhou
     assert ListQuery(sort="-last_seen", limit=1).first_depth() == len(old)  # the first read is exactly their old rows
     pages = every_page(lambda page: asyncio.run(people.search(page)), ListQuery(sort="-last_seen", limit=1))
     assert pages == ["p2", "p1", "p0"]
+
+
+mappings = st.lists(
+    st.tuples(st.integers(0, 5), st.integers(0, 2), st.integers(1, 3), st.booleans()),  # distinct id, person, version, deleted
+    max_size=12,
+)
+tracked = st.lists(
+    st.tuples(
+        st.integers(0, 9), st.integers(0, 5), st.integers(0, 9), st.sampled_from(["Clicked", "Bought"])
+    ),  # message, distinct id, day, event
+    max_size=30,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(mappings=mappings, tracked=tracked, event=st.sampled_from([None, "Clicked"]), days=st.integers(1, 12))
+def test_a_persons_daily_counts_are_the_event_counts_daily_views(clickhouse_client, database, mappings, tracked, event, days):
+    """Read through the person's own distinct ids, the counts are the view's (every person resolved), duplicates
+    and remapped or deleted ids included."""
+    for table in ("person_distinct_ids", "events", "event_counts_daily_by_distinct_id"):
+        clickhouse_client.command(f"TRUNCATE TABLE {database}.{table}")
+    if mappings:
+        clickhouse_client.insert(
+            f"{database}.person_distinct_ids",
+            [[f"d{d}", f"p{p}", version, int(deleted)] for d, p, version, deleted in mappings],
+            column_names=["distinct_id", "person_id", "version", "is_deleted"],
+        )
+    today = EPOCH.date()
+    for message, distinct, day, name in tracked:  # one insert each: a re-sent message lands in another part
+        moment = EPOCH - timedelta(days=day, minutes=message)
+        clickhouse_client.insert(
+            f"{database}.events",
+            [[f"m{message}-{distinct}", moment, moment, "track", name, f"d{distinct}", "", "{}", "test"]],
+            column_names=["message_id", "timestamp", "received_at", "type", "event", "distinct_id", "person_id", "properties", "source_id"],
+        )
+    people = People(ClickHouseReader(clickhouse_client, database))
+    since = today - timedelta(days=days - 1)
+    for person in ("p0", "p1", "p2"):
+        viewed = clickhouse_client.query(
+            f"SELECT toString(day), sum(count) FROM {database}.event_counts_daily WHERE person_id = {{p:String}} AND day >= {{s:Date}} "
+            + ("AND event = {e:String} " if event else "")
+            + "GROUP BY day",
+            parameters={"p": person, "s": since, "e": event},
+        ).result_rows
+        served = asyncio.run(people.event_counts(person, days, event, today))
+        assert {day["day"]: day["count"] for day in served if day["count"]} == {day: int(count) for day, count in viewed}
+
+
+def test_a_lists_members_page_skips_deleted_persons_and_still_fills(clickhouse_client, database):
+    """The first three members were deleted since they joined: the page reads past them, full, then the rest."""
+    store(clickhouse_client, database, [[(person, 1, person, "", "active", False, 0, person < 3) for person in range(6)]])
+    clickhouse_client.command(f"TRUNCATE TABLE {database}.list_members")
+    clickhouse_client.insert(
+        f"{database}.list_members",
+        [["L", f"p{person}", f"c{person}", EPOCH, "test", 1] for person in range(6)] + [["L", "p9", "c9", EPOCH, "test", 1]],
+        column_names=["list_id", "person_id", "added_command_id", "added_at", "added_by", "version"],
+    )
+    reader = ClickHouseReader(clickhouse_client, database)
+
+    def page(cursor):
+        return asyncio.run(
+            members_page(
+                reader,
+                table="list_members",
+                owner_column="list_id",
+                owner="L",
+                period_columns="m.added_by AS added_by",
+                opened="added_at",
+                closed="removed_at",
+                at=None,
+                limit=2,
+                cursor=cursor,
+            )
+        )
+
+    first, cursor = page(None)
+    assert [(m["person_id"], m["added_by"]) for m in first] == [("p3", "test"), ("p4", "test")] and cursor
+    rest, cursor = page(cursor)
+    assert [m["person_id"] for m in rest] == ["p5"] and cursor is None  # p9 never was a person

@@ -69,6 +69,8 @@ def preview(stack, condition: dict) -> set[str]:
     assert response.status_code == 200, response.text
     found = response.json()
     assert found["count"] == len(found["sample"])
+    counted = stack.api.post("/api/v1/segments/preview", json={"condition": condition, "sample": 0}, headers=stack.auth).json()
+    assert (counted["count"], counted["sample"]) == (found["count"], [])  # the count alone, without a sample
     return {row["person_id"] for row in found["sample"]}
 
 
