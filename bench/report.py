@@ -229,11 +229,17 @@ def processors_section(r: dict) -> list[str]:
             "",
         ]
     if "load_average_at_end" in r:
+        busy = max(r.get("load_average_at_start", 0), r["load_average_at_end"]) > 2
         lines += [
-            "Conditions: the 2-core machine was shared with other engineers' test runs; its 1-minute load average was "
+            "Conditions: the machine's 1-minute load average was "
             + (f"{r['load_average_at_start']} when this run started and " if "load_average_at_start" in r else "")
-            + f"{r['load_average_at_end']} when it ended, so absolute figures are far below what an idle machine gives "
-            "and only the ratios within this run compare.",
+            + f"{r['load_average_at_end']} when it ended"
+            + (
+                " (other engineers' test runs shared its 2 cores), so absolute figures are far below what an idle "
+                "machine gives and only the ratios within this run compare."
+                if busy
+                else ": the run had the machine to itself."
+            ),
             "",
         ]
     if "where_the_time_goes" in r:
