@@ -451,7 +451,7 @@ def console_section(r: dict) -> list[str]:
         "",
         *(
             [
-                f"The segment builder's live count (`{preview['api']}`, the call its page sends as a condition is edited; "
+                f"The segment builder's live count (`{preview['api']}`, the call the builder page makes to preview a condition; "
                 f"plan equals team and status active): p50 {preview['p50_ms']:.1f} ms, p99 {preview['p99_ms']:.1f} ms "
                 f"({verdict(preview['p99_ms'] < r['target_p99_ms'])} against the same target).",
                 "",
