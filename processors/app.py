@@ -26,7 +26,7 @@ import faust
 from processors import metrics, steps
 from processors.events import read_event
 from processors.identity import IdentityResolver
-from processors.runtime import EXIT_AGENT_FAILED, Runtime, Watermarks, handling, stop_worker_on_failure
+from processors.runtime import EXIT_AGENT_FAILED, Runtime, SeekingUncommittedToStart, Watermarks, handling, stop_worker_on_failure
 from processors.sessionizer import SessionizerConfig
 from schemas.bad_rows import identity_warning
 from schemas.config import FootfallSettings
@@ -55,6 +55,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         producer_linger=0.02,
         producer_max_batch_size=256 * 1024,
         web_enabled=False,
+        TableManager=SeekingUncommittedToStart,
         datadir=str(settings.data_dir / "processor"),
         # A worker that dies is noticed within seconds, so its partitions move on quickly.
         broker_session_timeout=settings.consumer_session_timeout_seconds,

@@ -6,7 +6,8 @@
   with a failed delivery stopping the worker before a commit covers it;
 - table writes whose changelog records it sends itself (DirectWrites), and the current event a table writes by;
 - offset lookups with clients of its own;
-- reading a record into its events, refusals to the dead-letter topic.
+- reading a record into its events, refusals to the dead-letter topic;
+- the end of a recovery seeks never-committed partitions to their start (SeekUncommittedToStart).
 
 The topology (processors/app.py) and each agent's work (processors/steps.py) use it; neither needs to know why.
 """
@@ -31,6 +32,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 from faust.serializers import codecs
 from faust.streams import _current_event as _handled_event  # the ContextVar faust's tables read
+from faust.tables import TableManager
+from faust.tables.recovery import Recovery
 
 from processors import metrics
 from processors.continuity import OffsetContinuity, StallWatch, resume_offset
@@ -139,6 +142,52 @@ class StopOnSendError(faust.Sensor):
 
     def on_send_error(self, producer, exc: BaseException, state) -> None:
         stop_worker("a send to Kafka failed for good (%s); stopping the worker without committing", type(exc).__name__, cause="send-failed")
+
+
+class SeekUncommittedToStart(Recovery):
+    """faust keeps fetching while a worker's stream partitions are paused for recovery, and drops what it
+    fetches for them: their positions move past records nobody handled. The end of recovery repairs that by
+    seeking each partition back to its committed offset, but a partition that never had a commit (a new
+    topic, or a worker killed before its first commit) is not sought at all, so its records are skipped.
+    The continuity guard then stopped every successor of a killed worker in turn (RELIABILITY.md).
+    Here those partitions are sought to their start, where a worker without a commit begins anyway."""
+
+    async def on_recovery_completed(self, generation_id: int = 0) -> None:
+        await self._seeking_uncommitted_to_start(super().on_recovery_completed(generation_id))
+
+    async def _resume_streams(self, generation_id: int = 0) -> None:
+        await self._seeking_uncommitted_to_start(super()._resume_streams(generation_id))
+
+    async def _seeking_uncommitted_to_start(self, step) -> None:
+        consumer = self.app.consumer
+        seek_to_committed = consumer.seek_to_committed
+
+        async def seek_to_committed_or_start():
+            committed = await seek_to_committed()
+            never = [
+                TopicPartition(tp.topic, tp.partition)
+                for tp in consumer.assignment()
+                if not self._is_changelog_tp(tp) and not committed.get(tp)
+            ]
+            if never:
+                await consumer._thread.seek_to_beginning(*never)  # faust exposes it on its consumer thread only
+            return committed
+
+        consumer.seek_to_committed = seek_to_committed_or_start  # type: ignore[method-assign]  # this step only
+        try:
+            await step
+        finally:
+            del consumer.seek_to_committed
+
+
+class SeekingUncommittedToStart(TableManager):
+    """faust's table manager with SeekUncommittedToStart as its recovery (faust's TableManager setting)."""
+
+    @property
+    def recovery(self) -> Recovery:
+        if self._recovery is None:
+            self._recovery = SeekUncommittedToStart(self.app, self, beacon=self.beacon, loop=self.loop)
+        return self._recovery
 
 
 class Watermarks:

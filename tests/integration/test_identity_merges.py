@@ -88,6 +88,11 @@ def test_aliases_and_chains_survive_a_killed_processor(settings, clickhouse_clie
                 what="two live profiles with every event counted once",
                 watch=(second, live),
             )
+            # The first worker was killed with changelog to restore and, mostly, before its first commit. faust
+            # dropped what it fetched during the successor's recovery, so each successor found its partitions
+            # skipped, stopped, and the next did the same, 5 and more times in a row (SeekUncommittedToStart).
+            # One stop is allowed for the window the fix leaves (RELIABILITY.md); the bug took every start.
+            assert second.restarts <= 1, f"the successor stopped itself {second.restarts} times"
 
     live_persons = clickhouse_client.query(f"SELECT DISTINCT live_person_id FROM {db}.events_resolved").result_rows
     assert set(live_persons) == {(bob,), (erin,)}
