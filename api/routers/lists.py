@@ -81,10 +81,10 @@ def _as_json(definition: ListDefinition, members: int | None = None) -> dict[str
 
 async def _member_counts(request: Request, list_ids: list[str]) -> dict[str, int]:
     rows = await request.app.state.reader.rows(
+        # No check against persons: a deleted or erased person's memberships are removed with its profile
+        # (projections/removals.py) and a merged-away person's are hidden, so the list's own rows are the count.
         "SELECT list_id, count() AS members FROM {db}.list_members FINAL WHERE list_id IN {ids:Array(String)} AND removed_at IS NULL "
-        # live persons among the members only: FINAL over those rows, not over every person
-        "AND person_id IN (SELECT person_id FROM {db}.persons FINAL PREWHERE person_id IN "
-        "(SELECT person_id FROM {db}.list_members WHERE list_id IN {ids:Array(String)})) GROUP BY list_id",
+        "GROUP BY list_id",
         {"ids": list_ids},
     )
     return {row["list_id"]: int(row["members"]) for row in rows}
