@@ -15,10 +15,11 @@ names, ids) travels as a server-side parameter (`{p0:String}`), never spliced in
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas.conditions import (
@@ -247,6 +248,9 @@ class _Sql:
     number: str
     instant: str
     bool_or_text: str
+    # A test that is false only when the property is surely absent, and far cheaper than parsing JSON. A
+    # condition that is false for an absent property puts it first, so ClickHouse parses only the rows it passes.
+    maybe_present: str = "1"
 
 
 @dataclass
@@ -321,7 +325,10 @@ class SegmentCompiler:
 
     def person_property(self, name: str) -> _Sql:
         if name not in COLUMN_PROPERTIES:
-            return self.json_property("properties", name)
+            # persons.properties is always orjson's text (projections/profiles.py), so a key it holds appears there
+            # exactly as orjson writes the name.
+            key_text = self.param(orjson.dumps(name).decode(), "String")
+            return replace(self.json_property("properties", name), maybe_present=f"(position(properties, {key_text}) > 0)")
         column, kind = COLUMN_PROPERTIES[name]
         if kind == "text":
             text = f"nullIf({column}, '')"  # an empty text column is a property never set
@@ -355,6 +362,12 @@ class SegmentCompiler:
         return _Sql(f"({kind} != 'Null')", text, number, moment, f"({kind} IN ('Bool', 'String'))")
 
     def property(self, condition: PropertyCondition, sql: _Sql) -> str:
+        if condition.operator == "is_not_set":
+            return f"(NOT {sql.maybe_present} OR NOT {sql.present})"
+        test = self.property_test(condition, sql)
+        return test if sql.maybe_present == "1" else f"({sql.maybe_present} AND {test})"  # every other test is false when absent
+
+    def property_test(self, condition: PropertyCondition, sql: _Sql) -> str:
         op, value = condition.operator, condition.value
         if op in PRESENCE_OPERATORS:
             return sql.present if op == "is_set" else f"(NOT {sql.present})"

@@ -28,7 +28,8 @@ from schemas.segments import OPERATORS_BY_TYPE, PersonFacts, SegmentDefinition, 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
 DAY = 86_400_000
-CUSTOM = ["plan", "seats", "beta", "signup"]
+# The last name needs escaping in JSON; the value "plan" puts the first name's quoted text where no such key is.
+CUSTOM = ["plan", "seats", "beta", "signup", 'plän "v2"\\']
 COLUMNS = ["email", "$email_domain", "$visitor_number", "$is_free_email", "$last_seen", "$session_count"]
 
 texts = st.text(alphabet="ab1.-e ", max_size=5)
@@ -36,7 +37,7 @@ moments = st.integers(NOW_MS - 60 * DAY, NOW_MS).map(lambda ms: ms - ms % 1000)
 iso = moments.map(lambda ms: datetime.fromtimestamp(ms / 1000, UTC).isoformat())
 naive_iso = moments.map(lambda ms: datetime.fromtimestamp(ms / 1000, UTC).replace(tzinfo=None).isoformat())
 scalars = st.one_of(texts, st.integers(-5, 5), st.integers(-20, 20).map(lambda n: n / 4), st.booleans(), iso, naive_iso)
-json_values = st.one_of(scalars, st.none(), st.just({"x": 1}), st.just([1]))
+json_values = st.one_of(scalars, st.none(), st.just({"x": 1}), st.just([1]), st.just("plan"), st.just({"plan": "b"}))
 
 
 @st.composite
