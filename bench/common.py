@@ -58,6 +58,11 @@ def machine() -> dict:
     }
 
 
+def nearest_rank(samples: int, q: float) -> int:
+    """The index, in sorted order, of the sample reported as quantile q of `samples` (nearest rank)."""
+    return min(samples - 1, int(round(q * (samples - 1))))
+
+
 # The load average when this benchmark process started: with the one at write_result, what else ran meanwhile.
 LOAD_AT_START = os.getloadavg()
 

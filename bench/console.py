@@ -22,7 +22,7 @@ import uuid
 
 import httpx
 
-from bench.common import broker, write_result
+from bench.common import broker, nearest_rank, write_result
 from footfall.topics import ensure_topics
 from projections.clickhouse import connect, migrate
 from schemas.config import FootfallSettings
@@ -105,8 +105,7 @@ def fill_list(http: httpx.Client, client, database: str, persons: int) -> str:
 
 
 def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return sorted(values)[nearest_rank(len(values), q)]
 
 
 def timed(client: httpx.Client, path: str, requests: int, headers: dict | None = None, body: dict | None = None) -> dict[str, float]:

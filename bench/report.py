@@ -6,7 +6,7 @@ import statistics
 
 import orjson
 
-from bench.common import REPO, RESULTS_DIR
+from bench.common import REPO, RESULTS_DIR, nearest_rank
 
 TARGET = REPO / "BENCHMARKS.md"
 
@@ -74,7 +74,7 @@ def collector_section(r: dict) -> list[str]:
 
 def _rank_from_top(requests: int, q: float) -> str:
     """Which request, counted from the slowest, bench.console.percentile reports as quantile q of `requests`."""
-    rank = requests - min(requests - 1, int(round(q * (requests - 1))))
+    rank = requests - nearest_rank(requests, q)
     return {1: "the slowest", 2: "the second-slowest", 3: "the third-slowest"}.get(rank, f"number {rank} from the slowest")
 
 
@@ -433,12 +433,13 @@ def single_event_steps() -> list[str]:
 def console_section(r: dict) -> list[str]:
     pages = r["pages"]
     met = sum(1 for row in pages.values() if row["met"])
+    requests = next(iter(pages.values()))["requests"]
     return [
         "## Console pages (`make bench-console`)",
         "",
         f"Measured {r['measured_at'][:16]} UTC over {r['persons']:,} persons and {r['events']:,} events (embedded ClickHouse, generated",
-        f"in place in {sum(r['setup_seconds'].values()):.0f} s). One request at a time, signed in, {next(iter(pages.values()))['requests']} per page after",
-        f"a warm-up (p99 is {_rank_from_top(next(iter(pages.values()))['requests'], 0.99)}). The baseline is the management API call each page is built on, timed in the same run: the ratio is",
+        f"in place in {sum(r['setup_seconds'].values()):.0f} s). One request at a time, signed in, {requests} per page after",
+        f"a warm-up (p99 is {_rank_from_top(requests, 0.99)}). The baseline is the management API call each page is built on, timed in the same run: the ratio is",
         f"what rendering the page adds. Target: every page under {r['target_p99_ms']:.0f} ms p99 ({met} of {len(pages)} met).",
         *load_lines(r),
         *(
