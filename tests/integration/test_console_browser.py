@@ -275,6 +275,8 @@ def test_the_sources_snippet_on_another_origin_sends_a_page_view_to_the_timeline
         visit.on("request", lambda r: third_party.append(r.url) if not r.url.startswith((site_url, stack["collector"])) else None)
         with visit.expect_response(lambda r: r.url.startswith(stack["collector"] + "/v1/p") and r.status == 200):
             visit.goto(site_url + "/landing")
+        # analytics.js flushes the snippet's queued page() before it puts itself in the stub's place on `window`.
+        visit.wait_for_function("() => typeof window.analytics.user === 'function'")
         anonymous_id = visit.evaluate("window.analytics.user().anonymousId()")
         visitor.close()
     assert third_party == [], third_party
