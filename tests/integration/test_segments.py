@@ -69,6 +69,12 @@ def preview(stack, condition: dict) -> set[str]:
     assert response.status_code == 200, response.text
     found = response.json()
     assert found["count"] == len(found["sample"])
+    assert all(set(row) == {"person_id", "email", "name", "stage", "last_seen"} for row in found["sample"])
+    seen = [row["last_seen"] for row in found["sample"]]
+    assert seen == sorted(seen, reverse=True)  # the most recently seen first
+    if found["sample"]:
+        first = stack.api.post("/api/v1/segments/preview", json={"condition": condition, "sample": 1}, headers=stack.auth).json()
+        assert (first["count"], first["sample"]) == (found["count"], found["sample"][:1])
     counted = stack.api.post("/api/v1/segments/preview", json={"condition": condition, "sample": 0}, headers=stack.auth).json()
     assert (counted["count"], counted["sample"]) == (found["count"], [])  # the count alone, without a sample
     return {row["person_id"] for row in found["sample"]}
