@@ -7,7 +7,7 @@
 How it sends, like an SDK would:
 - single calls to /v1/<type>, or batches to /v1/batch (`batch_size`; a batch is split when its body
   would pass the collector's 500 KB limit);
-- at `rate` calls/s (a token bucket; 0: as fast as `concurrency` connections go), for `events` calls
+- at `rate` calls/s (paced by aiolimiter; 0: as fast as `concurrency` connections go), for `events` calls
   or `duration` seconds, whichever ends first;
 - 429 and 5xx answers and transport failures are retried (up to `max_retries`), after the answer's
   Retry-After when it has one, else after an exponential backoff; other 4xx answers are final. As with
@@ -43,6 +43,7 @@ from typing import IO, Any
 
 import httpx
 import orjson
+from aiolimiter import AsyncLimiter
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -188,29 +189,6 @@ def summary_table(summary: Summary, title: str) -> Table:
     if summary.first_timestamp:
         table.add_row("simulated time", f"{summary.first_timestamp} → {summary.last_timestamp}")
     return table
-
-
-# -- pacing ------------------------------------------------------------------------------------------------
-
-
-class TokenBucket:
-    """`rate` tokens a second, holding at most `burst`; `take(n)` waits until n are there."""
-
-    def __init__(self, rate: float, burst: float):
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.at = time.monotonic()
-
-    async def take(self, n: int) -> None:
-        while True:
-            now = time.monotonic()
-            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-            self.at = now
-            if self.tokens >= n:
-                self.tokens -= n
-                return
-            await asyncio.sleep((n - self.tokens) / self.rate)
 
 
 # -- requests ----------------------------------------------------------------------------------------------
@@ -381,7 +359,9 @@ async def run_load(
         raise ValueError("rate must be >= 0 (0: as fast as possible)")
     per_request = batch_size or 1
     report = LoadReport(target_rate=rate, started_at=time.time())
-    bucket = TokenBucket(rate, burst=max(per_request, rate * 0.05)) if rate else None
+    # A leaky bucket holding a twentieth of a second's calls (at least one request's): steady pacing, small bursts.
+    burst = max(per_request, rate * 0.05)
+    pacing = AsyncLimiter(burst, time_period=burst / rate) if rate else None
     queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=concurrency * 2)
     auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
     headers = {"Authorization": auth, "Content-Type": "application/json", "User-Agent": USER_AGENT}
@@ -402,8 +382,8 @@ async def run_load(
             chunk = list(islice(source, want))
             if not chunk:
                 break
-            if bucket is not None:
-                await bucket.take(len(chunk))
+            if pacing is not None:
+                await pacing.acquire(len(chunk))
             for call in chunk:
                 report.summary.add(call)
             taken += len(chunk)
