@@ -220,7 +220,7 @@ def load_in_own_process(url: str, seed: int, rate: float, seconds: float, batch_
     freshness, single-event traffic fell short of the offered rate because of the pacing, not the pipeline."""
     # Single-event requests each wait for the collector's flush window and Kafka's ack: more connections keep
     # the offered rate from being bounded by the load generator instead of the system.
-    concurrency = 8 if batch_size else 64
+    concurrency = 8 if batch_size else 128
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
         return pool.submit(_load_with_cpu, url, seed, rate, seconds, batch_size, concurrency).result()
 
