@@ -229,6 +229,7 @@ def per_event_work_us(records: list[Record], events: list[RawEvent], records_per
     pydantic alone costs."""
     table: dict[bytes, bytes] = {}
     decoded = steps.DecodedStates(table)
+    pending: steps.PendingStates[None] = steps.PendingStates(decoded)
     watermarks: dict[int, datetime] = {}
 
     def watermark(partition: int, at: datetime) -> datetime:
@@ -245,13 +246,14 @@ def per_event_work_us(records: list[Record], events: list[RawEvent], records_per
             full += slices.add(
                 None, partition, read_record(key, value, headers, partition, PARTITIONS, read_event, steps.device_key, "RawEvent").events
             )
-        for handed in [*full, slices.rest()]:
-            out = steps.sessionize(handed, decoded.state_of, {}.get, watermark, config)
-            for key, (state, _) in out.states.items():
-                table[key] = stored = state.to_json()
-                decoded.wrote(key, stored, state)
+        for handed in [*full, slices.rest()]:  # as processors/app.py's sessionize agent does
+            out = steps.sessionize(handed, pending.state_of, {}.get, watermark, config)
+            pending.hold(out.states)
             for outputs in (out.enriched, out.sessioned, out.sessions, out.identity_commands):
                 list(pack_by_partition(outputs, PARTITIONS))
+        for key, (state, _) in pending.take().items():
+            table[key] = stored = state.to_json()
+            decoded.wrote(key, stored, state)
     sessionize_us = (time.process_time() - started) / len(events) * 1e6
     started = time.process_time()
     for payload in payloads:

@@ -268,12 +268,13 @@ def processors_section(r: dict) -> list[str]:
             f"{floor_us:,.1f} µs per event at {per_record} events per record: envelopes made it negligible. The sessionize step is "
             f"{step_us} µs. The remaining {max(0.0, worker_us - step_us - floor_us):,.0f} µs are the other agents (stamping re-keyed events, the "
             "identity sequencer and `person-of`, one faust record per mapping on the compacted `identities` topic) and handing every "
-            "output, "
-            "changelog record and envelope to aiokafka's producer. So 20,000 events/s on one core (50 µs per event in all) needs the "
-            "sessionize step near 25 µs (its `assign` and record reading are two thirds of it: a session's 256 remembered message "
-            "ids are copied and scanned per event, and every event is decoded and re-encoded in Python) and the outputs and state "
-            "written in fewer, larger records (device state written once per batch rather than per slice, fewer changelog records "
-            "per identity command). On this shared machine the wall-clock figure is further divided by the share of a core the worker got.",
+            "output, changelog record and envelope to aiokafka's producer. So 20,000 events/s on one core (50 µs per event in all) "
+            f"needs {max(0.0, worker_us - 50):,.0f} µs less per event: the sessionize step's `assign` and record reading (about "
+            "half of it: every event is decoded and re-encoded in Python, and a session's remembered message ids are scanned per "
+            "event), the second pass of re-keyed events through `stamp_person`, and fewer changelog records per identity command. "
+            f"On the wall clock the worker was busy {r['sessionizer_events_per_s'] / cpu['sessionizer']:.0%} of the time (the rest it "
+            "waited on fetches and the broker), and on this shared machine the wall-clock figure is further divided by the share of "
+            "a core the worker got.",
         ]
     elif not met and floor_ok:
         lines.append(

@@ -92,19 +92,24 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         run.direct_writes(identity_state),
     )
     watermarks, decoded = Watermarks(), steps.DecodedStates(device_sessions)
+    pending = steps.PendingStates(decoded)
+
+    async def write_states() -> None:
+        """Each held device state into the table, its changelog record in the partition of its last record."""
+        for key, (state, record) in pending.take().items():
+            with handling(record):
+                states[key] = stored = state.to_json()
+            decoded.wrote(key, stored, state)
+        await run.send_changelog(states)
 
     @app.agent(raw)
     @stop_worker_on_failure
     async def sessionize(stream):
-        """Raw events → sessions; a batch is acknowledged after its sends and state, so a crash replays it."""
+        """Raw events → sessions; a batch is acknowledged after its sends and states, so a crash replays it."""
         async for batch in stream.take_events(settings.processor_batch_max, within=settings.processor_batch_seconds):
             async for handed in run.read_in_slices(batch, t.raw, read_event, steps.device_key, "RawEvent"):
-                out = steps.sessionize(handed, decoded.state_of, person_of.get, watermarks.observe, sessionizer)
-                for key, (state, record) in out.states.items():
-                    with handling(record):
-                        states[key] = stored = state.to_json()
-                    decoded.wrote(key, stored, state)
-                await run.send_changelog(states)
+                out = steps.sessionize(handed, pending.state_of, person_of.get, watermarks.observe, sessionizer)
+                pending.hold(out.states)
                 for spec, records in (
                     (t.enriched, out.enriched),
                     (t.sessioned, out.sessioned),
@@ -114,6 +119,9 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
                     await run.send_enveloped(spec, records)
                 metrics.DUPLICATES.inc(out.duplicates)
                 metrics.LATE_EVENTS.inc(out.late)
+                if pending.full:
+                    await write_states()
+            await write_states()
 
     @app.timer(interval=settings.session_tick_seconds)
     async def tick() -> None:
@@ -129,10 +137,10 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             partition = tick_event.message.partition
             keys = [k for k in list(device_sessions.keys()) if partition_for(k, t.raw.partitions) == partition]
             for start in range(0, len(keys), settings.processor_slice_events):
-                held = [
+                held = [  # a device with a state held by the batch in hand is not idle; the next tick sees it
                     (k, stored)
                     for k in keys[start : start + settings.processor_slice_events]
-                    if (stored := device_sessions.get(k)) is not None
+                    if k not in pending and (stored := device_sessions.get(k)) is not None
                 ]
                 out = steps.end_idle_sessions(held, watermarks.current(partition), sessionizer)
                 with handling(tick_event):

@@ -95,6 +95,39 @@ class DecodedStates:
         self._decoded[key] = (stored, state)
 
 
+class PendingStates(Generic[S]):
+    """A batch's new device states, held until the batch is done and then written once each: a busy device's
+    state (up to 256 remembered message ids a session) is serialised and sent to the changelog once a batch,
+    not once a slice. Reads see the batch's own states first. Holding them past a slice's outputs is safe: the
+    batch is acknowledged only after they are written, so a crash replays it from the states it started with,
+    and the replay makes the same outputs again, which downstream keys collapse."""
+
+    def __init__(self, decoded: DecodedStates, capacity: int = 20_000):
+        self.decoded, self.capacity = decoded, capacity
+        self._pending: dict[bytes, tuple[DeviceState, S]] = {}
+
+    def state_of(self, key: bytes) -> DeviceState | None:
+        held = self._pending.get(key)
+        return held[0] if held is not None else self.decoded.state_of(key)
+
+    def __contains__(self, key: bytes) -> bool:
+        """Whether a state of `key` is held: the table's is then not its latest, so nothing else may write it."""
+        return key in self._pending
+
+    def hold(self, states: Mapping[bytes, tuple[DeviceState, S]]) -> None:
+        self._pending.update(states)
+
+    @property
+    def full(self) -> bool:
+        """Bounded memory: a batch of many devices is written before it grows past `capacity` states."""
+        return len(self._pending) >= self.capacity
+
+    def take(self) -> dict[bytes, tuple[DeviceState, S]]:
+        """The held states, to write now; none are held after."""
+        taken, self._pending = self._pending, {}
+        return taken
+
+
 def sessionize(
     handed: Iterable[tuple[S, int, Iterable[Keyed[EventView]]]],
     state_of: Callable[[bytes], DeviceState | None],

@@ -147,6 +147,22 @@ def test_a_decoded_state_is_reused_only_while_the_table_holds_the_bytes_it_came_
     assert decoded.state_of(b"anon-9") is None
 
 
+def test_pending_states_are_read_before_the_table_and_handed_over_once():
+    table: dict = {}
+    pending: steps.PendingStates[str] = steps.PendingStates(steps.DecodedStates(table), capacity=2)
+    stored = DeviceState("anon-1", ())
+    table[b"anon-1"] = stored.to_json()
+    [out] = run([[raw("a", 0)]], {})  # a newer state of anon-1, not yet written
+    newer = out.states[b"anon-1"][0]
+    assert b"anon-1" not in pending and pending.state_of(b"anon-1") == stored
+    pending.hold({b"anon-1": (newer, "record")})
+    assert b"anon-1" in pending and pending.state_of(b"anon-1") is newer and not pending.full
+    pending.hold({b"anon-2": (newer, "record")})
+    assert pending.full
+    assert pending.take() == {b"anon-1": (newer, "record"), b"anon-2": (newer, "record")}
+    assert pending.take() == {} and b"anon-1" not in pending and pending.state_of(b"anon-1") == stored
+
+
 @pytest.mark.parametrize(
     ("payload", "field"),
     [

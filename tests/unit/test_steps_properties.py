@@ -74,24 +74,32 @@ class Pipeline:
         self.watermarks[partition] = max(at, self.watermarks.get(partition, at))
         return self.watermarks[partition]
 
-    def run(self, batches: list[list[tuple[int, Any]]], slice_events: int = 10**9) -> None:
+    def run(self, batches: list[list[tuple[int, Any]]], slice_events: int = 10**9, state_capacity: int = 20_000) -> None:
         """Each batch: records (partition, envelope) of raw, handled in slices of at most `slice_events` events
-        as the runtime cuts them (records.EventSlices); then everything downstream of them."""
+        as the runtime cuts them (records.EventSlices), device states held until the batch ends or `state_capacity`
+        are held (steps.PendingStates); then everything downstream of them."""
         decoded = steps.DecodedStates(self.device_sessions)
+        pending: steps.PendingStates[int] = steps.PendingStates(decoded, capacity=state_capacity)
         for batch in batches:
             slices = EventSlices(slice_events)
             full = [
                 h for partition, envelope in batch for h in slices.add(partition, partition, read(envelope, partition, steps.device_key))
             ]
             for handed in [*full, slices.rest()]:
-                self.sessionize(decoded, handed)
+                self.sessionize(pending, handed)
+                if pending.full:
+                    self.write_states(pending, decoded)
+            self.write_states(pending, decoded)
         self.downstream()
 
-    def sessionize(self, decoded: steps.DecodedStates, handed: list) -> None:
-        out = steps.sessionize(handed, decoded.state_of, self.person_of.get, self.watermark, CONFIG)
-        for key, (state, _) in out.states.items():
+    def write_states(self, pending: steps.PendingStates, decoded: steps.DecodedStates) -> None:
+        for key, (state, _) in pending.take().items():
             self.device_sessions[key] = stored = state.to_json()
             decoded.wrote(key, stored, state)
+
+    def sessionize(self, pending: steps.PendingStates, handed: list) -> None:
+        out = steps.sessionize(handed, pending.state_of, self.person_of.get, self.watermark, CONFIG)
+        pending.hold(out.states)
         self.enriched += [value for _, value in out.enriched]
         self.sessions += [value for _, value in out.sessions]
         self.sessioned += list(pack_by_partition(out.sessioned, PARTITIONS))
@@ -173,10 +181,17 @@ def split(events: list[bytes], sizes: list[int], per_batch: list[int]) -> list[l
 
 @settings(max_examples=150, deadline=None)
 @given(
-    streams(), st.lists(st.integers(1, 8), min_size=1, max_size=5), st.lists(st.integers(1, 4), min_size=1, max_size=5), st.integers(1, 30)
+    streams(),
+    st.lists(st.integers(1, 8), min_size=1, max_size=5),
+    st.lists(st.integers(1, 4), min_size=1, max_size=5),
+    st.integers(1, 30),
+    st.integers(1, 6),
 )
-def test_any_split_into_envelopes_batches_and_slices_gives_what_one_event_per_record_gives(events, sizes, per_batch, slice_events):
+def test_any_split_into_envelopes_batches_and_slices_gives_what_one_event_per_record_gives(
+    events, sizes, per_batch, slice_events, state_capacity
+):
+    """Whatever the envelopes, batches and slices, and however many device states a batch holds before it writes them."""
     reference, enveloped = Pipeline(), Pipeline()
     reference.run(one_event_per_record(events))
-    enveloped.run(split(events, sizes, per_batch), slice_events)
+    enveloped.run(split(events, sizes, per_batch), slice_events, state_capacity)
     assert enveloped.outcome() == reference.outcome()
