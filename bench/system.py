@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -453,7 +454,7 @@ def main() -> None:
     load_before = os.getloadavg()
     with broker() as bootstrap:
         result = {
-            "command": f"make bench-system BENCH_ARGS='--batch-size {args.batch_size}'",
+            "command": f"make bench-system BENCH_ARGS='{' '.join(sys.argv[1:]) or f'--batch-size {args.batch_size}'}'",
             "sustained": sustained(bootstrap, rates, args.step_seconds, args.batch_size),
         }
         if not args.skip_scaling:

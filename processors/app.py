@@ -27,7 +27,7 @@ from processors import metrics, steps
 from processors.events import read_event
 from processors.identity import IdentityResolver
 from processors.runtime import EXIT_AGENT_FAILED, Runtime, SeekingUncommittedToStart, Watermarks, handling, stop_worker_on_failure
-from processors.sessionizer import SessionizerConfig
+from processors.sessionizer import SessionizerConfig, closing_horizon, earliest_end
 from schemas.bad_rows import identity_warning
 from schemas.config import FootfallSettings
 from schemas.envelope import partition_for
@@ -91,7 +91,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
         run.direct_writes(person_of),
         run.direct_writes(identity_state),
     )
-    watermarks, decoded = Watermarks(), steps.DecodedStates(device_sessions)
+    watermarks, decoded, ends = Watermarks(), steps.DecodedStates(device_sessions), steps.SessionEnds()
     pending = steps.PendingStates(decoded)
 
     async def write_states() -> None:
@@ -100,6 +100,7 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
             with handling(record):
                 states[key] = stored = state.to_json()
             decoded.wrote(key, stored, state)
+            ends.note(key, stored, earliest_end(state))
         await run.send_changelog(states)
 
     @app.agent(raw)
@@ -135,17 +136,21 @@ def create_app(settings: FootfallSettings, sessionizer: SessionizerConfig | None
     async def close_idle_sessions(stream):
         async for tick_event in stream.events():
             partition = tick_event.message.partition
+            watermark = watermarks.current(partition)
+            horizon = closing_horizon(watermark, sessionizer)
             keys = [k for k in list(device_sessions.keys()) if partition_for(k, t.raw.partitions) == partition]
             for start in range(0, len(keys), settings.processor_slice_events):
                 held = [  # a device with a state held by the batch in hand is not idle; the next tick sees it
                     (k, stored)
                     for k in keys[start : start + settings.processor_slice_events]
-                    if k not in pending and (stored := device_sessions.get(k)) is not None
+                    if k not in pending and (stored := device_sessions.get(k)) is not None and ends.may_end(k, stored, horizon)
                 ]
-                out = steps.end_idle_sessions(held, watermarks.current(partition), sessionizer)
+                out = steps.end_idle_sessions(held, watermark, sessionizer)
                 with handling(tick_event):
                     for key, state in out.states.items():
                         steps.apply_state(states, key, state)  # bounded memory: idle devices leave the table
+                for key, (stored, end) in out.ends.items():
+                    ends.note(key, stored, end)
                 await run.send_changelog(states)
                 metrics.SESSIONS_ENDED.inc(out.count)
                 await run.send_enveloped(t.sessions, out.sessions)

@@ -400,9 +400,19 @@ def _start(session: Session) -> int:
     return session.first.at
 
 
+def closing_horizon(watermark: datetime, config: SessionizerConfig) -> int:
+    """Event time (epoch µs) a session must end before for `close_expired` to end it at this watermark."""
+    return _micros(watermark - config.gap - config.allowed_lateness)
+
+
+def earliest_end(state: DeviceState) -> int | None:
+    """When the first of the device's sessions could end: the earliest of their ends (None: no session)."""
+    return min((s.end for s in state.sessions), default=None)
+
+
 def close_expired(state: DeviceState, watermark: datetime, config: SessionizerConfig) -> tuple[DeviceState | None, list[SessionUpdate]]:
     """End the sessions no on-time event can reach any more; None when none is left, so the caller evicts the key."""
-    horizon = _micros(watermark - config.gap - config.allowed_lateness)
+    horizon = closing_horizon(watermark, config)
     expired = [s for s in state.sessions if s.end < horizon]
     if not expired:
         return state, []

@@ -17,7 +17,15 @@ from typing import Any, Generic, NamedTuple, TypeVar
 from processors.events import EventView, json_time
 from processors.identity import IdentityResolver, commands_for
 from processors.records import Keyed
-from processors.sessionizer import DeviceState, Session, SessionizerConfig, assign, close_expired, session_update_json
+from processors.sessionizer import (
+    DeviceState,
+    Session,
+    SessionizerConfig,
+    assign,
+    close_expired,
+    earliest_end,
+    session_update_json,
+)
 from schemas.bad_rows import Problem
 from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
 from schemas.sessions import SessionMerge
@@ -182,13 +190,43 @@ def sessionize(
     return out
 
 
+class SessionEnds:
+    """When each device's first session could end, noted with the very bytes of the state it was read from, so
+    the idle-session tick decodes only the devices that may have a session to end instead of every device
+    every tick (at tens of µs a state, a worker holding a million devices would spend more than the tick's
+    interval decoding). A state whose bytes are not the noted ones (recovery, a rebalance, a write not noted)
+    is decoded, as every state was before."""
+
+    def __init__(self, capacity: int = 500_000):
+        self.capacity = capacity
+        self._ends: dict[bytes, tuple[bytes, int | None]] = {}
+
+    def note(self, key: bytes, stored: bytes | None, end: int | None) -> None:
+        """`key`'s state is now `stored` (None: evicted), whose earliest session end is `end`."""
+        if stored is None:
+            self._ends.pop(key, None)
+            return
+        if len(self._ends) >= self.capacity:
+            self._ends.clear()  # bounded memory: the next tick decodes every state once and notes them again
+        self._ends[key] = (stored, end)
+
+    def may_end(self, key: bytes, stored: bytes, horizon: int) -> bool:
+        """Whether `stored`, `key`'s state, may hold a session that ends before `horizon`."""
+        noted = self._ends.get(key)
+        if noted is None or not (noted[0] is stored or noted[0] == stored):
+            return True
+        return noted[1] is not None and noted[1] < horizon
+
+
 @dataclass
 class Ended:
-    """What closing idle sessions produced: state to write (None: evict the key) and the ended sessions."""
+    """What closing idle sessions produced: state to write (None: evict the key), the ended sessions, and the
+    earliest session end of every state it read (SessionEnds.note)."""
 
     states: dict[bytes, bytes | None] = field(default_factory=dict)
     sessions: list[Record] = field(default_factory=list)
     count: int = 0
+    ends: dict[bytes, tuple[bytes | None, int | None]] = field(default_factory=dict)
 
 
 def end_idle_sessions(held: Iterable[tuple[bytes, bytes]], watermark: datetime, config: SessionizerConfig) -> Ended:
@@ -196,10 +234,13 @@ def end_idle_sessions(held: Iterable[tuple[bytes, bytes]], watermark: datetime, 
     device left with no session leaves the table)."""
     out = Ended()
     for key, stored in held:
-        remaining, updates = close_expired(DeviceState.from_json(stored), watermark, config)
+        state = DeviceState.from_json(stored)
+        remaining, updates = close_expired(state, watermark, config)
         if not updates:
+            out.ends[key] = (stored, earliest_end(state))
             continue
-        out.states[key] = remaining.to_json() if remaining is not None else None
+        out.states[key] = written = remaining.to_json() if remaining is not None else None
+        out.ends[key] = (written, earliest_end(remaining) if remaining is not None else None)
         out.count += len(updates)
         out.sessions += [(key, update.model_dump_json().encode()) for update in updates]
     return out

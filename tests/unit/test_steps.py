@@ -13,7 +13,7 @@ from processors import steps
 from processors.events import read_event
 from processors.identity import IdentityResolver
 from processors.records import Keyed
-from processors.sessionizer import DeviceState, SessionizerConfig
+from processors.sessionizer import DeviceState, SessionizerConfig, closing_horizon, earliest_end
 from schemas.events import EnrichedEvent, RawEvent
 from schemas.identity import DistinctIdMapping, IdentityCommand, person_id_for
 
@@ -106,6 +106,45 @@ def test_idle_sessions_end_and_a_device_left_without_sessions_leaves_the_table()
     assert ended.count == 2 and ended.states[b"anon-1"] is None
     assert len(DeviceState.from_json(ended.states[b"anon-2"]).sessions) == 1
     assert [orjson.loads(v)["status"] for _, v in ended.sessions] == ["ended", "ended"]
+
+
+def ends_of(table: dict, capacity: int = 500_000) -> steps.SessionEnds:
+    ends = steps.SessionEnds(capacity)
+    for key, stored in table.items():
+        ends.note(key, stored, earliest_end(DeviceState.from_json(stored)))
+    return ends
+
+
+def test_the_idle_tick_reads_only_devices_that_may_have_a_session_to_end():
+    table: dict = {}
+    run([[raw("a", 0), raw("b", 0, device="anon-2")], [raw("c", 200, device="anon-2")]], table)
+    ends, horizon = ends_of(table), closing_horizon(T0 + timedelta(hours=3), CONFIG)
+    assert [k for k, v in table.items() if ends.may_end(k, v, horizon)] == [b"anon-1", b"anon-2"]  # each has an old session
+    ended = steps.end_idle_sessions(table.items(), T0 + timedelta(hours=3), CONFIG)
+    for key, (stored, end) in ended.ends.items():
+        ends.note(key, stored, end)
+        steps.apply_state(table, key, stored)
+    assert list(table) == [b"anon-2"] and not ends.may_end(b"anon-2", table[b"anon-2"], horizon)  # its session is recent
+    past_it = T0 + timedelta(minutes=200 + 30 + 120, seconds=1)  # its end + gap + allowed lateness, and a second
+    assert ends.may_end(b"anon-2", table[b"anon-2"], closing_horizon(past_it, CONFIG))  # until the watermark passes it
+    assert ends.may_end(b"anon-2", b"other bytes", horizon)  # a state it did not note is read, as before
+
+
+@given(
+    st.lists(st.tuples(st.sampled_from(["d1", "d2", "d3"]), st.floats(0, 600)), min_size=1, max_size=30),
+    st.floats(0, 900),
+    st.integers(1, 3),
+)
+def test_a_device_the_tick_skips_has_nothing_to_end(events, watermark_minutes, capacity):
+    """Whatever states, watermark and memory bound: skipping by SessionEnds never leaves a session unended."""
+    table: dict = {}
+    run([[raw(f"m{n}", minutes, device=device) for n, (device, minutes) in enumerate(events)]], table)
+    ends = ends_of(table, capacity)
+    watermark = T0 + timedelta(minutes=watermark_minutes)
+    horizon = closing_horizon(watermark, CONFIG)
+    for key, stored in table.items():
+        if not ends.may_end(key, stored, horizon):
+            assert steps.end_idle_sessions([(key, stored)], watermark, CONFIG).count == 0
 
 
 def test_the_sequencer_step_publishes_mappings_persons_and_warnings():
