@@ -325,7 +325,7 @@ def projector_section(r: dict) -> list[str]:
 
 
 STEP_HEADER = [
-    "| offered events/s | acknowledged/s | queryable | freshness p50 | p95 | p99 | CPU % of a core: collector / processor / projector / kafka / load generator | RSS MiB: collector / processor / projector / kafka |",
+    "| offered events/s | acknowledged/s | queryable | freshness p50 | p95 | p99 | CPU % of a core: collector / processor / projector / kafka / load generator / whole machine while the load ran (of 200) | RSS MiB: collector / processor / projector / kafka |",
     "| --- | --- | --- | --- | --- | --- | --- | --- |",
 ]
 
@@ -342,7 +342,7 @@ def step_rows(steps: list[dict]) -> list[str]:
         rows.append(
             f"| {step['offered_per_s']:,.0f} | {step['acknowledged_per_s']:,} | {step['queryable']:,}/{step['acknowledged']:,} | "
             f"{seconds(step['freshness_p50_s'])} | {seconds(step['freshness_p95_s'])} | {seconds(step['freshness_p99_s'])} | "
-            f"{' / '.join(str(usage.get(n, {}).get('cpu_percent', '—')) for n in (*names, 'loadgen'))} | "
+            f"{' / '.join(str(usage.get(n, {}).get('cpu_percent', '—')) for n in (*names, 'loadgen', 'machine'))} | "
             f"{' / '.join(str(usage.get(n, {}).get('rss_mib', '—')) for n in names)} |"
         )
     return rows

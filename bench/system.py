@@ -5,7 +5,8 @@
 1. Sustained rate: the offered rate steps up (loadgen batches of --batch-size, 50 by default; 0: every call
    on its own request, as single-event traffic), seeded traffic; at each step it
    reports the acknowledged rate, freshness (collector acknowledgement → the event is queryable in
-   ClickHouse, seen by polling the read API every 0.2 s) as p50/p95/p99, CPU and memory per component,
+   ClickHouse, seen by polling the read API every 0.2 s) as p50/p95/p99, CPU and memory per component
+   (and how busy the whole machine was while the load ran),
    and consumer lag over time. Sustained = the highest step absorbed (≥ 95 % of the offered rate
    acknowledged, every event queryable) with freshness p99 ≤ 2 s.
 2. Scaling: a backlog of raw events (envelopes of --per-envelope events, as the collector writes them) drained
@@ -226,8 +227,19 @@ def load_in_own_process(url: str, seed: int, rate: float, seconds: float, batch_
         return pool.submit(_load_with_cpu, url, seed, rate, seconds, batch_size, concurrency).result()
 
 
+def machine_busy_percent(before, after) -> int:
+    """How busy all the machine's cores were between two psutil.cpu_times(), as % of one core (2 cores: up to
+    200): whether the components' shares add up to a full machine, beside the bench's own process and the rest."""
+    counted = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")  # guest time is inside user
+    total = sum(getattr(after, f, 0) - getattr(before, f, 0) for f in counted)
+    idle = sum(getattr(after, f, 0) - getattr(before, f, 0) for f in ("idle", "iowait"))
+    return round(100 * (psutil.cpu_count() or 1) * (1 - idle / total)) if total > 0 else 0
+
+
 def step(run: Pipeline, watcher: Watcher, seed: int, rate: float, seconds: float, batch_size: int) -> dict:
+    cpu_before = psutil.cpu_times()
     report, load_cpu_s = load_in_own_process(run.url, seed, rate, seconds, batch_size)
+    machine_percent = machine_busy_percent(cpu_before, psutil.cpu_times())
     acked = dict(report.acks)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(m not in watcher.first_seen for m in acked):
@@ -254,7 +266,11 @@ def step(run: Pipeline, watcher: Watcher, seed: int, rate: float, seconds: float
         "freshness_p50_s": quantile(freshness, 0.5),
         "freshness_p95_s": quantile(freshness, 0.95),
         "freshness_p99_s": quantile(freshness, 0.99),
-        "usage": {**watcher.take_usage(), "loadgen": {"cpu_percent": round(100 * load_cpu_s / max(report.seconds, 1e-9))}},
+        "usage": {
+            **watcher.take_usage(),
+            "loadgen": {"cpu_percent": round(100 * load_cpu_s / max(report.seconds, 1e-9))},
+            "machine": {"cpu_percent": machine_percent},  # while the load ran
+        },
         "timeline": sorted((at, watcher.first_seen[m] - at) for m, at in acked.items() if m in watcher.first_seen)[::20],
     }
     result["absorbed"] = (

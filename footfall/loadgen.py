@@ -359,8 +359,10 @@ async def run_load(
         raise ValueError("rate must be >= 0 (0: as fast as possible)")
     per_request = batch_size or 1
     report = LoadReport(target_rate=rate, started_at=time.time())
-    # A leaky bucket holding a twentieth of a second's calls (at least one request's): steady pacing, small bursts.
-    burst = max(per_request, rate * 0.05)
+    # A leaky bucket holding a twentieth of a second's calls, and at least two requests': steady pacing, small
+    # bursts. A bucket of exactly one request's calls must drain empty before every request, and each wait's
+    # overshoot then comes off the rate (about 5% at 1,000 calls/s in batches of 50).
+    burst = max(2 * per_request, rate * 0.05)
     pacing = AsyncLimiter(burst, time_period=burst / rate) if rate else None
     queue: asyncio.Queue[list[dict[str, Any]] | None] = asyncio.Queue(maxsize=concurrency * 2)
     auth = "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()
