@@ -191,15 +191,16 @@ def sessionize(
 
 
 class SessionEnds:
-    """When each device's first session could end, noted with the very bytes of the state it was read from, so
-    the idle-session tick decodes only the devices that may have a session to end instead of every device
-    every tick (at tens of µs a state, a worker holding a million devices would spend more than the tick's
-    interval decoding). A state whose bytes are not the noted ones (recovery, a rebalance, a write not noted)
-    is decoded, as every state was before."""
+    """When each device's first session could end, noted with a fingerprint of the state's bytes (length and
+    hash), so the idle-session tick decodes only the devices that may have a session to end instead of every
+    device every tick (at tens of µs a state, a worker holding a million devices would spend more than the
+    tick's interval decoding). A fingerprint, not the bytes: a store that hands out copies (RocksDB) would
+    otherwise have every state held twice. A state whose fingerprint is not the noted one (recovery, a
+    rebalance, a write not noted) is decoded, as every state was before."""
 
-    def __init__(self, capacity: int = 500_000):
+    def __init__(self, capacity: int = 1_000_000):
         self.capacity = capacity
-        self._ends: dict[bytes, tuple[bytes, int | None]] = {}
+        self._ends: dict[bytes, tuple[int, int, int | None]] = {}
 
     def note(self, key: bytes, stored: bytes | None, end: int | None) -> None:
         """`key`'s state is now `stored` (None: evicted), whose earliest session end is `end`."""
@@ -208,14 +209,14 @@ class SessionEnds:
             return
         if len(self._ends) >= self.capacity:
             self._ends.clear()  # bounded memory: the next tick decodes every state once and notes them again
-        self._ends[key] = (stored, end)
+        self._ends[key] = (len(stored), hash(stored), end)
 
     def may_end(self, key: bytes, stored: bytes, horizon: int) -> bool:
         """Whether `stored`, `key`'s state, may hold a session that ends before `horizon`."""
         noted = self._ends.get(key)
-        if noted is None or not (noted[0] is stored or noted[0] == stored):
+        if noted is None or noted[0] != len(stored) or noted[1] != hash(stored):
             return True
-        return noted[1] is not None and noted[1] < horizon
+        return noted[2] is not None and noted[2] < horizon
 
 
 @dataclass

@@ -108,7 +108,7 @@ def test_idle_sessions_end_and_a_device_left_without_sessions_leaves_the_table()
     assert [orjson.loads(v)["status"] for _, v in ended.sessions] == ["ended", "ended"]
 
 
-def ends_of(table: dict, capacity: int = 500_000) -> steps.SessionEnds:
+def ends_of(table: dict, capacity: int = 1_000_000) -> steps.SessionEnds:
     ends = steps.SessionEnds(capacity)
     for key, stored in table.items():
         ends.note(key, stored, earliest_end(DeviceState.from_json(stored)))
