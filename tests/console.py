@@ -8,6 +8,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 
+import httpx
 import uvicorn
 
 from api.app import create_app
@@ -30,15 +31,19 @@ def console_app(settings: FootfallSettings, config: ConsoleConfig | None = None,
 
 
 @contextlib.contextmanager
-def served(app) -> Iterator[str]:
-    """The app under uvicorn on a free port, in a thread; yields its base URL."""
+def served(app, ready_path: str | None = "/readyz") -> Iterator[str]:
+    """The app under uvicorn on a free port, in a thread; yields its base URL once `ready_path` answers 200, as a
+    load balancer would send traffic (the API answers 503 until it has read the topics it keeps in memory)."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, name="console-server", daemon=True)
     thread.start()
+    url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: server.started, 60, what="the API server")
-        yield f"http://127.0.0.1:{port}"
+        if ready_path is not None:
+            wait_until(lambda: httpx.get(url + ready_path, timeout=10).status_code == 200, 120, what=f"{ready_path} of the API")
+        yield url
     finally:
         server.should_exit = True
         thread.join(15)

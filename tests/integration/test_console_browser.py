@@ -267,7 +267,7 @@ def test_the_sources_snippet_on_another_origin_sends_a_page_view_to_the_timeline
             )
         ]
     )
-    with served(site) as site_url:
+    with served(site, ready_path=None) as site_url:
         site_url = site_url.replace("127.0.0.1", "localhost")  # another host and port: another origin
         visitor = browser.new_context()
         third_party: list[str] = []
